@@ -1,0 +1,114 @@
+"""The BraTS vocabulary: modalities, labels, classes and regions.
+
+* label  -- an integer as stored in BraTS files: 1 NCR, 2 ED, 4 ET (2018-2021) or 3 ET (2023+)
+* class  -- the internal index 0 background, 1 NCR, 2 ED, 3 ET (softmax models)
+* region -- the nested unions BraTS scores: WT = NCR+ED+ET, TC = NCR+ET, ET (sigmoid models)
+
+Everything here is numpy only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: canonical modality names, in the report's vocabulary
+MODALITIES = ("flair", "t1", "t1ce", "t2")
+#: BraTS 2023 names -> canonical names
+MODALITY_ALIASES = {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2"}
+#: canonical -> BraTS 2023 name
+MODALITY_2023 = {v: k for k, v in MODALITY_ALIASES.items()}
+#: the report's default input: FLAIR, T1ce, T2 stacked in that order
+DEFAULT_MODALITIES = ("flair", "t1ce", "t2")
+
+CLASS_NAMES = ("background", "NCR", "ED", "ET")
+CLASS_LONG_NAMES = ("background", "NECROTIC/CORE", "EDEMA", "ENHANCING")
+REGION_NAMES = ("WT", "TC", "ET")
+#: classes belonging to each region
+REGION_CLASSES = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+#: value written to files for enhancing tumor in each label convention
+ET_LABEL = {"2021": 4, "2023": 3}
+
+
+def canonical_modality(name: str) -> str:
+    """Return the canonical name (flair, t1, t1ce, t2) of a modality in either vocabulary.
+
+    Raises ValueError for an unknown name.
+    """
+    key = name.strip().lower()
+    key = MODALITY_ALIASES.get(key, key)
+    if key not in MODALITIES:
+        raise ValueError(
+            f"unknown modality {name!r}: use one of {', '.join(MODALITIES)} "
+            f"or {', '.join(MODALITY_ALIASES)}"
+        )
+    return key
+
+
+def parse_modalities(spec) -> tuple[str, ...]:
+    """Parse ``"flair,t1ce,t2"`` or a sequence of names into canonical names (order kept)."""
+    if isinstance(spec, str):
+        spec = [s for s in spec.replace(" ", ",").split(",") if s]
+    names = tuple(canonical_modality(s) for s in spec)
+    if not names:
+        raise ValueError("no modality given")
+    if len(set(names)) != len(names):
+        raise ValueError(f"modality listed twice in {spec!r}")
+    return names
+
+
+def labels_to_classes(labels: np.ndarray, convention: str = "auto") -> np.ndarray:
+    """Map a BraTS label map to class indices 0..3 (uint8).
+
+    Args:
+        labels: integer array of BraTS labels, any shape.
+        convention: ``"2021"`` (ET stored as 4), ``"2023"`` (ET stored as 3) or
+            ``"auto"``: 4 present means 2021; otherwise 3 is taken as ET (2023).
+    Raises:
+        ValueError naming the unexpected values when the map holds other labels.
+    """
+    labels = np.asarray(labels)
+    present = np.unique(labels)
+    if convention == "auto":
+        convention = "2023" if (3 in present and 4 not in present) else "2021"
+    et = ET_LABEL[str(convention)]
+    allowed = {0, 1, 2, et}
+    bad = [int(v) for v in present if int(v) not in allowed or v != int(v)]
+    if bad:
+        raise ValueError(
+            f"unexpected label values {bad} (expected {sorted(allowed)} in the {convention} convention)"
+        )
+    lut = np.zeros(max(5, et + 1), dtype=np.uint8)
+    lut[1], lut[2], lut[et] = 1, 2, 3
+    return lut[labels.astype(np.intp, copy=False)]
+
+
+def classes_to_labels(classes: np.ndarray, convention: str = "2021") -> np.ndarray:
+    """Map class indices 0..3 back to BraTS labels (uint8), ET as 4 (``"2021"``) or 3 (``"2023"``)."""
+    lut = np.array([0, 1, 2, ET_LABEL[str(convention)]], dtype=np.uint8)
+    return lut[np.asarray(classes).astype(np.intp, copy=False)]
+
+
+def classes_to_regions(classes: np.ndarray) -> np.ndarray:
+    """One boolean channel per region: ``(..., 3)`` with WT, TC, ET for a class map ``(...)``."""
+    classes = np.asarray(classes)
+    return np.stack([classes > 0, (classes == 1) | (classes == 3), classes == 3], axis=-1)
+
+
+def regions_to_classes(regions: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Turn region probabilities ``(..., 3)`` (WT, TC, ET) into a class map ``(...)`` uint8.
+
+    The regions are nested: a voxel is ET where ET > t, else NCR where TC > t,
+    else ED where WT > t, else background (the usual BraTS decoding).
+    """
+    regions = np.asarray(regions)
+    wt, tc, et = (regions[..., i] > threshold for i in range(3))
+    out = np.zeros(regions.shape[:-1], dtype=np.uint8)
+    out[wt] = 2
+    out[tc] = 1
+    out[et] = 3
+    return out
+
+
+def one_hot(classes: np.ndarray, n_classes: int = 4, dtype=np.float32) -> np.ndarray:
+    """One-hot encode a class map ``(...)`` into ``(..., n_classes)``."""
+    classes = np.asarray(classes)
+    return (classes[..., None] == np.arange(n_classes, dtype=classes.dtype)).astype(dtype)
