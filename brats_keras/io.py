@@ -1,0 +1,284 @@
+"""Finding and reading BraTS cases, and writing outputs safely.
+
+Supported layouts (``.nii`` and ``.nii.gz``), found anywhere below a folder:
+
+* BraTS 2018-2021: ``<case>_flair``, ``_t1``, ``_t1ce``, ``_t2``, ``_seg`` (ET label 4)
+* BraTS 2023+:     ``<case>-t2f``, ``-t1n``, ``-t1c``, ``-t2w``, ``-seg`` (ET label 3)
+* a case folder whose files carry no case prefix: ``t1c.nii.gz``, ``flair.nii.gz``,
+  ``seg.nii.gz`` / ``segmentation.nii.gz``; the folder name is the case id.
+
+numpy and nibabel only: no deep-learning framework is imported here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .labels import MODALITIES, MODALITY_ALIASES, canonical_modality, labels_to_classes
+
+_NII = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$", re.IGNORECASE)
+_KEYS_2021 = ("flair", "t1ce", "t1", "t2", "seg")
+_KEYS_2023 = ("t2f", "t1n", "t1c", "t2w", "seg")
+_RE_2021 = re.compile(r"^(?P<case>.+)_(?P<key>flair|t1ce|t1|t2|seg)$", re.IGNORECASE)
+_RE_2023 = re.compile(r"^(?P<case>.+)-(?P<key>t2f|t1n|t1c|t2w|seg)$", re.IGNORECASE)
+_PLAIN_SEG = ("seg", "segmentation", "label", "labels", "mask")
+
+
+class BratsInputError(ValueError):
+    """Bad input: the message is one line naming the case or file and the problem."""
+
+
+@dataclass
+class Case:
+    """One patient study found on disk.
+
+    Attributes:
+        case_id: the case's name (file prefix, or folder name for unprefixed files).
+        folder: the folder holding the files.
+        images: canonical modality name -> path.
+        seg: path of the label map, or None (test / validation data).
+        layout: ``"2021"``, ``"2023"`` or ``"plain"``.
+    """
+
+    case_id: str
+    folder: Path
+    images: dict = field(default_factory=dict)
+    seg: Path | None = None
+    layout: str = "2021"
+
+    @property
+    def label_convention(self) -> str:
+        """The label convention files of this case use: ``"2021"`` (ET = 4) or ``"2023"`` (ET = 3)."""
+        return "2021" if self.layout == "2021" else "2023"
+
+    def path(self, modality: str) -> Path:
+        """Path of one modality (either vocabulary); BratsInputError if the case lacks it."""
+        mod = canonical_modality(modality)
+        if mod not in self.images:
+            have = ", ".join(sorted(self.images)) or "none"
+            raise BratsInputError(f"{self.case_id}: missing modality {mod} in {self.folder} (found: {have})")
+        return self.images[mod]
+
+
+def _classify(folder: Path, filename: str):
+    """Return (case_id, key, layout) for a NIfTI file name, or None."""
+    m = _NII.match(filename)
+    if not m:
+        return None
+    stem = m.group("stem")
+    m21 = _RE_2021.match(stem)
+    if m21:
+        return m21.group("case"), m21.group("key").lower(), "2021"
+    m23 = _RE_2023.match(stem)
+    if m23:
+        return m23.group("case"), m23.group("key").lower(), "2023"
+    low = stem.lower()
+    if low in MODALITIES or low in MODALITY_ALIASES:
+        layout = "plain" if low in MODALITY_ALIASES else "2021"
+        return folder.name, canonical_modality(low), layout
+    if low in _PLAIN_SEG:
+        return folder.name, "seg", None
+    return None
+
+
+def find_cases(root, require_seg: bool = False) -> list[Case]:
+    """Find every BraTS case below ``root`` (``root`` may itself be one case folder).
+
+    Args:
+        root: a folder of cases, one case folder, or a flat folder of prefixed files.
+        require_seg: keep only cases that have a label map.
+    Returns:
+        Cases sorted by case id.
+    Raises:
+        BratsInputError if ``root`` does not exist.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise BratsInputError(f"{root}: not a folder")
+    found: dict[tuple, Case] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        folder = Path(dirpath)
+        for name in sorted(filenames):
+            hit = _classify(folder, name)
+            if hit is None:
+                continue
+            case_id, key, layout = hit
+            case = found.setdefault((folder, case_id), Case(case_id=case_id, folder=folder))
+            if key == "seg":
+                case.seg = folder / name
+            else:
+                case.images[canonical_modality(key)] = folder / name
+                if layout:
+                    case.layout = layout
+    cases = [c for c in found.values() if c.images]
+    if require_seg:
+        cases = [c for c in cases if c.seg is not None]
+    return sorted(cases, key=lambda c: (c.case_id, str(c.folder)))
+
+
+def load_nifti(path, dtype=None):
+    """Read a NIfTI file; return ``(array, affine, header)``.
+
+    ``dtype=None`` keeps the stored integer type when the file has no scaling
+    (no float64 copy of the volume); otherwise the array is cast to ``dtype``.
+    A 4-D file with a trailing axis of length 1 is squeezed to 3-D.
+
+    Raises:
+        BratsInputError naming the file when it is missing, unreadable, truncated or not 3-D.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    try:
+        img = nib.load(str(path))
+        arr = np.asanyarray(img.dataobj)
+    except FileNotFoundError:
+        raise BratsInputError(f"{path}: file not found") from None
+    except Exception as exc:  # nibabel raises many types for broken files
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise BratsInputError(f"{path}: cannot read NIfTI ({msg})") from None
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise BratsInputError(f"{path}: expected a 3-D volume, got shape {arr.shape}")
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    return arr, img.affine, img.header
+
+
+def check_volume(arr: np.ndarray, path) -> None:
+    """Raise BratsInputError if a modality holds NaN/inf or is all zero."""
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise BratsInputError(f"{path}: volume contains NaN or infinite values")
+    if not arr.any():
+        raise BratsInputError(f"{path}: volume is all zero")
+
+
+def load_modalities(case: Case, modalities=None, check: bool = True):
+    """Read the requested modalities of a case without converting them to float.
+
+    Returns:
+        ``(volumes, affine, header)``: a list of 3-D arrays in the order asked for,
+        the affine and header of the first modality.
+    Raises:
+        BratsInputError for a missing modality, unreadable file, NaN / all-zero volume
+        or modalities whose shapes differ.
+    """
+    from .labels import DEFAULT_MODALITIES, parse_modalities
+
+    mods = parse_modalities(modalities or DEFAULT_MODALITIES)
+    vols, affine, header, first = [], None, None, None
+    for mod in mods:
+        path = case.path(mod)
+        arr, aff, hdr = load_nifti(path)
+        if check:
+            check_volume(arr, path)
+        if first is None:
+            first, affine, header = (path, arr.shape), aff, hdr
+        elif arr.shape != first[1]:
+            raise BratsInputError(
+                f"{path}: shape {arr.shape} differs from {first[0].name} {first[1]}"
+            )
+        vols.append(arr)
+    return vols, affine, header
+
+
+def load_classes(path, shape=None, convention: str = "auto") -> np.ndarray:
+    """Read a BraTS label map and return class indices 0..3 (uint8).
+
+    Raises:
+        BratsInputError naming the file for unreadable data, a shape other than
+        ``shape`` or unexpected label values.
+    """
+    arr, _, _ = load_nifti(path)
+    if shape is not None and arr.shape != tuple(shape):
+        raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise BratsInputError(f"{path}: label map holds non-integer values")
+    try:
+        return labels_to_classes(arr, convention)
+    except ValueError as exc:
+        raise BratsInputError(f"{path}: {exc}") from None
+
+
+def _tmp_path(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def atomic_save_npy(path, array: np.ndarray) -> None:
+    """Save an array to ``path`` through a temporary file and a rename (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write text to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path, obj) -> None:
+    """Write JSON (indented, sorted keys kept in insertion order) atomically."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o):
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def save_nifti(path, array: np.ndarray, affine, header=None) -> None:
+    """Write a NIfTI file atomically, keeping the reference header's geometry.
+
+    The data type of the file is the array's (e.g. uint8 for label maps).
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hdr = header.copy() if header is not None else None
+    img = nib.Nifti1Image(array, affine, hdr)
+    img.set_data_dtype(array.dtype)
+    if hdr is not None:
+        img.header.set_slope_inter(1, 0)
+        img.set_qform(affine, code=int(header["qform_code"]) or 1)
+        img.set_sform(affine, code=int(header["sform_code"]) or 1)
+    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
+    tmp = _tmp_path(path)
+    tmp_nii = tmp.with_name(tmp.name + suffix)
+    try:
+        nib.save(img, str(tmp_nii))
+        os.replace(tmp_nii, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp_nii.unlink(missing_ok=True)

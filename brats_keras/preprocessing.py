@@ -1,0 +1,118 @@
+"""Crop boxes and intensity scaling, shared by conversion, training and prediction.
+
+A crop box is a tuple of three ``(start, stop)`` pairs in the file's own voxel
+order ``(D, H, W)``. Scaling is computed on the whole volume (or its brain voxels)
+and applied to the crop only, so no float copy of the full volume is made.
+
+numpy only: no deep-learning framework is imported here.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+#: the report's fixed crop of a 240 x 240 x 155 BraTS volume to 128^3
+REPORT_CROP = ((56, 184), (56, 184), (13, 141))
+SCALINGS = ("minmax", "zscore")
+
+
+def fixed_crop_box(shape, box=REPORT_CROP):
+    """Return ``box`` after checking it fits inside a volume of ``shape``; ValueError otherwise."""
+    for (a, b), n in zip(box, shape):
+        if a < 0 or b > n or a >= b:
+            raise ValueError(f"crop box {list(map(list, box))} does not fit a volume of shape {tuple(shape)}")
+    return tuple((int(a), int(b)) for a, b in box)
+
+
+def brain_crop_box(volumes, margin: int = 4, multiple: int = 1):
+    """Bounding box of voxels that are nonzero in any modality, grown by ``margin``.
+
+    Args:
+        volumes: list of 3-D arrays of one shape.
+        margin: voxels added on each side (clipped to the volume).
+        multiple: grow the box (inside the volume where possible) so each side is a multiple of this.
+    Returns:
+        crop box ``((d0, d1), (h0, h1), (w0, w1))``.
+    Raises:
+        ValueError if every voxel is zero.
+    """
+    mask = np.zeros(volumes[0].shape, dtype=bool)
+    for v in volumes:
+        mask |= v != 0
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        idx = np.flatnonzero(mask.any(axis=other))
+        if idx.size == 0:
+            raise ValueError("no nonzero voxel: cannot find the brain")
+        n = mask.shape[axis]
+        a, b = max(0, int(idx[0]) - margin), min(n, int(idx[-1]) + 1 + margin)
+        if multiple > 1:
+            want = min(n, -(-(b - a) // multiple) * multiple)
+            extra = want - (b - a)
+            a = max(0, a - extra // 2)
+            b = a + want
+            if b > n:
+                a, b = n - want, n
+        box.append((a, b))
+    return tuple(box)
+
+
+def box_slices(box):
+    """Crop box -> tuple of slices."""
+    return tuple(slice(a, b) for a, b in box)
+
+
+def box_shape(box):
+    return tuple(b - a for a, b in box)
+
+
+def scale_params(volume: np.ndarray, method: str = "minmax") -> dict:
+    """Scaling parameters of one modality.
+
+    * ``minmax``: ``{"min", "max"}`` over the whole volume; scaled = (x - min) / (max - min).
+    * ``zscore``: ``{"mean", "std"}`` over the brain (nonzero) voxels; scaled = (x - mean) / std,
+      and voxels outside the brain stay 0.
+    """
+    if method == "minmax":
+        return {"min": float(volume.min()), "max": float(volume.max())}
+    if method == "zscore":
+        vals = volume[volume != 0].astype(np.float64)
+        if vals.size == 0:
+            return {"mean": 0.0, "std": 1.0}
+        return {"mean": float(vals.mean()), "std": float(vals.std()) or 1.0}
+    raise ValueError(f"unknown scaling {method!r}: use one of {', '.join(SCALINGS)}")
+
+
+def apply_scale(region: np.ndarray, params: dict, method: str = "minmax", out_dtype=np.float32) -> np.ndarray:
+    """Scale a volume (or a crop of it) with parameters from :func:`scale_params`."""
+    x = region.astype(np.float32)
+    if method == "minmax":
+        span = params["max"] - params["min"]
+        x -= np.float32(params["min"])
+        if span > 0:
+            x *= np.float32(1.0 / span)
+    elif method == "zscore":
+        brain = region != 0
+        x -= np.float32(params["mean"])
+        x *= np.float32(1.0 / params["std"])
+        x[~brain] = 0
+    else:
+        raise ValueError(f"unknown scaling {method!r}: use one of {', '.join(SCALINGS)}")
+    return x.astype(out_dtype, copy=False)
+
+
+def stack_scaled(volumes, box, method: str = "minmax", dtype=np.float32):
+    """Scale each modality over its whole volume, crop to ``box`` and stack channels-last.
+
+    Returns:
+        ``(image, params)``: image ``(d, h, w, C)`` of ``dtype``; params, one dict per modality.
+    """
+    sl = box_slices(box)
+    shape = box_shape(box)
+    image = np.empty(shape + (len(volumes),), dtype=dtype)
+    params = []
+    for c, vol in enumerate(volumes):
+        p = scale_params(vol, method)
+        image[..., c] = apply_scale(vol[sl], p, method, out_dtype=np.float32)
+        params.append(p)
+    return image, params
