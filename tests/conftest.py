@@ -1,0 +1,73 @@
+"""Shared test fixtures: paths to the real cases and small hand-made NIfTI cases."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL = SHARED / "brats-real"
+LAYOUT_2023 = SHARED / "brats2023-layout"
+
+
+@pytest.fixture(scope="session")
+def real_dir() -> Path:
+    """The real BraTS cases; fail loudly (no skip) when ../shared is missing."""
+    assert REAL.is_dir(), f"real BraTS cases not found at {REAL}: tests need ../shared/data beside the checkout"
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def layout2023_dir() -> Path:
+    assert LAYOUT_2023.is_dir(), f"BraTS 2023 layout cases not found at {LAYOUT_2023}"
+    return LAYOUT_2023
+
+
+def make_small_case(rng, shape=(24, 28, 20), et_label=4):
+    """Images (4 modalities, int16, zero outside a box 'brain') and a label map with 1, 2 and ET."""
+    brain = np.zeros(shape, bool)
+    brain[3:-3, 3:-3, 2:-2] = True
+    vols = {}
+    for k, m in enumerate(("flair", "t1", "t1ce", "t2")):
+        v = rng.integers(50, 1000, size=shape).astype(np.int16)
+        v[~brain] = 0
+        vols[m] = v
+    seg = np.zeros(shape, np.uint8)
+    c = tuple(s // 2 for s in shape)
+    seg[c[0] - 5:c[0] + 5, c[1] - 5:c[1] + 5, c[2] - 4:c[2] + 4] = 2
+    seg[c[0] - 3:c[0] + 3, c[1] - 3:c[1] + 3, c[2] - 2:c[2] + 2] = et_label
+    seg[c[0] - 1:c[0] + 1, c[1] - 1:c[1] + 1, c[2] - 1:c[2] + 1] = 1
+    return vols, seg
+
+
+def write_nifti(path, arr, affine=None):
+    import nibabel as nib
+
+    img = nib.Nifti1Image(arr, np.eye(4) if affine is None else affine)
+    img.set_data_dtype(arr.dtype)
+    nib.save(img, str(path))
+
+
+def write_small_case(root, case_id, seed=0, shape=(24, 28, 20), layout="2021", seg=True, ext=".nii.gz"):
+    """Write one small case in the given layout ('2021', '2023' or 'plain'); return its folder."""
+    rng = np.random.default_rng(seed)
+    vols, labels = make_small_case(rng, shape, et_label=4 if layout == "2021" else 3)
+    folder = Path(root) / case_id
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
+    for m, v in vols.items():
+        if layout == "2021":
+            name = f"{case_id}_{m}"
+        elif layout == "2023":
+            name = f"{case_id}-{names[m]}"
+        else:
+            name = names[m]
+        write_nifti(folder / (name + ext), v)
+    if seg:
+        name = {"2021": f"{case_id}_seg", "2023": f"{case_id}-seg", "plain": "seg"}[layout]
+        write_nifti(folder / (name + ext), labels)
+    return folder

@@ -1,0 +1,117 @@
+"""Finding cases in every layout, reading volumes and labels, and their error messages."""
+import numpy as np
+import pytest
+
+from brats_keras import io as bio
+from brats_keras.labels import classes_to_labels, labels_to_classes, parse_modalities
+
+from conftest import write_nifti, write_small_case
+
+
+def test_find_real_cases(real_dir):
+    cases = bio.find_cases(real_dir)
+    assert len(cases) == 23
+    for c in cases:
+        assert set(c.images) == {"flair", "t1", "t1ce", "t2"}
+        assert c.seg is not None and c.seg.name == f"{c.case_id}_seg.nii.gz"
+        assert c.layout == "2021" and c.label_convention == "2021"
+    assert "BraTS2021_00006" in [c.case_id for c in cases]
+
+
+def test_find_2023_and_plain_layouts(layout2023_dir):
+    cases = {c.case_id: c for c in bio.find_cases(layout2023_dir)}
+    assert set(cases) == {"BraTS-GLI-00001-000", "algorithm-labelled-case"}
+    named = cases["BraTS-GLI-00001-000"]
+    assert named.layout == "2023" and named.seg is None
+    assert named.images["flair"].name == "BraTS-GLI-00001-000-t2f.nii.gz"
+    assert named.images["t1ce"].name == "BraTS-GLI-00001-000-t1c.nii.gz"
+    plain = cases["algorithm-labelled-case"]
+    assert plain.seg.name == "segmentation.nii.gz"
+    assert plain.images["t1"].name == "t1n.nii.gz" and plain.label_convention == "2023"
+    # the algorithm's label map uses 3 for ET
+    classes = bio.load_classes(plain.seg)
+    raw, _, _ = bio.load_nifti(plain.seg)
+    assert np.array_equal(classes == 3, raw == 3)
+
+
+def test_root_may_be_one_case_folder(real_dir):
+    cases = bio.find_cases(real_dir / "Brats18_TCIA01_425_1")
+    assert [c.case_id for c in cases] == ["Brats18_TCIA01_425_1"]
+
+
+@pytest.mark.parametrize("layout,ext", [("2021", ".nii"), ("2023", ".nii.gz"), ("plain", ".nii")])
+def test_layouts_and_extensions(tmp_path, layout, ext):
+    write_small_case(tmp_path, "caseA", layout=layout, ext=ext)
+    (c,) = bio.find_cases(tmp_path)
+    assert c.case_id == "caseA" and set(c.images) == {"flair", "t1", "t1ce", "t2"}
+    assert c.path("t2f") == c.images["flair"]  # either vocabulary
+    vols, affine, _ = bio.load_modalities(c, ["t1c", "flair"])
+    assert len(vols) == 2 and vols[0].dtype == np.int16  # no float64 copy
+    classes = bio.load_classes(c.seg, shape=vols[0].shape)
+    assert set(np.unique(classes)) == {0, 1, 2, 3}
+
+
+def test_label_round_trip():
+    labels = np.array([0, 1, 2, 4, 4, 2])
+    classes = labels_to_classes(labels)
+    assert classes.tolist() == [0, 1, 2, 3, 3, 2]
+    assert classes_to_labels(classes, "2021").tolist() == labels.tolist()
+    assert classes_to_labels(classes, "2023").tolist() == [0, 1, 2, 3, 3, 2]
+    assert labels_to_classes(np.array([0, 3, 1])).tolist() == [0, 3, 1]  # auto: 3 is 2023 ET
+    with pytest.raises(ValueError, match=r"unexpected label values \[7\]"):
+        labels_to_classes(np.array([0, 7, 4]))
+
+
+def test_modality_vocabulary():
+    assert parse_modalities("t2f,t1c,t2w") == ("flair", "t1ce", "t2")
+    assert parse_modalities(["T1", "t1n"][:1]) == ("t1",)
+    with pytest.raises(ValueError, match="unknown modality 'pd'"):
+        parse_modalities("flair,pd")
+    with pytest.raises(ValueError, match="twice"):
+        parse_modalities("flair,t2f")
+
+
+def test_errors_name_file_and_problem(tmp_path):
+    folder = write_small_case(tmp_path, "bad")
+    (c,) = bio.find_cases(tmp_path)
+    # missing modality
+    c.images["t2"].unlink()
+    (c,) = bio.find_cases(tmp_path)
+    with pytest.raises(bio.BratsInputError, match=r"bad: missing modality t2"):
+        bio.load_modalities(c, ["flair", "t2"])
+    # truncated gzip
+    p = folder / "bad_flair.nii.gz"
+    p.write_bytes(p.read_bytes()[:200])
+    with pytest.raises(bio.BratsInputError, match=r"bad_flair.nii.gz: cannot read NIfTI"):
+        bio.load_modalities(c, ["flair"])
+    # NaN and all-zero volumes
+    write_nifti(p, np.full((4, 4, 4), np.nan, np.float32))
+    with pytest.raises(bio.BratsInputError, match="NaN"):
+        bio.load_modalities(c, ["flair"])
+    write_nifti(p, np.zeros((4, 4, 4), np.int16))
+    with pytest.raises(bio.BratsInputError, match="all zero"):
+        bio.load_modalities(c, ["flair"])
+    # different shapes
+    write_nifti(p, np.ones((4, 4, 4), np.int16))
+    with pytest.raises(bio.BratsInputError, match=r"differs from"):
+        bio.load_modalities(c, ["t1", "flair"])
+    # unexpected labels
+    write_nifti(c.seg, np.full((24, 28, 20), 5, np.uint8))
+    with pytest.raises(bio.BratsInputError, match=r"bad_seg.nii.gz: unexpected label values \[5\]"):
+        bio.load_classes(c.seg)
+    with pytest.raises(bio.BratsInputError, match="not a folder"):
+        bio.find_cases(tmp_path / "nowhere")
+
+
+def test_save_nifti_keeps_geometry(tmp_path, real_dir):
+    import nibabel as nib
+
+    src = real_dir / "Brats18_TCIA01_425_1" / "Brats18_TCIA01_425_1_seg.nii.gz"
+    arr, affine, header = bio.load_nifti(src)
+    out = tmp_path / "x.nii.gz"
+    bio.save_nifti(out, arr.astype(np.uint8), affine, header)
+    img = nib.load(str(out))
+    assert img.shape == arr.shape and img.get_data_dtype() == np.uint8
+    assert np.allclose(img.affine, affine)
+    assert np.array_equal(np.asanyarray(img.dataobj), arr)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.nii.gz"]  # no temporary left
