@@ -1,0 +1,586 @@
+"""BraTS scores of class maps: Dice, HD95, sensitivity, specificity, lesion-wise scores, folders.
+
+numpy and scipy only (nibabel and tqdm are imported by :func:`evaluate_folder` alone),
+so evaluation runs without a deep-learning framework. Volumes are ``(D, H, W)`` class
+maps (0 background, 1 NCR, 2 ED, 3 ET) or boolean masks; ``spacing`` is the voxel
+size in mm along each axis, as in the NIfTI header's zooms.
+
+Conventions for empty masks, the same in every function here and in the Keras
+metrics of :mod:`brats_keras.metrics`:
+
+==========================  ======  ===================  ===========  ==========  ===========
+case                        Dice    HD95                 sensitivity  precision   specificity
+==========================  ======  ===================  ===========  ==========  ===========
+both empty                  1       0                    1            1           as usual
+truth empty, pred not       0       ``HD95_EMPTY``       0            0           as usual
+pred empty, truth not       0       ``HD95_EMPTY``       0            0           as usual
+==========================  ======  ===================  ===========  ==========  ===========
+
+``HD95_EMPTY = 373.13`` mm is the value the BraTS challenge gives a missed or spurious
+region (the diagonal of the 240 x 240 x 155 volume). Specificity is 1 when there is no
+negative voxel at all.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .labels import CLASS_NAMES, REGION_NAMES, classes_to_regions, labels_to_classes
+
+__all__ = [
+    "HD95_EMPTY",
+    "SCORE_NAMES",
+    "REPORT_NAMES",
+    "dice",
+    "hd95",
+    "surface_distances",
+    "sensitivity",
+    "specificity",
+    "region_scores",
+    "report_scores",
+    "lesion_wise_scores",
+    "evaluate_folder",
+    "format_table",
+]
+
+#: HD95 in mm given when exactly one of the two masks is empty (the BraTS value)
+HD95_EMPTY = 373.13
+#: per-region scores of :func:`region_scores`
+SCORE_NAMES = ("dice", "hd95", "sensitivity", "specificity")
+#: the report's Table 4 columns, from :func:`report_scores`
+REPORT_NAMES = (
+    "accuracy", "precision", "recall", "mean_dice", "dice_NCR", "dice_ED", "dice_ET",
+)
+_TUMOR_CLASSES = (1, 2, 3)
+
+
+# --------------------------------------------------------------------------- counts
+
+
+def _dice_counts(tp, n_true, n_pred) -> float:
+    total = n_true + n_pred
+    return 1.0 if total == 0 else float(2.0 * tp / total)
+
+
+def _recall_counts(tp, n_true, n_pred) -> float:
+    if n_true == 0:
+        return 1.0 if n_pred == 0 else 0.0
+    return float(tp / n_true)
+
+
+def _precision_counts(tp, n_true, n_pred) -> float:
+    if n_pred == 0:
+        return 1.0 if n_true == 0 else 0.0
+    return float(tp / n_pred)
+
+
+def _pair(pred, true) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred).astype(bool, copy=False)
+    true = np.asarray(true).astype(bool, copy=False)
+    if pred.shape != true.shape:
+        raise ValueError(f"shapes differ: prediction {pred.shape}, truth {true.shape}")
+    return pred, true
+
+
+def _spacing(spacing, ndim: int) -> tuple[float, ...]:
+    if spacing is None:
+        return (1.0,) * ndim
+    values = np.atleast_1d(np.asarray(spacing, dtype=np.float64)).ravel()
+    if values.size == 1:
+        values = np.repeat(values, ndim)
+    if values.size != ndim:
+        raise ValueError(f"spacing needs {ndim} values, got {values.tolist()}")
+    if np.any(values <= 0):
+        raise ValueError(f"spacing must be positive, got {values.tolist()}")
+    return tuple(float(s) for s in values)
+
+
+def dice(pred, true) -> float:
+    """Dice coefficient of two masks: ``2 |P & T| / (|P| + |T|)``; 1 when both are empty.
+
+    Args:
+        pred, true: arrays of the same shape; nonzero is foreground.
+    """
+    pred, true = _pair(pred, true)
+    tp = np.count_nonzero(pred & true)
+    return _dice_counts(tp, np.count_nonzero(true), np.count_nonzero(pred))
+
+
+def sensitivity(pred, true) -> float:
+    """Sensitivity (recall) ``|P & T| / |T|``; 1 when both are empty, 0 when only ``true`` is."""
+    pred, true = _pair(pred, true)
+    return _recall_counts(
+        np.count_nonzero(pred & true), np.count_nonzero(true), np.count_nonzero(pred)
+    )
+
+
+def specificity(pred, true) -> float:
+    """Specificity ``|~P & ~T| / |~T|``; 1 when ``true`` has no negative voxel."""
+    pred, true = _pair(pred, true)
+    negatives = true.size - np.count_nonzero(true)
+    if negatives == 0:
+        return 1.0
+    return float(np.count_nonzero(~pred & ~true) / negatives)
+
+
+# --------------------------------------------------------------------------- distances
+
+
+def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        hits = np.flatnonzero(np.any(mask, axis=other))
+        box.append(slice(max(hits[0] - margin, 0), min(hits[-1] + 1 + margin, mask.shape[axis])))
+    return tuple(box)
+
+
+def _surface(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
+    """The mask minus its erosion: the voxels with a background neighbour."""
+    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+
+
+def surface_distances(pred, true, spacing=None, connectivity: int = 3) -> np.ndarray:
+    """Distances in mm from each surface voxel of ``pred`` to the nearest surface voxel of ``true``.
+
+    A surface voxel is a voxel of the mask that its erosion removes: with
+    ``connectivity=3`` the erosion uses the full 3 x 3 x 3 structure; ``1`` uses the
+    6-neighbour cross (medpy's default). Distances are Euclidean, with
+    ``scipy.ndimage.distance_transform_edt`` and ``sampling=spacing``. Both masks are
+    first cropped to their joint bounding box plus one voxel, which gives the same
+    values as the full volume, much faster.
+
+    Args:
+        pred, true: non-empty masks of the same shape ``(D, H, W)`` (any rank works).
+        spacing: voxel size in mm per axis, or one number; ``None`` is 1 mm.
+        connectivity: 1 to ``ndim``, as ``scipy.ndimage.generate_binary_structure``.
+    Returns:
+        1-D float64 array, one distance per surface voxel of ``pred``.
+    Raises:
+        ValueError when a mask is empty or the shapes differ.
+    """
+    pred, true = _pair(pred, true)
+    if not pred.any() or not true.any():
+        raise ValueError("surface distances need two non-empty masks")
+    spacing = _spacing(spacing, pred.ndim)
+    box = _bounding_box(pred | true, margin=1)
+    pred, true = pred[box], true[box]
+    structure = ndimage.generate_binary_structure(pred.ndim, connectivity)
+    distance_to_true = ndimage.distance_transform_edt(~_surface(true, structure), sampling=spacing)
+    return distance_to_true[_surface(pred, structure)]
+
+
+def hd95(pred, true, spacing=None, connectivity: int = 3) -> float:
+    """95th percentile Hausdorff distance in mm between the surfaces of two masks.
+
+    The 95th percentile (``numpy.percentile``, linear interpolation) of the surface
+    distances pooled both ways, :func:`surface_distances` of ``pred`` to ``true`` and
+    of ``true`` to ``pred``: the same value as ``medpy.metric.binary.hd95(pred, true,
+    spacing, connectivity)``. Note medpy's default is ``connectivity=1``; here the
+    surface is taken with the full 3 x 3 x 3 structure (``connectivity=3``).
+
+    Huttenlocher, Klanderman and Rucklidge, "Comparing images using the Hausdorff
+    distance", IEEE TPAMI 1993; the 95th percentile as scored by BraTS (Menze et al.,
+    IEEE TMI 2015).
+
+    Args:
+        pred, true: masks of the same shape ``(D, H, W)``; nonzero is foreground.
+        spacing: voxel size in mm per axis (the NIfTI zooms), or one number; ``None``
+            is 1 mm.
+        connectivity: of the erosion that finds surface voxels (3: 26 neighbours).
+    Returns:
+        HD95 in mm; 0 when both masks are empty, ``HD95_EMPTY`` (373.13) when exactly
+        one is.
+    """
+    pred, true = _pair(pred, true)
+    has_pred, has_true = bool(pred.any()), bool(true.any())
+    if not has_pred and not has_true:
+        return 0.0
+    if not has_pred or not has_true:
+        return HD95_EMPTY
+    distances = np.concatenate(
+        [
+            surface_distances(pred, true, spacing, connectivity),
+            surface_distances(true, pred, spacing, connectivity),
+        ]
+    )
+    return float(np.percentile(distances, 95))
+
+
+# --------------------------------------------------------------------------- class maps
+
+
+def _classes_pair(pred_classes, true_classes) -> tuple[np.ndarray, np.ndarray]:
+    pred = np.asarray(pred_classes)
+    true = np.asarray(true_classes)
+    if pred.shape != true.shape:
+        raise ValueError(f"shapes differ: prediction {pred.shape}, truth {true.shape}")
+    for name, arr in (("prediction", pred), ("truth", true)):
+        if arr.size and (arr.min() < 0 or arr.max() > 3):
+            raise ValueError(
+                f"{name} holds values outside the classes 0..3 "
+                f"(min {arr.min()}, max {arr.max()}): convert labels with labels_to_classes"
+            )
+    return pred.astype(np.uint8, copy=False), true.astype(np.uint8, copy=False)
+
+
+def _tumor_box(pred: np.ndarray, true: np.ndarray) -> tuple[slice, ...] | None:
+    """Joint bounding box of the tumor of both class maps plus one voxel; None if both are empty.
+
+    Every region mask is empty outside it, so Dice, HD95, the components and the
+    positive counts computed on the box equal those on the whole volume.
+    """
+    tumor = (pred > 0) | (true > 0)
+    return _bounding_box(tumor, margin=1) if tumor.any() else None
+
+
+def region_scores(pred_classes, true_classes, spacing=None, connectivity: int = 3) -> dict:
+    """Dice, HD95, sensitivity and specificity of the BraTS regions WT, TC and ET.
+
+    Args:
+        pred_classes, true_classes: class maps ``(D, H, W)`` with values 0..3.
+        spacing: voxel size in mm per axis; ``None`` is 1 mm.
+        connectivity: of the surface used by :func:`hd95`.
+    Returns:
+        ``{"WT": {"dice", "hd95", "sensitivity", "specificity"}, "TC": {...}, "ET": {...}}``.
+    """
+    pred, true = _classes_pair(pred_classes, true_classes)
+    spacing = _spacing(spacing, pred.ndim)
+    size = pred.size
+    box = _tumor_box(pred, true)
+    if box is not None:
+        pred, true = pred[box], true[box]
+    pred_regions = classes_to_regions(pred)
+    true_regions = classes_to_regions(true)
+    scores = {}
+    for i, region in enumerate(REGION_NAMES):
+        p, t = pred_regions[..., i], true_regions[..., i]
+        tp = np.count_nonzero(p & t)
+        n_true, n_pred = np.count_nonzero(t), np.count_nonzero(p)
+        negatives = size - n_true
+        scores[region] = {
+            "dice": _dice_counts(tp, n_true, n_pred),
+            "hd95": hd95(p, t, spacing, connectivity),
+            "sensitivity": _recall_counts(tp, n_true, n_pred),
+            "specificity": 1.0 if negatives == 0 else float((negatives - (n_pred - tp)) / negatives),
+        }
+    return scores
+
+
+def _confusion(pred: np.ndarray, true: np.ndarray, n: int = 4) -> np.ndarray:
+    """Confusion counts ``(n, n)``: rows are true classes, columns predicted classes."""
+    return np.bincount((true * n + pred).ravel(), minlength=n * n).reshape(n, n)
+
+
+def report_scores(pred_classes, true_classes) -> dict:
+    """The report's Table 4 columns for one case: voxel accuracy, macro precision and recall, Dice.
+
+    * ``accuracy``: fraction of voxels whose class (background included) is right;
+    * ``precision``, ``recall``: voxel-wise, per tumor class NCR, ED, ET, then their mean;
+    * ``dice_NCR``, ``dice_ED``, ``dice_ET`` and their mean ``mean_dice``.
+
+    Empty classes follow the conventions in the module docstring (both empty: 1).
+
+    Args:
+        pred_classes, true_classes: class maps of the same shape, values 0..3.
+    Returns:
+        dict with the keys of ``REPORT_NAMES``.
+    """
+    pred, true = _classes_pair(pred_classes, true_classes)
+    cm = _confusion(pred, true)
+    tp = np.diag(cm)
+    n_true = cm.sum(axis=1)
+    n_pred = cm.sum(axis=0)
+    per_class = {
+        c: (
+            _dice_counts(tp[c], n_true[c], n_pred[c]),
+            _precision_counts(tp[c], n_true[c], n_pred[c]),
+            _recall_counts(tp[c], n_true[c], n_pred[c]),
+        )
+        for c in _TUMOR_CLASSES
+    }
+    scores = {
+        "accuracy": float(tp.sum() / max(cm.sum(), 1)),
+        "precision": float(np.mean([per_class[c][1] for c in _TUMOR_CLASSES])),
+        "recall": float(np.mean([per_class[c][2] for c in _TUMOR_CLASSES])),
+        "mean_dice": float(np.mean([per_class[c][0] for c in _TUMOR_CLASSES])),
+    }
+    for c in _TUMOR_CLASSES:
+        scores[f"dice_{CLASS_NAMES[c]}"] = per_class[c][0]
+    return scores
+
+
+def lesion_wise_scores(pred_classes, true_classes, spacing=None, connectivity: int = 3) -> dict:
+    """Lesion-wise Dice and HD95 of WT, TC and ET, in the spirit of BraTS 2023.
+
+    Per region, the truth and the prediction are split into connected components
+    (26-connectivity). Each true lesion is matched to every predicted component that
+    overlaps it; its Dice and HD95 are those of the lesion against the union of these
+    components (a lesion nothing overlaps scores Dice 0, HD95 ``HD95_EMPTY``). Each
+    predicted component that overlaps no true lesion is a false positive and also
+    scores Dice 0, HD95 ``HD95_EMPTY``. The region's score is the mean over true
+    lesions and false positives; no lesion on either side scores Dice 1, HD95 0.
+
+    Simpler than the official BraTS 2023 code: no dilation of the true lesions before
+    matching, and no minimum lesion size.
+
+    Args:
+        pred_classes, true_classes: class maps ``(D, H, W)`` with values 0..3.
+        spacing: voxel size in mm per axis; ``None`` is 1 mm.
+        connectivity: of the surface used by :func:`hd95`.
+    Returns:
+        ``{"WT": {"dice", "hd95", "n_lesions", "n_false_positives"}, "TC": ..., "ET": ...}``.
+    """
+    pred, true = _classes_pair(pred_classes, true_classes)
+    box = _tumor_box(pred, true)
+    if box is not None:
+        pred, true = pred[box], true[box]
+    pred_regions = classes_to_regions(pred)
+    true_regions = classes_to_regions(true)
+    structure = np.ones((3,) * pred.ndim, dtype=bool)
+    scores = {}
+    for i, region in enumerate(REGION_NAMES):
+        true_lab, n_true = ndimage.label(true_regions[..., i], structure=structure)
+        pred_lab, n_pred = ndimage.label(pred_regions[..., i], structure=structure)
+        true_boxes = ndimage.find_objects(true_lab)
+        pred_boxes = ndimage.find_objects(pred_lab)
+        dices, hds = [], []
+        matched = np.zeros(n_pred + 1, dtype=bool)
+        for lesion_id in range(1, n_true + 1):
+            box = true_boxes[lesion_id - 1]
+            lesion_in_box = true_lab[box] == lesion_id
+            ids = np.unique(pred_lab[box][lesion_in_box])
+            ids = ids[ids > 0]
+            if ids.size == 0:
+                dices.append(0.0)
+                hds.append(HD95_EMPTY)
+                continue
+            matched[ids] = True
+            # the box holding the lesion and all its matched components: outside it both
+            # masks are empty, so scores on the box equal scores on the volume
+            starts = [s.start for s in box]
+            stops = [s.stop for s in box]
+            for j in ids:
+                for axis, s in enumerate(pred_boxes[j - 1]):
+                    starts[axis] = min(starts[axis], s.start)
+                    stops[axis] = max(stops[axis], s.stop)
+            big = tuple(slice(a, b) for a, b in zip(starts, stops))
+            lesion = true_lab[big] == lesion_id
+            found = np.isin(pred_lab[big], ids)
+            dices.append(dice(found, lesion))
+            hds.append(hd95(found, lesion, spacing, connectivity))
+        n_fp = int(n_pred - np.count_nonzero(matched[1:]))
+        dices.extend([0.0] * n_fp)
+        hds.extend([HD95_EMPTY] * n_fp)
+        scores[region] = {
+            "dice": float(np.mean(dices)) if dices else 1.0,
+            "hd95": float(np.mean(hds)) if hds else 0.0,
+            "n_lesions": int(n_true),
+            "n_false_positives": n_fp,
+        }
+    return scores
+
+
+# --------------------------------------------------------------------------- folders
+
+_NII = ".nii.gz"
+
+
+def _case_files(folder: Path) -> dict[str, Path]:
+    return {p.name[: -len(_NII)]: p for p in sorted(folder.glob("*" + _NII)) if p.is_file()}
+
+
+def _find_truth(truth_dir: Path) -> dict[str, Path | None]:
+    """Case id -> label map path (None when the case has none) for either truth layout."""
+    flat = _case_files(truth_dir)
+    if flat:
+        return flat
+    try:
+        from .io import find_cases  # written alongside; optional until it lands
+    except ImportError:
+        find_cases = None
+    if find_cases is not None:
+        return {c.case_id: (Path(c.seg) if c.seg else None) for c in find_cases(truth_dir)}
+    truth = {}
+    for case_dir in sorted(p for p in truth_dir.iterdir() if p.is_dir()):
+        case = case_dir.name
+        candidates = [case_dir / f"{case}_seg{_NII}", case_dir / f"{case}-seg{_NII}"]
+        truth[case] = next((c for c in candidates if c.is_file()), None)
+    return truth
+
+
+def _read_classes(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    labels = np.asanyarray(img.dataobj)
+    if labels.ndim != 3:
+        raise ValueError(f"expected a 3-D label map, got shape {labels.shape}")
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return labels_to_classes(labels, convention="auto"), spacing
+
+
+def _case_scores(pred_path: Path, truth_path: Path, lesion_wise: bool) -> dict:
+    true, spacing = _read_classes(truth_path)
+    try:
+        pred, _ = _read_classes(pred_path)
+    except Exception as exc:  # name the file that failed
+        raise ValueError(f"{pred_path}: {exc}") from exc
+    if pred.shape != true.shape:
+        raise ValueError(f"{pred_path}: shape {pred.shape} differs from the truth's {true.shape}")
+    scores = region_scores(pred, true, spacing)
+    scores["report"] = report_scores(pred, true)
+    if lesion_wise:
+        scores["lesion_wise"] = lesion_wise_scores(pred, true, spacing)
+    return scores
+
+
+def _aggregate(cases: list[dict], reduce) -> dict:
+    """Apply ``reduce`` to every leaf across the cases, keeping the nested structure."""
+    if not cases:
+        return {}
+    out = {}
+    for key, value in cases[0].items():
+        if isinstance(value, dict):
+            out[key] = _aggregate([c[key] for c in cases], reduce)
+        else:
+            out[key] = float(reduce(np.asarray([c[key] for c in cases], dtype=np.float64)))
+    return out
+
+
+def _flatten(scores: dict, prefix: str = "") -> dict[str, float]:
+    flat = {}
+    for key, value in scores.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            # the report's columns keep their own names (accuracy, dice_NCR, ...)
+            flat.update(_flatten(value, "" if key == "report" else f"{name}_"))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _write_atomic(path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _csv_text(results: dict) -> str:
+    rows = [(case, _flatten(s)) for case, s in results["cases"].items()]
+    rows += [(name, _flatten(results[name])) for name in ("mean", "median") if results.get(name)]
+    if not rows:
+        return "case\n"
+    columns = list(rows[0][1])
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["case", *columns])
+    for case, flat in rows:
+        writer.writerow([case, *(repr(float(flat[c])) for c in columns)])
+    return buf.getvalue()
+
+
+def evaluate_folder(
+    pred_dir,
+    truth_dir,
+    json_path=None,
+    csv_path=None,
+    progress: bool = True,
+    lesion_wise: bool = False,
+) -> dict:
+    """Score every predicted case of a folder against its label map.
+
+    Predictions are ``pred_dir/<case>.nii.gz`` label maps (2021 or 2023 labels).
+    The truth is either a folder of ``<case>.nii.gz`` label maps or a BraTS folder of
+    cases (``<case>/<case>_seg.nii.gz``; :func:`brats_keras.io.find_cases` where it
+    exists). Label maps are read with nibabel as stored (never as float64), converted
+    with ``labels_to_classes(convention="auto")``; spacing comes from the truth's zooms.
+
+    A case missing on either side, or one that cannot be read, gets a one-line
+    message under ``"errors"`` naming the case and the file; the other cases are
+    still scored.
+
+    Args:
+        pred_dir: folder of predicted label maps.
+        truth_dir: folder of true label maps or of BraTS cases.
+        json_path, csv_path: where to write the results (written atomically); the CSV
+            has one row per case, then ``mean`` and ``median`` rows.
+        progress: show a tqdm progress bar.
+        lesion_wise: also compute :func:`lesion_wise_scores` (key ``"lesion_wise"``).
+    Returns:
+        ``{"cases": {case: {"WT": {"dice", "hd95", "sensitivity", "specificity"},
+        "TC": ..., "ET": ..., "report": {accuracy, precision, recall, mean_dice,
+        dice_NCR, dice_ED, dice_ET}}}, "mean": {...}, "median": {...},
+        "errors": {case: message}}``.
+    """
+    from tqdm.auto import tqdm
+
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    for name, folder in (("prediction", pred_dir), ("truth", truth_dir)):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{name} folder not found: {folder}")
+    preds = _case_files(pred_dir)
+    truth = _find_truth(truth_dir)
+    cases, errors = {}, {}
+    for case in tqdm(sorted(set(preds) | set(truth)), desc="evaluate", disable=not progress):
+        if case not in preds:
+            errors[case] = f"{case}: prediction missing: {pred_dir / (case + _NII)}"
+        elif truth.get(case) is None:
+            errors[case] = f"{case}: label map missing in {truth_dir} for {preds[case]}"
+        else:
+            try:
+                cases[case] = _case_scores(preds[case], truth[case], lesion_wise)
+            except Exception as exc:
+                message = " ".join(str(exc).split())
+                errors[case] = f"{case}: {message}"
+    scored = list(cases.values())
+    results = {
+        "cases": cases,
+        "mean": _aggregate(scored, np.mean),
+        "median": _aggregate(scored, np.median),
+        "errors": errors,
+    }
+    if json_path is not None:
+        _write_atomic(json_path, json.dumps(results, indent=2) + "\n")
+    if csv_path is not None:
+        _write_atomic(csv_path, _csv_text(results))
+    return results
+
+
+def format_table(results: dict) -> str:
+    """A compact text table of :func:`evaluate_folder` results: Dice and HD95 per region per case,
+    mean Dice of the classes, then the mean and median rows and the errors."""
+    rows = list(results.get("cases", {}).items())
+    rows += [(name, results[name]) for name in ("mean", "median") if results.get(name)]
+    width = max([len("case")] + [len(case) for case, _ in rows])
+    head = (
+        f"{'case':<{width}}  {'Dice WT':>7} {'TC':>6} {'ET':>6}  "
+        f"{'HD95 WT':>7} {'TC':>6} {'ET':>6}  {'mean Dice':>9}"
+    )
+    lines = [head, "-" * len(head)]
+    for i, (case, s) in enumerate(rows):
+        if i == len(results.get("cases", {})) and i > 0:
+            lines.append("-" * len(head))
+        lines.append(
+            f"{case:<{width}}  {s['WT']['dice']:>7.4f} {s['TC']['dice']:>6.4f} {s['ET']['dice']:>6.4f}  "
+            f"{s['WT']['hd95']:>7.2f} {s['TC']['hd95']:>6.2f} {s['ET']['hd95']:>6.2f}  "
+            f"{s['report']['mean_dice']:>9.4f}"
+        )
+    for message in results.get("errors", {}).values():
+        lines.append(f"error: {message}")
+    return "\n".join(lines)
