@@ -1,0 +1,292 @@
+"""Losses: known answers worked out by hand, Tversky = Dice, arithmetic, serialization, float32."""
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from brats_keras.losses import (
+    CombinedLoss,
+    CrossEntropyLoss,
+    DiceLoss,
+    FocalLoss,
+    TverskyLoss,
+    get_loss,
+)
+
+S = 1e-5  # the default smooth
+
+
+def batch(values, channels=1):
+    """A batch (B, N, 1, 1, C) from nested lists [sample][voxel][channel] or [sample][voxel]."""
+    a = np.asarray(values, dtype="float32")
+    if a.ndim == 2:
+        a = a[..., None]
+    return a.reshape(a.shape[0], a.shape[1], 1, 1, a.shape[2])
+
+
+def value(loss, y_true, y_pred):
+    return float(keras.ops.convert_to_numpy(loss(y_true, y_pred)))
+
+
+# (description, loss, y_true, y_pred, expected): hand computed
+KNOWN = [
+    ("dice perfect", DiceLoss(), [[1, 1, 0, 0]], [[1, 1, 0, 0]], 0.0),
+    # I = 1, |T| + |P| = 4: 1 - 2/4
+    ("dice half overlap", DiceLoss(), [[1, 1, 0, 0]], [[1, 0, 1, 0]], 0.5),
+    # soft: I = 0.5, |T| + |P| = 1 + 1
+    ("dice soft", DiceLoss(), [[1, 0]], [[0.5, 0.5]], 0.5),
+    # channel 0 perfect (0), channel 1 disjoint (1): mean 0.5
+    ("dice mean over channels", DiceLoss(), [[[1, 0], [0, 1]]], [[[1, 1], [0, 0]]], 0.5),
+    # channel 0 wrong, channel 1 right; without background only channel 1 counts
+    ("dice no background", DiceLoss(include_background=False),
+     [[[1, 0], [0, 1]]], [[[0, 0], [0, 1]]], 0.0),
+    # per sample: 0 and 1 - s/(1+s) ~ 1 -> mean 0.5
+    ("dice per sample", DiceLoss(), [[1, 1, 0, 0], [0, 0, 0, 0]], [[1, 1, 0, 0], [1, 0, 0, 0]], 0.5),
+    # whole batch: I = 2, |T| + |P| = 2 + 3: 1 - 4/5
+    ("dice batch", DiceLoss(batch=True), [[1, 1, 0, 0], [0, 0, 0, 0]], [[1, 1, 0, 0], [1, 0, 0, 0]], 0.2),
+    # empty target predicted empty: smooth / smooth = 1 -> loss 0
+    ("dice both empty", DiceLoss(), [[0, 0, 0]], [[0, 0, 0]], 0.0),
+    # empty target, 2 voxels predicted: 1 - s / (2 + s)
+    ("dice empty target", DiceLoss(), [[0, 0, 0]], [[1, 1, 0]], 1 - S / (2 + S)),
+    # TP 1, FP 1, FN 2: 1 - 1 / (1 + 0.3 + 1.4)
+    ("tversky 0.3/0.7", TverskyLoss(0.3, 0.7), [[1, 1, 1, 0]], [[1, 0, 0, 1]], 1 - 1 / 2.7),
+    ("tversky 0.7/0.3", TverskyLoss(0.7, 0.3), [[1, 1, 1, 0]], [[1, 0, 0, 1]], 1 - 1 / 2.3),
+    ("tversky perfect", TverskyLoss(0.3, 0.7), [[1, 0, 1]], [[1, 0, 1]], 0.0),
+    # categorical focal, one voxel, p_true = 0.8: -(0.2^2) log 0.8
+    ("focal softmax", FocalLoss(), [[[1, 0]]], [[[0.8, 0.2]]], -0.04 * math.log(0.8)),
+    ("focal gamma 0 is ce", FocalLoss(gamma=0), [[[1, 0]]], [[[0.8, 0.2]]], -math.log(0.8)),
+    ("focal class alpha", FocalLoss(alpha=[0.25, 0.75]), [[[0, 1]]], [[[0.2, 0.8]]],
+     -0.75 * 0.04 * math.log(0.8)),
+    # binary focal: y=1, p=.8 -> -(0.2^2) log .8; y=0, p=.8 -> -(0.8^2) log .2; mean of 2 voxels
+    ("focal regions", FocalLoss(mode="regions"), [[1, 0]], [[0.8, 0.8]],
+     (-0.04 * math.log(0.8) - 0.64 * math.log(0.2)) / 2),
+    ("focal regions alpha", FocalLoss(alpha=0.25, mode="regions"), [[1, 0]], [[0.8, 0.8]],
+     (-0.25 * 0.04 * math.log(0.8) - 0.75 * 0.64 * math.log(0.2)) / 2),
+    ("ce softmax", CrossEntropyLoss(), [[[0, 1, 0, 0]]], [[[0.1, 0.6, 0.2, 0.1]]], -math.log(0.6)),
+    # binary CE per channel averaged: -log .9, -log .8, -log .6
+    ("bce regions", CrossEntropyLoss(mode="regions"), [[[1, 0, 1]]], [[[0.9, 0.2, 0.6]]],
+     -(math.log(0.9) + math.log(0.8) + math.log(0.6)) / 3),
+    ("ce no background", CrossEntropyLoss(include_background=False),
+     [[[1, 0, 0], [0, 0, 1]]], [[[0.5, 0.25, 0.25], [0.5, 0.25, 0.25]]], -math.log(0.25) / 2),
+]
+
+
+@pytest.mark.parametrize("name,loss,y_true,y_pred,expected", KNOWN, ids=[k[0] for k in KNOWN])
+def test_known_values(name, loss, y_true, y_pred, expected):
+    assert value(loss, batch(y_true), batch(y_pred)) == pytest.approx(expected, abs=1e-5)
+
+
+def random_pair(seed, shape=(2, 5, 6, 4, 4)):
+    rng = np.random.default_rng(seed)
+    y_true = keras.ops.convert_to_numpy(keras.ops.one_hot(rng.integers(0, shape[-1], shape[:-1]), shape[-1]))
+    logits = rng.normal(size=shape)
+    y_pred = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    return y_true.astype("float32"), y_pred.astype("float32")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("kwargs", [{}, {"include_background": False}, {"batch": True}, {"smooth": 1.0}])
+def test_tversky_half_half_is_dice(seed, kwargs):
+    y_true, y_pred = random_pair(seed)
+    dice = value(DiceLoss(**kwargs), y_true, y_pred)
+    assert value(TverskyLoss(0.5, 0.5, **kwargs), y_true, y_pred) == pytest.approx(dice, abs=1e-6)
+
+
+def test_dice_matches_numpy():
+    y_true, y_pred = random_pair(3)
+    inter = (y_true * y_pred).sum(axis=(1, 2, 3))
+    total = y_true.sum(axis=(1, 2, 3)) + y_pred.sum(axis=(1, 2, 3))
+    expected = (1 - (2 * inter + S) / (total + S)).mean()
+    assert value(DiceLoss(), y_true, y_pred) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [DiceLoss(), TverskyLoss(0.3, 0.7), FocalLoss(), CrossEntropyLoss(), DiceLoss(include_background=False)],
+    ids=["dice", "tversky", "focal", "ce", "dice-nobg"],
+)
+def test_perfect_prediction_is_zero(loss):
+    y_true, _ = random_pair(4)
+    assert value(loss, y_true, y_true) == pytest.approx(0.0, abs=1e-5)
+
+
+@pytest.mark.parametrize(
+    "loss",
+    [DiceLoss(), DiceLoss(batch=True), TverskyLoss(0.3, 0.7), FocalLoss(), FocalLoss(mode="regions", alpha=0.25),
+     CrossEntropyLoss(), CrossEntropyLoss(mode="regions"), DiceLoss() + 0.5 * FocalLoss()],
+    ids=lambda l: l.name,
+)
+def test_gradients_finite_with_empty_channels_and_hard_probabilities(loss):
+    y_true = np.zeros((2, 4, 4, 4, 4), "float32")
+    y_true[..., 0] = 1  # channels 1-3 empty
+    y_pred = np.zeros_like(y_true)
+    y_pred[0, ..., 0] = 1  # exact 0 / 1 probabilities
+    y_pred[1] = 0.25
+    y_pred = tf.Variable(y_pred)
+    with tf.GradientTape() as tape:
+        out = loss(y_true, y_pred)
+    grad = tape.gradient(out, y_pred)
+    assert np.isfinite(float(out))
+    assert grad is not None and np.all(np.isfinite(grad.numpy()))
+
+
+def test_combination_arithmetic_and_names():
+    dice, focal = DiceLoss(), FocalLoss()
+    y_true, y_pred = random_pair(5)
+    combined = dice + 0.5 * focal
+    assert isinstance(combined, CombinedLoss)
+    assert combined.name == "dice+0.5*focal"
+    by_hand = value(dice, y_true, y_pred) + 0.5 * value(focal, y_true, y_pred)
+    assert value(combined, y_true, y_pred) == pytest.approx(by_hand, rel=1e-6)
+    assert (dice + TverskyLoss()).name == "dice+tversky"
+    assert (2.0 * dice).name == "2*dice" and (dice * 2.0).name == "2*dice"
+    assert value(2.0 * dice, y_true, y_pred) == pytest.approx(2 * value(dice, y_true, y_pred), rel=1e-6)
+    # sums flatten, scaling a sum scales each part
+    assert (combined + CrossEntropyLoss()).name == "dice+0.5*focal+ce"
+    assert (2 * combined).name == "2*dice+focal"
+    assert sum([dice, focal]).name == "dice+focal"
+    # a plain keras loss joins on either side
+    assert (keras.losses.MeanSquaredError(name="mse") + dice).name == "mse+dice"
+
+
+def test_combination_errors():
+    with pytest.raises(TypeError):
+        DiceLoss() + "focal"
+    with pytest.raises(TypeError):
+        DiceLoss() * "2"
+    with pytest.raises(ValueError, match="at least one part"):
+        CombinedLoss([])
+
+
+@pytest.mark.parametrize(
+    "spec,output,name,parts",
+    [
+        ("dice", "softmax", "dice", [(1.0, DiceLoss, None)]),
+        ("tversky", "regions", "tversky", [(1.0, TverskyLoss, None)]),
+        ("focal", "regions", "focal", [(1.0, FocalLoss, "regions")]),
+        ("ce", "softmax", "ce", [(1.0, CrossEntropyLoss, "softmax")]),
+        ("ce", "regions", "bce", [(1.0, CrossEntropyLoss, "regions")]),
+        ("dice+ce", "softmax", "dice+ce", [(1.0, DiceLoss, None), (1.0, CrossEntropyLoss, "softmax")]),
+        ("Dice + BCE", "regions", "dice+bce", [(1.0, DiceLoss, None), (1.0, CrossEntropyLoss, "regions")]),
+        ("dice+bce", "softmax", "dice+bce", [(1.0, DiceLoss, None), (1.0, CrossEntropyLoss, "regions")]),
+        ("dice+tversky", "softmax", "dice+tversky", [(1.0, DiceLoss, None), (1.0, TverskyLoss, None)]),
+        ("dice+0.5*focal", "softmax", "dice+0.5*focal", [(1.0, DiceLoss, None), (0.5, FocalLoss, "softmax")]),
+        ("2*dice+cce", "softmax", "2*dice+ce", [(2.0, DiceLoss, None), (1.0, CrossEntropyLoss, "softmax")]),
+    ],
+)
+def test_get_loss(spec, output, name, parts):
+    loss = get_loss(spec, output)
+    assert loss.name == name
+    got = loss.parts if isinstance(loss, CombinedLoss) else [(1.0, loss)]
+    assert len(got) == len(parts)
+    for (w, part), (weight, cls, mode) in zip(got, parts):
+        assert w == weight and type(part) is cls
+        if mode is not None:
+            assert part.mode == mode
+        if cls in (DiceLoss, TverskyLoss):
+            assert part.include_background  # the report's plain Dice over all classes
+
+
+def test_get_loss_passes_objects_through():
+    dice = DiceLoss()
+    assert get_loss(dice) is dice
+
+
+@pytest.mark.parametrize(
+    "spec,output,message",
+    [
+        ("dcie", "softmax", "unknown loss 'dcie': use one of dice, tversky, focal, ce, bce, cce"),
+        ("dice+", "softmax", "empty term"),
+        ("", "softmax", "empty term"),
+        ("dice*0.5", "softmax", "cannot parse 'dice\\*0.5'"),
+        ("cce", "regions", "needs output='softmax'"),
+        ("dice", "sigmoid", "unknown output 'sigmoid'"),
+        (3, "softmax", "must be a string"),
+    ],
+)
+def test_get_loss_errors(spec, output, message):
+    with pytest.raises(ValueError, match=message):
+        get_loss(spec, output)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown output"):
+        FocalLoss(mode="sigmoid")
+    with pytest.raises(ValueError, match="gamma"):
+        FocalLoss(gamma=-1)
+    with pytest.raises(ValueError, match="alpha and beta"):
+        TverskyLoss(alpha=-0.1)
+    with pytest.raises(ValueError, match="rank >= 3"):
+        DiceLoss()(np.ones((2, 3), "float32"), np.ones((2, 3), "float32"))
+
+
+ALL_LOSSES = [
+    DiceLoss(include_background=False, smooth=1e-3, batch=True, reduction="sum", name="d"),
+    TverskyLoss(alpha=0.3, beta=0.7),
+    FocalLoss(gamma=1.5, alpha=[0.1, 0.2, 0.3, 0.4]),
+    FocalLoss(alpha=0.25, mode="regions"),
+    CrossEntropyLoss(mode="regions"),
+    get_loss("dice+0.5*focal"),
+    2.0 * (DiceLoss() + TverskyLoss(0.2, 0.8)),
+]
+
+
+@pytest.mark.parametrize("loss", ALL_LOSSES, ids=lambda l: l.name)
+def test_serialization_round_trip(loss):
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
+    assert type(restored) is type(loss)
+    assert restored.get_config() == loss.get_config()
+    y_true, y_pred = random_pair(6)
+    if getattr(loss, "mode", None) == "regions":
+        y_true, y_pred = y_true[..., 1:], y_pred[..., 1:]
+    assert value(restored, y_true, y_pred) == pytest.approx(value(loss, y_true, y_pred), rel=1e-6)
+
+
+@pytest.mark.parametrize("spec,output", [("dice+0.5*focal", "softmax"), ("dice+bce", "regions")])
+def test_compiled_model_reloads_without_custom_objects(tmp_path, spec, output):
+    channels = 4 if output == "softmax" else 3
+    inputs = keras.Input((8, 8, 8, 2))
+    x = keras.layers.Conv3D(4, 3, padding="same", activation="relu")(inputs)
+    outputs = keras.layers.Conv3D(channels, 1, activation="softmax" if output == "softmax" else "sigmoid")(x)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss=get_loss(spec, output))
+    rng = np.random.default_rng(0)
+    x_data = rng.normal(size=(2, 8, 8, 8, 2)).astype("float32")
+    y_data = random_pair(7, (2, 8, 8, 8, channels))[0]
+    model.fit(x_data, y_data, epochs=1, verbose=0)
+    path = tmp_path / "tiny.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.loss.name == spec
+    assert loaded.loss.get_config() == model.loss.get_config()
+    assert loaded.evaluate(x_data, y_data, verbose=0) == pytest.approx(
+        model.evaluate(x_data, y_data, verbose=0), rel=1e-5
+    )
+
+
+@pytest.mark.parametrize("loss", [DiceLoss(), TverskyLoss(0.3, 0.7), FocalLoss(), CrossEntropyLoss()],
+                         ids=lambda l: l.name)
+def test_float32_under_mixed_bfloat16(loss):
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        y_true, y_pred = random_pair(8)
+        low_true = keras.ops.cast(y_true, "bfloat16")
+        low_pred = keras.ops.cast(y_pred, "bfloat16")
+        out = loss(low_true, low_pred)
+        assert keras.backend.standardize_dtype(out.dtype) == "float32"
+        # the same as float32 arithmetic on the rounded inputs
+        rounded = keras.ops.cast(low_pred, "float32")
+        assert float(out) == pytest.approx(value(loss, y_true, rounded), rel=1e-6)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_sums_are_exact_beyond_bfloat16_precision():
+    # 4096 voxels: bfloat16 sums would round (8 bits of mantissa); float32 sums are exact
+    y_true = keras.ops.ones((1, 16, 16, 16, 1), dtype="bfloat16")
+    y_pred = keras.ops.full((1, 16, 16, 16, 1), 0.5, dtype="bfloat16")
+    # I = 2048, |T| + |P| = 4096 + 2048: 1 - 4096 / 6144 = 1/3
+    assert value(DiceLoss(smooth=0.0), y_true, y_pred) == pytest.approx(1 / 3, abs=1e-7)
