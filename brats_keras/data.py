@@ -1,0 +1,294 @@
+"""Training data: case splits and a patch generator over converted ``.npy`` cases.
+
+The generator is a ``keras.utils.PyDataset``: it memory-maps ``images/<case>.npy``
+and ``masks/<case>.npy`` written by :mod:`brats_keras.convert`, cuts random patches
+(a share of them centred on tumor voxels), optionally augments them, and yields
+``(x, y)`` with ``x`` of shape ``(B, p, p, p, C)`` float32 and ``y`` one-hot
+``(B, p, p, p, 4)`` (softmax models) or region masks ``(B, p, p, p, 3)`` (region models).
+Every batch is a pure function of ``(seed, epoch, batch index)``, so runs repeat exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from .convert import read_manifest
+
+OUTPUTS = ("softmax", "regions")
+
+
+# ----------------------------------------------------------------------------- splits
+def split_cases(case_ids, val=0.2, test=0.0, seed=0) -> dict:
+    """Split case ids into train / val / test, reproducibly.
+
+    Args:
+        case_ids: iterable of case ids.
+        val, test: a fraction (``< 1``) of the cases or a count (``>= 1``), as the report's
+            850 / 250 / 150 split.
+        seed: shuffling seed.
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...]}`` (each sorted).
+    """
+    ids = sorted(case_ids)
+    n = len(ids)
+
+    def count(x):
+        k = int(round(x * n)) if x < 1 else int(x)
+        return max(0, min(k, n))
+
+    n_val, n_test = count(val), count(test)
+    if n_val + n_test >= n and n > 0:
+        raise ValueError(f"split leaves no training case: {n} cases, val={val}, test={test}")
+    order = np.random.default_rng(seed).permutation(n)
+    shuffled = [ids[i] for i in order]
+    return {
+        "test": sorted(shuffled[:n_test]),
+        "val": sorted(shuffled[n_test:n_test + n_val]),
+        "train": sorted(shuffled[n_test + n_val:]),
+    }
+
+
+def save_split(split: dict, path) -> None:
+    from .io import atomic_write_json
+
+    atomic_write_json(path, split)
+
+
+def load_split(path) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+# ----------------------------------------------------------------------------- cases
+class ConvertedCases:
+    """Memory-mapped access to the cases of a conversion folder (needs masks)."""
+
+    def __init__(self, data_dir, case_ids=None):
+        self.data_dir = Path(data_dir)
+        manifest = read_manifest(self.data_dir)
+        self.settings = manifest["settings"]
+        entries = manifest["cases"]
+        labelled = sorted(k for k, e in entries.items() if e.get("mask"))
+        if case_ids is None:
+            case_ids = labelled
+        missing = [c for c in case_ids if c not in entries or not entries[c].get("mask")]
+        if missing:
+            raise ValueError(f"{self.data_dir}: no labelled converted case named {', '.join(missing)}")
+        if not case_ids:
+            raise ValueError(f"{self.data_dir}: no labelled case to train on")
+        self.case_ids = list(case_ids)
+        self.entries = {c: entries[c] for c in self.case_ids}
+        self._images, self._masks, self._fg = {}, {}, {}
+
+    def __len__(self):
+        return len(self.case_ids)
+
+    def image(self, case_id):
+        if case_id not in self._images:
+            self._images[case_id] = np.load(self.data_dir / self.entries[case_id]["image"], mmap_mode="r")
+        return self._images[case_id]
+
+    def mask(self, case_id):
+        if case_id not in self._masks:
+            self._masks[case_id] = np.load(self.data_dir / self.entries[case_id]["mask"], mmap_mode="r")
+        return self._masks[case_id]
+
+    def foreground(self, case_id, max_points=20000):
+        """Coordinates ``(n, 3)`` of up to ``max_points`` tumor voxels per class, for oversampling."""
+        if case_id not in self._fg:
+            m = np.asarray(self.mask(case_id))
+            pts = []
+            rng = np.random.default_rng(0)
+            for c in (1, 2, 3):
+                idx = np.flatnonzero(m.ravel() == c)
+                if idx.size > max_points:
+                    idx = rng.choice(idx, max_points, replace=False)
+                pts.append(idx)
+            idx = np.concatenate(pts)
+            self._fg[case_id] = np.stack(np.unravel_index(idx, m.shape), axis=1).astype(np.int32)
+        return self._fg[case_id]
+
+    @property
+    def n_channels(self):
+        return len(self.settings["modalities"])
+
+
+# ----------------------------------------------------------------------------- patches
+def patch_start(shape, patch, rng, centre=None):
+    """Start corner of a patch of size ``patch`` inside ``shape``: random, or around ``centre``.
+
+    Where the volume is smaller than the patch the start is 0 (the patch is padded).
+    """
+    start = []
+    for n, p, axis in zip(shape, patch, range(3)):
+        hi = max(0, n - p)
+        if centre is None:
+            s = int(rng.integers(0, hi + 1))
+        else:
+            jitter = int(rng.integers(-p // 4, p // 4 + 1))
+            s = int(np.clip(int(centre[axis]) - p // 2 + jitter, 0, hi))
+        start.append(s)
+    return tuple(start)
+
+
+def crop_patch(volume, start, patch):
+    """Cut ``volume[start:start+patch]`` (leading 3 axes), zero-padding past the edge."""
+    sl = tuple(slice(s, s + p) for s, p in zip(start, patch))
+    part = np.asarray(volume[sl])
+    if part.shape[:3] == tuple(patch):
+        return part
+    out = np.zeros(tuple(patch) + volume.shape[3:], dtype=volume.dtype)
+    out[tuple(slice(0, n) for n in part.shape[:3])] = part
+    return out
+
+
+def augment_patch(x, y, rng, flip=True, intensity=True, gamma=True):
+    """Random flips (each axis), per-channel intensity scale/shift and gamma; x ``(p,p,p,C)``, y ``(p,p,p)``."""
+    if flip:
+        for axis in range(3):
+            if rng.random() < 0.5:
+                x = np.flip(x, axis)
+                y = np.flip(y, axis)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    y = np.ascontiguousarray(y)
+    brain = np.any(x != 0, axis=-1)
+    if gamma and rng.random() < 0.3:
+        for c in range(x.shape[-1]):
+            ch = x[..., c]
+            lo, hi = float(ch.min()), float(ch.max())
+            if hi > lo:
+                g = float(np.exp(rng.uniform(np.log(0.7), np.log(1.5))))
+                x[..., c] = ((ch - lo) / (hi - lo)) ** g * (hi - lo) + lo
+    if intensity:
+        scale = rng.uniform(0.9, 1.1, size=x.shape[-1]).astype(np.float32)
+        shift = rng.uniform(-0.1, 0.1, size=x.shape[-1]).astype(np.float32)
+        x = x * scale + shift
+        x[~brain] = 0
+    return x, y
+
+
+def make_targets(classes: np.ndarray, output: str) -> np.ndarray:
+    """Class map ``(...)`` -> one-hot ``(..., 4)`` (softmax) or regions ``(..., 3)`` (regions), float32."""
+    from .labels import classes_to_regions, one_hot
+
+    if output == "softmax":
+        return one_hot(classes, 4)
+    if output == "regions":
+        return classes_to_regions(classes).astype(np.float32)
+    raise ValueError(f"unknown output {output!r}: use softmax or regions")
+
+
+def _dataset_base():
+    import keras
+
+    return keras.utils.PyDataset
+
+
+class PatchDataset(_dataset_base()):
+    """Batches of random patches from converted cases, for ``model.fit``.
+
+    Args:
+        data_dir: conversion folder (with ``manifest.json``).
+        case_ids: cases to use (default: every labelled case).
+        patch_size: int or 3-tuple (default 128).
+        batch_size: patches per batch.
+        output: ``"softmax"`` (one-hot targets, 4 channels) or ``"regions"`` (WT, TC, ET).
+        foreground_ratio: share of patches centred on a tumor voxel (nnU-Net uses 1/3).
+        augment: random flips, intensity scale / shift and gamma.
+        steps_per_epoch: batches per epoch (default: cases // batch_size, at least 1).
+        seed: makes every batch reproducible.
+        workers / use_multiprocessing / max_queue_size: passed to ``keras.utils.PyDataset``.
+    Yields:
+        ``x`` ``(B, p, p, p, C)`` float32, ``y`` ``(B, p, p, p, 4 or 3)`` float32.
+    """
+
+    def __init__(self, data_dir, case_ids=None, patch_size=128, batch_size=4, output="softmax",
+                 foreground_ratio=0.33, augment=False, steps_per_epoch=None, seed=0,
+                 workers=1, use_multiprocessing=False, max_queue_size=8):
+        super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        if output not in OUTPUTS:
+            raise ValueError(f"unknown output {output!r}: use softmax or regions")
+        if not 0.0 <= foreground_ratio <= 1.0:
+            raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
+        self.cases = ConvertedCases(data_dir, case_ids)
+        self.patch = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
+        self.batch_size = int(batch_size)
+        self.output = output
+        self.foreground_ratio = float(foreground_ratio)
+        self.augment = augment
+        self.steps = int(steps_per_epoch or max(1, len(self.cases) // self.batch_size))
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def __len__(self):
+        return self.steps
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+    def sample(self, rng):
+        """One ``(x, classes)`` patch pair drawn with ``rng``."""
+        case_id = self.cases.case_ids[int(rng.integers(len(self.cases)))]
+        img, msk = self.cases.image(case_id), self.cases.mask(case_id)
+        centre = None
+        if rng.random() < self.foreground_ratio:
+            fg = self.cases.foreground(case_id)
+            if len(fg):
+                centre = fg[int(rng.integers(len(fg)))]
+        start = patch_start(msk.shape, self.patch, rng, centre)
+        x = crop_patch(img, start, self.patch).astype(np.float32)
+        y = crop_patch(msk, start, self.patch)
+        if self.augment:
+            x, y = augment_patch(x, y, rng)
+        return x, y
+
+    def __getitem__(self, idx):
+        if idx >= self.steps or idx < -self.steps:
+            raise IndexError(idx)
+        rng = np.random.default_rng([self.seed, self.epoch, idx % self.steps])
+        xs, ys = zip(*(self.sample(rng) for _ in range(self.batch_size)))
+        x = np.stack(xs)
+        y = make_targets(np.stack(ys), self.output)
+        return x, y
+
+
+def tf_dataset(patch_dataset: PatchDataset, parallel_calls=None, prefetch=2):
+    """A ``tf.data.Dataset`` over the same batches, read in parallel and prefetched (TensorFlow backend only).
+
+    Each epoch's batches equal ``patch_dataset[i]`` for the current ``patch_dataset.epoch``.
+    """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("tf_dataset needs the TensorFlow backend; use the PatchDataset itself with JAX")
+    import tensorflow as tf
+
+    pd = patch_dataset
+    x0, y0 = pd[0]
+
+    def load(i):
+        x, y = tf.numpy_function(lambda j: pd[int(j)], [i], [tf.float32, tf.float32])
+        x.set_shape(x0.shape)
+        y.set_shape(y0.shape)
+        return x, y
+
+    ds = tf.data.Dataset.range(len(pd)).map(load, num_parallel_calls=parallel_calls or tf.data.AUTOTUNE,
+                                             deterministic=True)
+    return ds.prefetch(prefetch)
+
+
+def class_counts(data_dir, case_ids=None) -> dict:
+    """Voxel counts per class over converted cases (from the manifest)."""
+    cases = ConvertedCases(data_dir, case_ids)
+    out = {"NCR": 0, "ED": 0, "ET": 0}
+    for c in cases.case_ids:
+        for k, v in cases.entries[c].get("label_counts", {}).items():
+            out[k] += v
+    return out
+
+
+def steps_for(n_cases, batch_size):
+    return max(1, math.ceil(n_cases / batch_size))

@@ -1,0 +1,137 @@
+"""The patch generator and the case split: shapes, targets, oversampling, determinism."""
+import numpy as np
+import pytest
+
+from brats_keras.convert import convert_folder
+from brats_keras.data import PatchDataset, crop_patch, make_targets, patch_start, split_cases
+
+from conftest import write_small_case
+
+
+@pytest.fixture(scope="module")
+def small_converted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("gen")
+    for i in range(4):
+        write_small_case(root / "src", f"c{i}", seed=i, shape=(40, 36, 30))
+    convert_folder(root / "src", root / "out", crop="brain", margin=0, scale="zscore", dtype="float32",
+                   workers=1, progress=False)
+    return root / "out"
+
+
+def test_split_is_reproducible_and_disjoint():
+    ids = [f"case{i:03d}" for i in range(1250)]
+    s = split_cases(ids, val=250, test=150, seed=7)
+    assert (len(s["train"]), len(s["val"]), len(s["test"])) == (850, 250, 150)  # the report's split
+    assert not set(s["train"]) & set(s["val"]) and not set(s["val"]) & set(s["test"])
+    assert s == split_cases(ids, val=250, test=150, seed=7)
+    assert s != split_cases(ids, val=250, test=150, seed=8)
+    r = split_cases(ids[:10], val=0.2, test=0.1)
+    assert (len(r["train"]), len(r["val"]), len(r["test"])) == (7, 2, 1)
+    with pytest.raises(ValueError, match="no training case"):
+        split_cases(ids[:3], val=2, test=1)
+
+
+def test_targets_one_hot_and_regions():
+    classes = np.array([[0, 1], [2, 3]], np.uint8)
+    oh = make_targets(classes, "softmax")
+    assert oh.shape == (2, 2, 4) and np.array_equal(oh.argmax(-1), classes) and np.all(oh.sum(-1) == 1)
+    rg = make_targets(classes, "regions")
+    # WT = 1+2+3, TC = 1+3, ET = 3
+    assert rg[..., 0].tolist() == [[0, 1], [1, 1]]
+    assert rg[..., 1].tolist() == [[0, 1], [0, 1]]
+    assert rg[..., 2].tolist() == [[0, 0], [0, 1]]
+
+
+def test_crop_patch_pads_past_edge():
+    vol = np.arange(5 * 6 * 7).reshape(5, 6, 7)
+    p = crop_patch(vol, (3, 0, 0), (4, 4, 4))
+    assert p.shape == (4, 4, 4) and np.array_equal(p[:2], vol[3:5, :4, :4]) and not p[2:].any()
+    rng = np.random.default_rng(0)
+    assert patch_start((5, 6, 7), (8, 8, 8), rng) == (0, 0, 0)
+
+
+@pytest.mark.parametrize("output,channels", [("softmax", 4), ("regions", 3)])
+def test_batches_shapes_and_values(small_converted, output, channels):
+    ds = PatchDataset(small_converted, patch_size=16, batch_size=3, output=output, steps_per_epoch=5, seed=1)
+    assert len(ds) == 5
+    x, y = ds[0]
+    assert x.shape == (3, 16, 16, 16, 2 + 1) and x.dtype == np.float32  # default flair, t1ce, t2
+    assert y.shape == (3, 16, 16, 16, channels) and y.dtype == np.float32
+    assert set(np.unique(y)) <= {0.0, 1.0}
+    if output == "softmax":
+        assert np.all(y.sum(-1) == 1)
+
+
+def test_patches_come_from_the_arrays(small_converted):
+    """Without augmentation a patch equals the stored array at some position."""
+    ds = PatchDataset(small_converted, ["c0"], patch_size=(8, 8, 8), batch_size=1, steps_per_epoch=1, seed=3)
+    x, y = ds[0]
+    img = np.load(small_converted / "images" / "c0.npy")
+    msk = np.load(small_converted / "masks" / "c0.npy")
+    found = False
+    for a in range(img.shape[0] - 7):
+        for b in range(img.shape[1] - 7):
+            for c in range(img.shape[2] - 7):
+                if np.array_equal(img[a:a + 8, b:b + 8, c:c + 8], x[0]):
+                    found = np.array_equal(msk[a:a + 8, b:b + 8, c:c + 8], y[0].argmax(-1))
+                    break
+    assert found
+
+
+def test_foreground_oversampling_ratio(small_converted):
+    """With ratio 1 every patch holds tumor; with 0 the share follows the tumor's volume share."""
+    always = PatchDataset(small_converted, patch_size=8, batch_size=50, foreground_ratio=1.0, steps_per_epoch=2)
+    _, y = always[0]
+    assert np.all(y[..., 1:].reshape(50, -1).sum(1) > 0)
+    never = PatchDataset(small_converted, patch_size=8, batch_size=200, foreground_ratio=0.0, steps_per_epoch=1)
+    _, y = never[0]
+    share = np.mean(y[..., 1:].reshape(200, -1).sum(1) > 0)
+    assert share < 0.8  # tumor fills a small part of the crop
+    half = PatchDataset(small_converted, patch_size=8, batch_size=400, foreground_ratio=0.5, steps_per_epoch=1)
+    _, y = half[0]
+    share_half = np.mean(y[..., 1:].reshape(400, -1).sum(1) > 0)
+    assert share_half > share + 0.2
+
+
+def test_determinism_and_epochs(small_converted):
+    a = PatchDataset(small_converted, patch_size=16, batch_size=2, augment=True, steps_per_epoch=3, seed=5)
+    b = PatchDataset(small_converted, patch_size=16, batch_size=2, augment=True, steps_per_epoch=3, seed=5)
+    for i in (2, 0, 1):
+        assert np.array_equal(a[i][0], b[i][0]) and np.array_equal(a[i][1], b[i][1])
+    first = a[0][0]
+    a.on_epoch_end()
+    assert not np.array_equal(first, a[0][0])  # reshuffled each epoch
+    c = PatchDataset(small_converted, patch_size=16, batch_size=2, augment=True, steps_per_epoch=3, seed=6)
+    assert not np.array_equal(first, c[0][0])
+    with pytest.raises(IndexError):
+        a[3]
+
+
+def test_augmentation_keeps_labels_aligned():
+    """Flips move image and mask together; intensity changes keep the background at zero."""
+    from brats_keras.data import augment_patch
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, size=(8, 9, 10)).astype(np.uint8)
+    x = np.stack([y + 5.0, 2 * y + 7.0], -1).astype(np.float32)
+    x[0] = 0  # background slab
+    flipped_any = False
+    for seed in range(8):
+        xa, ya = augment_patch(x.copy(), y.copy(), np.random.default_rng(seed), intensity=False, gamma=False)
+        inside = xa[..., 0] != 0
+        assert np.array_equal(xa[..., 0][inside] - 5, ya[inside])
+        assert np.array_equal(xa[..., 1][inside], 2 * ya[inside] + 7)
+        flipped_any |= not np.array_equal(ya, y)
+    assert flipped_any
+    xa, ya = augment_patch(x.copy(), y.copy(), np.random.default_rng(1), flip=False)
+    assert np.array_equal(ya, y) and not xa[0].any()
+    assert not np.allclose(xa[1:], x[1:])  # intensities changed inside
+
+
+def test_variable_size_cases_smaller_than_patch(small_converted):
+    ds = PatchDataset(small_converted, patch_size=64, batch_size=1, steps_per_epoch=1)
+    x, y = ds[0]
+    assert x.shape == (1, 64, 64, 64, 3)
+    assert y[..., 0].sum() > 0  # padding is background
+    with pytest.raises(ValueError, match="no labelled converted case named nope"):
+        PatchDataset(small_converted, ["nope"])
