@@ -80,6 +80,158 @@ def build_parser() -> argparse.ArgumentParser:
 _EXTRA: list = []
 
 
+# ----------------------------------------------------------------------------- train
+def _add_train(sub):
+    from dataclasses import fields
+
+    p = sub.add_parser("train", help="train a model on converted cases (see brats-keras convert)")
+    p.add_argument("--data", help="conversion folder (with manifest.json)")
+    p.add_argument("--out", default="runs/unet3d", help="run folder: checkpoints, log.csv, config.json, figures")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--recipe", help="a named recipe (e.g. 'pretrained') that sets the defaults below")
+    p.add_argument("--model", choices=["unet3d", "vnet", "residual_unet", "sm_unet"])
+    p.add_argument("--backbone", help="segmentation-models-3D backbone for --model sm_unet")
+    p.add_argument("--base-filters", type=int)
+    p.add_argument("--depth", type=int)
+    p.add_argument("--norm", choices=["batch", "instance", "group", "none"])
+    p.add_argument("--dropout", type=float)
+    p.add_argument("--output", choices=["softmax", "regions"], help="4-class softmax or WT/TC/ET sigmoids")
+    p.add_argument("--loss", help="e.g. dice+tversky (default), dice+ce, dice+focal, dice+bce")
+    p.add_argument("--patch-size", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--val-steps", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--min-lr", type=float)
+    p.add_argument("--val", type=float, help="validation cases: fraction (<1) or count")
+    p.add_argument("--test", type=float, help="held-out test cases: fraction (<1) or count")
+    p.add_argument("--split-file", help="JSON with train/val/test case ids")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--foreground-ratio", type=float)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
+    p.add_argument("--mixed-precision", choices=["auto", "off", "float16", "bfloat16"])
+    p.add_argument("--jit-compile", choices=["auto", "on", "off"])
+    p.add_argument("--distribute", action="store_true", help="data-parallel over local GPUs (TF_CONFIG: workers)")
+    p.add_argument("--workers", type=int, help="data loader threads")
+    p.add_argument("--whole-case-every", type=int, metavar="N",
+                   help="every N epochs, predict whole validation cases and keep the best by their Dice")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from dataclasses import asdict
+
+    from .training import RECIPES, TrainConfig, train
+
+    if args.resume:
+        res = train(TrainConfig(epochs=args.epochs or 0), resume=args.resume)
+    else:
+        if not args.data:
+            print("error: --data is required (or --resume RUN_DIR)", file=sys.stderr)
+            return 2
+        base = asdict(TrainConfig())
+        if args.recipe:
+            if args.recipe not in RECIPES:
+                print(f"error: unknown recipe {args.recipe!r}: use one of {', '.join(RECIPES)}", file=sys.stderr)
+                return 2
+            base.update(RECIPES[args.recipe])
+        for k in base:
+            v = getattr(args, k, None)
+            if v is not None and k not in ("augment", "extra"):
+                base[k] = v
+        if args.no_augment:
+            base["augment"] = False
+        cfg = TrainConfig.from_dict(base)
+        res = train(cfg)
+    last = res["history"][-1] if res["history"] else {}
+    shown = {k: round(v, 4) for k, v in last.items() if "dice" in k or "loss" in k}
+    print(f"run folder: {res['run']}  best: {res['best']}  ({res['seconds']:.0f} s)")
+    print(f"last epoch: {shown}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- predict
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="segment whole cases into NIfTI label maps")
+    p.add_argument("--model", help=".keras model file (default: the shipped pretrained model)")
+    p.add_argument("--input", required=True, help="one case folder or a folder of cases")
+    p.add_argument("--output", required=True)
+    p.add_argument("--patch-size", type=int, help="window size (default: the training patch size)")
+    p.add_argument("--overlap", type=float, default=0.5)
+    p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
+    p.add_argument("--tta", action="store_true", help="average over the 8 mirrored copies")
+    p.add_argument("--min-component", type=int, default=0, help="drop tumor islands smaller than N voxels")
+    p.add_argument("--keep-largest", type=int, default=0, help="keep only the N largest tumor components")
+    p.add_argument("--et-threshold", type=int, default=0,
+                   help="predicted ET below N voxels becomes necrosis (BraTS rule; off by default)")
+    p.add_argument("--labels", choices=["2021", "2023"], help="label convention of the output (default: the input's)")
+    p.add_argument("--save-probs", action="store_true", help="also save <case>_probs.npy (float16)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+
+def cmd_predict(args) -> int:
+    from .inference import predict_folder
+    from .io import BratsInputError
+
+    try:
+        res = predict_folder(args.input, args.output, model=args.model, labels=args.labels,
+                             save_probs=args.save_probs, progress=not args.quiet, patch_size=args.patch_size,
+                             overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
+                             min_component=args.min_component, keep_largest=args.keep_largest,
+                             et_threshold=args.et_threshold)
+    except (BratsInputError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"predicted {len(res['ok'])} case(s) into {args.output}; {len(res['failed'])} failed")
+    return 1 if res["failed"] else 0
+
+
+# ----------------------------------------------------------------------------- evaluate
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="BraTS scores (WT/TC/ET Dice, HD95, ...) of predicted label maps")
+    p.add_argument("--pred", required=True, help="folder of <case>.nii.gz predictions")
+    p.add_argument("--truth", required=True, help="BraTS folder with _seg files, or folder of <case>.nii.gz")
+    p.add_argument("--json")
+    p.add_argument("--csv")
+    p.add_argument("--lesion-wise", action="store_true", help="also BraTS 2023 lesion-wise Dice and HD95")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_folder, format_table
+
+    res = evaluate_folder(args.pred, args.truth, json_path=args.json, csv_path=args.csv,
+                          progress=not args.quiet, lesion_wise=args.lesion_wise)
+    print(format_table(res))
+    for msg in res.get("errors", {}).values():
+        print(f"FAILED {msg}", file=sys.stderr)
+    return 1 if res.get("errors") else 0
+
+
+# ----------------------------------------------------------------------------- demo
+def _add_demo(sub):
+    p = sub.add_parser("demo", help="the whole workflow on synthetic cases: synth, convert, train, predict, evaluate, pictures")
+    p.add_argument("--out", default="demo_out")
+    p.add_argument("--cases", type=int, default=16)
+    p.add_argument("--minutes", type=float, default=6.0, help="training time budget")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    metrics = run_demo(args.out, n_cases=args.cases, minutes=args.minutes, seed=args.seed)
+    return 0 if metrics else 1
+
+
+_EXTRA.extend([_add_train, _add_predict, _add_evaluate, _add_demo])
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -1,0 +1,23 @@
+"""The model trained on real BraTS cases that ships with brats-keras (see MODEL_CARD.md here)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+MODEL_FILE = HERE / "brats_unet_regions.keras"
+CARD_FILE = HERE / "MODEL_CARD.md"
+CARD_JSON = HERE / "model_card.json"
+
+
+def pretrained_path() -> Path:
+    """Path of the shipped model file; FileNotFoundError if this installation lacks it."""
+    if not MODEL_FILE.exists():
+        raise FileNotFoundError(f"{MODEL_FILE}: the pretrained model is not installed with this copy of brats-keras")
+    return MODEL_FILE
+
+
+def model_card() -> dict:
+    """The machine-readable model card (data, split, preprocessing, validation scores)."""
+    import json
+
+    return json.loads(CARD_JSON.read_text())
