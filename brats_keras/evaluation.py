@@ -397,23 +397,32 @@ def _case_files(folder: Path) -> dict[str, Path]:
     return {p.name[: -len(_NII)]: p for p in sorted(folder.glob("*" + _NII)) if p.is_file()}
 
 
-def _find_truth(truth_dir: Path) -> dict[str, Path | None]:
-    """Case id -> label map path (None when the case has none) for either truth layout."""
+def _find_truth(truth_dir: Path, pred_ids) -> dict[str, Path | None]:
+    """Case id -> label map path (None when the case has none) for either truth layout.
+
+    A flat folder of ``<case>.nii.gz`` label maps is recognised by sharing names with
+    the predictions. Otherwise the case folders are read: ``<case>/<case>_seg.nii.gz``
+    (or ``-seg`` as in 2023), then :func:`brats_keras.io.find_cases` where it exists.
+    """
     flat = _case_files(truth_dir)
-    if flat:
+    if set(flat) & set(pred_ids):
         return flat
-    try:
-        from .io import find_cases  # written alongside; optional until it lands
-    except ImportError:
-        find_cases = None
-    if find_cases is not None:
-        return {c.case_id: (Path(c.seg) if c.seg else None) for c in find_cases(truth_dir)}
     truth = {}
     for case_dir in sorted(p for p in truth_dir.iterdir() if p.is_dir()):
         case = case_dir.name
         candidates = [case_dir / f"{case}_seg{_NII}", case_dir / f"{case}-seg{_NII}"]
-        truth[case] = next((c for c in candidates if c.is_file()), None)
-    return truth
+        seg = next((c for c in candidates if c.is_file()), None)
+        if seg is not None:
+            truth[case] = seg
+    try:
+        from .io import find_cases
+    except ImportError:  # an older tree without brats_keras.io
+        find_cases = None
+    if find_cases is not None:
+        for c in find_cases(truth_dir):
+            if c.seg is not None or truth.get(c.case_id) is None:
+                truth[c.case_id] = Path(c.seg) if c.seg is not None else None
+    return truth or flat
 
 
 def _read_classes(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -535,7 +544,7 @@ def evaluate_folder(
         if not folder.is_dir():
             raise FileNotFoundError(f"{name} folder not found: {folder}")
     preds = _case_files(pred_dir)
-    truth = _find_truth(truth_dir)
+    truth = _find_truth(truth_dir, preds)
     cases, errors = {}, {}
     for case in tqdm(sorted(set(preds) | set(truth)), desc="evaluate", disable=not progress):
         if case not in preds:
