@@ -52,6 +52,8 @@ __all__ = [
     "decode",
     # re-exported from brats_keras.evaluation
     "HD95_EMPTY",
+    "SCORE_NAMES",
+    "REPORT_NAMES",
     "dice",
     "hd95",
     "surface_distances",
