@@ -1,0 +1,677 @@
+"""Synthetic BraTS-like cases: skull-stripped brains with gliomas, made from a seed.
+
+A case is a deformed-ellipsoid brain in the BraTS box (240 x 240 x 155 voxels of
+1 mm, with the axis flips and origin of BraTS 2021 files) made of white matter, a
+folded grey-matter cortex, CSF around it, in the sulci, the midline fissure and two
+lateral ventricles, deep grey nuclei, and 1 to 3 tumours. Each tumour is, from the
+inside out, a necrotic core (label 1, NCR), an irregular enhancing rim (label 4,
+ET) and an oedema envelope (label 2, ED) that reaches further into white matter
+than into grey matter. The four modalities follow the usual contrasts:
+
+========  ======================  ===================================================
+modality  healthy tissue          tumour
+========  ======================  ===================================================
+t1        WM > GM > CSF (dark)    NCR dark, ET medium, ED slightly darker than WM
+t1ce      as t1                   ET bright (enhancement), NCR dark
+t2        CSF bright, GM > WM     NCR bright, ED bright, ET medium
+flair     CSF dark, GM > WM       ED bright, NCR and ET medium
+========  ======================  ===================================================
+
+Each modality gets its own smooth multiplicative bias field (+-15 %), Rician
+noise (sigma 3 % of the modality scale), a random gain (+-10 %) and a
+modality-specific scale (``MODALITY_SCALE``; values stay below about 1600), and is
+stored as int16 that is non-zero exactly on the brain mask. Tissue intensities
+also vary by +-5 % from case to case, and tumours carry a smooth heterogeneity.
+
+Every random shape is a low-resolution Gaussian field upsampled with cubic splines
+(the result of ``scipy.ndimage.zoom(order=3)``, computed as three small matrix
+products, see ``upsample``), so a full-size case takes well under a second of
+CPU (one thread). Where other processes share the cores, set
+``OPENBLAS_NUM_THREADS=1``: the small matrix products gain nothing from threads
+and lose a lot to oversubscription (``make_dataset`` does this for its workers).
+Everything is numpy/scipy/nibabel: this module never imports Keras.
+
+Labels present: every tumour has oedema and an enhancing part, so the regions WT,
+TC and ET are non-empty in every case with a tumour. A fraction ``P_NO_NECROSIS``
+(20 %) of tumours have no necrotic core (a solid enhancing nodule); a case lacks
+label 1 when all its tumours drew that: 20 %, 4 % or 0.8 % of cases with 1, 2 or 3
+tumours, about 8 % with the random count (10 % measured at full size, more in
+small boxes, where a small core may be all rim). Models and metrics must accept a
+case without NCR. ``n_tumors=0`` gives a healthy brain with an empty label map.
+Labels nest by construction: each face neighbour of a core voxel (NCR or ET) is
+tumour, and each face neighbour of a necrotic voxel is core.
+
+Arrays are ``(D, H, W)`` = ``(x, y, z)`` in the file's voxel order, like BraTS:
+an axial slice is ``volume[:, :, k]``.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import multiprocessing
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .labels import MODALITIES
+
+#: the BraTS box in voxels, (x, y, z)
+BRATS_SHAPE = (240, 240, 155)
+#: names of the tissue map returned by ``make_case(..., with_tissues=True)``
+TISSUES = ("background", "CSF", "GM", "WM")
+#: the files of a case, in BraTS 2021 naming: ``<case_id>_<suffix>.nii.gz``
+FILE_SUFFIXES = MODALITIES + ("seg",)
+#: chance that a tumour has no necrotic core
+P_NO_NECROSIS = 0.2
+#: seed of case ``i`` of ``make_dataset(seed=s)`` is ``s * SEED_STRIDE + i``
+SEED_STRIDE = 100003
+
+# Relative signal of each tissue class in each modality (about 1 = brightest).
+# Oedema fades from its inner value (next to the core) to its outer value.
+_CONTRAST = {
+    #         CSF    GM    WM    ED in  ED out  ET    NCR
+    "flair": (0.10, 0.52, 0.42, 0.95, 0.78, 0.68, 0.55),
+    "t1":    (0.22, 0.58, 0.80, 0.52, 0.62, 0.60, 0.25),
+    "t1ce":  (0.24, 0.58, 0.78, 0.54, 0.64, 1.15, 0.28),
+    "t2":    (1.00, 0.60, 0.42, 0.88, 0.68, 0.64, 0.95),
+}
+#: int16 value of a relative signal of 1 in each modality (before a random +-10 % gain)
+MODALITY_SCALE = {"flair": 600.0, "t1": 700.0, "t1ce": 900.0, "t2": 1100.0}
+_NOISE = 0.03  # Rician noise sigma, relative to the modality scale
+_BIAS = 0.15  # half range of the multiplicative bias field
+_F32 = np.float32
+
+
+# --------------------------------------------------------------------------- fields
+@functools.lru_cache(maxsize=512)
+def _spline_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """``(n_out, n_in)`` float32 matrix doing ``ndimage.zoom(v, n_out / n_in, order=3)`` on a vector."""
+    eye = np.eye(n_in)
+    cols = [ndimage.zoom(eye[i], n_out / n_in, order=3, mode="mirror") for i in range(n_in)]
+    mat = np.stack(cols, axis=1).astype(_F32)
+    mat.setflags(write=False)  # shared by every call through the cache
+    return mat
+
+
+def upsample(field: np.ndarray, shape) -> np.ndarray:
+    """Cubic-spline upsampling of a small 3D ``field`` to ``shape`` (float32).
+
+    Equal, to float32 rounding, to ``scipy.ndimage.zoom(field, shape / field.shape,
+    order=3, mode="mirror")``: the spline is separable, so it is done as three small
+    matrix products, about 100 times faster than ``zoom`` for a brain-sized output.
+    """
+    field = np.asarray(field, dtype=_F32)
+    shape = tuple(int(s) for s in shape)
+    if field.ndim != 3 or len(shape) != 3:
+        raise ValueError(f"upsample needs a 3D field and a 3D shape, got {field.shape} -> {shape}")
+    mx, my, mz = (_spline_matrix(i, o) for i, o in zip(field.shape, shape))
+    out = np.matmul(my, field @ mz.T)  # (a, H, W)
+    return (mx @ out.reshape(field.shape[0], -1)).reshape(shape)
+
+
+def _noise(rng: np.random.Generator, shape, spacing: float) -> np.ndarray:
+    """Smooth Gaussian field of ``shape`` (float32, std about 0.8) varying over ``spacing`` voxels."""
+    lr = tuple(max(4, int(round(n / spacing)) + 1) for n in shape)
+    return upsample(rng.standard_normal(lr, dtype=_F32), shape)
+
+
+def _ramp(x: np.ndarray) -> np.ndarray:
+    """Partial-volume membership ``clip(x + 0.5, 0, 1)`` in place: above 0.5 where ``x > 0``."""
+    x += _F32(0.5)
+    return np.clip(x, 0, 1, out=x)
+
+
+def _axis(lo: int, hi: int, centre: float) -> np.ndarray:
+    return np.arange(lo, hi, dtype=_F32) - _F32(centre)
+
+
+def _quadratic_rho(box, centre, m) -> np.ndarray:
+    """``sqrt(d^T m d)`` with ``d`` the offset of each voxel of ``box`` from ``centre`` (float32)."""
+    dx, dy, dz = (_axis(lo, hi, c) for (lo, hi), c in zip(box, centre))
+    m = np.asarray(m, dtype=_F32)
+    plane = m[0, 0] * dx[:, None] ** 2 + m[1, 1] * dy[None, :] ** 2 + 2 * m[0, 1] * dx[:, None] * dy[None, :]
+    slope = 2 * m[0, 2] * dx[:, None] + 2 * m[1, 2] * dy[None, :]
+    rho = slope[:, :, None] * dz
+    rho += plane[:, :, None]
+    rho += m[2, 2] * dz**2
+    np.maximum(rho, 0, out=rho)
+    return np.sqrt(rho, out=rho)
+
+
+def _ellipsoid_form(radii, rot=np.eye(3)) -> np.ndarray:
+    """Matrix ``m`` whose ``sqrt(d^T m d)`` is 1 on the ellipsoid of semi-axes ``radii`` turned by ``rot``."""
+    rot = np.asarray(rot, dtype=float)
+    return rot.T @ np.diag(1.0 / np.asarray(radii, dtype=float) ** 2) @ rot
+
+
+def _neighbour_extreme(a: np.ndarray, fn) -> np.ndarray:
+    """``fn`` (np.minimum or np.maximum) of each voxel and its 6 face neighbours (float32 copy)."""
+    out = a.copy()
+    for ax in range(3):
+        lo = tuple(slice(1, None) if i == ax else slice(None) for i in range(3))
+        hi = tuple(slice(None, -1) if i == ax else slice(None) for i in range(3))
+        fn(out[lo], a[hi], out=out[lo])
+        fn(out[hi], a[lo], out=out[hi])
+    return out
+
+
+def _box(centre, half, shape):
+    """Integer box ``((x0, x1), (y0, y1), (z0, z1))`` around ``centre``, clipped to ``shape``."""
+    half = np.broadcast_to(np.asarray(half, dtype=float), (3,))
+    return tuple(
+        (max(0, int(np.floor(c - h))), min(int(n), int(np.ceil(c + h)) + 1))
+        for c, h, n in zip(centre, half, shape)
+    )
+
+
+def _sl(box, origin=(0, 0, 0)):
+    return tuple(slice(lo - o, hi - o) for (lo, hi), o in zip(box, origin))
+
+
+def _check_shape(shape) -> tuple[int, int, int]:
+    try:
+        shape = tuple(int(s) for s in shape)
+    except (TypeError, ValueError):
+        raise ValueError(f"shape must be three integers of at least 32, got {shape!r}") from None
+    if len(shape) != 3 or min(shape) < 32:
+        raise ValueError(f"shape must be three integers of at least 32, got {shape!r}")
+    return shape
+
+
+def _check_seed(seed) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
+
+
+def brats_affine(shape=BRATS_SHAPE) -> np.ndarray:
+    """The voxel-to-world affine of a BraTS 2021 file: 1 mm voxels, x and y flipped.
+
+    For the BraTS box this is ``diag(-1, -1, 1, 1)`` with origin ``(0, 239, 0)``,
+    as in the released files; other shapes keep the flips with origin ``(0, H - 1, 0)``.
+    """
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    affine[1, 3] = float(shape[1] - 1)
+    return affine
+
+
+# --------------------------------------------------------------------------- anatomy
+def _anatomy(rng, shape, scale):
+    """Brain mask, tissue fractions and depth in the brain's bounding box.
+
+    Returns a dict with ``box`` (the crop in the volume), ``brain`` (bool),
+    ``gm``, ``wm`` (float32 fractions; CSF is the rest of the brain), ``csf``,
+    ``depth`` (about the distance to the brain surface in voxels), ``ventricles``
+    (bool) and the ellipsoid's ``centre`` and ``radii`` (volume voxels).
+    """
+    shape_a = np.asarray(shape, dtype=float)
+    # BraTS brains: about 140 x 170 x 130 voxels, centred in x and y, a little low in z
+    centre = shape_a * np.array([0.5, 0.5, 0.48]) + rng.uniform(-3, 3, 3) * scale
+    radii = shape_a * np.array([70 / 240, 85 / 240, 65 / 155]) * rng.uniform(0.94, 1.05, 3)
+    box = _box(centre, radii * 1.1, shape)
+    crop = tuple(hi - lo for lo, hi in box)
+    origin = np.array([lo for lo, _ in box], dtype=float)
+    c0 = centre - origin
+
+    # normalised radius r (1 on the ellipsoid) and 1 / |grad r|, which turns 1 - r into voxels
+    u = [_axis(lo, hi, c) / _F32(rad) for (lo, hi), c, rad in zip(box, centre, radii)]
+    w = [ui / _F32(rad) for ui, rad in zip(u, radii)]
+    eps = _F32(1e-6)
+    r = u[0][:, None, None] ** 2 + (u[1][:, None] ** 2 + (u[2] ** 2 + eps))[None]
+    inv_grad = w[0][:, None, None] ** 2 + (w[1][:, None] ** 2 + (w[2] ** 2 + eps / _F32(radii.min() ** 2)))[None]
+    np.divide(r, inv_grad, out=inv_grad)
+    np.sqrt(inv_grad, out=inv_grad)
+    np.sqrt(r, out=r)
+    # radius perturbed by a low-frequency field: the deformed ellipsoid
+    depth = _noise(rng, crop, 28 * scale)
+    np.clip(depth, -2, 2, out=depth)
+    depth *= _F32(0.045)
+    depth += _F32(1.0)
+    depth -= r
+    depth *= inv_grad
+    brain = depth > 0
+    del r
+
+    # Cortex: layers CSF | GM | WM by depth. Along the zero sheets of a random
+    # field (sulci) and along the midline (fissure) the layers fold inward: the CSF
+    # in a slit about 2 voxels wide, the grey-white boundary in a wider fold, so
+    # grey matter lines both banks of each sulcus.
+    sulci = _noise(rng, crop, 12 * scale)
+    np.abs(sulci, out=sulci)
+    unit = 0.17 / scale  # the field changes by about this much per voxel
+    lining = max(1.5, 3.5 * scale)
+    fold_depth = _F32(14.0 * scale)
+    slit = np.clip(1 - sulci / _F32(unit), 0, 1)  # 1 on the sheet, 0 a voxel away
+    fold = np.clip(1 - sulci / _F32(unit * (1 + lining)), 0, 1, out=sulci)
+    mid = np.abs(_axis(*box[0], centre[0] + rng.uniform(-1.5, 1.5) * scale))
+    mid_slit = np.clip(1 - mid / _F32(1.0 + scale), 0, 1) * _F32(0.45 * radii[2] / fold_depth)
+    mid_fold = np.clip(1 - mid / _F32(1.0 + scale + lining), 0, 1) * _F32(0.45 * radii[2] / fold_depth)
+    np.maximum(slit, mid_slit[:, None, None], out=slit)
+    np.maximum(fold, mid_fold[:, None, None], out=fold)
+    t_csf = max(0.8, 1.5 * scale)
+    # csf = ramp(t_csf - (depth - fold_depth * slit))
+    csf = np.multiply(slit, fold_depth, out=slit)
+    csf -= depth
+    csf += _F32(t_csf)
+    _ramp(csf)
+    thick = _noise(rng, crop, 18 * scale)  # cortical thickness varies by about +-25 %
+    thick *= _F32(1.2 * scale)
+    thick += _F32(t_csf + max(2.0, 4.5 * scale))
+    # wm = ramp(depth - fold_depth * fold - thick)
+    fold *= -fold_depth
+    fold += depth
+    fold -= thick
+    wm = _ramp(fold)
+    del thick
+    wm -= csf  # the ramps hardly overlap (the cortex is at least 2 voxels thick): keep wm + csf <= 1
+    np.maximum(wm, 0, out=wm)
+
+    # lateral ventricles: two deformed ellipsoids above the centre, turned so they
+    # diverge towards the back (larger y index: the BraTS y axis points backwards);
+    # deep grey nuclei (basal ganglia, thalami) beside them
+    ventricles = np.zeros(crop, dtype=bool)
+    vr = np.array([6.0, 26.0, 11.0]) * scale * rng.uniform(0.85, 1.15, 3)
+    vc = c0 + np.array([0.0, 4.0 * scale, 0.14 * radii[2]]) + rng.uniform(-2, 2, 3) * scale
+    nr = np.array([8.0, 14.0, 9.0]) * scale * rng.uniform(0.9, 1.1, 3)
+    for side in (-1, 1):
+        c = vc + np.array([side * (vr[0] + 3 * scale), 0, 0])
+        a = -side * np.deg2rad(rng.uniform(8, 18))
+        rot = np.array([[np.cos(a), np.sin(a), 0], [-np.sin(a), np.cos(a), 0], [0, 0, 1]])
+        vbox = _box(c, vr.max() * 1.3 + 2, crop)
+        edge = _noise(rng, tuple(hi - lo for lo, hi in vbox), 10 * scale)
+        edge *= _F32(0.12)
+        edge += _F32(1.0)
+        edge -= _quadratic_rho(vbox, c, _ellipsoid_form(vr, rot))
+        edge *= _F32(vr.min())
+        frac = _ramp(edge)
+        sl = _sl(vbox)
+        ventricles[sl] |= frac >= 0.5
+        np.maximum(csf[sl], frac, out=csf[sl])
+        wm[sl] *= 1 - frac
+        # nuclei turn up to 75 % of the white matter grey
+        c = c0 + np.array([side * 20, 6, 0]) * scale
+        nbox = _box(c, nr.max() * 1.2 + 2, crop)
+        nuc = 1 - _quadratic_rho(nbox, c, _ellipsoid_form(nr))
+        nuc *= _F32(nr.min())
+        _ramp(nuc)
+        nuc *= _F32(0.75)
+        wm[_sl(nbox)] *= 1 - nuc
+    gm = np.subtract(1, csf)
+    gm -= wm
+    np.clip(gm, 0, 1, out=gm)
+    return dict(
+        box=box, brain=brain, csf=csf, gm=gm, wm=wm, depth=depth,
+        ventricles=ventricles, centre=c0, radii=radii,
+    )
+
+
+# --------------------------------------------------------------------------- tumours
+def _tumour(rng, anat, scale, taken, necrotic: bool):
+    """Draw one tumour that fits; return ``(box, m_wt, m_tc, m_ncr, q)`` in crop voxels.
+
+    ``m_*`` are soft memberships of WT, TC and NCR (labelled where >= 0.5); ``q`` is
+    1 next to the core and falls to 0 at the oedema's edge. ``taken`` (bool, crop)
+    marks the cores drawn so far and is updated.
+    """
+    depth, csf, wm, ventricles = anat["depth"], anat["csf"], anat["wm"], anat["ventricles"]
+    crop = depth.shape
+    shrink = 1.0
+    for attempt in range(1, 1000):
+        if attempt % 100 == 0:
+            shrink *= 0.8  # no room for this size: try smaller ones
+        r_ed = rng.uniform(15, 35) * scale * shrink
+        r_core = r_ed * rng.uniform(0.45, 0.75) * (1.0 if necrotic else 0.8)
+        rim = max(2.5, rng.uniform(2.5, 5.5) * scale)
+        axes = np.exp(rng.uniform(-0.2, 0.2, 3))
+        axes /= np.prod(axes) ** (1 / 3)
+        rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+        # a point in the inner 75 % of the ellipsoid, off the midline (in one hemisphere)
+        u = rng.normal(size=3)
+        u *= rng.uniform() ** (1 / 3) * 0.75 / np.linalg.norm(u)
+        c = anat["centre"] + u * anat["radii"]
+        ci = tuple(int(round(v)) for v in c)
+        if (
+            abs(u[0]) < 0.18
+            or not all(0 <= i < n for i, n in zip(ci, crop))
+            or depth[ci] < 1.3 * r_core * axes.max() + 3
+            or ventricles[ci]
+            or taken[ci]
+        ):
+            continue
+        form = _ellipsoid_form(axes, rot)  # rho = distance in voxels, stretched by axes
+        reach = 1.3 * r_core + max(2.5, 1.45 * (r_ed - r_core)) + 1  # largest oedema radius
+        box = _box(c, reach * np.sqrt(np.diag(np.linalg.inv(form))) + 2, crop)
+        bshape = tuple(hi - lo for lo, hi in box)
+        sl = _sl(box)
+        rho = _quadratic_rho(box, c, form)
+        core = _noise(rng, bshape, max(4.0, r_core / 1.3))  # core radius, +-30 % at most
+        np.clip(core, -1.5, 1.5, out=core)
+        core *= _F32(0.2 * r_core)
+        core += _F32(r_core)
+        m_tc = _ramp(core - rho)
+        tc = m_tc >= 0.5
+        # the core sits inside the brain, clear of the ventricles and of the other cores
+        if (
+            not tc.any()
+            or depth[sl][tc].min() < 3
+            or ventricles[sl][tc].mean() > 0.03
+            or taken[sl][tc].any()
+        ):
+            continue
+        if necrotic:
+            # necrosis: the core less an irregular rim, at least 2.5 voxels thick
+            thick = _noise(rng, bshape, max(3.0, r_core / 2))
+            np.clip(thick, -1.5, 1.5, out=thick)
+            thick *= _F32(0.4 * rim)
+            thick += _F32(rim)
+            np.maximum(thick, _F32(2.5), out=thick)
+            m_ncr = np.subtract(core, thick, out=thick)
+            m_ncr -= rho
+            _ramp(m_ncr)
+        else:
+            m_ncr = np.zeros(bshape, dtype=_F32)
+        # oedema: an irregular margin beyond the core, wider in white than in grey matter
+        margin = _noise(rng, bshape, max(4.0, r_ed / 3))
+        np.clip(margin, -1.5, 1.5, out=margin)
+        margin *= _F32(0.3)
+        margin += _F32(1.0)
+        margin *= _F32(0.6) + _F32(0.4) * wm[sl]
+        margin *= _F32(r_ed - r_core)
+        np.maximum(margin, _F32(2.5), out=margin)
+        dist = rho - core  # voxels beyond the core
+        m_wt = _ramp(margin - dist)
+        m_wt *= 1 - csf[sl]  # oedema does not fill CSF ...
+        np.maximum(m_wt, _ramp(_F32(2.5) - dist), out=m_wt)  # ... except right around the core
+        # labels nest: every face neighbour of a core voxel is tumour, of a necrotic voxel core
+        np.maximum(m_wt, _neighbour_extreme(m_tc, np.maximum), out=m_wt)
+        np.minimum(m_ncr, _neighbour_extreme(m_tc, np.minimum), out=m_ncr)
+        np.divide(dist, margin, out=dist)
+        q = np.clip(np.subtract(1, dist, out=dist), 0, 1, out=dist)
+        taken[sl] |= tc
+        return box, m_wt, m_tc, m_ncr, q
+    raise RuntimeError("could not place a tumour in this brain")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- cases
+def make_case(seed: int, shape=BRATS_SHAPE, n_tumors: int | None = None, with_tissues: bool = False) -> dict:
+    """Make one synthetic BraTS-like case from ``seed``; the same seed gives the same arrays.
+
+    Args:
+        seed: non-negative integer seeding ``np.random.default_rng``.
+        shape: volume shape ``(D, H, W)`` = ``(x, y, z)``, at least 32 each; brain and
+            tumour sizes scale with it (BraTS: 240 x 240 x 155).
+        n_tumors: number of tumours, 0 to 5; ``None`` draws 1, 2 or 3.
+        with_tissues: also return ``"tissues"``, the healthy-tissue map under the
+            tumours (uint8: 0 outside the brain, 1 CSF, 2 GM, 3 WM, see ``TISSUES``).
+    Returns:
+        ``{"flair", "t1", "t1ce", "t2"}``: int16 volumes of ``shape``, zero outside the
+        brain and at least 1 inside; ``"seg"``: uint8 BraTS 2021 labels 0/1/2/4, only
+        inside the brain; ``"affine"``: the 4 x 4 float64 BraTS affine (``brats_affine``).
+    Raises:
+        ValueError for a negative or non-integer seed, a bad shape or ``n_tumors``.
+    """
+    seed = _check_seed(seed)
+    shape = _check_shape(shape)
+    if n_tumors is not None and (
+        isinstance(n_tumors, bool) or not isinstance(n_tumors, (int, np.integer)) or not 0 <= n_tumors <= 5
+    ):
+        raise ValueError(f"n_tumors must be None or an integer from 0 to 5, got {n_tumors!r}")
+    rng = np.random.default_rng(seed)
+    # size of this box relative to BraTS: brain and tumours scale with it
+    scale = float(np.prod(np.asarray(shape) / np.asarray(BRATS_SHAPE)) ** (1 / 3))
+    anat = _anatomy(rng, shape, scale)
+    box, brain, gm, wm = anat["box"], anat["brain"], anat["gm"], anat["wm"]
+    crop = brain.shape
+
+    n = int(rng.integers(1, 4)) if n_tumors is None else int(n_tumors)
+    taken = np.zeros(crop, dtype=bool)
+    tumours = [_tumour(rng, anat, scale, taken, rng.uniform() >= P_NO_NECROSIS) for _ in range(n)]
+    del taken
+    # memberships of all tumours, combined by maximum in the box holding them all
+    if tumours:
+        tbox = tuple((min(t[0][a][0] for t in tumours), max(t[0][a][1] for t in tumours)) for a in range(3))
+    else:
+        tbox = ((0, 0), (0, 0), (0, 0))
+    tshape = tuple(hi - lo for lo, hi in tbox)
+    wt, tc, ncr, q = (np.zeros(tshape, dtype=_F32) for _ in range(4))
+    for tb, *parts in tumours:
+        sl = _sl(tb, [lo for lo, _ in tbox])
+        for acc, part in zip((wt, tc, ncr, q), parts):
+            np.maximum(acc[sl], part, out=acc[sl])
+    tsl = _sl(tbox)
+    # tumour signal = (ED, ED * q, ET, NCR weights) x per-modality intensities
+    hetero = _noise(rng, tshape, 5 * scale) if tumours else np.zeros(tshape, _F32)
+    weights = np.empty((4,) + tshape, dtype=_F32)
+    np.subtract(wt, tc, out=weights[0])
+    weights[0] *= 1 + _F32(0.06) * hetero
+    np.multiply(weights[0], q, out=weights[1])
+    np.subtract(tc, ncr, out=weights[2])
+    weights[2] *= 1 + _F32(0.1) * hetero
+    np.multiply(ncr, 1 + _F32(0.08) * hetero, out=weights[3])
+    del hetero, q
+    tissue_left = np.subtract(1, wt)
+
+    contrast = {m: np.asarray(_CONTRAST[m]) * rng.uniform(0.95, 1.05, 7) for m in MODALITIES}
+    coef = np.array([[c[4], c[3] - c[4], c[5], c[6]] for c in contrast.values()], dtype=_F32)
+    tumour_signal = (coef @ weights.reshape(4, -1)).reshape((4,) + tshape)
+    del weights
+
+    texture = _noise(rng, crop, 4 * scale)
+    texture *= _F32(0.025)
+    texture += _F32(1.0)
+    img = np.empty(crop, dtype=_F32)
+    tmp = np.empty(crop, dtype=_F32)
+    out = {}
+    for k, mod in enumerate(MODALITIES):
+        i_csf, i_gm, i_wm = (_F32(v) for v in contrast[mod][:3])
+        np.multiply(gm, i_gm - i_csf, out=img)
+        np.multiply(wm, i_wm - i_csf, out=tmp)
+        img += tmp
+        img += i_csf
+        img[tsl] *= tissue_left
+        img[tsl] += tumour_signal[k]
+        # texture x bias field x gain
+        gain = MODALITY_SCALE[mod] * rng.uniform(0.9, 1.1)
+        bias = _noise(rng, crop, 60 * scale)
+        np.clip(bias, -1.25, 1.25, out=bias)
+        bias *= _F32(gain * _BIAS / 1.25)
+        bias += _F32(gain)
+        bias *= texture
+        img *= bias
+        del bias
+        # Rician noise: the magnitude of the signal plus complex Gaussian noise
+        sigma = _F32(_NOISE * MODALITY_SCALE[mod])
+        rng.standard_normal(dtype=_F32, out=tmp)
+        tmp *= sigma
+        img += tmp
+        np.square(img, out=img)
+        rng.standard_normal(dtype=_F32, out=tmp)
+        tmp *= sigma
+        np.square(tmp, out=tmp)
+        img += tmp
+        np.sqrt(img, out=img)
+        np.rint(img, out=img)
+        np.clip(img, 1, np.iinfo(np.int16).max, out=img)
+        vol = np.zeros(shape, dtype=np.int16)
+        np.copyto(vol[_sl(box)], img, casting="unsafe", where=brain)
+        out[mod] = vol
+    del img, tmp
+
+    seg = np.zeros(shape, dtype=np.uint8)
+    if tumours:
+        lab = np.zeros(tshape, dtype=np.uint8)
+        lab[wt >= 0.5] = 2
+        lab[tc >= 0.5] = 4
+        lab[ncr >= 0.5] = 1
+        lab[~brain[tsl]] = 0
+        seg[_sl(tuple((b0 + lo, b0 + hi) for (b0, _), (lo, hi) in zip(box, tbox)))] = lab
+    out["seg"] = seg
+    out["affine"] = brats_affine(shape)
+    if with_tissues:
+        tissues = np.zeros(shape, dtype=np.uint8)
+        t = np.argmax(np.stack([anat["csf"], gm, wm]), axis=0).astype(np.uint8) + 1
+        t[~brain] = 0
+        tissues[_sl(box)] = t
+        out["tissues"] = tissues
+    return out
+
+
+# --------------------------------------------------------------------------- files
+_CASE_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def _check_case_id(case_id) -> str:
+    if not isinstance(case_id, str) or not _CASE_ID.fullmatch(case_id):
+        raise ValueError(
+            f"case_id must be a folder name of letters, digits, '_', '-' and '.' "
+            f"not starting with '.', got {case_id!r}"
+        )
+    return case_id
+
+
+def case_files(out_dir, case_id: str, compress: bool = True) -> dict[str, Path]:
+    """Paths of the five files of a case: ``{suffix: out_dir/<case_id>/<case_id>_<suffix>.nii.gz}``."""
+    case_id = _check_case_id(case_id)
+    ext = ".nii.gz" if compress else ".nii"
+    folder = Path(out_dir) / case_id
+    return {suffix: folder / f"{case_id}_{suffix}{ext}" for suffix in FILE_SUFFIXES}
+
+
+def _save_atomic(img, path: Path) -> None:
+    """Save a NIfTI image under a temporary name in the same folder, then rename it into place."""
+    ext = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
+    tmp = path.with_name(f".{path.name[: -len(ext)]}.{os.getpid()}.tmp{ext}")
+    try:
+        img.to_filename(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_case(out_dir, case_id: str, seed: int, shape=BRATS_SHAPE, compress: bool = True) -> Path:
+    """Make the case of ``seed`` and write it as a BraTS 2021 folder; return the folder.
+
+    Writes ``out_dir/<case_id>/<case_id>_{flair,t1,t1ce,t2,seg}.nii.gz`` (``.nii``
+    when ``compress`` is false): int16 modalities, a uint8 label map (0/1/2/4) and
+    the BraTS affine in both qform and sform. Each file goes to a hidden temporary
+    name in the same folder and is renamed into place, so a killed run leaves only
+    whole files; the label map is written last.
+
+    Raises:
+        ValueError for a bad ``case_id`` (it must be a plain folder name), seed or shape.
+    """
+    import nibabel as nib
+
+    paths = case_files(out_dir, case_id, compress)
+    case = make_case(seed, shape)
+    folder = paths["seg"].parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f".{case_id}_*.tmp.nii*"):  # left by a killed run
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    for suffix, path in paths.items():
+        img = nib.Nifti1Image(case[suffix], case["affine"])
+        img.header.set_qform(case["affine"], code=1)
+        img.header.set_sform(case["affine"], code=1)
+        img.header.set_xyzt_units("mm", "sec")
+        _save_atomic(img, path)
+    return folder
+
+
+def _existing_shape(paths: dict[str, Path]):
+    """Shape of a complete case on disk, or None when a file is missing."""
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    import nibabel as nib
+
+    return tuple(int(n) for n in nib.load(paths["seg"]).shape)
+
+
+@contextlib.contextmanager
+def _single_threaded_children():
+    """Make child processes started inside use one BLAS/OpenMP thread each (unless set)."""
+    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in keys}
+    for k in keys:
+        os.environ.setdefault(k, "1")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def make_dataset(
+    out_dir,
+    n_cases: int,
+    seed: int = 0,
+    shape=BRATS_SHAPE,
+    prefix: str = "Synth",
+    workers: int = 1,
+    progress: bool = True,
+    compress: bool = True,
+) -> list[Path]:
+    """Write ``n_cases`` synthetic cases in BraTS 2021 layout; return their folders, in order.
+
+    Case ``i`` is ``<prefix>_<i:05d>`` (``Synth_00000``, ...) made with seed
+    ``seed * SEED_STRIDE + i``, so a dataset depends only on ``seed`` and ``shape``,
+    never on ``workers``. Cases whose five files already exist are skipped, so an
+    interrupted run picks up where it stopped.
+
+    Args:
+        out_dir: folder that receives one sub-folder per case.
+        n_cases: number of cases, 0 or more.
+        seed: non-negative dataset seed.
+        shape: volume shape of every case (see ``make_case``).
+        prefix: case-id prefix (letters, digits, ``_``, ``-``, ``.``).
+        workers: processes; 1 writes in this process, more use a spawn-started pool
+            whose workers run BLAS single-threaded (unless the environment says otherwise).
+        progress: show a tqdm progress bar.
+        compress: ``.nii.gz`` files (else ``.nii``).
+    Raises:
+        ValueError for a bad argument, or when a complete case in ``out_dir`` has
+        another shape (it was made by another call: use a new folder).
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(n_cases, bool) or not isinstance(n_cases, (int, np.integer)) or n_cases < 0:
+        raise ValueError(f"n_cases must be a non-negative integer, got {n_cases!r}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    seed = _check_seed(seed)
+    shape = _check_shape(shape)
+    ids = [_check_case_id(f"{prefix}_{i:05d}") for i in range(int(n_cases))]
+    todo = []
+    for i, case_id in enumerate(ids):
+        found = _existing_shape(case_files(out_dir, case_id, compress))
+        if found is None:
+            todo.append(i)
+        elif found != shape:
+            raise ValueError(
+                f"{Path(out_dir) / case_id} holds a case of shape {found}, not {shape}: "
+                "write to another folder or delete it"
+            )
+    jobs = [(out_dir, ids[i], seed * SEED_STRIDE + i, shape, compress) for i in todo]
+    with tqdm(total=len(ids), initial=len(ids) - len(todo), desc="synthetic cases", unit="case",
+              disable=not progress) as bar:
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                write_case(*job)
+                bar.update()
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with _single_threaded_children(), ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+                futures = [pool.submit(write_case, *job) for job in jobs]
+                for future in as_completed(futures):
+                    future.result()  # re-raises a worker's error
+                    bar.update()
+    return [Path(out_dir) / case_id for case_id in ids]
