@@ -1,0 +1,108 @@
+"""Segmentation models: one architecture per module, all channels-last Keras 3 models.
+
+Every builder returns a ``keras.Model`` mapping a batch ``(B, D, H, W, in_channels)``
+to float32 probabilities ``(B, D, H, W, n_out)``: ``n_classes`` softmax channels
+(``output="softmax"``) or 3 sigmoid channels WT, TC, ET (``output="regions"``).
+
+    >>> from brats_keras.models import build_model
+    >>> model = build_model("unet3d", in_channels=3, base_filters=16, output="regions")
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import keras
+
+from .residual_unet import residual_unet
+from .sm_unet import sm_unet
+from .unet3d import unet3d
+from .vnet import vnet
+
+#: builder of each model name
+MODELS = {
+    "unet3d": unet3d,
+    "vnet": vnet,
+    "residual_unet": residual_unet,
+    "sm_unet": sm_unet,
+}
+
+#: where the shipped pretrained model lives (not shipped yet)
+PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "pretrained" / "model.keras"
+
+#: modules whose registered losses and metrics a saved model may refer to
+_SERIALIZABLE_MODULES = ("brats_keras.losses", "brats_keras.metrics")
+
+
+def build_model(name: str, **kwargs) -> keras.Model:
+    """Build the model called ``name`` (a key of :data:`MODELS`) with the builder's keyword arguments.
+
+    Raises:
+        ValueError for an unknown name, listing the known ones.
+    """
+    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+    return MODELS[key](**kwargs)
+
+
+def count_params(model: keras.Model, trainable_only: bool = False) -> int:
+    """Number of parameters of ``model``: all weights (with BatchNorm's moving statistics), or trainable only."""
+    weights = model.trainable_weights if trainable_only else model.weights
+    total = 0
+    for w in weights:
+        n = 1
+        for s in w.shape:
+            n *= int(s)
+        total += n
+    return total
+
+
+def _register_custom_objects() -> None:
+    """Import the modules that register the project's losses and metrics, where they exist."""
+    for module in _SERIALIZABLE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            if getattr(err, "name", None) != module:  # the module exists but is broken
+                raise
+
+
+def load_model(path, compile: bool = True) -> keras.Model:
+    """Load a ``.keras`` model saved by this package.
+
+    The project's losses and metrics are registered as Keras serializables, so a
+    compiled model loads without ``custom_objects``.
+    """
+    _register_custom_objects()
+    return keras.saving.load_model(str(path), compile=compile)
+
+
+# --- pretrained model -------------------------------------------------------
+# The pretrained model is added later as brats_keras/pretrained/model.keras.
+def load_pretrained(compile: bool = False) -> keras.Model:
+    """Load the pretrained model shipped in ``brats_keras/pretrained/model.keras``.
+
+    Raises:
+        FileNotFoundError while no pretrained model is shipped.
+    """
+    if not PRETRAINED_PATH.exists():
+        raise FileNotFoundError(
+            f"no pretrained model shipped yet: {PRETRAINED_PATH} does not exist; "
+            f"train one and load it with load_model(path)"
+        )
+    return load_model(PRETRAINED_PATH, compile=compile)
+
+
+__all__ = [
+    "MODELS",
+    "PRETRAINED_PATH",
+    "build_model",
+    "count_params",
+    "load_model",
+    "load_pretrained",
+    "residual_unet",
+    "sm_unet",
+    "unet3d",
+    "vnet",
+]
