@@ -16,6 +16,7 @@ Input ``(B, D, H, W, in_channels)``, output ``(B, D, H, W, n_out)``.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 
 import keras
@@ -88,6 +89,11 @@ def sm_unet(
     names = sm.get_available_backbone_names()
     if backbone not in names:
         raise ValueError(f"unknown backbone {backbone!r}: use one of {', '.join(names)}")
+    accepted = set(inspect.signature(sm.Unet).parameters) - set(_RESERVED) - {"kwargs", "encoder_weights"}
+    unknown = sorted(set(kwargs) - accepted)
+    if unknown:
+        raise TypeError(f"sm_unet got unexpected arguments {', '.join(unknown)}: it accepts "
+                        f"{', '.join(sorted(accepted))} besides its own")
     base = sm.Unet(backbone, input_shape=shape, classes=n_out, activation="linear",
                    encoder_weights=None, **kwargs)
     features = base.get_layer("final_conv").input
