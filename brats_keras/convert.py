@@ -21,13 +21,14 @@ import numpy as np
 
 from . import io as bio
 from .labels import CLASS_NAMES, DEFAULT_MODALITIES, parse_modalities
-from .preprocessing import REPORT_CROP, SCALINGS, box_shape, box_slices, brain_crop_box, fixed_crop_box, stack_scaled
+from .preprocessing import (REPORT_CROP, SCALINGS, box_slices, brain_crop_box, downsample_classes, downsample_image,
+                            fixed_crop_box, stack_scaled)
 
 MANIFEST = "manifest.json"
 
 
 def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax", dtype="float16",
-                        margin=4, min_tumor=None) -> dict:
+                        margin=4, min_tumor=None, downsample=1) -> dict:
     """Validated settings dict, as stored in the manifest (and compared on resume)."""
     if crop not in ("fixed", "brain"):
         raise ValueError(f"unknown crop {crop!r}: use fixed or brain")
@@ -35,7 +36,9 @@ def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minm
         raise ValueError(f"unknown scaling {scale!r}: use one of {', '.join(SCALINGS)}")
     if dtype not in ("float16", "float32"):
         raise ValueError(f"unknown dtype {dtype!r}: use float16 or float32")
-    return {
+    if int(downsample) not in (1, 2, 3, 4):
+        raise ValueError(f"downsample must be 1, 2, 3 or 4, got {downsample}")
+    settings = {
         "modalities": list(parse_modalities(modalities)),
         "crop": crop,
         "crop_box": [list(p) for p in REPORT_CROP] if crop == "fixed" else None,
@@ -44,6 +47,9 @@ def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minm
         "dtype": dtype,
         "min_tumor": min_tumor,
     }
+    if int(downsample) > 1:
+        settings["downsample"] = int(downsample)
+    return settings
 
 
 def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
@@ -65,6 +71,8 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
     else:
         box = brain_crop_box(vols, margin=settings["margin"])
     image, params = stack_scaled(vols, box, settings["scale"], dtype=np.dtype(settings["dtype"]))
+    factor = settings.get("downsample", 1)
+    image = downsample_image(image, factor)
     entry = {
         "status": "ok",
         "layout": case.layout,
@@ -73,14 +81,14 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
         "original_shape": list(shape),
         "affine": np.asarray(affine).round(6).tolist(),
         "crop_box": [list(p) for p in box],
-        "shape": list(box_shape(box)) + [len(vols)],
+        "shape": list(image.shape),
         "scaling": {m: p for m, p in zip(settings["modalities"], params)},
         "dtype": settings["dtype"],
         "image": f"images/{case.case_id}.npy",
         "mask": None,
     }
     if classes is not None:
-        crop_cls = classes[box_slices(box)]
+        crop_cls = downsample_classes(classes[box_slices(box)], factor)
         counts = np.bincount(crop_cls.ravel(), minlength=4)
         full = np.bincount(classes.ravel(), minlength=4)
         entry["label_counts"] = {CLASS_NAMES[i]: int(counts[i]) for i in range(1, 4)}
@@ -136,7 +144,7 @@ def read_manifest(out_dir) -> dict:
 
 def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax",
                    dtype="float16", margin=4, min_tumor=None, workers=None, overwrite=False,
-                   progress=True, log=print) -> dict:
+                   progress=True, log=print, downsample=1) -> dict:
     """Convert every case below ``input_dir`` into ``output_dir``.
 
     Re-running skips cases whose outputs are complete and match the manifest
@@ -149,7 +157,7 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
         BratsInputError if no case is found.
     """
     output_dir = Path(output_dir)
-    settings = conversion_settings(modalities, crop, scale, dtype, margin, min_tumor)
+    settings = conversion_settings(modalities, crop, scale, dtype, margin, min_tumor, downsample)
     cases = bio.find_cases(input_dir)
     if not cases:
         raise bio.BratsInputError(f"{input_dir}: no BraTS cases found (expected files like <case>_flair.nii.gz or <case>-t2f.nii.gz)")

@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from . import io as bio
 from .labels import classes_to_labels, regions_to_classes
-from .preprocessing import box_slices, brain_crop_box, stack_scaled
+from .preprocessing import box_slices, brain_crop_box, downsample_image, stack_scaled, upsample_probs
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -203,7 +203,10 @@ class Predictor:
         vols, affine, header = bio.load_modalities(case, self.info["modalities"])
         box = brain_crop_box(vols, margin=self.margin)
         image, _ = stack_scaled(vols, box, self.info.get("scale", "minmax"))
-        probs = self.predict_image(image, progress=progress)
+        factor = int(self.info.get("downsample", 1))
+        probs = self.predict_image(downsample_image(image, factor), progress=progress)
+        if factor > 1:
+            probs = upsample_probs(probs, image.shape[:3], factor)
         classes = np.zeros(vols[0].shape, np.uint8)
         classes[box_slices(box)] = self.to_classes(probs)
         classes = postprocess(classes, **self.post)

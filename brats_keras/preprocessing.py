@@ -116,3 +116,48 @@ def stack_scaled(volumes, box, method: str = "minmax", dtype=np.float32):
         image[..., c] = apply_scale(vol[sl], p, method, out_dtype=np.float32)
         params.append(p)
     return image, params
+
+
+# ----------------------------------------------------------------------------- resolution
+def _pad_to_multiple(a: np.ndarray, factor: int) -> np.ndarray:
+    pad = [(0, (-n) % factor) for n in a.shape[:3]] + [(0, 0)] * (a.ndim - 3)
+    return np.pad(a, pad) if any(p[1] for p in pad[:3]) else a
+
+
+def downsample_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor``^3 blocks of an image ``(D, H, W, C)`` (zero-padded to a multiple): e.g. 1 mm -> 2 mm."""
+    if factor == 1:
+        return image
+    a = _pad_to_multiple(image, factor)
+    d, h, w = (n // factor for n in a.shape[:3])
+    out = a.reshape(d, factor, h, factor, w, factor, -1).astype(np.float32).mean(axis=(1, 3, 5))
+    return out.astype(image.dtype, copy=False)
+
+
+def downsample_classes(classes: np.ndarray, factor: int) -> np.ndarray:
+    """Down-sample a class map ``(D, H, W)`` by ``factor``: each region (WT, TC, ET) where it fills
+    at least half of a block, decoded back to classes, so the regions stay nested."""
+    if factor == 1:
+        return classes
+    from .labels import classes_to_regions, regions_to_classes
+
+    regions = downsample_image(classes_to_regions(classes).astype(np.float32), factor)
+    return regions_to_classes(regions, threshold=0.4999)
+
+
+def upsample_probs(probs: np.ndarray, shape, factor=None) -> np.ndarray:
+    """Trilinear up-sampling of probabilities ``(d, h, w, K)`` to ``shape`` (D, H, W), block-centre aligned.
+
+    ``factor``: the block size used by :func:`downsample_image` (default: ``shape / probs.shape``).
+    """
+    from scipy import ndimage
+
+    if probs.shape[:3] == tuple(shape):
+        return probs
+    factors = [factor] * 3 if factor else [s / n for s, n in zip(shape, probs.shape[:3])]
+    out = np.empty(tuple(shape) + probs.shape[3:], np.float32)
+    coords = [((np.arange(s) + 0.5) / f - 0.5) for s, f in zip(shape, factors)]
+    grid = np.meshgrid(*coords, indexing="ij", sparse=True)
+    for k in range(probs.shape[-1]):
+        out[..., k] = ndimage.map_coordinates(probs[..., k], np.broadcast_arrays(*grid), order=1, mode="nearest")
+    return out

@@ -103,18 +103,31 @@ def has_gpu() -> bool:
     return False
 
 
+def cpu_has_bf16() -> bool:
+    """True when the CPU has native bfloat16 arithmetic (Linux /proc/cpuinfo flags avx512_bf16 or amx_bf16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def choose_precision(setting: str = "auto") -> str:
     """Map ``auto|off|float16|bfloat16`` to a Keras dtype policy name.
 
-    ``auto`` picks ``mixed_float16`` on an NVIDIA GPU (with loss scaling) and
-    ``mixed_bfloat16`` on a CPU, where TensorFlow runs bf16 convolutions about 1.5x
-    faster than float32 on current x86 cores (and float16 has no CPU MaxPool3D kernel).
+    ``auto`` picks ``mixed_float16`` on an NVIDIA GPU (with loss scaling), ``mixed_bfloat16``
+    on a CPU with native bf16 instructions (AVX512-BF16 or AMX), where it runs about 1.5x faster
+    than float32, and float32 on other CPUs, where emulated bf16 is about 20x slower (measured on an
+    AMD EPYC without AVX-512; see benchmarks/RESULTS.md). float16 has no CPU MaxPool3D kernel.
     """
     setting = (setting or "auto").lower()
     table = {"off": "float32", "float32": "float32", "float16": "mixed_float16", "mixed_float16": "mixed_float16",
              "bfloat16": "mixed_bfloat16", "mixed_bfloat16": "mixed_bfloat16"}
     if setting == "auto":
-        return "mixed_float16" if has_gpu() else "mixed_bfloat16"
+        if has_gpu():
+            return "mixed_float16"
+        return "mixed_bfloat16" if cpu_has_bf16() else "float32"
     if setting not in table:
         raise ValueError(f"unknown mixed precision {setting!r}: use auto, off, float16 or bfloat16")
     return table[setting]
@@ -164,6 +177,7 @@ def model_info(cfg: TrainConfig, settings: dict) -> dict:
         "modalities": settings["modalities"],
         "scale": settings["scale"],
         "crop": settings["crop"],
+        "downsample": settings.get("downsample", 1),
         "output": cfg.output,
         "patch_size": cfg.patch_size,
         "model": cfg.model,
