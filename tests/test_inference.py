@@ -1,0 +1,187 @@
+"""Sliding-window prediction, post-processing and NIfTI output in the patient's geometry."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from brats_keras import io as bio
+from brats_keras.inference import (Predictor, gaussian_weight, predict_folder, remove_small_components,
+                                   sliding_window, small_et_to_ncr, window_starts)
+from brats_keras.preprocessing import downsample_classes, downsample_image, upsample_probs
+
+from conftest import write_small_case
+
+
+@pytest.mark.parametrize("size,patch,overlap,expected", [
+    (10, 16, 0.5, [0]),
+    (16, 16, 0.5, [0]),
+    (32, 16, 0.5, [0, 8, 16]),
+    (33, 16, 0.5, [0, 6, 11, 17]),
+    (40, 16, 0.0, [0, 8, 16, 24][:0] or [0, 12, 24]),
+])
+def test_window_starts_cover_everything(size, patch, overlap, expected):
+    starts = window_starts(size, patch, overlap)
+    assert starts == expected
+    covered = np.zeros(max(size, patch), bool)
+    for s in starts:
+        covered[s:s + patch] = True
+        assert s + patch <= max(size, patch)
+    assert covered[:size].all()
+
+
+def test_gaussian_weight_peaks_in_centre():
+    w = gaussian_weight((8, 8, 8))
+    assert w.shape == (8, 8, 8) and w.dtype == np.float32
+    assert w.max() == pytest.approx(1.0) and w[0, 0, 0] < w[3, 3, 3]
+    assert np.allclose(w, w[::-1, ::-1, ::-1]) and w.min() > 0
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_voxelwise_model_is_reproduced_exactly(tta):
+    """A model that works voxel by voxel must give the same map whatever the windows and mirrors."""
+    rng = np.random.default_rng(0)
+    image = rng.random((21, 26, 17, 2)).astype(np.float32)
+    fn = lambda b: np.concatenate([b, b[..., :1] * 2], axis=-1)  # noqa: E731
+    out = sliding_window(fn, image, (8, 8, 8), n_out=3, overlap=0.5, batch_size=3, tta=tta)
+    assert out.shape == (21, 26, 17, 3)
+    assert np.allclose(out[..., :2], image, atol=1e-6) and np.allclose(out[..., 2], 2 * image[..., 0], atol=1e-6)
+
+
+def test_small_image_is_padded():
+    image = np.ones((5, 6, 7, 1), np.float32)
+    seen = []
+
+    def fn(b):
+        seen.append(b.shape)
+        return b
+
+    out = sliding_window(fn, image, 8, n_out=1)
+    assert seen == [(1, 8, 8, 8, 1)] and out.shape == (5, 6, 7, 1) and np.allclose(out, 1)
+
+
+def test_tta_averages_mirrored_predictions():
+    """A position-dependent model: TTA returns the mean of the 8 mirrored versions."""
+    image = np.zeros((8, 8, 8, 1), np.float32)
+    ramp = np.arange(8, dtype=np.float32)[:, None, None, None] * np.ones((1, 8, 8, 1), np.float32)
+    fn = lambda b: np.broadcast_to(ramp, b.shape).copy()  # noqa: E731
+    plain = sliding_window(fn, image, 8, n_out=1)
+    mirrored = sliding_window(fn, image, 8, n_out=1, tta=True)
+    assert np.allclose(plain[..., 0], ramp[..., 0])
+    assert np.allclose(mirrored, 3.5)  # half the passes flip axis 0: (x + 7 - x) / 2
+
+
+def test_remove_small_components_and_keep_largest():
+    c = np.zeros((20, 20, 20), np.uint8)
+    c[2:8, 2:8, 2:8] = 2       # 216 voxels
+    c[4:6, 4:6, 4:6] = 3
+    c[12:15, 12:15, 12:15] = 1  # 27 voxels
+    c[18, 18, 18] = 2           # 1 voxel
+    out = remove_small_components(c, min_size=10)
+    assert out[18, 18, 18] == 0 and out[13, 13, 13] == 1 and (out[2:8, 2:8, 2:8] == c[2:8, 2:8, 2:8]).all()
+    out = remove_small_components(c, keep_largest=1)
+    assert set(np.unique(out)) == {0, 2, 3} and (out > 0).sum() == 216
+    assert remove_small_components(c) is c
+
+
+def test_small_et_becomes_necrosis():
+    c = np.zeros((5, 5, 5), np.uint8)
+    c[1, 1, 1:4] = 3
+    assert (small_et_to_ncr(c, 5) == 1).sum() == 3
+    assert (small_et_to_ncr(c, 3) == 3).sum() == 3  # 3 voxels are not fewer than 3
+    assert small_et_to_ncr(c, 0) is c
+
+
+def test_downsample_upsample_round_trip():
+    c = np.zeros((16, 16, 16), np.uint8)
+    c[4:12, 4:12, 4:12] = 2
+    c[6:10, 6:10, 6:10] = 1
+    small = downsample_classes(c, 2)
+    assert small.shape == (8, 8, 8)
+    assert (small == 2).sum() == 64 - 8 and (small == 1).sum() == 8
+    img = np.arange(16 ** 3, dtype=np.float32).reshape(16, 16, 16, 1)
+    assert np.allclose(downsample_image(img, 2)[0, 0, 0, 0], img[:2, :2, :2].mean())
+    from brats_keras.labels import one_hot
+
+    probs = one_hot(small, 4)
+    back = upsample_probs(probs, (16, 16, 16), 2).argmax(-1)
+    # trilinear interpolation rounds off exactly the 8 corner voxels of each of the two cubes
+    wrong = np.argwhere(back != c)
+    corners = {(a, b, d) for a in (4, 11) for b in (4, 11) for d in (4, 11)}
+    corners |= {(a, b, d) for a in (6, 9) for b in (6, 9) for d in (6, 9)}
+    assert {tuple(int(v) for v in w) for w in wrong} == corners
+
+
+@pytest.fixture(scope="module")
+def tiny_model_file(tmp_path_factory):
+    """An untrained tiny region model saved with brats-keras info (2 mm, all four modalities)."""
+    import keras
+
+    from brats_keras.checkpoint import save_model
+    from brats_keras.models import unet3d
+
+    model = unet3d(in_channels=4, base_filters=4, depth=2, norm="instance", output="regions")
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    info = {"modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "output": "regions",
+            "patch_size": 32, "downsample": 2}
+    save_model(model, path, info)
+    keras.backend.clear_session()
+    return path
+
+
+def test_predict_real_case_keeps_geometry(tiny_model_file, real_dir, tmp_path):
+    import nibabel as nib
+
+    src = tmp_path / "in"
+    shutil.copytree(real_dir / "Brats18_TCIA01_425_1", src / "Brats18_TCIA01_425_1")
+    bad = src / "broken"
+    bad.mkdir()
+    for m in ("flair", "t1ce", "t2"):  # no t1: the model needs it
+        shutil.copy(real_dir / "Brats18_CBICA_AQN_1" / f"Brats18_CBICA_AQN_1_{m}.nii.gz", bad / f"broken_{m}.nii.gz")
+    logs = []
+    res = predict_folder(src, tmp_path / "out", model=tiny_model_file, progress=False, log=logs.append,
+                         batch_size=4)
+    assert list(res["ok"]) == ["Brats18_TCIA01_425_1"]
+    assert "missing modality t1" in res["failed"]["broken"] and any("broken" in s for s in logs)
+    ref = nib.load(str(real_dir / "Brats18_TCIA01_425_1" / "Brats18_TCIA01_425_1_flair.nii.gz"))
+    out = nib.load(str(tmp_path / "out" / "Brats18_TCIA01_425_1.nii.gz"))
+    assert out.shape == ref.shape == (240, 240, 155)
+    assert np.allclose(out.affine, ref.affine) and out.get_data_dtype() == np.uint8
+    labels = np.asanyarray(out.dataobj)
+    assert set(np.unique(labels)) <= {0, 1, 2, 4}  # 2021 naming: ET written as 4
+    # nothing outside the brain's bounding box (+ 4 voxels margin)
+    brain = np.argwhere(np.asanyarray(ref.dataobj) != 0)
+    lo, hi = np.maximum(brain.min(0) - 4, 0), brain.max(0) + 5
+    outside = labels.copy()
+    outside[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = 0
+    assert not outside.any()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["Brats18_TCIA01_425_1.nii.gz"]
+
+
+def test_labels_follow_input_convention(tiny_model_file, tmp_path):
+    src = tmp_path / "in"
+    write_small_case(src, "c23", layout="2023", shape=(40, 36, 30))
+    p = Predictor(tiny_model_file, batch_size=2)
+    p.post["et_threshold"] = 0
+    case = bio.find_cases(src)[0]
+    # force every voxel to be ET to see the written value
+    p.predict_batch = lambda b: np.ones(b.shape[:4] + (3,), np.float32)
+    predict_folder(src, tmp_path / "o23", model=p, progress=False)
+    predict_folder(src, tmp_path / "o21", model=p, labels="2021", progress=False)
+    a, _, _ = bio.load_nifti(tmp_path / "o23" / "c23.nii.gz")
+    b, _, _ = bio.load_nifti(tmp_path / "o21" / "c23.nii.gz")
+    assert 3 in a and set(np.unique(a)) <= {0, 3}
+    assert 4 in b and set(np.unique(b)) <= {0, 4}
+    assert case.label_convention == "2023"
+
+
+def test_channel_mismatch_is_reported(tiny_model_file):
+    from brats_keras.checkpoint import load_model
+
+    model, info = load_model(tiny_model_file, compile=False)
+    with pytest.raises(ValueError, match="model expects 4 channels but its info lists 3 modalities"):
+        Predictor(model, info={**info, "modalities": ["flair", "t1ce", "t2"]})
+    p = Predictor(model, info=info)
+    with pytest.raises(ValueError, match="image has 2 channels, the model expects 4"):
+        p.predict_image(np.zeros((8, 8, 8, 2), np.float32))
+    assert json.loads(json.dumps(info))["downsample"] == 2
