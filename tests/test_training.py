@@ -1,0 +1,94 @@
+"""Training runs: files written, checkpoints carrying preprocessing, resume, precision choice, CLI."""
+import json
+
+import numpy as np
+import pytest
+
+from brats_keras.checkpoint import read_info
+from brats_keras.cli import main as cli_main
+from brats_keras.convert import convert_folder
+from brats_keras.training import TrainConfig, choose_precision, read_log, train
+
+from conftest import write_small_case
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    for i in range(5):
+        write_small_case(root / "src", f"c{i}", seed=i, shape=(40, 36, 30))
+    convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    return root / "conv"
+
+
+def tiny(data_dir, out, **kw):
+    base = dict(data=str(data_dir), out=str(out), base_filters=4, depth=2, norm="instance", patch_size=16,
+                batch_size=2, epochs=2, steps_per_epoch=2, val_steps=1, val=1, verbose=0, mixed_precision="off")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_train_writes_run_folder_and_resumes(data_dir, tmp_path):
+    run = tmp_path / "run"
+    res = train(tiny(data_dir, run, output="regions", loss="dice+bce"))
+    for name in ["config.json", "split.json", "log.csv", "loss_curves.png", "checkpoints/best.keras",
+                 "checkpoints/last.keras"]:
+        assert (run / name).exists(), name
+    split = json.loads((run / "split.json").read_text())
+    assert len(split["val"]) == 1 and len(split["train"]) == 4
+    assert len(res["history"]) == 2 and all(np.isfinite(h["loss"]) for h in res["history"])
+    info = read_info(run / "checkpoints" / "best.keras")
+    assert info["modalities"] == ["flair", "t1ce", "t2"] and info["scale"] == "zscore"
+    assert info["output"] == "regions" and info["patch_size"] == 16
+    # resume continues where it stopped, with the same split and config
+    res2 = train(TrainConfig(epochs=3), resume=run)
+    log = read_log(run)
+    assert [int(r["epoch"]) for r in log] == [0, 1, 2]
+    assert json.loads((run / "split.json").read_text()) == split
+    assert res2["model"].optimizer.iterations.numpy() == 6  # optimizer state came back: 2 + 2 + 2 steps
+
+
+def test_softmax_report_defaults_and_cli(data_dir, tmp_path, capsys):
+    rc = cli_main(["train", "--data", str(data_dir), "--out", str(tmp_path / "cli"), "--base-filters", "4",
+                   "--depth", "2", "--patch-size", "16", "--batch-size", "2", "--epochs", "1",
+                   "--steps-per-epoch", "1", "--val-steps", "1", "--val", "1", "--mixed-precision", "off"])
+    assert rc == 0
+    cfg = json.loads((tmp_path / "cli" / "config.json").read_text())
+    # the report's defaults where not overridden
+    assert cfg["loss"] == "dice+tversky" and cfg["output"] == "softmax" and cfg["lr"] == 1e-3
+    assert cfg["min_lr"] == 1e-6 and cfg["norm"] == "batch"
+    assert "run folder" in capsys.readouterr().out
+    log = read_log(tmp_path / "cli")
+    assert {"loss", "val_loss", "dice_NCR", "dice_ED", "dice_ET", "dice_WT", "dice_TC", "mean_dice",
+            "accuracy", "precision", "recall"} <= set(log[0])
+
+
+def test_whole_case_validation_is_logged(data_dir, tmp_path):
+    run = tmp_path / "wc"
+    train(tiny(data_dir, run, output="regions", loss="dice+bce", whole_case_every=2, epochs=2))
+    log = read_log(run)
+    assert np.isnan(log[0]["val_case_dice_mean"]) and np.isfinite(log[1]["val_case_dice_mean"])
+    assert 0.0 <= log[1]["val_case_dice_WT"] <= 1.0
+
+
+def test_precision_choice(monkeypatch):
+    import brats_keras.training as t
+
+    assert choose_precision("off") == "float32"
+    assert choose_precision("bfloat16") == "mixed_bfloat16"
+    assert choose_precision("float16") == "mixed_float16"
+    with pytest.raises(ValueError, match="unknown mixed precision 'fp8'"):
+        choose_precision("fp8")
+    monkeypatch.setattr(t, "has_gpu", lambda: False)
+    monkeypatch.setattr(t, "cpu_has_bf16", lambda: True)
+    assert choose_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(t, "cpu_has_bf16", lambda: False)
+    assert choose_precision("auto") == "float32"
+    monkeypatch.setattr(t, "has_gpu", lambda: True)
+    assert choose_precision("auto") == "mixed_float16"
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="unknown training settings: colour"):
+        TrainConfig.from_dict({"colour": "red"})
+    assert cli_main(["train", "--out", "x"]) == 2
