@@ -32,15 +32,12 @@ def run_demo(out="demo_out", n_cases=16, minutes=6.0, seed=0, n_test=4, n_val=2,
     split = split_cases([f"Synth_{i:05d}" for i in range(n_cases)], val=n_val, test=n_test, seed=seed)
     atomic_write_json(out / "split.json", split)
 
-    steps = 25
-    step_seconds = _estimate_step_seconds()
-    epochs = max(4, int(minutes * 60 / (steps * step_seconds * 1.25)))
     cfg = TrainConfig.from_dict({**TrainConfig().__dict__, **RECIPES["demo"], "data": str(out / "converted"),
                                  "out": str(out / "run"), "split_file": str(out / "split.json"),
-                                 "epochs": epochs, "steps_per_epoch": steps, "val_steps": 2, "seed": seed,
-                                 "lr_patience": 100})
+                                 "epochs": 1000, "steps_per_epoch": 25, "val_steps": 2, "seed": seed,
+                                 "time_limit": minutes, "verbose": 2})
     log(f"[3/6] training a {cfg.model} (base {cfg.base_filters}, {cfg.output} output, {cfg.loss}) "
-        f"for {epochs} epochs x {steps} steps on {cfg.patch_size}^3 patches")
+        f"on {cfg.patch_size}^3 patches for {minutes:g} minutes")
     res = train(cfg)
 
     log("[4/6] predicting the held-out cases with the sliding window")
@@ -72,11 +69,6 @@ def run_demo(out="demo_out", n_cases=16, minutes=6.0, seed=0, n_test=4, n_val=2,
     log("  " + "  ".join(f"{r} {metrics[r]:.3f}" for r in ("WT", "TC", "ET")))
     log(f"written: {out / 'metrics.json'}, {out / 'figures'}, predictions in {out / 'predictions'}")
     return metrics
-
-
-def _estimate_step_seconds() -> float:
-    """A rough CPU estimate of one demo training step (used only to fit the time budget)."""
-    return 0.35
 
 
 def _pictures(out: Path, case_id: str) -> None:

@@ -60,6 +60,7 @@ class TrainConfig:
     workers: int = 1
     backbone: str = "resnet18"
     whole_case_every: int = 0
+    time_limit: float | None = None  # minutes; training stops after the epoch that passes it
     verbose: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -79,6 +80,11 @@ RECIPES = {
     # the demo on synthetic cases: small, fast U-Net with region outputs
     "demo": dict(base_filters=8, depth=3, norm="instance", output="regions", loss="dice+bce", patch_size=64,
                  batch_size=2, lr=3e-3, foreground_ratio=0.5, lr_patience=4),
+    # the shipped model (brats_keras/pretrained/MODEL_CARD.md): data converted with
+    # --modalities flair,t1,t1ce,t2 --crop brain --scale zscore --downsample 2
+    "pretrained": dict(base_filters=16, depth=4, norm="instance", output="regions", loss="dice+bce", patch_size=64,
+                       batch_size=2, epochs=60, steps_per_epoch=50, val_steps=4, lr=1e-3, lr_patience=4,
+                       foreground_ratio=0.33, whole_case_every=2, mixed_precision="auto"),
 }
 
 
@@ -240,13 +246,24 @@ def _callbacks(cfg, run, info, initial_best):
 
     monitor = _monitor(cfg)
     mode = "max" if "dice" in monitor else "min"
+    class TimeLimit(keras.callbacks.Callback):
+        def __init__(self, minutes):
+            super().__init__()
+            self.deadline = time.time() + 60 * minutes
+
+        def on_epoch_end(self, epoch, logs=None):
+            if time.time() > self.deadline:
+                self.model.stop_training = True
+
     cbs = [
-        keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
-        Checkpoints(monitor, mode, initial_best),
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience,
                                           min_lr=cfg.min_lr, verbose=0),
+        keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
+        Checkpoints(monitor, mode, initial_best),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if cfg.time_limit:
+        cbs.append(TimeLimit(cfg.time_limit))
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping))
     cbs.append(Curves())
