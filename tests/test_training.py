@@ -92,3 +92,22 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="unknown training settings: colour"):
         TrainConfig.from_dict({"colour": "red"})
     assert cli_main(["train", "--out", "x"]) == 2
+
+
+def test_mirrored_step_matches_single_device():
+    """One step on two logical CPU devices (tf.distribute.MirroredStrategy) equals the one-device step."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    res = subprocess.run([sys.executable, str(root / "tests" / "scripts" / "mirrored_step.py")], env=env,
+                         capture_output=True, text=True, timeout=600)
+    line = [s for s in res.stdout.splitlines() if s.startswith("REPLICAS")]
+    assert line, res.stdout[-2000:] + res.stderr[-2000:]
+    words = line[0].split()
+    assert words[1] == "2"
+    maxdiff, moved = float(words[3]), float(words[5])
+    assert moved > 1e-4 and maxdiff < 1e-6 * max(1.0, moved * 1e3)
