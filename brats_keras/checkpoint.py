@@ -45,11 +45,8 @@ def save_model(model, path, info: dict | None = None, include_optimizer: bool = 
 def _save_without_optimizer(model, tmp):
     import keras
 
-    clone = keras.models.clone_model(model)
+    clone = keras.models.clone_model(model)  # uncompiled: no optimizer state, no loss
     clone.set_weights(model.get_weights())
-    if model.compiled:
-        loss = getattr(model, "loss", None)
-        clone.compile(loss=loss, metrics=None)
     clone.save(tmp)
 
 
@@ -70,12 +67,9 @@ def load_model(path, compile: bool = True):
     Returns:
         ``(model, info)``.
     """
-    import keras
-
-    from . import losses, metrics  # noqa: F401  (register custom objects)
+    from .models import load_model as load_keras_model
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: model file not found")
-    model = keras.saving.load_model(str(path), compile=compile)
-    return model, read_info(path)
+    return load_keras_model(path, compile=compile), read_info(path)

@@ -28,7 +28,7 @@ MODELS = {
 }
 
 #: where the shipped pretrained model lives (not shipped yet)
-PRETRAINED_PATH = Path(__file__).resolve().parent.parent / "pretrained" / "model.keras"
+from ..pretrained import MODEL_FILE as PRETRAINED_PATH  # noqa: E402
 
 #: modules whose registered losses and metrics a saved model may refer to
 _SERIALIZABLE_MODULES = ("brats_keras.losses", "brats_keras.metrics")
@@ -79,12 +79,15 @@ def load_model(path, compile: bool = True) -> keras.Model:
 
 
 # --- pretrained model -------------------------------------------------------
-# The pretrained model is added later as brats_keras/pretrained/model.keras.
 def load_pretrained(compile: bool = False) -> keras.Model:
-    """Load the pretrained model shipped in ``brats_keras/pretrained/model.keras``.
+    """Load the model trained on real BraTS cases that ships in ``brats_keras/pretrained/model.keras``.
+
+    Its preprocessing (modalities, scaling, 2 mm resolution) is in
+    ``brats_keras.checkpoint.read_info(PRETRAINED_PATH)`` and its scores in ``MODEL_CARD.md``;
+    fine-tune it like any Keras model (``model.compile(...)``, ``model.fit(...)``).
 
     Raises:
-        FileNotFoundError while no pretrained model is shipped.
+        FileNotFoundError when this installation lacks the file.
     """
     if not PRETRAINED_PATH.exists():
         raise FileNotFoundError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-MODEL_FILE = HERE / "brats_unet_regions.keras"
+MODEL_FILE = HERE / "model.keras"
 CARD_FILE = HERE / "MODEL_CARD.md"
 CARD_JSON = HERE / "model_card.json"
 
