@@ -11,10 +11,12 @@ from pathlib import Path
 import numpy as np
 
 
-def run_demo(out="demo_out", n_cases=16, minutes=6.0, seed=0, n_test=4, n_val=2, log=print) -> dict:
+def run_demo(out="demo_out", n_cases=16, minutes=6.0, seed=0, n_test=4, n_val=2, log=print,
+             shape=(240, 240, 155), overrides=None) -> dict:
     """Run the demo into ``out``; return the held-out mean Dice ``{"WT", "TC", "ET", ...}``.
 
-    Writes ``out/metrics.json`` and pictures under ``out/figures``.
+    Writes ``out/metrics.json`` and pictures under ``out/figures``. ``shape`` and ``overrides``
+    (training settings) let tests run the same path on tiny cases and models.
     """
     from .convert import convert_folder
     from .data import split_cases
@@ -26,7 +28,7 @@ def run_demo(out="demo_out", n_cases=16, minutes=6.0, seed=0, n_test=4, n_val=2,
     out = Path(out)
     t_start = time.time()
     log(f"[1/6] writing {n_cases} synthetic cases (240 x 240 x 155, BraTS 2021 layout)")
-    make_dataset(out / "synthetic", n_cases, seed=seed, workers=2)
+    make_dataset(out / "synthetic", n_cases, seed=seed, shape=shape, workers=2)
     log("[2/6] converting: FLAIR, T1ce, T2; z-score over brain voxels; brain crop")
     convert_folder(out / "synthetic", out / "converted", crop="brain", scale="zscore", workers=2)
     split = split_cases([f"Synth_{i:05d}" for i in range(n_cases)], val=n_val, test=n_test, seed=seed)
@@ -35,7 +37,7 @@ def run_demo(out="demo_out", n_cases=16, minutes=6.0, seed=0, n_test=4, n_val=2,
     cfg = TrainConfig.from_dict({**TrainConfig().__dict__, **RECIPES["demo"], "data": str(out / "converted"),
                                  "out": str(out / "run"), "split_file": str(out / "split.json"),
                                  "epochs": 1000, "steps_per_epoch": 25, "val_steps": 2, "seed": seed,
-                                 "time_limit": minutes, "verbose": 2})
+                                 "time_limit": minutes, "verbose": 2, **(overrides or {})})
     log(f"[3/6] training a {cfg.model} (base {cfg.base_filters}, {cfg.output} output, {cfg.loss}) "
         f"on {cfg.patch_size}^3 patches for {minutes:g} minutes")
     res = train(cfg)

@@ -102,7 +102,7 @@ def find_cases(root, require_seg: bool = False) -> list[Case]:
     if not root.is_dir():
         raise BratsInputError(f"{root}: not a folder")
     found: dict[tuple, Case] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames.sort()
         folder = Path(dirpath)
         for name in sorted(filenames):
