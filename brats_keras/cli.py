@@ -117,6 +117,8 @@ def _add_train(sub):
     p.add_argument("--jit-compile", choices=["auto", "on", "off"])
     p.add_argument("--distribute", action="store_true", help="data-parallel over local GPUs (TF_CONFIG: workers)")
     p.add_argument("--workers", type=int, help="data loader threads")
+    p.add_argument("--tf-data", action="store_true", default=None,
+                   help="TensorFlow backend: feed through tf.data (parallel reads, prefetch)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop after the epoch that passes this time")
     p.add_argument("--whole-case-every", type=int, metavar="N",
                    help="every N epochs, predict whole validation cases and keep the best by their Dice")

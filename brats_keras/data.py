@@ -10,7 +10,6 @@ Every batch is a pure function of ``(seed, epoch, batch index)``, so runs repeat
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -258,7 +257,8 @@ class PatchDataset(_dataset_base()):
 def tf_dataset(patch_dataset: PatchDataset, parallel_calls=None, prefetch=2):
     """A ``tf.data.Dataset`` over the same batches, read in parallel and prefetched (TensorFlow backend only).
 
-    Each epoch's batches equal ``patch_dataset[i]`` for the current ``patch_dataset.epoch``.
+    Batch ``i`` of an epoch equals ``patch_dataset[i]`` for that epoch; the epoch counter advances
+    each time the dataset is iterated again (as ``model.fit`` does every epoch).
     """
     import keras
 
@@ -268,27 +268,27 @@ def tf_dataset(patch_dataset: PatchDataset, parallel_calls=None, prefetch=2):
 
     pd = patch_dataset
     x0, y0 = pd[0]
+    start = {"epoch": pd.epoch}
 
-    def load(i):
-        x, y = tf.numpy_function(lambda j: pd[int(j)], [i], [tf.float32, tf.float32])
+    def next_epoch():
+        epoch = start["epoch"]
+        start["epoch"] += 1
+        return np.int64(epoch)
+
+    def load(epoch, i):
+        def fn(e, j):
+            pd.epoch = int(e)
+            return pd[int(j)]
+
+        x, y = tf.numpy_function(fn, [epoch, i], [tf.float32, tf.float32])
         x.set_shape(x0.shape)
         y.set_shape(y0.shape)
         return x, y
 
-    ds = tf.data.Dataset.range(len(pd)).map(load, num_parallel_calls=parallel_calls or tf.data.AUTOTUNE,
-                                             deterministic=True)
+    def epoch_indices(_):
+        epoch = tf.numpy_function(next_epoch, [], tf.int64)
+        return tf.data.Dataset.range(len(pd)).map(lambda i: (epoch, i))
+
+    ds = tf.data.Dataset.range(1).flat_map(epoch_indices)
+    ds = ds.map(load, num_parallel_calls=parallel_calls or tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(prefetch)
-
-
-def class_counts(data_dir, case_ids=None) -> dict:
-    """Voxel counts per class over converted cases (from the manifest)."""
-    cases = ConvertedCases(data_dir, case_ids)
-    out = {"NCR": 0, "ED": 0, "ET": 0}
-    for c in cases.case_ids:
-        for k, v in cases.entries[c].get("label_counts", {}).items():
-            out[k] += v
-    return out
-
-
-def steps_for(n_cases, batch_size):
-    return max(1, math.ceil(n_cases / batch_size))

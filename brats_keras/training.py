@@ -58,6 +58,7 @@ class TrainConfig:
     jit_compile: str = "auto"
     distribute: bool = False
     workers: int = 1
+    tf_data: bool = False  # TensorFlow backend: feed through tf.data with parallel reads and prefetch
     backbone: str = "resnet18"
     whole_case_every: int = 0
     time_limit: float | None = None  # minutes; training stops after the epoch that passes it
@@ -352,9 +353,14 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
             model = build_from_config(cfg, all_cases.n_channels)
             compile_model(model, cfg, policy)
     train_ds.epoch = initial_epoch
+    feed = train_ds
+    if cfg.tf_data:
+        from .data import tf_dataset
+
+        feed = tf_dataset(train_ds)
     t0 = time.time()
     if initial_epoch < cfg.epochs:
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
+        model.fit(feed, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
                   callbacks=list(extra_callbacks) + _callbacks(cfg, run, info, initial_best), verbose=cfg.verbose)
     seconds = time.time() - t0
     best = run / "checkpoints" / "best.keras"
