@@ -13,6 +13,7 @@ volume; the fixed crop ``[56:184, 56:184, 13:141]``. numpy / nibabel only.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -207,7 +208,8 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
             record(*_worker(job))
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        # spawn, not fork: forking a process that has loaded TensorFlow (a notebook) can deadlock
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             futures = [pool.submit(_worker, job) for job in jobs]
             for fut in as_completed(futures):
                 record(*fut.result())

@@ -78,12 +78,14 @@ def sliding_window(predict_fn, image: np.ndarray, patch, n_out: int, overlap: fl
             chunk = starts[i:i + batch_size]
             batch = np.stack([image[s[0]:s[0] + patch[0], s[1]:s[1] + patch[1], s[2]:s[2] + patch[2]]
                               for s in chunk]).astype(np.float32, copy=False)
+            if len(chunk) < batch_size and len(starts) >= batch_size:  # one batch shape: no retracing
+                batch = np.concatenate([batch, np.zeros((batch_size - len(chunk),) + batch.shape[1:], np.float32)])
             if axes:
                 batch = np.flip(batch, [a + 1 for a in axes])
             out = np.asarray(predict_fn(np.ascontiguousarray(batch)), dtype=np.float32)
             if axes:
                 out = np.flip(out, [a + 1 for a in axes])
-            for s, o in zip(chunk, out):
+            for s, o in zip(chunk, out[: len(chunk)]):
                 sl = (slice(s[0], s[0] + patch[0]), slice(s[1], s[1] + patch[1]), slice(s[2], s[2] + patch[2]))
                 acc[sl] += o * weight[..., None]
                 norm[sl] += weight
@@ -219,11 +221,12 @@ class Predictor:
 
 
 def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=False, progress=True,
-                   log=print, **predictor_kwargs) -> dict:
+                   log=print, case_ids=None, **predictor_kwargs) -> dict:
     """Predict every case under ``input_path`` into ``output_dir/<case>.nii.gz``.
 
     Labels are written in the input's convention (4 for ET in 2018-2021 naming, 3 in 2023
-    naming) unless ``labels`` is ``"2021"`` or ``"2023"``. A bad case is reported in one line
+    naming) unless ``labels`` is ``"2021"`` or ``"2023"``. ``case_ids`` limits prediction to
+    those cases (e.g. a split's test cases). A bad case is reported in one line
     and the others are still predicted.
 
     Returns:
@@ -233,6 +236,8 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
 
     predictor = model if isinstance(model, Predictor) else Predictor(model, **predictor_kwargs)
     cases = bio.find_cases(input_path)
+    if case_ids is not None:
+        cases = [c for c in cases if c.case_id in set(case_ids)]
     if not cases:
         raise bio.BratsInputError(f"{input_path}: no BraTS cases found")
     output_dir = Path(output_dir)

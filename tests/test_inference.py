@@ -142,6 +142,9 @@ def test_predict_real_case_keeps_geometry(tiny_model_file, real_dir, tmp_path):
     res = predict_folder(src, tmp_path / "out", model=tiny_model_file, progress=False, log=logs.append,
                          batch_size=4)
     assert list(res["ok"]) == ["Brats18_TCIA01_425_1"]
+    only = predict_folder(src, tmp_path / "only", model=tiny_model_file, progress=False, case_ids=["broken"],
+                          log=logs.append)
+    assert list(only["failed"]) == ["broken"] and not only["ok"]
     assert "missing modality t1" in res["failed"]["broken"] and any("broken" in s for s in logs)
     ref = nib.load(str(real_dir / "Brats18_TCIA01_425_1" / "Brats18_TCIA01_425_1_flair.nii.gz"))
     out = nib.load(str(tmp_path / "out" / "Brats18_TCIA01_425_1.nii.gz"))

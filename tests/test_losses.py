@@ -290,3 +290,13 @@ def test_sums_are_exact_beyond_bfloat16_precision():
     y_pred = keras.ops.full((1, 16, 16, 16, 1), 0.5, dtype="bfloat16")
     # I = 2048, |T| + |P| = 4096 + 2048: 1 - 4096 / 6144 = 1/3
     assert value(DiceLoss(smooth=0.0), y_true, y_pred) == pytest.approx(1 / 3, abs=1e-7)
+
+
+def test_tversky_term_weighs_missed_tumor_more():
+    """In loss strings 'tversky' is alpha 0.3 / beta 0.7, so 'dice+tversky' is not just twice the Dice."""
+    t = get_loss("tversky", "softmax")
+    assert (t.alpha, t.beta) == (0.3, 0.7)
+    y_true = np.array([[[1.0], [1.0], [1.0], [0.0]]])
+    y_pred = np.array([[[1.0], [0.0], [0.0], [1.0]]])
+    # TP 1, FP 1, FN 2: 1 - 2 / (2 + 0.6 + 2.8)
+    assert float(t(y_true, y_pred)) == pytest.approx(1 - 2 / 5.4, abs=1e-4)
