@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
+
+from .io import temp_path_for
 
 INFO_MEMBER = "brats_keras.json"
 
@@ -25,8 +26,7 @@ def save_model(model, path, info: dict | None = None, include_optimizer: bool = 
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + path.stem + ".", suffix=".keras", dir=path.parent)
-    os.close(fd)
+    tmp = str(temp_path_for(path, suffix=".keras"))
     try:
         if include_optimizer:
             model.save(tmp)

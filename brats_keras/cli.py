@@ -84,7 +84,6 @@ _EXTRA: list = []
 
 # ----------------------------------------------------------------------------- train
 def _add_train(sub):
-    from dataclasses import fields
 
     p = sub.add_parser("train", help="train a model on converted cases (see brats-keras convert)")
     p.add_argument("--data", help="conversion folder (with manifest.json)")
@@ -112,6 +111,9 @@ def _add_train(sub):
     p.add_argument("--seed", type=int)
     p.add_argument("--foreground-ratio", type=float)
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--spatial-augment", type=float, metavar="PROB",
+                   help="probability of a random rotation and of a random zoom per training patch")
+    p.add_argument("--lr-schedule", choices=["plateau", "poly"], help="plateau (the report) or poly (nnU-Net)")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
     p.add_argument("--mixed-precision", choices=["auto", "off", "float16", "bfloat16"])
     p.add_argument("--jit-compile", choices=["auto", "on", "off"])

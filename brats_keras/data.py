@@ -144,6 +144,51 @@ def crop_patch(volume, start, patch):
     return out
 
 
+def spatial_params(rng, prob, max_angle=15.0, scale=(0.85, 1.25)):
+    """Random rotation (degrees, about each axis) and zoom for one patch, or ``None`` (probability ``1 - prob``).
+
+    Each of rotation and zoom is drawn with probability ``prob``, as nnU-Net does.
+    """
+    rotate = rng.random() < prob
+    zoom = rng.random() < prob
+    if not (rotate or zoom):
+        return None
+    angles = rng.uniform(-max_angle, max_angle, size=3) if rotate else np.zeros(3)
+    factor = float(rng.uniform(*scale)) if zoom else 1.0
+    return angles, factor
+
+
+def spatial_matrix(angles, factor):
+    """3x3 matrix that maps patch offsets to volume offsets: rotation by ``angles`` (degrees), zoom ``factor``.
+
+    A ``factor`` above 1 magnifies (the patch sees a smaller region of the volume).
+    """
+    m = np.eye(3)
+    for axis, deg in enumerate(np.deg2rad(angles)):
+        c, s = np.cos(deg), np.sin(deg)
+        i, j = [a for a in range(3) if a != axis]
+        r = np.eye(3)
+        r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+        m = m @ r
+    return m / factor
+
+
+def crop_spatial(img, msk, centre, patch, matrix):
+    """Patch of ``patch`` voxels around ``centre`` of ``img`` (``(X,Y,Z,C)``) and ``msk`` (``(X,Y,Z)``),
+    resampled through ``matrix`` (linear for the image, nearest for the classes, zero outside)."""
+    from scipy.ndimage import affine_transform
+
+    half = (np.asarray(patch, dtype=np.float64) - 1) / 2
+    offset = np.asarray(centre, dtype=np.float64) - matrix @ half
+    x = np.empty(tuple(patch) + img.shape[3:], dtype=np.float32)
+    for c in range(img.shape[-1]):
+        x[..., c] = affine_transform(np.asarray(img[..., c], dtype=np.float32), matrix, offset,
+                                     output_shape=tuple(patch), order=1, mode="constant", cval=0.0)
+    y = affine_transform(np.asarray(msk), matrix, offset, output_shape=tuple(patch), order=0,
+                         mode="constant", cval=0)
+    return x, y
+
+
 def augment_patch(x, y, rng, flip=True, intensity=True, gamma=True):
     """Random flips (each axis), per-channel intensity scale/shift and gamma; x ``(p,p,p,C)``, y ``(p,p,p)``."""
     if flip:
@@ -197,6 +242,8 @@ class PatchDataset(_dataset_base()):
         output: ``"softmax"`` (one-hot targets, 4 channels) or ``"regions"`` (WT, TC, ET).
         foreground_ratio: share of patches centred on a tumor voxel (nnU-Net uses 1/3).
         augment: random flips, intensity scale / shift and gamma.
+        spatial: probability of a random rotation (up to 15 degrees about each axis) and, independently,
+            of a random zoom (0.85 to 1.25) of a training patch (0 = off).
         steps_per_epoch: batches per epoch (default: cases // batch_size, at least 1).
         seed: makes every batch reproducible.
         workers / use_multiprocessing / max_queue_size: passed to ``keras.utils.PyDataset``.
@@ -205,7 +252,7 @@ class PatchDataset(_dataset_base()):
     """
 
     def __init__(self, data_dir, case_ids=None, patch_size=128, batch_size=4, output="softmax",
-                 foreground_ratio=0.33, augment=False, steps_per_epoch=None, seed=0,
+                 foreground_ratio=0.33, augment=False, steps_per_epoch=None, seed=0, spatial=0.0,
                  workers=1, use_multiprocessing=False, max_queue_size=8):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if output not in OUTPUTS:
@@ -218,6 +265,7 @@ class PatchDataset(_dataset_base()):
         self.output = output
         self.foreground_ratio = float(foreground_ratio)
         self.augment = augment
+        self.spatial = float(spatial)
         self.steps = int(steps_per_epoch or max(1, len(self.cases) // self.batch_size))
         self.seed = int(seed)
         self.epoch = 0
@@ -238,8 +286,13 @@ class PatchDataset(_dataset_base()):
             if len(fg):
                 centre = fg[int(rng.integers(len(fg)))]
         start = patch_start(msk.shape, self.patch, rng, centre)
-        x = crop_patch(img, start, self.patch).astype(np.float32)
-        y = crop_patch(msk, start, self.patch)
+        params = spatial_params(rng, self.spatial) if self.spatial > 0 else None
+        if params is None:
+            x = crop_patch(img, start, self.patch).astype(np.float32)
+            y = crop_patch(msk, start, self.patch)
+        else:
+            middle = [s + (p - 1) / 2 for s, p in zip(start, self.patch)]
+            x, y = crop_spatial(img, msk, middle, self.patch, spatial_matrix(*params))
         if self.augment:
             x, y = augment_patch(x, y, rng)
         return x, y

@@ -4,7 +4,6 @@ synth -> convert -> train -> predict (sliding window, NIfTI) -> evaluate (BraTS 
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 

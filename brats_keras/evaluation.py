@@ -25,13 +25,12 @@ from __future__ import annotations
 import csv
 import io as _io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
+from .io import atomic_write_text
 from .labels import CLASS_NAMES, REGION_NAMES, classes_to_regions, labels_to_classes
 
 __all__ = [
@@ -476,20 +475,6 @@ def _flatten(scores: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def _write_atomic(path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _csv_text(results: dict) -> str:
     rows = [(case, _flatten(s)) for case, s in results["cases"].items()]
     rows += [(name, _flatten(results[name])) for name in ("mean", "median") if results.get(name)]
@@ -565,9 +550,9 @@ def evaluate_folder(
         "errors": errors,
     }
     if json_path is not None:
-        _write_atomic(json_path, json.dumps(results, indent=2) + "\n")
+        atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
     if csv_path is not None:
-        _write_atomic(csv_path, _csv_text(results))
+        atomic_write_text(csv_path, _csv_text(results))
     return results
 
 

@@ -209,10 +209,26 @@ def load_classes(path, shape=None, convention: str = "auto") -> np.ndarray:
         raise BratsInputError(f"{path}: {exc}") from None
 
 
-def _tmp_path(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_path_for(path, suffix: str = ".tmp") -> Path:
+    """A new empty hidden file beside ``path`` to write into and then rename over it.
+
+    It gets the permissions a plain ``open(path, "w")`` would give (mkstemp's are owner-only),
+    so outputs stay readable by the people the user's umask allows.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
     return Path(tmp)
+
+
+_tmp_path = temp_path_for
 
 
 def atomic_save_npy(path, array: np.ndarray) -> None:

@@ -46,6 +46,7 @@ class TrainConfig:
     min_lr: float = 1e-6
     lr_factor: float = 0.5
     lr_patience: int = 3
+    lr_schedule: str = "plateau"  # plateau (the report: halve on a val-loss plateau) or poly (nnU-Net: lr*(1-t)^0.9)
     early_stopping: int | None = None
     val: float = 0.2
     test: float = 0.0
@@ -54,6 +55,7 @@ class TrainConfig:
     seed: int = 0
     foreground_ratio: float = 0.33
     augment: bool = True
+    spatial_augment: float = 0.0  # probability of a random rotation and of a random zoom per training patch
     mixed_precision: str = "auto"
     jit_compile: str = "auto"
     distribute: bool = False
@@ -256,9 +258,15 @@ def _callbacks(cfg, run, info, initial_best):
             if time.time() > self.deadline:
                 self.model.stop_training = True
 
+    if cfg.lr_schedule == "plateau":
+        schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.lr_factor,
+                                                     patience=cfg.lr_patience, min_lr=cfg.min_lr, verbose=0)
+    elif cfg.lr_schedule == "poly":
+        schedule = keras.callbacks.LearningRateScheduler(lambda epoch: poly_lr(epoch, cfg))
+    else:
+        raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}: use plateau or poly")
     cbs = [
-        keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience,
-                                          min_lr=cfg.min_lr, verbose=0),
+        schedule,
         keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
         Checkpoints(monitor, mode, initial_best),
         keras.callbacks.TerminateOnNaN(),
@@ -269,6 +277,11 @@ def _callbacks(cfg, run, info, initial_best):
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping))
     cbs.append(Curves())
     return cbs
+
+
+def poly_lr(epoch: int, cfg: TrainConfig) -> float:
+    """nnU-Net's polynomial decay: ``lr * (1 - epoch / epochs) ** 0.9``, never below ``min_lr``."""
+    return max(cfg.min_lr, cfg.lr * (1.0 - epoch / max(1, cfg.epochs)) ** 0.9)
 
 
 def read_log(run) -> list[dict]:
@@ -326,7 +339,8 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
     train_ds = PatchDataset(cfg.data, split["train"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                             output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=cfg.augment,
-                            steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed, workers=cfg.workers,
+                            steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed, spatial=cfg.spatial_augment,
+                            workers=cfg.workers,
                             use_multiprocessing=False)
     val_ds = PatchDataset(cfg.data, split["val"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                           output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=False,

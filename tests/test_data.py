@@ -128,6 +128,41 @@ def test_augmentation_keeps_labels_aligned():
     assert not np.allclose(xa[1:], x[1:])  # intensities changed inside
 
 
+def test_spatial_resampling_known_answers():
+    """Identity resampling equals the plain crop; a 90-degree turn equals np.rot90; zoom 2 magnifies."""
+    from brats_keras.data import crop_spatial, spatial_matrix
+
+    rng = np.random.default_rng(0)
+    img = rng.random((30, 32, 28, 2)).astype(np.float16)
+    msk = rng.integers(0, 4, size=(30, 32, 28)).astype(np.uint8)
+    start, patch = (4, 6, 3), (12, 12, 12)
+    middle = [s + (p - 1) / 2 for s, p in zip(start, patch)]
+    x, y = crop_spatial(img, msk, middle, patch, spatial_matrix(np.zeros(3), 1.0))
+    assert np.array_equal(x, crop_patch(img, start, patch).astype(np.float32))
+    assert np.array_equal(y, crop_patch(msk, start, patch)) and y.dtype == np.uint8
+    _, y90 = crop_spatial(img, msk, middle, patch, spatial_matrix(np.array([90.0, 0, 0]), 1.0))
+    assert np.array_equal(y90, np.rot90(crop_patch(msk, start, patch), k=-1, axes=(1, 2)))
+    # zoom 2 about the centre of a 2x2x2 block pattern: each source voxel covers 2 patch voxels
+    blocks = np.indices((30, 32, 28)).sum(0).astype(np.uint8) % 2
+    _, yz = crop_spatial(img, blocks, (15, 16, 14), (8, 8, 8), spatial_matrix(np.zeros(3), 2.0))
+    assert np.array_equal(yz[1:7:2, 1:7:2, 1:7:2], yz[2::2, 2::2, 2::2])  # patch voxels 1,2 sample source 14, ...
+    assert not np.array_equal(yz[0:6:2, 0:6:2, 0:6:2], yz[1:7:2, 1:7:2, 1:7:2])
+    # outside the volume is background / zero
+    xo, yo = crop_spatial(img, msk, (0, 0, 0), patch, spatial_matrix(np.zeros(3), 1.0))
+    assert not yo[0].any() and not xo[0].any()
+
+
+def test_spatial_augment_in_batches(small_converted):
+    plain = PatchDataset(small_converted, patch_size=16, batch_size=2, steps_per_epoch=4, seed=3)
+    warped = PatchDataset(small_converted, patch_size=16, batch_size=2, steps_per_epoch=4, seed=3, spatial=1.0)
+    again = PatchDataset(small_converted, patch_size=16, batch_size=2, steps_per_epoch=4, seed=3, spatial=1.0)
+    for i in range(4):
+        xw, yw = warped[i]
+        assert xw.shape == plain[i][0].shape and np.array_equal(xw, again[i][0])
+        assert np.allclose(yw.sum(-1), 1.0)  # still one class per voxel
+        assert not np.array_equal(xw, plain[i][0])
+
+
 def test_variable_size_cases_smaller_than_patch(small_converted):
     ds = PatchDataset(small_converted, patch_size=64, batch_size=1, steps_per_epoch=1)
     x, y = ds[0]

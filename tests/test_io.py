@@ -115,3 +115,29 @@ def test_save_nifti_keeps_geometry(tmp_path, real_dir):
     assert np.allclose(img.affine, affine)
     assert np.array_equal(np.asanyarray(img.dataobj), arr)
     assert [p.name for p in tmp_path.iterdir()] == ["x.nii.gz"]  # no temporary left
+
+
+def test_atomic_writes_replace_whole_files_with_umask_permissions(tmp_path):
+    """Outputs appear whole under their name, with the permissions open() would give, and no temp file remains."""
+    import os
+
+    from brats_keras.io import atomic_save_npy, atomic_write_json, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "first")
+        atomic_write_text(tmp_path / "a.txt", "second")
+        atomic_write_json(tmp_path / "b.json", {"x": np.int64(3)})
+        atomic_save_npy(tmp_path / "c.npy", np.arange(4, dtype=np.uint8))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").read_text() == "second"
+    assert (tmp_path / "b.json").read_text() == '{\n  "x": 3\n}\n'
+    assert np.array_equal(np.load(tmp_path / "c.npy"), np.arange(4))
+    for name in ("a.txt", "b.json", "c.npy"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json", "c.npy"]
+    with pytest.raises(TypeError, match="not JSON serializable: object"):
+        atomic_write_json(tmp_path / "b.json", {"x": object()})
+    assert (tmp_path / "b.json").read_text() == '{\n  "x": 3\n}\n'  # the old file survives a failed write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json", "c.npy"]

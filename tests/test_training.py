@@ -88,6 +88,21 @@ def test_precision_choice(monkeypatch):
     assert choose_precision("auto") == "mixed_float16"
 
 
+def test_poly_schedule(data_dir, tmp_path):
+    from brats_keras.training import poly_lr
+
+    cfg = TrainConfig(lr=1e-3, epochs=10, min_lr=1e-6)
+    assert poly_lr(0, cfg) == pytest.approx(1e-3)
+    assert poly_lr(5, cfg) == pytest.approx(1e-3 * 0.5 ** 0.9)
+    assert poly_lr(10, cfg) == pytest.approx(1e-6)
+    run = tmp_path / "poly"
+    train(tiny(data_dir, run, lr=1e-2, epochs=2, lr_schedule="poly", spatial_augment=0.5))
+    lrs = [r["learning_rate"] for r in read_log(run)]
+    assert lrs == pytest.approx([1e-2, 1e-2 * 0.5 ** 0.9], rel=1e-5)
+    with pytest.raises(ValueError, match="unknown lr_schedule"):
+        train(tiny(data_dir, tmp_path / "bad", lr_schedule="cosine"))
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="unknown training settings: colour"):
         TrainConfig.from_dict({"colour": "red"})

@@ -10,7 +10,6 @@ to float32 probabilities ``(B, D, H, W, n_out)``: ``n_classes`` softmax channels
 from __future__ import annotations
 
 import importlib
-from pathlib import Path
 
 import keras
 
