@@ -558,13 +558,14 @@ def evaluate_folder(
 
 def format_table(results: dict) -> str:
     """A compact text table of :func:`evaluate_folder` results: Dice and HD95 per region per case,
-    mean Dice of the classes, then the mean and median rows and the errors."""
+    the report's mean Dice over the classes NCR, ED, ET ("class Dice"), then the mean and median rows
+    and the errors."""
     rows = list(results.get("cases", {}).items())
     rows += [(name, results[name]) for name in ("mean", "median") if results.get(name)]
     width = max([len("case")] + [len(case) for case, _ in rows])
     head = (
         f"{'case':<{width}}  {'Dice WT':>7} {'TC':>6} {'ET':>6}  "
-        f"{'HD95 WT':>7} {'TC':>6} {'ET':>6}  {'mean Dice':>9}"
+        f"{'HD95 WT':>7} {'TC':>6} {'ET':>6}  {'class Dice':>10}"
     )
     lines = [head, "-" * len(head)]
     for i, (case, s) in enumerate(rows):
@@ -573,7 +574,7 @@ def format_table(results: dict) -> str:
         lines.append(
             f"{case:<{width}}  {s['WT']['dice']:>7.4f} {s['TC']['dice']:>6.4f} {s['ET']['dice']:>6.4f}  "
             f"{s['WT']['hd95']:>7.2f} {s['TC']['hd95']:>6.2f} {s['ET']['hd95']:>6.2f}  "
-            f"{s['report']['mean_dice']:>9.4f}"
+            f"{s['report']['mean_dice']:>10.4f}"
         )
     for message in results.get("errors", {}).values():
         lines.append(f"error: {message}")

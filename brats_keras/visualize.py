@@ -704,8 +704,11 @@ def plot_history(csv_path_or_dict, save=None, title: str | None = None):
             labels.append(f"{len(cases)} per-case curves")
         if handles:
             ax_dice.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_dice):
         ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 0.25 ticks on short runs
     if title:
         fig.suptitle(title)
     return _finish(fig, save)

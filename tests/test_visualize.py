@@ -398,6 +398,17 @@ def test_plot_history_survives_missing_columns_and_empty_cells(tmp_path):
     V.plot_history(blank)
 
 
+def test_plot_history_epoch_ticks_are_whole_numbers():
+    # a 3-epoch run must not get ticks at epoch 0.25, 0.5, ...
+    fig = V.plot_history({"epoch": [0, 1, 2], "loss": [1.7, 1.6, 1.5], "dice_WT": [0.3, 0.4, 0.5]})
+    fig.canvas.draw()
+    for title in ("losses", "Dice"):
+        ax = _axes_by_title(fig)[title]
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks), (title, ticks)
+
+
 def test_plot_history_takes_a_dict_or_a_keras_history():
     class History:  # what keras.callbacks.History exposes
         history = {"loss": [3.0, 2.0, 1.0], "val_dice_ET": [0.1, 0.2, 0.3], "learning_rate": [1e-3, 1e-3, 5e-4]}
