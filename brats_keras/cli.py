@@ -224,7 +224,7 @@ def _add_demo(sub):
     p = sub.add_parser("demo", help="the whole workflow on synthetic cases: synth, convert, train, predict, evaluate, pictures")
     p.add_argument("--out", default="demo_out")
     p.add_argument("--cases", type=int, default=16)
-    p.add_argument("--minutes", type=float, default=6.0, help="training time budget")
+    p.add_argument("--minutes", type=float, default=6.5, help="training time budget")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 

@@ -95,6 +95,9 @@ def test_poly_schedule(data_dir, tmp_path):
     assert poly_lr(0, cfg) == pytest.approx(1e-3)
     assert poly_lr(5, cfg) == pytest.approx(1e-3 * 0.5 ** 0.9)
     assert poly_lr(10, cfg) == pytest.approx(1e-6)
+    timed = TrainConfig(lr=1e-3, epochs=1000, time_limit=4.0)
+    assert poly_lr(1, timed, elapsed_minutes=2.0) == pytest.approx(1e-3 * 0.5 ** 0.9)  # half the time budget
+    assert poly_lr(1, timed, elapsed_minutes=5.0) == pytest.approx(1e-6)  # past it
     run = tmp_path / "poly"
     train(tiny(data_dir, run, lr=1e-2, epochs=2, lr_schedule="poly", spatial_augment=0.5))
     lrs = [r["learning_rate"] for r in read_log(run)]

@@ -1,0 +1,52 @@
+"""The shipped model: loads, predicts a real validation case, and scores what its model card says."""
+import numpy as np
+import pytest
+
+from brats_keras import io as bio
+from brats_keras.cli import main as cli_main
+from brats_keras.evaluation import region_scores
+from brats_keras.pretrained import MODEL_FILE, model_card
+
+CASE = "Brats18_TCIA02_606_1"
+
+
+@pytest.fixture(scope="module")
+def card():
+    assert MODEL_FILE.exists(), f"{MODEL_FILE} is missing"
+    return model_card()
+
+
+def test_card_describes_the_shipped_model(card):
+    assert MODEL_FILE.stat().st_size < 30e6  # shipped without optimizer state
+    assert card["data"]["split"]["val"] == sorted(["Brats18_CBICA_AQN_1", "Brats18_TCIA01_425_1",
+                                                   "Brats18_TCIA02_606_1", "Brats18_2013_23_1"])
+    assert len(card["data"]["split"]["train"]) == 19
+    assert not set(card["data"]["split"]["train"]) & set(card["data"]["split"]["val"])
+    for r in ("WT", "TC", "ET"):
+        vals = [c[r]["dice"] for c in card["validation"]["cases"].values()]
+        assert card["validation"]["mean"][r]["dice"] == pytest.approx(np.mean(vals))
+
+
+def test_load_pretrained_for_fine_tuning(card):
+    import keras
+
+    from brats_keras.losses import get_loss
+    from brats_keras.models import load_pretrained
+
+    model = load_pretrained()
+    assert model.outputs[0].shape[-1] == 3 and model.inputs[0].shape[-1] == len(card["preprocessing"]["modalities"])
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=get_loss("dice+bce", "regions"))
+    x = np.zeros((1, 16, 16, 16, model.inputs[0].shape[-1]), np.float32)
+    y = np.zeros((1, 16, 16, 16, 3), np.float32)
+    assert np.isfinite(model.train_on_batch(x, y))
+
+
+def test_cli_predict_without_model_uses_shipped_one_and_scores_as_the_card_says(card, real_dir, tmp_path):
+    rc = cli_main(["predict", "--input", str(real_dir / CASE), "--output", str(tmp_path), "--quiet"])
+    assert rc == 0
+    labels, affine, header = bio.load_nifti(tmp_path / f"{CASE}.nii.gz")
+    assert labels.shape == (240, 240, 155) and set(np.unique(labels)) <= {0, 1, 2, 4}
+    truth = bio.load_classes(real_dir / CASE / f"{CASE}_seg.nii.gz")
+    scores = region_scores(bio.load_classes(tmp_path / f"{CASE}.nii.gz"), truth)
+    for r in ("WT", "TC", "ET"):
+        assert round(scores[r]["dice"], 3) == round(card["validation"]["cases"][CASE][r]["dice"], 3), r
