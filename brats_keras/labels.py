@@ -66,7 +66,12 @@ def labels_to_classes(labels: np.ndarray, convention: str = "auto") -> np.ndarra
         ValueError naming the unexpected values when the map holds other labels.
     """
     labels = np.asarray(labels)
-    present = np.unique(labels)
+    small = _small_ints(labels)
+    if small is not None:  # a few comparisons instead of np.unique's sort / hash of ~9 M voxels
+        lo, hi = int(small.min()), int(small.max())
+        present = np.array([v for v in range(lo, hi + 1) if v in (lo, hi) or (small == v).any()])
+    else:
+        present = np.unique(labels)
     if convention == "auto":
         convention = "2023" if (3 in present and 4 not in present) else "2021"
     et = ET_LABEL[str(convention)]
@@ -76,9 +81,23 @@ def labels_to_classes(labels: np.ndarray, convention: str = "auto") -> np.ndarra
         raise ValueError(
             f"unexpected label values {bad} (expected {sorted(allowed)} in the {convention} convention)"
         )
-    lut = np.zeros(max(5, et + 1), dtype=np.uint8)
+    lut = np.zeros(256 if small is not None else max(5, et + 1), dtype=np.uint8)
     lut[1], lut[2], lut[et] = 1, 2, 3
+    if small is not None:
+        return lut[small]  # uint8 indices: no 8-byte index copy of the volume
     return lut[labels.astype(np.intp, copy=False)]
+
+
+def _small_ints(labels: np.ndarray):
+    """``labels`` as uint8 when it is a non-empty integer array with values in 0..255, else None."""
+    if labels.dtype.kind not in "iu" or labels.size == 0:
+        return None
+    if labels.dtype == np.uint8:
+        return labels
+    lo, hi = labels.min(), labels.max()
+    if lo < 0 or hi > 255:
+        return None
+    return labels.astype(np.uint8)
 
 
 def classes_to_labels(classes: np.ndarray, convention: str = "2021") -> np.ndarray:

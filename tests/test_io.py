@@ -62,6 +62,27 @@ def test_label_round_trip():
         labels_to_classes(np.array([0, 7, 4]))
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.int32, np.uint16, np.float32, np.float64])
+def test_labels_to_classes_every_dtype(dtype):
+    """The small-integer fast path and the general path give the same classes and the same errors."""
+    rng = np.random.default_rng(0)
+    labels = rng.choice(np.array([0, 1, 2, 4]), size=(20, 10, 6)).astype(dtype)
+    expected = np.select([labels == 1, labels == 2, labels == 4], [1, 2, 3], 0)
+    classes = labels_to_classes(labels)
+    assert classes.dtype == np.uint8 and np.array_equal(classes, expected)
+    assert labels_to_classes(np.zeros((3, 3), dtype)).tolist() == [[0] * 3] * 3  # no tumor
+    labels.flat[7] = 5
+    with pytest.raises(ValueError, match=r"unexpected label values \[5\]"):
+        labels_to_classes(labels)
+    if np.dtype(dtype).kind in "if" and np.dtype(dtype).itemsize > 1:
+        with pytest.raises(ValueError, match=r"unexpected label values \[-1\]"):
+            labels_to_classes(np.array([0, -1, 2], dtype))
+    if np.dtype(dtype).itemsize > 1:
+        with pytest.raises(ValueError, match=r"unexpected label values \[300\]"):
+            labels_to_classes(np.array([0, 300, 2], dtype))
+    assert labels_to_classes(np.array([], dtype)).shape == (0,)
+
+
 def test_modality_vocabulary():
     assert parse_modalities("t2f,t1c,t2w") == ("flair", "t1ce", "t2")
     assert parse_modalities(["T1", "t1n"][:1]) == ("t1",)
