@@ -87,8 +87,11 @@ RECIPES = {
                  batch_size=2, lr=3e-3, foreground_ratio=0.33, lr_schedule="poly"),
     # the shipped model (brats_keras/pretrained/MODEL_CARD.md): data converted with
     # --modalities flair,t1,t1ce,t2 --crop brain --scale zscore --downsample 2
-    "pretrained": dict(base_filters=16, depth=4, norm="instance", output="regions", loss="dice+bce", patch_size=64,
-                       batch_size=2, epochs=60, steps_per_epoch=50, val_steps=4, lr=1e-3, lr_patience=4,
+    # (batch norm for the same reason as the demo: with instance norm the real-data model drew edema far
+    # from the tumor, WT HD95 17.8 mm against 5.9 mm with batch norm on the same split)
+    "pretrained": dict(base_filters=16, depth=4, norm="batch", output="regions", loss="dice+bce", patch_size=64,
+                       batch_size=2, epochs=45, steps_per_epoch=50, val_steps=4, lr=1e-3, lr_patience=4,
+                       lr_schedule="poly", spatial_augment=0.2,
                        foreground_ratio=0.33, whole_case_every=2, mixed_precision="auto"),
 }
 
