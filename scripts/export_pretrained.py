@@ -37,19 +37,31 @@ def score(predictor, cases):
     return out, mean, float(np.mean(seconds))
 
 
+def cells(scores: dict, hd95=True, bold=False) -> str:
+    """Table cells ``Dice / HD95`` for WT, TC and ET."""
+    def cell(s):
+        d = f"**{s['dice']:.3f}**" if bold else f"{s['dice']:.3f}"
+        return f"{d} / {s['hd95']:.1f}" if hd95 else d
+    return " | ".join(cell(scores[r]) for r in ("WT", "TC", "ET"))
+
+
+def late_val_range(log: list[dict], monitor="val_case_dice_mean") -> list[float]:
+    """Lowest and highest whole-case validation Dice over the second half of training."""
+    vals = [r[monitor] for r in log[len(log) // 2:] if np.isfinite(r.get(monitor, np.nan))]
+    return [float(min(vals)), float(max(vals))] if vals else [float("nan")] * 2
+
+
 def card_markdown(card: dict) -> str:
     """The human-readable model card."""
     t, v, a = card["training"], card["validation"], card["architecture"]
-    mean_dice = " | ".join(f"{v['mean'][r]['dice']:.3f}" for r in ("WT", "TC", "ET"))
-    tta_dice = " | ".join(f"{v['tta_mean'][r]['dice']:.3f}" for r in ("WT", "TC", "ET"))
-    rows = "\n".join(
-        f"| {cid} | " + " | ".join(f"{s[r]['dice']:.3f} / {s[r]['hd95']:.1f}" for r in ("WT", "TC", "ET")) + " |"
-        for cid, s in sorted(v["cases"].items()))
-    mean = " | ".join(f"**{v['mean'][r]['dice']:.3f}** / {v['mean'][r]['hd95']:.1f}" for r in ("WT", "TC", "ET"))
-    tta = " | ".join(f"{v['tta_mean'][r]['dice']:.3f} / {v['tta_mean'][r]['hd95']:.1f}" for r in ("WT", "TC", "ET"))
+    rows = "\n".join(f"| {cid} | {cells(s)} |" for cid, s in sorted(v["cases"].items()))
     p = card["preprocessing"]
-    mean_dice_hd = " | ".join(f"{v['mean'][r]['dice']:.3f} / {v['mean'][r]['hd95']:.1f}" for r in ("WT", "TC", "ET"))
     time_flag = f" --time-limit {t['time_limit']:g}" if t.get("time_limit") else ""
+    final = " / ".join(f"{t['final_train_dice'][r]:.2f}" for r in ("WT", "TC", "ET"))
+    worst_et = min(v["cases"], key=lambda cid: v["cases"][cid]["ET"]["dice"])
+    last = v.get("last_checkpoint")
+    last_row = (f"\n| the same run's last checkpoint ({t['steps']:,} steps, not chosen on validation) | "
+                f"{cells(last['mean'])} |" if last else "")
     return f"""# Model card: brats-keras pretrained 3D U-Net (BraTS regions)
 
 **Not a medical device.** A research model trained on 19 cases; do not use it for diagnosis or treatment.
@@ -91,8 +103,8 @@ python scripts/export_pretrained.py --run runs/pretrained --real ../shared/data/
 | case | WT | TC | ET |
 | --- | --- | --- | --- |
 {rows}
-| **mean** | {mean} |
-| mean with mirroring TTA | {tta} |
+| **mean** | {cells(v['mean'], bold=True)} |
+| mean with mirroring TTA | {cells(v['tta_mean'])} |
 
 Prediction takes {v['seconds_per_case']:.1f} s per case without TTA and {v['tta_seconds_per_case']:.1f} s with it on
 the training machine's CPU. For comparison, the report's model reached a mean Dice of 0.518.
@@ -102,13 +114,13 @@ the training machine's CPU. For comparison, the report's model reached a mean Di
 | --- | --- | --- | --- |
 | report's model (per class, not regions: NCR 0.265, ED 0.516, ET 0.319; mean 0.518) | - | - | - |
 | plain baseline recipe on this machine (60 min, ~3,900 steps) | 0.865 | 0.692 | 0.568 |
-| this model | {mean_dice} |
-| this model with TTA | {tta_dice} |
+| this model | {cells(v['mean'], hd95=False)} |
+| this model with TTA | {cells(v['tta_mean'], hd95=False)} |
 | target | 0.88 | 0.78 | 0.70 |
 
-What limits it: 19 training cases (training Dice reaches 0.92 / 0.86 / 0.81 while whole-case validation
-Dice swings by up to 0.1 between neighbouring checkpoints, so more data would help most; ET suffers most,
-with 0.35 on Brats18_TCIA01_425_1), the 2 mm working resolution (caps ET near
+What limits it: 19 training cases (training Dice ends at {final} while whole-case validation
+mean Dice over the second half of training stays between {t['late_val_range'][0]:.2f} and {t['late_val_range'][1]:.2f}, so more data would help most; the
+weakest case is {worst_et} with ET {v['cases'][worst_et]['ET']['dice']:.2f}), the 2 mm working resolution (caps ET near
 0.86 even for a perfect 2 mm mask), and a 2-core CPU (a 128^3 patch at 1 mm costs over 3 s per step,
 so a full-resolution nnU-Net-style model for 1,000 epochs is out of reach here). Trained on all
 BraTS 2021 cases with the same command, or fine-tuned from these weights, it should do far better.
@@ -118,8 +130,7 @@ BraTS 2021 cases with the same command, or fine-tuned from these weights, it sho
 | --- | --- | --- | --- |
 | instance norm, plateau schedule, flips/intensity/gamma (shipped before; best of 3,000 steps at 1,300) | 0.847 / 17.8 | 0.674 / 9.3 | 0.608 / 6.2 |
 | instance norm, poly schedule, rotation/zoom (stopped at 1,000 steps; best at 600) | 0.867 / - | 0.691 / - | 0.590 / - |
-| batch norm, poly schedule, rotation/zoom (this model) | {mean_dice_hd} |
-| the same run's last checkpoint (2,200 steps, not chosen on validation) | 0.848 / 6.1 | 0.744 / 5.5 | 0.548 / 5.6 |
+| batch norm, poly schedule, rotation/zoom (this model) | {cells(v['mean'])} |{last_row}
 
 Instance norm normalises every window by its own statistics, so a window far from the tumor gets its
 contrast stretched and the model paints edema there (WT HD95 39.6 mm on Brats18_CBICA_AQN_1); batch
@@ -158,7 +169,11 @@ def main(argv=None):
     ap.add_argument("--train-minutes", type=float, required=True)
     args = ap.parse_args(argv)
     run = Path(args.run)
-    model, info = load_model(run / "checkpoints" / f"{args.checkpoint}.keras", compile=False)
+    needed = [run / "checkpoints" / f"{args.checkpoint}.keras", run / "config.json", run / "split.json", run / "log.csv"]
+    missing = [str(f) for f in needed if not f.exists()]
+    if missing:
+        sys.exit(f"export_pretrained: {', '.join(missing)}: not found (is {run} a training run folder?)")
+    model, info = load_model(needed[0], compile=False)
     save_model(model, MODEL_FILE, info, include_optimizer=False)
     cfg = json.loads((run / "config.json").read_text())
     split = json.loads((run / "split.json").read_text())
@@ -167,6 +182,12 @@ def main(argv=None):
     shipped, _ = load_model(MODEL_FILE, compile=False)
     plain = score(Predictor(shipped, info=read_info(MODEL_FILE)), cases)
     tta = score(Predictor(shipped, info=read_info(MODEL_FILE), tta=True), cases)
+    last_ckpt = run / "checkpoints" / "last.keras"
+    last = None
+    if args.checkpoint == "best" and last_ckpt.exists():  # the unselected checkpoint: an honest check on selection
+        last_model, last_info = load_model(last_ckpt, compile=False)
+        last_scores = score(Predictor(last_model, info=last_info), cases)
+        last = {"cases": last_scores[0], "mean": last_scores[1]}
     monitor = "val_case_dice_mean"
     best_epoch = int(np.nanargmax([r.get(monitor, np.nan) for r in log])) if args.checkpoint == "best" else len(log) - 1
     card = {
@@ -183,11 +204,13 @@ def main(argv=None):
                      "steps": len(log) * cfg["steps_per_epoch"], "checkpoint_epoch": best_epoch + 1,
                      "checkpoint_steps": (best_epoch + 1) * cfg["steps_per_epoch"], "minutes": args.train_minutes,
                      "time_limit": cfg.get("time_limit"),
+                     "final_train_dice": {r: log[-1][f"dice_{r}"] for r in ("WT", "TC", "ET")},
+                     "late_val_range": late_val_range(log),
                      "hardware": args.hardware},
         "data": {"source": "23 real BraTS cases in ../shared/data/brats-real (22 BraTS 2018, 1 BraTS 2021)",
                  "split": split},
         "validation": {"cases": plain[0], "mean": plain[1], "seconds_per_case": plain[2],
-                       "tta_mean": tta[1], "tta_seconds_per_case": tta[2]},
+                       "tta_mean": tta[1], "tta_seconds_per_case": tta[2], "last_checkpoint": last},
     }
     from brats_keras.io import atomic_write_json
 

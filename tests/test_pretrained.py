@@ -50,3 +50,33 @@ def test_cli_predict_without_model_uses_shipped_one_and_scores_as_the_card_says(
     scores = region_scores(bio.load_classes(tmp_path / f"{CASE}.nii.gz"), truth)
     for r in ("WT", "TC", "ET"):
         assert round(scores[r]["dice"], 3) == round(card["validation"]["cases"][CASE][r]["dice"], 3), r
+
+
+def _export_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "export_pretrained.py"
+    spec = importlib.util.spec_from_file_location("export_pretrained", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_card_helpers_derive_their_numbers_from_the_log():
+    ex = _export_script()
+    nan = float("nan")
+    log = [{"val_case_dice_mean": v} for v in (0.1, nan, 0.9, nan, 0.6, 0.7, nan, 0.65)]
+    assert ex.late_val_range(log) == [0.6, 0.7]  # the second half only, NaN rows (no evaluation) skipped
+    scores = {r: {"dice": d, "hd95": h} for r, d, h in (("WT", 0.8526, 5.94), ("TC", 0.8, 4.0), ("ET", 0.5, 12.25))}
+    assert ex.cells(scores) == "0.853 / 5.9 | 0.800 / 4.0 | 0.500 / 12.2"
+    assert ex.cells(scores, hd95=False, bold=True) == "**0.853** | **0.800** | **0.500**"
+
+
+def test_export_of_a_folder_that_is_no_run_is_a_one_line_error(tmp_path, capsys):
+    ex = _export_script()
+    with pytest.raises(SystemExit) as err:
+        ex.main(["--run", str(tmp_path), "--real", str(tmp_path), "--train-minutes", "1"])
+    message = str(err.value)
+    assert "\n" not in message and str(tmp_path / "config.json") in message and "not found" in message
+    assert not any(tmp_path.iterdir())  # nothing written
