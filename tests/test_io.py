@@ -162,3 +162,34 @@ def test_atomic_writes_replace_whole_files_with_umask_permissions(tmp_path):
         atomic_write_json(tmp_path / "b.json", {"x": object()})
     assert (tmp_path / "b.json").read_text() == '{\n  "x": 3\n}\n'  # the old file survives a failed write
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.json", "c.npy"]
+
+
+@pytest.mark.parametrize("isal", [True, False])
+def test_fast_gz_reader_equals_nibabel(tmp_path, real_dir, monkeypatch, isal):
+    """load_nifti decompresses .nii.gz in one call; the result must equal nibabel's own reader."""
+    import gzip
+    import sys
+
+    import nibabel as nib
+
+    if not isal:  # the zlib fallback when ISA-L is not installed
+        monkeypatch.setitem(sys.modules, "isal", None)
+    real = real_dir / "Brats18_TCIA01_425_1" / "Brats18_TCIA01_425_1_t1ce.nii.gz"
+    # scaled data (slope/intercept), NIfTI-2, and a file of two gzip members
+    scaled = nib.Nifti1Image(np.arange(60, dtype=np.int16).reshape(3, 4, 5), np.diag([2, 2, 2, 1.0]))
+    scaled.header.set_slope_inter(0.5, 3.0)
+    nib.save(scaled, tmp_path / "scaled.nii.gz")
+    nib.save(nib.Nifti2Image(np.ones((3, 4, 5), np.float32), np.eye(4)), tmp_path / "two.nii.gz")
+    raw = gzip.decompress((tmp_path / "two.nii.gz").read_bytes())
+    (tmp_path / "members.nii.gz").write_bytes(gzip.compress(raw[:300]) + gzip.compress(raw[300:]))
+    for path in [real, tmp_path / "scaled.nii.gz", tmp_path / "two.nii.gz", tmp_path / "members.nii.gz"]:
+        arr, affine, header = bio.load_nifti(path)
+        ref = nib.load(str(path))
+        expected = np.asanyarray(ref.dataobj)
+        assert arr.dtype == expected.dtype and np.array_equal(arr, expected), path.name
+        assert np.allclose(affine, ref.affine) and arr.flags.writeable
+    assert np.allclose(bio.load_nifti(tmp_path / "scaled.nii.gz")[0], np.arange(60).reshape(3, 4, 5) * 0.5 + 3)
+    # a file that is gzip but not NIfTI still fails with the file's name
+    (tmp_path / "text.nii.gz").write_bytes(gzip.compress(b"hello" * 100))
+    with pytest.raises(bio.BratsInputError, match=r"text.nii.gz: cannot read NIfTI"):
+        bio.load_nifti(tmp_path / "text.nii.gz")
