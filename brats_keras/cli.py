@@ -122,6 +122,8 @@ def _add_train(sub):
     p.add_argument("--tf-data", action="store_true", default=None,
                    help="TensorFlow backend: feed through tf.data (parallel reads, prefetch)")
     p.add_argument("--time-limit", type=float, metavar="MINUTES", help="stop after the epoch that passes this time")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from these weights (a .keras file, or 'pretrained' for the shipped model): fine-tuning")
     p.add_argument("--whole-case-every", type=int, metavar="N",
                    help="every N epochs, predict whole validation cases and keep the best by their Dice")
     p.set_defaults(func=cmd_train)

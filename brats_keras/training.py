@@ -64,6 +64,7 @@ class TrainConfig:
     backbone: str = "resnet18"
     whole_case_every: int = 0
     time_limit: float | None = None  # minutes; training stops after the epoch that passes it
+    init_from: str | None = None  # start from these weights: a .keras file or "pretrained" (fine-tuning)
     verbose: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -182,6 +183,31 @@ def compile_model(model, cfg: TrainConfig, policy: str):
     model.compile(optimizer=opt, loss=get_loss(cfg.loss, output=cfg.output),
                   metrics=report_metrics(cfg.output), jit_compile=choose_jit(cfg.jit_compile))
     return model
+
+
+def init_weights(model, source, info: dict) -> Path:
+    """Copy the weights of ``source`` (a ``.keras`` file or ``"pretrained"``) into ``model``; return its path.
+
+    The source must have the same architecture (every weight the same shape) and have been trained on data
+    preprocessed the same way (modalities, scaling, down-sampling, output); otherwise ValueError in one line.
+    """
+    from .checkpoint import load_model
+
+    if str(source) == "pretrained":
+        from .pretrained import pretrained_path
+
+        source = pretrained_path()
+    source = Path(source)
+    src, src_info = load_model(source, compile=False)
+    for key in ("modalities", "scale", "downsample", "output"):
+        if key in src_info and src_info[key] != info.get(key):
+            raise ValueError(f"{source}: trained with {key}={src_info[key]!r} but this run uses {info.get(key)!r}")
+    theirs, ours = src.get_weights(), model.get_weights()
+    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
+        raise ValueError(f"{source}: its architecture differs from this run's model "
+                         f"({len(theirs)} weight arrays against {len(ours)}, or different shapes)")
+    model.set_weights(theirs)
+    return source
 
 
 def model_info(cfg: TrainConfig, settings: dict) -> dict:
@@ -381,6 +407,8 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         else:
             model = build_from_config(cfg, all_cases.n_channels)
             compile_model(model, cfg, policy)
+            if cfg.init_from:
+                init_weights(model, cfg.init_from, info)
     train_ds.epoch = initial_epoch
     feed = train_ds
     if cfg.tf_data:

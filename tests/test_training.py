@@ -129,3 +129,31 @@ def test_mirrored_step_matches_single_device():
     assert words[1] == "2"
     maxdiff, moved = float(words[3]), float(words[5])
     assert moved > 1e-4 and maxdiff < 1e-6 * max(1.0, moved * 1e3)
+
+
+def test_init_from_copies_weights_and_refuses_mismatches(data_dir, tmp_path):
+    """--init-from starts a run from another model's weights (fine-tuning) and checks they fit."""
+    src = train(tiny(data_dir, tmp_path / "src", output="regions", loss="dice+bce", epochs=1))["best"]
+    from brats_keras.checkpoint import load_model
+
+    source, _ = load_model(src, compile=False)
+    # epochs=0: nothing trained, so the saved model must hold exactly the source weights
+    rc = cli_main(["train", "--data", str(data_dir), "--out", str(tmp_path / "ft"), "--base-filters", "4",
+                   "--depth", "2", "--norm", "instance", "--output", "regions", "--loss", "dice+bce",
+                   "--patch-size", "16", "--batch-size", "2", "--epochs", "0", "--val", "1",
+                   "--mixed-precision", "off", "--init-from", str(src)])
+    assert rc == 0
+    assert json.loads((tmp_path / "ft" / "config.json").read_text())["init_from"] == str(src)
+    copied, _ = load_model(tmp_path / "ft" / "checkpoints" / "best.keras", compile=False)
+    fresh = train(tiny(data_dir, tmp_path / "fresh", output="regions", loss="dice+bce", epochs=0))["model"]
+    for a, b, c in zip(source.get_weights(), copied.get_weights(), fresh.get_weights()):
+        assert np.array_equal(a, b)
+    assert any(not np.array_equal(a, c) for a, c in zip(source.get_weights(), fresh.get_weights()))
+    # another architecture, another output, or the shipped model on 3-modality data: one-line errors
+    with pytest.raises(ValueError, match="architecture differs"):
+        train(tiny(data_dir, tmp_path / "e1", output="regions", loss="dice+bce", base_filters=8, epochs=0,
+                   init_from=str(src)))
+    with pytest.raises(ValueError, match="trained with output='regions' but this run uses 'softmax'"):
+        train(tiny(data_dir, tmp_path / "e2", output="softmax", epochs=0, init_from=str(src)))
+    with pytest.raises(ValueError, match=r"model.keras: trained with modalities=\['flair', 't1', 't1ce', 't2'\]"):
+        train(tiny(data_dir, tmp_path / "e3", output="regions", epochs=0, init_from="pretrained"))
