@@ -53,6 +53,12 @@ def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minm
     return settings
 
 
+def class_counts(classes: np.ndarray) -> list[int]:
+    """Voxels of each class 0..3 (``np.bincount`` would first copy a uint8 map into 8-byte integers)."""
+    counts = [int(np.count_nonzero(classes == k)) for k in (1, 2, 3)]
+    return [classes.size - sum(counts)] + counts
+
+
 def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
     """Convert one case; return its manifest entry. Raises BratsInputError on bad input.
 
@@ -90,11 +96,10 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
     }
     if classes is not None:
         crop_cls = downsample_classes(classes[box_slices(box)], factor)
-        counts = np.bincount(crop_cls.ravel(), minlength=4)
-        full = np.bincount(classes.ravel(), minlength=4)
+        counts, full = class_counts(crop_cls), class_counts(classes)
         entry["label_counts"] = {CLASS_NAMES[i]: int(counts[i]) for i in range(1, 4)}
         entry["label_counts_full"] = {CLASS_NAMES[i]: int(full[i]) for i in range(1, 4)}
-        frac = float(counts[1:].sum()) / crop_cls.size
+        frac = float(sum(counts[1:])) / crop_cls.size
         entry["tumor_fraction"] = round(frac, 6)
         if settings.get("min_tumor") is not None and frac < settings["min_tumor"]:
             entry["status"] = "dropped"

@@ -135,21 +135,36 @@ def gunzip(data: bytes) -> bytes:
 
 
 def _read_gz(path: Path):
-    """A ``.nii.gz`` as a nibabel image, decompressed in one call instead of nibabel's streamed reads.
+    """A ``.nii.gz`` decompressed in one call (instead of nibabel's streamed reads); ``(array, image)``.
 
-    Single-file NIfTI-1 and NIfTI-2 are read from memory; anything else goes through ``nib.load``.
+    Single-file NIfTI-1/2 without intensity scaling become a read-only array over the decompressed bytes
+    (no copy); scaled data go through nibabel's proxy, anything else through ``nib.load``.
     """
     import nibabel as nib
 
     raw = gunzip(path.read_bytes())
-    size = int.from_bytes(raw[:4], "little") if len(raw) >= 4 else 0
-    if size not in (348, 540):
-        size = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else 0
+    for order in ("little", "big"):
+        size = int.from_bytes(raw[:4], order) if len(raw) >= 4 else 0
+        if size in (348, 540):
+            break
     if size == 348 and raw[344:347] == b"n+1":
-        return nib.Nifti1Image.from_bytes(raw)
-    if size == 540 and raw[4:7] == b"n+2":
-        return nib.Nifti2Image.from_bytes(raw)
-    return nib.load(str(path))
+        img = nib.Nifti1Image.from_bytes(raw)
+    elif size == 540 and raw[4:7] == b"n+2":
+        img = nib.Nifti2Image.from_bytes(raw)
+    else:
+        img = nib.load(str(path))
+        return np.asanyarray(img.dataobj), img
+    proxy = img.dataobj
+    slope, inter = proxy.slope, proxy.inter
+    if slope == 1 and inter == 0:
+        shape = img.shape
+        count = int(np.prod(shape))
+        dtype = img.header.get_data_dtype()
+        if len(raw) < proxy.offset + count * dtype.itemsize:
+            raise ValueError(f"file ends {proxy.offset + count * dtype.itemsize - len(raw)} bytes early")
+        arr = np.frombuffer(raw, dtype=dtype, count=count, offset=proxy.offset).reshape(shape, order="F")
+        return arr, img
+    return np.asanyarray(proxy), img
 
 
 def load_nifti(path, dtype=None):
@@ -158,6 +173,8 @@ def load_nifti(path, dtype=None):
     ``dtype=None`` keeps the stored integer type when the file has no scaling
     (no float64 copy of the volume); otherwise the array is cast to ``dtype``.
     A 4-D file with a trailing axis of length 1 is squeezed to 3-D.
+    The array of a ``.nii.gz`` may be read-only (a view of the decompressed file, no copy):
+    copy it before writing into it.
 
     Raises:
         BratsInputError naming the file when it is missing, unreadable, truncated or not 3-D.
@@ -166,8 +183,11 @@ def load_nifti(path, dtype=None):
 
     path = Path(path)
     try:
-        img = _read_gz(path) if path.name.endswith(".gz") else nib.load(str(path))
-        arr = np.asanyarray(img.dataobj)
+        if path.name.endswith(".gz"):
+            arr, img = _read_gz(path)
+        else:
+            img = nib.load(str(path))
+            arr = np.asanyarray(img.dataobj)
     except FileNotFoundError:
         raise BratsInputError(f"{path}: file not found") from None
     except Exception as exc:  # nibabel raises many types for broken files
