@@ -9,6 +9,7 @@ Measured per case (seconds), methods interleaved case by case in rotating order:
   call (ISA-L when installed) and parses it from memory: the floor of our own reader;
 * ours:   ``brats_keras.convert.convert_case`` with the defaults (FLAIR, T1ce, T2, min-max over the
   whole volume, fixed crop [56:184, 56:184, 13:141], float16 image, uint8 class mask);
+* uint8:  the same with ``--dtype uint8`` (image stored as round(255 * value));
 * naive:  the report's way: ``get_fdata()`` float64, scikit-learn ``MinMaxScaler`` on each flattened
   volume, stack, crop, one-hot float32 masks with ``np.eye``, ``np.save`` float32 image and mask.
 
@@ -116,10 +117,12 @@ def main(argv=None):
         print(f"temporary outputs: {tmp}\n", flush=True)
 
         settings = conversion_settings()
+        settings8 = conversion_settings(dtype="uint8")
         methods = {
             "floor": lambda c: (floor_decode(c), [])[1],
             "floor1": lambda c: (floor_one_call(c), [])[1],
             "ours": lambda c: ours_convert(c, tmp / "ours", settings),
+            "ours8": lambda c: ours_convert(c, tmp / "ours8", settings8),
             "naive": lambda c: naive_convert(c, tmp / "naive"),
         }
         times = {k: [] for k in methods}
@@ -143,7 +146,8 @@ def main(argv=None):
                     if r == 0:
                         out_mb[name].append(mb(files) if files else 0.0)
                     bar.update(1)
-                per_case.append((r + 1, case.case_id, "/".join(order), row["floor"], row["floor1"], row["ours"], row["naive"],
+                per_case.append((r + 1, case.case_id, "/".join(order), row["floor"], row["floor1"], row["ours"],
+                                 row["ours8"], row["naive"],
                                  C.load1()))
         bar.close()
 
@@ -174,7 +178,8 @@ def main(argv=None):
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    C.print_table(["round", "case", "order run", "floor s", "floor1 s", "ours s", "naive s", "load 1m"], per_case,
+    C.print_table(["round", "case", "order run", "floor s", "floor1 s", "ours s", "uint8 s", "naive s",
+                   "load 1m"], per_case,
                   "per case (seconds, methods interleaved):")
 
     def mean(x):
@@ -189,6 +194,7 @@ def main(argv=None):
         ["floor1: the same, one-call gunzip (ours)", s["floor1"], min(times["floor1"]), "-",
          mean(loads["floor1"])],
         ["ours: convert_case (1 process)", s["ours"], min(times["ours"]), m["ours"], mean(loads["ours"])],
+        ["ours --dtype uint8: convert_case", s["ours8"], min(times["ours8"]), m["ours8"], mean(loads["ours8"])],
         ["ours: convert_folder, 1 worker", s["ours 1 worker"], min(folder_t[1]), m["ours"], mean(folder_load[1])],
         [f"ours: convert_folder, {args.workers} workers", s[f"ours {args.workers} workers"],
          min(folder_t[args.workers]), m["ours"], mean(folder_load[args.workers])],
@@ -205,6 +211,7 @@ def main(argv=None):
         ["ours (1 worker) / floor1", C.ratio(ours1, s["floor1"]), "(our own decoding)"],
         ["naive / ours (1 worker)", C.ratio(s["naive"], ours1), ">= 3"],
         ["naive MB / ours MB", C.ratio(m["naive"], m["ours"]), ">= 6"],
+        ["naive MB / ours --dtype uint8 MB", C.ratio(m["naive"], m["ours8"]), ">= 6"],
         [f"ours 1 worker / ours {args.workers} workers", C.ratio(ours1, s[f"ours {args.workers} workers"]),
          f"~{args.workers} (idle cores only)"],
     ]

@@ -19,7 +19,8 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin", type=int, default=4, help="voxels around the brain box with --crop brain")
     p.add_argument("--scale", choices=["minmax", "zscore"], default="minmax",
                    help="minmax over the whole volume (report) or z-score over brain voxels")
-    p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
+    p.add_argument("--dtype", choices=["float16", "float32", "uint8"], default="float16",
+                   help="image storage; uint8 (with --scale minmax) stores round(255 * value), half the size")
     p.add_argument("--min-tumor", type=float, default=None, metavar="FRAC",
                    help="drop cases whose crop holds less tumor than FRAC of its voxels (listed in the manifest)")
     p.add_argument("--downsample", type=int, default=1, choices=[1, 2, 3, 4],

@@ -2,7 +2,8 @@
 
 Output folder::
 
-    OUT/images/<case>.npy   (d, h, w, C) float16 (or float32), channels in the order asked for
+    OUT/images/<case>.npy   (d, h, w, C) float16 (or float32, or uint8 = round(255 * min-max value)),
+                            channels in the order asked for
     OUT/masks/<case>.npy    (d, h, w) uint8 class indices 0 background, 1 NCR, 2 ED, 3 ET
     OUT/manifest.json       settings, and per case: source files, original shape and affine,
                             crop box, scaling parameters, label voxel counts, dtype, status
@@ -26,6 +27,8 @@ from .preprocessing import (REPORT_CROP, SCALINGS, box_slices, brain_crop_box, d
                             fixed_crop_box, stack_scaled)
 
 MANIFEST = "manifest.json"
+#: image storage types; uint8 (min-max scaling only) holds round(255 * value), half of float16's size
+IMAGE_DTYPES = ("float16", "float32", "uint8")
 
 
 def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax", dtype="float16",
@@ -35,8 +38,10 @@ def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minm
         raise ValueError(f"unknown crop {crop!r}: use fixed or brain")
     if scale not in SCALINGS:
         raise ValueError(f"unknown scaling {scale!r}: use one of {', '.join(SCALINGS)}")
-    if dtype not in ("float16", "float32"):
-        raise ValueError(f"unknown dtype {dtype!r}: use float16 or float32")
+    if dtype not in IMAGE_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(IMAGE_DTYPES)}")
+    if dtype == "uint8" and scale != "minmax":
+        raise ValueError("dtype uint8 stores min-max scaled values as round(255 * value): use it with scale minmax")
     if int(downsample) not in (1, 2, 3, 4):
         raise ValueError(f"downsample must be 1, 2, 3 or 4, got {downsample}")
     settings = {
@@ -51,6 +56,13 @@ def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minm
     if int(downsample) > 1:
         settings["downsample"] = int(downsample)
     return settings
+
+
+def quantize_uint8(image: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] -> uint8 ``round(255 * value)`` (read back with ``stored / 255``)."""
+    out = np.multiply(image, np.float32(255), dtype=np.float32)
+    np.rint(out, out=out)
+    return out.astype(np.uint8)
 
 
 def class_counts(classes: np.ndarray) -> list[int]:
@@ -77,9 +89,13 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
             raise bio.BratsInputError(f"{case.images[settings['modalities'][0]]}: {exc}") from None
     else:
         box = brain_crop_box(vols, margin=settings["margin"])
-    image, params = stack_scaled(vols, box, settings["scale"], dtype=np.dtype(settings["dtype"]))
+    quantize = settings["dtype"] == "uint8"
+    image, params = stack_scaled(vols, box, settings["scale"],
+                                 dtype=np.float32 if quantize else np.dtype(settings["dtype"]))
     factor = settings.get("downsample", 1)
     image = downsample_image(image, factor)
+    if quantize:
+        image = quantize_uint8(image)
     entry = {
         "status": "ok",
         "layout": case.layout,

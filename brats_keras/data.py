@@ -62,6 +62,25 @@ def load_split(path) -> dict:
 
 
 # ----------------------------------------------------------------------------- cases
+class Dequantized:
+    """Array-like view of a uint8 image (``--dtype uint8``): indexing returns float32 ``stored / 255``."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, stored: np.ndarray):
+        self.stored = stored
+        self.shape, self.ndim = stored.shape, stored.ndim
+
+    def __getitem__(self, index):
+        out = np.asarray(self.stored[index], dtype=np.float32)
+        out *= np.float32(1 / 255)
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[...]
+        return out if dtype is None else out.astype(dtype)
+
+
 class ConvertedCases:
     """Memory-mapped access to the cases of a conversion folder (needs masks)."""
 
@@ -86,8 +105,10 @@ class ConvertedCases:
         return len(self.case_ids)
 
     def image(self, case_id):
+        """The memory-mapped image; a uint8 image reads back as float32 ``stored / 255``."""
         if case_id not in self._images:
-            self._images[case_id] = np.load(self.data_dir / self.entries[case_id]["image"], mmap_mode="r")
+            img = np.load(self.data_dir / self.entries[case_id]["image"], mmap_mode="r")
+            self._images[case_id] = Dequantized(img) if img.dtype == np.uint8 else img
         return self._images[case_id]
 
     def mask(self, case_id):

@@ -47,6 +47,36 @@ def test_all_real_cases_equal_scaled_crop(converted_real, real_dir):
         assert np.max(np.abs(img.astype(np.float64) - ref)) <= 2 ** -11 + 1e-7
 
 
+def test_uint8_images_read_back_as_scaled_crop(real_dir, tmp_path):
+    """--dtype uint8 stores round(255 * value); the training loader reads back float32 value +- 0.5/255."""
+    from brats_keras.data import ConvertedCases, PatchDataset
+
+    case_id = "Brats18_TCIA01_425_1"
+    assert cli_main(["convert", "--input", str(real_dir / case_id), "--output", str(tmp_path / "u8"),
+                     "--dtype", "uint8", "--workers", "1", "--quiet"]) == 0
+    stored = np.load(tmp_path / "u8" / "images" / f"{case_id}.npy")
+    assert stored.dtype == np.uint8 and stored.shape == (128, 128, 128, 3)
+    ref = expected_crop(real_dir / case_id, case_id)
+    expected = np.rint(ref * 255)
+    # float32 arithmetic may round the other way at a .5 tie: off by one at most, and rarely
+    assert np.max(np.abs(stored - expected)) <= 1 and np.mean(stored == expected) > 0.999
+    cases = ConvertedCases(tmp_path / "u8")
+    back = cases.image(case_id)
+    assert back.dtype == np.float32 and back.shape == stored.shape
+    part = np.asarray(back[10:20, 30:40, 50:60])
+    assert part.dtype == np.float32 and np.max(np.abs(part - ref[10:20, 30:40, 50:60])) <= 0.5 / 255 + 1e-6
+    x, y = PatchDataset(tmp_path / "u8", patch_size=32, batch_size=2, augment=False, steps_per_epoch=1)[0]
+    assert x.dtype == np.float32 and 0 <= x.min() and x.max() <= 1 and x.max() > 0.2
+    assert stored.nbytes == 128 ** 3 * 3  # one byte per value: half of float16
+    # re-running finds the uint8 outputs complete and skips the case
+    said = []
+    convert_folder(real_dir / case_id, tmp_path / "u8", dtype="uint8", workers=1, progress=False, log=said.append)
+    assert any("skipping 1 case(s) already converted" in line for line in said)
+    # z-scores do not fit 0..255
+    with pytest.raises(ValueError, match="uint8 .* use it with scale minmax"):
+        convert_folder(real_dir / case_id, tmp_path / "z8", scale="zscore", dtype="uint8", progress=False)
+
+
 def test_real_label_counts_match_manifest(converted_real, real_dir):
     import nibabel as nib
 
