@@ -196,16 +196,22 @@ def pick_cases(data_dir, n: int | None):
     return cases[: n] if n else cases
 
 
-def link_cases(cases, dst: Path) -> Path:
-    """Make ``dst/<case>/<file>`` symbolic links to the cases' files, so a folder tool sees only these cases."""
+def link_cases(cases, dst: Path, repeat: int = 1) -> Path:
+    """Make ``dst/<case>/<file>`` symbolic links to the cases' files, so a folder tool sees only these cases.
+
+    ``repeat`` > 1 links each case that many times under new ids (``<case>_rep2``, ...): a larger folder
+    for throughput runs, from the same files.
+    """
     dst = Path(dst)
-    for case in cases:
-        folder = dst / case.case_id
-        folder.mkdir(parents=True, exist_ok=True)
-        for p in list(case.images.values()) + ([case.seg] if case.seg else []):
-            link = folder / Path(p).name
-            if not link.exists():
-                link.symlink_to(Path(p).resolve())
+    for k in range(1, repeat + 1):
+        for case in cases:
+            new_id = case.case_id if k == 1 else f"{case.case_id}_rep{k}"
+            folder = dst / new_id
+            folder.mkdir(parents=True, exist_ok=True)
+            for p in list(case.images.values()) + ([case.seg] if case.seg else []):
+                link = folder / Path(p).name.replace(case.case_id, new_id, 1)
+                if not link.exists():
+                    link.symlink_to(Path(p).resolve())
     return dst
 
 

@@ -14,7 +14,7 @@ Measured per case (seconds), methods interleaved case by case in rotating order:
   volume, stack, crop, one-hot float32 masks with ``np.eye``, ``np.save`` float32 image and mask.
 
 Then whole-folder time / cases of ``convert_folder`` with 1 and with 2 worker processes
-(rounds alternate which goes first). Outputs are written to a temporary folder.
+(rounds alternate which goes first; ``--folder-repeat K`` links each case K times under new ids). Outputs are written to a temporary folder.
 
     python benchmarks/convert_bench.py --cases 3
 """
@@ -96,6 +96,9 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=2,
                     help="times each measurement is repeated (alternating order; default %(default)s)")
     ap.add_argument("--workers", type=int, default=2, help="worker processes of the parallel folder run")
+    ap.add_argument("--folder-repeat", type=int, default=1, metavar="K",
+                    help="folder runs see each case K times under new ids (a larger folder, same files), so "
+                         "starting the worker processes is spread over more cases")
     ap.add_argument("--tmp", default=None, help="parent folder for the temporary outputs (default: system temp)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary outputs")
     ap.add_argument("--no-progress", action="store_true")
@@ -161,7 +164,8 @@ def main(argv=None):
             diffs.append((float(np.abs(ours_img - nv_img).max()), bool((ours_msk == nv_msk).all())))
 
         # whole folder, 1 worker vs N workers, alternating which goes first
-        in_dir = C.link_cases(cases, tmp / "input")
+        in_dir = C.link_cases(cases, tmp / "input", repeat=args.folder_repeat)
+        n_folder = n * args.folder_repeat
         folder_t = {1: [], args.workers: []}
         folder_load = {1: [], args.workers: []}
         bar = C.progress(2 * args.rounds, "convert_folder runs", not args.no_progress, "run")
@@ -170,7 +174,7 @@ def main(argv=None):
                 t0 = time.perf_counter()
                 convert_folder(in_dir, tmp / f"folder_w{w}", workers=w, overwrite=True, progress=False,
                                log=lambda *a, **k: None)
-                folder_t[w].append((time.perf_counter() - t0) / n)
+                folder_t[w].append((time.perf_counter() - t0) / n_folder)
                 folder_load[w].append(float(C.load1()))
                 bar.update(1)
         bar.close()
@@ -205,6 +209,7 @@ def main(argv=None):
                   f"summary over {n} case(s) x {args.rounds} round(s):")
 
     ours1 = s["ours 1 worker"]
+    print(f"folder runs: {n_folder} cases ({n} linked {args.folder_repeat} time(s))")
     ratios = [
         ["ours (1 worker) / floor", C.ratio(ours1, s["floor"]), "<= 1.3"],
         ["ours convert_case / floor", C.ratio(s["ours"], s["floor"]), "<= 1.3"],
