@@ -51,12 +51,51 @@ def late_val_range(log: list[dict], monitor="val_case_dice_mean") -> list[float]
     return [float(min(vals)), float(max(vals))] if vals else [float("nan")] * 2
 
 
+#: run settings that name places or logging, not the recipe
+_NOT_RECIPE = {"data", "out", "split_file", "verbose", "extra", "init_from"}
+
+
+def train_command(cfg: dict, out: str = "runs/pretrained", init_from: str | None = None) -> str:
+    """The ``brats-keras train`` command that reproduces a run: the recipe plus the flags it changed."""
+    from dataclasses import asdict
+
+    from brats_keras.training import RECIPES, TrainConfig
+
+    base = {**asdict(TrainConfig()), **RECIPES["pretrained"]}
+    flags = []
+    for key, value in cfg.items():
+        if key in _NOT_RECIPE or key not in base or value == base[key]:
+            continue
+        if key == "augment":
+            flags += [] if value else ["--no-augment"]
+        elif isinstance(value, bool):
+            flags += [f"--{key.replace('_', '-')}"] if value else []
+        else:
+            flags.append(f"--{key.replace('_', '-')} {value:g}" if isinstance(value, float)
+                         else f"--{key.replace('_', '-')} {value}")
+    if init_from:
+        flags.append(f"--init-from {init_from}")
+    return ("brats-keras train --data data/real_2mm --recipe pretrained \\\n"
+            f"    --split-file brats_keras/pretrained/split.json --out {out}" + "".join(" " + f for f in flags))
+
+
 def card_markdown(card: dict) -> str:
     """The human-readable model card."""
     t, v, a = card["training"], card["validation"], card["architecture"]
     rows = "\n".join(f"| {cid} | {cells(s)} |" for cid, s in sorted(v["cases"].items()))
     p = card["preprocessing"]
-    time_flag = f" --time-limit {t['time_limit']:g}" if t.get("time_limit") else ""
+    stage1 = t.get("stage1")
+    if stage1:
+        this_rows = (f"| batch norm, poly schedule, rotation/zoom ({stage1['checkpoint_steps']:,} steps; shipped before,"
+                     f" the start of this model) | {cells(stage1['mean'])} |\n"
+                     f"| the same, fine-tuned {t['checkpoint_steps']:,} more steps with --lr {t['lr']:g} (this model) | "
+                     f"{cells(v['mean'])} |")
+    else:
+        this_rows = f"| batch norm, poly schedule, rotation/zoom (this model) | {cells(v['mean'])} |"
+    train_cmds = (f"{stage1['command']}\n" if stage1 else "") + t["command"]
+    stage_text = (f" It continues the model trained before it ({stage1['checkpoint_steps']:,} steps,"
+                  f" {stage1['minutes']:.0f} minutes, validation Dice {cells(stage1['mean'], hd95=False).replace(' | ', ' / ')}):"
+                  f" {stage1['checkpoint_steps'] + t['checkpoint_steps']:,} steps in all." if stage1 else "")
     final = " / ".join(f"{t['final_train_dice'][r]:.2f}" for r in ("WT", "TC", "ET"))
     worst_et = min(v["cases"], key=lambda cid: v["cases"][cid]["ET"]["dice"])
     last = v.get("last_checkpoint")
@@ -86,16 +125,15 @@ Loss {t['loss']}, {t['patch_size']}^3 patches (2 mm), batch {t['batch_size']}, {
 {t['augmentation']} augmentation, a third of the patches centred on tumor. {t['epochs_run']} epochs of
 {t['steps_per_epoch']} steps ({t['steps']} steps, {t['minutes']:.0f} minutes) on {t['hardware']}; the shipped
 checkpoint is the one with the best whole-case validation Dice (epoch {t['checkpoint_epoch']},
-{t['checkpoint_steps']} steps).
+{t['checkpoint_steps']} steps).{stage_text}
 
 Reproduce (the same command runs on the full BraTS data):
 
 ```bash
 python data_prep/convert.py --input ../shared/data/brats-real --output data/real_2mm \\
     --modalities flair,t1,t1ce,t2 --crop brain --scale zscore --downsample 2
-brats-keras train --data data/real_2mm --recipe pretrained \\
-    --split-file brats_keras/pretrained/split.json --out runs/pretrained{time_flag}
-python scripts/export_pretrained.py --run runs/pretrained --real ../shared/data/brats-real --train-minutes {t['minutes']:.0f}
+{train_cmds}
+python scripts/export_pretrained.py --run {t['run_name']} --real ../shared/data/brats-real --train-minutes {t['minutes']:.0f}
 ```
 
 ## Validation (whole cases in their original 1 mm geometry; Dice / HD95 in mm)
@@ -130,7 +168,7 @@ BraTS 2021 cases with the same command, or fine-tuned from these weights, it sho
 | --- | --- | --- | --- |
 | instance norm, plateau schedule, flips/intensity/gamma (shipped before; best of 3,000 steps at 1,300) | 0.847 / 17.8 | 0.674 / 9.3 | 0.608 / 6.2 |
 | instance norm, poly schedule, rotation/zoom (stopped at 1,000 steps; best at 600) | 0.867 / - | 0.691 / - | 0.590 / - |
-| batch norm, poly schedule, rotation/zoom (this model) | {cells(v['mean'])} |{last_row}
+{this_rows}{last_row}
 
 Instance norm normalises every window by its own statistics, so a window far from the tumor gets its
 contrast stretched and the model paints edema there (WT HD95 39.6 mm on Brats18_CBICA_AQN_1); batch
@@ -173,9 +211,22 @@ def main(argv=None):
     missing = [str(f) for f in needed if not f.exists()]
     if missing:
         sys.exit(f"export_pretrained: {', '.join(missing)}: not found (is {run} a training run folder?)")
+    cfg = json.loads((run / "config.json").read_text())
+    stage1 = None
+    if cfg.get("init_from") == "pretrained":  # fine-tuned from the shipped model: keep how that one was made
+        prev = json.loads(CARD_JSON.read_text())
+        prev_t = prev["training"]
+        if prev_t.get("stage1"):
+            sys.exit(f"export_pretrained: the shipped model is itself fine-tuned; export {run} from a run that "
+                     "starts from a model trained from scratch")
+        stage1 = {"checkpoint_steps": prev_t["checkpoint_steps"],
+                  "minutes": prev_t["minutes"], "mean": prev["validation"]["mean"],
+                  "command": prev_t.get("command") or train_command({"time_limit": prev_t.get("time_limit")})}
+    elif cfg.get("init_from"):
+        sys.exit(f"export_pretrained: {run} starts from {cfg['init_from']}; only runs that start from the "
+                 "shipped model ('pretrained') or from scratch can be exported with a reproducible card")
     model, info = load_model(needed[0], compile=False)
     save_model(model, MODEL_FILE, info, include_optimizer=False)
-    cfg = json.loads((run / "config.json").read_text())
     split = json.loads((run / "split.json").read_text())
     log = read_log(run)
     cases = [c for c in bio.find_cases(args.real) if c.case_id in split["val"]]
@@ -196,7 +247,7 @@ def main(argv=None):
         "architecture": {"name": cfg["model"], "base_filters": cfg["base_filters"], "depth": cfg["depth"],
                          "norm": cfg["norm"], "output": cfg["output"], "parameters": count_params(shipped)},
         "preprocessing": info,
-        "training": {"recipe": "pretrained", "loss": cfg["loss"], "patch_size": cfg["patch_size"],
+        "training": {"recipe": "pretrained", "loss": cfg["loss"], "lr": cfg["lr"], "patch_size": cfg["patch_size"],
                      "batch_size": cfg["batch_size"], "optimizer": optimizer_text(cfg),
                      "augmentation": augmentation_text(cfg), "lr_schedule": cfg.get("lr_schedule", "plateau"),
                      "spatial_augment": cfg.get("spatial_augment", 0.0),
@@ -206,7 +257,10 @@ def main(argv=None):
                      "time_limit": cfg.get("time_limit"),
                      "final_train_dice": {r: log[-1][f"dice_{r}"] for r in ("WT", "TC", "ET")},
                      "late_val_range": late_val_range(log),
-                     "hardware": args.hardware},
+                     "hardware": args.hardware, "run_name": f"runs/{run.name}",
+                     "command": train_command(cfg, out=f"runs/{run.name}",
+                                              init_from=stage1 and "runs/pretrained/checkpoints/best.keras"),
+                     "stage1": stage1},
         "data": {"source": "23 real BraTS cases in ../shared/data/brats-real (22 BraTS 2018, 1 BraTS 2021)",
                  "split": split},
         "validation": {"cases": plain[0], "mean": plain[1], "seconds_per_case": plain[2],

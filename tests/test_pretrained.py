@@ -80,3 +80,20 @@ def test_export_of_a_folder_that_is_no_run_is_a_one_line_error(tmp_path, capsys)
     message = str(err.value)
     assert "\n" not in message and str(tmp_path / "config.json") in message and "not found" in message
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_export_train_command_names_only_what_differs_from_the_recipe():
+    """The card's reproduce command is derived from the run's config: the recipe plus the changed flags."""
+    from dataclasses import asdict
+
+    from brats_keras.training import RECIPES, TrainConfig
+
+    ex = _export_script()
+    cfg = {**asdict(TrainConfig()), **RECIPES["pretrained"], "data": "/somewhere", "out": "/runs/x",
+           "time_limit": 95.0, "lr": 3e-4, "augment": False, "init_from": "pretrained"}
+    cmd = ex.train_command(cfg, out="runs/ft", init_from="runs/pretrained/checkpoints/best.keras")
+    assert cmd.endswith("--out runs/ft --lr 0.0003 --no-augment --time-limit 95 "
+                        "--init-from runs/pretrained/checkpoints/best.keras")
+    assert "/somewhere" not in cmd and "--recipe pretrained" in cmd
+    plain = {**asdict(TrainConfig()), **RECIPES["pretrained"]}
+    assert ex.train_command(plain).endswith("--out runs/pretrained")
