@@ -133,10 +133,11 @@ def _add_train(sub):
 def cmd_train(args) -> int:
     from dataclasses import asdict
 
+    from .io import BratsInputError
     from .training import RECIPES, TrainConfig, train
 
     if args.resume:
-        res = train(TrainConfig(epochs=args.epochs or 0), resume=args.resume)
+        cfg, resume = TrainConfig(epochs=args.epochs or 0), args.resume
     else:
         if not args.data:
             print("error: --data is required (or --resume RUN_DIR)", file=sys.stderr)
@@ -153,8 +154,12 @@ def cmd_train(args) -> int:
                 base[k] = v
         if args.no_augment:
             base["augment"] = False
-        cfg = TrainConfig.from_dict(base)
-        res = train(cfg)
+        cfg, resume = TrainConfig.from_dict(base), None
+    try:
+        res = train(cfg, resume=resume)
+    except (BratsInputError, FileNotFoundError) as exc:  # bad input: one line; train() has written nothing yet
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     last = res["history"][-1] if res["history"] else {}
     shown = {k: round(v, 4) for k, v in last.items() if "dice" in k or "loss" in k}
     print(f"run folder: {res['run']}  best: {res['best']}  ({res['seconds']:.0f} s)")

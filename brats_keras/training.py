@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 
-from .io import atomic_write_json
+from .io import BratsInputError, atomic_write_json
 
 
 @dataclass
@@ -189,7 +189,7 @@ def init_weights(model, source, info: dict) -> Path:
     """Copy the weights of ``source`` (a ``.keras`` file or ``"pretrained"``) into ``model``; return its path.
 
     The source must have the same architecture (every weight the same shape) and have been trained on data
-    preprocessed the same way (modalities, scaling, down-sampling, output); otherwise ValueError in one line.
+    preprocessed the same way (modalities, scaling, down-sampling, output); otherwise BratsInputError in one line.
     """
     from .checkpoint import load_model
 
@@ -198,14 +198,16 @@ def init_weights(model, source, info: dict) -> Path:
 
         source = pretrained_path()
     source = Path(source)
+    if not source.is_file():
+        raise BratsInputError(f"{source}: --init-from model file not found")
     src, src_info = load_model(source, compile=False)
     for key in ("modalities", "scale", "downsample", "output"):
         if key in src_info and src_info[key] != info.get(key):
-            raise ValueError(f"{source}: trained with {key}={src_info[key]!r} but this run uses {info.get(key)!r}")
+            raise BratsInputError(f"{source}: trained with {key}={src_info[key]!r} but this run uses {info.get(key)!r}")
     theirs, ours = src.get_weights(), model.get_weights()
     if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
-        raise ValueError(f"{source}: its architecture differs from this run's model "
-                         f"({len(theirs)} weight arrays against {len(ours)}, or different shapes)")
+        raise BratsInputError(f"{source}: its architecture differs from this run's model "
+                              f"({len(theirs)} weight arrays against {len(ours)}, or different shapes)")
     model.set_weights(theirs)
     return source
 
@@ -358,14 +360,13 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     elif cfg is None:
         raise ValueError("give a TrainConfig or a run folder to resume")
     run = Path(cfg.out)
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "checkpoints").mkdir(exist_ok=True)
-
     keras.utils.set_random_seed(cfg.seed)
     policy = choose_precision(cfg.mixed_precision)
     keras.mixed_precision.set_global_policy(policy)
 
+    # everything that can fail on bad input (data folder, split, --init-from) runs before the run folder is made
     all_cases = ConvertedCases(cfg.data)
+    info = model_info(cfg, all_cases.settings)
     split_path = run / "split.json"
     if resume is not None and split_path.exists():
         split = load_split(split_path)
@@ -373,10 +374,21 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         split = load_split(cfg.split_file)
     else:
         split = split_cases(all_cases.case_ids, val=cfg.val, test=cfg.test, seed=cfg.split_seed)
-    save_split(split, split_path)
-    atomic_write_json(run / "config.json", asdict(cfg))
     if not split["val"]:
         raise ValueError("no validation case: use --val with at least one case")
+    strategy = _strategy(cfg)
+    with strategy.scope() if strategy is not None else contextlib.nullcontext():
+        if resume is not None and (run / "checkpoints" / "last.keras").exists():
+            model, _ = load_model(run / "checkpoints" / "last.keras", compile=True)
+        else:
+            model = build_from_config(cfg, all_cases.n_channels)
+            compile_model(model, cfg, policy)
+            if cfg.init_from:
+                init_weights(model, cfg.init_from, info)
+
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    save_split(split, split_path)
+    atomic_write_json(run / "config.json", asdict(cfg))
 
     train_ds = PatchDataset(cfg.data, split["train"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                             output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=cfg.augment,
@@ -388,7 +400,6 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
                           steps_per_epoch=cfg.val_steps or max(1, len(split["val"]) // cfg.batch_size),
                           seed=cfg.seed + 1)
     val_ds.on_epoch_end = lambda: None  # the same validation patches every epoch
-    info = model_info(cfg, all_cases.settings)
 
     if cfg.whole_case_every:
         extra_callbacks = [whole_case_validation(cfg, split["val"], info)] + list(extra_callbacks)
@@ -400,15 +411,6 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     past = [h[monitor] for h in history if monitor in h]
     initial_best = (max(past) if "dice" in monitor else min(past)) if past else None
 
-    strategy = _strategy(cfg)
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        if resume is not None and (run / "checkpoints" / "last.keras").exists():
-            model, _ = load_model(run / "checkpoints" / "last.keras", compile=True)
-        else:
-            model = build_from_config(cfg, all_cases.n_channels)
-            compile_model(model, cfg, policy)
-            if cfg.init_from:
-                init_weights(model, cfg.init_from, info)
     train_ds.epoch = initial_epoch
     feed = train_ds
     if cfg.tf_data:

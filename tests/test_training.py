@@ -131,7 +131,7 @@ def test_mirrored_step_matches_single_device():
     assert moved > 1e-4 and maxdiff < 1e-6 * max(1.0, moved * 1e3)
 
 
-def test_init_from_copies_weights_and_refuses_mismatches(data_dir, tmp_path):
+def test_init_from_copies_weights_and_refuses_mismatches(data_dir, tmp_path, capsys):
     """--init-from starts a run from another model's weights (fine-tuning) and checks they fit."""
     src = train(tiny(data_dir, tmp_path / "src", output="regions", loss="dice+bce", epochs=1))["best"]
     from brats_keras.checkpoint import load_model
@@ -157,3 +157,12 @@ def test_init_from_copies_weights_and_refuses_mismatches(data_dir, tmp_path):
         train(tiny(data_dir, tmp_path / "e2", output="softmax", epochs=0, init_from=str(src)))
     with pytest.raises(ValueError, match=r"model.keras: trained with modalities=\['flair', 't1', 't1ce', 't2'\]"):
         train(tiny(data_dir, tmp_path / "e3", output="regions", epochs=0, init_from="pretrained"))
+    # refused before anything is written: no run folder for any of them
+    assert not any((tmp_path / e).exists() for e in ("e1", "e2", "e3"))
+    # on the command line: a one-line error naming the file, exit status 2, no run folder
+    rc = cli_main(["train", "--data", str(data_dir), "--out", str(tmp_path / "e4"), "--base-filters", "4",
+                   "--depth", "2", "--patch-size", "16", "--epochs", "0", "--val", "1",
+                   "--init-from", str(tmp_path / "missing.keras")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"error: {tmp_path / 'missing.keras'}: --init-from model file not found"
+    assert not (tmp_path / "e4").exists()
