@@ -14,7 +14,8 @@ Measured per case (seconds), methods interleaved case by case in rotating order:
   volume, stack, crop, one-hot float32 masks with ``np.eye``, ``np.save`` float32 image and mask.
 
 Then whole-folder time / cases of ``convert_folder`` with 1 and with 2 worker processes
-(rounds alternate which goes first; ``--folder-repeat K`` links each case K times under new ids). Outputs are written to a temporary folder.
+(rounds alternate which goes first; ``--folder-repeat K`` links each case K times under new ids).
+Outputs are written to a temporary folder.
 
     python benchmarks/convert_bench.py --cases 3
 """
@@ -37,12 +38,25 @@ CROP = (slice(56, 184), slice(56, 184), slice(13, 141))
 NAIVE_MODALITIES = ("flair", "t1ce", "t2")
 
 
-def floor_decode(case) -> None:
-    """Decode the 3 modalities and the label map to arrays in their stored type; nothing else."""
+def nibabel_decode(path) -> np.ndarray:
     import nibabel as nib
 
+    return np.asanyarray(nib.load(str(path)).dataobj)
+
+
+def our_decode(path) -> np.ndarray:
+    from brats_keras.io import load_nifti
+
+    return load_nifti(path)[0]
+
+
+def floor_decode(case, decode=nibabel_decode) -> None:
+    """Decode the 3 modalities and the label map to arrays in their stored type; nothing else.
+
+    ``decode``: nibabel's reader (the floor) or ours (one-call gunzip, ISA-L when installed: floor1).
+    """
     for p in [case.images[m] for m in NAIVE_MODALITIES] + [case.seg]:
-        arr = np.asanyarray(nib.load(str(p)).dataobj)
+        arr = decode(p)
         arr.shape  # noqa: B018  (the array is decoded; keep it alive until here)
 
 
@@ -77,15 +91,6 @@ def ours_convert(case, out_dir: Path, settings: dict) -> list[Path]:
 
 def mb(paths) -> float:
     return sum(Path(p).stat().st_size for p in paths) / 1e6
-
-
-def floor_one_call(case) -> None:
-    """The same decoding through brats_keras.io.load_nifti: one-call gunzip (ISA-L when installed)."""
-    from brats_keras.io import load_nifti
-
-    for p in [case.images[m] for m in NAIVE_MODALITIES] + [case.seg]:
-        arr, _, _ = load_nifti(p)
-        arr.shape  # noqa: B018
 
 
 def main(argv=None):
@@ -123,7 +128,7 @@ def main(argv=None):
         settings8 = conversion_settings(dtype="uint8")
         methods = {
             "floor": lambda c: (floor_decode(c), [])[1],
-            "floor1": lambda c: (floor_one_call(c), [])[1],
+            "floor1": lambda c: (floor_decode(c, our_decode), [])[1],
             "ours": lambda c: ours_convert(c, tmp / "ours", settings),
             "ours8": lambda c: ours_convert(c, tmp / "ours8", settings8),
             "naive": lambda c: naive_convert(c, tmp / "naive"),
@@ -150,8 +155,7 @@ def main(argv=None):
                         out_mb[name].append(mb(files) if files else 0.0)
                     bar.update(1)
                 per_case.append((r + 1, case.case_id, "/".join(order), row["floor"], row["floor1"], row["ours"],
-                                 row["ours8"], row["naive"],
-                                 C.load1()))
+                                 row["ours8"], row["naive"], C.load1()))
         bar.close()
 
         # same work? compare the naive float32 image / one-hot mask with ours (float16 / classes)

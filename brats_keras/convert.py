@@ -214,9 +214,10 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     jobs = [(c, output_dir, settings) for c in todo]
 
-    written = [time.monotonic()]
+    written = time.monotonic()
 
     def record(case_id, entry, error):
+        nonlocal written
         if error:
             manifest["failed"][case_id] = error
             log(f"FAILED {error}")
@@ -226,9 +227,9 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
             manifest["cases"][case_id] = entry
         # keep the manifest current for a resume after a kill, but at most once a second: rewriting it
         # after every case costs the parent ~8 ms per case on 23 cases, more on a full BraTS folder
-        if time.monotonic() - written[0] >= 1.0:
+        if time.monotonic() - written >= 1.0:
             bio.atomic_write_json(output_dir / MANIFEST, _sorted_manifest(manifest))
-            written[0] = time.monotonic()
+            written = time.monotonic()
 
     bar = _progress(len(jobs), progress)
     if workers == 1:

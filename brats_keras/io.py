@@ -143,13 +143,9 @@ def _read_gz(path: Path):
     import nibabel as nib
 
     raw = gunzip(path.read_bytes())
-    for order in ("little", "big"):
-        size = int.from_bytes(raw[:4], order) if len(raw) >= 4 else 0
-        if size in (348, 540):
-            break
-    if size == 348 and raw[344:347] == b"n+1":
+    if raw[344:348] == b"n+1\0":  # the single-file magic of NIfTI-1 (the header's last 4 bytes)
         img = nib.Nifti1Image.from_bytes(raw)
-    elif size == 540 and raw[4:7] == b"n+2":
+    elif raw[4:8] == b"n+2\0":  # NIfTI-2 keeps it right after sizeof_hdr
         img = nib.Nifti2Image.from_bytes(raw)
     else:
         img = nib.load(str(path))

@@ -55,7 +55,7 @@ def late_val_range(log: list[dict], monitor="val_case_dice_mean") -> list[float]
 _NOT_RECIPE = {"data", "out", "split_file", "verbose", "extra", "init_from"}
 
 
-def train_command(cfg: dict, out: str = "runs/pretrained", init_from: str | None = None) -> str:
+def train_command(cfg: dict, out: str = "runs/pretrained") -> str:
     """The ``brats-keras train`` command that reproduces a run: the recipe plus the flags it changed."""
     from dataclasses import asdict
 
@@ -73,8 +73,6 @@ def train_command(cfg: dict, out: str = "runs/pretrained", init_from: str | None
         else:
             flags.append(f"--{key.replace('_', '-')} {value:g}" if isinstance(value, float)
                          else f"--{key.replace('_', '-')} {value}")
-    if init_from:
-        flags.append(f"--init-from {init_from}")
     return ("brats-keras train --data data/real_2mm --recipe pretrained \\\n"
             f"    --split-file brats_keras/pretrained/split.json --out {out}" + "".join(" " + f for f in flags))
 
@@ -89,18 +87,7 @@ def card_markdown(card: dict) -> str:
                   f"{cells(train_mean, hd95=False).replace(' | ', ' / ')}: it does not fit whole cases of its training data"
                   f" either, which points at the 2 mm resolution and the model's size as much as at the data."
                   if train_mean else "")
-    stage1 = t.get("stage1")
-    if stage1:
-        this_rows = (f"| batch norm, poly schedule, rotation/zoom ({stage1['checkpoint_steps']:,} steps; shipped before,"
-                     f" the start of this model) | {cells(stage1['mean'])} |\n"
-                     f"| the same, fine-tuned {t['checkpoint_steps']:,} more steps with --lr {t['lr']:g} (this model) | "
-                     f"{cells(v['mean'])} |")
-    else:
-        this_rows = f"| batch norm, poly schedule, rotation/zoom (this model) | {cells(v['mean'])} |"
-    train_cmds = (f"{stage1['command']}\n" if stage1 else "") + t["command"]
-    stage_text = (f" It continues the model trained before it ({stage1['checkpoint_steps']:,} steps,"
-                  f" {stage1['minutes']:.0f} minutes, validation Dice {cells(stage1['mean'], hd95=False).replace(' | ', ' / ')}):"
-                  f" {stage1['checkpoint_steps'] + t['checkpoint_steps']:,} steps in all." if stage1 else "")
+    this_row = f"| batch norm, poly schedule, rotation/zoom (this model) | {cells(v['mean'])} |"
     final = " / ".join(f"{t['final_train_dice'][r]:.2f}" for r in ("WT", "TC", "ET"))
     worst_et = min(v["cases"], key=lambda cid: v["cases"][cid]["ET"]["dice"])
     last = v.get("last_checkpoint")
@@ -130,15 +117,15 @@ Loss {t['loss']}, {t['patch_size']}^3 patches (2 mm), batch {t['batch_size']}, {
 {t['augmentation']} augmentation, a third of the patches centred on tumor. {t['epochs_run']} epochs of
 {t['steps_per_epoch']} steps ({t['steps']} steps, {t['minutes']:.0f} minutes) on {t['hardware']}; the shipped
 checkpoint is the one with the best whole-case validation Dice (epoch {t['checkpoint_epoch']},
-{t['checkpoint_steps']} steps).{stage_text}
+{t['checkpoint_steps']} steps).
 
 Reproduce (the same command runs on the full BraTS data):
 
 ```bash
 python data_prep/convert.py --input ../shared/data/brats-real --output data/real_2mm \\
     --modalities flair,t1,t1ce,t2 --crop brain --scale zscore --downsample 2
-{train_cmds}
-python scripts/export_pretrained.py --run {t['run_name']} --real ../shared/data/brats-real --train-minutes {t['minutes']:.0f}
+{t['command']}
+python scripts/export_pretrained.py --run runs/pretrained --real ../shared/data/brats-real --train-minutes {t['minutes']:.0f}
 ```
 
 ## Validation (whole cases in their original 1 mm geometry; Dice / HD95 in mm)
@@ -174,7 +161,7 @@ BraTS 2021 cases with the same command, or fine-tuned from these weights, it sho
 | instance norm, plateau schedule, flips/intensity/gamma (shipped before; best of 3,000 steps at 1,300) | 0.847 / 17.8 | 0.674 / 9.3 | 0.608 / 6.2 |
 | instance norm, poly schedule, rotation/zoom (stopped at 1,000 steps; best at 600) | 0.867 / - | 0.691 / - | 0.590 / - |
 | batch norm model below fine-tuned 1,050 more steps, `--init-from pretrained --lr 3e-4` (not shipped: best after 350 steps; in brackets its last evaluation, while training Dice rose to 0.92 / 0.87 / 0.82) | 0.846 (0.837) / - | 0.780 (0.682) / - | 0.565 (0.525) / - |
-{this_rows}{last_row}
+{this_row}{last_row}
 
 Instance norm normalises every window by its own statistics, so a window far from the tumor gets its
 contrast stretched and the model paints edema there (WT HD95 39.6 mm on Brats18_CBICA_AQN_1); batch
@@ -218,30 +205,21 @@ def main(argv=None):
     if missing:
         sys.exit(f"export_pretrained: {', '.join(missing)}: not found (is {run} a training run folder?)")
     cfg = json.loads((run / "config.json").read_text())
-    stage1 = None
-    if cfg.get("init_from") == "pretrained":  # fine-tuned from the shipped model: keep how that one was made
-        prev = json.loads(CARD_JSON.read_text())
-        prev_t = prev["training"]
-        if prev_t.get("stage1"):
-            sys.exit(f"export_pretrained: the shipped model is itself fine-tuned; export {run} from a run that "
-                     "starts from a model trained from scratch")
-        stage1 = {"checkpoint_steps": prev_t["checkpoint_steps"],
-                  "minutes": prev_t["minutes"], "mean": prev["validation"]["mean"],
-                  "command": prev_t.get("command") or train_command({"time_limit": prev_t.get("time_limit")})}
-    elif cfg.get("init_from"):
-        sys.exit(f"export_pretrained: {run} starts from {cfg['init_from']}; only runs that start from the "
-                 "shipped model ('pretrained') or from scratch can be exported with a reproducible card")
-    run_name = "runs/pretrained_ft" if stage1 else "runs/pretrained"  # the card's commands, not this machine's paths
+    if cfg.get("init_from"):
+        sys.exit(f"export_pretrained: {run} starts from {cfg['init_from']}; the card can only reproduce runs "
+                 "trained from scratch with --recipe pretrained")
     model, info = load_model(needed[0], compile=False)
     save_model(model, MODEL_FILE, info, include_optimizer=False)
     split = json.loads((run / "split.json").read_text())
     log = read_log(run)
-    cases = [c for c in bio.find_cases(args.real) if c.case_id in split["val"]]
+    found = bio.find_cases(args.real)
+    cases = [c for c in found if c.case_id in split["val"]]
+    train_cases = [c for c in found if c.case_id in split["train"]]
     shipped, _ = load_model(MODEL_FILE, compile=False)
-    plain = score(Predictor(shipped, info=read_info(MODEL_FILE)), cases)
-    tta = score(Predictor(shipped, info=read_info(MODEL_FILE), tta=True), cases)
-    train_cases = [c for c in bio.find_cases(args.real) if c.case_id in split["train"]]
-    train_mean = score(Predictor(shipped, info=read_info(MODEL_FILE)), train_cases)[1] if train_cases else None
+    predictor = Predictor(shipped, info=read_info(MODEL_FILE))
+    plain = score(predictor, cases)
+    tta = score(Predictor(shipped, info=predictor.info, tta=True), cases)
+    train_mean = score(predictor, train_cases)[1] if train_cases else None
     last_ckpt = run / "checkpoints" / "last.keras"
     last = None
     if args.checkpoint == "best" and last_ckpt.exists():  # the unselected checkpoint: an honest check on selection
@@ -266,10 +244,7 @@ def main(argv=None):
                      "time_limit": cfg.get("time_limit"),
                      "final_train_dice": {r: log[-1][f"dice_{r}"] for r in ("WT", "TC", "ET")},
                      "late_val_range": late_val_range(log),
-                     "hardware": args.hardware, "run_name": run_name,
-                     "command": train_command(cfg, out=run_name,
-                                              init_from=stage1 and "runs/pretrained/checkpoints/best.keras"),
-                     "stage1": stage1},
+                     "hardware": args.hardware, "command": train_command(cfg)},
         "data": {"source": "23 real BraTS cases in ../shared/data/brats-real (22 BraTS 2018, 1 BraTS 2021)",
                  "split": split},
         "validation": {"cases": plain[0], "mean": plain[1], "seconds_per_case": plain[2],

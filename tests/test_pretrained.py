@@ -91,9 +91,23 @@ def test_export_train_command_names_only_what_differs_from_the_recipe():
     ex = _export_script()
     cfg = {**asdict(TrainConfig()), **RECIPES["pretrained"], "data": "/somewhere", "out": "/runs/x",
            "time_limit": 95.0, "lr": 3e-4, "augment": False, "init_from": "pretrained"}
-    cmd = ex.train_command(cfg, out="runs/ft", init_from="runs/pretrained/checkpoints/best.keras")
-    assert cmd.endswith("--out runs/ft --lr 0.0003 --no-augment --time-limit 95 "
-                        "--init-from runs/pretrained/checkpoints/best.keras")
-    assert "/somewhere" not in cmd and "--recipe pretrained" in cmd
+    cmd = ex.train_command(cfg, out="runs/ft")
+    assert cmd.endswith("--out runs/ft --lr 0.0003 --no-augment --time-limit 95")
+    assert "/somewhere" not in cmd and "--recipe pretrained" in cmd and "init" not in cmd
     plain = {**asdict(TrainConfig()), **RECIPES["pretrained"]}
     assert ex.train_command(plain).endswith("--out runs/pretrained")
+
+
+def test_export_refuses_a_fine_tuned_run_in_one_line(tmp_path):
+    """A run started with --init-from cannot be reproduced by the card's single command: refused, nothing written."""
+    ex = _export_script()
+    run = tmp_path / "ft"
+    (run / "checkpoints").mkdir(parents=True)
+    for name in ("checkpoints/best.keras", "split.json", "log.csv"):
+        (run / name).write_text("")
+    (run / "config.json").write_text('{"init_from": "pretrained"}')
+    before = {f: f.stat().st_mtime_ns for f in ex.MODEL_FILE.parent.iterdir()}
+    with pytest.raises(SystemExit) as err:
+        ex.main(["--run", str(run), "--real", str(tmp_path), "--train-minutes", "1"])
+    assert "\n" not in str(err.value) and "starts from pretrained" in str(err.value)
+    assert {f: f.stat().st_mtime_ns for f in ex.MODEL_FILE.parent.iterdir()} == before
