@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .convert import read_manifest
+from .io import BratsInputError
 
 OUTPUTS = ("softmax", "regions")
 
@@ -40,7 +41,7 @@ def split_cases(case_ids, val=0.2, test=0.0, seed=0) -> dict:
 
     n_val, n_test = count(val), count(test)
     if n_val + n_test >= n and n > 0:
-        raise ValueError(f"split leaves no training case: {n} cases, val={val}, test={test}")
+        raise BratsInputError(f"split leaves no training case: {n} cases, val={val}, test={test}")
     order = np.random.default_rng(seed).permutation(n)
     shuffled = [ids[i] for i in order]
     return {
@@ -94,9 +95,9 @@ class ConvertedCases:
             case_ids = labelled
         missing = [c for c in case_ids if c not in entries or not entries[c].get("mask")]
         if missing:
-            raise ValueError(f"{self.data_dir}: no labelled converted case named {', '.join(missing)}")
+            raise BratsInputError(f"{self.data_dir}: no labelled converted case named {', '.join(missing)}")
         if not case_ids:
-            raise ValueError(f"{self.data_dir}: no labelled case to train on")
+            raise BratsInputError(f"{self.data_dir}: no labelled case to train on")
         self.case_ids = list(case_ids)
         self.entries = {c: entries[c] for c in self.case_ids}
         self._images, self._masks, self._fg = {}, {}, {}

@@ -375,7 +375,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     else:
         split = split_cases(all_cases.case_ids, val=cfg.val, test=cfg.test, seed=cfg.split_seed)
     if not split["val"]:
-        raise ValueError("no validation case: use --val with at least one case")
+        raise BratsInputError(f"{cfg.split_file or cfg.data}: no validation case: use --val with at least one case")
     strategy = _strategy(cfg)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         if resume is not None and (run / "checkpoints" / "last.keras").exists():

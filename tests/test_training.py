@@ -112,6 +112,18 @@ def test_bad_settings():
     assert cli_main(["train", "--out", "x"]) == 2
 
 
+def test_bad_data_or_split_is_one_line_and_writes_nothing(data_dir, tmp_path, capsys):
+    """A missing data folder or an empty validation split: exit 2, one line naming the folder, no run folder."""
+    base = ["train", "--base-filters", "4", "--depth", "2", "--patch-size", "16", "--epochs", "0"]
+    assert cli_main(base + ["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r1")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tmp_path / "nowhere") in err[0]
+    assert cli_main(base + ["--data", str(data_dir), "--val", "0", "--out", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {data_dir}: no validation case: use --val with at least one case"]
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
+
+
 def test_mirrored_step_matches_single_device():
     """One step on two logical CPU devices (tf.distribute.MirroredStrategy) equals the one-device step."""
     import os
