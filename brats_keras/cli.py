@@ -31,7 +31,8 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_convert(args) -> int:
-    from .convert import convert_folder
+    """Exit status 0: every case converted; 1: some failed and the rest were written; 2: nothing done."""
+    from .convert import ManifestWriteError, convert_folder
     from .io import BratsInputError
 
     try:
@@ -42,6 +43,9 @@ def cmd_convert(args) -> int:
     except (BratsInputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ManifestWriteError as exc:  # the cases written stay; a rerun finds them by their outputs
+        print(f"error: {exc}", file=sys.stderr)
+        return 1 if exc.manifest["cases"] else 2
     n_ok, n_fail = len(manifest["cases"]), len(manifest["failed"])
     print(f"converted {n_ok} case(s) into {args.output}; {len(manifest['dropped'])} dropped; {n_fail} failed")
     return 1 if n_fail else 0
@@ -206,25 +210,42 @@ def cmd_predict(args) -> int:
 
 # ----------------------------------------------------------------------------- evaluate
 def _add_evaluate(sub):
-    p = sub.add_parser("evaluate", help="BraTS scores (WT/TC/ET Dice, HD95, ...) of predicted label maps")
+    p = sub.add_parser(
+        "evaluate", help="BraTS scores (WT/TC/ET Dice, HD95, ...) of predicted label maps",
+        description="Exit status: 0 every truth case predicted and scored; 1 some cases failed or "
+                    "predictions were missing (the rest is scored and written); 2 unusable input "
+                    "(a folder not found, no predictions, no label maps): nothing written.")
     p.add_argument("--pred", required=True, help="folder of <case>.nii.gz predictions")
     p.add_argument("--truth", required=True, help="BraTS folder with _seg files, or folder of <case>.nii.gz")
     p.add_argument("--json")
     p.add_argument("--csv")
-    p.add_argument("--lesion-wise", action="store_true", help="also BraTS 2023 lesion-wise Dice and HD95")
+    p.add_argument("--lesion-wise", action="store_true",
+                   help="also BraTS 2023 lesion-wise Dice and HD95 (glioma settings: dilation 3, lesions over 50 mm^3)")
+    p.add_argument("--only-predicted", action="store_true",
+                   help="score only the cases that have a prediction (default: a truth case without one "
+                        "scores Dice 0 and HD95 373.13, as in BraTS)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_folder, format_table
+    from .io import BratsInputError
 
-    res = evaluate_folder(args.pred, args.truth, json_path=args.json, csv_path=args.csv,
-                          progress=not args.quiet, lesion_wise=args.lesion_wise)
+    try:
+        res = evaluate_folder(args.pred, args.truth, json_path=args.json, csv_path=args.csv,
+                              progress=not args.quiet, lesion_wise=args.lesion_wise,
+                              only_predicted=args.only_predicted)
+    except (BratsInputError, FileNotFoundError) as exc:  # bad input: one line, nothing written
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(format_table(res))
-    for msg in res.get("errors", {}).values():
+    for msg in res["errors"].values():
         print(f"FAILED {msg}", file=sys.stderr)
-    return 1 if res.get("errors") else 0
+    if res["missing"]:
+        print(f"MISSING {len(res['missing'])} prediction(s) in {args.pred}: {', '.join(res['missing'])}",
+              file=sys.stderr)
+    return 1 if res["errors"] or (res["missing"] and not args.only_predicted) else 0
 
 
 # ----------------------------------------------------------------------------- demo

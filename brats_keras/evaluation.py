@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .io import atomic_write_text
+from .io import BratsInputError, atomic_write_text
 from .labels import CLASS_NAMES, REGION_NAMES, classes_to_regions, labels_to_classes
 
 __all__ = [
     "HD95_EMPTY",
+    "LESION_HD95_MISS",
     "SCORE_NAMES",
     "REPORT_NAMES",
     "dice",
@@ -51,6 +52,8 @@ __all__ = [
 
 #: HD95 in mm given when exactly one of the two masks is empty (the BraTS value)
 HD95_EMPTY = 373.13
+#: lesion-wise HD95 in mm of a missed lesion or a false positive (the official BraTS 2023 value)
+LESION_HD95_MISS = 374.0
 #: per-region scores of :func:`region_scores`
 SCORE_NAMES = ("dice", "hd95", "sensitivity", "specificity")
 #: the report's Table 4 columns, from :func:`report_scores`
@@ -316,56 +319,112 @@ def report_scores(pred_classes, true_classes) -> dict:
     return scores
 
 
-def lesion_wise_scores(pred_classes, true_classes, spacing=None, connectivity: int = 3) -> dict:
-    """Lesion-wise Dice and HD95 of WT, TC and ET, in the spirit of BraTS 2023.
+def _grown_box(box, grow: int, shape) -> tuple[slice, ...]:
+    return tuple(slice(max(s.start - grow, 0), min(s.stop + grow, n)) for s, n in zip(box, shape))
 
-    Per region, the truth and the prediction are split into connected components
-    (26-connectivity). Each true lesion is matched to every predicted component that
-    overlaps it; its Dice and HD95 are those of the lesion against the union of these
-    components (a lesion nothing overlaps scores Dice 0, HD95 ``HD95_EMPTY``). Each
-    predicted component that overlaps no true lesion is a false positive and also
-    scores Dice 0, HD95 ``HD95_EMPTY``. The region's score is the mean over true
-    lesions and false positives; no lesion on either side scores Dice 1, HD95 0.
 
-    Simpler than the official BraTS 2023 code: no dilation of the true lesions before
-    matching, and no minimum lesion size.
+def lesion_wise_scores(
+    pred_classes,
+    true_classes,
+    spacing=None,
+    connectivity: int = 3,
+    dilation: int = 3,
+    min_volume: float = 50.0,
+) -> dict:
+    """Lesion-wise Dice and HD95 of WT, TC and ET, as the BraTS 2023 glioma challenge scores them.
+
+    Per region, following the official BraTS 2023 lesion-wise metric:
+
+    1. The prediction is split into 26-connected components.
+    2. True lesions: the true mask is dilated ``dilation`` times with the 18-neighbour
+       structure (the 3 x 3 x 3 cube without its corners); each 26-connected component of
+       the dilated mask is one lesion, made of the true voxels inside it. True islands
+       close to one another (a gap of up to ``2 * dilation`` voxels along an axis) are
+       one lesion. The true voxels themselves are never changed.
+    3. Matching: a predicted component belongs to a lesion when it touches the lesion
+       dilated the same way. The lesion's Dice and HD95 are those of the lesion against
+       the union of its whole predicted components; a lesion no component touches scores
+       Dice 0 and HD95 ``LESION_HD95_MISS`` (374).
+    4. Small lesions: a lesion of ``min_volume`` mm^3 or less (voxel count times voxel
+       volume) is left out of the score, found or not, and the components that touch it
+       are not false positives.
+    5. False positives: each predicted component that touches no lesion (small ones
+       included) scores Dice 0 and HD95 374.
+    6. The region's score is the mean over the lesions above ``min_volume`` and the false
+       positives; with neither, Dice 1 and HD95 0.
+
+    One difference from the official code remains: a lesion's HD95 is :func:`hd95`
+    (medpy's definition: the 95th percentile of the surface distances of both ways,
+    pooled), where the official code takes DeepMind's ``surface-distance`` robust
+    Hausdorff (the larger of the two one-way 95th percentiles, weighted by surface-element
+    area). Dice, the lesions, matches, false positives and the 374 penalties are the same.
+
+    ``dilation=0, min_volume=0`` gives the simpler definition of earlier versions: a
+    component matches a lesion only by overlapping it, and every lesion counts.
+
+    Saluja et al., BraTS 2023 lesion-wise performance metrics (BraTS-GLI: ``dilation=3``,
+    ``min_volume=50``; BraTS-MEN: 1 and 50; BraTS-MET: 1 and 2).
 
     Args:
         pred_classes, true_classes: class maps ``(D, H, W)`` with values 0..3.
-        spacing: voxel size in mm per axis; ``None`` is 1 mm.
+        spacing: voxel size in mm per axis; ``None`` is 1 mm. Used by HD95 and for the
+            lesion volumes; the dilation counts voxels, as in the official code.
         connectivity: of the surface used by :func:`hd95`.
+        dilation: dilation iterations that group true islands and reach predicted ones.
+        min_volume: lesions of this volume in mm^3 or less are not scored.
     Returns:
-        ``{"WT": {"dice", "hd95", "n_lesions", "n_false_positives"}, "TC": ..., "ET": ...}``.
+        ``{"WT": {"dice", "hd95", "n_lesions", "n_missed", "n_false_positives"}, "TC": ...,
+        "ET": ...}``; ``n_lesions`` counts the lesions above ``min_volume``, ``n_missed``
+        those of them that no component touches.
     """
+    if int(dilation) != dilation or dilation < 0:
+        raise ValueError(f"dilation must be a whole number >= 0, got {dilation}")
+    if min_volume < 0:
+        raise ValueError(f"min_volume must be >= 0, got {min_volume}")
+    dilation = int(dilation)
     pred, true = _classes_pair(pred_classes, true_classes)
-    box = _tumor_box(pred, true)
-    if box is not None:
+    spacing = _spacing(spacing, pred.ndim)
+    voxel_volume = float(np.prod(spacing))
+    tumor = (pred > 0) | (true > 0)
+    if tumor.any():  # every mask and every dilation stays inside this box
+        box = _bounding_box(tumor, margin=dilation + 1)
         pred, true = pred[box], true[box]
     pred_regions = classes_to_regions(pred)
     true_regions = classes_to_regions(true)
-    structure = np.ones((3,) * pred.ndim, dtype=bool)
+    full = np.ones((3,) * pred.ndim, dtype=bool)
+    grow = ndimage.generate_binary_structure(pred.ndim, 2)
     scores = {}
     for i, region in enumerate(REGION_NAMES):
-        true_lab, n_true = ndimage.label(true_regions[..., i], structure=structure)
-        pred_lab, n_pred = ndimage.label(pred_regions[..., i], structure=structure)
+        truth = true_regions[..., i]
+        pred_lab, n_pred = ndimage.label(pred_regions[..., i], structure=full)
+        if dilation:
+            grown = ndimage.binary_dilation(truth, structure=grow, iterations=dilation)
+            grown_lab, n_true = ndimage.label(grown, structure=full)
+            true_lab = np.where(truth, grown_lab, 0)
+        else:
+            true_lab, n_true = ndimage.label(truth, structure=full)
         true_boxes = ndimage.find_objects(true_lab)
         pred_boxes = ndimage.find_objects(pred_lab)
-        dices, hds = [], []
         matched = np.zeros(n_pred + 1, dtype=bool)
+        dices, hds, n_missed = [], [], 0
         for lesion_id in range(1, n_true + 1):
-            box = true_boxes[lesion_id - 1]
-            lesion_in_box = true_lab[box] == lesion_id
-            ids = np.unique(pred_lab[box][lesion_in_box])
+            reach_box = _grown_box(true_boxes[lesion_id - 1], dilation, truth.shape)
+            lesion = true_lab[reach_box] == lesion_id
+            reach = ndimage.binary_dilation(lesion, structure=grow, iterations=dilation) if dilation else lesion
+            ids = np.unique(pred_lab[reach_box][reach])
             ids = ids[ids > 0]
+            matched[ids] = True
+            if np.count_nonzero(lesion) * voxel_volume <= min_volume:
+                continue
             if ids.size == 0:
                 dices.append(0.0)
-                hds.append(HD95_EMPTY)
+                hds.append(LESION_HD95_MISS)
+                n_missed += 1
                 continue
-            matched[ids] = True
-            # the box holding the lesion and all its matched components: outside it both
-            # masks are empty, so scores on the box equal scores on the volume
-            starts = [s.start for s in box]
-            stops = [s.stop for s in box]
+            # the box holding the lesion and its whole components: outside it both masks
+            # are empty, so scores on the box equal scores on the volume
+            starts = [s.start for s in true_boxes[lesion_id - 1]]
+            stops = [s.stop for s in true_boxes[lesion_id - 1]]
             for j in ids:
                 for axis, s in enumerate(pred_boxes[j - 1]):
                     starts[axis] = min(starts[axis], s.start)
@@ -377,11 +436,12 @@ def lesion_wise_scores(pred_classes, true_classes, spacing=None, connectivity: i
             hds.append(hd95(found, lesion, spacing, connectivity))
         n_fp = int(n_pred - np.count_nonzero(matched[1:]))
         dices.extend([0.0] * n_fp)
-        hds.extend([HD95_EMPTY] * n_fp)
+        hds.extend([LESION_HD95_MISS] * n_fp)
         scores[region] = {
             "dice": float(np.mean(dices)) if dices else 1.0,
             "hd95": float(np.mean(hds)) if hds else 0.0,
-            "n_lesions": int(n_true),
+            "n_lesions": len(dices) - n_fp,
+            "n_missed": n_missed,
             "n_false_positives": n_fp,
         }
     return scores
@@ -443,10 +503,30 @@ def _case_scores(pred_path: Path, truth_path: Path, lesion_wise: bool) -> dict:
         raise ValueError(f"{pred_path}: {exc}") from exc
     if pred.shape != true.shape:
         raise ValueError(f"{pred_path}: shape {pred.shape} differs from the truth's {true.shape}")
+    return _scores(pred, true, spacing, lesion_wise)
+
+
+def _scores(pred: np.ndarray, true: np.ndarray, spacing, lesion_wise: bool) -> dict:
     scores = region_scores(pred, true, spacing)
     scores["report"] = report_scores(pred, true)
     if lesion_wise:
         scores["lesion_wise"] = lesion_wise_scores(pred, true, spacing)
+    return scores
+
+
+def _missing_scores(truth_path: Path, lesion_wise: bool) -> dict:
+    """Scores of a truth case without a prediction: the BraTS rule, Dice 0 and HD95 373.13.
+
+    Every region gets Dice 0 and HD95 ``HD95_EMPTY`` (lesion-wise: Dice 0, HD95 374),
+    even a region the truth does not have; the other scores are those of an empty
+    prediction (all background).
+    """
+    true, spacing = _read_classes(truth_path)
+    scores = _scores(np.zeros_like(true), true, spacing, lesion_wise)
+    for region in REGION_NAMES:
+        scores[region].update(dice=0.0, hd95=HD95_EMPTY)
+        if lesion_wise:
+            scores["lesion_wise"][region].update(dice=0.0, hd95=LESION_HD95_MISS)
     return scores
 
 
@@ -496,16 +576,24 @@ def evaluate_folder(
     csv_path=None,
     progress: bool = True,
     lesion_wise: bool = False,
+    only_predicted: bool = False,
 ) -> dict:
-    """Score every predicted case of a folder against its label map.
+    """Score the predictions of a folder against every label map of the truth folder.
 
     Predictions are ``pred_dir/<case>.nii.gz`` label maps (2021 or 2023 labels).
     The truth is either a folder of ``<case>.nii.gz`` label maps or a BraTS folder of
     cases (``<case>/<case>_seg.nii.gz``; :func:`brats_keras.io.find_cases` where it
-    exists). Label maps are read with nibabel as stored (never as float64), converted
-    with ``labels_to_classes(convention="auto")``; spacing comes from the truth's zooms.
+    exists); every case with a label map there is a truth case. Label maps are read
+    with nibabel as stored (never as float64), converted with
+    ``labels_to_classes(convention="auto")``; spacing comes from the truth's zooms.
 
-    A case missing on either side, or one that cannot be read, gets a one-line
+    A truth case without a prediction is listed under ``"missing"`` and, as BraTS
+    does, scored Dice 0 and HD95 373.13 in every region (lesion-wise: 0 and 374; its
+    other scores are those of an empty prediction), so the mean and median cover
+    every truth case. With ``only_predicted=True`` it is listed but not scored, and
+    the means cover the predicted cases only.
+
+    A prediction without a label map, or a case that cannot be read, gets a one-line
     message under ``"errors"`` naming the case and the file; the other cases are
     still scored.
 
@@ -516,37 +604,59 @@ def evaluate_folder(
             has one row per case, then ``mean`` and ``median`` rows.
         progress: show a tqdm progress bar.
         lesion_wise: also compute :func:`lesion_wise_scores` (key ``"lesion_wise"``).
+        only_predicted: score only the cases that have a prediction.
     Returns:
         ``{"cases": {case: {"WT": {"dice", "hd95", "sensitivity", "specificity"},
         "TC": ..., "ET": ..., "report": {accuracy, precision, recall, mean_dice,
         dice_NCR, dice_ED, dice_ET}}}, "mean": {...}, "median": {...},
-        "errors": {case: message}}``.
+        "missing": [case, ...], "errors": {case: message}}``.
+    Raises:
+        FileNotFoundError when a folder does not exist; BratsInputError (a ValueError)
+        when the prediction folder holds no ``<case>.nii.gz`` or the truth folder no
+        label map. Nothing is written then.
     """
     from tqdm.auto import tqdm
 
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     for name, folder in (("prediction", pred_dir), ("truth", truth_dir)):
-        if not folder.is_dir():
+        if not folder.exists():
             raise FileNotFoundError(f"{name} folder not found: {folder}")
+        if not folder.is_dir():
+            raise BratsInputError(f"{name} folder is not a folder: {folder}")
     preds = _case_files(pred_dir)
+    if not preds:
+        raise BratsInputError(f"no predictions (<case>{_NII}) in {pred_dir}")
     truth = _find_truth(truth_dir, preds)
-    cases, errors = {}, {}
+    if not any(path is not None for path in truth.values()):
+        raise BratsInputError(
+            f"no label maps (<case>/<case>_seg{_NII} or <case>{_NII}) in {truth_dir}"
+        )
+    cases, errors, missing = {}, {}, []
     for case in tqdm(sorted(set(preds) | set(truth)), desc="evaluate", disable=not progress):
         if case not in preds:
-            errors[case] = f"{case}: prediction missing: {pred_dir / (case + _NII)}"
+            if truth[case] is None:  # a case folder without a label map: not a truth case
+                continue
+            missing.append(case)
+            if only_predicted:
+                continue
         elif truth.get(case) is None:
             errors[case] = f"{case}: label map missing in {truth_dir} for {preds[case]}"
-        else:
-            try:
+            continue
+        try:
+            if case in preds:
                 cases[case] = _case_scores(preds[case], truth[case], lesion_wise)
-            except Exception as exc:
-                message = " ".join(str(exc).split())
-                errors[case] = f"{case}: {message}"
+            else:
+                cases[case] = _missing_scores(truth[case], lesion_wise)
+        except Exception as exc:
+            message = " ".join(str(exc).split())
+            errors[case] = f"{case}: {message}"
     scored = list(cases.values())
     results = {
         "cases": cases,
         "mean": _aggregate(scored, np.mean),
         "median": _aggregate(scored, np.median),
+        "missing": missing,
+        "only_predicted": bool(only_predicted),
         "errors": errors,
     }
     if json_path is not None:
@@ -558,8 +668,8 @@ def evaluate_folder(
 
 def format_table(results: dict) -> str:
     """A compact text table of :func:`evaluate_folder` results: Dice and HD95 per region per case,
-    the report's mean Dice over the classes NCR, ED, ET ("class Dice"), then the mean and median rows
-    and the errors."""
+    the report's mean Dice over the classes NCR, ED, ET ("class Dice"), then the mean and median rows,
+    the missing predictions and the errors."""
     rows = list(results.get("cases", {}).items())
     rows += [(name, results[name]) for name in ("mean", "median") if results.get(name)]
     width = max([len("case")] + [len(case) for case, _ in rows])
@@ -568,6 +678,7 @@ def format_table(results: dict) -> str:
         f"{'HD95 WT':>7} {'TC':>6} {'ET':>6}  {'class Dice':>10}"
     )
     lines = [head, "-" * len(head)]
+    missing = results.get("missing", [])
     for i, (case, s) in enumerate(rows):
         if i == len(results.get("cases", {})) and i > 0:
             lines.append("-" * len(head))
@@ -575,7 +686,15 @@ def format_table(results: dict) -> str:
             f"{case:<{width}}  {s['WT']['dice']:>7.4f} {s['TC']['dice']:>6.4f} {s['ET']['dice']:>6.4f}  "
             f"{s['WT']['hd95']:>7.2f} {s['TC']['hd95']:>6.2f} {s['ET']['hd95']:>6.2f}  "
             f"{s['report']['mean_dice']:>10.4f}"
+            + ("  (no prediction)" if i < len(results.get("cases", {})) and case in missing else "")
         )
+    if missing:
+        how = (
+            "left out of the mean and median (only predicted cases scored)"
+            if results.get("only_predicted")
+            else f"each scored Dice 0 and HD95 {HD95_EMPTY} in every region"
+        )
+        lines.append(f"missing: {len(missing)} prediction(s), {how}: {', '.join(missing)}")
     for message in results.get("errors", {}).values():
         lines.append(f"error: {message}")
     return "\n".join(lines)

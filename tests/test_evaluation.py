@@ -12,6 +12,7 @@ from scipy import ndimage
 
 from brats_keras.evaluation import (
     HD95_EMPTY,
+    LESION_HD95_MISS,
     dice,
     evaluate_folder,
     format_table,
@@ -217,6 +218,49 @@ def test_region_and_report_scores_of_a_real_case(real_regions):
     assert report["dice_ET"] == pytest.approx(scores["ET"]["dice"])
 
 
+def test_lesion_wise_on_a_real_label_map(real_regions):
+    """Properties of the official definition that must hold on a real case.
+
+    Brats18_2013_11_1 has 54 ET islands (3 WT islands): the dilation makes each region one lesion.
+    """
+    classes, spacing = real_regions["Brats18_2013_11_1"]
+    assert np.prod(spacing) == 1.0
+    perfect = lesion_wise_scores(classes, classes, spacing)
+    assert perfect == {r: {"dice": 1.0, "hd95": 0.0, "n_lesions": 1, "n_missed": 0, "n_false_positives": 0}
+                       for r in REGION_NAMES}
+    simplified = lesion_wise_scores(classes, classes, spacing, dilation=0, min_volume=0)
+    assert [simplified[r]["n_lesions"] for r in REGION_NAMES] == [3, 14, 54]
+
+    # one lesion and every predicted component near it: the lesion-wise scores are the legacy ones
+    eroded = np.where(ndimage.binary_erosion(classes > 0), classes, 0)
+    lesion, legacy = lesion_wise_scores(eroded, classes, spacing), region_scores(eroded, classes, spacing)
+    for region in REGION_NAMES:
+        assert lesion[region]["n_false_positives"] == 0
+        assert lesion[region]["dice"] == pytest.approx(legacy[region]["dice"], abs=1e-12)
+        assert lesion[region]["hd95"] == pytest.approx(legacy[region]["hd95"], abs=1e-12)
+
+    # one edema voxel 2 voxels off the tumor (axis-aligned, no tumor voxel among its 26 neighbours)
+    # is its own component within reach of the lesion: not a false positive, WT Dice 2n / (2n + 1)
+    distance = ndimage.distance_transform_edt(classes == 0)
+    near = tuple(np.argwhere(distance == 2.0)[0])
+    # an edema voxel at least 5 voxels away is out of reach of the 18-neighbour dilation (at most
+    # 4.25 voxels): a false positive, WT Dice (1 + 0) / 2 and HD95 (0 + 374) / 2
+    far = tuple(np.argwhere(distance >= 5.0)[0])
+    n = np.count_nonzero(classes)
+    for voxel, expected in ((near, {"dice": 2 * n / (2 * n + 1), "n_false_positives": 0}),
+                            (far, {"dice": 0.5, "hd95": LESION_HD95_MISS / 2, "n_false_positives": 1})):
+        pred = classes.copy()
+        pred[voxel] = 2
+        scores = lesion_wise_scores(pred, classes, spacing)
+        assert {k: scores["WT"][k] for k in expected} == pytest.approx(expected), voxel
+        assert scores["ET"] == perfect["ET"]  # edema is not ET
+
+    # nothing predicted: every lesion missed
+    empty = lesion_wise_scores(np.zeros_like(classes), classes, spacing)
+    assert empty == {r: {"dice": 0.0, "hd95": LESION_HD95_MISS, "n_lesions": 1, "n_missed": 1,
+                         "n_false_positives": 0} for r in REGION_NAMES}
+
+
 # ----------------------------------------------------------------------- class maps
 
 
@@ -236,7 +280,8 @@ def test_report_scores_known_values():
     )
 
 
-def test_lesion_wise_known_values():
+def test_lesion_wise_simplified_known_values():
+    # dilation=0, min_volume=0: the earlier definition (overlap matching, every lesion counted)
     shape = (20, 12, 12)
     true = np.zeros(shape, np.uint8)
     true[1:4, 1:4, 1:4] = 2  # lesion A, found exactly
@@ -244,12 +289,130 @@ def test_lesion_wise_known_values():
     pred = np.zeros(shape, np.uint8)
     pred[1:4, 1:4, 1:4] = 2
     pred[15:17, 8:10, 8:10] = 2  # a false positive
-    wt = lesion_wise_scores(pred, true)["WT"]
+    wt = lesion_wise_scores(pred, true, dilation=0, min_volume=0)["WT"]
     assert wt == pytest.approx(
-        {"dice": (1 + 0 + 0) / 3, "hd95": (0 + 2 * HD95_EMPTY) / 3, "n_lesions": 2, "n_false_positives": 1}
+        {"dice": (1 + 0 + 0) / 3, "hd95": (0 + 2 * LESION_HD95_MISS) / 3, "n_lesions": 2, "n_missed": 1,
+         "n_false_positives": 1}
     )
     # no TC / ET anywhere: perfect by convention
-    assert lesion_wise_scores(pred, true)["ET"] == {"dice": 1.0, "hd95": 0.0, "n_lesions": 0, "n_false_positives": 0}
+    assert lesion_wise_scores(pred, true)["ET"] == {
+        "dice": 1.0, "hd95": 0.0, "n_lesions": 0, "n_missed": 0, "n_false_positives": 0}
+    # official settings: the 6 empty slices between A and B are bridged by the dilations, so
+    # A and B are one 54-voxel lesion (over the 50 voxel minimum), half found: Dice 2 * 27 / (27 + 54);
+    # the false positive is at offset (3, 5, 5) from B: out of reach, still false
+    official = lesion_wise_scores(pred, true)["WT"]
+    assert official == pytest.approx(
+        {"dice": (2 / 3 + 0) / 2, "hd95": (hd95(pred[:14] > 0, true[:14] > 0) + LESION_HD95_MISS) / 2,
+         "n_lesions": 1, "n_missed": 0, "n_false_positives": 1}
+    )
+
+
+def box_map(shape, *boxes, value=2):
+    """A class map with ``value`` in each box given as (start, stop) tuples per axis."""
+    out = np.zeros(shape, np.uint8)
+    for box in boxes:
+        out[tuple(slice(a, b) for a, b in box)] = value
+    return out
+
+
+A = ((1, 5), (2, 6), (2, 6))  # a 4 x 4 x 4 cube, 64 voxels (over the 50 voxel minimum)
+
+
+@pytest.mark.parametrize(
+    "gap,expected",
+    [
+        # A dilated 3 times reaches x = 7, B (from x = 11) reaches x = 8: the dilations touch,
+        # so A and B are one 128-voxel lesion, half predicted: Dice 2 * 64 / (64 + 128)
+        (6, {"dice": 2 / 3, "n_lesions": 1, "n_missed": 0}),
+        # B from x = 12 reaches x = 9, x = 8 stays empty: two lesions, B missed
+        (7, {"dice": 0.5, "hd95": LESION_HD95_MISS / 2, "n_lesions": 2, "n_missed": 1}),
+    ],
+)
+def test_lesion_wise_groups_true_islands_whose_dilations_touch(gap, expected):
+    b = ((5 + gap, 9 + gap), (2, 6), (2, 6))
+    true = box_map((30, 8, 8), A, b)
+    pred = box_map((30, 8, 8), A)
+    wt = lesion_wise_scores(pred, true)["WT"]
+    if gap == 6:
+        expected = dict(expected, hd95=hd95(pred > 0, true > 0))
+    assert wt == pytest.approx(dict(expected, n_false_positives=0))
+    # without dilation they are always two lesions
+    assert lesion_wise_scores(pred, true, dilation=0)["WT"]["n_lesions"] == 2
+
+
+@pytest.mark.parametrize(
+    "offset,matched",
+    [
+        # from the cube's corner voxel (8, 8, 8): 3 steps of the 18-neighbour structure reach
+        # offsets with each coordinate <= 3 and a sum <= 6
+        ((3, 2, 1), True),
+        ((2, 2, 2), True),
+        ((3, 3, 0), True),
+        ((3, 3, 1), False),  # sum 7; the 26-neighbour cube would reach it
+        ((4, 0, 0), False),
+    ],
+)
+def test_lesion_wise_reach_of_the_dilation(offset, matched):
+    cube_box = ((5, 9), (5, 9), (5, 9))
+    true = box_map((16, 16, 16), cube_box)
+    voxel = tuple((8 + d, 9 + d) for d in offset)
+    pred = box_map((16, 16, 16), voxel)
+    wt = lesion_wise_scores(pred, true)["WT"]
+    if matched:  # the lone voxel is the lesion's prediction: Dice 0, its HD95, no false positive
+        expected = {"dice": 0.0, "hd95": hd95(pred > 0, true > 0), "n_lesions": 1, "n_missed": 0,
+                    "n_false_positives": 0}
+    else:  # the lesion is missed and the voxel is a false positive
+        expected = {"dice": 0.0, "hd95": LESION_HD95_MISS, "n_lesions": 1, "n_missed": 1,
+                    "n_false_positives": 1}
+    assert wt == pytest.approx(expected)
+
+
+def test_lesion_wise_small_lesions_are_not_scored():
+    small = ((20, 23), (2, 5), (2, 5))  # 27 voxels, far from A
+    true = box_map((30, 8, 8), A, small)
+    found = lesion_wise_scores(box_map((30, 8, 8), A, small), true)["WT"]
+    missed = lesion_wise_scores(box_map((30, 8, 8), A), true)["WT"]
+    # found or missed, the small lesion does not count; when found, it is no false positive
+    for scores in (found, missed):
+        assert scores == {"dice": 1.0, "hd95": 0.0, "n_lesions": 1, "n_missed": 0, "n_false_positives": 0}
+    # the same small lesion with min_volume=0 counts
+    assert lesion_wise_scores(box_map((30, 8, 8), A), true, min_volume=0)["WT"] == pytest.approx(
+        {"dice": 0.5, "hd95": LESION_HD95_MISS / 2, "n_lesions": 2, "n_missed": 1, "n_false_positives": 0})
+
+
+@pytest.mark.parametrize(
+    "spacing,expected",
+    [
+        # 50 voxels of 1 mm^3: 50 mm^3 is not over the minimum, nothing to score
+        (None, {"dice": 1.0, "hd95": 0.0, "n_lesions": 0, "n_missed": 0, "n_false_positives": 0}),
+        # the same voxels of 2 mm^3: 100 mm^3, a lesion, missed
+        ((2.0, 1.0, 1.0), {"dice": 0.0, "hd95": LESION_HD95_MISS, "n_lesions": 1, "n_missed": 1,
+                           "n_false_positives": 0}),
+    ],
+)
+def test_lesion_wise_minimum_volume_is_in_cubic_mm(spacing, expected):
+    true = box_map((12, 12, 12), ((2, 7), (2, 7), (2, 4)))  # 5 x 5 x 2 = 50 voxels
+    pred = np.zeros_like(true)
+    assert lesion_wise_scores(pred, true, spacing)["WT"] == expected
+
+
+def test_lesion_wise_empty_regions():
+    empty = np.zeros((12, 12, 12), np.uint8)
+    two_blobs = box_map((12, 12, 12), ((0, 2), (0, 2), (0, 2)), ((9, 11), (9, 11), (9, 11)))
+    assert lesion_wise_scores(empty, empty)["WT"] == {
+        "dice": 1.0, "hd95": 0.0, "n_lesions": 0, "n_missed": 0, "n_false_positives": 0}
+    assert lesion_wise_scores(two_blobs, empty)["WT"] == {
+        "dice": 0.0, "hd95": LESION_HD95_MISS, "n_lesions": 0, "n_missed": 0, "n_false_positives": 2}
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"dilation": -1}, "dilation must be a whole number >= 0"),
+    ({"dilation": 1.5}, "dilation must be a whole number >= 0"),
+    ({"min_volume": -1}, "min_volume must be >= 0"),
+])
+def test_lesion_wise_bad_settings(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        lesion_wise_scores(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), **kwargs)
 
 
 def test_lesion_wise_merges_the_components_that_overlap_a_lesion():
@@ -258,7 +421,7 @@ def test_lesion_wise_merges_the_components_that_overlap_a_lesion():
     pred = true.copy()
     pred[5:7] = 0  # split in two predicted components, 6 of 8 slices
     et = lesion_wise_scores(pred, true, spacing=(2.0, 1.0, 1.0))["ET"]
-    assert et["n_lesions"] == 1 and et["n_false_positives"] == 0
+    assert et["n_lesions"] == 1 and et["n_false_positives"] == 0 and et["n_missed"] == 0
     assert et["dice"] == pytest.approx(2 * 6 / (8 + 6))
     assert et["hd95"] == pytest.approx(hd95(pred == 3, true == 3, (2.0, 1.0, 1.0)))
 
@@ -290,11 +453,13 @@ def folders(tmp_path):
 def test_evaluate_folder_round_trip(folders, tmp_path):
     truth, preds = folders
     json_path, csv_path = tmp_path / "out" / "scores.json", tmp_path / "out" / "scores.csv"
-    results = evaluate_folder(preds, truth, json_path=json_path, csv_path=csv_path, progress=False)
+    results = evaluate_folder(preds, truth, json_path=json_path, csv_path=csv_path, progress=False,
+                              only_predicted=True)
 
-    assert set(results) == {"cases", "mean", "median", "errors"}
+    assert set(results) == {"cases", "mean", "median", "missing", "only_predicted", "errors"}
     assert set(results["cases"]) == {"case_a", "case_b"}
-    assert results["errors"] == {"case_c": f"case_c: prediction missing: {preds / 'case_c.nii.gz'}"}
+    assert results["missing"] == ["case_c"] and results["only_predicted"] is True
+    assert results["errors"] == {}
     a, b = results["cases"]["case_a"], results["cases"]["case_b"]
     assert set(a) == {"WT", "TC", "ET", "report"}
     assert a["WT"] == {"dice": 1.0, "hd95": 0.0, "sensitivity": 1.0, "specificity": 1.0}
@@ -318,7 +483,39 @@ def test_evaluate_folder_round_trip(folders, tmp_path):
 
     table = format_table(results)
     assert "case_a" in table and "mean" in table and "median" in table
-    assert "error: case_c: prediction missing" in table
+    assert table.splitlines()[-1] == (
+        "missing: 1 prediction(s), left out of the mean and median (only predicted cases scored): case_c")
+
+
+def test_evaluate_folder_scores_a_missing_prediction_as_brats_does(tmp_path):
+    """Three truth cases, two predicted exactly, one missing: mean Dice (1 + 1 + 0) / 3."""
+    truth, preds = tmp_path / "truth", tmp_path / "preds"
+    truth.mkdir()
+    preds.mkdir()
+    for case in ("case_a", "case_b", "case_c"):
+        write_nifti(truth / f"{case}.nii.gz", make_labels())
+    for case in ("case_a", "case_b"):
+        write_nifti(preds / f"{case}.nii.gz", make_labels())
+    results = evaluate_folder(preds, truth, progress=False, lesion_wise=True)
+    assert results["missing"] == ["case_c"] and results["errors"] == {}
+    assert set(results["cases"]) == {"case_a", "case_b", "case_c"}
+    c = results["cases"]["case_c"]
+    for region in REGION_NAMES:
+        assert c[region]["dice"] == 0.0 and c[region]["hd95"] == HD95_EMPTY
+        assert c[region]["sensitivity"] == 0.0 and c[region]["specificity"] == 1.0  # an empty prediction's
+        assert c["lesion_wise"][region]["dice"] == 0.0 and c["lesion_wise"][region]["hd95"] == LESION_HD95_MISS
+        assert results["mean"][region]["dice"] == pytest.approx((1 + 1 + 0) / 3)
+        assert results["mean"][region]["hd95"] == pytest.approx((0 + 0 + HD95_EMPTY) / 3)
+        assert results["median"][region]["dice"] == 1.0
+    assert results["mean"]["lesion_wise"]["WT"]["hd95"] == pytest.approx(LESION_HD95_MISS / 3)
+    table = format_table(results)
+    assert "case_c" in table and "(no prediction)" in table
+    assert table.splitlines()[-1] == (
+        f"missing: 1 prediction(s), each scored Dice 0 and HD95 {HD95_EMPTY} in every region: case_c")
+
+    only = evaluate_folder(preds, truth, progress=False, only_predicted=True)
+    assert only["missing"] == ["case_c"] and set(only["cases"]) == {"case_a", "case_b"}
+    assert only["mean"]["WT"]["dice"] == 1.0
 
 
 def test_evaluate_folder_errors_keep_the_rest(folders):
@@ -353,6 +550,52 @@ def test_evaluate_folder_with_brats_case_folders(tmp_path):
 def test_evaluate_folder_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="prediction folder not found"):
         evaluate_folder(tmp_path / "nope", tmp_path, progress=False)
+
+
+def run_cli(argv, capsys):
+    from brats_keras.cli import main
+
+    status = main(["evaluate", "--quiet", *[str(a) for a in argv]])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.mark.parametrize("which", ["pred missing", "truth missing", "pred empty", "truth without label maps",
+                                   "pred is a file"])
+def test_cli_evaluate_bad_input_is_one_line_and_exit_2(folders, tmp_path, capsys, which):
+    truth, preds = folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    json_path = tmp_path / "out" / "scores.json"
+    pred_arg, truth_arg, message = {
+        "pred missing": (tmp_path / "nope", truth, f"prediction folder not found: {tmp_path / 'nope'}"),
+        "truth missing": (preds, tmp_path / "nope", f"truth folder not found: {tmp_path / 'nope'}"),
+        "pred empty": (empty, truth, f"no predictions (<case>.nii.gz) in {empty}"),
+        "truth without label maps": (preds, empty, "no label maps (<case>/<case>_seg.nii.gz or <case>.nii.gz) "
+                                                   f"in {empty}"),
+        "pred is a file": (preds / "case_a.nii.gz", truth,
+                           f"prediction folder is not a folder: {preds / 'case_a.nii.gz'}"),
+    }[which]
+    status, out, err = run_cli(["--pred", pred_arg, "--truth", truth_arg, "--json", json_path], capsys)
+    assert status == 2
+    assert err == f"error: {message}\n"
+    assert out == "" and not json_path.parent.exists()
+
+
+def test_cli_evaluate_exit_status_with_a_missing_prediction(folders, tmp_path, capsys):
+    truth, preds = folders  # case_c has no prediction
+    json_path = tmp_path / "scores.json"
+    status, out, err = run_cli(["--pred", preds, "--truth", truth, "--json", json_path], capsys)
+    assert status == 1  # scored and written, but not every truth case was predicted
+    assert f"MISSING 1 prediction(s) in {preds}: case_c" in err
+    assert "missing: 1 prediction(s), each scored Dice 0" in out
+    assert json.loads(json_path.read_text())["missing"] == ["case_c"]
+    status, out, err = run_cli(["--pred", preds, "--truth", truth, "--only-predicted"], capsys)
+    assert status == 0  # asked for the predicted cases only
+    assert "left out of the mean and median" in out
+    write_nifti(preds / "case_c.nii.gz", make_labels())
+    status, out, err = run_cli(["--pred", preds, "--truth", truth], capsys)
+    assert status == 0 and err == "" and "missing" not in out
 
 
 def test_evaluation_does_not_import_keras():
