@@ -11,6 +11,7 @@ numpy and nibabel only: no deep-learning framework is imported here.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -44,6 +45,8 @@ class Case:
         images: canonical modality name -> path.
         seg: path of the label map, or None (test / validation data).
         layout: ``"2021"``, ``"2023"`` or ``"plain"``.
+        ambiguous: modality name or ``"seg"`` -> every file found for it, where there is more than one
+            (``_flair.nii.gz`` beside ``_FLAIR.nii.gz`` or ``_flair.nii``); reading it raises BratsInputError.
     """
 
     case_id: str
@@ -51,15 +54,25 @@ class Case:
     images: dict = field(default_factory=dict)
     seg: Path | None = None
     layout: str = "2021"
+    ambiguous: dict = field(default_factory=dict)
 
     @property
     def label_convention(self) -> str:
         """The label convention files of this case use: ``"2021"`` (ET = 4) or ``"2023"`` (ET = 3)."""
         return "2021" if self.layout == "2021" else "2023"
 
+    def check(self, keys) -> None:
+        """Raise BratsInputError naming the files when one of ``keys`` (modalities or ``"seg"``) has two files."""
+        for key in keys:
+            key = key if key == "seg" else canonical_modality(key)
+            if key in self.ambiguous:
+                names = " and ".join(p.name for p in self.ambiguous[key])
+                raise BratsInputError(f"{self.folder}: case {self.case_id} has two {key} files, {names}: keep one")
+
     def path(self, modality: str) -> Path:
-        """Path of one modality (either vocabulary); BratsInputError if the case lacks it."""
+        """Path of one modality (either vocabulary); BratsInputError if the case lacks it or has two files for it."""
         mod = canonical_modality(modality)
+        self.check([mod])
         if mod not in self.images:
             have = ", ".join(sorted(self.images)) or "none"
             raise BratsInputError(f"{self.case_id}: missing modality {mod} in {self.folder} (found: {have})")
@@ -94,7 +107,9 @@ def find_cases(root, require_seg: bool = False) -> list[Case]:
         root: a folder of cases, one case folder, or a flat folder of prefixed files.
         require_seg: keep only cases that have a label map.
     Returns:
-        Cases sorted by case id.
+        Cases sorted by case id. Two files for one modality or label map of a case (``_flair.nii.gz``
+        and ``_FLAIR.nii.gz``, or ``.nii`` beside ``.nii.gz``) are listed in ``Case.ambiguous``:
+        reading that modality (``Case.path``, ``load_modalities``) raises BratsInputError naming both.
     Raises:
         BratsInputError if ``root`` does not exist.
     """
@@ -111,10 +126,15 @@ def find_cases(root, require_seg: bool = False) -> list[Case]:
                 continue
             case_id, key, layout = hit
             case = found.setdefault((folder, case_id), Case(case_id=case_id, folder=folder))
+            key = key if key == "seg" else canonical_modality(key)
+            first = case.seg if key == "seg" else case.images.get(key)
+            if first is not None:  # never pick one of two files silently
+                case.ambiguous.setdefault(key, [first]).append(folder / name)
+                continue
             if key == "seg":
                 case.seg = folder / name
             else:
-                case.images[canonical_modality(key)] = folder / name
+                case.images[key] = folder / name
                 if layout:
                     case.layout = layout
     cases = [c for c in found.values() if c.images]
@@ -275,31 +295,90 @@ def temp_path_for(path, suffix: str = ".tmp") -> Path:
 
 _tmp_path = temp_path_for
 
+#: the checksum of converted outputs: ``"sha256:<hex>"`` (``sha256sum FILE`` prints the same hex)
+CHECKSUM = "sha256"
 
-def atomic_save_npy(path, array: np.ndarray) -> None:
-    """Save an array to ``path`` through a temporary file and a rename (never half-written)."""
+
+def os_error_reason(exc: OSError) -> str:
+    """Why a read or write failed, in lower case: ``no space left on device``, ``read-only file system``."""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    return reason[:1].lower() + reason[1:]
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line ``<file>: <reason>`` for a failed read or write, e.g. ``out/images/c0.npy: no space left on device``."""
+    return f"{exc.filename}: {os_error_reason(exc)}" if exc.filename else os_error_reason(exc)
+
+
+def _name_target(exc: OSError, path: Path) -> OSError:
+    """Let an error met while writing ``path`` through a temporary file name ``path`` itself."""
+    exc.filename, exc.filename2 = str(path), None
+    return exc
+
+
+class _HashingWriter:
+    """The file ``np.save`` writes to: it hashes the bytes, and a failed write keeps its reason.
+
+    Given a real file, ``np.save`` calls ``ndarray.tofile``, whose failure says only
+    ``6291456 requested and 2090944 written``; through ``write`` the OSError carries errno and strerror.
+    """
+
+    def __init__(self, f):
+        self.f, self.hash = f, hashlib.new(CHECKSUM)
+
+    def write(self, data):
+        self.hash.update(data)
+        return self.f.write(data)
+
+
+def file_checksum(path) -> str:
+    """``"sha256:<hex>"`` of a file's bytes, as :func:`atomic_save_npy` returns it."""
+    with open(path, "rb") as f:
+        return f"{CHECKSUM}:{hashlib.file_digest(f, CHECKSUM).hexdigest()}"
+
+
+def atomic_save_npy(path, array: np.ndarray) -> str:
+    """Save an array to ``path`` through a temporary file and a rename (never half-written).
+
+    Returns:
+        the file's checksum, ``"sha256:<hex>"`` (hashed while writing: no second read).
+    Raises:
+        OSError naming ``path`` (not the temporary file) with its reason, e.g. no space left on device.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_path(path)
+    except OSError as exc:
+        raise _name_target(exc, path) from None
     try:
         with open(tmp, "wb") as f:
-            np.save(f, array)
+            out = _HashingWriter(f)
+            np.save(out, array)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _name_target(exc, path)
         raise
+    return f"{CHECKSUM}:{out.hash.hexdigest()}"
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Write text to ``path`` through a temporary file and a rename."""
+    """Write text to ``path`` through a temporary file and a rename; an OSError names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _tmp_path(path)
+    except OSError as exc:
+        raise _name_target(exc, path) from None
     try:
         tmp.write_text(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _name_target(exc, path)
         raise
 
 

@@ -197,3 +197,23 @@ def test_fast_gz_reader_equals_nibabel(tmp_path, real_dir, monkeypatch, isal):
     (tmp_path / "short.nii.gz").write_bytes(gzip.compress(raw[:-40]))
     with pytest.raises(bio.BratsInputError, match=r"short.nii.gz: cannot read NIfTI \(file ends 40 bytes early\)"):
         bio.load_nifti(tmp_path / "short.nii.gz")
+
+
+def test_two_files_for_one_modality_are_never_picked_silently(tmp_path):
+    write_small_case(tmp_path, "a")
+    write_small_case(tmp_path, "a", ext=".nii")  # every file twice: .nii beside .nii.gz
+    (c,) = bio.find_cases(tmp_path)
+    assert sorted(c.ambiguous) == ["flair", "seg", "t1", "t1ce", "t2"]
+    with pytest.raises(bio.BratsInputError, match=r"case a has two t1ce files, a_t1ce.nii and a_t1ce.nii.gz: keep one"):
+        bio.load_modalities(c, ["t1c"])
+    with pytest.raises(bio.BratsInputError, match=r"two seg files, a_seg.nii and a_seg.nii.gz"):
+        c.check(["seg"])
+    # another case, names differing in case only: a modality read alone is refused, the others are fine
+    f = write_small_case(tmp_path / "more", "b")
+    (f / "b_flair.nii.gz").rename(f / "b_FLAIR.nii.gz")
+    write_small_case(tmp_path / "more", "b")
+    (b,) = bio.find_cases(tmp_path / "more")
+    assert list(b.ambiguous) == ["flair"]
+    with pytest.raises(bio.BratsInputError, match=r"two flair files, b_FLAIR.nii.gz and b_flair.nii.gz"):
+        b.path("t2f")
+    assert len(bio.load_modalities(b, ["t1", "t2"])[0]) == 2
