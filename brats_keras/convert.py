@@ -6,7 +6,8 @@ Output folder::
                             channels in the order asked for
     OUT/masks/<case>.npy    (d, h, w) uint8 class indices 0 background, 1 NCR, 2 ED, 3 ET
     OUT/manifest.json       settings, and per case: source files, original shape and affine,
-                            crop box, scaling parameters, label voxel counts, dtype, status
+                            crop box, scaling parameters, label voxel counts, dtype, status and
+                            the checksum of each output (``"sha256:<hex>"``, checked on resume)
 
 The defaults reproduce the report: FLAIR, T1ce, T2; min-max scaling over the whole
 volume; the fixed crop ``[56:184, 56:184, 13:141]``. numpy / nibabel only.
@@ -30,6 +31,14 @@ from .preprocessing import (REPORT_CROP, SCALINGS, box_slices, brain_crop_box, d
 MANIFEST = "manifest.json"
 #: image storage types; uint8 (min-max scaling only) holds round(255 * value), half of float16's size
 IMAGE_DTYPES = ("float16", "float32", "uint8")
+
+
+class ManifestWriteError(Exception):
+    """The manifest could not be written (one line naming it and why); ``manifest`` holds what the run did."""
+
+    def __init__(self, message: str, manifest: dict):
+        super().__init__(message)
+        self.manifest = manifest
 
 
 def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax", dtype="float16",
@@ -76,8 +85,10 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
     """Convert one case; return its manifest entry. Raises BratsInputError on bad input.
 
     Outputs go through temporary files and renames, so nothing half-written stays behind.
+    Raises OSError naming the output file when it cannot be written (e.g. no space left on device).
     """
     out_dir = Path(out_dir)
+    case.check(["seg"])
     vols, affine, _ = bio.load_modalities(case, settings["modalities"])
     shape = vols[0].shape
     classes = None
@@ -110,6 +121,7 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
         "dtype": settings["dtype"],
         "image": f"images/{case.case_id}.npy",
         "mask": None,
+        "checksums": {},
     }
     if classes is not None:
         crop_cls = downsample_classes(classes[box_slices(box)], factor)
@@ -122,18 +134,34 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
             entry["status"] = "dropped"
             entry["reason"] = f"tumor fraction {frac:.4f} < min_tumor {settings['min_tumor']}"
             entry["image"] = None
+            del entry["checksums"]
             return entry
         entry["mask"] = f"masks/{case.case_id}.npy"
-        bio.atomic_save_npy(out_dir / entry["mask"], crop_cls)
-    bio.atomic_save_npy(out_dir / entry["image"], image)
+        entry["checksums"]["mask"] = bio.atomic_save_npy(out_dir / entry["mask"], crop_cls)
+    entry["checksums"]["image"] = bio.atomic_save_npy(out_dir / entry["image"], image)
     return entry
 
 
-def _outputs_complete(out_dir: Path, entry: dict) -> bool:
-    """True when a manifest entry's arrays exist with the recorded shape and dtype."""
+def _remove_outputs(out_dir: Path, case_id: str) -> None:
+    """Delete a failed case's image and mask (a mask written before its image failed, or an earlier run's)."""
+    for sub in ("images", "masks"):
+        try:
+            (out_dir / sub / f"{case_id}.npy").unlink(missing_ok=True)
+        except OSError:  # a read-only folder: nothing was written there either
+            pass
+
+
+def _outputs_complete(out_dir: Path, entry: dict, case_id: str) -> bool:
+    """True when a manifest entry's arrays exist where they belong, with the recorded shape, dtype and checksum.
+
+    Manifests written before checksums existed are checked by shape and dtype alone.
+    """
     if entry.get("status") == "dropped":
         return True
     if entry.get("status") != "ok":
+        return False
+    # read nothing but this case's own files, whatever the manifest says
+    if entry.get("image") != f"images/{case_id}.npy" or entry.get("mask") not in (None, f"masks/{case_id}.npy"):
         return False
     try:
         img = np.load(out_dir / entry["image"], mmap_mode="r")
@@ -143,19 +171,61 @@ def _outputs_complete(out_dir: Path, entry: dict) -> bool:
             msk = np.load(out_dir / entry["mask"], mmap_mode="r")
             if list(msk.shape) != entry["shape"][:3] or msk.dtype != np.uint8:
                 return False
-    except (OSError, ValueError):
+        for key, digest in (entry.get("checksums") or {}).items():
+            if bio.file_checksum(out_dir / entry[key]) != digest:
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
         return False
     return True
 
 
 def _worker(args):
     case, out_dir, settings = args
+    if _PARENT is not None and os.getppid() != _PARENT:  # the parent is gone: convert nothing more
+        os._exit(1)
     try:
-        return case.case_id, convert_case(case, out_dir, settings), None
-    except bio.BratsInputError as exc:
-        return case.case_id, None, str(exc)
-    except Exception as exc:  # keep the batch going; report the case
+        entry = convert_case(case, out_dir, settings)
+        if entry["status"] == "dropped":  # an earlier run's arrays of it would be stale
+            _remove_outputs(Path(out_dir), case.case_id)
+        return case.case_id, entry, None
+    except Exception as exc:  # keep the batch going; report the case and remove what it left
+        _remove_outputs(Path(out_dir), case.case_id)
+        if isinstance(exc, bio.BratsInputError):
+            return case.case_id, None, str(exc)
+        if isinstance(exc, OSError):
+            return case.case_id, None, bio.describe_os_error(exc)
         return case.case_id, None, f"{case.case_id}: {type(exc).__name__}: {exc}"
+
+
+_PARENT = None  # in a worker process: the pid of the conversion that started it
+
+
+def _end_with_parent(parent: int) -> None:
+    """Initializer of a worker process: die with the parent, even when it is killed with SIGKILL.
+
+    Linux delivers SIGKILL to the worker when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere a
+    daemon thread looks for a new parent pid twice a second. ``_worker`` checks before each case too.
+    """
+    global _PARENT
+    _PARENT = parent
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG = 1
+            raise OSError(ctypes.get_errno(), "prctl failed")
+    except Exception:  # no prctl (not Linux)
+        import threading
+
+        def watch():
+            while os.getppid() == parent:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="end-with-parent").start()
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
 
 
 def read_manifest(out_dir) -> dict:
@@ -170,14 +240,17 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
                    progress=True, log=print, downsample=1) -> dict:
     """Convert every case below ``input_dir`` into ``output_dir``.
 
-    Re-running skips cases whose outputs are complete and match the manifest
-    (``overwrite=True`` redoes them). A bad case is reported in one line, listed under
-    ``failed`` in the manifest, and the others still convert.
+    Re-running skips cases whose outputs are complete and match the manifest (shape, dtype
+    and checksum; ``overwrite=True`` redoes them) and removes temporary files a killed run left.
+    A bad case (unreadable input, two files for one modality, an output that cannot be
+    written) is reported in one line, listed under ``failed`` in the manifest, its outputs
+    are removed, and the others still convert. Worker processes end with the calling process.
 
     Returns:
         the manifest dict (``settings``, ``cases``, ``failed``, ``dropped``).
     Raises:
-        BratsInputError if no case is found.
+        BratsInputError if no case is found, or the output is not a folder that can be written
+        (nothing is done then); ManifestWriteError if the manifest cannot be written at the end.
     """
     output_dir = Path(output_dir)
     settings = conversion_settings(modalities, crop, scale, dtype, margin, min_tumor, downsample)
@@ -189,6 +262,8 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
     if dupes:
         raise bio.BratsInputError(f"{input_dir}: case ids found twice: {', '.join(dupes)}")
 
+    _prepare_output(output_dir)
+
     manifest = {"settings": settings, "cases": {}, "failed": {}, "dropped": {}}
     old = None
     if (output_dir / MANIFEST).exists() and not overwrite:
@@ -196,13 +271,15 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
             old = read_manifest(output_dir)
         except (OSError, ValueError):
             old = None
+        if not isinstance(old, dict) or not all(isinstance(old.get(k, {}), dict) for k in ("cases", "dropped")):
+            old = None
         if old is not None and old.get("settings") != settings:
             log(f"{output_dir}: settings differ from the existing manifest; converting every case again")
             old = None
     todo = []
     for case in cases:
         entry = (old or {}).get("cases", {}).get(case.case_id) or (old or {}).get("dropped", {}).get(case.case_id)
-        if entry is not None and _outputs_complete(output_dir, entry):
+        if entry is not None and _outputs_complete(output_dir, entry, case.case_id):
             manifest["dropped" if entry.get("status") == "dropped" else "cases"][case.case_id] = entry
         else:
             todo.append(case)
@@ -210,11 +287,10 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
     if skipped:
         log(f"skipping {skipped} case(s) already converted (use --overwrite to redo them)")
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     jobs = [(c, output_dir, settings) for c in todo]
 
-    written = time.monotonic()
+    written = float("-inf")  # the first case done is recorded at once, then at most once a second
 
     def record(case_id, entry, error):
         nonlocal written
@@ -228,7 +304,10 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
         # keep the manifest current for a resume after a kill, but at most once a second: rewriting it
         # after every case costs the parent ~8 ms per case on 23 cases, more on a full BraTS folder
         if time.monotonic() - written >= 1.0:
-            bio.atomic_write_json(output_dir / MANIFEST, _sorted_manifest(manifest))
+            try:
+                bio.atomic_write_json(output_dir / MANIFEST, _sorted_manifest(manifest))
+            except OSError:  # a full disk: the cases go on failing one by one; the last write reports it
+                pass
             written = time.monotonic()
 
     bar = _progress(len(jobs), progress)
@@ -238,17 +317,44 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
             bar.update(1)
     else:
         # spawn, not fork: forking a process that has loaded TensorFlow (a notebook) can deadlock
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_end_with_parent, initargs=(os.getpid(),))
+        try:
             futures = [pool.submit(_worker, job) for job in jobs]
             for fut in as_completed(futures):
                 record(*fut.result())
                 bar.update(1)
+        finally:  # on an error or Ctrl-C, start no further case
+            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     manifest = _sorted_manifest(manifest)
-    bio.atomic_write_json(output_dir / MANIFEST, manifest)
+    try:
+        bio.atomic_write_json(output_dir / MANIFEST, manifest)
+    except OSError as exc:
+        n_ok, n_fail = len(manifest["cases"]), len(manifest["failed"])
+        raise ManifestWriteError(f"{bio.describe_os_error(exc)} ({n_ok} case(s) converted, {n_fail} failed; "
+                                 f"run again to resume)", manifest) from None
     if manifest["dropped"]:
         log(f"dropped {len(manifest['dropped'])} case(s) below min_tumor: {', '.join(manifest['dropped'])}")
     return manifest
+
+
+def _prepare_output(output_dir: Path) -> None:
+    """Make the output folder, or refuse it in one line (BratsInputError) when it cannot hold the outputs.
+
+    Removes the temporary files (``.<name>.*.tmp``) a killed run left in it.
+    """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise bio.BratsInputError(f"{output_dir}: the output exists and is not a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        bio.temp_path_for(output_dir / MANIFEST).unlink()  # can we write here at all?
+    except OSError as exc:
+        raise bio.BratsInputError(f"{output_dir}: cannot write the output folder: {bio.os_error_reason(exc)}") from None
+    for folder, pattern in ((output_dir, f".{MANIFEST}.*.tmp"), (output_dir / "images", ".*.npy.*.tmp"),
+                            (output_dir / "masks", ".*.npy.*.tmp")):
+        for tmp in folder.glob(pattern) if folder.is_dir() else ():
+            tmp.unlink(missing_ok=True)
 
 
 def _sorted_manifest(m: dict) -> dict:

@@ -243,3 +243,302 @@ def test_script_runs_without_keras(tmp_path):
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert "RC 0 IMPORTED []" in res.stdout, res.stdout + res.stderr
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["cases"]["c0"]["status"] == "ok"
+
+
+# ----------------------------------------------------------------------------- reliability (issue 15)
+def _files(folder):
+    """Every file below ``folder`` (hidden temporary files too) -> its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def _one_error_line(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_output_that_is_a_file_is_refused(tmp_path, capsys):
+    write_small_case(tmp_path / "src", "c0")
+    out = tmp_path / "out.npy"
+    out.write_bytes(b"keep me")
+    rc = cli_main(["convert", "--input", str(tmp_path / "src"), "--output", str(out), "--crop", "brain", "--quiet"])
+    assert rc == 2
+    assert f"{out}: the output exists and is not a folder" in _one_error_line(capsys)
+    assert out.read_bytes() == b"keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["out.npy", "src"]
+    # a file where a parent folder should be
+    rc = cli_main(["convert", "--input", str(tmp_path / "src"), "--output", str(out / "sub"), "--quiet"])
+    assert rc == 2 and "cannot write the output folder: not a directory" in _one_error_line(capsys)
+
+
+def test_read_only_output_is_refused_before_anything(tmp_path, monkeypatch, capsys):
+    """Tests run as root, where chmod stops no write: the file system's EROFS is simulated where files are made."""
+    import errno
+
+    write_small_case(tmp_path / "src", "c0")
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def read_only(path, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(bio, "temp_path_for", read_only)
+    monkeypatch.setattr(bio, "_tmp_path", read_only)
+    rc = cli_main(["convert", "--input", str(tmp_path / "src"), "--output", str(out), "--crop", "brain", "--quiet"])
+    assert rc == 2
+    assert f"{out}: cannot write the output folder: read-only file system" in _one_error_line(capsys)
+    assert list(out.iterdir()) == []
+
+
+@pytest.fixture
+def disk(monkeypatch):
+    """A disk that fills up: writes of the outputs in ``disk.full`` (``"images/c1.npy"``, ``"out/manifest.json"``;
+    ``"*"``: every file) stop half-way with ENOSPC, where the files get their bytes (``np.save``'s and the
+    manifest's writes into their temporary files)."""
+    import errno
+
+    class Disk:
+        full = set()
+
+        def write(self, tmp, write, data):
+            tmp = Path(tmp)
+            target = f"{tmp.parent.name}/{tmp.name[1:].rsplit('.', 2)[0]}"  # .<name>.<random>.tmp
+            if "*" in self.full or target in self.full:
+                write(data[: len(data) // 2])
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return write(data)
+
+    d = Disk()
+    real_write, real_text = bio._HashingWriter.write, Path.write_text
+    monkeypatch.setattr(bio._HashingWriter, "write",
+                        lambda self, b: d.write(self.f.name, lambda x: real_write(self, x), memoryview(b)))
+    monkeypatch.setattr(Path, "write_text",
+                        lambda self, t, *a, **k: d.write(self, lambda x: real_text(self, x, *a, **k), t))
+    return d
+
+
+def test_full_disk_fails_the_case_in_one_line_and_removes_its_mask(tmp_path, disk, capsys):
+    src = tmp_path / "src"
+    for i in range(3):
+        write_small_case(src, f"c{i}", seed=i)
+    out = tmp_path / "out"
+    disk.full = {"images/c1.npy"}  # c1's mask is written, then its image meets a full disk
+    rc = cli_main(["convert", "--input", str(src), "--output", str(out), "--crop", "brain", "--workers", "1",
+                   "--quiet"])
+    assert rc == 1
+    m = read_manifest(out)
+    assert set(m["cases"]) == {"c0", "c2"}
+    assert m["failed"] == {"c1": f"{out / 'images' / 'c1.npy'}: no space left on device"}
+    assert f"FAILED {m['failed']['c1']}" in capsys.readouterr().out
+    # no mask of the failed case, no temporary file
+    assert sorted(_files(out)) == ["images/c0.npy", "images/c2.npy", "manifest.json", "masks/c0.npy", "masks/c2.npy"]
+    disk.full = set()
+    assert cli_main(["convert", "--input", str(src), "--output", str(out), "--crop", "brain", "--quiet"]) == 0
+    assert set(read_manifest(out)["cases"]) == {"c0", "c1", "c2"}
+
+
+def test_full_disk_at_the_manifest_keeps_what_was_written(tmp_path, disk, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_small_case(src, "c0")
+    convert_folder(src, out, crop="brain", workers=1, progress=False)
+    first = _files(out)
+    for i in (1, 2):
+        write_small_case(src, f"c{i}", seed=i)
+    disk.full = {"images/c2.npy", "masks/c2.npy", "out/manifest.json"}  # full once c1 is written
+    rc = cli_main(["convert", "--input", str(src), "--output", str(out), "--crop", "brain", "--workers", "1",
+                   "--quiet"])
+    assert rc == 1  # c1 was written
+    err = _one_error_line(capsys)
+    assert f"{out / 'manifest.json'}: no space left on device (2 case(s) converted, 1 failed" in err
+    now = _files(out)
+    assert sorted(now) == ["images/c0.npy", "images/c1.npy", "manifest.json", "masks/c0.npy", "masks/c1.npy"]
+    assert all(now[k] == v for k, v in first.items())  # the earlier manifest and case are intact
+    # space again: the run resumes (c0 is kept) and finishes
+    disk.full = set()
+    said = []
+    m = convert_folder(src, out, crop="brain", workers=1, progress=False, log=said.append)
+    assert set(m["cases"]) == {"c0", "c1", "c2"} and not m["failed"]
+    assert "skipping 1 case(s)" in " ".join(said) and _files(out)["images/c0.npy"] == first["images/c0.npy"]
+
+
+def test_nothing_writable_is_status_2(tmp_path, disk, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    for i in range(2):
+        write_small_case(src, f"c{i}", seed=i)
+    disk.full = {"*"}
+    rc = cli_main(["convert", "--input", str(src), "--output", str(out), "--crop", "brain", "--workers", "1",
+                   "--quiet"])
+    assert rc == 2
+    assert f"{out / 'manifest.json'}: no space left on device (0 case(s) converted, 2 failed" in _one_error_line(capsys)
+    assert _files(out) == {}
+
+
+def test_two_files_for_one_modality_refuse_the_case(tmp_path, capsys):
+    src = tmp_path / "src"
+    write_small_case(src, "good")
+    f = write_small_case(src, "upper", seed=1)
+    (f / "upper_flair.nii.gz").rename(f / "upper_FLAIR.nii.gz")
+    write_small_case(src, "upper", seed=2)  # and upper_flair.nii.gz again
+    f = write_small_case(src, "both", seed=3)
+    write_small_case(src, "both", seed=3, ext=".nii")  # every file twice: .nii beside .nii.gz
+    rc = cli_main(["convert", "--input", str(src), "--output", str(tmp_path / "out"), "--crop", "brain",
+                   "--workers", "1", "--quiet"])
+    assert rc == 1
+    m = read_manifest(tmp_path / "out")
+    assert set(m["cases"]) == {"good"}
+    assert m["failed"] == {
+        "both": f"{src / 'both'}: case both has two seg files, both_seg.nii and both_seg.nii.gz: keep one",
+        "upper": f"{src / 'upper'}: case upper has two flair files, upper_FLAIR.nii.gz and upper_flair.nii.gz: keep one",
+    }
+    printed = capsys.readouterr().out
+    assert all(msg in printed for msg in m["failed"].values())
+    assert sorted(_files(tmp_path / "out")) == ["images/good.npy", "manifest.json", "masks/good.npy"]
+
+
+def test_resume_redoes_a_mask_corrupted_in_place(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    for i in range(2):
+        write_small_case(src, f"c{i}", seed=i)
+    m = convert_folder(src, out, crop="brain", workers=1, progress=False)
+    good = _files(out)
+    assert m["cases"]["c1"]["checksums"] == {k: bio.file_checksum(out / m["cases"]["c1"][k]) for k in ("mask", "image")}
+    assert m["cases"]["c1"]["checksums"]["mask"].startswith("sha256:")
+    mask = out / "masks" / "c1.npy"
+    data = bytearray(mask.read_bytes())
+    data[-1] ^= 1  # same size, same header, one voxel changed
+    mask.write_bytes(bytes(data))
+    (out / "images" / ".c0.npy.abcd1234.tmp").write_bytes(b"left by a killed run")
+    said = []
+    m = convert_folder(src, out, crop="brain", workers=1, progress=False, log=said.append)
+    assert "skipping 1 case(s)" in " ".join(said)
+    assert _files(out) == good  # c1 redone, c0 kept, the temporary file gone
+
+
+def test_old_manifest_without_checksums_still_resumes(tmp_path):
+    src, out = tmp_path / "src", tmp_path / "out"
+    for i in range(2):
+        write_small_case(src, f"c{i}", seed=i)
+    m = convert_folder(src, out, crop="brain", workers=1, progress=False)
+    for entry in m["cases"].values():
+        del entry["checksums"]
+    bio.atomic_write_json(out / "manifest.json", m)
+    said = []
+    convert_folder(src, out, crop="brain", workers=1, progress=False, log=said.append)
+    assert "skipping 2 case(s)" in " ".join(said)
+
+
+def test_resume_reads_only_the_cases_own_files(tmp_path):
+    """A manifest entry pointing elsewhere is not trusted on resume: the case is converted again."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_small_case(src, "c0")
+    m = convert_folder(src, out, crop="brain", workers=1, progress=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    np.save(outside / "x.npy", np.load(out / "images" / "c0.npy"))
+    m["cases"]["c0"]["image"] = "../outside/x.npy"
+    del m["cases"]["c0"]["checksums"]
+    bio.atomic_write_json(out / "manifest.json", m)
+    said = []
+    m = convert_folder(src, out, crop="brain", workers=1, progress=False, log=said.append)
+    assert not any("skipping" in s for s in said) and m["cases"]["c0"]["image"] == "images/c0.npy"
+
+
+_GATED_CLI = """
+import os, sys, time
+from pathlib import Path
+
+import brats_keras.convert as conv
+
+_convert_case = conv.convert_case
+
+
+def gated(case, out_dir, settings):  # spawned workers import this file too: every case after c0 waits for GATE
+    if case.case_id != "c0":
+        gate, deadline = Path(os.environ["GATE"]), time.monotonic() + 300
+        while not gate.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return _convert_case(case, out_dir, settings)
+
+
+conv.convert_case = gated
+if __name__ == "__main__":
+    from brats_keras.cli import main
+
+    sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _proc_stat(pid):
+    """``(state, parent pid, start time)`` of a process from /proc, or None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()
+    return fields[0], int(fields[1]), fields[19]
+
+
+def _descendants(pid):
+    """``{pid: start time}`` of every process below ``pid``."""
+    children = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit() and (st := _proc_stat(int(p.name))) is not None:
+            children.setdefault(st[1], []).append((int(p.name), st[2]))
+    found, todo = {}, [pid]
+    while todo:
+        for child, start in children.get(todo.pop(), []):
+            found[child] = start
+            todo.append(child)
+    return found
+
+
+def _alive(pid, start):
+    st = _proc_stat(pid)
+    return st is not None and st[2] == start and st[0] not in ("Z", "X")  # a zombie no longer runs
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_killed_conversion_takes_its_workers_and_resumes_byte_identical(tmp_path):
+    import os
+    import signal
+    import time
+
+    src = tmp_path / "src"
+    for i in range(6):
+        write_small_case(src, f"c{i}", seed=i, shape=(16, 18, 14))
+    script = tmp_path / "gated_cli.py"
+    script.write_text(_GATED_CLI)
+    gate, out = tmp_path / "gate", tmp_path / "killed"
+    env = {**os.environ, "GATE": str(gate), "PYTHONPATH": str(ROOT)}
+    family = {}
+    proc = subprocess.Popen([sys.executable, str(script), "convert", "--input", str(src), "--output", str(out),
+                             "--crop", "brain", "--workers", "2", "--quiet"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "manifest.json").exists() and "c0" in read_manifest(out)["cases"]):
+            assert proc.poll() is None and time.monotonic() < deadline, "the conversion did not record c0"
+            time.sleep(0.05)
+        family = _descendants(proc.pid)  # the two workers and multiprocessing's resource tracker
+        assert len(family) >= 2
+        at_kill = _files(out)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 60
+        while any(_alive(p, s) for p, s in family.items()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [p for p, s in family.items() if _alive(p, s)], "processes outlived the killed conversion"
+    finally:
+        for pid in [p for p, s in family.items() if _alive(p, s)]:  # after a failure: leave no process behind
+            os.kill(pid, signal.SIGKILL)
+        gate.touch()  # a surviving worker would now go on converting
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(0.5)
+    assert _files(out) == at_kill and sorted(at_kill) == ["images/c0.npy", "manifest.json", "masks/c0.npy"]
+
+    said = []
+    convert_folder(src, out, crop="brain", workers=2, progress=False, log=said.append)
+    assert "skipping 1 case(s)" in " ".join(said)
+    whole = tmp_path / "whole"
+    convert_folder(src, whole, crop="brain", workers=2, progress=False)
+    assert _files(out) == _files(whole)

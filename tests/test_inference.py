@@ -188,3 +188,20 @@ def test_channel_mismatch_is_reported(tiny_model_file):
     with pytest.raises(ValueError, match="image has 2 channels, the model expects 4"):
         p.predict_image(np.zeros((8, 8, 8, 2), np.float32))
     assert json.loads(json.dumps(info))["downsample"] == 2
+
+
+def test_prediction_refuses_a_case_with_two_files_for_a_modality(tmp_path):
+    """Prediction finds cases as conversion does: the ambiguous case fails in one line, the others are predicted."""
+    src = tmp_path / "in"
+    write_small_case(src, "good", shape=(16, 18, 14))
+    f = write_small_case(src, "twice", shape=(16, 18, 14))
+    (f / "twice_t1ce.nii.gz").rename(f / "twice_T1CE.nii.gz")
+    write_small_case(src, "twice", shape=(16, 18, 14))
+    p = Predictor.__new__(Predictor)  # no model: every voxel background
+    p.info, p.margin, p.post = {"modalities": ["flair", "t1ce", "t2"], "scale": "zscore"}, 4, {}
+    p.predict_image = lambda image, progress=False: np.zeros(image.shape[:3] + (4,), np.float32)
+    logs = []
+    res = predict_folder(src, tmp_path / "out", model=p, progress=False, log=logs.append)
+    assert list(res["ok"]) == ["good"]
+    assert res["failed"] == {"twice": f"{f}: case twice has two t1ce files, twice_T1CE.nii.gz and twice_t1ce.nii.gz: keep one"}
+    assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["good.nii.gz"]
