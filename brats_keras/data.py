@@ -10,11 +10,12 @@ Every batch is a pure function of ``(seed, epoch, batch index)``, so runs repeat
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
-from .convert import read_manifest
+from .convert import MANIFEST, read_manifest
 from .io import BratsInputError
 
 OUTPUTS = ("softmax", "regions")
@@ -82,8 +83,20 @@ class Dequantized:
         return out if dtype is None else out.astype(dtype)
 
 
+def _inside_folder(rel) -> bool:
+    """True for a relative path that stays inside its folder: no absolute path, no ``..``."""
+    if not isinstance(rel, str) or not rel:
+        return False
+    parts = Path(rel.replace("\\", "/")).parts
+    return bool(parts) and not os.path.isabs(rel) and ".." not in parts
+
+
 class ConvertedCases:
-    """Memory-mapped access to the cases of a conversion folder (needs masks)."""
+    """Memory-mapped access to the cases of a conversion folder (needs masks).
+
+    Reads only files inside ``data_dir``: a manifest whose image or mask entry is an absolute path
+    or climbs out with ``..`` is refused (BratsInputError naming the manifest and the entry).
+    """
 
     def __init__(self, data_dir, case_ids=None):
         self.data_dir = Path(data_dir)
@@ -100,6 +113,11 @@ class ConvertedCases:
             raise BratsInputError(f"{self.data_dir}: no labelled case to train on")
         self.case_ids = list(case_ids)
         self.entries = {c: entries[c] for c in self.case_ids}
+        for c, entry in self.entries.items():
+            for key in ("image", "mask"):
+                if not _inside_folder(entry.get(key)):
+                    raise BratsInputError(f"{self.data_dir / MANIFEST}: case {c}: {key} {entry.get(key)!r} is not "
+                                          f"a file inside {self.data_dir}; refusing to read it")
         self._images, self._masks, self._fg = {}, {}, {}
 
     def __len__(self):

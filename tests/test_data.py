@@ -187,3 +187,28 @@ def test_tf_data_path_gives_the_same_batches(small_converted):
     ds1.epoch = 1
     second = [x.numpy() for x, _ in feed]
     assert np.array_equal(second[0], ds1[0][0]) and not np.array_equal(second[0], got[0][0])
+
+
+@pytest.mark.parametrize("key,bad", [("image", "../outside/x.npy"), ("image", "ABSOLUTE"),
+                                     ("mask", "masks/../../outside/x.npy"), ("mask", "ABSOLUTE")])
+def test_loader_reads_nothing_outside_the_data_folder(tmp_path, key, bad):
+    from brats_keras.convert import read_manifest
+    from brats_keras.data import ConvertedCases
+    from brats_keras.io import BratsInputError, atomic_write_json
+
+    write_small_case(tmp_path / "src", "c0")
+    data = tmp_path / "data"
+    convert_folder(tmp_path / "src", data, crop="brain", workers=1, progress=False)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    np.save(outside / "x.npy", np.load(data / "images" / "c0.npy"))
+    bad = str(outside / "x.npy") if bad == "ABSOLUTE" else bad
+    m = read_manifest(data)
+    m["cases"]["c0"][key] = bad
+    atomic_write_json(data / "manifest.json", m)
+    with pytest.raises(BratsInputError) as err:
+        ConvertedCases(data)
+    assert str(err.value) == (f"{data / 'manifest.json'}: case c0: {key} {bad!r} is not a file inside {data}; "
+                              "refusing to read it")
+    with pytest.raises(BratsInputError, match="refusing to read it"):
+        PatchDataset(data, patch_size=8, batch_size=1)
