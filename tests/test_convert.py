@@ -387,7 +387,8 @@ def test_two_files_for_one_modality_refuse_the_case(tmp_path, capsys):
     assert set(m["cases"]) == {"good"}
     assert m["failed"] == {
         "both": f"{src / 'both'}: case both has two seg files, both_seg.nii and both_seg.nii.gz: keep one",
-        "upper": f"{src / 'upper'}: case upper has two flair files, upper_FLAIR.nii.gz and upper_flair.nii.gz: keep one",
+        "upper": f"{src / 'upper'}: case upper has two flair files, upper_FLAIR.nii.gz and upper_flair.nii.gz: "
+                 "keep one",
     }
     printed = capsys.readouterr().out
     assert all(msg in printed for msg in m["failed"].values())

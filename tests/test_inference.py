@@ -203,5 +203,6 @@ def test_prediction_refuses_a_case_with_two_files_for_a_modality(tmp_path):
     logs = []
     res = predict_folder(src, tmp_path / "out", model=p, progress=False, log=logs.append)
     assert list(res["ok"]) == ["good"]
-    assert res["failed"] == {"twice": f"{f}: case twice has two t1ce files, twice_T1CE.nii.gz and twice_t1ce.nii.gz: keep one"}
+    assert res["failed"] == {"twice": f"{f}: case twice has two t1ce files, twice_T1CE.nii.gz and twice_t1ce.nii.gz: "
+                                      "keep one"}
     assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["good.nii.gz"]
