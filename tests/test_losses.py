@@ -300,3 +300,125 @@ def test_tversky_term_weighs_missed_tumor_more():
     y_pred = np.array([[[1.0], [0.0], [0.0], [1.0]]])
     # TP 1, FP 1, FN 2: 1 - 2 / (2 + 0.6 + 2.8)
     assert float(t(y_true, y_pred)) == pytest.approx(1 - 2 / 5.4, abs=1e-4)
+
+
+# ----------------------------------------------------------------------- against Keras' built-in losses
+#
+# Keras' losses with reduction=None give one value per voxel, (B, D, H, W); ours give one value per
+# sample, the mean over voxels, (B,), before the reduction. With "sum_over_batch_size" (the default)
+# both end as the mean over every voxel of the batch; with "sum" Keras sums every voxel and we sum
+# the per-sample means. Each test below computes our value from Keras' per-voxel values.
+
+REDUCTIONS = ["sum_over_batch_size", "sum", None]
+
+
+def keras_per_voxel(loss_cls, y_true, y_pred, **kwargs):
+    return keras.ops.convert_to_numpy(loss_cls(reduction=None, **kwargs)(y_true, y_pred)).astype("float64")
+
+
+def reduce_like_ours(per_voxel, reduction):
+    per_sample = per_voxel.reshape(per_voxel.shape[0], -1).mean(axis=1)
+    if reduction is None:
+        return per_sample
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
+
+
+def ours(loss, y_true, y_pred):
+    return keras.ops.convert_to_numpy(loss(y_true, y_pred)).astype("float64")
+
+
+def region_pair(seed, shape=(2, 5, 6, 4, 3)):
+    """Random region targets (0 / 1 per channel) and sigmoid-like probabilities, some exactly 0 or 1."""
+    rng = np.random.default_rng(seed)
+    y_true = (rng.random(shape) < 0.3).astype("float32")
+    y_pred = rng.uniform(0.0, 1.0, shape).astype("float32")
+    y_pred.reshape(-1)[:6] = [0.0, 1.0, 0.0, 1.0, 0.0, 1.0]  # hard probabilities: clipped the same way
+    return y_true, y_pred
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cross_entropy_matches_keras_categorical(seed, reduction):
+    """Softmax cross-entropy is Keras' CategoricalCrossentropy per voxel, averaged per sample."""
+    y_true, y_pred = random_pair(seed)
+    expected = reduce_like_ours(keras_per_voxel(keras.losses.CategoricalCrossentropy, y_true, y_pred), reduction)
+    got = ours(CrossEntropyLoss(reduction=reduction), y_true, y_pred)
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    if reduction == "sum_over_batch_size":  # both the mean over every voxel: no conversion needed
+        np.testing.assert_allclose(got, value(keras.losses.CategoricalCrossentropy(), y_true, y_pred), rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_binary_cross_entropy_matches_keras(seed, reduction):
+    """Regions cross-entropy is Keras' BinaryCrossentropy (which already averages the channels)."""
+    y_true, y_pred = region_pair(seed)
+    expected = reduce_like_ours(keras_per_voxel(keras.losses.BinaryCrossentropy, y_true, y_pred), reduction)
+    np.testing.assert_allclose(ours(CrossEntropyLoss(mode="regions", reduction=reduction), y_true, y_pred),
+                               expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("gamma,alpha", [(2.0, 0.25), (1.5, None), (0.0, 0.5)])
+def test_categorical_focal_matches_keras(gamma, alpha, reduction):
+    """Softmax focal loss is Keras' CategoricalFocalCrossentropy; our alpha=None is Keras' alpha=1."""
+    y_true, y_pred = random_pair(2)
+    expected = keras_per_voxel(keras.losses.CategoricalFocalCrossentropy, y_true, y_pred,
+                               gamma=gamma, alpha=1.0 if alpha is None else alpha)
+    got = ours(FocalLoss(gamma=gamma, alpha=alpha, reduction=reduction), y_true, y_pred)
+    np.testing.assert_allclose(got, reduce_like_ours(expected, reduction), rtol=1e-5)
+
+
+def test_categorical_focal_class_alpha_from_keras():
+    """One alpha per class: Keras' alpha is one number, so take Keras' value (alpha=1) with the
+    target restricted to each class in turn, weight it by that class's alpha and add them up."""
+    y_true, y_pred = random_pair(3)
+    alpha = [0.1, 0.2, 0.3, 0.4]
+    per_voxel = sum(
+        a * keras_per_voxel(keras.losses.CategoricalFocalCrossentropy, y_true * np.eye(4, dtype="float32")[c],
+                            y_pred, gamma=2.0, alpha=1.0)
+        for c, a in enumerate(alpha)
+    )
+    np.testing.assert_allclose(ours(FocalLoss(gamma=2.0, alpha=alpha), y_true, y_pred),
+                               reduce_like_ours(per_voxel, "sum_over_batch_size"), rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss,keras_cls,kwargs", [
+    (CrossEntropyLoss(include_background=False), keras.losses.CategoricalCrossentropy, {}),
+    (FocalLoss(include_background=False, alpha=0.25), keras.losses.CategoricalFocalCrossentropy, {"alpha": 0.25}),
+], ids=["ce", "focal"])
+def test_softmax_losses_without_background_match_keras(loss, keras_cls, kwargs):
+    """include_background=False is Keras' value with the background target set to zero: the
+    background voxels then add nothing (the probabilities are not renormalised over the rest)."""
+    y_true, y_pred = random_pair(4)
+    no_background = y_true * np.array([0, 1, 1, 1], "float32")
+    expected = keras_per_voxel(keras_cls, no_background, y_pred, **kwargs)
+    np.testing.assert_allclose(ours(loss, y_true, y_pred), reduce_like_ours(expected, "sum_over_batch_size"),
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("gamma,alpha", [(2.0, 0.25), (2.0, None), (1.0, 0.75)])
+def test_binary_focal_matches_keras(gamma, alpha, reduction):
+    """Regions focal loss is Keras' BinaryFocalCrossentropy: alpha=None is apply_class_balancing=False."""
+    y_true, y_pred = region_pair(5)
+    kwargs = {"gamma": gamma, "apply_class_balancing": alpha is not None}
+    if alpha is not None:
+        kwargs["alpha"] = alpha
+    expected = keras_per_voxel(keras.losses.BinaryFocalCrossentropy, y_true, y_pred, **kwargs)
+    got = ours(FocalLoss(gamma=gamma, alpha=alpha, mode="regions", reduction=reduction), y_true, y_pred)
+    np.testing.assert_allclose(got, reduce_like_ours(expected, reduction), rtol=1e-5)
+
+
+def test_binary_focal_channel_alpha_from_keras():
+    """One alpha per region channel: Keras' BinaryFocalCrossentropy on each channel alone with that
+    channel's alpha, then the mean over channels (Keras averages the last axis the same way)."""
+    y_true, y_pred = region_pair(6)
+    alpha = [0.25, 0.5, 0.9]
+    per_voxel = np.mean([
+        keras_per_voxel(keras.losses.BinaryFocalCrossentropy, y_true[..., c:c + 1], y_pred[..., c:c + 1],
+                        gamma=2.0, alpha=a, apply_class_balancing=True)
+        for c, a in enumerate(alpha)
+    ], axis=0)
+    np.testing.assert_allclose(ours(FocalLoss(gamma=2.0, alpha=alpha, mode="regions"), y_true, y_pred),
+                               reduce_like_ours(per_voxel, "sum_over_batch_size"), rtol=1e-5)
