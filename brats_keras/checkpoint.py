@@ -4,7 +4,9 @@ A brats-keras model file is an ordinary Keras ``.keras`` archive with one more
 member, ``brats_keras.json``, that records the modalities (in channel order), the
 scaling, the crop mode, the output mode, the patch size and the label convention.
 Prediction reads it, so it applies exactly the preprocessing used in training.
-``keras.saving.load_model`` ignores the extra member.
+A training checkpoint may hold a second member, ``training_state.json``: the epochs done,
+the log rows and the best value so far (see ``brats_keras.training``). It lives in the same
+file as the weights, so the two can never disagree. ``keras.saving.load_model`` ignores both.
 """
 from __future__ import annotations
 
@@ -13,16 +15,19 @@ import os
 import zipfile
 from pathlib import Path
 
-from .io import temp_path_for
+from .io import BratsInputError, temp_path_for
 
 INFO_MEMBER = "brats_keras.json"
+STATE_MEMBER = "training_state.json"
 
 
-def save_model(model, path, info: dict | None = None, include_optimizer: bool = True) -> Path:
+def save_model(model, path, info: dict | None = None, include_optimizer: bool = True,
+               state: dict | None = None) -> Path:
     """Save ``model`` to ``path`` (``.keras``) with ``info`` embedded; atomic (temp file + rename).
 
     Args:
         include_optimizer: False drops the optimizer state (smaller file for shipping).
+        state: training state to embed (``training_state.json``; read back with :func:`read_state`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,9 +37,12 @@ def save_model(model, path, info: dict | None = None, include_optimizer: bool = 
             model.save(tmp)
         else:
             _save_without_optimizer(model, tmp)
-        if info is not None:
+        if info is not None or state is not None:
             with zipfile.ZipFile(tmp, "a") as zf:
-                zf.writestr(INFO_MEMBER, json.dumps(info, indent=2))
+                if info is not None:
+                    zf.writestr(INFO_MEMBER, json.dumps(info, indent=2))
+                if state is not None:
+                    zf.writestr(STATE_MEMBER, json.dumps(state))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -50,15 +58,24 @@ def _save_without_optimizer(model, tmp):
     clone.save(tmp)
 
 
-def read_info(path) -> dict:
-    """The ``brats_keras.json`` of a model file ({} for a plain Keras file)."""
+def _read_member(path, member) -> dict:
     try:
         with zipfile.ZipFile(path) as zf:
-            if INFO_MEMBER in zf.namelist():
-                return json.loads(zf.read(INFO_MEMBER))
-    except zipfile.BadZipFile:
-        raise ValueError(f"{path}: not a .keras model file") from None
+            if member in zf.namelist():
+                return json.loads(zf.read(member))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise BratsInputError(f"{path}: not a Keras model file ({type(exc).__name__}: {exc})") from None
     return {}
+
+
+def read_info(path) -> dict:
+    """The ``brats_keras.json`` of a model file ({} for a plain Keras file)."""
+    return _read_member(path, INFO_MEMBER)
+
+
+def read_state(path) -> dict:
+    """The training state embedded in a checkpoint by :func:`save_model` ({} when it has none)."""
+    return _read_member(path, STATE_MEMBER)
 
 
 def load_model(path, compile: bool = True):
@@ -66,6 +83,10 @@ def load_model(path, compile: bool = True):
 
     Returns:
         ``(model, info)``.
+
+    Raises:
+        FileNotFoundError for a missing file; BratsInputError (one line naming the file) for a file
+        that is not a Keras model (corrupt, truncated, another format) or holds a Lambda layer.
     """
     from .models import load_model as load_keras_model
 

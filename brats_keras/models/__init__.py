@@ -10,6 +10,7 @@ to float32 probabilities ``(B, D, H, W, n_out)``: ``n_classes`` softmax channels
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 import keras
 
@@ -71,10 +72,34 @@ def load_model(path, compile: bool = True) -> keras.Model:
     """Load a ``.keras`` model saved by this package.
 
     The project's losses and metrics are registered as Keras serializables, so a
-    compiled model loads without ``custom_objects``.
+    compiled model loads without ``custom_objects``. Keras' safe mode stays on: a file
+    holding a ``Lambda`` layer (arbitrary Python code) is refused.
+
+    Raises:
+        FileNotFoundError: ``"<path>: model file not found"``.
+        brats_keras.io.BratsInputError (a ValueError), one line naming the file: not a Keras
+            model file (not a zip archive, truncated, unreadable) or a Lambda layer.
     """
+    import zipfile
+
+    from ..io import BratsInputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    legacy_h5 = path.suffix.lower() in (".h5", ".hdf5")
+    if not legacy_h5 and not zipfile.is_zipfile(path):
+        raise BratsInputError(f"{path}: not a Keras model file (not a .keras zip archive: corrupt, truncated "
+                              f"or another format)")
     _register_custom_objects()
-    return keras.saving.load_model(str(path), compile=compile)
+    try:
+        return keras.saving.load_model(str(path), compile=compile)
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        text = " ".join(str(exc).split())
+        if "Lambda" in text and "safe_mode" in text:
+            raise BratsInputError(f"{path}: holds a Lambda layer (Python code), which Keras safe mode refuses to "
+                                  f"load; rebuild the model without Lambda layers") from None
+        raise BratsInputError(f"{path}: not a Keras model file ({type(exc).__name__}: {text[:200]})") from None
 
 
 # --- pretrained model -------------------------------------------------------
