@@ -5,8 +5,14 @@ A run folder holds::
     config.json          every setting of the run (re-read by ``resume``)
     split.json           the train / val / test case ids
     checkpoints/last.keras, checkpoints/best.keras   (with preprocessing info embedded)
-    log.csv              one row per epoch (Keras CSVLogger)
+    log.csv              one row per epoch
     loss_curves.png      training and validation loss and Dice per epoch
+
+``checkpoints/last.keras`` is the run's single source of truth: besides the weights and the
+optimizer state it holds the training state (epochs done, every log row, the best value and
+its epoch). Each epoch ends by replacing it (atomically), then copying it to ``best.keras``
+on a new best, then rewriting ``log.csv`` from its rows. A run killed at any point resumes
+from ``last.keras`` and repairs the other two to match (see :func:`recover_run`).
 
 ``train(TrainConfig(...))`` is what ``brats-keras train`` and the notebooks call.
 """
@@ -14,14 +20,16 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io as _io
 import json
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 
-from .io import BratsInputError, atomic_write_json
+from .io import BratsInputError, atomic_write_json, atomic_write_text, temp_path_for
 
 
 @dataclass
@@ -248,28 +256,44 @@ def whole_case_validation(cfg, val_ids, info):
     return whole_case_callback(cases, info, every=cfg.whole_case_every, patch_size=cfg.patch_size)
 
 
-def _callbacks(cfg, run, info, initial_best):
+def _scalar(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _callbacks(cfg, run, info, state):
     import keras
 
     from .checkpoint import save_model
 
     class Checkpoints(keras.callbacks.Callback):
-        """Save last.keras every epoch and best.keras on a new best of ``monitor`` (embedding info)."""
+        """End of epoch: last.keras with the training state, best.keras on a new best of ``monitor``, log.csv.
 
-        def __init__(self, monitor, mode, best):
+        In that order: last.keras is the commit point (one atomic rename); the other two are rebuilt from it
+        by :func:`recover_run` when a kill comes in between.
+        """
+
+        def __init__(self, monitor, mode, state):
             super().__init__()
-            self.monitor, self.mode, self.best = monitor, mode, best
+            self.monitor, self.mode, self.state = monitor, mode, state
 
         def on_epoch_end(self, epoch, logs=None):
             logs = logs or {}
-            save_model(self.model, run / "checkpoints" / "last.keras", info)
-            value = logs.get(self.monitor)
-            if value is None or value != value:  # missing or NaN (not computed this epoch)
-                return
-            better = self.best is None or (value < self.best if self.mode == "min" else value > self.best)
+            row = {"epoch": epoch, **{k: _scalar(v) for k, v in sorted(logs.items())}}
+            state = {**self.state, "epoch": epoch + 1, "log": self.state["log"] + [row]}
+            value, best = logs.get(self.monitor), self.state.get("best")
+            better = value is not None and value == value and (  # missing or NaN: not computed this epoch
+                best is None or (value < best if self.mode == "min" else value > best))
             if better:
-                self.best = float(value)
-                save_model(self.model, run / "checkpoints" / "best.keras", info)
+                state.update(best=float(value), best_epoch=epoch)
+            last = run / "checkpoints" / "last.keras"
+            save_model(self.model, last, info, state=state)
+            if better:
+                _copy_atomic(last, run / "checkpoints" / "best.keras")
+            write_log(run, state["log"])
+            self.state = state
 
     class Curves(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
@@ -302,8 +326,7 @@ def _callbacks(cfg, run, info, initial_best):
         raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}: use plateau or poly")
     cbs = [
         schedule,
-        keras.callbacks.CSVLogger(str(run / "log.csv"), append=True),
-        Checkpoints(monitor, mode, initial_best),
+        Checkpoints(monitor, mode, state),
         keras.callbacks.TerminateOnNaN(),
     ]
     if cfg.time_limit:
@@ -336,6 +359,81 @@ def read_log(run) -> list[dict]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
+def write_log(run, rows: list[dict]) -> None:
+    """Write ``log.csv`` (atomically) from rows: ``epoch`` first, then the other columns sorted."""
+    keys = sorted({k for row in rows for k in row} - {"epoch"})
+    text = _io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["epoch"] + keys, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(Path(run) / "log.csv", text.getvalue())
+
+
+def _copy_atomic(src, dst) -> None:
+    tmp = temp_path_for(dst, suffix=Path(dst).suffix)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+#: files of a run folder that are written through a hidden temporary file ``.<name>.<random><suffix>``
+_RUN_FILES = ("config.json", "split.json", "log.csv", "loss_curves.png", "checkpoints/last.keras",
+              "checkpoints/best.keras")
+
+
+def recover_run(run, monitor: str = "val_loss") -> dict:
+    """Make a run folder consistent after a stop anywhere (even SIGKILL); return its training state.
+
+    ``checkpoints/last.keras`` is trusted: temporary files left by an interrupted save are deleted,
+    ``log.csv`` is rewritten from the rows stored in ``last.keras`` (dropping a row written for an
+    epoch whose checkpoint never landed, restoring one whose write was cut off), and ``best.keras``
+    is copied from ``last.keras`` when the last epoch was the best but the copy was cut off.
+    Runs saved before checkpoints carried their state fall back to ``log.csv``.
+
+    Returns:
+        ``{"epoch": epochs done, "log": rows, "best": value or None, "best_epoch": int or None}``.
+    """
+    import math
+
+    from .checkpoint import read_state
+
+    run = Path(run)
+    for name in _RUN_FILES:
+        path = run / name
+        if path.parent.is_dir():
+            for tmp in path.parent.glob(f".{path.name}.*"):
+                tmp.unlink(missing_ok=True)
+    last, best = run / "checkpoints" / "last.keras", run / "checkpoints" / "best.keras"
+    state = read_state(last) if last.exists() else {"epoch": 0, "log": []}
+    if "epoch" not in state:  # a run saved before checkpoints carried their state: trust log.csv
+        rows = [{**r, "epoch": int(r["epoch"])} for r in read_log(run)]
+        past = [(r[monitor], int(r["epoch"])) for r in rows if not math.isnan(r.get(monitor, math.nan))]
+        pick = (max if "dice" in monitor else min)(past, default=(None, None))
+        return {"epoch": len(rows), "log": rows, "best": pick[0], "best_epoch": pick[1]}
+    if state["log"]:
+        write_log(run, state["log"])
+    else:
+        (run / "log.csv").unlink(missing_ok=True)
+    best_epoch = state.get("best_epoch")
+    if best_epoch is not None and best_epoch == state["epoch"] - 1 and (
+            not best.exists() or read_state(best).get("epoch") != state["epoch"]):
+        _copy_atomic(last, best)
+    state.setdefault("best", None)
+    state.setdefault("best_epoch", None)
+    return state
+
+
+def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with its input paths absolute, so that a resume works from any working directory."""
+    def absolute(p):
+        return os.path.abspath(p) if p else p
+
+    init_from = cfg.init_from if cfg.init_from in (None, "", "pretrained") else absolute(cfg.init_from)
+    return replace(cfg, data=absolute(cfg.data), split_file=absolute(cfg.split_file), init_from=init_from)
+
+
 # ----------------------------------------------------------------------------- main entry
 def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = None, extra_callbacks=()):
     """Train a model; return ``{"run": Path, "history": [...], "best": Path, "last": Path, "seconds": float}``.
@@ -353,12 +451,17 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
     if resume is not None:
         run = Path(resume)
+        if not (run / "config.json").is_file():
+            raise BratsInputError(f"{run}: not a run folder to resume (no config.json)")
         saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
         if cfg is not None and cfg.epochs > saved.epochs:
             saved.epochs = cfg.epochs
+        saved.out = str(run)  # always the folder given, wherever the run was made, moved or resumed from
         cfg = saved
     elif cfg is None:
         raise ValueError("give a TrainConfig or a run folder to resume")
+    else:
+        cfg = _absolute_paths(cfg)
     run = Path(cfg.out)
     keras.utils.set_random_seed(cfg.seed)
     policy = choose_precision(cfg.mixed_precision)
@@ -403,13 +506,11 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
     if cfg.whole_case_every:
         extra_callbacks = [whole_case_validation(cfg, split["val"], info)] + list(extra_callbacks)
-    history = read_log(run) if resume is not None else []
-    if resume is None and (run / "log.csv").exists():
-        (run / "log.csv").unlink()
-    initial_epoch = len(history)
-    monitor = _monitor(cfg)
-    past = [h[monitor] for h in history if monitor in h]
-    initial_best = (max(past) if "dice" in monitor else min(past)) if past else None
+    if resume is None:  # a new run: nothing of an earlier run in this folder may be resumed into it
+        for name in ("log.csv", "checkpoints/last.keras", "checkpoints/best.keras"):
+            (run / name).unlink(missing_ok=True)
+    state = recover_run(run, _monitor(cfg))
+    initial_epoch = state["epoch"]
 
     train_ds.epoch = initial_epoch
     feed = train_ds
@@ -420,7 +521,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     t0 = time.time()
     if initial_epoch < cfg.epochs:
         model.fit(feed, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  callbacks=list(extra_callbacks) + _callbacks(cfg, run, info, initial_best), verbose=cfg.verbose)
+                  callbacks=list(extra_callbacks) + _callbacks(cfg, run, info, state), verbose=cfg.verbose)
     seconds = time.time() - t0
     best = run / "checkpoints" / "best.keras"
     if not best.exists():

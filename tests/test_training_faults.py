@@ -1,0 +1,205 @@
+"""Training under faults: resume from anywhere, kills during a checkpoint, unusable model files.
+
+Exit statuses of ``brats-keras train``: 2 for unusable input or settings (one line on stderr naming
+the file, nothing written), 0 for success.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import brats_keras  # noqa: F401  (before keras: oneDNN)
+from brats_keras.checkpoint import load_model, read_state
+from brats_keras.cli import main as cli_main
+from brats_keras.convert import convert_folder
+from brats_keras.training import TrainConfig, read_log, train
+
+from conftest import write_small_case
+
+ROOT = Path(__file__).resolve().parents[1]
+EPOCHS, STEPS = 3, 2
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    for i in range(4):
+        write_small_case(root / "src", f"c{i}", seed=i, shape=(40, 36, 30))
+    convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    return root / "conv"
+
+
+def tiny(data, out, **kw):
+    base = dict(data=str(data), out=str(out), base_filters=4, depth=2, norm="instance", patch_size=16,
+                batch_size=2, epochs=EPOCHS, steps_per_epoch=STEPS, val_steps=1, val=1, verbose=0,
+                mixed_precision="off", output="regions", loss="dice+bce", lr=1e-2)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+# ----------------------------------------------------------------------------- 1. resume continues the folder given
+def test_resume_continues_the_folder_given_from_any_cwd_and_after_a_move(data_dir, tmp_path, monkeypatch, capsys):
+    made, elsewhere, moved = tmp_path / "made", tmp_path / "elsewhere", tmp_path / "moved"
+    for d in (made, elsewhere, moved):
+        d.mkdir()
+    # a run made with relative paths (data and run folder) from its own working directory
+    monkeypatch.chdir(made)
+    train(tiny(os.path.relpath(data_dir, made), "run", epochs=1))
+    assert json.loads((made / "run" / "config.json").read_text())["data"] == str(data_dir)
+    # resumed from another working directory: it trains in made/run, and nothing appears where it was called
+    monkeypatch.chdir(elsewhere)
+    assert cli_main(["train", "--resume", str(made / "run"), "--epochs", "2"]) == 0
+    assert f"run folder: {made / 'run'}" in capsys.readouterr().out
+    assert [r["epoch"] for r in read_log(made / "run")] == [0, 1]
+    assert files_under(elsewhere) == []
+    # a copy moved elsewhere resumes in the copy; the original stays as it was
+    before = {p: (made / "run" / p).read_bytes() for p in files_under(made / "run") if (made / "run" / p).is_file()}
+    shutil.copytree(made / "run", moved / "copy")
+    monkeypatch.chdir(elsewhere)
+    res = train(TrainConfig(epochs=3), resume=os.path.relpath(moved / "copy", elsewhere))
+    assert Path(res["run"]).resolve() == moved / "copy"
+    assert [r["epoch"] for r in read_log(moved / "copy")] == [0, 1, 2]
+    assert int(res["model"].optimizer.iterations.numpy()) == 3 * STEPS
+    assert json.loads((moved / "copy" / "config.json").read_text())["out"] == os.path.relpath(moved / "copy", elsewhere)
+    assert {p: (made / "run" / p).read_bytes() for p in before} == before
+    assert files_under(elsewhere) == []
+
+
+# ----------------------------------------------------------------------------- 2. a kill while saving
+@pytest.fixture(scope="module")
+def reference(data_dir, tmp_path_factory):
+    """An uninterrupted run: its log (one row per epoch) and its best model's weights."""
+    run = tmp_path_factory.mktemp("reference") / "run"
+    res = train(tiny(data_dir, run))
+    assert int(res["model"].optimizer.iterations.numpy()) == EPOCHS * STEPS
+    best, _ = load_model(res["best"], compile=False)
+    return {"log": read_log(run), "best_weights": best.get_weights()}
+
+
+def bests(log):
+    """Epochs where val_loss reached a new minimum (when best.keras was replaced)."""
+    out, low = [], None
+    for row in log:
+        if low is None or row["val_loss"] < low:
+            out.append(int(row["epoch"]))
+            low = row["val_loss"]
+    return out
+
+
+@pytest.mark.parametrize("target", ["last.keras", "best.keras", "log.csv"])
+def test_kill_during_checkpoint_then_resume_matches_an_uninterrupted_run(target, data_dir, reference, tmp_path):
+    run = tmp_path / "run"
+    if target == "best.keras":  # the last improvement after epoch 0, so that a stale best.keras is left behind
+        nth = len(bests(reference["log"]))
+    else:  # the second epoch: a first epoch is complete on disk
+        nth = 2
+    cfg = json.dumps(asdict(tiny(data_dir, run)))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "train_killed.py"), cfg, target, str(nth)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    leftovers = [p.name for p in run.rglob(".*")]
+    assert leftovers and all(p.startswith(f".{target}.") for p in leftovers)  # the fault really struck there
+
+    res = train(TrainConfig(epochs=EPOCHS), resume=run)
+
+    log = read_log(run)
+    assert [int(r["epoch"]) for r in log] == list(range(EPOCHS))
+    assert int(res["model"].optimizer.iterations.numpy()) == EPOCHS * STEPS  # no epoch skipped or repeated
+    np.testing.assert_allclose([r["val_loss"] for r in log], [r["val_loss"] for r in reference["log"]], rtol=1e-5)
+    # best.keras is the model of the log's best row: its state, its optimizer steps and its weights
+    best_epoch = bests(log)[-1]
+    best_file = run / "checkpoints" / "best.keras"
+    assert read_state(best_file)["epoch"] == best_epoch + 1
+    best, _ = load_model(best_file, compile=True)
+    assert int(best.optimizer.iterations.numpy()) == (best_epoch + 1) * STEPS
+    for a, b in zip(best.get_weights(), reference["best_weights"]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert list(run.rglob(".*")) == []  # temporary files cleaned
+
+
+def test_a_log_ahead_of_its_checkpoint_is_cut_back(data_dir, tmp_path):
+    """log.csv holding a row for an epoch whose checkpoint never landed: resume redoes that epoch once."""
+    run = tmp_path / "run"
+    train(tiny(data_dir, run, epochs=1))
+    lines = (run / "log.csv").read_text().splitlines()
+    (run / "log.csv").write_text("\n".join(lines + [lines[-1].replace("0", "1", 1)]) + "\n")
+    res = train(TrainConfig(epochs=2), resume=run)
+    assert [int(r["epoch"]) for r in read_log(run)] == [0, 1]
+    assert int(res["model"].optimizer.iterations.numpy()) == 2 * STEPS
+
+
+# ----------------------------------------------------------------------------- 3. unusable model files
+def one_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def lambda_model(path):
+    import keras
+
+    inp = keras.Input((16, 16, 16, 3))
+    out = keras.layers.Lambda(lambda x: x * 2.0)(keras.layers.Conv3D(3, 1)(inp))
+    keras.Model(inp, out).save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("text", "not a Keras model file"),
+    ("corrupt", "not a Keras model file"),
+    ("truncated", "not a Keras model file"),
+    ("lambda", "Lambda layer"),
+    ("missing", "model file not found"),
+])
+def test_unusable_init_from_is_one_line_exit_2_and_writes_nothing(kind, expected, data_dir, tmp_path, capsys):
+    path = tmp_path / {"text": "notes.txt"}.get(kind, f"{kind}.keras")
+    if kind == "text":
+        path.write_text("these are not weights\n")
+    elif kind == "corrupt":
+        path.write_bytes(b"\x00garbage, not a zip archive" * 10)
+    elif kind in ("lambda", "truncated"):
+        lambda_model(path)
+        if kind == "truncated":
+            path.write_bytes(path.read_bytes()[:600])
+    rc = cli_main(["train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--base-filters", "4",
+                   "--depth", "2", "--patch-size", "16", "--epochs", "1", "--val", "1", "--mixed-precision", "off",
+                   "--init-from", str(path)])
+    line = one_line(capsys)
+    assert rc == 2 and line.startswith(f"error: {path}: ") and expected in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind, expected", [("corrupt", "not a Keras model file"),
+                                            ("lambda", "Lambda layer"),
+                                            ("missing", "model file not found")])
+def test_unusable_predict_model_is_one_line_exit_2(kind, expected, tmp_path, capsys):
+    write_small_case(tmp_path / "cases", "p0")
+    path = tmp_path / f"{kind}.keras"
+    if kind == "corrupt":
+        path.write_bytes(b"PK\x03\x04 looks like a zip for four bytes")
+    elif kind == "lambda":
+        lambda_model(path)
+    rc = cli_main(["predict", "--model", str(path), "--input", str(tmp_path / "cases"),
+                   "--output", str(tmp_path / "preds"), "--quiet"])
+    line = one_line(capsys)
+    assert rc == 2 and line.startswith(f"error: {path}: ") and expected in line
+    assert not (tmp_path / "preds").exists()
+
+
+def test_resume_of_a_folder_that_is_no_run_is_one_line_exit_2(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["train", "--resume", str(tmp_path / "empty")]) == 2
+    assert one_line(capsys) == f"error: {tmp_path / 'empty'}: not a run folder to resume (no config.json)"
+    assert list((tmp_path / "empty").iterdir()) == []
