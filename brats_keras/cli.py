@@ -135,6 +135,8 @@ def _add_train(sub):
 
 
 def cmd_train(args) -> int:
+    """Exit status 0: trained (or resumed to the end); 2: unusable input or settings, one line on stderr
+    naming the file or setting, and no run folder written or changed."""
     from dataclasses import asdict
 
     from .io import BratsInputError

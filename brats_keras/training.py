@@ -256,6 +256,11 @@ def whole_case_validation(cfg, val_ids, info):
     return whole_case_callback(cases, info, every=cfg.whole_case_every, patch_size=cfg.patch_size)
 
 
+def _one_line(exc, limit: int = 300) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _scalar(value):
     try:
         return float(value)
@@ -474,7 +479,12 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     if resume is not None and split_path.exists():
         split = load_split(split_path)
     elif cfg.split_file:
-        split = load_split(cfg.split_file)
+        try:
+            split = load_split(cfg.split_file)
+        except (OSError, ValueError) as exc:
+            raise BratsInputError(f"{cfg.split_file}: not a readable split file ({_one_line(exc)})") from None
+        if not isinstance(split, dict) or not all(isinstance(split.get(k), list) for k in ("train", "val")):
+            raise BratsInputError(f"{cfg.split_file}: a split file needs 'train' and 'val' lists of case ids")
     else:
         split = split_cases(all_cases.case_ids, val=cfg.val, test=cfg.test, seed=cfg.split_seed)
     if not split["val"]:
@@ -484,8 +494,13 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         if resume is not None and (run / "checkpoints" / "last.keras").exists():
             model, _ = load_model(run / "checkpoints" / "last.keras", compile=True)
         else:
-            model = build_from_config(cfg, all_cases.n_channels)
-            compile_model(model, cfg, policy)
+            try:
+                model = build_from_config(cfg, all_cases.n_channels)
+                compile_model(model, cfg, policy)
+            except BratsInputError:
+                raise
+            except ValueError as exc:  # unknown loss or model, or sizes that do not fit: bad settings
+                raise BratsInputError(f"bad settings: {_one_line(exc)}") from None
             if cfg.init_from:
                 init_weights(model, cfg.init_from, info)
 

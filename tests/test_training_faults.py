@@ -198,6 +198,22 @@ def test_unusable_predict_model_is_one_line_exit_2(kind, expected, tmp_path, cap
     assert not (tmp_path / "preds").exists()
 
 
+@pytest.mark.parametrize("flags, expected", [
+    (["--loss", "bogus"], "error: bad settings: unknown loss 'bogus': use one of "),
+    (["--split-file", "{tmp}/split.json"], "error: {tmp}/split.json: not a readable split file (Expecting value"),
+    (["--split-file", "{tmp}/nowhere.json"], "error: {tmp}/nowhere.json: not a readable split file ("),
+    (["--split-file", "{tmp}/list.json"], "error: {tmp}/list.json: a split file needs 'train' and 'val' lists"),
+])
+def test_bad_settings_are_one_line_exit_2_and_write_nothing(flags, expected, data_dir, tmp_path, capsys):
+    (tmp_path / "split.json").write_text('{"train": [')
+    (tmp_path / "list.json").write_text('["c0", "c1"]')
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    rc = cli_main(["train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--base-filters", "4",
+                   "--depth", "2", "--patch-size", "16", "--epochs", "1", "--val", "1"] + flags)
+    assert rc == 2 and one_line(capsys).startswith(expected.replace("{tmp}", str(tmp_path)))
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_of_a_folder_that_is_no_run_is_one_line_exit_2(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert cli_main(["train", "--resume", str(tmp_path / "empty")]) == 2
