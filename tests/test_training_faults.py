@@ -111,6 +111,13 @@ def test_kill_during_checkpoint_then_resume_matches_an_uninterrupted_run(target,
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     leftovers = [p.name for p in run.rglob(".*")]
     assert leftovers and all(p.startswith(f".{target}.") for p in leftovers)  # the fault really struck there
+    done = read_state(run / "checkpoints" / "last.keras")["epoch"]
+    if target == "last.keras":  # the new checkpoint never landed: last.keras still holds the epoch before
+        assert done == nth - 1
+    elif target == "best.keras":  # last.keras has the new best, best.keras is stale
+        assert read_state(run / "checkpoints" / "best.keras")["epoch"] < done
+    else:  # log.csv lacks the epoch last.keras has
+        assert len(read_log(run)) == done - 1
 
     res = train(TrainConfig(epochs=EPOCHS), resume=run)
 
