@@ -94,3 +94,30 @@ def load_model(path, compile: bool = True):
     if not path.exists():
         raise FileNotFoundError(f"{path}: model file not found")
     return load_keras_model(path, compile=compile), read_info(path)
+
+
+def write_info(path, info: dict) -> Path:
+    """Replace the ``brats_keras.json`` of a model file by ``info``; weights and other members stay as they are.
+
+    Written to a temporary file beside it and renamed over it (atomic). Used by
+    ``brats-keras set-postprocessing`` to store ``info["postprocess"]``.
+
+    Raises:
+        FileNotFoundError for a missing file; BratsInputError for a file that is not a Keras model file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: model file not found")
+    read_info(path)  # a readable zip, or one line naming the file
+    tmp = str(temp_path_for(path, suffix=".keras"))
+    try:
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+            for item in src.infolist():
+                if item.filename != INFO_MEMBER:
+                    dst.writestr(item, src.read(item.filename))
+            dst.writestr(INFO_MEMBER, json.dumps(info, indent=2))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

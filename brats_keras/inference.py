@@ -136,50 +136,199 @@ def small_et_to_ncr(classes: np.ndarray, threshold: int) -> np.ndarray:
 
 
 def postprocess(classes, min_component=0, keep_largest=0, et_threshold=0):
+    """Whole-tumor island removal, then the small-ET rule (see :func:`apply_postprocessing` for per-region rules)."""
     classes = remove_small_components(classes, min_component, keep_largest)
     return small_et_to_ncr(classes, et_threshold)
 
 
+#: the class a voxel takes when a component of its region is removed: it leaves that region and no other
+#: (WT -> background, TC -> edema, ET -> necrosis), so the nested regions stay nested
+REMOVED_BECOMES = {"WT": 0, "TC": 2, "ET": 1}
+_REGION_CLASSES = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
+
+
+def postprocessing_spec(spec=None, min_component=None, keep_largest=None, et_threshold=None) -> dict:
+    """A complete post-processing choice: ``{"min_component": {"WT": n, "TC": n, "ET": n},
+    "keep_largest": {"WT": k, "TC": k, "ET": k}, "et_threshold": n}`` (0 = off everywhere).
+
+    ``spec`` may be such a dict (partial is fine; an int for ``min_component`` or ``keep_largest``
+    means the whole tumor, as the ``--min-component`` / ``--keep-largest`` flags), or None. The keyword
+    arguments, when not None, replace the matching entries. Other keys (e.g. ``"chosen_on"``) are dropped.
+    """
+    spec = dict(spec or {})
+    for key, value in (("min_component", min_component), ("keep_largest", keep_largest),
+                       ("et_threshold", et_threshold)):
+        if value is not None:
+            spec[key] = value
+    out = {"min_component": {}, "keep_largest": {}, "et_threshold": int(spec.get("et_threshold") or 0)}
+    for key in ("min_component", "keep_largest"):
+        value = spec.get(key) or 0
+        if not isinstance(value, dict):
+            value = {"WT": value}
+        unknown = sorted(set(value) - set(REMOVED_BECOMES))
+        if unknown:
+            raise ValueError(f"post-processing {key}: unknown region {', '.join(unknown)} (use WT, TC, ET)")
+        out[key] = {r: int(value.get(r) or 0) for r in REMOVED_BECOMES}
+    return out
+
+
+def is_postprocessing_off(spec) -> bool:
+    spec = postprocessing_spec(spec)
+    return not spec["et_threshold"] and not any(v for k in ("min_component", "keep_largest")
+                                                 for v in spec[k].values())
+
+
+def _kept_components(mask: np.ndarray, min_size: int, keep_largest: int) -> np.ndarray:
+    """The voxels of ``mask`` in components (26-connectivity) of at least ``min_size`` voxels and,
+    when ``keep_largest`` > 0, among the ``keep_largest`` biggest."""
+    lab, n = ndimage.label(mask, structure=STRUCT26)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = sizes >= max(min_size, 1)
+    if keep_largest > 0:
+        top = np.zeros(n, bool)
+        top[np.argsort(sizes, kind="stable")[::-1][:keep_largest]] = True
+        keep &= top
+    return np.concatenate([[False], keep])[lab]
+
+
+def apply_postprocessing(classes: np.ndarray, spec) -> np.ndarray:
+    """Apply a :func:`postprocessing_spec` to a class map ``(D, H, W)``; return a new map (or ``classes``).
+
+    In order: for WT, TC and ET, components smaller than ``min_component[region]`` voxels, and all but
+    the ``keep_largest[region]`` biggest, leave that region (see ``REMOVED_BECOMES``); then a predicted
+    ET under ``et_threshold`` voxels becomes necrosis (:func:`small_et_to_ncr`).
+    """
+    spec = postprocessing_spec(spec)
+    for region, becomes in REMOVED_BECOMES.items():
+        min_size, largest = spec["min_component"][region], spec["keep_largest"][region]
+        if min_size <= 0 and largest <= 0:
+            continue
+        mask = np.isin(classes, _REGION_CLASSES[region])
+        drop = mask & ~_kept_components(mask, min_size, largest)
+        if drop.any():
+            classes = classes.copy()
+            classes[drop] = becomes
+    return small_et_to_ncr(classes, spec["et_threshold"])
+
+
+# ----------------------------------------------------------------------------- model files and ensembles
+#: preprocessing every model of an ensemble must share (the probabilities are averaged voxel by voxel)
+ENSEMBLE_KEYS = ("modalities", "scale", "downsample", "output", "crop")
+
+
+def model_files(paths) -> list[Path]:
+    """Expand model arguments: a ``.keras`` file stays, a folder gives its ``*.keras`` files (sorted).
+
+    Raises:
+        FileNotFoundError for a path that does not exist; BratsInputError for a folder without ``.keras`` files.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.glob("*.keras") if q.is_file())
+            if not found:
+                raise bio.BratsInputError(f"{p}: no .keras model file in this folder")
+            out += found
+        elif not p.exists():
+            raise FileNotFoundError(f"{p}: model file not found")
+        else:
+            out.append(p)
+    return out
+
+
+def check_same_preprocessing(infos, names) -> None:
+    """Refuse, in one line naming the two models, an ensemble whose models were trained on differently
+    preprocessed data (any of ``ENSEMBLE_KEYS``)."""
+    for info, name in zip(infos[1:], names[1:]):
+        for key in ENSEMBLE_KEYS:
+            if info.get(key) != infos[0].get(key):
+                raise bio.BratsInputError(
+                    f"{names[0]} and {name} were trained with different {key} ({infos[0].get(key)!r} and "
+                    f"{info.get(key)!r}): the models of an ensemble need the same preprocessing")
+
+
 # ----------------------------------------------------------------------------- model wrapper
 class Predictor:
-    """A loaded model plus its preprocessing info, predicting whole cases.
+    """A loaded model (or an ensemble of models) plus its preprocessing info, predicting whole cases.
 
     Args:
-        model: a Keras model or a path to a ``.keras`` file (None: the shipped pretrained model).
-        info: preprocessing info (read from the file when ``model`` is a path).
-        patch_size: window size (default: the training patch size).
+        model: a Keras model, a path to a ``.keras`` file, a folder of ``.keras`` files, or a list of
+            these (an ensemble: the probabilities of the models are averaged); None: the shipped
+            pretrained model(s) (:func:`brats_keras.pretrained.pretrained_paths`).
+        info: preprocessing info (read from the file when ``model`` is a path; merged over it when given).
+            The models of an ensemble must share ``ENSEMBLE_KEYS`` (else BratsInputError naming two files).
+        patch_size: window size (default: the training patch size of the first model).
         overlap, batch_size, tta: see :func:`sliding_window`.
-        min_component, keep_largest, et_threshold: see :func:`postprocess` (all off by default).
+        min_component, keep_largest, et_threshold: see :func:`postprocessing_spec`; when any is given
+            (not None), they replace the post-processing stored in the model file.
+        postprocess: True (default): apply the post-processing stored in the (first) model file's info
+            (``info["postprocess"]``, written by ``brats-keras crossval --choose-postprocessing``) unless
+            the three arguments above are given; False: none at all; a dict: that spec.
     """
 
     def __init__(self, model=None, info=None, patch_size=None, overlap=0.5, batch_size=2, tta=False,
-                 min_component=0, keep_largest=0, et_threshold=0, margin=4):
-        if model is None or isinstance(model, (str, Path)):
-            from .checkpoint import load_model
+                 min_component=None, keep_largest=None, et_threshold=None, margin=4, postprocess=True):
+        from .checkpoint import load_model
 
-            if model is None:
-                from .pretrained import pretrained_path
+        if model is None:
+            from .pretrained import pretrained_paths
 
-                model = pretrained_path()
-            model, file_info = load_model(model, compile=False)
-            info = {**file_info, **(info or {})}
+            model = pretrained_paths()
+        items = list(model) if isinstance(model, (list, tuple)) else [model]
+        if any(isinstance(m, (str, Path)) for m in items):
+            items = [q for m in items for q in (model_files(m) if isinstance(m, (str, Path)) else [m])]
+        models, infos, names = [], [], []
+        for k, m in enumerate(items):
+            if isinstance(m, (str, Path)):
+                m, file_info = load_model(m, compile=False)
+                names.append(str(items[k]))
+            else:
+                file_info = {}
+                names.append(f"model {k + 1}")
+            models.append(m)
+            infos.append({**file_info, **(info or {})})
+        if not models:
+            raise ValueError("no model given")
+        info = infos[0]
         if not info or "modalities" not in info:
             raise ValueError("the model carries no brats_keras info: pass info={'modalities': [...], "
                              "'scale': 'minmax'|'zscore', 'output': 'softmax'|'regions'}")
-        self.model = model
+        check_same_preprocessing(infos, names)
+        for m, name in zip(models[1:], names[1:]):
+            if m.outputs[0].shape[-1] != models[0].outputs[0].shape[-1]:
+                raise bio.BratsInputError(f"{names[0]} and {name} have different numbers of outputs")
+        self.models, self.names = models, names
+        self.model = models[0]
         self.info = info
         self.patch = patch_size or info.get("patch_size") or 128
         self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
-        self.post = dict(min_component=min_component, keep_largest=keep_largest, et_threshold=et_threshold)
+        if postprocess is False:
+            self.post = postprocessing_spec()
+        elif isinstance(postprocess, dict):
+            self.post = postprocessing_spec(postprocess)
+        elif any(v is not None for v in (min_component, keep_largest, et_threshold)):
+            self.post = postprocessing_spec(None, min_component, keep_largest, et_threshold)
+        else:
+            self.post = postprocessing_spec(info.get("postprocess"))
         self.margin = margin
-        n_in = model.inputs[0].shape[-1]
+        n_in = models[0].inputs[0].shape[-1]
         if n_in is not None and n_in != len(info["modalities"]):
             raise ValueError(f"model expects {n_in} channels but its info lists {len(info['modalities'])} modalities")
-        self.n_out = model.outputs[0].shape[-1]
+        self.n_out = models[0].outputs[0].shape[-1]
         self._fn = None
 
     def predict_batch(self, batch):
-        return self.model.predict_on_batch(batch)
+        if len(self.models) == 1:
+            return self.model.predict_on_batch(batch)
+        total = None
+        for m in self.models:
+            out = np.asarray(m.predict_on_batch(batch), dtype=np.float32)
+            total = out if total is None else total + out
+        return total / np.float32(len(self.models))
 
     def predict_image(self, image: np.ndarray, progress=False) -> np.ndarray:
         """Probabilities ``(D, H, W, n_out)`` for a preprocessed image ``(D, H, W, C)``."""
@@ -211,7 +360,7 @@ class Predictor:
             probs = upsample_probs(probs, image.shape[:3], factor)
         classes = np.zeros(vols[0].shape, np.uint8)
         classes[box_slices(box)] = self.to_classes(probs)
-        classes = postprocess(classes, **self.post)
+        classes = apply_postprocessing(classes, self.post)
         full_probs = None
         if return_probs:
             full_probs = np.zeros(vols[0].shape + (probs.shape[-1],), np.float32)

@@ -16,6 +16,16 @@ def pretrained_path() -> Path:
     return MODEL_FILE
 
 
+def pretrained_paths() -> list[Path]:
+    """The shipped model file(s) prediction uses when given no ``--model``: the fold ensemble
+    ``fold-*.keras`` here when one ships (their probabilities are averaged), else ``[model.keras]``.
+
+    ``load_pretrained()`` and ``--init-from pretrained`` always use ``model.keras`` (one network to fine-tune).
+    """
+    folds = sorted(HERE.glob("fold-*.keras"))
+    return folds or [pretrained_path()]
+
+
 def model_card() -> dict:
     """The machine-readable model card (data, split, preprocessing, validation scores)."""
     import json
