@@ -60,6 +60,8 @@ class TrainConfig:
     test: float = 0.0
     split_file: str | None = None
     split_seed: int = 0
+    folds: int = 0  # cross-validation: > 1 trains fold ``fold`` of ``folds`` (brats_keras.crossval.fold_split)
+    fold: int = 0
     seed: int = 0
     foreground_ratio: float = 0.33
     augment: bool = True
@@ -476,8 +478,15 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     all_cases = ConvertedCases(cfg.data)
     info = model_info(cfg, all_cases.settings)
     split_path = run / "split.json"
+    if cfg.folds and cfg.split_file:
+        raise BratsInputError(f"{cfg.split_file}: --folds chooses the validation cases; give --folds or --split-file")
     if resume is not None and split_path.exists():
         split = load_split(split_path)
+    elif cfg.folds:
+        from .crossval import fold_split, tumor_sizes
+
+        split = fold_split(all_cases.case_ids, cfg.folds, cfg.fold, seed=cfg.split_seed,
+                           sizes=tumor_sizes(all_cases.entries), test=cfg.test)
     elif cfg.split_file:
         try:
             split = load_split(cfg.split_file)

@@ -1,0 +1,399 @@
+"""Cross-validation: fold splits, out-of-fold whole-case predictions of all folds in one table, and
+post-processing chosen on those predictions.
+
+The workflow (``K`` = 5)::
+
+    brats-keras train --data data/real_2mm --recipe pretrained --folds 5 --fold 0 --out runs/cv_fold0
+    ...                                                                  --fold 4 --out runs/cv_fold4
+    brats-keras crossval --runs runs/cv_fold0 ... runs/cv_fold4 --out cv --choose-postprocessing
+
+Each fold run trains on the other folds' cases and keeps this fold's as validation (its ``split.json``).
+:func:`crossval_predict` predicts every fold's validation cases with that fold's checkpoint, so each case
+is predicted by the one model that never saw it; the raw label maps stay in ``cv/predictions/`` and
+:func:`choose_postprocessing` picks, on them, the post-processing that raises the mean Dice.
+"""
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .io import BratsInputError, atomic_write_json, atomic_write_text
+from .labels import REGION_NAMES
+
+#: candidate post-processing settings tried by :func:`choose_postprocessing` (voxels of the predicted label map)
+COMPONENT_SIZES = (10, 50, 100, 250, 500, 1000)
+ET_THRESHOLDS = (50, 100, 200, 300, 500)
+SCORES = ("dice", "hd95")
+
+
+# ----------------------------------------------------------------------------- fold splits
+def tumor_sizes(entries: dict) -> dict | None:
+    """Whole-tumor voxels per case from manifest entries (their ``label_counts``); None if any case lacks them."""
+    sizes = {}
+    for cid, entry in entries.items():
+        counts = entry.get("label_counts")
+        if not counts:
+            return None
+        sizes[cid] = int(sum(counts.values()))
+    return sizes
+
+
+def fold_split(case_ids, folds: int, fold: int, seed: int = 0, sizes: dict | None = None, test=0.0) -> dict:
+    """The split of fold ``fold`` of ``folds``: ``val`` = this fold's cases, ``train`` = the other folds'.
+
+    The same ``(case_ids, folds, seed, sizes)`` always give the same folds, and the ``folds`` validation
+    sets are disjoint and cover every non-test case once.
+
+    Folds are stratified by tumor size (scikit-learn's ``StratifiedKFold`` with shuffling and ``seed``) when
+    ``sizes`` (whole-tumor voxels per case, e.g. :func:`tumor_sizes` of the manifest) are given and there
+    are at least ``2 * folds`` cases: the cases are cut into size bins (up to three: small, middle, large
+    tumors) of at least ``folds`` cases each and every fold gets its share of each bin. Tumor size drives
+    Dice and HD95 more than anything else here (small tumors score low Dice), and with 4 or 5 validation
+    cases per fold a fold of only small tumors would make its fold mean differ for reasons that have
+    nothing to do with its model. Otherwise plain ``KFold`` with shuffling and ``seed``. (``GroupKFold``
+    would be the choice when one patient has several studies, e.g. BraTS 2023's ``-000`` / ``-001`` time
+    points; the cases here are one study per patient.)
+
+    Args:
+        case_ids: the labelled case ids.
+        folds: number of folds (>= 2); fold: this fold, ``0 .. folds - 1``.
+        seed: the shuffling seed (``TrainConfig.split_seed``).
+        test: cases held out of every fold first (a fraction or a count, as in :func:`split_cases`).
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...], "fold": fold, "folds": folds, "seed": seed,
+        "stratified_by": "tumor size" or None}`` (id lists sorted).
+    Raises:
+        BratsInputError for a fold out of range or more folds than cases.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from .data import split_cases
+
+    folds, fold = int(folds), int(fold)
+    if folds < 2:
+        raise BratsInputError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    if not 0 <= fold < folds:
+        raise BratsInputError(f"--fold {fold}: choose a fold from 0 to {folds - 1}")
+    held = split_cases(case_ids, val=0, test=test, seed=seed) if test else {"train": sorted(case_ids), "test": []}
+    ids = sorted(held["train"])
+    if len(ids) < folds:
+        raise BratsInputError(f"--folds {folds}: only {len(ids)} case(s) to split")
+    strata = None
+    if sizes is not None and all(c in sizes for c in ids):
+        n_bins = min(3, len(ids) // folds)
+        if n_bins >= 2:
+            order = sorted(range(len(ids)), key=lambda i: (sizes[ids[i]], ids[i]))
+            strata = np.zeros(len(ids), int)
+            for rank, i in enumerate(order):
+                strata[i] = rank * n_bins // len(ids)
+    if strata is not None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(ids, strata)
+    else:
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed).split(ids)
+    _, val_idx = list(splitter)[fold]
+    val = sorted(ids[i] for i in val_idx)
+    return {"train": sorted(set(ids) - set(val)), "val": val, "test": sorted(held["test"]), "fold": fold,
+            "folds": folds, "seed": int(seed), "stratified_by": "tumor size" if strata is not None else None}
+
+
+# ----------------------------------------------------------------------------- out-of-fold predictions
+def _truth_cases(roots) -> dict:
+    from .io import find_cases
+
+    found = {}
+    for root in roots:
+        for case in find_cases(root):
+            if case.seg is not None:
+                found.setdefault(case.case_id, case)
+    return found
+
+
+def _manifest_roots(run: Path) -> list[Path]:
+    """The folders of the original label maps of a run's data (its conversion manifest's ``seg`` paths)."""
+    from .convert import read_manifest
+
+    cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
+    try:
+        manifest = read_manifest(cfg.get("data", ""))
+    except Exception:
+        return []
+    return sorted({Path(e["seg"]).parent.parent for e in manifest["cases"].values() if e.get("seg")})
+
+
+def _summary(rows: list[dict]) -> dict:
+    """mean / median / std (population) of Dice and HD95 per region over case rows."""
+    out = {}
+    for name, reduce in (("mean", np.mean), ("median", np.median), ("std", np.std)):
+        out[name] = {r: {s: float(reduce([row[r][s] for row in rows])) for s in SCORES} for r in REGION_NAMES}
+    return out
+
+
+def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: bool = False, overlap: float = 0.5,
+                     batch_size: int = 2, progress: bool = True, log=print) -> dict:
+    """Predict each fold run's validation cases with its own checkpoint and score them all in one table.
+
+    Args:
+        runs: the fold run folders (each with ``split.json`` and ``checkpoints/<checkpoint>.keras``); their
+            validation cases must not overlap.
+        out: output folder: ``predictions/<case>.nii.gz`` (raw label maps, no post-processing, in the case's
+            label convention), ``crossval.json`` and ``crossval.csv``.
+        data_roots: folders of the original NIfTI cases with label maps (any layout); default: where the
+            runs' conversion manifests say the label maps are.
+        checkpoint: ``"last"`` (default: choosing a checkpoint by the Dice of 4 or 5 validation cases
+            overfits those cases) or ``"best"``.
+        tta, overlap, batch_size: passed to :class:`brats_keras.inference.Predictor`.
+    Returns:
+        ``{"checkpoint", "cases": {case: {"fold", "run", "model", "prediction", "truth", "WT": {"dice",
+        "hd95", "sensitivity", "specificity"}, "TC", "ET"}}, "folds": {fold: {"run", "cases", "mean"}},
+        "mean", "median", "std"}`` (summaries hold Dice and HD95 per region).
+    Raises:
+        BratsInputError (one line) for a folder that is not a fold run, a missing checkpoint, a case in two
+        runs' validation sets, or a validation case without a label map under ``data_roots``.
+    """
+    from .evaluation import _read_classes, region_scores
+    from .inference import Predictor
+    from .io import save_nifti
+    from .labels import classes_to_labels
+
+    if checkpoint not in ("last", "best"):
+        raise BratsInputError(f"--checkpoint {checkpoint!r}: use last or best")
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise BratsInputError("no fold run given")
+    plan, owner = [], {}
+    for k, run in enumerate(runs):
+        split_path, model_path = run / "split.json", run / "checkpoints" / f"{checkpoint}.keras"
+        if not split_path.is_file():
+            raise BratsInputError(f"{run}: not a run folder (no split.json)")
+        if not model_path.is_file():
+            raise BratsInputError(f"{model_path}: checkpoint not found")
+        split = json.loads(split_path.read_text())
+        for cid in split.get("val", []):
+            if cid in owner:
+                raise BratsInputError(f"case {cid} is a validation case of both {owner[cid]} and {run}: "
+                                      "give the runs of one cross-validation")
+            owner[cid] = run
+        plan.append((int(split.get("fold", k)), run, model_path, list(split.get("val", []))))
+    roots = [Path(r) for r in data_roots] if data_roots else sorted({r for run in runs for r in _manifest_roots(run)})
+    truth = _truth_cases(roots)
+    missing = sorted(set(owner) - set(truth))
+    if missing:
+        raise BratsInputError(f"no label map for validation case(s) {', '.join(missing)} under "
+                              f"{', '.join(map(str, roots)) or 'the runs data folders'}: give --data-root")
+    out = Path(out)
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    cases, fold_table = {}, {}
+    for fold, run, model_path, val in plan:
+        predictor = Predictor(model_path, tta=tta, overlap=overlap, batch_size=batch_size, postprocess=False)
+        for cid in sorted(val):
+            case = truth[cid]
+            pred = predictor.predict_case(case)
+            pred_path = out / "predictions" / f"{cid}.nii.gz"
+            save_nifti(pred_path, classes_to_labels(pred["classes"], case.label_convention), pred["affine"],
+                       pred["header"])
+            true, spacing = _read_classes(Path(case.seg))
+            scores = region_scores(pred["classes"], true, spacing)
+            cases[cid] = {"fold": fold, "run": str(run), "model": str(model_path), "prediction": str(pred_path),
+                          "truth": str(case.seg), **{r: scores[r] for r in REGION_NAMES}}
+            if progress:
+                log(f"fold {fold} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in REGION_NAMES))
+        rows = [cases[c] for c in sorted(val)]
+        fold_table[str(fold)] = {"run": str(run), "cases": sorted(val),
+                                 "mean": _summary(rows)["mean"] if rows else {}}
+    results = {"checkpoint": checkpoint, "cases": dict(sorted(cases.items())), "folds": fold_table,
+               **_summary(list(cases.values()))}
+    atomic_write_json(out / "crossval.json", results)
+    atomic_write_text(out / "crossval.csv", crossval_csv(results))
+    return results
+
+
+def crossval_csv(results: dict) -> str:
+    """One row per case (fold, Dice and HD95 per region), then a row per fold mean, then mean / median / std."""
+    columns = [f"{s}_{r}" for s in SCORES for r in REGION_NAMES]
+    buf = _io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["case", "fold", *columns])
+    for cid, row in results["cases"].items():
+        writer.writerow([cid, row["fold"], *(repr(float(row[r][s])) for s in SCORES for r in REGION_NAMES)])
+    for fold, f in results["folds"].items():
+        if f["mean"]:
+            writer.writerow([f"fold {fold} mean", fold, *(repr(f["mean"][r][s]) for s in SCORES for r in REGION_NAMES)])
+    for name in ("mean", "median", "std"):
+        writer.writerow([name, "", *(repr(results[name][r][s]) for s in SCORES for r in REGION_NAMES)])
+    return buf.getvalue()
+
+
+def format_crossval(results: dict) -> str:
+    """A text table of :func:`crossval_predict` results: cases, fold means, then mean / median / std."""
+    rows = [(cid, str(r["fold"]), r) for cid, r in results["cases"].items()]
+    folds = [(f"fold {k} mean", k, f["mean"]) for k, f in results["folds"].items() if f["mean"]]
+    totals = [(name, "all", results[name]) for name in ("mean", "median", "std")]
+    width = max(len(name) for name, _, _ in rows + folds + totals + [("case", "", None)])
+    head = f"{'case':<{width}}  fold  {'Dice WT':>7} {'TC':>6} {'ET':>6}  {'HD95 WT':>7} {'TC':>6} {'ET':>6}"
+    lines = [head, "-" * len(head)]
+    for i, block in enumerate((rows, folds, totals)):
+        if i and block:
+            lines.append("-" * len(head))
+        for name, fold, s in block:
+            lines.append(f"{name:<{width}}  {fold:>4}  {s['WT']['dice']:>7.4f} {s['TC']['dice']:>6.4f} "
+                         f"{s['ET']['dice']:>6.4f}  {s['WT']['hd95']:>7.2f} {s['TC']['hd95']:>6.2f} "
+                         f"{s['ET']['hd95']:>6.2f}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- post-processing choice
+def _crop_pair(pred: np.ndarray, true: np.ndarray):
+    """Both maps cut to the box of their tumor voxels (1 voxel margin): post-processing only removes
+    voxels and connectivity stays inside the box, so every Dice is that of the whole volume, faster."""
+    any_tumor = (pred > 0) | (true > 0)
+    if not any_tumor.any():
+        return pred[:1, :1, :1], true[:1, :1, :1]
+    idx = np.argwhere(any_tumor)
+    lo, hi = np.maximum(idx.min(0) - 1, 0), idx.max(0) + 2
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    return pred[box], true[box]
+
+
+def _region_dice(preds, truths) -> dict:
+    """Mean Dice per region over cases (BraTS convention: both empty scores 1)."""
+    from .evaluation import dice
+    from .labels import classes_to_regions
+
+    per = {r: [] for r in REGION_NAMES}
+    for p, t in zip(preds, truths):
+        pr, tr = classes_to_regions(p), classes_to_regions(t)
+        for i, r in enumerate(REGION_NAMES):
+            per[r].append(dice(pr[..., i], tr[..., i]))
+    return {r: float(np.mean(v)) for r, v in per.items()}
+
+
+def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET_THRESHOLDS,
+                          min_gain: float = 1e-4) -> dict:
+    """Choose, on out-of-fold predictions, the post-processing that raises the mean Dice.
+
+    Per region, in the order WT, TC, ET and each on top of the choices already made (nnU-Net's sequential
+    rule): try removing components under each of ``sizes`` voxels and keeping only the largest component
+    (see :func:`brats_keras.inference.apply_postprocessing`); keep the candidate with the highest mean Dice
+    of that region if it beats doing nothing by more than ``min_gain`` and lowers no region's mean Dice by more
+    than ``min_gain`` (ties go to the gentler candidate: smaller sizes first, keeping the largest last). Then
+    the BraTS rule: a predicted ET under each of ``et_thresholds`` voxels becomes necrosis; the best threshold
+    is kept under the same test on the ET Dice.
+
+    Args:
+        preds, truths: class maps ``(D, H, W)`` uint8 (classes 0..3), one pair per case, same shapes.
+    Returns:
+        ``{"postprocess": spec for :func:`~brats_keras.inference.postprocessing_spec`, "dice_before": {region:
+        mean}, "dice_after": {region: mean}, "tried": [{"step", "setting", "dice": {region: mean},
+        "chosen"}], "cases": n}``.
+    """
+    from .inference import apply_postprocessing, postprocessing_spec, small_et_to_ncr
+
+    pairs = [_crop_pair(np.asarray(p), np.asarray(t)) for p, t in zip(preds, truths)]
+    if not pairs:
+        raise BratsInputError("no predictions to choose post-processing on")
+    current, truths = [p for p, _ in pairs], [t for _, t in pairs]
+    spec = postprocessing_spec()
+    before = score = _region_dice(current, truths)
+    tried = []
+
+    def accept(candidate_score, best_score, region):
+        return (candidate_score[region] > best_score[region] + min_gain
+                and all(candidate_score[r] >= score[r] - min_gain for r in REGION_NAMES))
+
+    for region in REGION_NAMES:
+        candidates = [("min_component", s) for s in sizes] + [("keep_largest", 1)]
+        best = None
+        for key, value in candidates:
+            one = postprocessing_spec({key: {region: value}})
+            outs = [apply_postprocessing(p, one) for p in current]
+            cand = _region_dice(outs, truths)
+            tried.append({"step": f"{region} components", "setting": {key: value}, "dice": cand, "chosen": False})
+            if accept(cand, best[2] if best else score, region):
+                best = (key, value, cand, outs, len(tried) - 1)
+        if best:
+            key, value, score, current, row = best
+            spec[key][region] = value
+            tried[row]["chosen"] = True
+    best = None
+    for t in et_thresholds:
+        outs = [small_et_to_ncr(p, t) for p in current]
+        cand = _region_dice(outs, truths)
+        tried.append({"step": "ET under N voxels to necrosis", "setting": {"et_threshold": t}, "dice": cand,
+                      "chosen": False})
+        if accept(cand, best[1] if best else score, "ET"):
+            best = (t, cand, len(tried) - 1)
+    if best:
+        spec["et_threshold"], score = best[0], best[1]
+        tried[best[2]]["chosen"] = True
+    return {"postprocess": spec, "dice_before": before, "dice_after": score, "tried": tried, "cases": len(pairs)}
+
+
+def choose_postprocessing_from_crossval(cv_dir, **kwargs) -> dict:
+    """:func:`choose_postprocessing` on the predictions and truths listed in ``cv_dir/crossval.json``
+    (written by :func:`crossval_predict`); nothing is predicted again."""
+    from .evaluation import _read_classes
+
+    cv_dir = Path(cv_dir)
+    path = cv_dir / "crossval.json"
+    if not path.is_file():
+        raise BratsInputError(f"{cv_dir}: no crossval.json (run brats-keras crossval first)")
+    results = json.loads(path.read_text())
+    preds, truths = [], []
+    for cid, row in results["cases"].items():
+        pred = Path(row["prediction"])
+        if not pred.is_absolute() and not pred.exists():
+            pred = cv_dir / "predictions" / pred.name
+        preds.append(_read_classes(pred)[0])
+        truths.append(_read_classes(Path(row["truth"]))[0])
+    choice = choose_postprocessing(preds, truths, **kwargs)
+    choice["chosen_on"] = {"crossval": str(cv_dir.resolve()), "cases": sorted(results["cases"]),
+                           "checkpoint": results.get("checkpoint")}
+    return choice
+
+
+def format_choice(choice: dict) -> str:
+    """The tried settings with the mean Dice they give, the chosen ones marked with ``*``."""
+    b = choice["dice_before"]
+    lines = [f"post-processing chosen on {choice['cases']} out-of-fold case(s); mean Dice WT / TC / ET",
+             f"  {'none':<44} {b['WT']:.4f} {b['TC']:.4f} {b['ET']:.4f}"]
+    for row in choice["tried"]:
+        (key, value), = row["setting"].items()
+        d = row["dice"]
+        label = f"{row['step']}: {key} {value}"
+        lines.append(f"{'*' if row['chosen'] else ' '} {label:<44} {d['WT']:.4f} {d['TC']:.4f} {d['ET']:.4f}")
+    a = choice["dice_after"]
+    lines.append(f"  {'chosen together':<44} {a['WT']:.4f} {a['TC']:.4f} {a['ET']:.4f}")
+    lines.append(f"chosen: {json.dumps(choice['postprocess'])}")
+    return "\n".join(lines)
+
+
+def set_postprocessing(model_path, choice) -> dict:
+    """Store a post-processing choice in a model file's info (``info["postprocess"]``); return the new info.
+
+    ``choice`` is a :func:`choose_postprocessing` result (its ``postprocess`` and ``chosen_on`` are stored),
+    a spec dict, or None to remove the stored choice. :class:`~brats_keras.inference.Predictor` then applies
+    it to every prediction unless told otherwise (``--no-postprocess`` or explicit flags).
+    """
+    from .checkpoint import read_info, write_info
+    from .inference import postprocessing_spec
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path}: model file not found")
+    info = read_info(model_path)
+    if not info:
+        raise BratsInputError(f"{model_path}: not a brats-keras model file (no preprocessing info)")
+    if choice is None:
+        info.pop("postprocess", None)
+    else:
+        spec = postprocessing_spec(choice.get("postprocess", choice))
+        if "chosen_on" in choice:
+            spec["chosen_on"] = {**choice["chosen_on"], "dice_before": choice.get("dice_before"),
+                                 "dice_after": choice.get("dice_after")}
+        info["postprocess"] = spec
+    write_info(model_path, info)
+    return info

@@ -1,0 +1,349 @@
+"""Cross-validation: fold splits, out-of-fold predictions in one table, post-processing chosen on them,
+stored in the model file and applied by prediction, and fold ensembles."""
+import json
+
+import numpy as np
+import pytest
+
+from brats_keras.checkpoint import read_info, save_model
+from brats_keras.cli import main as cli_main
+from brats_keras.convert import convert_folder
+from brats_keras.crossval import (choose_postprocessing, crossval_predict, fold_split, format_crossval,
+                                  set_postprocessing)
+from brats_keras.inference import Predictor, apply_postprocessing, postprocessing_spec
+from brats_keras.io import BratsInputError, find_cases
+from brats_keras.training import TrainConfig, train
+
+from conftest import write_small_case
+
+IDS = [f"c{i:02d}" for i in range(23)]
+
+
+# ----------------------------------------------------------------------------- fold splits
+def test_folds_are_disjoint_cover_every_case_and_repeat():
+    splits = [fold_split(IDS, 5, k, seed=3) for k in range(5)]
+    vals = [s["val"] for s in splits]
+    assert sorted(c for v in vals for c in v) == IDS  # every case validated exactly once
+    assert sorted(len(v) for v in vals) == [4, 4, 5, 5, 5]
+    for s in splits:
+        assert sorted(s["train"] + s["val"]) == IDS and not set(s["train"]) & set(s["val"])
+        assert s["folds"] == 5 and s["seed"] == 3 and s["stratified_by"] is None and s["test"] == []
+    assert fold_split(IDS, 5, 2, seed=3) == splits[2]  # reproducible from the seed
+    assert fold_split(IDS, 5, 2, seed=4)["val"] != splits[2]["val"]
+
+
+def test_folds_are_stratified_by_tumor_size():
+    sizes = {c: (i + 1) * 1000 for i, c in enumerate(IDS)}  # c00 smallest ... c22 largest
+    small, large = set(IDS[:7]), set(IDS[-8:])
+    for k in range(5):
+        s = fold_split(IDS, 5, k, seed=0, sizes=sizes)
+        assert s["stratified_by"] == "tumor size"
+        # 3 bins of 7-8 cases: every fold gets 1 or 2 of the smallest and of the largest tumors
+        assert 1 <= len(small & set(s["val"])) <= 2 and 1 <= len(large & set(s["val"])) <= 2
+    # too few cases for two bins of `folds` cases each: plain KFold
+    assert fold_split(IDS[:9], 5, 0, sizes=sizes)["stratified_by"] is None
+
+
+def test_folds_hold_out_test_cases_first_and_refuse_bad_numbers():
+    s = fold_split(IDS, 4, 1, seed=0, test=3)
+    assert len(s["test"]) == 3 and not set(s["test"]) & set(s["train"] + s["val"])
+    assert sorted(s["test"] + s["train"] + s["val"]) == IDS
+    with pytest.raises(BratsInputError, match="--fold 5: choose a fold from 0 to 4"):
+        fold_split(IDS, 5, 5)
+    with pytest.raises(BratsInputError, match="at least 2 folds"):
+        fold_split(IDS, 1, 0)
+    with pytest.raises(BratsInputError, match="--folds 5: only 3 case"):
+        fold_split(IDS[:3], 5, 0)
+
+
+# ----------------------------------------------------------------------------- fold runs and the out-of-fold table
+@pytest.fixture(scope="module")
+def cv(tmp_path_factory):
+    """5 small converted cases and two 1-step fold runs of a 2-fold cross-validation."""
+    root = tmp_path_factory.mktemp("cv")
+    for i in range(5):
+        write_small_case(root / "src", f"c{i}", seed=i, shape=(40, 36, 30))
+    convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    runs = []
+    for k in range(2):
+        cfg = TrainConfig(data=str(root / "conv"), out=str(root / f"fold{k}"), base_filters=4, depth=2,
+                          norm="instance", output="regions", loss="dice+bce", patch_size=16, batch_size=2, epochs=1,
+                          steps_per_epoch=1, val_steps=1, verbose=0, mixed_precision="off", folds=2, fold=k,
+                          split_seed=7)
+        train(cfg)
+        runs.append(root / f"fold{k}")
+    return root, runs
+
+
+def test_fold_runs_write_their_fold_split(cv):
+    root, runs = cv
+    splits = [json.loads((r / "split.json").read_text()) for r in runs]
+    assert [s["fold"] for s in splits] == [0, 1] and all(s["folds"] == 2 for s in splits)
+    assert sorted(splits[0]["val"] + splits[1]["val"]) == [f"c{i}" for i in range(5)]
+    assert splits[0]["train"] == splits[1]["val"]
+    from brats_keras.convert import read_manifest
+    from brats_keras.crossval import tumor_sizes
+
+    sizes = tumor_sizes(read_manifest(root / "conv")["cases"])
+    expected = fold_split(list(sizes), 2, 0, seed=7, sizes=sizes)
+    assert splits[0] == expected  # reproducible from the seed alone
+
+
+def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
+    from brats_keras.evaluation import evaluate_folder
+
+    root, runs = cv
+    res = crossval_predict(runs, tmp_path / "cv", progress=False)  # label maps found through the manifests
+    assert sorted(res["cases"]) == [f"c{i}" for i in range(5)] and res["checkpoint"] == "last"
+    for run in runs:
+        val = json.loads((run / "split.json").read_text())["val"]
+        for cid in val:
+            assert res["cases"][cid]["model"] == str(run / "checkpoints" / "last.keras")
+    assert set(res["folds"]) == {"0", "1"} and set(res) >= {"mean", "median", "std"}
+    # the table agrees with brats-keras evaluate on the kept predictions
+    ev = evaluate_folder(tmp_path / "cv" / "predictions", root / "src", progress=False)
+    for r in ("WT", "TC", "ET"):
+        assert res["mean"][r]["dice"] == pytest.approx(ev["mean"][r]["dice"])
+        assert res["median"][r]["hd95"] == pytest.approx(ev["median"][r]["hd95"])
+        dices = [c[r]["dice"] for c in res["cases"].values()]
+        assert res["std"][r]["dice"] == pytest.approx(np.std(dices))
+        fold0 = [res["cases"][c][r]["dice"] for c in res["folds"]["0"]["cases"]]
+        assert res["folds"]["0"]["mean"][r]["dice"] == pytest.approx(np.mean(fold0))
+    assert json.loads((tmp_path / "cv" / "crossval.json").read_text())["cases"].keys() == res["cases"].keys()
+    csv_rows = (tmp_path / "cv" / "crossval.csv").read_text().splitlines()
+    assert csv_rows[0].startswith("case,fold,dice_WT,dice_TC,dice_ET,hd95_WT")
+    assert [r.split(",")[0] for r in csv_rows[-5:]] == ["fold 0 mean", "fold 1 mean", "mean", "median", "std"]
+    table = format_crossval(res)
+    assert "fold 1 mean" in table and table.splitlines()[-1].startswith("std")
+    # the command: --checkpoint best, a given --data-root, then choosing post-processing from the kept predictions
+    rc = cli_main(["crossval", "--runs", *map(str, runs), "--data-root", str(root / "src"), "--out",
+                   str(tmp_path / "cv2"), "--checkpoint", "best", "--quiet"])
+    assert rc == 0 and "fold 0 mean" in capsys.readouterr().out
+    model = tmp_path / "m.keras"
+    model.write_bytes((runs[0] / "checkpoints" / "last.keras").read_bytes())
+    rc = cli_main(["crossval", "--runs", *map(str, runs), "--out", str(tmp_path / "cv2"), "--reuse",
+                   "--write-to", str(model)])
+    out = capsys.readouterr().out
+    assert rc == 0 and "chosen:" in out and f"stored in {model}" in out
+    stored = read_info(model)["postprocess"]
+    assert stored["chosen_on"]["cases"] == [f"c{i}" for i in range(5)] and stored["chosen_on"]["checkpoint"] == "best"
+    assert json.loads((tmp_path / "cv2" / "postprocessing.json").read_text())["postprocess"] == {
+        k: stored[k] for k in ("min_component", "keep_largest", "et_threshold")}
+
+
+def test_crossval_refuses_bad_runs_in_one_line(cv, tmp_path, capsys):
+    root, runs = cv
+    rc = cli_main(["crossval", "--runs", str(runs[0]), str(runs[0]), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "is a validation case of both" in err[0]
+    rc = cli_main(["crossval", "--runs", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert rc == 2 and capsys.readouterr().err.strip() == f"error: {tmp_path}: not a run folder (no split.json)"
+    rc = cli_main(["crossval", "--runs", str(runs[0]), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
+    assert rc == 2 and "no label map for validation case(s)" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_folds_refuse_val_and_split_file(cv, tmp_path, capsys):
+    root, runs = cv
+    base = ["train", "--data", str(root / "conv"), "--folds", "5", "--fold", "0", "--epochs", "0"]
+    for extra in (["--val", "2"], ["--split-file", str(runs[0] / "split.json")]):
+        assert cli_main(base + extra + ["--out", str(tmp_path / "r")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ["error: --folds chooses the validation cases itself: drop --val and --split-file"]
+    assert cli_main(["train", "--data", str(root / "conv"), "--fold", "1", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --fold needs --folds K"
+    with pytest.raises(BratsInputError, match="give --folds or --split-file"):
+        train(TrainConfig(data=str(root / "conv"), out=str(tmp_path / "r"), folds=2,
+                          split_file=str(runs[0] / "split.json")))
+    assert not (tmp_path / "r").exists()
+
+
+# ----------------------------------------------------------------------------- post-processing known answers
+def blob(shape=(30, 30, 30)):
+    """A tumor of 1000 voxels at [4:14]^3: edema, an enhancing core of 216 voxels, 8 voxels of necrosis."""
+    c = np.zeros(shape, np.uint8)
+    c[4:14, 4:14, 4:14] = 2
+    c[6:12, 6:12, 6:12] = 3
+    c[8:10, 8:10, 8:10] = 1
+    return c
+
+
+def with_island(c, label=2, at=24, size=2):
+    c = c.copy()
+    c[at:at + size, at:at + size, at:at + size] = label
+    return c
+
+
+def test_per_region_removal_keeps_regions_nested():
+    c = with_island(blob(), label=3, size=3)  # a 27-voxel ET island far away
+    spec = postprocessing_spec({"min_component": {"ET": 50}})
+    out = apply_postprocessing(c, spec)
+    assert (out[24:27, 24:27, 24:27] == 1).all()  # left ET, stays in TC: necrosis
+    assert (out[:20, :20, :20] == c[:20, :20, :20]).all()
+    out = apply_postprocessing(c, {"min_component": {"TC": 50}})
+    assert (out[24:27, 24:27, 24:27] == 2).all()  # left TC, stays in WT: edema
+    out = apply_postprocessing(c, {"keep_largest": {"WT": 1}})
+    assert not out[20:].any() and (out[:20, :20, :20] == c[:20, :20, :20]).all()
+    assert apply_postprocessing(c, {}) is c
+    # the old flags are whole-tumor rules
+    assert postprocessing_spec(None, min_component=5, keep_largest=1, et_threshold=9) == {
+        "min_component": {"WT": 5, "TC": 0, "ET": 0}, "keep_largest": {"WT": 1, "TC": 0, "ET": 0}, "et_threshold": 9}
+    with pytest.raises(ValueError, match="unknown region NCR"):
+        postprocessing_spec({"min_component": {"NCR": 3}})
+
+
+def test_far_false_island_removal_is_chosen():
+    truth = blob()
+    choice = choose_postprocessing([with_island(truth)], [truth])
+    assert choice["postprocess"]["min_component"] == {"WT": 10, "TC": 0, "ET": 0}  # the gentlest that fixes it
+    assert choice["postprocess"]["keep_largest"]["WT"] == 0 and choice["postprocess"]["et_threshold"] == 0
+    assert choice["dice_before"]["WT"] == pytest.approx(2 * 1000 / 2008) and choice["dice_after"]["WT"] == 1.0
+
+
+def test_removal_that_would_delete_a_real_lesion_is_not_chosen():
+    two = with_island(blob(), size=5)  # a real second lesion of 125 voxels
+    choice = choose_postprocessing([two], [two])
+    assert choice["postprocess"] == postprocessing_spec()
+    largest = [r for r in choice["tried"] if r["step"] == "WT components" and "keep_largest" in r["setting"]][0]
+    assert largest["dice"]["WT"] < 1 and not largest["chosen"]
+    # with a case that has a false island too: drop islands under 10 voxels, but never keep only the largest
+    truth = blob()
+    choice = choose_postprocessing([two, with_island(truth)], [two, truth])
+    assert choice["postprocess"]["min_component"]["WT"] == 10 and choice["postprocess"]["keep_largest"]["WT"] == 0
+    # equal evidence both ways (a real 8-voxel lesion beside a false 8-voxel island): nothing changes
+    choice = choose_postprocessing([with_island(truth), with_island(truth)], [truth, with_island(truth)])
+    assert choice["postprocess"] == postprocessing_spec()
+
+
+def test_small_et_to_necrosis_is_chosen_when_et_is_false():
+    no_et = blob()
+    no_et[no_et == 3] = 2
+    false_et = no_et.copy()
+    false_et[5:7, 5:7, 5:10] = 3  # 20 voxels of ET where the truth has none
+    preds, truths = [blob(), false_et], [blob(), no_et]
+    choice = choose_postprocessing(preds, truths, sizes=())
+    assert choice["postprocess"]["et_threshold"] == 50  # 216 true ET voxels survive every threshold up to 200
+    assert choice["dice_before"]["ET"] == 0.5 and choice["dice_after"]["ET"] == 1.0
+    # with component removal allowed, dropping ET islands under 50 voxels does it first
+    choice = choose_postprocessing(preds, truths)
+    assert choice["postprocess"]["min_component"]["ET"] == 50 and choice["postprocess"]["et_threshold"] == 0
+    # a real small ET predicted right: the rule would erase it, so it is not chosen
+    small_et = blob()
+    small_et[small_et == 3] = 2
+    small_et[8:11, 8:11, 8:11] = 3
+    assert choose_postprocessing([small_et], [small_et])["postprocess"]["et_threshold"] == 0
+
+
+# ----------------------------------------------------------------------------- stored and applied by prediction
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two untrained tiny region models with the same preprocessing, and one with other scaling."""
+    import keras
+
+    from brats_keras.models import unet3d
+
+    folder = tmp_path_factory.mktemp("ens")
+    info = {"modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "output": "regions", "patch_size": 16,
+            "downsample": 1, "crop": "brain"}
+    paths = {}
+    for name, seed, extra in (("a", 1, {}), ("b", 2, {}), ("minmax", 3, {"scale": "minmax"})):
+        keras.utils.set_random_seed(seed)
+        model = unet3d(in_channels=4, base_filters=4, depth=2, norm="none", output="regions")
+        paths[name] = save_model(model, folder / name / f"{name}.keras", {**info, **extra})
+    keras.backend.clear_session()
+    return paths
+
+
+def test_stored_postprocessing_is_applied_and_flags_override(models, tmp_path, capsys):
+    path = tmp_path / "m.keras"
+    path.write_bytes(models["a"].read_bytes())
+    choice = choose_postprocessing([with_island(blob())], [blob()])
+    set_postprocessing(path, {**choice, "chosen_on": {"crossval": "cv"}})
+    info = read_info(path)
+    assert info["postprocess"]["min_component"]["WT"] == 10 and info["scale"] == "zscore"
+    from brats_keras.checkpoint import load_model
+
+    load_model(path, compile=False)  # still a loadable Keras file
+    assert Predictor(path).post == postprocessing_spec(choice["postprocess"])
+    assert Predictor(path, et_threshold=100).post == postprocessing_spec(None, et_threshold=100)  # flags replace it
+    assert Predictor(path, postprocess=False).post == postprocessing_spec()
+    # end to end: a predicted far island is removed from the written label map
+    src = tmp_path / "in"
+    write_small_case(src, "c0", shape=(36, 36, 30))
+    p = Predictor(path)
+
+    def fake(image, progress=False):
+        probs = np.zeros(image.shape[:3] + (3,), np.float32)
+        probs[10:16, 10:16, 8:14] = 1
+        probs[2, 2, 2, 0] = 1  # a one-voxel WT island
+        return probs
+
+    p.predict_image = fake
+    case = find_cases(src)[0]
+    out = p.predict_case(case)["classes"]
+    p.post = postprocessing_spec()
+    raw = p.predict_case(case)["classes"]
+    assert (raw > 0).sum() - (out > 0).sum() == 1
+    # the command line: set-postprocessing, then predict --no-postprocess / --min-component
+    assert cli_main(["set-postprocessing", "--model", str(path), "--none"]) == 0
+    assert "postprocess" not in read_info(path)
+    (tmp_path / "pp.json").write_text(json.dumps({"min_component": {"TC": 20}}))
+    assert cli_main(["set-postprocessing", "--model", str(path), "--from", str(tmp_path / "pp.json")]) == 0
+    assert read_info(path)["postprocess"]["min_component"] == {"WT": 0, "TC": 20, "ET": 0}
+    assert cli_main(["set-postprocessing", "--model", str(tmp_path / "no.keras"), "--none"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'no.keras'}: model file not found"
+
+
+# ----------------------------------------------------------------------------- ensembles
+def test_ensemble_of_a_model_with_itself_is_the_model(models, tmp_path):
+    src = tmp_path / "in"
+    write_small_case(src, "c0", shape=(36, 36, 30))
+    case = find_cases(src)[0]
+    single = Predictor(models["a"]).predict_case(case, return_probs=True)
+    double = Predictor([models["a"], models["a"]]).predict_case(case, return_probs=True)
+    assert np.array_equal(single["probs"], double["probs"]) and np.array_equal(single["classes"], double["classes"])
+
+
+def test_ensemble_averages_probabilities(models, tmp_path):
+    from brats_keras.checkpoint import load_model
+
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 16, 4)).astype(np.float32)
+    a, _ = load_model(models["a"], compile=False)
+    b, _ = load_model(models["b"], compile=False)
+    pa, pb = np.asarray(a.predict_on_batch(x)), np.asarray(b.predict_on_batch(x))
+    assert np.abs(pa - pb).max() > 1e-3  # two different models
+    ens = Predictor([models["a"], models["b"]])
+    assert len(ens.models) == 2 and np.allclose(ens.predict_batch(x), (pa + pb) / 2, atol=1e-6)
+    # a folder of .keras files is an ensemble of them (sorted by name)
+    folder = tmp_path / "folds"
+    folder.mkdir()
+    for k, name in enumerate(("a", "b")):
+        (folder / f"fold-{k}.keras").write_bytes(models[name].read_bytes())
+    assert np.allclose(Predictor(folder).predict_batch(x), (pa + pb) / 2, atol=1e-6)
+
+
+def test_ensemble_refuses_mixed_preprocessing(models, tmp_path, capsys):
+    with pytest.raises(BratsInputError, match="trained with different scale .'zscore' and 'minmax'."):
+        Predictor([models["a"], models["minmax"]])
+    src = tmp_path / "in"
+    write_small_case(src, "c0", shape=(16, 18, 14))
+    rc = cli_main(["predict", "--model", str(models["a"]), "--model", str(models["minmax"]), "--input", str(src),
+                   "--output", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
+    assert err[0].startswith(f"error: {models['a']} and {models['minmax']} were trained with different scale")
+    # the command with two models of one preprocessing predicts
+    rc = cli_main(["predict", "--model", str(models["a"]), "--model", str(models["b"]), "--input", str(src),
+                   "--output", str(tmp_path / "ok"), "--quiet", "--no-postprocess"])
+    assert rc == 0 and (tmp_path / "ok" / "c0.nii.gz").exists()
+
+
+def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
+    import brats_keras.pretrained as pre
+
+    assert pre.pretrained_paths() == [pre.MODEL_FILE]  # no ensemble ships yet
+    for k, name in enumerate(("a", "b")):
+        (tmp_path / f"fold-{k}.keras").write_bytes(models[name].read_bytes())
+    monkeypatch.setattr(pre, "HERE", tmp_path)
+    assert pre.pretrained_paths() == [tmp_path / "fold-0.keras", tmp_path / "fold-1.keras"]
+    assert len(Predictor().models) == 2
