@@ -295,14 +295,14 @@ def test_residual_unet_projects_shortcuts_when_channels_change():
 
 # --------------------------------------------------------------------------- registry
 def test_build_model_by_name():
-    assert set(MODELS) == {"unet3d", "vnet", "residual_unet", "sm_unet"}
+    assert set(MODELS) == {"unet3d", "vnet", "residual_unet", "sm_unet", "segresnet"}
     model = build_model("residual-unet", in_channels=1, base_filters=2, depth=1, output="regions")
     assert model.name == "residual_unet"
     assert model.output.shape[-1] == 3
 
 
 def test_build_model_unknown_name():
-    with pytest.raises(ValueError, match="unknown model 'unet2d': use one of unet3d, vnet, residual_unet, sm_unet"):
+    with pytest.raises(ValueError, match="unknown model 'unet2d': use one of unet3d, vnet, residual_unet, sm_unet, segresnet"):
         build_model("unet2d")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import keras
 
 from .residual_unet import residual_unet
+from .segresnet import segresnet
 from .sm_unet import sm_unet
 from .unet3d import unet3d
 from .vnet import vnet
@@ -25,6 +26,7 @@ MODELS = {
     "vnet": vnet,
     "residual_unet": residual_unet,
     "sm_unet": sm_unet,
+    "segresnet": segresnet,
 }
 
 #: where the shipped pretrained model lives (not shipped yet)
@@ -129,6 +131,7 @@ __all__ = [
     "load_model",
     "load_pretrained",
     "residual_unet",
+    "segresnet",
     "sm_unet",
     "unet3d",
     "vnet",
