@@ -113,6 +113,10 @@ def _add_train(sub):
     p.add_argument("--val", type=float, help="validation cases: fraction (<1) or count")
     p.add_argument("--test", type=float, help="held-out test cases: fraction (<1) or count")
     p.add_argument("--split-file", help="JSON with train/val/test case ids")
+    p.add_argument("--folds", type=int, metavar="K",
+                   help="cross-validation: train fold --fold of K (validation = that fold, stratified by tumor size; "
+                        "not with --val or --split-file)")
+    p.add_argument("--fold", type=int, metavar="I", help="which fold to train with --folds, 0 .. K-1")
     p.add_argument("--seed", type=int)
     p.add_argument("--foreground-ratio", type=float)
     p.add_argument("--no-augment", action="store_true")
@@ -148,6 +152,12 @@ def cmd_train(args) -> int:
         if not args.data:
             print("error: --data is required (or --resume RUN_DIR)", file=sys.stderr)
             return 2
+        if args.folds and (args.split_file or args.val is not None):
+            print("error: --folds chooses the validation cases itself: drop --val and --split-file", file=sys.stderr)
+            return 2
+        if args.fold is not None and not args.folds:
+            print("error: --fold needs --folds K", file=sys.stderr)
+            return 2
         base = asdict(TrainConfig())
         if args.recipe:
             if args.recipe not in RECIPES:
@@ -176,17 +186,22 @@ def cmd_train(args) -> int:
 # ----------------------------------------------------------------------------- predict
 def _add_predict(sub):
     p = sub.add_parser("predict", help="segment whole cases into NIfTI label maps")
-    p.add_argument("--model", help=".keras model file (default: the shipped pretrained model)")
+    p.add_argument("--model", action="append",
+                   help=".keras model file (default: the shipped pretrained model); repeat it, or give a folder of "
+                        ".keras files, for an ensemble that averages their probabilities")
     p.add_argument("--input", required=True, help="one case folder or a folder of cases")
     p.add_argument("--output", required=True)
     p.add_argument("--patch-size", type=int, help="window size (default: the training patch size)")
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
     p.add_argument("--tta", action="store_true", help="average over the 8 mirrored copies")
-    p.add_argument("--min-component", type=int, default=0, help="drop tumor islands smaller than N voxels")
-    p.add_argument("--keep-largest", type=int, default=0, help="keep only the N largest tumor components")
-    p.add_argument("--et-threshold", type=int, default=0,
-                   help="predicted ET below N voxels becomes necrosis (BraTS rule; off by default)")
+    p.add_argument("--min-component", type=int, help="drop tumor islands smaller than N voxels")
+    p.add_argument("--keep-largest", type=int, help="keep only the N largest tumor components")
+    p.add_argument("--et-threshold", type=int,
+                   help="predicted ET below N voxels becomes necrosis (BraTS rule); any of these three flags "
+                        "replaces the post-processing stored in the model file")
+    p.add_argument("--no-postprocess", action="store_true",
+                   help="no post-processing, not even the one stored in the model file")
     p.add_argument("--labels", choices=["2021", "2023"], help="label convention of the output (default: the input's)")
     p.add_argument("--save-probs", action="store_true", help="also save <case>_probs.npy (float16)")
     p.add_argument("--quiet", action="store_true")
@@ -202,7 +217,7 @@ def cmd_predict(args) -> int:
                              save_probs=args.save_probs, progress=not args.quiet, patch_size=args.patch_size,
                              overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
                              min_component=args.min_component, keep_largest=args.keep_largest,
-                             et_threshold=args.et_threshold)
+                             et_threshold=args.et_threshold, postprocess=not args.no_postprocess)
     except (BratsInputError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -268,6 +283,100 @@ def cmd_demo(args) -> int:
 
 
 _EXTRA.extend([_add_train, _add_predict, _add_evaluate, _add_demo])
+
+
+# ----------------------------------------------------------------------------- cross-validation
+def _add_crossval(sub):
+    p = sub.add_parser(
+        "crossval", help="predict and score every fold run's validation cases (out-of-fold) in one table",
+        description="Exit status: 0 done; 2 unusable input (a folder that is not a fold run, a missing "
+                    "checkpoint, overlapping folds, a case without a label map): one line, nothing written.")
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="the fold run folders")
+    p.add_argument("--data-root", action="append", metavar="DIR",
+                   help="folder of the original NIfTI cases with label maps (repeatable; default: where the runs' "
+                        "conversion manifests say the label maps are)")
+    p.add_argument("--out", required=True, help="output folder: predictions/, crossval.json, crossval.csv")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                   help="which checkpoint of each run (default last: picking by 4-5 validation cases misleads)")
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
+    p.add_argument("--reuse", action="store_true",
+                   help="do not predict again: read out/crossval.json (with --choose-postprocessing)")
+    p.add_argument("--choose-postprocessing", action="store_true",
+                   help="choose post-processing on the out-of-fold predictions; writes out/postprocessing.json")
+    p.add_argument("--write-to", action="append", metavar="MODEL",
+                   help="store the chosen post-processing in this .keras file (repeatable; implies "
+                        "--choose-postprocessing)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_crossval)
+
+
+def cmd_crossval(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .crossval import (choose_postprocessing_from_crossval, crossval_predict, format_choice, format_crossval,
+                           set_postprocessing)
+    from .io import BratsInputError, atomic_write_json
+
+    try:
+        if args.reuse:
+            path = Path(args.out) / "crossval.json"
+            if not path.is_file():
+                raise BratsInputError(f"{path}: nothing to reuse (run without --reuse first)")
+            res = json.loads(path.read_text())
+        else:
+            res = crossval_predict(args.runs, args.out, data_roots=args.data_root, checkpoint=args.checkpoint,
+                                   tta=args.tta, batch_size=args.batch_size, progress=not args.quiet)
+        print(format_crossval(res))
+        if args.choose_postprocessing or args.write_to:
+            choice = choose_postprocessing_from_crossval(args.out)
+            atomic_write_json(Path(args.out) / "postprocessing.json", choice)
+            print(format_choice(choice))
+            for model in args.write_to or []:
+                set_postprocessing(model, choice)
+                print(f"stored in {model}")
+    except (BratsInputError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_set_postprocessing(sub):
+    p = sub.add_parser("set-postprocessing",
+                       help="store a post-processing choice in model files (applied by predict automatically)")
+    p.add_argument("--model", action="append", required=True, help=".keras file (repeatable)")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--from", dest="source", metavar="JSON",
+                   help="postprocessing.json written by crossval --choose-postprocessing, or a spec")
+    g.add_argument("--none", action="store_true", help="remove the stored post-processing")
+    p.set_defaults(func=cmd_set_postprocessing)
+
+
+def cmd_set_postprocessing(args) -> int:
+    import json
+    from pathlib import Path
+
+    from .crossval import set_postprocessing
+    from .io import BratsInputError
+
+    try:
+        choice = None
+        if args.source:
+            try:
+                choice = json.loads(Path(args.source).read_text())
+            except (OSError, ValueError) as exc:
+                raise BratsInputError(f"{args.source}: not a readable post-processing file ({exc})") from None
+        for model in args.model:
+            info = set_postprocessing(model, choice)
+            print(f"{model}: post-processing {json.dumps(info.get('postprocess', 'none'))}")
+    except (BratsInputError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+_EXTRA.extend([_add_crossval, _add_set_postprocessing])
 
 
 def main(argv=None) -> int:
