@@ -304,6 +304,8 @@ def _add_crossval(sub):
                    help="do not predict again: read out/crossval.json (with --choose-postprocessing)")
     p.add_argument("--choose-postprocessing", action="store_true",
                    help="choose post-processing on the out-of-fold predictions; writes out/postprocessing.json")
+    p.add_argument("--min-gain", type=float, default=None, metavar="DICE",
+                   help="least rise of a region's mean Dice for a post-processing setting to be chosen (default 0.001)")
     p.add_argument("--write-to", action="append", metavar="MODEL",
                    help="store the chosen post-processing in this .keras file (repeatable; implies "
                         "--choose-postprocessing)")
@@ -330,7 +332,8 @@ def cmd_crossval(args) -> int:
                                    tta=args.tta, batch_size=args.batch_size, progress=not args.quiet)
         print(format_crossval(res))
         if args.choose_postprocessing or args.write_to:
-            choice = choose_postprocessing_from_crossval(args.out)
+            choice = choose_postprocessing_from_crossval(
+                args.out, **({} if args.min_gain is None else {"min_gain": args.min_gain}))
             atomic_write_json(Path(args.out) / "postprocessing.json", choice)
             print(format_choice(choice))
             for model in args.write_to or []:

@@ -124,7 +124,7 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
     rc = cli_main(["crossval", "--runs", *map(str, runs), "--out", str(tmp_path / "cv2"), "--reuse",
                    "--write-to", str(model)])
     out = capsys.readouterr().out
-    assert rc == 0 and "chosen:" in out and f"stored in {model}" in out
+    assert rc == 0 and "chosen (a setting must raise a mean Dice by more than 0.001)" in out and f"stored in {model}" in out
     stored = read_info(model)["postprocess"]
     assert stored["chosen_on"]["cases"] == [f"c{i}" for i in range(5)] and stored["chosen_on"]["checkpoint"] == "best"
     assert json.loads((tmp_path / "cv2" / "postprocessing.json").read_text())["postprocess"] == {
@@ -198,6 +198,8 @@ def test_far_false_island_removal_is_chosen():
     assert choice["postprocess"]["min_component"] == {"WT": 10, "TC": 0, "ET": 0}  # the gentlest that fixes it
     assert choice["postprocess"]["keep_largest"]["WT"] == 0 and choice["postprocess"]["et_threshold"] == 0
     assert choice["dice_before"]["WT"] == pytest.approx(2 * 1000 / 2008) and choice["dice_after"]["WT"] == 1.0
+    # a gain under min_gain (here 0.004 < 0.01) is not worth a rule
+    assert choose_postprocessing([with_island(truth)], [truth], min_gain=0.01)["postprocess"] == postprocessing_spec()
 
 
 def test_removal_that_would_delete_a_real_lesion_is_not_chosen():
