@@ -349,3 +349,31 @@ def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
     monkeypatch.setattr(pre, "HERE", tmp_path)
     assert pre.pretrained_paths() == [tmp_path / "fold-0.keras", tmp_path / "fold-1.keras"]
     assert len(Predictor().models) == 2
+
+
+def test_crossval_on_a_real_case_matches_the_model_card(real_dir, tmp_path):
+    """A 'fold run' made of the shipped model and its split, with one validation case: the crossval table gives
+    the model card's Dice and HD95 for that case, and a 2-model ensemble of it writes the same label map."""
+    import nibabel as nib
+
+    from brats_keras.pretrained import MODEL_FILE, model_card
+
+    case = "Brats18_2013_23_1"
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.keras").symlink_to(MODEL_FILE)
+    (run / "split.json").write_text(json.dumps({"train": [], "val": [case], "test": []}))
+    res = crossval_predict([run], tmp_path / "cv", data_roots=[real_dir], progress=False)
+    card = model_card()["validation"]["cases"][case]
+    for r in ("WT", "TC", "ET"):
+        assert res["cases"][case][r]["dice"] == pytest.approx(card[r]["dice"], abs=1e-6)
+        assert res["cases"][case][r]["hd95"] == pytest.approx(card[r]["hd95"], abs=1e-6)
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / case).symlink_to(real_dir / case, target_is_directory=True)
+    rc = cli_main(["predict", "--model", str(MODEL_FILE), "--model", str(MODEL_FILE), "--input", str(src),
+                   "--output", str(tmp_path / "ens"), "--quiet"])
+    assert rc == 0
+    ens = np.asanyarray(nib.load(str(tmp_path / "ens" / f"{case}.nii.gz")).dataobj)
+    single = np.asanyarray(nib.load(str(tmp_path / "cv" / "predictions" / f"{case}.nii.gz")).dataobj)
+    assert np.array_equal(ens, single)  # the shipped model has no stored post-processing: raw = predicted
