@@ -382,6 +382,34 @@ def cmd_set_postprocessing(args) -> int:
 _EXTRA.extend([_add_crossval, _add_set_postprocessing])
 
 
+# ----------------------------------------------------------------------------- export
+def _add_export(sub):
+    p = sub.add_parser("export", help="export a model for deployment (TensorFlow SavedModel or ONNX) with its "
+                                      "preprocessing spec (brats_keras.json) beside it")
+    p.add_argument("--model", default="pretrained", help=".keras model file (default: the shipped pretrained model)")
+    p.add_argument("--format", choices=["savedmodel", "onnx"], default="savedmodel")
+    p.add_argument("--out", required=True, help="folder to write (brats-keras predict --model accepts it)")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder that is not empty")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_export(args) -> int:
+    """Exit status 0: exported; 2: unusable input (model file, format, output folder, missing converter)."""
+    from .export import export_model
+    from .io import BratsInputError
+
+    try:
+        out = export_model(args.model, args.out, format=args.format, overwrite=args.overwrite)
+    except (BratsInputError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {args.model} as {args.format} into {out} (preprocessing in {out}/brats_keras.json)")
+    return 0
+
+
+_EXTRA.append(_add_export)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -228,7 +228,9 @@ def model_files(paths) -> list[Path]:
         paths = [paths]
     out = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if p.is_dir() and (p / "brats_keras.json").is_file():  # an export folder (brats_keras.export): one model
+            out.append(p)
+        elif p.is_dir():
             found = sorted(q for q in p.glob("*.keras") if q.is_file())
             if not found:
                 raise bio.BratsInputError(f"{p}: no .keras model file in this folder")
@@ -256,7 +258,8 @@ class Predictor:
     """A loaded model (or an ensemble of models) plus its preprocessing info, predicting whole cases.
 
     Args:
-        model: a Keras model, a path to a ``.keras`` file, a folder of ``.keras`` files, or a list of
+        model: a Keras model, a path to a ``.keras`` file, a folder of ``.keras`` files, a folder written by
+            ``brats-keras export`` (SavedModel or ONNX, :mod:`brats_keras.export`), or a list of
             these (an ensemble: the probabilities of the models are averaged); None: the shipped
             pretrained model(s) (:func:`brats_keras.pretrained.pretrained_paths`).
         info: preprocessing info (read from the file when ``model`` is a path; merged over it when given).
@@ -283,7 +286,12 @@ class Predictor:
             items = [q for m in items for q in (model_files(m) if isinstance(m, (str, Path)) else [m])]
         models, infos, names = [], [], []
         for k, m in enumerate(items):
-            if isinstance(m, (str, Path)):
+            if isinstance(m, (str, Path)) and Path(m).is_dir():  # a SavedModel or ONNX export
+                from .export import load_exported
+
+                m, file_info = load_exported(m)
+                names.append(str(items[k]))
+            elif isinstance(m, (str, Path)):
                 m, file_info = load_model(m, compile=False)
                 names.append(str(items[k]))
             else:
