@@ -105,14 +105,11 @@ def test_train_summary_of_a_stopped_configuration():
     assert s["step"] == 11.0 and s["best"] == 10.0 and s["ips"] == pytest.approx(1 / 11) and s["status"] == "ok"
 
 
-def test_gpu_bench_exits_cleanly_without_a_gpu():
-    import gpu_bench as GB
-
-    if GB.gpu_or_reason() is None:
-        pytest.skip("a GPU is present: the benchmark would run for real")
-    out = subprocess.run([sys.executable, str(HERE / "gpu_bench.py")], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr
-    assert "no GPU run:" in out.stdout
+def test_gpu_run_refuses_a_missing_pack_in_one_line():
+    """The GPU command's own rehearsal (--dry-run) is tests/test_gpu_run.py; here only its argument check."""
+    out = subprocess.run([sys.executable, str(HERE / "gpu_run.py"), "--out", "/tmp/_gpu_run_no_pack",
+                          "--data", "/nonexistent"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 2 and "no pack.json" in out.stderr
 
 
 def test_scripts_start_tensorflow_with_the_package_onednn_default():

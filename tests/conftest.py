@@ -9,6 +9,22 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# tests/backends/ runs in its own process under another Keras backend (tests/test_backends.py starts it);
+# there, BRATS_KERAS_BLOCK_TENSORFLOW=1 makes any import of TensorFlow fail, to prove the path never needs it
+if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
+    collect_ignore = ["backends"]
+elif os.environ.get("BRATS_KERAS_BLOCK_TENSORFLOW") == "1":
+    import importlib.abc
+    import sys
+
+    class _NoTensorFlow(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "tensorflow" or name.startswith("tensorflow."):
+                raise ImportError(f"TensorFlow is blocked in the {os.environ['KERAS_BACKEND']} backend suite")
+            return None
+
+    sys.meta_path.insert(0, _NoTensorFlow())
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL = SHARED / "brats-real"
 LAYOUT_2023 = SHARED / "brats2023-layout"

@@ -1,0 +1,129 @@
+"""The GPU command (benchmarks/gpu_run.sh -> gpu_run.py) rehearsed on the CPU before a GPU is ever lent:
+real cases packed small, every step run at tiny sizes under JAX without TensorFlow, and the weights
+that come back rebuilt into a model here."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from brats_keras import io as bio
+from brats_keras.convert import convert_folder
+
+from conftest import REAL
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import gpu_run as G  # noqa: E402
+
+VAL, TRAIN = "Brats18_TCIA02_606_1", "Brats18_2013_2_1"
+MIB = 2**20
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    assert REAL.is_dir(), f"real BraTS cases not found at {REAL}"
+    root = tmp_path_factory.mktemp("gpu_pack")
+    (root / "in").mkdir()
+    for cid in (VAL, TRAIN):
+        (root / "in" / cid).symlink_to(REAL / cid)
+    split = root / "split.json"
+    split.write_text(json.dumps({"train": [TRAIN, "not_here"], "val": [VAL], "test": []}))
+    meta = G.pack([root / "in"], split, root / "pack")
+    return root, meta
+
+
+def test_pack_holds_what_the_shipped_model_reads_within_the_travel_budget(packed):
+    root, meta = packed
+    assert meta["split"] == {"val": [VAL], "train": [TRAIN]}
+    assert meta["settings"]["modalities"] == ["flair", "t1", "t1ce", "t2"]
+    assert meta["settings"]["scale"] == "zscore" and meta["settings"]["downsample"] == 2
+    assert meta["size_mib"] < 2.0  # about 0.65 MiB a case: 28 cases travel in about 18 MiB
+    # the int8 image is the converter's float16 image to within half a quantization step
+    convert_folder(root / "in", root / "conv", modalities="flair,t1,t1ce,t2", crop="brain", scale="zscore",
+                   downsample=2, workers=1, progress=False)
+    _, arrays = G.read_pack(root / "pack")
+    ref = np.load(root / "conv" / "images" / f"{VAL}.npy").astype(np.float32)
+    inside = np.abs(ref) < 127 / G.QUANT
+    assert np.abs(arrays[VAL]["image"] - ref)[inside].max() <= 0.5 / G.QUANT + 1e-3
+    assert np.array_equal(arrays[VAL]["mask"], np.load(root / "conv" / "masks" / f"{VAL}.npy"))
+    # the 1 mm truth is the expert label map inside the crop box
+    box = meta["cases"][VAL]["crop_box"]
+    truth = bio.load_classes(REAL / VAL / f"{VAL}_seg.nii.gz")
+    assert np.array_equal(arrays[VAL]["truth"], truth[tuple(slice(a, b) for a, b in box)])
+
+
+def test_pack_over_the_limit_is_refused(packed, tmp_path):
+    root, _ = packed
+    with pytest.raises(ValueError, match="over the 0.1 MiB"):
+        G.pack([root / "in"], root / "split.json", tmp_path / "pack", limit_mib=0.1)
+
+
+def test_weight_parts_stay_under_the_limit_and_round_trip(tmp_path):
+    class Fake:
+        def __init__(self, ws):
+            self.ws = ws
+
+        def get_weights(self):
+            return self.ws
+
+    rng = np.random.default_rng(0)
+    ws = [rng.standard_normal(s).astype(np.float32) for s in [(100, 50), (3,), (2000,), (40, 40)]]
+    out = tmp_path
+    names = G.save_weight_parts(Fake(ws), out, part_bytes=12000)
+    assert len(names) == 2  # 10000 + 6 | 4000 + 3200 bytes in float16, in model order
+    assert all((out / n).stat().st_size <= 12000 + 1024 for n in names)
+    back = G.load_weight_parts([out / n for n in names])
+    for a, b in zip(ws, back):
+        np.testing.assert_array_equal(a.astype(np.float16).astype(np.float32), b)
+    with pytest.raises(ValueError, match="over a part"):
+        G.save_weight_parts(Fake([np.zeros(10000, np.float32)]), out, part_bytes=12000)
+
+
+def test_missing_pack_is_one_line_and_exit_2(tmp_path, capsys):
+    assert G.main(["--out", str(tmp_path / "o"), "--data", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no pack.json" in err[0]
+
+
+def test_dry_run_runs_every_step_under_jax_and_its_weights_come_home(packed, tmp_path):
+    root, _ = packed
+    out = tmp_path / "OUT"
+    # XLA's CPU back end at optimisation level 0 compiles a training step about 2x faster; sizes are tiny
+    env = dict(os.environ, OUT=str(out), JAX_PLATFORMS="cpu", PYTHON=sys.executable,
+               XLA_FLAGS="--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    env.pop("KERAS_BACKEND", None)
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_run.sh"), "--dry-run", "--data",
+                           str(root / "pack"), "--budget-s", "1200"], env=env, capture_output=True, text=True,
+                          timeout=1800)
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+    assert proc.returncode == 0, tail
+    res = json.loads((out / "results.json").read_text())
+    assert res["dry_run"] is True
+    assert {k: v["status"] for k, v in res["steps"].items()} == {k: "ok" for k in G.STEPS}, tail
+    steps = res["steps"]
+    assert steps["env"]["backend"] == "jax"
+    rows = steps["throughput"]["rows"]
+    assert {r["precision"] for r in rows} == set(G.PRECISIONS) and all(r["status"] == "ok" for r in rows)
+    assert all(r["images_per_s"] > 0 for r in rows)
+    assert steps["max_batch"]["largest_batch"] == G.DRY["max_batches"][-1]
+    for key in ("plain", "tta"):
+        assert steps["inference"][key]["cases"] == 1 and set(steps["inference"][key]["mean"]) == {"WT", "TC", "ET"}
+    train = steps["train"]
+    assert train["info"]["modalities"] == ["flair", "t1", "t1ce", "t2"] and train["info"]["downsample"] == 2
+    assert train["steps"] >= 2 and set(train["validation"]["per_case"]) == {VAL}
+    # what comes back fits the return trip: at most 8 files of at most 16 MiB
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(p.stat().st_size <= 16 * MIB for p in files), files
+    assert {n for n in train["weights"]} <= {p.name for p in files}
+    # rebuilt here, on TensorFlow, the model gives what it gave there, on JAX
+    got = G.import_weights(out, tmp_path / "gpu.keras")
+    np.testing.assert_allclose(got["fingerprint"], train["fingerprint"], atol=1e-4)
+    from brats_keras.checkpoint import read_info
+
+    assert read_info(tmp_path / "gpu.keras") == train["info"]
