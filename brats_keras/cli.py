@@ -135,6 +135,9 @@ def _add_train(sub):
                    help="start from these weights (a .keras file, or 'pretrained' for the shipped model): fine-tuning")
     p.add_argument("--whole-case-every", type=int, metavar="N",
                    help="every N epochs, predict whole validation cases and keep the best by their Dice")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="TensorBoard event files in RUN/tensorboard: losses, Dice, learning rate, whole-case Dice "
+                        "(default: on with the TensorFlow backend)")
     p.set_defaults(func=cmd_train)
 
 

@@ -76,6 +76,10 @@ class TrainConfig:
     time_limit: float | None = None  # minutes; training stops after the epoch that passes it
     init_from: str | None = None  # start from these weights: a .keras file or "pretrained" (fine-tuning)
     verbose: int = 1
+    # TensorBoard event files in RUN/tensorboard (losses, Dice metrics, learning rate, whole-case Dice): None writes
+    # them with the TensorFlow backend when tensorboard is installed, True with any backend (refused in one line
+    # without tensorflow and tensorboard), False never
+    tensorboard: bool | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -270,6 +274,49 @@ def _scalar(value):
         return str(value)
 
 
+def use_tensorboard(cfg) -> bool:
+    """Whether a run writes TensorBoard event files (see ``TrainConfig.tensorboard``).
+
+    Raises:
+        BratsInputError when ``cfg.tensorboard`` is True and TensorFlow or TensorBoard (Keras' TensorBoard
+        callback writes through ``tf.summary``, which needs the tensorboard package) is not installed.
+    """
+    import importlib.util
+
+    import keras
+
+    if cfg.tensorboard is False:
+        return False
+    if cfg.tensorboard is None and keras.backend.backend() != "tensorflow":
+        return False  # auto: no TensorFlow import under another backend
+    missing = [m for m in ("tensorflow", "tensorboard") if importlib.util.find_spec(m) is None]
+    if missing and cfg.tensorboard:
+        raise BratsInputError(f"--tensorboard needs {' and '.join(missing)} for its event files "
+                              f"(pip install {' '.join(missing)})")
+    return not missing
+
+
+def tensorboard_callback(log_dir):
+    """Keras' TensorBoard callback writing epoch scalars to ``log_dir/train`` and ``log_dir/validation``.
+
+    Tags are ``epoch_<log key>`` (``val_`` keys go to validation without the prefix): ``epoch_loss``,
+    ``epoch_dice_WT`` ..., ``epoch_learning_rate``, and the whole-case ``epoch_case_dice_WT`` ... on the epochs
+    that compute them (their NaN on other epochs is left out). No graph, histograms or profiling: cheap.
+    """
+    import keras
+
+    class TensorBoard(keras.callbacks.TensorBoard):
+        def on_epoch_end(self, epoch, logs=None):
+            kept = {}
+            for key, value in (logs or {}).items():
+                value = _scalar(value)
+                if not isinstance(value, str) and value == value:  # NaN: not computed this epoch
+                    kept[key] = value
+            super().on_epoch_end(epoch, kept)
+
+    return TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0, update_freq="epoch")
+
+
 def _callbacks(cfg, run, info, state):
     import keras
 
@@ -336,6 +383,8 @@ def _callbacks(cfg, run, info, state):
         Checkpoints(monitor, mode, state),
         keras.callbacks.TerminateOnNaN(),
     ]
+    if use_tensorboard(cfg):  # after the schedule, which puts the learning rate in the logs
+        cbs.insert(1, tensorboard_callback(run / "tensorboard"))
     if cfg.time_limit:
         cbs.append(TimeLimit(cfg.time_limit))
     if cfg.early_stopping:
@@ -498,6 +547,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         split = split_cases(all_cases.case_ids, val=cfg.val, test=cfg.test, seed=cfg.split_seed)
     if not split["val"]:
         raise BratsInputError(f"{cfg.split_file or cfg.data}: no validation case: use --val with at least one case")
+    use_tensorboard(cfg)  # a --tensorboard that cannot be honoured is refused before the run folder is made
     strategy = _strategy(cfg)
     with strategy.scope() if strategy is not None else contextlib.nullcontext():
         if resume is not None and (run / "checkpoints" / "last.keras").exists():
