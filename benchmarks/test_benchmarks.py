@@ -122,3 +122,13 @@ def test_scripts_start_tensorflow_with_the_package_onednn_default():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1].startswith("on (TF_ENABLE_ONEDNN_OPTS=1")
+
+
+def test_segresnet_bench_runs_both_models_at_a_tiny_size():
+    out = subprocess.run([sys.executable, str(HERE / "segresnet_bench.py"), "--size", "16", "--batch", "1",
+                          "--base", "4", "--rounds", "1", "--warmup", "0", "--steps", "1"],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| unet3d") or line.startswith("| segresnet")]
+    assert len(rows) == 4 and all(" ok " in r for r in rows[:2])  # every run, then per model
+    assert "segresnet / unet3d: parameters" in out.stdout

@@ -50,7 +50,7 @@ def child(cfg: dict) -> None:
 
     import brats_keras  # noqa: F401  (its setdefault must not override the value set above)
     from brats_keras.losses import get_loss
-    from brats_keras.models import count_params, unet3d
+    from brats_keras.models import build_model, count_params
 
     onednn = None
     if keras.backend.backend() == "tensorflow":
@@ -63,7 +63,9 @@ def child(cfg: dict) -> None:
     keras.mixed_precision.set_global_policy(cfg["precision"])
     keras.utils.set_random_seed(0)
     p, b = cfg["size"], cfg["batch"]
-    model = unet3d(in_channels=3, base_filters=cfg["base"], depth=4, norm="instance", output="regions")
+    name = cfg.get("model", "unet3d")  # other models (segresnet_bench.py) with their own default depth and norm
+    layout = dict(depth=4, norm="instance") if name == "unet3d" else {}
+    model = build_model(name, in_channels=3, base_filters=cfg["base"], output="regions", **layout)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss("dice+bce", output="regions"),
                   jit_compile=False)
     rng = np.random.default_rng(0)

@@ -155,3 +155,14 @@ def test_a_folder_without_an_export_description_is_one_line(tmp_path):
     (tmp_path / INFO_FILE).write_text("{}")
     with pytest.raises(ValueError, match="not a brats-keras export description"):
         load_exported(tmp_path)
+
+
+@pytest.mark.parametrize("fmt", ["savedmodel", "onnx"])
+def test_segresnet_with_its_upsampling_layer_exports(tmp_path, fmt):
+    from brats_keras.models import segresnet
+
+    model = segresnet(in_channels=2, base_filters=4, depth=2, output="regions")
+    info = {"modalities": ["flair", "t2"], "scale": "zscore", "output": "regions", "model": "segresnet"}
+    exported, _ = load_exported(export_model(model, tmp_path / fmt, format=fmt, info=info))
+    x = np.random.default_rng(1).normal(size=(2, 16, 24, 8, 2)).astype("float32")  # not cubes: dynamic shapes
+    np.testing.assert_allclose(exported.predict_on_batch(x), keras.ops.convert_to_numpy(model(x)), atol=1e-5)
