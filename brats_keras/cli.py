@@ -1,6 +1,6 @@
 """The ``brats-keras`` command line: a thin layer that parses arguments and calls the library.
 
-Sub-commands: convert, synth, train, predict, evaluate, demo. Keras is imported only
+Sub-commands: convert, synth, train, predict, evaluate, crossval, set-postprocessing, export, demo. Keras is imported only
 by the sub-commands that need it, so ``convert`` and ``synth`` start in about a second.
 """
 from __future__ import annotations
@@ -54,9 +54,13 @@ def cmd_convert(args) -> int:
 def cmd_synth(args) -> int:
     from .synthetic import make_dataset
 
-    shape = tuple(int(s) for s in args.shape.split(","))
-    make_dataset(args.out, args.cases, seed=args.seed, shape=shape, workers=args.workers,
-                 progress=not args.quiet)
+    try:
+        shape = tuple(int(s) for s in args.shape.split(","))
+        make_dataset(args.out, args.cases, seed=args.seed, shape=shape, workers=args.workers,
+                     progress=not args.quiet)
+    except ValueError as exc:  # a shape that is not three sizes, or too small for a brain
+        print(f"error: --shape {args.shape}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     print(f"wrote {args.cases} synthetic case(s) to {args.out}")
     return 0
 
@@ -83,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: functions adding further sub-commands (train, predict, evaluate, demo)
+#: functions adding further sub-commands (train, predict, evaluate, demo, crossval, set-postprocessing, export)
 _EXTRA: list = []
 
 
@@ -190,8 +194,8 @@ def cmd_train(args) -> int:
 def _add_predict(sub):
     p = sub.add_parser("predict", help="segment whole cases into NIfTI label maps")
     p.add_argument("--model", action="append",
-                   help=".keras model file (default: the shipped pretrained model); repeat it, or give a folder of "
-                        ".keras files, for an ensemble that averages their probabilities")
+                   help=".keras model file or export folder (default: the shipped pretrained model); repeat it, or "
+                        "give a folder of .keras files, for an ensemble that averages their probabilities")
     p.add_argument("--input", required=True, help="one case folder or a folder of cases")
     p.add_argument("--output", required=True)
     p.add_argument("--patch-size", type=int, help="window size (default: the training patch size)")
@@ -292,7 +296,8 @@ _EXTRA.extend([_add_train, _add_predict, _add_evaluate, _add_demo])
 def _add_crossval(sub):
     p = sub.add_parser(
         "crossval", help="predict and score every fold run's validation cases (out-of-fold) in one table",
-        description="Exit status: 0 done; 2 unusable input (a folder that is not a fold run, a missing "
+        description="Exit status: 0 done; 1 some cases could not be read (one line each; the others are "
+                    "scored); 2 unusable input (a folder that is not a fold run, a missing or unreadable "
                     "checkpoint, overlapping folds, a case without a label map): one line, nothing written.")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="the fold run folders")
     p.add_argument("--data-root", action="append", metavar="DIR",
@@ -329,7 +334,10 @@ def cmd_crossval(args) -> int:
             path = Path(args.out) / "crossval.json"
             if not path.is_file():
                 raise BratsInputError(f"{path}: nothing to reuse (run without --reuse first)")
-            res = json.loads(path.read_text())
+            try:
+                res = json.loads(path.read_text())
+            except ValueError as exc:
+                raise BratsInputError(f"{path}: not a readable crossval.json ({exc})") from None
         else:
             res = crossval_predict(args.runs, args.out, data_roots=args.data_root, checkpoint=args.checkpoint,
                                    tta=args.tta, batch_size=args.batch_size, progress=not args.quiet)
@@ -345,7 +353,7 @@ def cmd_crossval(args) -> int:
     except (BratsInputError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return 1 if res.get("failed") else 0  # each failed case was reported in one line as it failed
 
 
 def _add_set_postprocessing(sub):
@@ -373,6 +381,9 @@ def cmd_set_postprocessing(args) -> int:
                 choice = json.loads(Path(args.source).read_text())
             except (OSError, ValueError) as exc:
                 raise BratsInputError(f"{args.source}: not a readable post-processing file ({exc})") from None
+            if not isinstance(choice, dict):
+                raise BratsInputError(f"{args.source}: a post-processing file holds a JSON object, "
+                                      f"not {type(choice).__name__}")
         for model in args.model:
             info = set_postprocessing(model, choice)
             print(f"{model}: post-processing {json.dumps(info.get('postprocess', 'none'))}")
@@ -403,7 +414,7 @@ def cmd_export(args) -> int:
 
     try:
         out = export_model(args.model, args.out, format=args.format, overwrite=args.overwrite)
-    except (BratsInputError, FileNotFoundError) as exc:
+    except (BratsInputError, OSError) as exc:  # OSError: e.g. an output folder that cannot be written
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"exported {args.model} as {args.format} into {out} (preprocessing in {out}/brats_keras.json)")

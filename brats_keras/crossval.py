@@ -154,8 +154,10 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
         "hd95", "sensitivity", "specificity"}, "TC", "ET"}}, "folds": {fold: {"run", "cases", "mean"}},
         "mean", "median", "std"}`` (summaries hold Dice and HD95 per region).
     Raises:
-        BratsInputError (one line) for a folder that is not a fold run, a missing checkpoint, a case in two
-        runs' validation sets, or a validation case without a label map under ``data_roots``.
+        BratsInputError (one line, before anything is written) for a folder that is not a fold run, a
+        missing or unreadable checkpoint, a case in two runs' validation sets, or a validation case without
+        a label map under ``data_roots``. A case that cannot be read is listed under ``"failed"`` and the
+        others are still predicted and scored.
     """
     from .evaluation import _read_classes, region_scores
     from .inference import Predictor
@@ -181,6 +183,9 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
                                       "give the runs of one cross-validation")
             owner[cid] = run
         plan.append((int(split.get("fold", k)), run, model_path, list(split.get("val", []))))
+    # every model is loaded before anything is written: a corrupt checkpoint of a later fold is refused up front
+    predictors = [Predictor(model_path, tta=tta, overlap=overlap, batch_size=batch_size, postprocess=False)
+                  for _, _, model_path, _ in plan]
     roots = [Path(r) for r in data_roots] if data_roots else sorted({r for run in runs for r in _manifest_roots(run)})
     truth = _truth_cases(roots)
     missing = sorted(set(owner) - set(truth))
@@ -189,12 +194,16 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
                               f"{', '.join(map(str, roots)) or 'the runs data folders'}: give --data-root")
     out = Path(out)
     (out / "predictions").mkdir(parents=True, exist_ok=True)
-    cases, fold_table = {}, {}
-    for fold, run, model_path, val in plan:
-        predictor = Predictor(model_path, tta=tta, overlap=overlap, batch_size=batch_size, postprocess=False)
+    cases, fold_table, failed = {}, {}, {}
+    for (fold, run, model_path, val), predictor in zip(plan, predictors):
         for cid in sorted(val):
             case = truth[cid]
-            pred = predictor.predict_case(case)
+            try:
+                pred = predictor.predict_case(case)
+            except (BratsInputError, ValueError) as exc:  # an unreadable case: one line, the others go on
+                failed[cid] = str(exc).splitlines()[0]
+                log(f"FAILED {cid}: {failed[cid]}")
+                continue
             pred_path = out / "predictions" / f"{cid}.nii.gz"
             save_nifti(pred_path, classes_to_labels(pred["classes"], case.label_convention), pred["affine"],
                        pred["header"])
@@ -204,11 +213,13 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
                           "truth": str(case.seg), **{r: scores[r] for r in REGION_NAMES}}
             if progress:
                 log(f"fold {fold} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in REGION_NAMES))
-        rows = [cases[c] for c in sorted(val)]
+        rows = [cases[c] for c in sorted(val) if c in cases]
         fold_table[str(fold)] = {"run": str(run), "cases": sorted(val),
                                  "mean": _summary(rows)["mean"] if rows else {}}
+    if not cases:
+        raise BratsInputError(f"no validation case could be predicted ({len(failed)} failed)")
     results = {"checkpoint": checkpoint, "cases": dict(sorted(cases.items())), "folds": fold_table,
-               **_summary(list(cases.values()))}
+               "failed": failed, **_summary(list(cases.values()))}
     atomic_write_json(out / "crossval.json", results)
     atomic_write_text(out / "crossval.csv", crossval_csv(results))
     return results
@@ -390,6 +401,9 @@ def set_postprocessing(model_path, choice) -> dict:
     from .inference import postprocessing_spec
 
     model_path = Path(model_path)
+    if model_path.is_dir():
+        raise BratsInputError(f"{model_path}: an export folder keeps the post-processing of the .keras file it was "
+                              "exported from: set it on that file, then export again")
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: model file not found")
     info = read_info(model_path)

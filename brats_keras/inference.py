@@ -284,7 +284,7 @@ class Predictor:
         items = list(model) if isinstance(model, (list, tuple)) else [model]
         if any(isinstance(m, (str, Path)) for m in items):
             items = [q for m in items for q in (model_files(m) if isinstance(m, (str, Path)) else [m])]
-        models, infos, names = [], [], []
+        models, infos, names, file_infos = [], [], [], []
         for k, m in enumerate(items):
             if isinstance(m, (str, Path)) and Path(m).is_dir():  # a SavedModel or ONNX export
                 from .export import load_exported
@@ -298,6 +298,7 @@ class Predictor:
                 file_info = {}
                 names.append(f"model {k + 1}")
             models.append(m)
+            file_infos.append(file_info)
             infos.append({**file_info, **(info or {})})
         if not models:
             raise ValueError("no model given")
@@ -305,6 +306,8 @@ class Predictor:
         if not info or "modalities" not in info:
             raise ValueError("the model carries no brats_keras info: pass info={'modalities': [...], "
                              "'scale': 'minmax'|'zscore', 'output': 'softmax'|'regions'}")
+        own = [(fi, n) for fi, n in zip(file_infos, names) if fi]  # before info= overrides hide a difference
+        check_same_preprocessing([fi for fi, _ in own], [n for _, n in own])
         check_same_preprocessing(infos, names)
         for m, name in zip(models[1:], names[1:]):
             if m.outputs[0].shape[-1] != models[0].outputs[0].shape[-1]:

@@ -521,7 +521,6 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     run = Path(cfg.out)
     keras.utils.set_random_seed(cfg.seed)
     policy = choose_precision(cfg.mixed_precision)
-    keras.mixed_precision.set_global_policy(policy)
 
     # everything that can fail on bad input (data folder, split, --init-from) runs before the run folder is made
     all_cases = ConvertedCases(cfg.data)
@@ -548,20 +547,27 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     if not split["val"]:
         raise BratsInputError(f"{cfg.split_file or cfg.data}: no validation case: use --val with at least one case")
     use_tensorboard(cfg)  # a --tensorboard that cannot be honoured is refused before the run folder is made
-    strategy = _strategy(cfg)
-    with strategy.scope() if strategy is not None else contextlib.nullcontext():
-        if resume is not None and (run / "checkpoints" / "last.keras").exists():
-            model, _ = load_model(run / "checkpoints" / "last.keras", compile=True)
-        else:
-            try:
-                model = build_from_config(cfg, all_cases.n_channels)
-                compile_model(model, cfg, policy)
-            except BratsInputError:
-                raise
-            except ValueError as exc:  # unknown loss or model, or sizes that do not fit: bad settings
-                raise BratsInputError(f"bad settings: {_one_line(exc)}") from None
-            if cfg.init_from:
-                init_weights(model, cfg.init_from, info)
+    # the precision policy is global: set it only now, and put the caller's back if building the model fails
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        strategy = _strategy(cfg)
+        with strategy.scope() if strategy is not None else contextlib.nullcontext():
+            if resume is not None and (run / "checkpoints" / "last.keras").exists():
+                model, _ = load_model(run / "checkpoints" / "last.keras", compile=True)
+            else:
+                try:
+                    model = build_from_config(cfg, all_cases.n_channels)
+                    compile_model(model, cfg, policy)
+                except BratsInputError:
+                    raise
+                except ValueError as exc:  # unknown loss or model, or sizes that do not fit: bad settings
+                    raise BratsInputError(f"bad settings: {_one_line(exc)}") from None
+                if cfg.init_from:
+                    init_weights(model, cfg.init_from, info)
+    except BaseException:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        raise
 
     (run / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_split(split, split_path)
@@ -583,6 +589,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     if resume is None:  # a new run: nothing of an earlier run in this folder may be resumed into it
         for name in ("log.csv", "checkpoints/last.keras", "checkpoints/best.keras"):
             (run / name).unlink(missing_ok=True)
+        shutil.rmtree(run / "tensorboard", ignore_errors=True)  # else TensorBoard mixes both runs' curves
     state = recover_run(run, _monitor(cfg))
     initial_epoch = state["epoch"]
 
@@ -621,5 +628,6 @@ def _strategy(cfg):
     if keras.backend.backend() == "jax":
         keras.distribution.set_distribution(keras.distribution.DataParallel())
         return None
-    raise RuntimeError(f"--distribute is not supported on the {keras.backend.backend()} backend")
+    raise BratsInputError(f"--distribute is not supported on the {keras.backend.backend()} backend: "
+                          "use TensorFlow or JAX")
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +16,35 @@ if os.environ.get("KERAS_BACKEND", "tensorflow") == "tensorflow":
     collect_ignore = ["backends"]
 elif os.environ.get("BRATS_KERAS_BLOCK_TENSORFLOW") == "1":
     import importlib.abc
-    import sys
+    import importlib.machinery
 
-    class _NoTensorFlow(importlib.abc.MetaPathFinder):
+    class _NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        """Finds TensorFlow (so a library merely asking ``find_spec`` is not broken, as torch does) but
+        fails every import of it."""
+
         def find_spec(self, name, path=None, target=None):
             if name == "tensorflow" or name.startswith("tensorflow."):
-                raise ImportError(f"TensorFlow is blocked in the {os.environ['KERAS_BACKEND']} backend suite")
+                return importlib.machinery.ModuleSpec(name, self)
             return None
 
+        def create_module(self, spec):
+            raise ImportError(f"TensorFlow is blocked in the {os.environ['KERAS_BACKEND']} backend suite")
+
+        def exec_module(self, module):
+            pass
+
     sys.meta_path.insert(0, _NoTensorFlow())
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy_after_each_test():
+    """A test that trains with mixed_precision='auto' sets a global Keras policy (bfloat16 on CPUs with
+    native bf16): put float32 back so no other test depends on the order they run in."""
+    yield
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        keras.mixed_precision.set_global_policy("float32")
+
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 REAL = SHARED / "brats-real"

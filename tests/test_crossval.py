@@ -143,6 +143,33 @@ def test_crossval_refuses_bad_runs_in_one_line(cv, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_crossval_corrupt_checkpoint_writes_nothing_and_a_bad_case_fails_alone(cv, tmp_path, capsys):
+    import shutil
+
+    root, runs = cv
+    # a corrupt checkpoint of the second fold is refused before the first fold's predictions are written
+    bad_run = tmp_path / "bad_fold1"
+    shutil.copytree(runs[1], bad_run)
+    (bad_run / "checkpoints" / "last.keras").write_bytes(b"not a zip")
+    rc = cli_main(["crossval", "--runs", str(runs[0]), str(bad_run), "--data-root", str(root / "src"),
+                   "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "not a Keras model file" in err[0]
+    assert not (tmp_path / "o").exists()
+    # an unreadable case: one line, exit 1, the other cases are predicted and scored
+    src = tmp_path / "src"
+    shutil.copytree(root / "src", src)
+    victim = json.loads((runs[0] / "split.json").read_text())["val"][0]
+    (src / victim / f"{victim}_flair.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    rc = cli_main(["crossval", "--runs", *map(str, runs), "--data-root", str(src), "--out", str(tmp_path / "o2"),
+                   "--quiet"])
+    out = capsys.readouterr()
+    assert rc == 1 and f"FAILED {victim}:" in out.out + out.err
+    res = json.loads((tmp_path / "o2" / "crossval.json").read_text())
+    assert list(res["failed"]) == [victim] and victim not in res["cases"]
+    assert sorted(res["cases"]) == sorted(f"c{i}" for i in range(5) if f"c{i}" != victim)
+
+
 def test_folds_refuse_val_and_split_file(cv, tmp_path, capsys):
     root, runs = cv
     base = ["train", "--data", str(root / "conv"), "--folds", "5", "--fold", "0", "--epochs", "0"]

@@ -84,7 +84,10 @@ def reference(data_dir, tmp_path_factory):
     res = train(tiny(data_dir, run))
     assert int(res["model"].optimizer.iterations.numpy()) == EPOCHS * STEPS
     best, _ = load_model(res["best"], compile=False)
-    return {"log": read_log(run), "best_weights": best.get_weights()}
+    log = read_log(run)
+    # the best.keras kill needs a second improvement to land on (the seeded run improves more than once)
+    assert len(bests(log)) >= 2, [r["val_loss"] for r in log]
+    return {"log": log, "best_weights": best.get_weights()}
 
 
 def bests(log):
