@@ -45,17 +45,30 @@ def test_jax_backend_suite_passes_without_tensorflow(jax_run):
     assert "skipped" not in proc.stdout.splitlines()[-1], tail
 
 
+def test_torch_backend_suite_passes_where_torch_is_installed(tmp_path):
+    """PyTorch is not installed by requirements.txt (its PyPI wheel is a multi-GB CUDA build); where it is,
+    e.g. after `pip install torch==2.13.0` on a CPU machine, the same suite must pass on it."""
+    pytest.importorskip("torch", reason="PyTorch is not installed: the torch backend is tested by hand (README)")
+    proc = run_suite("torch", tmp_path)
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
+    assert proc.returncode == 0, tail
+    assert np.abs(np.load(tmp_path / "window_torch.npy") - _tf_window()).max() < 1e-3
+
+
+def _tf_window():
+    from brats_keras.models import load_pretrained
+
+    x = np.random.default_rng(7).standard_normal((1, 64, 64, 64, 4)).astype(np.float32)
+    return np.asarray(load_pretrained().predict_on_batch(x), np.float32)
+
+
 def test_jax_and_tensorflow_give_the_same_probabilities(jax_run):
     import keras
-
-    from brats_keras.models import load_pretrained
 
     proc, out = jax_run
     assert keras.backend.backend() == "tensorflow"
     assert (out / "window_jax.npy").exists(), "the JAX suite wrote no window probabilities"
     jax_probs = np.load(out / "window_jax.npy")
-    x = np.random.default_rng(7).standard_normal((1, 64, 64, 64, 4)).astype(np.float32)
-    tf_probs = np.asarray(load_pretrained().predict_on_batch(x), np.float32)
-    assert np.abs(jax_probs - tf_probs).max() < 1e-3
+    assert np.abs(jax_probs - _tf_window()).max() < 1e-3
     dice = json.loads((out / "dice_jax.json").read_text())["dice"]
     assert set(dice) == {"WT", "TC", "ET"}
