@@ -108,3 +108,15 @@ def write_small_case(root, case_id, seed=0, shape=(24, 28, 20), layout="2021", s
         name = {"2021": f"{case_id}_seg", "2023": f"{case_id}-seg", "plain": "seg"}[layout]
         write_nifti(folder / (name + ext), labels)
     return folder
+
+
+def write_converted_cases(root, n: int, shape=(40, 36, 30)):
+    """``n`` small cases written to ``root/src`` and converted (brain crop, z-score) into ``root/conv``;
+    return that conversion folder (what the training tests train on)."""
+    from brats_keras.convert import convert_folder
+
+    root = Path(root)
+    for i in range(n):
+        write_small_case(root / "src", f"c{i}", seed=i, shape=shape)
+    convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    return root / "conv"

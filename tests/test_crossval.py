@@ -7,14 +7,13 @@ import pytest
 
 from brats_keras.checkpoint import read_info, save_model
 from brats_keras.cli import main as cli_main
-from brats_keras.convert import convert_folder
 from brats_keras.crossval import (choose_postprocessing, crossval_predict, fold_split, format_crossval,
                                   set_postprocessing)
 from brats_keras.inference import Predictor, apply_postprocessing, postprocessing_spec
 from brats_keras.io import BratsInputError, find_cases
 from brats_keras.training import TrainConfig, train
 
-from conftest import write_small_case
+from conftest import write_converted_cases, write_small_case
 
 IDS = [f"c{i:02d}" for i in range(23)]
 
@@ -61,9 +60,7 @@ def test_folds_hold_out_test_cases_first_and_refuse_bad_numbers():
 def cv(tmp_path_factory):
     """5 small converted cases and two 1-step fold runs of a 2-fold cross-validation."""
     root = tmp_path_factory.mktemp("cv")
-    for i in range(5):
-        write_small_case(root / "src", f"c{i}", seed=i, shape=(40, 36, 30))
-    convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    write_converted_cases(root, 5)
     runs = []
     for k in range(2):
         cfg = TrainConfig(data=str(root / "conv"), out=str(root / f"fold{k}"), base_filters=4, depth=2,

@@ -5,23 +5,19 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-import numpy as np
 import pytest
 
 from brats_keras.cli import main as cli_main
-from brats_keras.convert import convert_folder
 from brats_keras.io import BratsInputError
 from brats_keras.training import TrainConfig, read_log, train, use_tensorboard
 
-from conftest import write_small_case
+from conftest import write_converted_cases
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("tb")
-    for i in range(3):
-        write_small_case(root / "src", f"c{i}", seed=i, shape=(40, 36, 30))
-    convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    write_converted_cases(root, 3)
     return root / "conv"
 
 

@@ -6,18 +6,15 @@ import pytest
 
 from brats_keras.checkpoint import read_info
 from brats_keras.cli import main as cli_main
-from brats_keras.convert import convert_folder
 from brats_keras.training import TrainConfig, choose_precision, read_log, train
 
-from conftest import write_small_case
+from conftest import write_converted_cases
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    for i in range(5):
-        write_small_case(root / "src", f"c{i}", seed=i, shape=(40, 36, 30))
-    convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    write_converted_cases(root, 5)
     return root / "conv"
 
 

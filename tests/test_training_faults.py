@@ -18,10 +18,9 @@ import pytest
 import brats_keras  # noqa: F401  (before keras: oneDNN)
 from brats_keras.checkpoint import load_model, read_state
 from brats_keras.cli import main as cli_main
-from brats_keras.convert import convert_folder
 from brats_keras.training import TrainConfig, read_log, train
 
-from conftest import write_small_case
+from conftest import write_converted_cases, write_small_case
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS, STEPS = 3, 2
@@ -30,9 +29,7 @@ EPOCHS, STEPS = 3, 2
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults")
-    for i in range(4):
-        write_small_case(root / "src", f"c{i}", seed=i, shape=(40, 36, 30))
-    convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    write_converted_cases(root, 4)
     return root / "conv"
 
 

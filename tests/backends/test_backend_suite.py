@@ -22,13 +22,12 @@ import brats_keras  # noqa: F401  (before keras: oneDNN switch for TF; harmless 
 import keras
 
 from brats_keras.checkpoint import load_model, read_info, save_model
-from brats_keras.convert import convert_folder
 from brats_keras.data import PatchDataset
 from brats_keras.losses import LOSS_NAMES, get_loss
 from brats_keras.metrics import report_metrics
 from brats_keras.models import MODELS, build_model, load_pretrained
 
-from conftest import REAL, write_small_case
+from conftest import REAL, write_converted_cases
 
 BACKEND = keras.backend.backend()
 OUT = Path(os.environ["BRATS_BACKEND_OUT"]) if os.environ.get("BRATS_BACKEND_OUT") else None
@@ -70,9 +69,7 @@ def policy(request):
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     root = tmp_path_factory.mktemp("backend_data")
-    for i in range(4):
-        write_small_case(root / "src", f"c{i}", seed=i, shape=(40, 36, 30))
-    convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    write_converted_cases(root, 4)
     return root / "conv"
 
 
