@@ -181,11 +181,6 @@ def load_weight_parts(files) -> list[np.ndarray]:
     return [weights[k] for k in sorted(weights)]
 
 
-def round_weights_to_float16(model) -> None:
-    """Make the model's weights exactly what comes back (float16), so scores measured there hold here."""
-    model.set_weights([np.asarray(w).astype(np.float16).astype(np.float32) for w in model.get_weights()])
-
-
 def fingerprint(model, channels: int, size: int = 32) -> list[float]:
     """Mean probability per output channel on a fixed random input: the same model gives the same numbers."""
     x = np.random.default_rng(11).standard_normal((1, size, size, size, channels)).astype(np.float32)
@@ -421,7 +416,7 @@ def step_train(ctx, box):
     import keras
 
     from brats_keras.inference import Predictor
-    from brats_keras.training import TrainConfig, train
+    from brats_keras.training import TrainConfig, build_from_config, train
 
     meta, arrays = ctx["pack"]
     t_start = time.time()
@@ -434,13 +429,15 @@ def step_train(ctx, box):
     cfg = TrainConfig(data=str(data), out=str(Path(ctx["work"]) / "run"), split_file=str(split),
                       time_limit=minutes, verbose=2, **settings)
     res = train(cfg)
-    model = res["model"]
-    round_weights_to_float16(model)
-    info = json.loads(json.dumps(_info_of(res["last"])))
-    names = save_weight_parts(model, ctx["out"])
     policy = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy("float32")
+    info = json.loads(json.dumps(_info_of(res["last"])))
     channels = len(info["modalities"])
+    # what comes back and is scored: the weights in float16, in a float32 copy of the network (a
+    # mixed-precision body would compute the fingerprint and the scores in float16 or bfloat16)
+    keras.mixed_precision.set_global_policy("float32")
+    model = build_from_config(cfg, channels)
+    model.set_weights([np.asarray(w).astype(np.float16).astype(np.float32) for w in res["model"].get_weights()])
+    names = save_weight_parts(model, ctx["out"])
     out = {"config": {k: v for k, v in vars(cfg).items()}, "info": info, "weights": names,
            "fingerprint": fingerprint(model, channels), "log": res["history"],
            "train_seconds": round(res["seconds"], 1), "steps": len(res["history"]) * cfg.steps_per_epoch,
