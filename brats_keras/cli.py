@@ -67,6 +67,8 @@ def cmd_synth(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="brats-keras", description=__doc__.splitlines()[0])
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's start-up messages (hidden unless the import fails)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert BraTS NIfTI cases into .npy training arrays")
@@ -424,9 +426,43 @@ def cmd_export(args) -> int:
 _EXTRA.append(_add_export)
 
 
+#: sub-commands that import Keras (and so, by default, TensorFlow)
+_KERAS_COMMANDS = {"train", "predict", "crossval", "set-postprocessing", "export", "demo"}
+
+
+def import_keras_quietly() -> None:
+    """Import Keras with TensorFlow's start-up lines hidden ("oneDNN custom operations are on", "Could not
+    find cuda drivers", ...): TensorFlow writes them to the stderr file descriptor before its logging is set
+    up, so they are caught in a temporary file there and shown only if the import fails."""
+    import os
+    import tempfile
+
+    if "keras" in sys.modules:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # later C++ log lines (CPU feature guard, ...)
+    import brats_keras  # noqa: F401  (its oneDNN default must be set before TensorFlow loads)
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            caught.seek(0)
+            sys.stderr.write(caught.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in _KERAS_COMMANDS and not args.verbose:
+        import_keras_quietly()
     return int(args.func(args) or 0)
 
 

@@ -1,0 +1,44 @@
+"""The command line as a new user meets it: TensorFlow's start-up lines stay hidden unless asked for."""
+import os
+import subprocess
+import sys
+
+
+def run_cli(*args):
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "KERAS_BACKEND")}
+    return subprocess.run([sys.executable, "-m", "brats_keras.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def test_a_command_that_loads_tensorflow_prints_only_its_own_error_line(tmp_path):
+    proc = run_cli("predict", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: not a folder"], proc.stderr
+    # --verbose lets TensorFlow's own lines through; the error line is still there and still last
+    proc = run_cli("--verbose", "predict", "--input", str(tmp_path / "nowhere"), "--output", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nowhere'}: not a folder"
+
+
+def test_a_failing_import_shows_what_was_hidden(monkeypatch, capsys):
+    """If Keras cannot be imported, the lines caught while importing it are written out before the error."""
+    import builtins
+
+    import pytest
+
+    from brats_keras import cli
+
+    real_import = builtins.__import__
+
+    def failing(name, *a, **k):
+        if name == "keras":
+            os.write(2, b"backend says why\n")
+            raise ImportError("no keras here")
+        return real_import(name, *a, **k)
+
+    monkeypatch.delitem(sys.modules, "keras", raising=False)
+    monkeypatch.setattr(builtins, "__import__", failing)
+    with pytest.raises(ImportError, match="no keras here"):
+        cli.import_keras_quietly()
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    assert "backend says why" in capsys.readouterr().err
