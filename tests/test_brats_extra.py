@@ -7,7 +7,7 @@ from brats_keras.convert import convert_folder
 from brats_keras.evaluation import evaluate_folder
 from brats_keras.io import find_cases, load_classes
 
-from conftest import SHARED, write_nifti
+from conftest import SHARED, require_shared, write_nifti
 
 EXTRA = SHARED / "brats-extra"
 CASE_2023 = "BraTS-GLI-00000-000"
@@ -17,7 +17,7 @@ COUNTS = {"NCR": 11738, "ED": 12836, "ET": 32731}
 
 @pytest.fixture(scope="module")
 def extra_dir():
-    assert EXTRA.is_dir(), f"extra BraTS cases not found at {EXTRA}: tests need ../shared/data beside the checkout"
+    require_shared(EXTRA)
     return EXTRA
 
 

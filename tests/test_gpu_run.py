@@ -15,7 +15,7 @@ import pytest
 from brats_keras import io as bio
 from brats_keras.convert import convert_folder
 
-from conftest import REAL
+from conftest import REAL, require_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -27,7 +27,7 @@ MIB = 2**20
 
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
-    assert REAL.is_dir(), f"real BraTS cases not found at {REAL}"
+    require_shared(REAL)
     root = tmp_path_factory.mktemp("gpu_pack")
     (root / "in").mkdir()
     for cid in (VAL, TRAIN):

@@ -27,7 +27,7 @@ from brats_keras.losses import LOSS_NAMES, get_loss
 from brats_keras.metrics import report_metrics
 from brats_keras.models import MODELS, build_model, load_pretrained
 
-from conftest import REAL, write_converted_cases
+from conftest import REAL, require_shared, write_converted_cases
 
 BACKEND = keras.backend.backend()
 OUT = Path(os.environ["BRATS_BACKEND_OUT"]) if os.environ.get("BRATS_BACKEND_OUT") else None
@@ -232,7 +232,7 @@ def test_sliding_window_prediction_of_a_real_case_scores_as_under_tensorflow(shi
     from brats_keras.inference import Predictor
     from brats_keras.pretrained import MODEL_FILE, model_card
 
-    assert REAL.is_dir(), f"real BraTS cases not found at {REAL}"
+    require_shared(REAL)
     case = [c for c in bio.find_cases(REAL / CASE)][0]
     pred = Predictor(shipped, info=read_info(MODEL_FILE)).predict_case(case)
     truth = bio.load_classes(case.seg)
