@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,8 +294,6 @@ def temp_path_for(path, suffix: str = ".tmp") -> Path:
     return Path(tmp)
 
 
-_tmp_path = temp_path_for
-
 #: the checksum of converted outputs: ``"sha256:<hex>"`` (``sha256sum FILE`` prints the same hex)
 CHECKSUM = "sha256"
 
@@ -337,49 +336,53 @@ def file_checksum(path) -> str:
         return f"{CHECKSUM}:{hashlib.file_digest(f, CHECKSUM).hexdigest()}"
 
 
-def atomic_save_npy(path, array: np.ndarray) -> str:
-    """Save an array to ``path`` through a temporary file and a rename (never half-written).
+def atomic_write(path, write, suffix: str = ".tmp"):
+    """Write ``path`` through a hidden temporary file beside it and a rename (never half-written).
 
-    Returns:
-        the file's checksum, ``"sha256:<hex>"`` (hashed while writing: no second read).
-    Raises:
-        OSError naming ``path`` (not the temporary file) with its reason, e.g. no space left on device.
+    ``write(tmp)`` fills the temporary file and may return a value, which is returned. The temporary
+    file is removed on any failure, and an OSError names ``path`` (not the temporary file) with its
+    reason, e.g. no space left on device.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_path(path)
+        tmp = temp_path_for(path, suffix=suffix)
     except OSError as exc:
         raise _name_target(exc, path) from None
     try:
+        result = write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            _name_target(exc, path)
+        raise
+    return result
+
+
+def atomic_save_npy(path, array: np.ndarray) -> str:
+    """Save an array to ``path`` atomically (:func:`atomic_write`).
+
+    Returns:
+        the file's checksum, ``"sha256:<hex>"`` (hashed while writing: no second read).
+    """
+    def write(tmp):
         with open(tmp, "wb") as f:
             out = _HashingWriter(f)
             np.save(out, array)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            _name_target(exc, path)
-        raise
-    return f"{CHECKSUM}:{out.hash.hexdigest()}"
+        return f"{CHECKSUM}:{out.hash.hexdigest()}"
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path, text: str) -> None:
-    """Write text to ``path`` through a temporary file and a rename; an OSError names ``path``."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _tmp_path(path)
-    except OSError as exc:
-        raise _name_target(exc, path) from None
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            _name_target(exc, path)
-        raise
+    """Write text to ``path`` atomically (:func:`atomic_write`)."""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def atomic_copy(src, dst) -> None:
+    """Copy ``src`` to ``dst`` atomically (:func:`atomic_write`): ``dst`` is the old file or the whole copy."""
+    atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp), suffix=Path(dst).suffix)
 
 
 def atomic_write_json(path, obj) -> None:
@@ -414,7 +417,7 @@ def save_nifti(path, array: np.ndarray, affine, header=None) -> None:
         img.set_qform(affine, code=int(header["qform_code"]) or 1)
         img.set_sform(affine, code=int(header["sform_code"]) or 1)
     suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    tmp = _tmp_path(path)
+    tmp = temp_path_for(path)
     tmp_nii = tmp.with_name(tmp.name + suffix)
     try:
         nib.save(img, str(tmp_nii))

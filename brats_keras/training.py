@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 
-from .io import BratsInputError, atomic_write_json, atomic_write_text, temp_path_for
+from .io import BratsInputError, atomic_copy, atomic_write_json, atomic_write_text
 
 
 @dataclass
@@ -345,7 +345,7 @@ def _callbacks(cfg, run, info, state):
             last = run / "checkpoints" / "last.keras"
             save_model(self.model, last, info, state=state)
             if better:
-                _copy_atomic(last, run / "checkpoints" / "best.keras")
+                atomic_copy(last, run / "checkpoints" / "best.keras")
             write_log(run, state["log"])
             self.state = state
 
@@ -425,15 +425,6 @@ def write_log(run, rows: list[dict]) -> None:
     atomic_write_text(Path(run) / "log.csv", text.getvalue())
 
 
-def _copy_atomic(src, dst) -> None:
-    tmp = temp_path_for(dst, suffix=Path(dst).suffix)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 #: files of a run folder that are written through a hidden temporary file ``.<name>.<random><suffix>``
 _RUN_FILES = ("config.json", "split.json", "log.csv", "loss_curves.png", "checkpoints/last.keras",
               "checkpoints/best.keras")
@@ -475,7 +466,7 @@ def recover_run(run, monitor: str = "val_loss") -> dict:
     best_epoch = state.get("best_epoch")
     if best_epoch is not None and best_epoch == state["epoch"] - 1 and (
             not best.exists() or read_state(best).get("epoch") != state["epoch"]):
-        _copy_atomic(last, best)
+        atomic_copy(last, best)
     state.setdefault("best", None)
     state.setdefault("best_epoch", None)
     return state

@@ -282,7 +282,6 @@ def test_read_only_output_is_refused_before_anything(tmp_path, monkeypatch, caps
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
     monkeypatch.setattr(bio, "temp_path_for", read_only)
-    monkeypatch.setattr(bio, "_tmp_path", read_only)
     rc = cli_main(["convert", "--input", str(tmp_path / "src"), "--output", str(out), "--crop", "brain", "--quiet"])
     assert rc == 2
     assert f"{out}: cannot write the output folder: read-only file system" in _one_error_line(capsys)
