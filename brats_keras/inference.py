@@ -101,23 +101,11 @@ STRUCT26 = np.ones((3, 3, 3), bool)
 
 def remove_small_components(classes: np.ndarray, min_size: int = 0, keep_largest: int = 0) -> np.ndarray:
     """Drop tumor islands: whole-tumor components (26-connectivity) smaller than ``min_size`` voxels,
-    and, when ``keep_largest`` > 0, all but the ``keep_largest`` biggest components."""
+    and, when ``keep_largest`` > 0, all but the ``keep_largest`` biggest components (the WT rule of
+    :func:`apply_postprocessing`)."""
     if min_size <= 0 and keep_largest <= 0:
         return classes
-    lab, n = ndimage.label(classes > 0, structure=STRUCT26)
-    if n == 0:
-        return classes
-    sizes = np.bincount(lab.ravel())[1:]
-    keep = sizes >= max(min_size, 1)
-    if keep_largest > 0:
-        order = np.argsort(sizes)[::-1]
-        top = np.zeros(n, bool)
-        top[order[:keep_largest]] = True
-        keep &= top
-    lut = np.concatenate([[False], keep])
-    out = classes.copy()
-    out[~lut[lab]] = 0
-    return out
+    return apply_postprocessing(classes, {"min_component": min_size, "keep_largest": keep_largest})
 
 
 def small_et_to_ncr(classes: np.ndarray, threshold: int) -> np.ndarray:
@@ -136,9 +124,9 @@ def small_et_to_ncr(classes: np.ndarray, threshold: int) -> np.ndarray:
 
 
 def postprocess(classes, min_component=0, keep_largest=0, et_threshold=0):
-    """Whole-tumor island removal, then the small-ET rule (see :func:`apply_postprocessing` for per-region rules)."""
-    classes = remove_small_components(classes, min_component, keep_largest)
-    return small_et_to_ncr(classes, et_threshold)
+    """Whole-tumor island removal, then the small-ET rule (:func:`apply_postprocessing` with whole-tumor settings)."""
+    return apply_postprocessing(classes, {"min_component": min_component, "keep_largest": keep_largest,
+                                          "et_threshold": et_threshold})
 
 
 #: the class a voxel takes when a component of its region is removed: it leaves that region and no other
