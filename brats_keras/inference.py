@@ -212,11 +212,13 @@ def model_files(paths) -> list[Path]:
     Raises:
         FileNotFoundError for a path that does not exist; BratsInputError for a folder without ``.keras`` files.
     """
+    from .export import is_export
+
     if isinstance(paths, (str, Path)):
         paths = [paths]
     out = []
     for p in map(Path, paths):
-        if p.is_dir() and (p / "brats_keras.json").is_file():  # an export folder (brats_keras.export): one model
+        if is_export(p):  # a folder written by brats-keras export: one model
             out.append(p)
         elif p.is_dir():
             found = sorted(q for q in p.glob("*.keras") if q.is_file())
