@@ -129,10 +129,11 @@ def _manifest_roots(run: Path) -> list[Path]:
 
 def _summary(rows: list[dict]) -> dict:
     """mean / median / std (population) of Dice and HD95 per region over case rows."""
-    out = {}
-    for name, reduce in (("mean", np.mean), ("median", np.median), ("std", np.std)):
-        out[name] = {r: {s: float(reduce([row[r][s] for row in rows])) for s in SCORES} for r in REGION_NAMES}
-    return out
+    from .evaluation import _aggregate
+
+    scores = [{r: {s: row[r][s] for s in SCORES} for r in REGION_NAMES} for row in rows]
+    return {name: _aggregate(scores, reduce) for name, reduce in (("mean", np.mean), ("median", np.median),
+                                                                  ("std", np.std))}
 
 
 def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: bool = False, overlap: float = 0.5,
