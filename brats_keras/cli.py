@@ -128,6 +128,9 @@ def _add_train(sub):
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--spatial-augment", type=float, metavar="PROB",
                    help="probability of a random rotation and of a random zoom per training patch")
+    p.add_argument("--intensity-augment", choices=["basic", "strong"],
+                   help="basic: per-channel scale, shift and gamma; strong: also noise, blur, brightness, contrast, "
+                        "simulated low resolution and inverted gamma, per channel (brats_keras.augment)")
     p.add_argument("--lr-schedule", choices=["plateau", "poly"], help="plateau (the report) or poly (nnU-Net)")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
     p.add_argument("--mixed-precision", choices=["auto", "off", "float16", "bfloat16"])

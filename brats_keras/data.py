@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .augment import INTENSITY_MODES, intensity_augment
 from .convert import MANIFEST, read_manifest
 from .io import BratsInputError
 
@@ -282,6 +283,9 @@ class PatchDataset(_dataset_base()):
         output: ``"softmax"`` (one-hot targets, 4 channels) or ``"regions"`` (WT, TC, ET).
         foreground_ratio: share of patches centred on a tumor voxel (nnU-Net uses 1/3).
         augment: random flips, intensity scale / shift and gamma.
+        intensity: with ``augment``, ``"basic"`` (the intensity scale / shift and gamma above) or ``"strong"``
+            (:func:`brats_keras.augment.intensity_augment`: noise, blur, brightness, contrast, simulated low
+            resolution, gamma and inverted gamma, per channel, in place of the basic ones).
         spatial: probability of a random rotation (up to 15 degrees about each axis) and, independently,
             of a random zoom (0.85 to 1.25) of a training patch (0 = off).
         steps_per_epoch: batches per epoch (default: cases // batch_size, at least 1).
@@ -293,7 +297,7 @@ class PatchDataset(_dataset_base()):
 
     def __init__(self, data_dir, case_ids=None, patch_size=128, batch_size=4, output="softmax",
                  foreground_ratio=0.33, augment=False, steps_per_epoch=None, seed=0, spatial=0.0,
-                 workers=1, use_multiprocessing=False, max_queue_size=8):
+                 workers=1, use_multiprocessing=False, max_queue_size=8, intensity="basic"):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if output not in OUTPUTS:
             raise ValueError(f"unknown output {output!r}: use softmax or regions")
@@ -305,6 +309,9 @@ class PatchDataset(_dataset_base()):
         self.output = output
         self.foreground_ratio = float(foreground_ratio)
         self.augment = augment
+        if intensity not in INTENSITY_MODES:
+            raise ValueError(f"unknown intensity augmentation {intensity!r}: use {' or '.join(INTENSITY_MODES)}")
+        self.intensity = intensity
         self.spatial = float(spatial)
         self.steps = int(steps_per_epoch or max(1, len(self.cases) // self.batch_size))
         self.seed = int(seed)
@@ -334,7 +341,10 @@ class PatchDataset(_dataset_base()):
             middle = [s + (p - 1) / 2 for s, p in zip(start, self.patch)]
             x, y = crop_spatial(img, msk, middle, self.patch, spatial_matrix(*params))
         if self.augment:
-            x, y = augment_patch(x, y, rng)
+            strong = self.intensity == "strong"
+            x, y = augment_patch(x, y, rng, intensity=not strong, gamma=not strong)
+            if strong:
+                x = intensity_augment(x, rng)
         return x, y
 
     def __getitem__(self, idx):

@@ -66,6 +66,7 @@ class TrainConfig:
     foreground_ratio: float = 0.33
     augment: bool = True
     spatial_augment: float = 0.0  # probability of a random rotation and of a random zoom per training patch
+    intensity_augment: str = "basic"  # basic: scale / shift / gamma; strong: brats_keras.augment (noise, blur, ...)
     mixed_precision: str = "auto"
     jit_compile: str = "auto"
     distribute: bool = False
@@ -567,7 +568,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     train_ds = PatchDataset(cfg.data, split["train"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                             output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=cfg.augment,
                             steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed, spatial=cfg.spatial_augment,
-                            workers=cfg.workers,
+                            intensity=cfg.intensity_augment, workers=cfg.workers,
                             use_multiprocessing=False)
     val_ds = PatchDataset(cfg.data, split["val"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                           output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=False,
