@@ -46,6 +46,7 @@ __all__ = [
     "region_scores",
     "report_scores",
     "lesion_wise_scores",
+    "score_case",
     "evaluate_folder",
     "format_table",
 ]
@@ -243,15 +244,18 @@ def _tumor_box(pred: np.ndarray, true: np.ndarray) -> tuple[slice, ...] | None:
     return _bounding_box(tumor, margin=1) if tumor.any() else None
 
 
-def region_scores(pred_classes, true_classes, spacing=None, connectivity: int = 3) -> dict:
+def region_scores(pred_classes, true_classes, spacing=None, connectivity: int = 3, *,
+                  distances: bool = True) -> dict:
     """Dice, HD95, sensitivity and specificity of the BraTS regions WT, TC and ET.
 
     Args:
         pred_classes, true_classes: class maps ``(D, H, W)`` with values 0..3.
         spacing: voxel size in mm per axis; ``None`` is 1 mm.
         connectivity: of the surface used by :func:`hd95`.
+        distances: False leaves HD95 out (the counts alone are much faster).
     Returns:
-        ``{"WT": {"dice", "hd95", "sensitivity", "specificity"}, "TC": {...}, "ET": {...}}``.
+        ``{"WT": {"dice", "hd95", "sensitivity", "specificity"}, "TC": {...}, "ET": {...}}``
+        (no ``"hd95"`` with ``distances=False``).
     """
     pred, true = _classes_pair(pred_classes, true_classes)
     spacing = _spacing(spacing, pred.ndim)
@@ -267,12 +271,11 @@ def region_scores(pred_classes, true_classes, spacing=None, connectivity: int = 
         tp = np.count_nonzero(p & t)
         n_true, n_pred = np.count_nonzero(t), np.count_nonzero(p)
         negatives = size - n_true
-        scores[region] = {
-            "dice": _dice_counts(tp, n_true, n_pred),
-            "hd95": hd95(p, t, spacing, connectivity),
-            "sensitivity": _recall_counts(tp, n_true, n_pred),
-            "specificity": 1.0 if negatives == 0 else float((negatives - (n_pred - tp)) / negatives),
-        }
+        scores[region] = {"dice": _dice_counts(tp, n_true, n_pred)}
+        if distances:
+            scores[region]["hd95"] = hd95(p, t, spacing, connectivity)
+        scores[region]["sensitivity"] = _recall_counts(tp, n_true, n_pred)
+        scores[region]["specificity"] = 1.0 if negatives == 0 else float((negatives - (n_pred - tp)) / negatives)
     return scores
 
 
@@ -503,14 +506,34 @@ def _case_scores(pred_path: Path, truth_path: Path, lesion_wise: bool) -> dict:
         raise ValueError(f"{pred_path}: {exc}") from exc
     if pred.shape != true.shape:
         raise ValueError(f"{pred_path}: shape {pred.shape} differs from the truth's {true.shape}")
-    return _scores(pred, true, spacing, lesion_wise)
+    return score_case(pred, true, spacing, lesion_wise=lesion_wise)
 
 
-def _scores(pred: np.ndarray, true: np.ndarray, spacing, lesion_wise: bool) -> dict:
-    scores = region_scores(pred, true, spacing)
-    scores["report"] = report_scores(pred, true)
+def score_case(pred_classes, truth, spacing=None, *, report: bool = True, lesion_wise: bool = False,
+               distances: bool = True, connectivity: int = 3) -> dict:
+    """Every score of one case, as :func:`evaluate_folder` gives each case: the one place that scores a prediction.
+
+    Args:
+        pred_classes: predicted class map ``(D, H, W)``, values 0..3 (``Predictor.predict_case(...)["classes"]``).
+        truth: the true class map ``(D, H, W)``, or the path of a BraTS label map (read as
+            :func:`evaluate_folder` reads it; its zooms are the spacing unless ``spacing`` is given).
+        spacing: voxel size in mm per axis; ``None`` is 1 mm (or the label map's zooms).
+        report: add the report's Table 4 columns (:func:`report_scores`) under ``"report"``.
+        lesion_wise: add :func:`lesion_wise_scores` under ``"lesion_wise"``.
+        distances: False leaves HD95 out of the region scores (much faster: Dice during training).
+        connectivity: of the surface used by :func:`hd95`.
+    Returns:
+        ``{"WT": {"dice", "hd95", "sensitivity", "specificity"}, "TC": ..., "ET": ...,
+        "report": {...}, "lesion_wise": {...}}`` (:func:`region_scores` alone with ``report=False``).
+    """
+    if isinstance(truth, (str, Path)):
+        truth, file_spacing = _read_classes(Path(truth))
+        spacing = file_spacing if spacing is None else spacing
+    scores = region_scores(pred_classes, truth, spacing, connectivity, distances=distances)
+    if report:
+        scores["report"] = report_scores(pred_classes, truth)
     if lesion_wise:
-        scores["lesion_wise"] = lesion_wise_scores(pred, true, spacing)
+        scores["lesion_wise"] = lesion_wise_scores(pred_classes, truth, spacing, connectivity)
     return scores
 
 
@@ -522,7 +545,7 @@ def _missing_scores(truth_path: Path, lesion_wise: bool) -> dict:
     prediction (all background).
     """
     true, spacing = _read_classes(truth_path)
-    scores = _scores(np.zeros_like(true), true, spacing, lesion_wise)
+    scores = score_case(np.zeros_like(true), true, spacing, lesion_wise=lesion_wise)
     for region in REGION_NAMES:
         scores[region].update(dice=0.0, hd95=HD95_EMPTY)
         if lesion_wise:
@@ -577,6 +600,7 @@ def evaluate_folder(
     progress: bool = True,
     lesion_wise: bool = False,
     only_predicted: bool = False,
+    case_ids=None,
 ) -> dict:
     """Score the predictions of a folder against every label map of the truth folder.
 
@@ -597,6 +621,11 @@ def evaluate_folder(
     message under ``"errors"`` naming the case and the file; the other cases are
     still scored.
 
+    ``case_ids`` limits the evaluation to those cases, as ``predict_folder`` limits
+    prediction (e.g. a split's test cases in a folder that also holds the training
+    cases): other predictions and label maps are ignored, an asked case without a
+    prediction is missing as above, and one found in neither folder is an error.
+
     Args:
         pred_dir: folder of predicted label maps.
         truth_dir: folder of true label maps or of BraTS cases.
@@ -605,6 +634,7 @@ def evaluate_folder(
         progress: show a tqdm progress bar.
         lesion_wise: also compute :func:`lesion_wise_scores` (key ``"lesion_wise"``).
         only_predicted: score only the cases that have a prediction.
+        case_ids: the case ids to score; None: every case of both folders.
     Returns:
         ``{"cases": {case: {"WT": {"dice", "hd95", "sensitivity", "specificity"},
         "TC": ..., "ET": ..., "report": {accuracy, precision, recall, mean_dice,
@@ -624,17 +654,25 @@ def evaluate_folder(
         if not folder.is_dir():
             raise BratsInputError(f"{name} folder is not a folder: {folder}")
     preds = _case_files(pred_dir)
+    wanted = None if case_ids is None else set(_case_id_list(case_ids))
+    if wanted is not None:
+        preds = {case: path for case, path in preds.items() if case in wanted}
     if not preds:
-        raise BratsInputError(f"no predictions (<case>{_NII}) in {pred_dir}")
+        which = "" if wanted is None else f" of the {len(wanted)} case(s) asked for"
+        raise BratsInputError(f"no predictions (<case>{_NII}){which} in {pred_dir}")
     truth = _find_truth(truth_dir, preds)
+    if wanted is not None:
+        truth = {case: path for case, path in truth.items() if case in wanted}
     if not any(path is not None for path in truth.values()):
         raise BratsInputError(
             f"no label maps (<case>/<case>_seg{_NII} or <case>{_NII}) in {truth_dir}"
         )
     cases, errors, missing = {}, {}, []
-    for case in tqdm(sorted(set(preds) | set(truth)), desc="evaluate", disable=not progress):
+    for case in tqdm(sorted(set(preds) | set(truth) | (wanted or set())), desc="evaluate", disable=not progress):
         if case not in preds:
-            if truth[case] is None:  # a case folder without a label map: not a truth case
+            if truth.get(case) is None:  # a case folder without a label map: not a truth case
+                if wanted is not None:  # but this one was asked for
+                    errors[case] = f"{case}: no prediction in {pred_dir} and no label map in {truth_dir}"
                 continue
             missing.append(case)
             if only_predicted:
@@ -666,27 +704,57 @@ def evaluate_folder(
     return results
 
 
-def format_table(results: dict) -> str:
-    """A compact text table of :func:`evaluate_folder` results: Dice and HD95 per region per case,
-    the report's mean Dice over the classes NCR, ED, ET ("class Dice"), then the mean and median rows,
-    the missing predictions and the errors."""
-    rows = list(results.get("cases", {}).items())
-    rows += [(name, results[name]) for name in ("mean", "median") if results.get(name)]
-    width = max([len("case")] + [len(case) for case, _ in rows])
-    head = (
-        f"{'case':<{width}}  {'Dice WT':>7} {'TC':>6} {'ET':>6}  "
-        f"{'HD95 WT':>7} {'TC':>6} {'ET':>6}  {'class Dice':>10}"
-    )
+def _case_id_list(case_ids) -> list[str]:
+    if isinstance(case_ids, str) or not all(isinstance(c, str) for c in case_ids):
+        raise TypeError(f"case_ids must be a list of case id strings, got {case_ids!r}")
+    return list(case_ids)
+
+
+#: column groups of :func:`format_table`: name -> [(header, width, format, path into a case's scores)]
+TABLE_COLUMNS = {
+    "dice": [(f"Dice {r}" if k == 0 else r, 7 if k == 0 else 6, ".4f", (r, "dice")) for k, r in enumerate(REGION_NAMES)],
+    "hd95": [(f"HD95 {r}" if k == 0 else r, 7 if k == 0 else 6, ".2f", (r, "hd95")) for k, r in enumerate(REGION_NAMES)],
+    "class_dice": [("class Dice", 10, ".4f", ("report", "mean_dice"))],
+    "classes": [(f"Dice {c}" if k == 0 else c, 8 if k == 0 else 6, ".4f", ("report", f"dice_{c}"))
+                for k, c in enumerate(CLASS_NAMES[1:])],
+    "report": [(name, max(len(name), 6), ".4f", ("report", name)) for name in REPORT_NAMES],
+}
+
+
+def format_table(results: dict, columns=("dice", "hd95", "class_dice"), label: str = "case") -> str:
+    """A compact text table of scores, one row per case (or per run), one group of columns per score.
+
+    Args:
+        results: what :func:`evaluate_folder` returns (rows: the cases, then the mean and median,
+            then the missing predictions and the errors), or ``{row name: scores}`` with the scores of
+            one case or a mean each, e.g. ``{run: evaluate_folder(...)["mean"] for run in runs}``.
+        columns: groups of :data:`TABLE_COLUMNS`, in order: ``"dice"`` and ``"hd95"`` of the regions
+            WT, TC and ET, ``"class_dice"`` (the report's mean Dice over NCR, ED and ET), ``"classes"``
+            (Dice of NCR, ED and ET), ``"report"`` (the report's Table 4: accuracy, precision, recall,
+            mean Dice, Dice per class).
+        label: the header of the first column.
+    """
+    columns = (columns,) if isinstance(columns, str) else tuple(columns)
+    unknown = [c for c in columns if c not in TABLE_COLUMNS]
+    if unknown or not columns:
+        raise ValueError(f"unknown column group(s) {unknown}: use {', '.join(TABLE_COLUMNS)}")
+    groups = [TABLE_COLUMNS[c] for c in columns]
+    folder = isinstance(results.get("cases"), dict) and "mean" in results
+    cases = results.get("cases", {}) if folder else results
+    rows = list(cases.items())
+    if folder:
+        rows += [(name, results[name]) for name in ("mean", "median") if results.get(name)]
+    width = max([len(label)] + [len(str(case)) for case, _ in rows])
+    head = f"{label:<{width}}" + "".join("  " + " ".join(f"{h:>{w}}" for h, w, _, _ in g) for g in groups)
     lines = [head, "-" * len(head)]
-    missing = results.get("missing", [])
+    missing = results.get("missing", []) if folder else []
     for i, (case, s) in enumerate(rows):
-        if i == len(results.get("cases", {})) and i > 0:
+        if i == len(cases) and i > 0:
             lines.append("-" * len(head))
         lines.append(
-            f"{case:<{width}}  {s['WT']['dice']:>7.4f} {s['TC']['dice']:>6.4f} {s['ET']['dice']:>6.4f}  "
-            f"{s['WT']['hd95']:>7.2f} {s['TC']['hd95']:>6.2f} {s['ET']['hd95']:>6.2f}  "
-            f"{s['report']['mean_dice']:>10.4f}"
-            + ("  (no prediction)" if i < len(results.get("cases", {})) and case in missing else "")
+            f"{case:<{width}}"
+            + "".join("  " + " ".join(f"{s[a][b]:>{w}{fmt}}" for _, w, fmt, (a, b) in g) for g in groups)
+            + ("  (no prediction)" if i < len(cases) and case in missing else "")
         )
     if missing:
         how = (
@@ -695,6 +763,6 @@ def format_table(results: dict) -> str:
             else f"each scored Dice 0 and HD95 {HD95_EMPTY} in every region"
         )
         lines.append(f"missing: {len(missing)} prediction(s), {how}: {', '.join(missing)}")
-    for message in results.get("errors", {}).values():
+    for message in (results.get("errors", {}) if folder else {}).values():
         lines.append(f"error: {message}")
     return "\n".join(lines)

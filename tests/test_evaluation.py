@@ -20,6 +20,7 @@ from brats_keras.evaluation import (
     lesion_wise_scores,
     region_scores,
     report_scores,
+    score_case,
     sensitivity,
     specificity,
     surface_distances,
@@ -516,6 +517,66 @@ def test_evaluate_folder_scores_a_missing_prediction_as_brats_does(tmp_path):
     only = evaluate_folder(preds, truth, progress=False, only_predicted=True)
     assert only["missing"] == ["case_c"] and set(only["cases"]) == {"case_a", "case_b"}
     assert only["mean"]["WT"]["dice"] == 1.0
+
+
+def test_score_case_is_what_evaluate_folder_gives_each_case(folders):
+    truth, preds = folders
+    results = evaluate_folder(preds, truth, progress=False, lesion_wise=True, only_predicted=True)
+    pred = labels_to_classes(np.asarray(nib.load(preds / "case_b.nii.gz").dataobj))
+    true = labels_to_classes(make_labels())
+    # the label map's path: read as evaluate_folder reads it, its zooms (2, 1, 1) are the spacing
+    assert score_case(pred, truth / "case_b.nii.gz", lesion_wise=True) == results["cases"]["case_b"]
+    assert score_case(pred, true, (2.0, 1.0, 1.0), lesion_wise=True) == results["cases"]["case_b"]
+    assert score_case(pred, true, (2.0, 1.0, 1.0), report=False) == region_scores(pred, true, (2.0, 1.0, 1.0))
+    counts = score_case(pred, true, report=False, distances=False)
+    for region in REGION_NAMES:  # the counts alone: the same Dice, no HD95
+        assert set(counts[region]) == {"dice", "sensitivity", "specificity"}
+        assert counts[region]["dice"] == results["cases"]["case_b"][region]["dice"]
+
+
+def test_evaluate_folder_case_ids_scores_only_those_cases(folders):
+    truth, preds = folders
+    write_nifti(preds / "case_x.nii.gz", make_labels())  # not asked for: ignored, no error
+    everything = evaluate_folder(preds, truth, progress=False)
+    results = evaluate_folder(preds, truth, progress=False, case_ids=["case_b", "case_c", "case_zz"])
+    assert set(results["cases"]) == {"case_b", "case_c"}
+    assert results["cases"]["case_b"] == everything["cases"]["case_b"]
+    assert results["missing"] == ["case_c"]  # asked for, not predicted: Dice 0 as BraTS scores it
+    assert results["cases"]["case_c"]["WT"]["dice"] == 0.0
+    assert results["errors"] == {"case_zz": f"case_zz: no prediction in {preds} and no label map in {truth}"}
+    assert results["mean"]["WT"]["dice"] == pytest.approx(everything["cases"]["case_b"]["WT"]["dice"] / 2)
+    with pytest.raises(ValueError, match=r"no predictions \(<case>.nii.gz\) of the 1 case\(s\) asked for"):
+        evaluate_folder(preds, truth, progress=False, case_ids=["case_c"])
+    with pytest.raises(TypeError, match="list of case id strings"):
+        evaluate_folder(preds, truth, progress=False, case_ids="case_b")
+
+
+def test_format_table_layouts():
+    case = {r: {"dice": 0.5, "hd95": 2.0, "sensitivity": 1.0, "specificity": 1.0} for r in REGION_NAMES}
+    case["report"] = {"accuracy": 0.99, "precision": 0.5, "recall": 0.25, "mean_dice": 0.75,
+                      "dice_NCR": 1.0, "dice_ED": 0.5, "dice_ET": 0.75}
+    results = {"cases": {"c1": case}, "mean": case, "median": case, "missing": [], "errors": {}}
+    assert format_table(results).splitlines() == [
+        "case    Dice WT     TC     ET  HD95 WT     TC     ET  class Dice",
+        "-" * 64,
+        "c1       0.5000 0.5000 0.5000     2.00   2.00   2.00      0.7500",
+        "-" * 64,
+        "mean     0.5000 0.5000 0.5000     2.00   2.00   2.00      0.7500",
+        "median   0.5000 0.5000 0.5000     2.00   2.00   2.00      0.7500",
+    ]
+    assert format_table(results, columns="report").splitlines()[:3] == [
+        "case    accuracy precision recall mean_dice dice_NCR dice_ED dice_ET",
+        "-" * 68,
+        "c1        0.9900    0.5000 0.2500    0.7500   1.0000  0.5000  0.7500",
+    ]
+    # one row per run, from the means of several evaluations
+    assert format_table({"dice+ce": case}, columns=("dice", "classes"), label="loss").splitlines() == [
+        "loss     Dice WT     TC     ET  Dice NCR     ED     ET",
+        "-" * 54,
+        "dice+ce   0.5000 0.5000 0.5000    1.0000 0.5000 0.7500",
+    ]
+    with pytest.raises(ValueError, match="unknown column group"):
+        format_table(results, columns=("dice", "volume"))
 
 
 def test_evaluate_folder_errors_keep_the_rest(folders):
