@@ -46,17 +46,11 @@ def run_demo(out="demo_out", n_cases=16, minutes=6.5, seed=0, n_test=4, n_val=2,
     log("[4/6] predicting the held-out cases with the sliding window")
     from .inference import predict_folder
 
-    test_dir = out / "test_cases"
-    test_dir.mkdir(exist_ok=True)
-    for cid in split["test"]:
-        link = test_dir / cid
-        if not link.exists():
-            link.symlink_to((out / "synthetic" / cid).resolve())
-    predict_folder(test_dir, out / "predictions", model=res["best"], batch_size=4)
+    predict_folder(out / "synthetic", out / "predictions", model=res["best"], batch_size=4, case_ids=split["test"])
 
     log("[5/6] evaluating (BraTS regions WT, TC, ET)")
-    results = evaluate_folder(out / "predictions", test_dir, json_path=out / "evaluation.json",
-                              csv_path=out / "evaluation.csv")
+    results = evaluate_folder(out / "predictions", out / "synthetic", json_path=out / "evaluation.json",
+                              csv_path=out / "evaluation.csv", case_ids=split["test"])
     log(format_table(results))
     mean = results["mean"]
     metrics = {r: round(float(mean[r]["dice"]), 4) for r in ("WT", "TC", "ET")}

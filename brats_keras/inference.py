@@ -419,8 +419,8 @@ def whole_case_callback(cases, info, every: int = 1, patch_size=None, overlap=0.
     """
     import keras
 
-    from .evaluation import dice
-    from .labels import REGION_NAMES, classes_to_regions
+    from .evaluation import score_case
+    from .labels import REGION_NAMES
 
     cases = [c for c in cases if c.seg is not None]
 
@@ -435,10 +435,9 @@ def whole_case_callback(cases, info, every: int = 1, patch_size=None, overlap=0.
             pred = Predictor(self.model, info=info, patch_size=patch_size, overlap=overlap, batch_size=batch_size)
             scores = []
             for case in cases:
-                out = pred.predict_case(case)
-                truth = bio.load_classes(case.seg)
-                p, t = classes_to_regions(out["classes"]), classes_to_regions(truth)
-                scores.append([dice(p[..., i], t[..., i]) for i in range(3)])
+                out = score_case(pred.predict_case(case)["classes"], bio.load_classes(case.seg), report=False,
+                                 distances=False)
+                scores.append([out[r]["dice"] for r in REGION_NAMES])
             mean = np.mean(scores, axis=0)
             logs.update({k: float(v) for k, v in zip(keys, list(mean) + [float(mean.mean())])})
 

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brats_keras import io as bio  # noqa: E402
 from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E402
-from brats_keras.evaluation import region_scores  # noqa: E402
+from brats_keras.evaluation import score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.models import count_params  # noqa: E402
 from brats_keras.pretrained import CARD_FILE, CARD_JSON, MODEL_FILE  # noqa: E402
@@ -30,9 +30,8 @@ def score(predictor, cases):
     for case in cases:
         pred = predictor.predict_case(case)
         seconds.append(pred["seconds"])
-        truth = bio.load_classes(case.seg)
         spacing = tuple(float(z) for z in pred["header"].get_zooms()[:3])
-        out[case.case_id] = region_scores(pred["classes"], truth, spacing)
+        out[case.case_id] = score_case(pred["classes"], bio.load_classes(case.seg), spacing, report=False)
     mean = {r: {k: float(np.mean([c[r][k] for c in out.values()])) for k in ("dice", "hd95")} for r in ("WT", "TC", "ET")}
     return out, mean, float(np.mean(seconds))
 

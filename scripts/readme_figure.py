@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from brats_keras import io as bio
-from brats_keras.evaluation import region_scores
+from brats_keras.evaluation import score_case
 from brats_keras.inference import Predictor
 from brats_keras.visualize import compare
 
@@ -21,7 +21,7 @@ def main(argv=None):
     pred = Predictor().predict_case(case)["classes"]
     truth = bio.load_classes(case.seg)
     flair = bio.load_nifti(case.images["flair"])[0]
-    s = region_scores(pred, truth)
+    s = score_case(pred, truth, report=False)
     title = f"{case.case_id} (validation)  Dice " + "  ".join(f"{r} {s[r]['dice']:.2f}" for r in ("WT", "TC", "ET"))
     compare(flair, truth, pred, save=args.out, title=title)
     print(f"wrote {args.out}: {title}")
