@@ -57,6 +57,23 @@ def brain_crop_box(volumes, margin: int = 4, multiple: int = 1):
     return tuple(box)
 
 
+def bounding_box(mask, margin: int = 0):
+    """Crop box of the nonzero voxels of ``mask`` (any number of axes), grown by ``margin`` and clipped to it.
+
+    Returns:
+        ``((start, stop), ...)``, one pair per axis (stop exclusive), or None when ``mask`` is all zero.
+    """
+    mask = np.asarray(mask)
+    box = []
+    for axis in range(mask.ndim):
+        other = tuple(a for a in range(mask.ndim) if a != axis)
+        idx = np.flatnonzero(np.any(mask, axis=other))
+        if idx.size == 0:
+            return None
+        box.append((max(0, int(idx[0]) - margin), min(mask.shape[axis], int(idx[-1]) + 1 + margin)))
+    return tuple(box)
+
+
 def box_slices(box):
     """Crop box -> tuple of slices."""
     return tuple(slice(a, b) for a, b in box)

@@ -408,8 +408,8 @@ def poly_lr(epoch: int, cfg: TrainConfig, elapsed_minutes: float = 0.0) -> float
 
 
 def read_log(run) -> list[dict]:
-    """Rows of a run's ``log.csv`` as dicts of floats."""
-    path = Path(run) / "log.csv"
+    """Rows of a run's ``log.csv`` (``run``: the run folder or the CSV) as dicts of floats, without empty cells."""
+    path = Path(run) if Path(run).is_file() else Path(run) / "log.csv"
     if not path.exists():
         return []
     with open(path) as f:

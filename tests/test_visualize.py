@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from brats_keras import visualize as V
+from brats_keras.preprocessing import bounding_box
+from brats_keras.visualize.slices import _crop_box, _extent, _plane_box
 from brats_keras.labels import CLASS_LONG_NAMES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -236,7 +238,7 @@ def test_show_case_draws_each_modality_and_a_label_panel():
     assert [ax.get_title() for ax in axes] == ["FLAIR", "T1ce", "T2", "labels on FLAIR"]
     assert "case_x" in fig._suptitle.get_text() and "z=9" in fig._suptitle.get_text()
     assert all(not layer_masks(ax) for ax in axes[:3])
-    crop_rows, crop_cols = V._plane_box((image != 0).any(-1), 2, True)
+    crop_rows, crop_cols = _plane_box((image != 0).any(-1), 2, True)
     for c, mask in layer_masks(axes[-1]).items():
         np.testing.assert_array_equal(mask, (V.display_slice(classes, 2, 9) == c)[crop_rows, crop_cols])
     for name in LONG_NAMES:
@@ -479,6 +481,32 @@ def test_intensity_histograms_one_panel_per_modality_with_class_curves():
     assert [p.get_label() for p in fig.axes[0].patches] == ["brain"]
     with pytest.raises(ValueError, match="3 channels but 1 modalities"):
         V.intensity_histograms(image, ("flair",))
+
+
+def test_public_names_stay_importable_from_brats_keras_visualize():
+    from brats_keras.visualize import charts, slices
+
+    assert set(slices.__all__) | set(charts.__all__) < set(V.__all__)
+    for name in V.__all__:
+        assert getattr(V, name) is not None, name
+
+
+@pytest.mark.parametrize("margin", [0, 1, 4])
+def test_picture_boxes_are_the_shared_bounding_box(margin):
+    mask = np.zeros((9, 12, 7), bool)
+    mask[2:5, 3, 6] = True
+    mask[7, 10, 1] = True
+    assert bounding_box(mask) == ((2, 8), (3, 11), (1, 7))
+    assert bounding_box(mask, margin) == tuple((max(0, a - margin), min(n, b + margin))
+                                                for (a, b), n in zip(((2, 8), (3, 11), (1, 7)), mask.shape))
+    assert bounding_box(np.zeros((3, 4), bool)) is None
+    assert [_extent(mask, axis) for axis in range(3)] == [(2, 7), (3, 10), (1, 6)]
+    assert _extent(np.zeros((3, 3, 3), bool), 0) is None
+    plane = mask.any(axis=2)
+    rows, cols = _crop_box(plane, margin)
+    assert (rows.start, rows.stop, cols.start, cols.stop) == (max(0, 2 - margin), min(9, 8 + margin),
+                                                               max(0, 3 - margin), min(12, 11 + margin))
+    assert _crop_box(np.zeros((4, 4), bool)) == (slice(None), slice(None))
 
 
 def test_import_pulls_no_deep_learning_framework_and_no_pyplot():
