@@ -712,8 +712,10 @@ def _case_id_list(case_ids) -> list[str]:
 
 #: column groups of :func:`format_table`: name -> [(header, width, format, path into a case's scores)]
 TABLE_COLUMNS = {
-    "dice": [(f"Dice {r}" if k == 0 else r, 7 if k == 0 else 6, ".4f", (r, "dice")) for k, r in enumerate(REGION_NAMES)],
-    "hd95": [(f"HD95 {r}" if k == 0 else r, 7 if k == 0 else 6, ".2f", (r, "hd95")) for k, r in enumerate(REGION_NAMES)],
+    "dice": [("Dice WT", 7, ".4f", ("WT", "dice")), ("TC", 6, ".4f", ("TC", "dice")),
+             ("ET", 6, ".4f", ("ET", "dice"))],
+    "hd95": [("HD95 WT", 7, ".2f", ("WT", "hd95")), ("TC", 6, ".2f", ("TC", "hd95")),
+             ("ET", 6, ".2f", ("ET", "hd95"))],
     "class_dice": [("class Dice", 10, ".4f", ("report", "mean_dice"))],
     "classes": [(f"Dice {c}" if k == 0 else c, 8 if k == 0 else 6, ".4f", ("report", f"dice_{c}"))
                 for k, c in enumerate(CLASS_NAMES[1:])],
