@@ -57,6 +57,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from .io import atomic_write
 from .labels import MODALITIES
 
 #: the BraTS box in voxels, (x, y, z)
@@ -208,14 +209,33 @@ def _anatomy(rng, shape, scale):
     ``depth`` (about the distance to the brain surface in voxels), ``ventricles``
     (bool) and the ellipsoid's ``centre`` and ``radii`` (volume voxels).
     """
+    box, centre, radii, depth = _brain_outline(rng, shape, scale)
+    brain = depth > 0
+    csf, wm = _cortex(rng, box, centre, radii, depth, scale)
+    c0 = centre - np.array([lo for lo, _ in box], dtype=float)
+    ventricles = _deep_structures(rng, c0, radii, scale, csf, wm)
+    gm = np.subtract(1, csf)
+    gm -= wm
+    np.clip(gm, 0, 1, out=gm)
+    return dict(
+        box=box, brain=brain, csf=csf, gm=gm, wm=wm, depth=depth,
+        ventricles=ventricles, centre=c0, radii=radii,
+    )
+
+
+def _brain_outline(rng, shape, scale):
+    """The deformed ellipsoid of the brain: ``(box, centre, radii, depth)``.
+
+    ``box`` is the brain's crop in the volume, ``centre`` and ``radii`` the ellipsoid's (volume
+    voxels), ``depth`` (float32, crop) about the distance to the brain surface in voxels,
+    positive inside.
+    """
     shape_a = np.asarray(shape, dtype=float)
     # BraTS brains: about 140 x 170 x 130 voxels, centred in x and y, a little low in z
     centre = shape_a * np.array([0.5, 0.5, 0.48]) + rng.uniform(-3, 3, 3) * scale
     radii = shape_a * np.array([70 / 240, 85 / 240, 65 / 155]) * rng.uniform(0.94, 1.05, 3)
     box = _box(centre, radii * 1.1, shape)
     crop = tuple(hi - lo for lo, hi in box)
-    origin = np.array([lo for lo, _ in box], dtype=float)
-    c0 = centre - origin
 
     # normalised radius r (1 on the ellipsoid) and 1 / |grad r|, which turns 1 - r into voxels
     u = [_axis(lo, hi, c) / _F32(rad) for (lo, hi), c, rad in zip(box, centre, radii)]
@@ -233,13 +253,18 @@ def _anatomy(rng, shape, scale):
     depth += _F32(1.0)
     depth -= r
     depth *= inv_grad
-    brain = depth > 0
-    del r
+    return box, centre, radii, depth
 
-    # Cortex: layers CSF | GM | WM by depth. Along the zero sheets of a random
-    # field (sulci) and along the midline (fissure) the layers fold inward: the CSF
-    # in a slit about 2 voxels wide, the grey-white boundary in a wider fold, so
-    # grey matter lines both banks of each sulcus.
+
+def _cortex(rng, box, centre, radii, depth, scale):
+    """CSF and white-matter fractions (float32, crop) of the folded cortex: ``(csf, wm)``.
+
+    Layers CSF | GM | WM by depth. Along the zero sheets of a random field (sulci) and
+    along the midline (fissure) the layers fold inward: the CSF in a slit about 2 voxels
+    wide, the grey-white boundary in a wider fold, so grey matter lines both banks of
+    each sulcus.
+    """
+    crop = depth.shape
     sulci = _noise(rng, crop, 12 * scale)
     np.abs(sulci, out=sulci)
     unit = 0.17 / scale  # the field changes by about this much per voxel
@@ -269,10 +294,17 @@ def _anatomy(rng, shape, scale):
     del thick
     wm -= csf  # the ramps hardly overlap (the cortex is at least 2 voxels thick): keep wm + csf <= 1
     np.maximum(wm, 0, out=wm)
+    return csf, wm
 
-    # lateral ventricles: two deformed ellipsoids above the centre, turned so they
-    # diverge towards the back (larger y index: the BraTS y axis points backwards);
-    # deep grey nuclei (basal ganglia, thalami) beside them
+
+def _deep_structures(rng, c0, radii, scale, csf, wm):
+    """Add the lateral ventricles (to ``csf``) and the deep grey nuclei (out of ``wm``), in place.
+
+    The ventricles are two deformed ellipsoids above the centre ``c0`` (crop voxels), turned
+    so they diverge towards the back (larger y index: the BraTS y axis points backwards);
+    the nuclei (basal ganglia, thalami) sit beside them. Returns the ventricles (bool, crop).
+    """
+    crop = csf.shape
     ventricles = np.zeros(crop, dtype=bool)
     vr = np.array([6.0, 26.0, 11.0]) * scale * rng.uniform(0.85, 1.15, 3)
     vc = c0 + np.array([0.0, 4.0 * scale, 0.14 * radii[2]]) + rng.uniform(-2, 2, 3) * scale
@@ -300,13 +332,7 @@ def _anatomy(rng, shape, scale):
         _ramp(nuc)
         nuc *= _F32(0.75)
         wm[_sl(nbox)] *= 1 - nuc
-    gm = np.subtract(1, csf)
-    gm -= wm
-    np.clip(gm, 0, 1, out=gm)
-    return dict(
-        box=box, brain=brain, csf=csf, gm=gm, wm=wm, depth=depth,
-        ventricles=ventricles, centre=c0, radii=radii,
-    )
+    return ventricles
 
 
 # --------------------------------------------------------------------------- tumours
@@ -317,83 +343,116 @@ def _tumour(rng, anat, scale, taken, necrotic: bool):
     1 next to the core and falls to 0 at the oedema's edge. ``taken`` (bool, crop)
     marks the cores drawn so far and is updated.
     """
-    depth, csf, wm, ventricles = anat["depth"], anat["csf"], anat["wm"], anat["ventricles"]
-    crop = depth.shape
     shrink = 1.0
     for attempt in range(1, 1000):
         if attempt % 100 == 0:
             shrink *= 0.8  # no room for this size: try smaller ones
-        r_ed = rng.uniform(15, 35) * scale * shrink
-        r_core = r_ed * rng.uniform(0.45, 0.75) * (1.0 if necrotic else 0.8)
-        rim = max(2.5, rng.uniform(2.5, 5.5) * scale)
-        axes = np.exp(rng.uniform(-0.2, 0.2, 3))
-        axes /= np.prod(axes) ** (1 / 3)
-        rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
-        # a point in the inner 75 % of the ellipsoid, off the midline (in one hemisphere)
-        u = rng.normal(size=3)
-        u *= rng.uniform() ** (1 / 3) * 0.75 / np.linalg.norm(u)
-        c = anat["centre"] + u * anat["radii"]
-        ci = tuple(int(round(v)) for v in c)
-        if (
-            abs(u[0]) < 0.18
-            or not all(0 <= i < n for i, n in zip(ci, crop))
-            or depth[ci] < 1.3 * r_core * axes.max() + 3
-            or ventricles[ci]
-            or taken[ci]
-        ):
+        t = _draw_tumour(rng, anat, scale, shrink, necrotic)
+        if not _centre_fits(anat, taken, t):
             continue
-        form = _ellipsoid_form(axes, rot)  # rho = distance in voxels, stretched by axes
-        reach = 1.3 * r_core + max(2.5, 1.45 * (r_ed - r_core)) + 1  # largest oedema radius
-        box = _box(c, reach * np.sqrt(np.diag(np.linalg.inv(form))) + 2, crop)
-        bshape = tuple(hi - lo for lo, hi in box)
+        form = _ellipsoid_form(t["axes"], t["rot"])  # rho = distance in voxels, stretched by axes
+        reach = 1.3 * t["r_core"] + max(2.5, 1.45 * (t["r_ed"] - t["r_core"])) + 1  # largest oedema radius
+        box = _box(t["centre"], reach * np.sqrt(np.diag(np.linalg.inv(form))) + 2, anat["depth"].shape)
         sl = _sl(box)
-        rho = _quadratic_rho(box, c, form)
-        core = _noise(rng, bshape, max(4.0, r_core / 1.3))  # core radius, +-30 % at most
-        np.clip(core, -1.5, 1.5, out=core)
-        core *= _F32(0.2 * r_core)
-        core += _F32(r_core)
-        m_tc = _ramp(core - rho)
+        rho = _quadratic_rho(box, t["centre"], form)
+        core, m_tc = _tumour_core(rng, rho, t["r_core"])
         tc = m_tc >= 0.5
-        # the core sits inside the brain, clear of the ventricles and of the other cores
-        if (
-            not tc.any()
-            or depth[sl][tc].min() < 3
-            or ventricles[sl][tc].mean() > 0.03
-            or taken[sl][tc].any()
-        ):
+        if not _core_fits(anat, taken, sl, tc):
             continue
-        if necrotic:
-            # necrosis: the core less an irregular rim, at least 2.5 voxels thick
-            thick = _noise(rng, bshape, max(3.0, r_core / 2))
-            np.clip(thick, -1.5, 1.5, out=thick)
-            thick *= _F32(0.4 * rim)
-            thick += _F32(rim)
-            np.maximum(thick, _F32(2.5), out=thick)
-            m_ncr = np.subtract(core, thick, out=thick)
-            m_ncr -= rho
-            _ramp(m_ncr)
-        else:
-            m_ncr = np.zeros(bshape, dtype=_F32)
-        # oedema: an irregular margin beyond the core, wider in white than in grey matter
-        margin = _noise(rng, bshape, max(4.0, r_ed / 3))
-        np.clip(margin, -1.5, 1.5, out=margin)
-        margin *= _F32(0.3)
-        margin += _F32(1.0)
-        margin *= _F32(0.6) + _F32(0.4) * wm[sl]
-        margin *= _F32(r_ed - r_core)
-        np.maximum(margin, _F32(2.5), out=margin)
-        dist = rho - core  # voxels beyond the core
-        m_wt = _ramp(margin - dist)
-        m_wt *= 1 - csf[sl]  # oedema does not fill CSF ...
-        np.maximum(m_wt, _ramp(_F32(2.5) - dist), out=m_wt)  # ... except right around the core
+        m_ncr = _necrosis(rng, rho, core, t["r_core"], t["rim"]) if necrotic else np.zeros(rho.shape, dtype=_F32)
+        m_wt, q = _oedema(rng, anat, sl, rho, core, t["r_core"], t["r_ed"])
         # labels nest: every face neighbour of a core voxel is tumour, of a necrotic voxel core
         np.maximum(m_wt, _neighbour_extreme(m_tc, np.maximum), out=m_wt)
         np.minimum(m_ncr, _neighbour_extreme(m_tc, np.minimum), out=m_ncr)
-        np.divide(dist, margin, out=dist)
-        q = np.clip(np.subtract(1, dist, out=dist), 0, 1, out=dist)
         taken[sl] |= tc
         return box, m_wt, m_tc, m_ncr, q
     raise RuntimeError("could not place a tumour in this brain")  # pragma: no cover
+
+
+def _draw_tumour(rng, anat, scale, shrink: float, necrotic: bool) -> dict:
+    """Sizes, shape and place of a candidate tumour.
+
+    ``r_ed``, ``r_core`` and ``rim``: radii in voxels of the oedema, the core and the
+    enhancing rim; ``axes`` (product 1) and ``rot`` stretch and turn the tumour;
+    ``centre`` (crop voxels) lies in the inner 75 % of the brain's ellipsoid, at the
+    normalised offset ``u`` from its centre.
+    """
+    r_ed = rng.uniform(15, 35) * scale * shrink
+    r_core = r_ed * rng.uniform(0.45, 0.75) * (1.0 if necrotic else 0.8)
+    rim = max(2.5, rng.uniform(2.5, 5.5) * scale)
+    axes = np.exp(rng.uniform(-0.2, 0.2, 3))
+    axes /= np.prod(axes) ** (1 / 3)
+    rot, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    u = rng.normal(size=3)
+    u *= rng.uniform() ** (1 / 3) * 0.75 / np.linalg.norm(u)
+    return dict(r_ed=r_ed, r_core=r_core, rim=rim, axes=axes, rot=rot, u=u, centre=anat["centre"] + u * anat["radii"])
+
+
+def _centre_fits(anat, taken, t: dict) -> bool:
+    """Whether the tumour's centre is off the midline (in one hemisphere), inside the crop, deep
+    enough for its core, and outside the ventricles and the cores drawn so far."""
+    depth = anat["depth"]
+    ci = tuple(int(round(v)) for v in t["centre"])
+    return not (
+        abs(t["u"][0]) < 0.18
+        or not all(0 <= i < n for i, n in zip(ci, depth.shape))
+        or depth[ci] < 1.3 * t["r_core"] * t["axes"].max() + 3
+        or anat["ventricles"][ci]
+        or taken[ci]
+    )
+
+
+def _tumour_core(rng, rho, r_core: float):
+    """The core's radius field (``r_core`` +-30 % at most) and its membership: ``(core, m_tc)``."""
+    core = _noise(rng, rho.shape, max(4.0, r_core / 1.3))
+    np.clip(core, -1.5, 1.5, out=core)
+    core *= _F32(0.2 * r_core)
+    core += _F32(r_core)
+    return core, _ramp(core - rho)
+
+
+def _core_fits(anat, taken, sl, tc) -> bool:
+    """Whether the core sits inside the brain, clear of the ventricles and of the other cores."""
+    return not (
+        not tc.any()
+        or anat["depth"][sl][tc].min() < 3
+        or anat["ventricles"][sl][tc].mean() > 0.03
+        or taken[sl][tc].any()
+    )
+
+
+def _necrosis(rng, rho, core, r_core: float, rim: float):
+    """Necrosis membership: the core less an irregular rim, at least 2.5 voxels thick."""
+    thick = _noise(rng, rho.shape, max(3.0, r_core / 2))
+    np.clip(thick, -1.5, 1.5, out=thick)
+    thick *= _F32(0.4 * rim)
+    thick += _F32(rim)
+    np.maximum(thick, _F32(2.5), out=thick)
+    m_ncr = np.subtract(core, thick, out=thick)
+    m_ncr -= rho
+    return _ramp(m_ncr)
+
+
+def _oedema(rng, anat, sl, rho, core, r_core: float, r_ed: float):
+    """Oedema: an irregular margin beyond the core, wider in white than in grey matter.
+
+    Returns ``(m_wt, q)``: the whole tumour's membership and ``q``, 1 next to the core
+    falling to 0 at the oedema's edge.
+    """
+    margin = _noise(rng, rho.shape, max(4.0, r_ed / 3))
+    np.clip(margin, -1.5, 1.5, out=margin)
+    margin *= _F32(0.3)
+    margin += _F32(1.0)
+    margin *= _F32(0.6) + _F32(0.4) * anat["wm"][sl]
+    margin *= _F32(r_ed - r_core)
+    np.maximum(margin, _F32(2.5), out=margin)
+    dist = rho - core  # voxels beyond the core
+    m_wt = _ramp(margin - dist)
+    m_wt *= 1 - anat["csf"][sl]  # oedema does not fill CSF ...
+    np.maximum(m_wt, _ramp(_F32(2.5) - dist), out=m_wt)  # ... except right around the core
+    np.divide(dist, margin, out=dist)
+    q = np.clip(np.subtract(1, dist, out=dist), 0, 1, out=dist)
+    return m_wt, q
 
 
 # --------------------------------------------------------------------------- cases
@@ -424,42 +483,63 @@ def make_case(seed: int, shape=BRATS_SHAPE, n_tumors: int | None = None, with_ti
     # size of this box relative to BraTS: brain and tumours scale with it
     scale = float(np.prod(np.asarray(shape) / np.asarray(BRATS_SHAPE)) ** (1 / 3))
     anat = _anatomy(rng, shape, scale)
-    box, brain, gm, wm = anat["box"], anat["brain"], anat["gm"], anat["wm"]
-    crop = brain.shape
 
     n = int(rng.integers(1, 4)) if n_tumors is None else int(n_tumors)
-    taken = np.zeros(crop, dtype=bool)
+    taken = np.zeros(anat["brain"].shape, dtype=bool)
     tumours = [_tumour(rng, anat, scale, taken, rng.uniform() >= P_NO_NECROSIS) for _ in range(n)]
     del taken
-    # memberships of all tumours, combined by maximum in the box holding them all
+    tbox, (wt, tc, ncr, q) = _merge_tumours(tumours)
+    weights = _tumour_weights(rng, wt, tc, ncr, q, scale, bool(tumours))
+    del q
+    contrast = {m: np.asarray(_CONTRAST[m]) * rng.uniform(0.95, 1.05, 7) for m in MODALITIES}
+    coef = np.array([[c[4], c[3] - c[4], c[5], c[6]] for c in contrast.values()], dtype=_F32)
+    tumour_signal = (coef @ weights.reshape(4, -1)).reshape((4,) + weights.shape[1:])
+    del weights
+
+    out = _modalities(rng, shape, anat, contrast, _sl(tbox), np.subtract(1, wt), tumour_signal, scale)
+    out["seg"] = _label_map(shape, anat, tbox, wt, tc, ncr) if tumours else np.zeros(shape, dtype=np.uint8)
+    out["affine"] = brats_affine(shape)
+    if with_tissues:
+        out["tissues"] = _tissue_map(shape, anat)
+    return out
+
+
+def _merge_tumours(tumours):
+    """The box holding every tumour (crop voxels) and their memberships combined by maximum in it:
+    ``(tbox, (wt, tc, ncr, q))``."""
     if tumours:
         tbox = tuple((min(t[0][a][0] for t in tumours), max(t[0][a][1] for t in tumours)) for a in range(3))
     else:
         tbox = ((0, 0), (0, 0), (0, 0))
     tshape = tuple(hi - lo for lo, hi in tbox)
-    wt, tc, ncr, q = (np.zeros(tshape, dtype=_F32) for _ in range(4))
+    merged = tuple(np.zeros(tshape, dtype=_F32) for _ in range(4))
     for tb, *parts in tumours:
         sl = _sl(tb, [lo for lo, _ in tbox])
-        for acc, part in zip((wt, tc, ncr, q), parts):
+        for acc, part in zip(merged, parts):
             np.maximum(acc[sl], part, out=acc[sl])
-    tsl = _sl(tbox)
-    # tumour signal = (ED, ED * q, ET, NCR weights) x per-modality intensities
-    hetero = _noise(rng, tshape, 5 * scale) if tumours else np.zeros(tshape, _F32)
-    weights = np.empty((4,) + tshape, dtype=_F32)
+    return tbox, merged
+
+
+def _tumour_weights(rng, wt, tc, ncr, q, scale, any_tumour: bool):
+    """Weights ``(4, ...)`` of the tumour signal: ED, ED * q, ET, NCR, with a smooth heterogeneity.
+
+    Each modality's tumour signal is its intensities of (outer ED, inner - outer ED, ET, NCR)
+    times these weights.
+    """
+    hetero = _noise(rng, wt.shape, 5 * scale) if any_tumour else np.zeros(wt.shape, _F32)
+    weights = np.empty((4,) + wt.shape, dtype=_F32)
     np.subtract(wt, tc, out=weights[0])
     weights[0] *= 1 + _F32(0.06) * hetero
     np.multiply(weights[0], q, out=weights[1])
     np.subtract(tc, ncr, out=weights[2])
     weights[2] *= 1 + _F32(0.1) * hetero
     np.multiply(ncr, 1 + _F32(0.08) * hetero, out=weights[3])
-    del hetero, q
-    tissue_left = np.subtract(1, wt)
+    return weights
 
-    contrast = {m: np.asarray(_CONTRAST[m]) * rng.uniform(0.95, 1.05, 7) for m in MODALITIES}
-    coef = np.array([[c[4], c[3] - c[4], c[5], c[6]] for c in contrast.values()], dtype=_F32)
-    tumour_signal = (coef @ weights.reshape(4, -1)).reshape((4,) + tshape)
-    del weights
 
+def _modalities(rng, shape, anat, contrast, tsl, tissue_left, tumour_signal, scale) -> dict:
+    """The four int16 volumes: tissue and tumour signal, times texture, bias field and gain, plus Rician noise."""
+    crop = anat["brain"].shape
     texture = _noise(rng, crop, 4 * scale)
     texture *= _F32(0.025)
     texture += _F32(1.0)
@@ -468,56 +548,66 @@ def make_case(seed: int, shape=BRATS_SHAPE, n_tumors: int | None = None, with_ti
     out = {}
     for k, mod in enumerate(MODALITIES):
         i_csf, i_gm, i_wm = (_F32(v) for v in contrast[mod][:3])
-        np.multiply(gm, i_gm - i_csf, out=img)
-        np.multiply(wm, i_wm - i_csf, out=tmp)
+        np.multiply(anat["gm"], i_gm - i_csf, out=img)
+        np.multiply(anat["wm"], i_wm - i_csf, out=tmp)
         img += tmp
         img += i_csf
         img[tsl] *= tissue_left
         img[tsl] += tumour_signal[k]
-        # texture x bias field x gain
-        gain = MODALITY_SCALE[mod] * rng.uniform(0.9, 1.1)
-        bias = _noise(rng, crop, 60 * scale)
-        np.clip(bias, -1.25, 1.25, out=bias)
-        bias *= _F32(gain * _BIAS / 1.25)
-        bias += _F32(gain)
-        bias *= texture
-        img *= bias
-        del bias
-        # Rician noise: the magnitude of the signal plus complex Gaussian noise
-        sigma = _F32(_NOISE * MODALITY_SCALE[mod])
-        rng.standard_normal(dtype=_F32, out=tmp)
-        tmp *= sigma
-        img += tmp
-        np.square(img, out=img)
-        rng.standard_normal(dtype=_F32, out=tmp)
-        tmp *= sigma
-        np.square(tmp, out=tmp)
-        img += tmp
-        np.sqrt(img, out=img)
+        _bias_and_gain(rng, img, texture, mod, scale)
+        _rician_noise(rng, img, tmp, _F32(_NOISE * MODALITY_SCALE[mod]))
         np.rint(img, out=img)
         np.clip(img, 1, np.iinfo(np.int16).max, out=img)
         vol = np.zeros(shape, dtype=np.int16)
-        np.copyto(vol[_sl(box)], img, casting="unsafe", where=brain)
+        np.copyto(vol[_sl(anat["box"])], img, casting="unsafe", where=anat["brain"])
         out[mod] = vol
-    del img, tmp
-
-    seg = np.zeros(shape, dtype=np.uint8)
-    if tumours:
-        lab = np.zeros(tshape, dtype=np.uint8)
-        lab[wt >= 0.5] = 2
-        lab[tc >= 0.5] = 4
-        lab[ncr >= 0.5] = 1
-        lab[~brain[tsl]] = 0
-        seg[_sl(tuple((b0 + lo, b0 + hi) for (b0, _), (lo, hi) in zip(box, tbox)))] = lab
-    out["seg"] = seg
-    out["affine"] = brats_affine(shape)
-    if with_tissues:
-        tissues = np.zeros(shape, dtype=np.uint8)
-        t = np.argmax(np.stack([anat["csf"], gm, wm]), axis=0).astype(np.uint8) + 1
-        t[~brain] = 0
-        tissues[_sl(box)] = t
-        out["tissues"] = tissues
     return out
+
+
+def _bias_and_gain(rng, img, texture, mod: str, scale) -> None:
+    """Multiply ``img`` in place by the texture, a smooth bias field (+-15 %) and the modality's gain."""
+    gain = MODALITY_SCALE[mod] * rng.uniform(0.9, 1.1)
+    bias = _noise(rng, img.shape, 60 * scale)
+    np.clip(bias, -1.25, 1.25, out=bias)
+    bias *= _F32(gain * _BIAS / 1.25)
+    bias += _F32(gain)
+    bias *= texture
+    img *= bias
+
+
+def _rician_noise(rng, img, tmp, sigma) -> None:
+    """Rician noise in place: the magnitude of the signal plus complex Gaussian noise of ``sigma``."""
+    rng.standard_normal(dtype=_F32, out=tmp)
+    tmp *= sigma
+    img += tmp
+    np.square(img, out=img)
+    rng.standard_normal(dtype=_F32, out=tmp)
+    tmp *= sigma
+    np.square(tmp, out=tmp)
+    img += tmp
+    np.sqrt(img, out=img)
+
+
+def _label_map(shape, anat, tbox, wt, tc, ncr) -> np.ndarray:
+    """BraTS 2021 labels (uint8 0/1/2/4) of the merged tumours, only inside the brain."""
+    box = anat["box"]
+    seg = np.zeros(shape, dtype=np.uint8)
+    lab = np.zeros(wt.shape, dtype=np.uint8)
+    lab[wt >= 0.5] = 2
+    lab[tc >= 0.5] = 4
+    lab[ncr >= 0.5] = 1
+    lab[~anat["brain"][_sl(tbox)]] = 0
+    seg[_sl(tuple((b0 + lo, b0 + hi) for (b0, _), (lo, hi) in zip(box, tbox)))] = lab
+    return seg
+
+
+def _tissue_map(shape, anat) -> np.ndarray:
+    """The healthy tissue under the tumours: uint8, 0 outside the brain, 1 CSF, 2 GM, 3 WM."""
+    tissues = np.zeros(shape, dtype=np.uint8)
+    t = np.argmax(np.stack([anat["csf"], anat["gm"], anat["wm"]]), axis=0).astype(np.uint8) + 1
+    t[~anat["brain"]] = 0
+    tissues[_sl(anat["box"])] = t
+    return tissues
 
 
 # --------------------------------------------------------------------------- files
@@ -542,16 +632,10 @@ def case_files(out_dir, case_id: str, compress: bool = True) -> dict[str, Path]:
 
 
 def _save_atomic(img, path: Path) -> None:
-    """Save a NIfTI image under a temporary name in the same folder, then rename it into place."""
+    """Save a NIfTI image through a hidden temporary file beside ``path`` and a rename (io.atomic_write);
+    the temporary name ends in ``.tmp.nii.gz`` (or ``.tmp.nii``), which tells nibabel how to write it."""
     ext = ".nii.gz" if path.name.endswith(".nii.gz") else ".nii"
-    tmp = path.with_name(f".{path.name[: -len(ext)]}.{os.getpid()}.tmp{ext}")
-    try:
-        img.to_filename(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    atomic_write(path, img.to_filename, suffix=".tmp" + ext)
 
 
 def write_case(out_dir, case_id: str, seed: int, shape=BRATS_SHAPE, compress: bool = True) -> Path:
