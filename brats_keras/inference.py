@@ -338,6 +338,22 @@ class Predictor:
         return sliding_window(self.predict_batch, image, self.patch, self.n_out, self.overlap, self.batch_size,
                               self.tta, progress)
 
+    def window_layout(self, case: bio.Case) -> dict:
+        """Where :meth:`predict_case` lays the sliding window's windows on ``case``.
+
+        Returns:
+            ``{"factor": the down-sampling factor, "shape": the brain box the windows cover (after
+            down-sampling), "patch": the window size per axis, "starts": the window starts per axis}``;
+            the windows are every combination of the starts.
+        """
+        vols, _, _ = bio.load_modalities(case, self.info["modalities"])
+        factor = int(self.info.get("downsample", 1))
+        shape = tuple(-(-(b - a) // factor) for a, b in brain_crop_box(vols, margin=self.margin))
+        patch = (self.patch,) * 3 if np.isscalar(self.patch) else tuple(self.patch)
+        padded = tuple(max(s, p) for s, p in zip(shape, patch))  # sliding_window pads a smaller box
+        return {"factor": factor, "shape": shape, "patch": patch,
+                "starts": [window_starts(s, p, self.overlap) for s, p in zip(padded, patch)]}
+
     def to_classes(self, probs: np.ndarray) -> np.ndarray:
         if self.info.get("output", "softmax") == "regions":
             return regions_to_classes(probs)

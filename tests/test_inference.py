@@ -8,7 +8,7 @@ import pytest
 from brats_keras import io as bio
 from brats_keras.inference import (Predictor, gaussian_weight, predict_folder, remove_small_components,
                                    sliding_window, small_et_to_ncr, window_starts)
-from brats_keras.preprocessing import downsample_classes, downsample_image, upsample_probs
+from brats_keras.preprocessing import brain_crop_box, downsample_classes, downsample_image, upsample_probs
 
 from conftest import write_small_case
 
@@ -176,6 +176,21 @@ def test_labels_follow_input_convention(tiny_model_file, tmp_path):
     assert 3 in a and set(np.unique(a)) <= {0, 3}
     assert 4 in b and set(np.unique(b)) <= {0, 4}
     assert case.label_convention == "2023"
+
+
+def test_window_layout_is_the_one_predict_case_uses(tiny_model_file, tmp_path):
+    write_small_case(tmp_path / "in", "c", layout="2021", shape=(80, 72, 70))
+    (case,) = bio.find_cases(tmp_path / "in")
+    p = Predictor(tiny_model_file, batch_size=1, overlap=0.5)
+    layout = p.window_layout(case)
+    vols, _, _ = bio.load_modalities(case, p.info["modalities"])
+    box = brain_crop_box(vols, margin=p.margin)
+    assert layout["factor"] == 2 and layout["patch"] == (32, 32, 32)
+    assert layout["shape"] == tuple(-(-(b - a) // 2) for a, b in box)
+    windows = []
+    p.predict_batch = lambda b: windows.append(b.shape) or np.zeros(b.shape[:4] + (3,), np.float32)
+    p.predict_case(case)
+    assert len(windows) == int(np.prod([len(s) for s in layout["starts"]])) > 1
 
 
 def test_channel_mismatch_is_reported(tiny_model_file):
