@@ -15,16 +15,16 @@ volume; the fixed crop ``[56:184, 56:184, 13:141]``. numpy / nibabel only.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
 
 from . import io as bio
 from .labels import CLASS_NAMES, DEFAULT_MODALITIES, parse_modalities
+from .pool import parent_gone, process_pool
 from .preprocessing import (REPORT_CROP, SCALINGS, box_slices, brain_crop_box, downsample_classes, downsample_image,
                             fixed_crop_box, stack_scaled)
 
@@ -181,7 +181,7 @@ def _outputs_complete(out_dir: Path, entry: dict, case_id: str) -> bool:
 
 def _worker(args):
     case, out_dir, settings = args
-    if _PARENT is not None and os.getppid() != _PARENT:  # the parent is gone: convert nothing more
+    if parent_gone():  # the conversion that started this worker is gone: convert nothing more
         os._exit(1)
     try:
         entry = convert_case(case, out_dir, settings)
@@ -195,37 +195,6 @@ def _worker(args):
         if isinstance(exc, OSError):
             return case.case_id, None, bio.describe_os_error(exc)
         return case.case_id, None, f"{case.case_id}: {type(exc).__name__}: {exc}"
-
-
-_PARENT = None  # in a worker process: the pid of the conversion that started it
-
-
-def _end_with_parent(parent: int) -> None:
-    """Initializer of a worker process: die with the parent, even when it is killed with SIGKILL.
-
-    Linux delivers SIGKILL to the worker when its parent dies (prctl PR_SET_PDEATHSIG); elsewhere a
-    daemon thread looks for a new parent pid twice a second. ``_worker`` checks before each case too.
-    """
-    global _PARENT
-    _PARENT = parent
-    try:
-        import ctypes
-        import signal
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG = 1
-            raise OSError(ctypes.get_errno(), "prctl failed")
-    except Exception:  # no prctl (not Linux)
-        import threading
-
-        def watch():
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(1)
-
-        threading.Thread(target=watch, daemon=True, name="end-with-parent").start()
-    if os.getppid() != parent:  # the parent died before the signal was armed
-        os._exit(1)
 
 
 def read_manifest(out_dir) -> dict:
@@ -316,16 +285,11 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
             record(*_worker(job))
             bar.update(1)
     else:
-        # spawn, not fork: forking a process that has loaded TensorFlow (a notebook) can deadlock
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_end_with_parent, initargs=(os.getpid(),))
-        try:
+        with process_pool(workers) as pool:  # on an error or Ctrl-C, no further case starts
             futures = [pool.submit(_worker, job) for job in jobs]
             for fut in as_completed(futures):
                 record(*fut.result())
                 bar.update(1)
-        finally:  # on an error or Ctrl-C, start no further case
-            pool.shutdown(wait=True, cancel_futures=True)
     bar.close()
     manifest = _sorted_manifest(manifest)
     try:

@@ -48,10 +48,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import multiprocessing
-import os
 import re
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +57,7 @@ from scipy import ndimage
 
 from .io import atomic_write
 from .labels import MODALITIES
+from .pool import process_pool
 
 #: the BraTS box in voxels, (x, y, z)
 BRATS_SHAPE = (240, 240, 155)
@@ -677,23 +676,6 @@ def _existing_shape(paths: dict[str, Path]):
     return tuple(int(n) for n in nib.load(paths["seg"]).shape)
 
 
-@contextlib.contextmanager
-def _single_threaded_children():
-    """Make child processes started inside use one BLAS/OpenMP thread each (unless set)."""
-    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in keys}
-    for k in keys:
-        os.environ.setdefault(k, "1")
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def make_dataset(
     out_dir,
     n_cases: int,
@@ -717,8 +699,9 @@ def make_dataset(
         seed: non-negative dataset seed.
         shape: volume shape of every case (see ``make_case``).
         prefix: case-id prefix (letters, digits, ``_``, ``-``, ``.``).
-        workers: processes; 1 writes in this process, more use a spawn-started pool
-            whose workers run BLAS single-threaded (unless the environment says otherwise).
+        workers: processes; 1 writes in this process, more use :func:`brats_keras.pool.process_pool`,
+            whose workers run BLAS single-threaded (unless the environment says otherwise) and end
+            with this process.
         progress: show a tqdm progress bar.
         compress: ``.nii.gz`` files (else ``.nii``).
     Raises:
@@ -752,8 +735,7 @@ def make_dataset(
                 write_case(*job)
                 bar.update()
         else:
-            ctx = multiprocessing.get_context("spawn")
-            with _single_threaded_children(), ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx) as pool:
+            with process_pool(min(workers, len(jobs)), single_threaded=True) as pool:
                 futures = [pool.submit(write_case, *job) for job in jobs]
                 for future in as_completed(futures):
                     future.result()  # re-raises a worker's error
