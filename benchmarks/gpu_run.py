@@ -345,9 +345,9 @@ def step_max_batch(ctx, box):
 
 
 def _score(pred_classes, truth):
-    from brats_keras.evaluation import region_scores
+    from brats_keras.evaluation import score_case
 
-    sc = region_scores(pred_classes, truth)
+    sc = score_case(pred_classes, truth, report=False)
     return {r: {"dice": round(sc[r]["dice"], 4), "hd95": round(sc[r]["hd95"], 2)} for r in ("WT", "TC", "ET")}
 
 
