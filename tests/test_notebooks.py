@@ -73,6 +73,19 @@ def test_no_definitions(path):
             )
 
 
+def test_no_cell_is_pasted_into_two_notebooks():
+    """Steps that several notebooks share are library calls (brats_keras.notebook_helpers), not copies."""
+    seen = {}
+    for path in NOTEBOOKS:
+        for i, cell in enumerate(_code_cells(nbformat.read(path, as_version=4))):
+            imports = (ast.Import, ast.ImportFrom)
+            body = [node for node in ast.parse(cell.source).body if not isinstance(node, imports)]
+            if cell.source.count("\n") < 3 or not body:  # short cells and imports may repeat
+                continue
+            first = seen.setdefault(cell.source, (path.name, i))
+            assert first == (path.name, i), f"{path.name} code cell {i} repeats {first[0]} code cell {first[1]}"
+
+
 # ----------------------------------------------------------------------------- execution
 @pytest.fixture(scope="session")
 def kernel_specs(tmp_path_factory):
