@@ -394,7 +394,7 @@ def step_inference(ctx, box):
         model = load_pretrained()
     keras.mixed_precision.set_global_policy("float32")
     predictor = Predictor(model, info=info, batch_size=2)
-    factor = int(info.get("downsample", 1))
+    factor = predictor.spec.downsample
     ids = meta["split"]["val"] or sorted(arrays)[:1]
     _predict_packed(predictor, arrays[ids[0]], meta["cases"][ids[0]], factor, tta=False)  # compile
     out = {"model": "tiny (dry run)" if ctx["dry"] else "shipped", "patch_size": predictor.patch, "cases": {}}
@@ -446,7 +446,7 @@ def step_train(ctx, box):
     predictor = Predictor(model, info=info, batch_size=2)
     scores = {}
     for cid in meta["split"]["val"]:
-        classes, _ = _predict_packed(predictor, arrays[cid], meta["cases"][cid], int(info.get("downsample", 1)),
+        classes, _ = _predict_packed(predictor, arrays[cid], meta["cases"][cid], predictor.spec.downsample,
                                      tta=False)
         scores[cid] = _score(classes, arrays[cid]["truth"])
     out["validation"] = {"mean": _mean_scores(scores), "per_case": scores}

@@ -63,10 +63,10 @@ def single_crop(predictor, case, counter):
     from brats_keras import io as bio
     from brats_keras.preprocessing import REPORT_CROP, box_slices, downsample_image, stack_scaled, upsample_probs
 
-    info = predictor.info
-    vols, _, _ = bio.load_modalities(case, info["modalities"])
-    image, _ = stack_scaled(vols, REPORT_CROP, info.get("scale", "minmax"))
-    factor = int(info.get("downsample", 1))
+    spec = predictor.spec
+    vols, _, _ = bio.load_modalities(case, spec.modalities)
+    image, _ = stack_scaled(vols, REPORT_CROP, spec.scale)
+    factor = spec.downsample
     probs = counter(downsample_image(image, factor)[None])[0]
     if factor > 1:
         probs = upsample_probs(probs, image.shape[:3], factor)
@@ -145,9 +145,10 @@ def main(argv=None):
         for p in predictors.values():
             p.predict_batch = counter
         n_in = base.model.inputs[0].shape[-1]
-        factor = int(info.get("downsample", 1))
+        spec = base.spec
+        factor = spec.downsample
         print(f"model: {model_desc}; {count_params(base.model):,} parameters; loaded in {load_s:.1f} s")
-        print(f"info: modalities {info['modalities']}, scale {info.get('scale')}, output {info.get('output')}, "
+        print(f"info: modalities {list(spec.modalities)}, scale {spec.scale}, output {spec.output}, "
               f"downsample {factor}, window {base.patch}^3, overlap {args.overlap}, {args.batch} window(s) per pass")
 
         # warm-up: trace every batch shape the modes will use

@@ -5,7 +5,8 @@ Output folder::
     OUT/images/<case>.npy   (d, h, w, C) float16 (or float32, or uint8 = round(255 * min-max value)),
                             channels in the order asked for
     OUT/masks/<case>.npy    (d, h, w) uint8 class indices 0 background, 1 NCR, 2 ED, 3 ET
-    OUT/manifest.json       settings, and per case: source files, original shape and affine,
+    OUT/manifest.json       settings (the PreprocessingSpec of brats_keras.spec, and min_tumor), and per
+                            case: source files, original shape and affine,
                             crop box, scaling parameters, label voxel counts, dtype, status and
                             the checksum of each output (``"sha256:<hex>"``, checked on resume)
 
@@ -14,7 +15,6 @@ volume; the fixed crop ``[56:184, 56:184, 13:141]``. numpy / nibabel only.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from concurrent.futures import as_completed
@@ -23,14 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from . import io as bio
-from .labels import CLASS_NAMES, DEFAULT_MODALITIES, parse_modalities
+from .labels import CLASS_NAMES, DEFAULT_MODALITIES
 from .pool import parent_gone, process_pool
-from .preprocessing import (REPORT_CROP, SCALINGS, box_slices, brain_crop_box, downsample_classes, downsample_image,
-                            fixed_crop_box, stack_scaled)
-
-MANIFEST = "manifest.json"
-#: image storage types; uint8 (min-max scaling only) holds round(255 * value), half of float16's size
-IMAGE_DTYPES = ("float16", "float32", "uint8")
+from .preprocessing import (box_slices, brain_crop_box, downsample_classes, downsample_image, fixed_crop_box,
+                            stack_scaled)
+from .spec import MANIFEST, PreprocessingSpec, read_manifest
 
 
 class ManifestWriteError(Exception):
@@ -43,29 +40,25 @@ class ManifestWriteError(Exception):
 
 def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax", dtype="float16",
                         margin=4, min_tumor=None, downsample=1) -> dict:
-    """Validated settings dict, as stored in the manifest (and compared on resume)."""
-    if crop not in ("fixed", "brain"):
-        raise ValueError(f"unknown crop {crop!r}: use fixed or brain")
-    if scale not in SCALINGS:
-        raise ValueError(f"unknown scaling {scale!r}: use one of {', '.join(SCALINGS)}")
-    if dtype not in IMAGE_DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}: use one of {', '.join(IMAGE_DTYPES)}")
-    if dtype == "uint8" and scale != "minmax":
-        raise ValueError("dtype uint8 stores min-max scaled values as round(255 * value): use it with scale minmax")
-    if int(downsample) not in (1, 2, 3, 4):
-        raise ValueError(f"downsample must be 1, 2, 3 or 4, got {downsample}")
-    settings = {
-        "modalities": list(parse_modalities(modalities)),
-        "crop": crop,
-        "crop_box": [list(p) for p in REPORT_CROP] if crop == "fixed" else None,
-        "margin": int(margin) if crop == "brain" else None,
-        "scale": scale,
-        "dtype": dtype,
-        "min_tumor": min_tumor,
-    }
-    if int(downsample) > 1:
-        settings["downsample"] = int(downsample)
-    return settings
+    """Validated settings dict, as stored in the manifest (and compared on resume): the
+    :class:`~brats_keras.spec.PreprocessingSpec` (``margin`` counts for ``crop="brain"`` only) plus ``min_tumor``.
+
+    Raises:
+        ValueError naming the bad setting.
+    """
+    spec = PreprocessingSpec(modalities, crop=crop, scale=scale, dtype=dtype, downsample=downsample,
+                             margin=margin if crop == "brain" else None)
+    return {**spec.to_dict(), "min_tumor": min_tumor}
+
+
+def _same_settings(old, new: dict) -> bool:
+    """Whether an existing manifest's settings describe the same conversion as ``new`` (read through the spec,
+    so a manifest written before a setting was recorded, e.g. without ``downsample``, still matches)."""
+    try:
+        return (PreprocessingSpec.from_dict(old) == PreprocessingSpec.from_dict(new)
+                and old.get("min_tumor") == new.get("min_tumor"))
+    except ValueError:
+        return False
 
 
 def quantize_uint8(image: np.ndarray) -> np.ndarray:
@@ -88,37 +81,37 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
     Raises OSError naming the output file when it cannot be written (e.g. no space left on device).
     """
     out_dir = Path(out_dir)
+    spec = PreprocessingSpec.from_dict(settings)
     case.check(["seg"])
-    vols, affine, _ = bio.load_modalities(case, settings["modalities"])
+    vols, affine, _ = bio.load_modalities(case, spec.modalities)
     shape = vols[0].shape
     classes = None
     if case.seg is not None:
         classes = bio.load_classes(case.seg, shape=shape)
-    if settings["crop"] == "fixed":
+    if spec.crop == "fixed":
         try:
-            box = fixed_crop_box(shape, tuple(map(tuple, settings["crop_box"])))
+            box = fixed_crop_box(shape, spec.crop_box)
         except ValueError as exc:
-            raise bio.BratsInputError(f"{case.images[settings['modalities'][0]]}: {exc}") from None
+            raise bio.BratsInputError(f"{case.images[spec.modalities[0]]}: {exc}") from None
     else:
-        box = brain_crop_box(vols, margin=settings["margin"])
-    quantize = settings["dtype"] == "uint8"
-    image, params = stack_scaled(vols, box, settings["scale"],
-                                 dtype=np.float32 if quantize else np.dtype(settings["dtype"]))
-    factor = settings.get("downsample", 1)
+        box = brain_crop_box(vols, margin=spec.margin)
+    quantize = spec.dtype == "uint8"
+    image, params = stack_scaled(vols, box, spec.scale, dtype=np.float32 if quantize else np.dtype(spec.dtype))
+    factor = spec.downsample
     image = downsample_image(image, factor)
     if quantize:
         image = quantize_uint8(image)
     entry = {
         "status": "ok",
         "layout": case.layout,
-        "source": {m: str(Path(case.images[m]).resolve()) for m in settings["modalities"]},
+        "source": {m: str(Path(case.images[m]).resolve()) for m in spec.modalities},
         "seg": str(Path(case.seg).resolve()) if case.seg else None,
         "original_shape": list(shape),
         "affine": np.asarray(affine).round(6).tolist(),
         "crop_box": [list(p) for p in box],
         "shape": list(image.shape),
-        "scaling": {m: p for m, p in zip(settings["modalities"], params)},
-        "dtype": settings["dtype"],
+        "scaling": {m: p for m, p in zip(spec.modalities, params)},
+        "dtype": spec.dtype,
         "image": f"images/{case.case_id}.npy",
         "mask": None,
         "checksums": {},
@@ -197,13 +190,6 @@ def _worker(args):
         return case.case_id, None, f"{case.case_id}: {type(exc).__name__}: {exc}"
 
 
-def read_manifest(out_dir) -> dict:
-    """Load ``OUT/manifest.json``."""
-    path = Path(out_dir) / MANIFEST
-    with open(path) as f:
-        return json.load(f)
-
-
 def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax",
                    dtype="float16", margin=4, min_tumor=None, workers=None, overwrite=False,
                    progress=True, log=print, downsample=1) -> dict:
@@ -242,7 +228,7 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
             old = None
         if not isinstance(old, dict) or not all(isinstance(old.get(k, {}), dict) for k in ("cases", "dropped")):
             old = None
-        if old is not None and old.get("settings") != settings:
+        if old is not None and not _same_settings(old.get("settings"), settings):
             log(f"{output_dir}: settings differ from the existing manifest; converting every case again")
             old = None
     todo = []

@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import BratsInputError, atomic_write_json, atomic_write_text
-from .labels import REGION_NAMES
+from .io import BratsInputError, atomic_write_json, atomic_write_text, find_cases, save_nifti
+from .labels import REGION_NAMES, classes_to_labels, classes_to_regions
+from .spec import read_manifest
 
 #: candidate post-processing settings tried by :func:`choose_postprocessing` (voxels of the predicted label map)
 COMPONENT_SIZES = (10, 50, 100, 250, 500, 1000)
@@ -105,8 +106,6 @@ def fold_split(case_ids, folds: int, fold: int, seed: int = 0, sizes: dict | Non
 
 # ----------------------------------------------------------------------------- out-of-fold predictions
 def _truth_cases(roots) -> dict:
-    from .io import find_cases
-
     found = {}
     for root in roots:
         for case in find_cases(root):
@@ -117,8 +116,6 @@ def _truth_cases(roots) -> dict:
 
 def _manifest_roots(run: Path) -> list[Path]:
     """The folders of the original label maps of a run's data (its conversion manifest's ``seg`` paths)."""
-    from .convert import read_manifest
-
     cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
     try:
         manifest = read_manifest(cfg.get("data", ""))
@@ -162,8 +159,6 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
     """
     from .evaluation import _read_classes, region_scores
     from .inference import Predictor
-    from .io import save_nifti
-    from .labels import classes_to_labels
 
     if checkpoint not in ("last", "best"):
         raise BratsInputError(f"--checkpoint {checkpoint!r}: use last or best")
@@ -276,7 +271,6 @@ def _crop_pair(pred: np.ndarray, true: np.ndarray):
 def _region_dice(preds, truths) -> dict:
     """Mean Dice per region over cases (BraTS convention: both empty scores 1)."""
     from .evaluation import dice
-    from .labels import classes_to_regions
 
     per = {r: [] for r in REGION_NAMES}
     for p, t in zip(preds, truths):

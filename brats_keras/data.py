@@ -13,11 +13,12 @@ import json
 import os
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from .augment import INTENSITY_MODES, intensity_augment
-from .convert import MANIFEST, read_manifest
-from .io import BratsInputError
+from .io import BratsInputError, atomic_write_json
+from .spec import MANIFEST, PreprocessingSpec, read_manifest
 
 OUTPUTS = ("softmax", "regions")
 
@@ -54,8 +55,6 @@ def split_cases(case_ids, val=0.2, test=0.0, seed=0) -> dict:
 
 
 def save_split(split: dict, path) -> None:
-    from .io import atomic_write_json
-
     atomic_write_json(path, split)
 
 
@@ -95,14 +94,19 @@ def _inside_folder(rel) -> bool:
 class ConvertedCases:
     """Memory-mapped access to the cases of a conversion folder (needs masks).
 
+    ``spec`` is the folder's :class:`~brats_keras.spec.PreprocessingSpec` (the manifest's settings).
     Reads only files inside ``data_dir``: a manifest whose image or mask entry is an absolute path
-    or climbs out with ``..`` is refused (BratsInputError naming the manifest and the entry).
+    or climbs out with ``..`` is refused (BratsInputError naming the manifest and the entry), and so
+    are settings that are not a valid spec.
     """
 
     def __init__(self, data_dir, case_ids=None):
         self.data_dir = Path(data_dir)
         manifest = read_manifest(self.data_dir)
-        self.settings = manifest["settings"]
+        try:
+            self.spec = PreprocessingSpec.from_dict(manifest.get("settings"))
+        except ValueError as exc:
+            raise BratsInputError(f"{self.data_dir / MANIFEST}: settings: {exc}") from None
         entries = manifest["cases"]
         labelled = sorted(k for k, e in entries.items() if e.get("mask"))
         if case_ids is None:
@@ -153,7 +157,7 @@ class ConvertedCases:
 
     @property
     def n_channels(self):
-        return len(self.settings["modalities"])
+        return len(self.spec.modalities)
 
 
 # ----------------------------------------------------------------------------- patches
@@ -266,13 +270,7 @@ def make_targets(classes: np.ndarray, output: str) -> np.ndarray:
     raise ValueError(f"unknown output {output!r}: use softmax or regions")
 
 
-def _dataset_base():
-    import keras
-
-    return keras.utils.PyDataset
-
-
-class PatchDataset(_dataset_base()):
+class PatchDataset(keras.utils.PyDataset):
     """Batches of random patches from converted cases, for ``model.fit``.
 
     Args:
@@ -363,8 +361,6 @@ def tf_dataset(patch_dataset: PatchDataset, parallel_calls=None, prefetch=2):
     Batch ``i`` of an epoch equals ``patch_dataset[i]`` for that epoch; the epoch counter advances
     each time the dataset is iterated again (as ``model.fit`` does every epoch).
     """
-    import keras
-
     if keras.backend.backend() != "tensorflow":
         raise RuntimeError("tf_dataset needs the TensorFlow backend; use the PatchDataset itself with JAX")
     import tensorflow as tf

@@ -5,8 +5,9 @@ preprocessing it needs written beside it.
 
     deploy/saved_model.pb, deploy/variables/     (savedmodel: Keras' model.export(format="tf_saved_model"))
     deploy/model.onnx                             (onnx: Keras' model.export(format="onnx"), through tf2onnx)
-    deploy/brats_keras.json                       the model file's info (modalities in channel order, scale,
-                                                  crop, downsample, output, patch size) plus "export": the
+    deploy/brats_keras.json                       the model file's info, its PreprocessingSpec complete
+                                                  (modalities in channel order, crop, scale, dtype, downsample,
+                                                  patch size, output; brats_keras.spec) plus "export": the
                                                   format, the file, and the input / output names and channels
 
 The exported function maps a float32 batch ``(B, D, H, W, C)`` (any sizes that are multiples of
@@ -23,6 +24,7 @@ import shutil
 from pathlib import Path
 
 from .io import BratsInputError
+from .spec import PreprocessingSpec
 
 FORMATS = ("savedmodel", "onnx")
 INFO_FILE = "brats_keras.json"
@@ -107,6 +109,10 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
     if not info or "modalities" not in info:
         raise BratsInputError(f"{source or 'the model'}: carries no brats_keras info (modalities, scale, output); "
                               f"export a checkpoint written by brats-keras train or pass info")
+    try:
+        spec = PreprocessingSpec.from_dict(info)
+    except ValueError as exc:
+        raise BratsInputError(f"{source or 'the model'}: {exc}") from None
     model = _float32_copy(model)
     in_channels, n_out = model.inputs[0].shape[-1], model.outputs[0].shape[-1]
     # a model loaded from a file has never been called, so Keras cannot infer the signature itself
@@ -124,7 +130,7 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
         export = {"format": fmt, "file": file, "input": "image", "in_channels": in_channels,
                   "n_out": n_out, "source": str(source) if source else None, "keras": keras.__version__,
                   "backend": keras.backend.backend()}
-        (tmp / INFO_FILE).write_text(json.dumps({**info, "export": export}, indent=2))
+        (tmp / INFO_FILE).write_text(json.dumps({**info, **spec.to_dict(), "export": export}, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -208,6 +214,10 @@ def read_export_info(path) -> dict:
         raise BratsInputError(f"{file}: unreadable ({type(exc).__name__}: {exc})") from None
     if not isinstance(info, dict) or not isinstance(info.get("export"), dict) or "modalities" not in info:
         raise BratsInputError(f"{file}: not a brats-keras export description (no 'export' or 'modalities')")
+    try:
+        PreprocessingSpec.from_dict(info)
+    except ValueError as exc:
+        raise BratsInputError(f"{file}: {exc}") from None
     return info
 
 

@@ -16,8 +16,9 @@ import numpy as np
 from scipy import ndimage
 
 from . import io as bio
-from .labels import classes_to_labels, regions_to_classes
+from .labels import REGION_CLASSES, REGION_NAMES, classes_to_labels, regions_to_classes
 from .preprocessing import box_slices, brain_crop_box, downsample_image, stack_scaled, upsample_probs
+from .spec import PreprocessingSpec
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -132,7 +133,6 @@ def postprocess(classes, min_component=0, keep_largest=0, et_threshold=0):
 #: the class a voxel takes when a component of its region is removed: it leaves that region and no other
 #: (WT -> background, TC -> edema, ET -> necrosis), so the nested regions stay nested
 REMOVED_BECOMES = {"WT": 0, "TC": 2, "ET": 1}
-_REGION_CLASSES = {"WT": (1, 2, 3), "TC": (1, 3), "ET": (3,)}
 
 
 def postprocessing_spec(spec=None, min_component=None, keep_largest=None, et_threshold=None) -> dict:
@@ -193,7 +193,7 @@ def apply_postprocessing(classes: np.ndarray, spec) -> np.ndarray:
         min_size, largest = spec["min_component"][region], spec["keep_largest"][region]
         if min_size <= 0 and largest <= 0:
             continue
-        mask = np.isin(classes, _REGION_CLASSES[region])
+        mask = np.isin(classes, REGION_CLASSES[region])
         drop = mask & ~_kept_components(mask, min_size, largest)
         if drop.any():
             classes = classes.copy()
@@ -234,13 +234,22 @@ def model_files(paths) -> list[Path]:
 
 def check_same_preprocessing(infos, names) -> None:
     """Refuse, in one line naming the two models, an ensemble whose models were trained on differently
-    preprocessed data (any of ``ENSEMBLE_KEYS``)."""
-    for info, name in zip(infos[1:], names[1:]):
-        for key in ENSEMBLE_KEYS:
-            if info.get(key) != infos[0].get(key):
-                raise bio.BratsInputError(
-                    f"{names[0]} and {name} were trained with different {key} ({infos[0].get(key)!r} and "
-                    f"{info.get(key)!r}): the models of an ensemble need the same preprocessing")
+    preprocessed data (any of ``ENSEMBLE_KEYS``, compared as :class:`~brats_keras.spec.PreprocessingSpec`,
+    so an info that predates a key reads as its default)."""
+    specs = [_spec(info, name) for info, name in zip(infos, names)]
+    for spec, name in zip(specs[1:], names[1:]):
+        for key, first, this in specs[0].differences(spec, ENSEMBLE_KEYS):
+            raise bio.BratsInputError(
+                f"{names[0]} and {name} were trained with different {key} ({first!r} and "
+                f"{this!r}): the models of an ensemble need the same preprocessing")
+
+
+def _spec(info: dict, name) -> PreprocessingSpec:
+    """The spec of a model's info; BratsInputError naming the model when the info is not a valid spec."""
+    try:
+        return PreprocessingSpec.from_dict(info)
+    except ValueError as exc:
+        raise bio.BratsInputError(f"{name}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------- model wrapper
@@ -252,9 +261,10 @@ class Predictor:
             ``brats-keras export`` (SavedModel or ONNX, :mod:`brats_keras.export`), or a list of
             these (an ensemble: the probabilities of the models are averaged); None: the shipped
             pretrained model(s) (:func:`brats_keras.pretrained.pretrained_paths`).
-        info: preprocessing info (read from the file when ``model`` is a path; merged over it when given).
+        info: preprocessing info (read from the file when ``model`` is a path; merged over it when given),
+            a :class:`~brats_keras.spec.PreprocessingSpec` dict; ``self.spec`` is what prediction applies.
             The models of an ensemble must share ``ENSEMBLE_KEYS`` (else BratsInputError naming two files).
-        patch_size: window size (default: the training patch size of the first model).
+        patch_size: window size (default: the training patch size of the first model, ``spec.window``).
         overlap, batch_size, tta: see :func:`sliding_window`.
         min_component, keep_largest, et_threshold: see :func:`postprocessing_spec`; when any is given
             (not None), they replace the post-processing stored in the model file.
@@ -305,7 +315,8 @@ class Predictor:
         self.models, self.names = models, names
         self.model = models[0]
         self.info = info
-        self.patch = patch_size or info.get("patch_size") or 128
+        self.spec = _spec(info, names[0])
+        self.patch = patch_size or self.spec.window
         self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
         if postprocess is False:
             self.post = postprocessing_spec()
@@ -317,10 +328,9 @@ class Predictor:
             self.post = postprocessing_spec(info.get("postprocess"))
         self.margin = margin
         n_in = models[0].inputs[0].shape[-1]
-        if n_in is not None and n_in != len(info["modalities"]):
-            raise ValueError(f"model expects {n_in} channels but its info lists {len(info['modalities'])} modalities")
+        if n_in is not None and n_in != len(self.spec.modalities):
+            raise ValueError(f"model expects {n_in} channels but its info lists {len(self.spec.modalities)} modalities")
         self.n_out = models[0].outputs[0].shape[-1]
-        self._fn = None
 
     def predict_batch(self, batch):
         if len(self.models) == 1:
@@ -346,8 +356,8 @@ class Predictor:
             down-sampling), "patch": the window size per axis, "starts": the window starts per axis}``;
             the windows are every combination of the starts.
         """
-        vols, _, _ = bio.load_modalities(case, self.info["modalities"])
-        factor = int(self.info.get("downsample", 1))
+        vols, _, _ = bio.load_modalities(case, self.spec.modalities)
+        factor = self.spec.downsample
         shape = tuple(-(-(b - a) // factor) for a, b in brain_crop_box(vols, margin=self.margin))
         patch = (self.patch,) * 3 if np.isscalar(self.patch) else tuple(self.patch)
         padded = tuple(max(s, p) for s, p in zip(shape, patch))  # sliding_window pads a smaller box
@@ -355,7 +365,7 @@ class Predictor:
                 "starts": [window_starts(s, p, self.overlap) for s, p in zip(padded, patch)]}
 
     def to_classes(self, probs: np.ndarray) -> np.ndarray:
-        if self.info.get("output", "softmax") == "regions":
+        if self.spec.regions:
             return regions_to_classes(probs)
         return np.argmax(probs, axis=-1).astype(np.uint8)
 
@@ -368,10 +378,10 @@ class Predictor:
             BratsInputError for missing modalities or unreadable / inconsistent files.
         """
         t0 = time.time()
-        vols, affine, header = bio.load_modalities(case, self.info["modalities"])
+        vols, affine, header = bio.load_modalities(case, self.spec.modalities)
         box = brain_crop_box(vols, margin=self.margin)
-        image, _ = stack_scaled(vols, box, self.info.get("scale", "minmax"))
-        factor = int(self.info.get("downsample", 1))
+        image, _ = stack_scaled(vols, box, self.spec.scale)
+        factor = self.spec.downsample
         probs = self.predict_image(downsample_image(image, factor), progress=progress)
         if factor > 1:
             probs = upsample_probs(probs, image.shape[:3], factor)
@@ -436,7 +446,6 @@ def whole_case_callback(cases, info, every: int = 1, patch_size=None, overlap=0.
     import keras
 
     from .evaluation import score_case
-    from .labels import REGION_NAMES
 
     cases = [c for c in cases if c.seg is not None]
 

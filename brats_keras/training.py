@@ -29,7 +29,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 
-from .io import BratsInputError, atomic_copy, atomic_write_json, atomic_write_text
+from .io import BratsInputError, atomic_copy, atomic_write_json, atomic_write_text, find_cases
+from .spec import PreprocessingSpec, read_manifest
 
 
 @dataclass
@@ -200,6 +201,10 @@ def compile_model(model, cfg: TrainConfig, policy: str):
     return model
 
 
+#: what a model whose weights start a run (--init-from) must share with the run's data
+INIT_KEYS = ("modalities", "scale", "downsample", "output")
+
+
 def init_weights(model, source, info: dict) -> Path:
     """Copy the weights of ``source`` (a ``.keras`` file or ``"pretrained"``) into ``model``; return its path.
 
@@ -216,9 +221,14 @@ def init_weights(model, source, info: dict) -> Path:
     if not source.is_file():
         raise BratsInputError(f"{source}: --init-from model file not found")
     src, src_info = load_model(source, compile=False)
-    for key in ("modalities", "scale", "downsample", "output"):
-        if key in src_info and src_info[key] != info.get(key):
-            raise BratsInputError(f"{source}: trained with {key}={src_info[key]!r} but this run uses {info.get(key)!r}")
+    if src_info:  # a plain Keras file says nothing about its preprocessing
+        try:
+            src_spec = PreprocessingSpec.from_dict(src_info)
+        except ValueError as exc:
+            raise BratsInputError(f"{source}: {exc}") from None
+        for key, value, ours in src_spec.differences(PreprocessingSpec.from_dict(info), INIT_KEYS):
+            if key in src_info:  # what the source does not record is not held against it
+                raise BratsInputError(f"{source}: trained with {key}={value!r} but this run uses {ours!r}")
     theirs, ours = src.get_weights(), model.get_weights()
     if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
         raise BratsInputError(f"{source}: its architecture differs from this run's model "
@@ -227,19 +237,19 @@ def init_weights(model, source, info: dict) -> Path:
     return source
 
 
-def model_info(cfg: TrainConfig, settings: dict) -> dict:
-    """What prediction needs to preprocess a new case exactly as in training."""
-    return {
-        "format": 1,
-        "modalities": settings["modalities"],
-        "scale": settings["scale"],
-        "crop": settings["crop"],
-        "downsample": settings.get("downsample", 1),
-        "output": cfg.output,
-        "patch_size": cfg.patch_size,
-        "model": cfg.model,
-        "loss": cfg.loss,
-    }
+def model_info(cfg: TrainConfig, spec) -> dict:
+    """The info a model file embeds: what prediction needs to preprocess a new case exactly as in training.
+
+    Args:
+        spec: the training data's :class:`~brats_keras.spec.PreprocessingSpec` (or its dict, a manifest's
+            settings); the run's patch size and output mode are added to it.
+    Returns:
+        ``{"format": 1, **spec.to_dict(), "model": ..., "loss": ...}``.
+    """
+    if not isinstance(spec, PreprocessingSpec):
+        spec = PreprocessingSpec.from_dict(spec)
+    spec = replace(spec, patch_size=cfg.patch_size, output=cfg.output)
+    return {"format": 1, **spec.to_dict(), "model": cfg.model, "loss": cfg.loss}
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -250,9 +260,7 @@ def _monitor(cfg):
 
 def whole_case_validation(cfg, val_ids, info):
     """The whole-case validation callback over the original NIfTI files of the validation cases."""
-    from .convert import read_manifest
     from .inference import whole_case_callback
-    from .io import find_cases
 
     manifest = read_manifest(cfg.data)
     cases = []
@@ -516,7 +524,10 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
     # everything that can fail on bad input (data folder, split, --init-from) runs before the run folder is made
     all_cases = ConvertedCases(cfg.data)
-    info = model_info(cfg, all_cases.settings)
+    try:
+        info = model_info(cfg, all_cases.spec)
+    except ValueError as exc:  # a patch size or output mode that is no spec's
+        raise BratsInputError(f"bad settings: {_one_line(exc)}") from None
     split_path = run / "split.json"
     if cfg.folds and cfg.split_file:
         raise BratsInputError(f"{cfg.split_file}: --folds chooses the validation cases; give --folds or --split-file")

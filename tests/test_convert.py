@@ -9,8 +9,9 @@ import pytest
 
 from brats_keras import io as bio
 from brats_keras.cli import main as cli_main
-from brats_keras.convert import convert_folder, read_manifest
+from brats_keras.convert import convert_folder
 from brats_keras.labels import CLASS_NAMES
+from brats_keras.spec import read_manifest
 
 from conftest import write_nifti, write_small_case
 
@@ -424,6 +425,27 @@ def test_old_manifest_without_checksums_still_resumes(tmp_path):
     said = []
     convert_folder(src, out, crop="brain", workers=1, progress=False, log=said.append)
     assert "skipping 2 case(s)" in " ".join(said)
+
+
+def test_manifest_settings_written_before_the_spec_still_resume(tmp_path):
+    """A manifest whose settings lack downsample, patch_size and output (convert wrote downsample only above 1)
+    describes the same conversion: its cases are kept, and other settings still convert again."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    for i in range(2):
+        write_small_case(src, f"c{i}", seed=i)
+    m = convert_folder(src, out, crop="brain", workers=1, progress=False)
+    assert m["settings"] == {"modalities": ["flair", "t1ce", "t2"], "crop": "brain", "crop_box": None, "margin": 4,
+                             "scale": "minmax", "dtype": "float16", "downsample": 1, "patch_size": None,
+                             "output": None, "min_tumor": None}
+    for key in ("downsample", "patch_size", "output"):
+        del m["settings"][key]
+    bio.atomic_write_json(out / "manifest.json", m)
+    said = []
+    again = convert_folder(src, out, crop="brain", workers=1, progress=False, log=said.append)
+    assert "skipping 2 case(s)" in " ".join(said) and again["cases"] == m["cases"]
+    said = []
+    convert_folder(src, out, crop="brain", margin=6, workers=1, progress=False, log=said.append)
+    assert said[0] == f"{out}: settings differ from the existing manifest; converting every case again"
 
 
 def test_resume_reads_only_the_cases_own_files(tmp_path):

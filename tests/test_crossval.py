@@ -78,7 +78,7 @@ def test_fold_runs_write_their_fold_split(cv):
     assert [s["fold"] for s in splits] == [0, 1] and all(s["folds"] == 2 for s in splits)
     assert sorted(splits[0]["val"] + splits[1]["val"]) == [f"c{i}" for i in range(5)]
     assert splits[0]["train"] == splits[1]["val"]
-    from brats_keras.convert import read_manifest
+    from brats_keras.spec import read_manifest
     from brats_keras.crossval import tumor_sizes
 
     sizes = tumor_sizes(read_manifest(root / "conv")["cases"])

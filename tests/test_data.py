@@ -192,9 +192,9 @@ def test_tf_data_path_gives_the_same_batches(small_converted):
 @pytest.mark.parametrize("key,bad", [("image", "../outside/x.npy"), ("image", "ABSOLUTE"),
                                      ("mask", "masks/../../outside/x.npy"), ("mask", "ABSOLUTE")])
 def test_loader_reads_nothing_outside_the_data_folder(tmp_path, key, bad):
-    from brats_keras.convert import read_manifest
     from brats_keras.data import ConvertedCases
     from brats_keras.io import BratsInputError, atomic_write_json
+    from brats_keras.spec import read_manifest
 
     write_small_case(tmp_path / "src", "c0")
     data = tmp_path / "data"
@@ -212,3 +212,25 @@ def test_loader_reads_nothing_outside_the_data_folder(tmp_path, key, bad):
                               "refusing to read it")
     with pytest.raises(BratsInputError, match="refusing to read it"):
         PatchDataset(data, patch_size=8, batch_size=1)
+
+
+def test_loader_reads_the_manifest_settings_as_a_spec(small_converted, tmp_path):
+    """``ConvertedCases.spec`` is the conversion's spec; settings that are no spec are one line naming the manifest."""
+    import shutil
+
+    from brats_keras.data import ConvertedCases
+    from brats_keras.io import BratsInputError, atomic_write_json
+    from brats_keras.spec import PreprocessingSpec, read_manifest
+
+    cases = ConvertedCases(small_converted)
+    assert cases.spec == PreprocessingSpec(("flair", "t1ce", "t2"), crop="brain", margin=0, scale="zscore",
+                                           dtype="float32")
+    assert cases.n_channels == 3
+    data = tmp_path / "data"
+    shutil.copytree(small_converted, data)
+    m = read_manifest(data)
+    m["settings"]["scale"] = "zscor"
+    atomic_write_json(data / "manifest.json", m)
+    with pytest.raises(BratsInputError) as err:
+        ConvertedCases(data)
+    assert str(err.value) == f"{data / 'manifest.json'}: settings: unknown scale 'zscor': use one of minmax, zscore"

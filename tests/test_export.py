@@ -18,6 +18,7 @@ from brats_keras.inference import Predictor
 from brats_keras.models import load_pretrained
 from brats_keras.preprocessing import brain_crop_box, downsample_image, stack_scaled
 from brats_keras.pretrained import MODEL_FILE
+from brats_keras.spec import PreprocessingSpec
 
 onnxruntime = pytest.importorskip("onnxruntime")  # requirements.txt installs it; brats-keras runs without it
 
@@ -58,6 +59,8 @@ def test_export_folder_holds_the_model_and_its_preprocessing(exports):
     for fmt, folder in exports.items():
         spec = json.loads((folder / INFO_FILE).read_text())
         assert {k: spec[k] for k in info} == info  # modalities, scale, downsample, output, patch size ...
+        assert spec["dtype"] == "float16" and spec["margin"] == 4  # the whole spec, its defaults written out
+        assert PreprocessingSpec.from_dict(spec) == PreprocessingSpec.from_dict(info)
         assert spec["export"]["format"] == fmt
         assert spec["export"]["in_channels"] == 4 and spec["export"]["n_out"] == 3
     assert (exports["savedmodel"] / "saved_model.pb").is_file()

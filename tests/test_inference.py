@@ -9,6 +9,7 @@ from brats_keras import io as bio
 from brats_keras.inference import (Predictor, gaussian_weight, predict_folder, remove_small_components,
                                    sliding_window, small_et_to_ncr, window_starts)
 from brats_keras.preprocessing import brain_crop_box, downsample_classes, downsample_image, upsample_probs
+from brats_keras.spec import PreprocessingSpec
 
 from conftest import write_small_case
 
@@ -214,6 +215,7 @@ def test_prediction_refuses_a_case_with_two_files_for_a_modality(tmp_path):
     write_small_case(src, "twice", shape=(16, 18, 14))
     p = Predictor.__new__(Predictor)  # no model: every voxel background
     p.info, p.margin, p.post = {"modalities": ["flair", "t1ce", "t2"], "scale": "zscore"}, 4, {}
+    p.spec = PreprocessingSpec.from_dict(p.info)
     p.predict_image = lambda image, progress=False: np.zeros(image.shape[:3] + (4,), np.float32)
     logs = []
     res = predict_folder(src, tmp_path / "out", model=p, progress=False, log=logs.append)
