@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .io import BratsInputError, atomic_write_text
+from .io import BratsInputError, atomic_write_text, find_cases
 from .labels import CLASS_NAMES, REGION_NAMES, classes_to_regions, labels_to_classes
 
 __all__ = [
@@ -476,14 +476,9 @@ def _find_truth(truth_dir: Path, pred_ids) -> dict[str, Path | None]:
         seg = next((c for c in candidates if c.is_file()), None)
         if seg is not None:
             truth[case] = seg
-    try:
-        from .io import find_cases
-    except ImportError:  # an older tree without brats_keras.io
-        find_cases = None
-    if find_cases is not None:
-        for c in find_cases(truth_dir):
-            if c.seg is not None or truth.get(c.case_id) is None:
-                truth[c.case_id] = Path(c.seg) if c.seg is not None else None
+    for c in find_cases(truth_dir):
+        if c.seg is not None or truth.get(c.case_id) is None:
+            truth[c.case_id] = Path(c.seg) if c.seg is not None else None
     return truth or flat
 
 

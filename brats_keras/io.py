@@ -22,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .labels import MODALITIES, MODALITY_ALIASES, canonical_modality, labels_to_classes
+from .labels import (DEFAULT_MODALITIES, MODALITIES, MODALITY_ALIASES, canonical_modality, labels_to_classes,
+                     parse_modalities)
 
 _NII = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$", re.IGNORECASE)
-_KEYS_2021 = ("flair", "t1ce", "t1", "t2", "seg")
-_KEYS_2023 = ("t2f", "t1n", "t1c", "t2w", "seg")
 _RE_2021 = re.compile(r"^(?P<case>.+)_(?P<key>flair|t1ce|t1|t2|seg)$", re.IGNORECASE)
 _RE_2023 = re.compile(r"^(?P<case>.+)-(?P<key>t2f|t1n|t1c|t2w|seg)$", re.IGNORECASE)
 _PLAIN_SEG = ("seg", "segmentation", "label", "labels", "mask")
@@ -237,8 +236,6 @@ def load_modalities(case: Case, modalities=None, check: bool = True):
         BratsInputError for a missing modality, unreadable file, NaN / all-zero volume
         or modalities whose shapes differ.
     """
-    from .labels import DEFAULT_MODALITIES, parse_modalities
-
     mods = parse_modalities(modalities or DEFAULT_MODALITIES)
     vols, affine, header, first = [], None, None, None
     for mod in mods:

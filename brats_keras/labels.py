@@ -14,8 +14,6 @@ import numpy as np
 MODALITIES = ("flair", "t1", "t1ce", "t2")
 #: BraTS 2023 names -> canonical names
 MODALITY_ALIASES = {"t2f": "flair", "t1n": "t1", "t1c": "t1ce", "t2w": "t2"}
-#: canonical -> BraTS 2023 name
-MODALITY_2023 = {v: k for k, v in MODALITY_ALIASES.items()}
 #: the report's default input: FLAIR, T1ce, T2 stacked in that order
 DEFAULT_MODALITIES = ("flair", "t1ce", "t2")
 

@@ -179,10 +179,14 @@ def test_keras_file_round_trip_gives_identical_predictions(builder, kwargs, tmp_
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)), expected)
 
 
-def test_load_pretrained_is_a_clear_error_until_one_is_shipped(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "PRETRAINED_PATH", tmp_path / "model.keras")
-    with pytest.raises(FileNotFoundError, match="no pretrained model shipped yet"):
+def test_load_pretrained_names_the_missing_file(tmp_path, monkeypatch):
+    """An installation without the model file gets one line naming it, not Keras' own error."""
+    missing = tmp_path / "model.keras"
+    monkeypatch.setattr(models, "PRETRAINED_PATH", missing)
+    with pytest.raises(FileNotFoundError) as err:
         load_pretrained()
+    assert str(err.value) == (f"{missing}: the pretrained model is not installed with this copy of brats-keras; "
+                              f"train one and load it with load_model(path)")
 
 
 def test_load_pretrained_loads_the_shipped_file(tmp_path, monkeypatch):

@@ -29,7 +29,7 @@ MODELS = {
     "segresnet": segresnet,
 }
 
-#: where the shipped pretrained model lives (not shipped yet)
+#: where the shipped pretrained model lives (brats_keras/pretrained/model.keras)
 from ..pretrained import MODEL_FILE as PRETRAINED_PATH  # noqa: E402
 
 #: modules whose registered losses and metrics a saved model may refer to
@@ -117,7 +117,7 @@ def load_pretrained(compile: bool = False) -> keras.Model:
     """
     if not PRETRAINED_PATH.exists():
         raise FileNotFoundError(
-            f"no pretrained model shipped yet: {PRETRAINED_PATH} does not exist; "
+            f"{PRETRAINED_PATH}: the pretrained model is not installed with this copy of brats-keras; "
             f"train one and load it with load_model(path)"
         )
     return load_model(PRETRAINED_PATH, compile=compile)
