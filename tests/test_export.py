@@ -92,7 +92,8 @@ def test_onnx_gives_the_keras_probabilities(exports, window, expected):
 def test_predictor_on_an_export_segments_a_real_case_as_the_keras_model(exports, real_case, fmt):
     keras_pred = Predictor(MODEL_FILE, postprocess=False).predict_case(real_case, return_probs=True)
     predictor = Predictor(str(exports[fmt]), postprocess=False)
-    assert predictor.info == read_info(MODEL_FILE)
+    info = read_info(MODEL_FILE)
+    assert {k: predictor.info[k] for k in info} == info and predictor.spec == PreprocessingSpec.from_dict(info)
     out = predictor.predict_case(real_case, return_probs=True)
     np.testing.assert_allclose(out["probs"], keras_pred["probs"], atol=1e-3)
     assert (out["classes"] != keras_pred["classes"]).mean() < 1e-5
