@@ -400,6 +400,19 @@ def test_plot_history_survives_missing_columns_and_empty_cells(tmp_path):
     V.plot_history(blank)
 
 
+def test_plot_history_of_a_missing_log_is_an_error_naming_it(tmp_path):
+    """A mistyped path fails in one line naming it, not with an empty chart; a run folder reads its log.csv."""
+    missing = tmp_path / "no_such_log.csv"
+    with pytest.raises(FileNotFoundError) as err:
+        V.plot_history(missing)
+    assert str(err.value) == f"{missing}: no such training log (a CSV file, or a run folder with log.csv)"
+    with pytest.raises(FileNotFoundError):
+        V.plot_history(tmp_path)  # a folder without log.csv
+    (tmp_path / "log.csv").write_text("epoch,loss\n0,1.0\n1,0.5\n")
+    lines = _axes_by_title(V.plot_history(tmp_path))["losses"].get_lines()
+    np.testing.assert_allclose([ln for ln in lines if ln.get_label() == "loss"][0].get_ydata(), [1.0, 0.5])
+
+
 def test_plot_history_epoch_ticks_are_whole_numbers():
     # a 3-epoch run must not get ticks at epoch 0.25, 0.5, ...
     fig = V.plot_history({"epoch": [0, 1, 2], "loss": [1.7, 1.6, 1.5], "dice_WT": [0.3, 0.4, 0.5]})

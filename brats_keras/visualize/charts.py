@@ -1,6 +1,8 @@
 """Run charts: training curves, scores compared across runs, label counts, intensity histograms."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..labels import CLASS_LONG_NAMES, CLASS_NAMES, REGION_NAMES
@@ -26,7 +28,10 @@ def _read_history(source) -> dict[str, np.ndarray]:
     if isinstance(source, dict):
         columns = {str(k): list(np.ravel(np.asarray(v, dtype=object))) for k, v in source.items()}
     else:  # a CSV log: its rows as training reads them, an empty cell missing from its row
-        rows = read_log(source)
+        path = Path(source)
+        if not (path.is_file() or (path / "log.csv").is_file()):  # read_log reads a run without a log as empty
+            raise FileNotFoundError(f"{source}: no such training log (a CSV file, or a run folder with log.csv)")
+        rows = read_log(path)
         names = list(dict.fromkeys(name for row in rows for name in row))
         columns = {name: [row.get(name) for row in rows] for name in names}
     out = {}
@@ -62,7 +67,8 @@ def plot_history(csv_path_or_dict, save=None, title: str | None = None):
     panel instead of failing.
 
     Args:
-        csv_path_or_dict: path of the CSV, a dict ``{column: values}``, or a Keras ``History``.
+        csv_path_or_dict: path of the CSV (or of a run folder holding ``log.csv``), a dict
+            ``{column: values}``, or a Keras ``History``.
         save: PNG path, written atomically.
         title: e.g. the run name.
     Returns:
