@@ -78,7 +78,10 @@ class PreprocessingSpec:
         def put(name, value):
             object.__setattr__(self, name, value)
 
-        put("modalities", parse_modalities(self.modalities))
+        try:
+            put("modalities", parse_modalities(self.modalities))
+        except (TypeError, AttributeError):  # not a list of names (a hand-edited or damaged file)
+            raise ValueError(f"modalities must be a list of modality names, got {self.modalities!r}") from None
         if self.crop not in CROPS:
             raise ValueError(f"unknown crop {self.crop!r}: use fixed or brain")
         if self.crop == "fixed":

@@ -54,6 +54,8 @@ def test_defaults_are_filled_in_one_place():
     ({"scale": "zscore"}, "no modalities: the preprocessing settings must list the modalities in channel order"),
     ({"modalities": ["flair", "adc"]}, "unknown modality 'adc': use one of flair, t1, t1ce, t2 or t2f, t1n, t1c, t2w"),
     ({"modalities": ["t1", "t1n"]}, "modality listed twice in ['t1', 't1n']"),
+    ({"modalities": 3}, "modalities must be a list of modality names, got 3"),
+    ({"modalities": ["flair", 1]}, "modalities must be a list of modality names, got ['flair', 1]"),
     ({"modalities": ["t1"], "crop": "centre"}, "unknown crop 'centre': use fixed or brain"),
     ({"modalities": ["t1"], "scale": "z"}, "unknown scale 'z': use one of minmax, zscore"),
     ({"modalities": ["t1"], "dtype": "int16"}, "unknown dtype 'int16': use one of float16, float32, uint8"),
