@@ -464,7 +464,7 @@ def _find_truth(truth_dir: Path, pred_ids) -> dict[str, Path | None]:
 
     A flat folder of ``<case>.nii.gz`` label maps is recognised by sharing names with
     the predictions. Otherwise the case folders are read: ``<case>/<case>_seg.nii.gz``
-    (or ``-seg`` as in 2023), then :func:`brats_keras.io.find_cases` where it exists.
+    (or ``-seg`` as in 2023), then the cases :func:`brats_keras.io.find_cases` finds.
     """
     flat = _case_files(truth_dir)
     if set(flat) & set(pred_ids):
