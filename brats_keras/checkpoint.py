@@ -1,9 +1,10 @@
 """Saving models together with the preprocessing they were trained with.
 
 A brats-keras model file is an ordinary Keras ``.keras`` archive with one more
-member, ``brats_keras.json``, that records the modalities (in channel order), the
-scaling, the crop mode, the output mode, the patch size and the label convention.
-Prediction reads it, so it applies exactly the preprocessing used in training.
+member, ``brats_keras.json``, that records the :class:`~brats_keras.spec.PreprocessingSpec`
+of its training data (modalities in channel order, crop, scaling, dtype, resolution, patch
+size, output mode) and the model and loss names (``training.model_info``). Prediction reads
+it, so it applies exactly the preprocessing used in training.
 A training checkpoint may hold a second member, ``training_state.json``: the epochs done,
 the log rows and the best value so far (see ``brats_keras.training``). It lives in the same
 file as the weights, so the two can never disagree. ``keras.saving.load_model`` ignores both.
