@@ -28,6 +28,13 @@ import numpy as np
 INTENSITY_MODES = ("basic", "strong")
 
 
+def check_intensity_mode(mode) -> str:
+    """``mode`` when it is one of ``INTENSITY_MODES``, else ValueError in one line naming it."""
+    if mode not in INTENSITY_MODES:
+        raise ValueError(f"unknown intensity augmentation {mode!r}: use {' or '.join(INTENSITY_MODES)}")
+    return mode
+
+
 @dataclass(frozen=True)
 class IntensityAugment:
     """Probabilities and ranges of :func:`intensity_augment` (see the module table)."""

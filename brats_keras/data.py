@@ -16,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from .augment import INTENSITY_MODES, intensity_augment
+from .augment import check_intensity_mode, intensity_augment
 from .io import BratsInputError, atomic_write_json
 from .spec import MANIFEST, PreprocessingSpec, read_manifest
 
@@ -307,9 +307,7 @@ class PatchDataset(keras.utils.PyDataset):
         self.output = output
         self.foreground_ratio = float(foreground_ratio)
         self.augment = augment
-        if intensity not in INTENSITY_MODES:
-            raise ValueError(f"unknown intensity augmentation {intensity!r}: use {' or '.join(INTENSITY_MODES)}")
-        self.intensity = intensity
+        self.intensity = check_intensity_mode(intensity)
         self.spatial = float(spatial)
         self.steps = int(steps_per_epoch or max(1, len(self.cases) // self.batch_size))
         self.seed = int(seed)

@@ -502,6 +502,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     """
     import keras
 
+    from .augment import check_intensity_mode
     from .checkpoint import load_model
     from .data import ConvertedCases, PatchDataset, load_split, save_split, split_cases
 
@@ -526,7 +527,8 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     all_cases = ConvertedCases(cfg.data)
     try:
         info = model_info(cfg, all_cases.spec)
-    except ValueError as exc:  # a patch size or output mode that is no spec's
+        check_intensity_mode(cfg.intensity_augment)  # else the dataset refuses it after the run folder is made
+    except ValueError as exc:  # a patch size, output mode or intensity augmentation that does not exist
         raise BratsInputError(f"bad settings: {_one_line(exc)}") from None
     split_path = run / "split.json"
     if cfg.folds and cfg.split_file:

@@ -148,3 +148,17 @@ def test_train_cli_accepts_strong_and_records_it(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--data", str(conv), "--intensity-augment", "wild"])
     assert exc.value.code == 2
+
+
+def test_an_unknown_intensity_augmentation_is_refused_before_the_run_folder(tmp_path):
+    """From Python (or a hand-edited config.json) too: one line, no run folder."""
+    from brats_keras.io import BratsInputError
+    from brats_keras.training import TrainConfig, train
+
+    conv = write_converted_cases(tmp_path, 3)
+    cfg = TrainConfig(data=str(conv), out=str(tmp_path / "run"), base_filters=4, depth=2, patch_size=16,
+                      batch_size=1, epochs=1, val=1, intensity_augment="wild", mixed_precision="off", verbose=0)
+    with pytest.raises(BratsInputError) as err:
+        train(cfg)
+    assert str(err.value) == "bad settings: unknown intensity augmentation 'wild': use basic or strong"
+    assert not (tmp_path / "run").exists()
