@@ -9,15 +9,15 @@ label map is never touched.
 
 The transforms and their defaults (probability per patch; ranges):
 
-======================  ======  =================================================
+======================  ======  =========================================================================
 noise                   0.10    Gaussian, standard deviation sqrt(U(0, 0.1))
 blur                    0.20    Gaussian, sigma U(0.5, 1.0) voxels, each channel p 0.5
 brightness              0.15    multiply by U(0.75, 1.25)
 contrast                0.15    scale about the mean by U(0.75, 1.25), clipped to the old range
 low resolution          0.25    down-sample by U(0.5, 1) and back (linear), each channel p 0.5
-gamma                   0.30    gamma U(0.7, 1.5) on the channel's range, mean and std kept
+gamma                   0.30    gamma log-uniform in (0.7, 1.5) on the channel's range, mean and std kept
 inverted gamma          0.10    the same on the inverted intensities
-======================  ======  =================================================
+======================  ======  =========================================================================
 """
 from __future__ import annotations
 
