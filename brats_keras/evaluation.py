@@ -1,7 +1,8 @@
 """BraTS scores of class maps: Dice, HD95, sensitivity, specificity, lesion-wise scores, folders.
 
-numpy and scipy only (nibabel and tqdm are imported by :func:`evaluate_folder` alone),
-so evaluation runs without a deep-learning framework. Volumes are ``(D, H, W)`` class
+numpy and scipy only (nibabel and tqdm are imported only to read label maps: by
+:func:`evaluate_folder`, and by :func:`score_case` given a path), so evaluation runs
+without a deep-learning framework. Volumes are ``(D, H, W)`` class
 maps (0 background, 1 NCR, 2 ED, 3 ET) or boolean masks; ``spacing`` is the voxel
 size in mm along each axis, as in the NIfTI header's zooms.
 
