@@ -1,6 +1,6 @@
 """The ``brats-keras`` command line: a thin layer that parses arguments and calls the library.
 
-Sub-commands: convert, synth, train, predict, evaluate, crossval, set-postprocessing, export, demo. Keras is imported only
+Sub-commands: convert, merge, synth, train, predict, evaluate, crossval, set-postprocessing, export, demo. Keras is imported only
 by the sub-commands that need it, so ``convert`` and ``synth`` start in about a second.
 """
 from __future__ import annotations
@@ -27,6 +27,9 @@ def _add_convert_args(p: argparse.ArgumentParser) -> None:
                    help="average NxNxN voxel blocks (2: 1 mm -> 2 mm) for fast training on a CPU")
     p.add_argument("--workers", type=int, default=None, help="processes (default: number of cores)")
     p.add_argument("--overwrite", action="store_true", help="convert cases again even if complete")
+    p.add_argument("--shard", metavar="K/N",
+                   help="convert only part K of N (every N-th case by id), each part into its own --output, "
+                        "e.g. one per machine; brats-keras merge joins the parts")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -39,7 +42,8 @@ def cmd_convert(args) -> int:
         manifest = convert_folder(args.input, args.output, modalities=args.modalities, crop=args.crop,
                                   scale=args.scale, dtype=args.dtype, margin=args.margin,
                                   min_tumor=args.min_tumor, workers=args.workers,
-                                  overwrite=args.overwrite, progress=not args.quiet, downsample=args.downsample)
+                                  overwrite=args.overwrite, progress=not args.quiet, downsample=args.downsample,
+                                  shard=args.shard)
     except (BratsInputError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -49,6 +53,19 @@ def cmd_convert(args) -> int:
     n_ok, n_fail = len(manifest["cases"]), len(manifest["failed"])
     print(f"converted {n_ok} case(s) into {args.output}; {len(manifest['dropped'])} dropped; {n_fail} failed")
     return 1 if n_fail else 0
+
+
+def cmd_merge(args) -> int:
+    """Exit status 0: merged; 2: unusable input (one line naming the folder), nothing written."""
+    from .convert import merge_conversions
+    from .io import BratsInputError
+
+    try:
+        merge_conversions(args.inputs, args.output)
+    except (BratsInputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def cmd_synth(args) -> int:
@@ -74,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="convert BraTS NIfTI cases into .npy training arrays")
     _add_convert_args(p)
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("merge", help="join the folders of a conversion split with convert --shard K/N into one")
+    p.add_argument("inputs", nargs="+", metavar="PART_DIR", help="the output folder of every part 1/N ... N/N")
+    p.add_argument("--output", required=True, help="the joined conversion folder (arrays hard-linked or copied)")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("synth", help="write synthetic BraTS-like cases (NIfTI, BraTS 2021 layout)")
     p.add_argument("--out", required=True)

@@ -190,10 +190,32 @@ def _worker(args):
         return case.case_id, None, f"{case.case_id}: {type(exc).__name__}: {exc}"
 
 
+def parse_shard(text) -> tuple[int, int]:
+    """``"K/N"`` -> ``(K, N)``: part K (1 to N) of a conversion split in N parts; ValueError in one line."""
+    try:
+        k, n = (int(v) for v in str(text).split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text}: give K/N, part K of N (e.g. 1/4)") from None
+    if n < 1 or not 1 <= k <= n:
+        raise ValueError(f"--shard {text}: K must be 1 to N and N at least 1 (e.g. 1/4 ... 4/4)")
+    return k, n
+
+
+def shard_cases(cases, shard):
+    """The cases of part ``shard = (K, N)``: every N-th case by sorted id, from the K-th."""
+    k, n = shard
+    ordered = sorted(cases, key=lambda c: c.case_id)
+    return ordered[k - 1::n]
+
+
 def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax",
                    dtype="float16", margin=4, min_tumor=None, workers=None, overwrite=False,
-                   progress=True, log=print, downsample=1) -> dict:
+                   progress=True, log=print, downsample=1, shard=None) -> dict:
     """Convert every case below ``input_dir`` into ``output_dir``.
+
+    ``shard=(K, N)`` converts only part K of N (:func:`shard_cases`), so that N machines share a large
+    dataset; each part's folder has its own manifest (with ``"shard": {"index": K, "count": N}``) and
+    :func:`merge_conversions` joins the N folders into one.
 
     Re-running skips cases whose outputs are complete and match the manifest (shape, dtype
     and checksum; ``overwrite=True`` redoes them) and removes temporary files a killed run left.
@@ -209,6 +231,8 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
     """
     output_dir = Path(output_dir)
     settings = conversion_settings(modalities, crop, scale, dtype, margin, min_tumor, downsample)
+    if shard is not None:  # "K/N" or (K, N)
+        shard = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
     cases = bio.find_cases(input_dir)
     if not cases:
         raise bio.BratsInputError(f"{input_dir}: no BraTS cases found (expected files like <case>_flair.nii.gz or <case>-t2f.nii.gz)")
@@ -217,9 +241,16 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
     if dupes:
         raise bio.BratsInputError(f"{input_dir}: case ids found twice: {', '.join(dupes)}")
 
+    if shard is not None:
+        cases = shard_cases(cases, shard)
+        if not cases:
+            raise bio.BratsInputError(f"{input_dir}: --shard {shard[0]}/{shard[1]} has no case "
+                                      f"(only {len(ids)} cases found)")
     _prepare_output(output_dir)
 
     manifest = {"settings": settings, "cases": {}, "failed": {}, "dropped": {}}
+    if shard is not None:
+        manifest["shard"] = {"index": shard[0], "count": shard[1]}
     old = None
     if (output_dir / MANIFEST).exists() and not overwrite:
         try:
@@ -231,6 +262,9 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
         if old is not None and not _same_settings(old.get("settings"), settings):
             log(f"{output_dir}: settings differ from the existing manifest; converting every case again")
             old = None
+        if old is not None and old.get("shard") != manifest.get("shard"):
+            raise bio.BratsInputError(f"{output_dir / MANIFEST}: written for another part (shard "
+                                      f"{old.get('shard')}); give each --shard its own output folder")
     todo = []
     for case in cases:
         entry = (old or {}).get("cases", {}).get(case.case_id) or (old or {}).get("dropped", {}).get(case.case_id)
@@ -315,3 +349,73 @@ def _progress(total, enabled):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="converting", unit="case", disable=not enabled)
+
+
+def merge_conversions(inputs, output_dir, log=print) -> dict:
+    """Join the folders of a sharded conversion (``convert --shard K/N``, K = 1..N) into ``output_dir``.
+
+    The arrays are hard-linked where the file system allows it, else copied; the merged manifest is the one an
+    unsharded conversion of the same cases writes (no ``shard`` entry).
+
+    Raises:
+        BratsInputError (one line) when a folder has no manifest or was not written with ``--shard``, the
+        settings differ, a part is missing or given twice, or a case id appears in two parts.
+    """
+    import shutil
+
+    output_dir = Path(output_dir)
+    merged = {"settings": None, "cases": {}, "failed": {}, "dropped": {}}
+    parts = {}
+    for folder in map(Path, inputs):
+        try:
+            m = read_manifest(folder)
+        except (OSError, ValueError) as exc:
+            raise bio.BratsInputError(f"{folder / MANIFEST}: not a readable conversion manifest "
+                                      f"({bio.os_error_reason(exc) if isinstance(exc, OSError) else exc})") from None
+        shard = m.get("shard")
+        if not isinstance(shard, dict):
+            raise bio.BratsInputError(f"{folder / MANIFEST}: not written with --shard K/N; nothing to merge")
+        if merged["settings"] is None:
+            merged["settings"], count = m["settings"], shard["count"]
+        elif not _same_settings(m["settings"], merged["settings"]):
+            raise bio.BratsInputError(f"{folder / MANIFEST}: converted with other settings than {inputs[0]}")
+        if shard["count"] != count:
+            raise bio.BratsInputError(f"{folder / MANIFEST}: part {shard['index']}/{shard['count']}, "
+                                      f"but {inputs[0]} is a part of {count}")
+        if shard["index"] in parts:
+            raise bio.BratsInputError(f"{folder}: part {shard['index']}/{count} given twice "
+                                      f"(also {parts[shard['index']][0]})")
+        parts[shard["index"]] = (folder, m)
+        for key in ("cases", "failed", "dropped"):
+            for cid, entry in m.get(key, {}).items():
+                if any(cid in merged[k] for k in ("cases", "failed", "dropped")):
+                    raise bio.BratsInputError(f"{folder / MANIFEST}: case {cid} is in two parts")
+                merged[key][cid] = entry
+    missing = sorted(set(range(1, count + 1)) - set(parts)) if parts else []
+    if not parts or missing:
+        raise bio.BratsInputError(f"{output_dir}: parts {', '.join(f'{k}/{count}' for k in missing)} missing; "
+                                  f"give every part's folder" if parts else "no folder to merge")
+    _prepare_output(output_dir)
+    for index in sorted(parts):
+        folder, m = parts[index]
+        for cid, entry in m["cases"].items():
+            for key in ("image", "mask"):
+                rel = entry.get(key)
+                if not rel:
+                    continue
+                if rel != f"{'images' if key == 'image' else 'masks'}/{cid}.npy":
+                    raise bio.BratsInputError(f"{folder / MANIFEST}: case {cid}: unexpected {key} path {rel!r}")
+                src, dst = folder / rel, output_dir / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                if dst.exists() and bio.file_checksum(dst) == entry["checksums"][key]:
+                    continue
+                dst.unlink(missing_ok=True)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copyfile(src, dst)
+    manifest = _sorted_manifest(merged)
+    bio.atomic_write_json(output_dir / MANIFEST, manifest)
+    log(f"merged {count} part(s): {len(manifest['cases'])} case(s), {len(manifest['failed'])} failed, "
+        f"{len(manifest['dropped'])} dropped")
+    return manifest

@@ -165,12 +165,15 @@ def choose_precision(setting: str = "auto") -> str:
 
 
 def choose_jit(setting="auto"):
-    """``auto``: XLA on GPU only (on CPU XLA is about 10x slower for 3D convolutions)."""
+    """``auto``: XLA on GPU only (on CPU XLA is about 10x slower for 3D convolutions), and always for JAX with
+    several processes (there every op of an un-jitted step would be a cross-process computation of its own)."""
     if isinstance(setting, bool):
         return setting
     setting = str(setting).lower()
     if setting == "auto":
-        return has_gpu()
+        from .distributed import jax_processes
+
+        return has_gpu() or jax_processes() > 1
     return setting in ("1", "true", "on", "yes")
 
 
@@ -326,10 +329,11 @@ def tensorboard_callback(log_dir):
     return TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0, update_freq="epoch")
 
 
-def _callbacks(cfg, run, info, state):
+def _callbacks(cfg, run, info, state, writes: bool = True):
     import keras
 
     from .checkpoint import save_model
+    from .distributed import local_only
 
     class Checkpoints(keras.callbacks.Callback):
         """End of epoch: last.keras with the training state, best.keras on a new best of ``monitor``, log.csv.
@@ -352,7 +356,8 @@ def _callbacks(cfg, run, info, state):
             if better:
                 state.update(best=float(value), best_epoch=epoch)
             last = run / "checkpoints" / "last.keras"
-            save_model(self.model, last, info, state=state)
+            with local_only():  # JAX processes: the chief saves alone, without cross-process arrays
+                save_model(self.model, last, info, state=state)
             if better:
                 atomic_copy(last, run / "checkpoints" / "best.keras")
             write_log(run, state["log"])
@@ -399,6 +404,8 @@ def _callbacks(cfg, run, info, state):
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping))
     cbs.append(Curves())
+    if not writes:  # a worker other than the chief: the same decisions, no files
+        cbs = [cb for cb in cbs if not isinstance(cb, (Checkpoints, Curves, keras.callbacks.TensorBoard))]
     return cbs
 
 
@@ -520,6 +527,9 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     else:
         cfg = _absolute_paths(cfg)
     run = Path(cfg.out)
+    from . import distributed
+
+    workers = distributed.setup(cfg)  # first: JAX's processes must connect before any device is touched
     keras.utils.set_random_seed(cfg.seed)
     policy = choose_precision(cfg.mixed_precision)
 
@@ -552,11 +562,14 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     if not split["val"]:
         raise BratsInputError(f"{cfg.split_file or cfg.data}: no validation case: use --val with at least one case")
     use_tensorboard(cfg)  # a --tensorboard that cannot be honoured is refused before the run folder is made
+    distributed.refuse_unsupported(cfg, workers)
+    local_batch = workers.local_batch(cfg.batch_size) if workers.multi else cfg.batch_size  # per replica
+    train_ids = distributed.shard(split["train"], workers.index, workers.count) if workers.multi else split["train"]
     # the precision policy is global: set it only now, and put the caller's back if building the model fails
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        strategy = _strategy(cfg)
+        strategy = workers.strategy
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             if resume is not None and (run / "checkpoints" / "last.keras").exists():
                 model, _ = load_model(run / "checkpoints" / "last.keras", compile=True)
@@ -574,28 +587,33 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         keras.mixed_precision.set_global_policy(previous_policy)
         raise
 
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    save_split(split, split_path)
-    atomic_write_json(run / "config.json", asdict(cfg))
+    if workers.is_chief:  # only worker 0 writes the run folder
+        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+        save_split(split, split_path)
+        atomic_write_json(run / "config.json", asdict(cfg))
 
-    train_ds = PatchDataset(cfg.data, split["train"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
+    local_replicas = workers.replicas // workers.count  # this worker's devices: its batch feeds them all
+    train_ds = PatchDataset(cfg.data, train_ids, patch_size=cfg.patch_size,
+                            batch_size=local_batch * local_replicas if workers.multi else cfg.batch_size,
                             output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=cfg.augment,
-                            steps_per_epoch=cfg.steps_per_epoch, seed=cfg.seed, spatial=cfg.spatial_augment,
-                            intensity=cfg.intensity_augment, workers=cfg.workers,
+                            steps_per_epoch=cfg.steps_per_epoch, seed=workers.seed(cfg.seed),
+                            spatial=cfg.spatial_augment, intensity=cfg.intensity_augment, workers=cfg.workers,
                             use_multiprocessing=False)
     val_ds = PatchDataset(cfg.data, split["val"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                           output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=False,
                           steps_per_epoch=cfg.val_steps or max(1, len(split["val"]) // cfg.batch_size),
                           seed=cfg.seed + 1)
     val_ds.on_epoch_end = lambda: None  # the same validation patches every epoch
+    if workers.multi:  # each worker its slice of every single-process validation batch
+        val_ds = distributed.BatchSlice(val_ds, workers.index, workers.count)
 
     if cfg.whole_case_every:
         extra_callbacks = [whole_case_validation(cfg, split["val"], info)] + list(extra_callbacks)
-    if resume is None:  # a new run: nothing of an earlier run in this folder may be resumed into it
+    if resume is None and workers.is_chief:  # a new run: nothing of an earlier run in this folder may be resumed
         for name in ("log.csv", "checkpoints/last.keras", "checkpoints/best.keras"):
             (run / name).unlink(missing_ok=True)
         shutil.rmtree(run / "tensorboard", ignore_errors=True)  # else TensorBoard mixes both runs' curves
-    state = recover_run(run, _monitor(cfg))
+    state = recover_run(run, _monitor(cfg)) if workers.is_chief else distributed.read_run_state(run, resume)
     initial_epoch = state["epoch"]
 
     train_ds.epoch = initial_epoch
@@ -605,34 +623,23 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
         feed = tf_dataset(train_ds)
     t0 = time.time()
-    if initial_epoch < cfg.epochs:
+    callbacks = list(extra_callbacks) + _callbacks(cfg, run, info, state, writes=workers.is_chief)
+    if workers.multi:
+        callbacks.append(distributed.stop_together(workers))
+    if initial_epoch < cfg.epochs and workers.multi and workers.engine == "tensorflow":
+        distributed.fit_tensorflow(model, strategy, feed, val_ds, cfg.epochs, initial_epoch, callbacks,
+                                   local_batch, verbose=cfg.verbose and workers.is_chief)
+    elif initial_epoch < cfg.epochs:
         model.fit(feed, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  callbacks=list(extra_callbacks) + _callbacks(cfg, run, info, state), verbose=cfg.verbose)
+                  callbacks=callbacks, verbose=cfg.verbose if workers.is_chief else 0)
     seconds = time.time() - t0
     best = run / "checkpoints" / "best.keras"
-    if not best.exists():
+    if not best.exists() and workers.is_chief:
         from .checkpoint import save_model
+        from .distributed import local_only
 
-        save_model(model, best, info)
+        with local_only():
+            save_model(model, best, info)
     return {"run": run, "history": read_log(run), "best": best, "last": run / "checkpoints" / "last.keras",
             "seconds": seconds, "model": model, "split": split}
-
-
-def _strategy(cfg):
-    """tf.distribute strategy (TensorFlow) or a keras.distribution (JAX) when ``cfg.distribute``."""
-    if not cfg.distribute:
-        return None
-    import keras
-
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if "TF_CONFIG" in os.environ:
-            return tf.distribute.MultiWorkerMirroredStrategy()
-        return tf.distribute.MirroredStrategy()
-    if keras.backend.backend() == "jax":
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-        return None
-    raise BratsInputError(f"--distribute is not supported on the {keras.backend.backend()} backend: "
-                          "use TensorFlow or JAX")
 
