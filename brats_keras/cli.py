@@ -157,7 +157,11 @@ def _add_train(sub):
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE")
     p.add_argument("--mixed-precision", choices=["auto", "off", "float16", "bfloat16"])
     p.add_argument("--jit-compile", choices=["auto", "on", "off"])
-    p.add_argument("--distribute", action="store_true", help="data-parallel over local GPUs (TF_CONFIG: workers)")
+    p.add_argument("--distribute", action="store_true",
+                   help="data-parallel over the local GPUs, or over several processes / machines: TensorFlow "
+                        "reads TF_CONFIG (or SLURM), JAX KERAS_DISTRIBUTION_JOB_ADDRESSES / _NUM_PROCESSES / "
+                        "_PROCESS_ID (or SLURM); worker 0 alone writes the run folder (README: Training on "
+                        "several GPUs and machines)")
     p.add_argument("--workers", type=int, help="data loader threads")
     p.add_argument("--tf-data", action="store_true", default=None,
                    help="TensorFlow backend: feed through tf.data (parallel reads, prefetch)")
