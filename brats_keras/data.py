@@ -18,9 +18,8 @@ import numpy as np
 
 from .augment import check_intensity_mode, intensity_augment
 from .io import BratsInputError, atomic_write_json
+from .labels import OUTPUTS, check_output  # noqa: F401  (OUTPUTS: importable from here as before)
 from .spec import MANIFEST, PreprocessingSpec, read_manifest
-
-OUTPUTS = ("softmax", "regions")
 
 
 # ----------------------------------------------------------------------------- splits
@@ -263,11 +262,10 @@ def make_targets(classes: np.ndarray, output: str) -> np.ndarray:
     """Class map ``(...)`` -> one-hot ``(..., 4)`` (softmax) or regions ``(..., 3)`` (regions), float32."""
     from .labels import classes_to_regions, one_hot
 
+    output = check_output(output)
     if output == "softmax":
         return one_hot(classes, 4)
-    if output == "regions":
-        return classes_to_regions(classes).astype(np.float32)
-    raise ValueError(f"unknown output {output!r}: use softmax or regions")
+    return classes_to_regions(classes).astype(np.float32)
 
 
 class PatchDataset(keras.utils.PyDataset):
@@ -297,14 +295,12 @@ class PatchDataset(keras.utils.PyDataset):
                  foreground_ratio=0.33, augment=False, steps_per_epoch=None, seed=0, spatial=0.0,
                  workers=1, use_multiprocessing=False, max_queue_size=8, intensity="basic"):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
-        if output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}: use softmax or regions")
         if not 0.0 <= foreground_ratio <= 1.0:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
         self.cases = ConvertedCases(data_dir, case_ids)
         self.patch = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
         self.batch_size = int(batch_size)
-        self.output = output
+        self.output = check_output(output)
         self.foreground_ratio = float(foreground_ratio)
         self.augment = augment
         self.intensity = check_intensity_mode(intensity)
