@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .labels import OUTPUTS
+
 
 def _add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help="folder of BraTS cases (any supported layout)")
@@ -129,7 +131,9 @@ def _add_train(sub):
     p.add_argument("--depth", type=int)
     p.add_argument("--norm", choices=["batch", "instance", "group", "none"])
     p.add_argument("--dropout", type=float)
-    p.add_argument("--output", choices=["softmax", "regions"], help="4-class softmax or WT/TC/ET sigmoids")
+    p.add_argument("--head", dest="output", choices=OUTPUTS, help="the model's output: softmax (4 classes) or "
+                   "regions (WT/TC/ET sigmoids)")
+    p.add_argument("--output", dest="old_output", choices=OUTPUTS, help=argparse.SUPPRESS)  # deprecated: --head
     p.add_argument("--loss", help="e.g. dice+tversky (default), dice+ce, dice+focal, dice+bce")
     p.add_argument("--patch-size", type=int)
     p.add_argument("--batch-size", type=int)
@@ -179,11 +183,18 @@ def _add_train(sub):
 def cmd_train(args) -> int:
     """Exit status 0: trained (or resumed to the end); 2: unusable input or settings, one line on stderr
     naming the file or setting, and no run folder written or changed."""
-    from dataclasses import asdict
+    from dataclasses import fields
 
     from .io import BratsInputError
-    from .training import RECIPES, TrainConfig, train
+    from .training import TrainConfig, train
 
+    if args.old_output:
+        print("warning: brats-keras train --output is deprecated: use --head (softmax or regions)", file=sys.stderr)
+        if args.output not in (None, args.old_output):
+            print(f"error: --head {args.output} and --output {args.old_output} disagree: give --head only",
+                  file=sys.stderr)
+            return 2
+        args.output = args.old_output
     if args.resume:
         cfg, resume = TrainConfig(epochs=args.epochs or 0), args.resume
     else:
@@ -196,19 +207,15 @@ def cmd_train(args) -> int:
         if args.fold is not None and not args.folds:
             print("error: --fold needs --folds K", file=sys.stderr)
             return 2
-        base = asdict(TrainConfig())
-        if args.recipe:
-            if args.recipe not in RECIPES:
-                print(f"error: unknown recipe {args.recipe!r}: use one of {', '.join(RECIPES)}", file=sys.stderr)
-                return 2
-            base.update(RECIPES[args.recipe])
-        for k in base:
-            v = getattr(args, k, None)
-            if v is not None and k not in ("augment", "extra"):
-                base[k] = v
+        flags = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if f.name != "augment" and getattr(args, f.name, None) is not None}
         if args.no_augment:
-            base["augment"] = False
-        cfg, resume = TrainConfig.from_dict(base), None
+            flags["augment"] = False
+        try:
+            cfg, resume = TrainConfig.from_recipe(args.recipe, **flags), None
+        except ValueError as exc:  # an unknown recipe
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         res = train(cfg, resume=resume)
     except (BratsInputError, FileNotFoundError) as exc:  # bad input: one line; train() has written nothing yet
