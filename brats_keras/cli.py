@@ -11,7 +11,9 @@ import sys
 from .labels import OUTPUTS
 
 
-def _add_convert_args(p: argparse.ArgumentParser) -> None:
+def add_convert_args(p: argparse.ArgumentParser) -> None:
+    """Add the ``convert`` options to a parser; ``brats-keras convert`` and ``python data_prep/convert.py`` share
+    them (run the parsed arguments with :func:`cmd_convert`)."""
     p.add_argument("--input", required=True, help="folder of BraTS cases (any supported layout)")
     p.add_argument("--output", required=True, help="output folder: images/, masks/, manifest.json")
     p.add_argument("--modalities", default="flair,t1ce,t2",
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert BraTS NIfTI cases into .npy training arrays")
-    _add_convert_args(p)
+    add_convert_args(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("merge", help="join the folders of a conversion split with convert --shard K/N into one")
