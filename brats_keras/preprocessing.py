@@ -23,28 +23,6 @@ def fixed_crop_box(shape, box=REPORT_CROP):
     return tuple((int(a), int(b)) for a, b in box)
 
 
-def bounding_box(mask, margin: int = 0) -> tuple[slice, ...]:
-    """The smallest box holding every true voxel of ``mask``, grown by ``margin`` on each side (clipped to it).
-
-    Args:
-        mask: boolean (or 0/1) array of any number of dimensions, e.g. a volume ``(D, H, W)`` or a slice.
-        margin: voxels added on each side.
-    Returns:
-        one ``slice`` per axis: ``mask[bounding_box(mask)]`` is the crop.
-    Raises:
-        ValueError if no voxel is true.
-    """
-    mask = np.asarray(mask)
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=other))
-        if hits.size == 0:
-            raise ValueError("empty mask: no voxel to put a bounding box around")
-        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(box)
-
-
 def brain_crop_box(volumes, margin: int = 4, multiple: int = 1):
     """Bounding box of voxels that are nonzero in any modality, grown by ``margin``.
 
@@ -60,11 +38,11 @@ def brain_crop_box(volumes, margin: int = 4, multiple: int = 1):
     mask = np.zeros(volumes[0].shape, dtype=bool)
     for v in volumes:
         mask |= v != 0
-    if not mask.any():
+    tight = bounding_box(mask, margin)
+    if tight is None:
         raise ValueError("no nonzero voxel: cannot find the brain")
     box = []
-    for n, tight in zip(mask.shape, bounding_box(mask, margin)):
-        a, b = tight.start, tight.stop
+    for n, (a, b) in zip(mask.shape, tight):
         if multiple > 1:
             want = min(n, -(-(b - a) // multiple) * multiple)
             extra = want - (b - a)
