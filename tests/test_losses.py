@@ -425,10 +425,11 @@ def test_binary_focal_channel_alpha_from_keras():
 
 
 def test_every_module_checks_the_output_mode_the_same_way():
-    """One vocabulary for output modes (brats_keras.labels.OUTPUTS): targets, models, losses and metrics accept
-    the same names, any case, and refuse anything else with the same message."""
+    """One vocabulary for output modes (brats_keras.labels.OUTPUTS): targets, models, losses, metrics and the
+    preprocessing spec accept the same names, any case, and refuse anything else with the same message."""
     from brats_keras import data, labels, metrics
     from brats_keras.models import blocks
+    from brats_keras.spec import PreprocessingSpec
 
     assert labels.OUTPUTS == data.OUTPUTS == blocks.OUTPUTS == ("softmax", "regions")
     classes = np.array([[0, 1], [2, 3]], np.uint8)
@@ -436,9 +437,11 @@ def test_every_module_checks_the_output_mode_the_same_way():
     assert data.make_targets(classes, "SOFTMAX").shape == (2, 2, 4)
     assert blocks.output_channels("Regions", 4) == 3 and get_loss("dice+ce", "Regions").parts[1][1].mode == "regions"
     assert metrics.MeanDice("Softmax").output == "softmax"
+    assert PreprocessingSpec(modalities=["t1"], output="Regions").output == "regions"
     refusals = [lambda: labels.check_output("sigmoid"), lambda: data.make_targets(classes, "sigmoid"),
                 lambda: blocks.output_channels("sigmoid", 4), lambda: get_loss("dice", "sigmoid"),
-                lambda: CrossEntropyLoss(mode="sigmoid"), lambda: metrics.report_metrics("sigmoid")]
+                lambda: CrossEntropyLoss(mode="sigmoid"), lambda: metrics.report_metrics("sigmoid"),
+                lambda: PreprocessingSpec(modalities=["t1"], output="sigmoid")]
     for refuse in refusals:
         with pytest.raises(ValueError) as err:
             refuse()
