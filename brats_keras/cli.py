@@ -8,8 +8,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .labels import OUTPUTS
 
-def _add_convert_args(p: argparse.ArgumentParser) -> None:
+
+def add_convert_args(p: argparse.ArgumentParser) -> None:
+    """Add the ``convert`` options to a parser; ``brats-keras convert`` and ``python data_prep/convert.py`` share
+    them (run the parsed arguments with :func:`cmd_convert`)."""
     p.add_argument("--input", required=True, help="folder of BraTS cases (any supported layout)")
     p.add_argument("--output", required=True, help="output folder: images/, masks/, manifest.json")
     p.add_argument("--modalities", default="flair,t1ce,t2",
@@ -89,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("convert", help="convert BraTS NIfTI cases into .npy training arrays")
-    _add_convert_args(p)
+    add_convert_args(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("merge", help="join the folders of a conversion split with convert --shard K/N into one")
@@ -129,7 +133,9 @@ def _add_train(sub):
     p.add_argument("--depth", type=int)
     p.add_argument("--norm", choices=["batch", "instance", "group", "none"])
     p.add_argument("--dropout", type=float)
-    p.add_argument("--output", choices=["softmax", "regions"], help="4-class softmax or WT/TC/ET sigmoids")
+    p.add_argument("--head", dest="output", choices=OUTPUTS, help="the model's output: softmax (4 classes) or "
+                   "regions (WT/TC/ET sigmoids)")
+    p.add_argument("--output", dest="old_output", choices=OUTPUTS, help=argparse.SUPPRESS)  # deprecated: --head
     p.add_argument("--loss", help="e.g. dice+tversky (default), dice+ce, dice+focal, dice+bce")
     p.add_argument("--patch-size", type=int)
     p.add_argument("--batch-size", type=int)
@@ -179,11 +185,18 @@ def _add_train(sub):
 def cmd_train(args) -> int:
     """Exit status 0: trained (or resumed to the end); 2: unusable input or settings, one line on stderr
     naming the file or setting, and no run folder written or changed."""
-    from dataclasses import asdict
+    from dataclasses import fields
 
     from .io import BratsInputError
-    from .training import RECIPES, TrainConfig, train
+    from .training import TrainConfig, train
 
+    if args.old_output:
+        print("warning: brats-keras train --output is deprecated: use --head (softmax or regions)", file=sys.stderr)
+        if args.output not in (None, args.old_output):
+            print(f"error: --head {args.output} and --output {args.old_output} disagree: give --head only",
+                  file=sys.stderr)
+            return 2
+        args.output = args.old_output
     if args.resume:
         cfg, resume = TrainConfig(epochs=args.epochs or 0), args.resume
     else:
@@ -196,19 +209,15 @@ def cmd_train(args) -> int:
         if args.fold is not None and not args.folds:
             print("error: --fold needs --folds K", file=sys.stderr)
             return 2
-        base = asdict(TrainConfig())
-        if args.recipe:
-            if args.recipe not in RECIPES:
-                print(f"error: unknown recipe {args.recipe!r}: use one of {', '.join(RECIPES)}", file=sys.stderr)
-                return 2
-            base.update(RECIPES[args.recipe])
-        for k in base:
-            v = getattr(args, k, None)
-            if v is not None and k not in ("augment", "extra"):
-                base[k] = v
+        flags = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if f.name != "augment" and getattr(args, f.name, None) is not None}
         if args.no_augment:
-            base["augment"] = False
-        cfg, resume = TrainConfig.from_dict(base), None
+            flags["augment"] = False
+        try:
+            cfg, resume = TrainConfig.from_recipe(args.recipe, **flags), None
+        except ValueError as exc:  # an unknown recipe
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     try:
         res = train(cfg, resume=resume)
     except (BratsInputError, FileNotFoundError) as exc:  # bad input: one line; train() has written nothing yet

@@ -18,9 +18,8 @@ import numpy as np
 
 from .augment import check_intensity_mode, intensity_augment
 from .io import BratsInputError, atomic_write_json
+from .labels import OUTPUTS, check_output  # noqa: F401  (OUTPUTS: importable from here as before)
 from .spec import MANIFEST, PreprocessingSpec, read_manifest
-
-OUTPUTS = ("softmax", "regions")
 
 
 # ----------------------------------------------------------------------------- splits
@@ -263,11 +262,10 @@ def make_targets(classes: np.ndarray, output: str) -> np.ndarray:
     """Class map ``(...)`` -> one-hot ``(..., 4)`` (softmax) or regions ``(..., 3)`` (regions), float32."""
     from .labels import classes_to_regions, one_hot
 
+    output = check_output(output)
     if output == "softmax":
         return one_hot(classes, 4)
-    if output == "regions":
-        return classes_to_regions(classes).astype(np.float32)
-    raise ValueError(f"unknown output {output!r}: use softmax or regions")
+    return classes_to_regions(classes).astype(np.float32)
 
 
 class PatchDataset(keras.utils.PyDataset):
@@ -288,6 +286,7 @@ class PatchDataset(keras.utils.PyDataset):
             of a random zoom (0.85 to 1.25) of a training patch (0 = off).
         steps_per_epoch: batches per epoch (default: cases // batch_size, at least 1).
         seed: makes every batch reproducible.
+        fixed: the same batches every epoch (validation): ``on_epoch_end`` leaves the epoch counter alone.
         workers / use_multiprocessing / max_queue_size: passed to ``keras.utils.PyDataset``.
     Yields:
         ``x`` ``(B, p, p, p, C)`` float32, ``y`` ``(B, p, p, p, 4 or 3)`` float32.
@@ -295,16 +294,14 @@ class PatchDataset(keras.utils.PyDataset):
 
     def __init__(self, data_dir, case_ids=None, patch_size=128, batch_size=4, output="softmax",
                  foreground_ratio=0.33, augment=False, steps_per_epoch=None, seed=0, spatial=0.0,
-                 workers=1, use_multiprocessing=False, max_queue_size=8, intensity="basic"):
+                 workers=1, use_multiprocessing=False, max_queue_size=8, intensity="basic", fixed=False):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
-        if output not in OUTPUTS:
-            raise ValueError(f"unknown output {output!r}: use softmax or regions")
         if not 0.0 <= foreground_ratio <= 1.0:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
         self.cases = ConvertedCases(data_dir, case_ids)
         self.patch = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
         self.batch_size = int(batch_size)
-        self.output = output
+        self.output = check_output(output)
         self.foreground_ratio = float(foreground_ratio)
         self.augment = augment
         self.intensity = check_intensity_mode(intensity)
@@ -312,12 +309,14 @@ class PatchDataset(keras.utils.PyDataset):
         self.steps = int(steps_per_epoch or max(1, len(self.cases) // self.batch_size))
         self.seed = int(seed)
         self.epoch = 0
+        self.fixed = bool(fixed)
 
     def __len__(self):
         return self.steps
 
     def on_epoch_end(self):
-        self.epoch += 1
+        if not self.fixed:
+            self.epoch += 1
 
     def sample(self, rng):
         """One ``(x, classes)`` patch pair drawn with ``rng``."""

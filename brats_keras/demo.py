@@ -23,7 +23,7 @@ def run_demo(out="demo_out", n_cases=16, minutes=6.5, seed=0, n_test=4, n_val=2,
     from .evaluation import evaluate_folder, format_table
     from .io import atomic_write_json
     from .synthetic import make_dataset
-    from .training import RECIPES, TrainConfig, train
+    from .training import TrainConfig, train
 
     out = Path(out)
     t_start = time.time()
@@ -35,10 +35,10 @@ def run_demo(out="demo_out", n_cases=16, minutes=6.5, seed=0, n_test=4, n_val=2,
     split = split_cases([f"Synth_{i:05d}" for i in range(n_cases)], val=n_val, test=n_test, seed=seed)
     atomic_write_json(out / "split.json", split)
 
-    cfg = TrainConfig.from_dict({**TrainConfig().__dict__, **RECIPES["demo"], "data": str(out / "converted"),
-                                 "out": str(out / "run"), "split_file": str(out / "split.json"),
-                                 "epochs": 1000, "steps_per_epoch": 25, "val_steps": 2, "seed": seed,
-                                 "time_limit": minutes, "verbose": 2, **(overrides or {})})
+    cfg = TrainConfig.from_recipe("demo", **{"data": str(out / "converted"), "out": str(out / "run"),
+                                             "split_file": str(out / "split.json"), "epochs": 1000,
+                                             "steps_per_epoch": 25, "val_steps": 2, "seed": seed,
+                                             "time_limit": minutes, "verbose": 2, **(overrides or {})})
     log(f"[3/6] training a {cfg.model} (base {cfg.base_filters}, {cfg.output} output, {cfg.loss}) "
         f"on {cfg.patch_size}^3 patches for {minutes:g} minutes")
     res = train(cfg)

@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from .io import BratsInputError, atomic_write_text, find_cases
 from .labels import CLASS_NAMES, REGION_NAMES, classes_to_regions, labels_to_classes
+from .preprocessing import bounding_box, box_slices
 
 __all__ = [
     "HD95_EMPTY",
@@ -137,15 +138,6 @@ def specificity(pred, true) -> float:
 # --------------------------------------------------------------------------- distances
 
 
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(np.any(mask, axis=other))
-        box.append(slice(max(hits[0] - margin, 0), min(hits[-1] + 1 + margin, mask.shape[axis])))
-    return tuple(box)
-
-
 def _surface(mask: np.ndarray, structure: np.ndarray) -> np.ndarray:
     """The mask minus its erosion: the voxels with a background neighbour."""
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
@@ -174,7 +166,7 @@ def surface_distances(pred, true, spacing=None, connectivity: int = 3) -> np.nda
     if not pred.any() or not true.any():
         raise ValueError("surface distances need two non-empty masks")
     spacing = _spacing(spacing, pred.ndim)
-    box = _bounding_box(pred | true, margin=1)
+    box = box_slices(bounding_box(pred | true, margin=1))
     pred, true = pred[box], true[box]
     structure = ndimage.generate_binary_structure(pred.ndim, connectivity)
     distance_to_true = ndimage.distance_transform_edt(~_surface(true, structure), sampling=spacing)
@@ -241,8 +233,8 @@ def _tumor_box(pred: np.ndarray, true: np.ndarray) -> tuple[slice, ...] | None:
     Every region mask is empty outside it, so Dice, HD95, the components and the
     positive counts computed on the box equal those on the whole volume.
     """
-    tumor = (pred > 0) | (true > 0)
-    return _bounding_box(tumor, margin=1) if tumor.any() else None
+    box = bounding_box((pred > 0) | (true > 0), margin=1)
+    return None if box is None else box_slices(box)
 
 
 def region_scores(pred_classes, true_classes, spacing=None, connectivity: int = 3, *,
@@ -391,7 +383,7 @@ def lesion_wise_scores(
     voxel_volume = float(np.prod(spacing))
     tumor = (pred > 0) | (true > 0)
     if tumor.any():  # every mask and every dilation stays inside this box
-        box = _bounding_box(tumor, margin=dilation + 1)
+        box = box_slices(bounding_box(tumor, margin=dilation + 1))
         pred, true = pred[box], true[box]
     pred_regions = classes_to_regions(pred)
     true_regions = classes_to_regions(true)

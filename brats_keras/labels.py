@@ -129,3 +129,21 @@ def one_hot(classes: np.ndarray, n_classes: int = 4, dtype=np.float32) -> np.nda
     """One-hot encode a class map ``(...)`` into ``(..., n_classes)``."""
     classes = np.asarray(classes)
     return (classes[..., None] == np.arange(n_classes, dtype=classes.dtype)).astype(dtype)
+
+
+# ----------------------------------------------------------------------------- output modes
+#: what a model outputs, and so what its targets, losses and metrics see: ``"softmax"``, one probability per class
+#: (background, NCR, ED, ET) summing to 1, or ``"regions"``, three independent sigmoids WT, TC, ET
+OUTPUTS = ("softmax", "regions")
+
+
+def check_output(output) -> str:
+    """Return the output mode ``output`` (one of :data:`OUTPUTS`, any case) in lower case.
+
+    Raises:
+        ValueError ``unknown output 'sigmoid': use one of 'softmax', 'regions'`` for anything else.
+    """
+    key = output.lower() if isinstance(output, str) else output
+    if key not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}: use one of {', '.join(map(repr, OUTPUTS))}")
+    return key

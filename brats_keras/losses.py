@@ -28,6 +28,8 @@ import re
 import keras
 from keras import ops
 
+from .labels import check_output
+
 __all__ = [
     "SegLoss",
     "CombinedLoss",
@@ -40,15 +42,6 @@ __all__ = [
 ]
 
 _PACKAGE = "brats_keras"
-_MODES = ("softmax", "regions")
-
-
-def _check_mode(mode: str) -> str:
-    if mode not in _MODES:
-        raise ValueError(f"unknown output {mode!r}: use 'softmax' or 'regions'")
-    return mode
-
-
 def _float32(y_true, y_pred):
     return ops.cast(y_true, "float32"), ops.cast(y_pred, "float32")
 
@@ -72,6 +65,23 @@ def _sum_axes(rank: int, batch: bool) -> list[int]:
             f"expected a batch (B, *spatial, C) of rank >= 3, got rank {rank}"
         )
     return list(range(0 if batch else 1, rank - 1))
+
+
+def _tp_fp_fn(y_true, y_pred, include_background: bool, batch: bool):
+    """Soft true positives ``sum(y p)``, false positives ``sum((1 - y) p)`` and false negatives ``sum(y (1 - p))``
+    per channel, in float32: what the Dice and Tversky losses are made of.
+
+    Args:
+        y_true, y_pred: ``(B, *spatial, C)``; cast to float32, channel 0 dropped unless ``include_background``.
+        batch: sum over the batch too (shapes ``(C,)``) instead of per sample (``(B, C)``).
+    """
+    y_true, y_pred = _float32(y_true, y_pred)
+    y_true, y_pred = _drop_background(y_true, y_pred, include_background)
+    axes = _sum_axes(len(y_pred.shape), batch)
+    tp = ops.sum(y_true * y_pred, axis=axes)
+    fp = ops.sum((1.0 - y_true) * y_pred, axis=axes)
+    fn = ops.sum(y_true * (1.0 - y_pred), axis=axes)
+    return tp, fp, fn
 
 
 def _format_weight(weight: float) -> str:
@@ -252,12 +262,8 @@ class DiceLoss(SegLoss):
         self.batch = bool(batch)
 
     def call(self, y_true, y_pred):
-        y_true, y_pred = _float32(y_true, y_pred)
-        y_true, y_pred = _drop_background(y_true, y_pred, self.include_background)
-        axes = _sum_axes(len(y_pred.shape), self.batch)
-        intersection = ops.sum(y_true * y_pred, axis=axes)
-        total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
-        score = (2.0 * intersection + self.smooth) / (total + self.smooth)
+        tp, fp, fn = _tp_fp_fn(y_true, y_pred, self.include_background, self.batch)
+        score = (2.0 * tp + self.smooth) / (2.0 * tp + fp + fn + self.smooth)
         return ops.mean(1.0 - score, axis=-1)
 
     def get_config(self):
@@ -316,12 +322,7 @@ class TverskyLoss(SegLoss):
         self.batch = bool(batch)
 
     def call(self, y_true, y_pred):
-        y_true, y_pred = _float32(y_true, y_pred)
-        y_true, y_pred = _drop_background(y_true, y_pred, self.include_background)
-        axes = _sum_axes(len(y_pred.shape), self.batch)
-        tp = ops.sum(y_true * y_pred, axis=axes)
-        fp = ops.sum((1.0 - y_true) * y_pred, axis=axes)
-        fn = ops.sum(y_true * (1.0 - y_pred), axis=axes)
+        tp, fp, fn = _tp_fp_fn(y_true, y_pred, self.include_background, self.batch)
         denominator = 2.0 * tp + 2.0 * self.alpha * fp + 2.0 * self.beta * fn
         score = (2.0 * tp + self.smooth) / (denominator + self.smooth)
         return ops.mean(1.0 - score, axis=-1)
@@ -349,7 +350,7 @@ class _ModeLoss(SegLoss):
 
     def __init__(self, mode, include_background, name, reduction):
         super().__init__(name=name, reduction=reduction)
-        self.mode = _check_mode(mode)
+        self.mode = check_output(mode)
         self.include_background = bool(include_background)
 
     def _prepare(self, y_true, y_pred):
@@ -467,7 +468,7 @@ class CrossEntropyLoss(_ModeLoss):
         name=None,
         dtype=None,
     ):
-        _check_mode(mode)
+        mode = check_output(mode)
         if name is None:
             name = "ce" if mode == "softmax" else "bce"
         super().__init__(mode, include_background, name, reduction)
@@ -529,7 +530,7 @@ def get_loss(spec, output: str = "softmax") -> SegLoss:
     Raises:
         ValueError naming the unknown term or output.
     """
-    _check_mode(output)
+    output = check_output(output)
     if isinstance(spec, keras.losses.Loss):
         return spec
     if not isinstance(spec, str):

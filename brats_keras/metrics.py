@@ -39,7 +39,7 @@ from .evaluation import (  # noqa: F401  (re-exported)
     specificity,
     surface_distances,
 )
-from .labels import CLASS_NAMES, REGION_NAMES
+from .labels import CLASS_NAMES, REGION_NAMES, check_output
 
 __all__ = [
     "ClassDice",
@@ -70,12 +70,6 @@ _PACKAGE = "brats_keras"
 _TUMOR = ("NCR", "ED", "ET")
 
 
-def _check_output(output: str) -> str:
-    if output not in ("softmax", "regions"):
-        raise ValueError(f"unknown output {output!r}: use 'softmax' or 'regions'")
-    return output
-
-
 def decode(y, output: str):
     """Hard class and region masks of a batch of probabilities (or one-hot / region targets).
 
@@ -86,7 +80,7 @@ def decode(y, output: str):
         ``(classes, regions)``: float32 0/1 tensors ``(B, D, H, W, 4)`` (background,
         NCR, ED, ET; exactly one is 1 per voxel) and ``(B, D, H, W, 3)`` (WT, TC, ET).
     """
-    _check_output(output)
+    output = check_output(output)
     y = ops.cast(y, "float32")
     if output == "softmax":
         classes = ops.one_hot(ops.argmax(y, axis=-1), 4, dtype="float32")
@@ -121,7 +115,7 @@ class _CountMetric(keras.metrics.Metric):
 
     def __init__(self, output, name, dtype=None):
         super().__init__(name=name, dtype="float32")
-        self.output = _check_output(output)
+        self.output = check_output(output)
 
     def _build(self, kind: str, channels):
         self._kind = kind
@@ -298,7 +292,7 @@ def report_metrics(output: str = "softmax") -> list:
     Args:
         output: ``"softmax"`` or ``"regions"``, the model's output.
     """
-    _check_output(output)
+    output = check_output(output)
     return [
         VoxelAccuracy(output),
         Precision(output),

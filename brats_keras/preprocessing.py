@@ -38,14 +38,11 @@ def brain_crop_box(volumes, margin: int = 4, multiple: int = 1):
     mask = np.zeros(volumes[0].shape, dtype=bool)
     for v in volumes:
         mask |= v != 0
+    tight = bounding_box(mask, margin)
+    if tight is None:
+        raise ValueError("no nonzero voxel: cannot find the brain")
     box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        idx = np.flatnonzero(mask.any(axis=other))
-        if idx.size == 0:
-            raise ValueError("no nonzero voxel: cannot find the brain")
-        n = mask.shape[axis]
-        a, b = max(0, int(idx[0]) - margin), min(n, int(idx[-1]) + 1 + margin)
+    for n, (a, b) in zip(mask.shape, tight):
         if multiple > 1:
             want = min(n, -(-(b - a) // multiple) * multiple)
             extra = want - (b - a)

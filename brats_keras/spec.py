@@ -23,7 +23,7 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from .labels import parse_modalities
+from .labels import check_output, parse_modalities
 from .preprocessing import REPORT_CROP, SCALINGS
 
 #: crop modes: the report's fixed box, or the brain's bounding box plus a margin
@@ -32,8 +32,6 @@ CROPS = ("fixed", "brain")
 IMAGE_DTYPES = ("float16", "float32", "uint8")
 #: down-sampling factors: average N x N x N voxel blocks (2: 1 mm -> 2 mm)
 DOWNSAMPLES = (1, 2, 3, 4)
-#: output modes of a model: 4 softmax classes, or 3 sigmoid regions (WT, TC, ET)
-OUTPUTS = ("softmax", "regions")
 #: sliding-window size for a model whose info gives no patch size (the report's 128^3 training patch)
 DEFAULT_WINDOW = 128
 #: margin (voxels) around the brain's bounding box for ``crop="brain"``
@@ -103,8 +101,8 @@ class PreprocessingSpec:
         put("downsample", int(self.downsample))
         if self.patch_size is not None:
             put("patch_size", _patch_size(self.patch_size))
-        if self.output is not None and self.output not in OUTPUTS:
-            raise ValueError(f"unknown output {self.output!r}: use softmax or regions")
+        if self.output is not None:
+            put("output", check_output(self.output))
 
     # ------------------------------------------------------------------ dicts
     @classmethod

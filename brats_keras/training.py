@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 
@@ -82,15 +82,33 @@ class TrainConfig:
     # them with the TensorFlow backend when tensorboard is installed, True with any backend (refused in one line
     # without tensorflow and tensorboard), False never
     tensorboard: bool | None = None
-    extra: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """Settings from a dict such as a run's ``config.json``; ValueError naming any unknown setting.
+
+        The empty ``extra`` dict that runs saved before it was removed carry is dropped.
+        """
+        d = dict(d)
+        if d.get("extra") == {}:
+            del d["extra"]
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown training settings: {', '.join(unknown)}")
         return cls(**d)
+
+    @classmethod
+    def from_recipe(cls, name: str | None = None, **overrides) -> "TrainConfig":
+        """The defaults, then the settings of recipe ``name`` (a key of :data:`RECIPES`; None: the defaults
+        alone), then ``overrides``: ``TrainConfig.from_recipe("demo", data="conv", epochs=5)``.
+
+        Raises:
+            ValueError in one line for an unknown recipe (listing the known ones) or an unknown setting.
+        """
+        if name is not None and name not in RECIPES:
+            raise ValueError(f"unknown recipe {name!r}: use one of {', '.join(RECIPES)}")
+        return cls.from_dict({**asdict(cls()), **RECIPES.get(name, {}), **overrides})
 
 
 #: named recipes: settings that override the defaults (command-line flags override these)
@@ -258,7 +276,7 @@ def model_info(cfg: TrainConfig, spec) -> dict:
 # ----------------------------------------------------------------------------- callbacks
 def _monitor(cfg):
     """What picks the best checkpoint: whole-case Dice when it is computed, else validation loss."""
-    return cfg.extra.get("monitor") or ("val_case_dice_mean" if cfg.whole_case_every else "val_loss")
+    return "val_case_dice_mean" if cfg.whole_case_every else "val_loss"
 
 
 def whole_case_validation(cfg, val_ids, info):
@@ -330,59 +348,15 @@ def tensorboard_callback(log_dir):
 
 
 def _callbacks(cfg, run, info, state, writes: bool = True):
+    """The run's callbacks (:mod:`brats_keras.callbacks`), in order: learning-rate schedule, (TensorBoard,)
+    checkpoints, NaN stop, (time limit, early stopping,) curves; without the ones that write files when
+    ``writes`` is False (a worker other than the chief)."""
     import keras
 
-    from .checkpoint import save_model
-    from .distributed import local_only
-
-    class Checkpoints(keras.callbacks.Callback):
-        """End of epoch: last.keras with the training state, best.keras on a new best of ``monitor``, log.csv.
-
-        In that order: last.keras is the commit point (one atomic rename); the other two are rebuilt from it
-        by :func:`recover_run` when a kill comes in between.
-        """
-
-        def __init__(self, monitor, mode, state):
-            super().__init__()
-            self.monitor, self.mode, self.state = monitor, mode, state
-
-        def on_epoch_end(self, epoch, logs=None):
-            logs = logs or {}
-            row = {"epoch": epoch, **{k: _scalar(v) for k, v in sorted(logs.items())}}
-            state = {**self.state, "epoch": epoch + 1, "log": self.state["log"] + [row]}
-            value, best = logs.get(self.monitor), self.state.get("best")
-            better = value is not None and value == value and (  # missing or NaN: not computed this epoch
-                best is None or (value < best if self.mode == "min" else value > best))
-            if better:
-                state.update(best=float(value), best_epoch=epoch)
-            last = run / "checkpoints" / "last.keras"
-            with local_only():  # JAX processes: the chief saves alone, without cross-process arrays
-                save_model(self.model, last, info, state=state)
-            if better:
-                atomic_copy(last, run / "checkpoints" / "best.keras")
-            write_log(run, state["log"])
-            self.state = state
-
-    class Curves(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            try:
-                from .visualize import plot_history
-
-                plot_history(run / "log.csv", save=run / "loss_curves.png")
-            except Exception:  # a figure must never stop training
-                pass
+    from .callbacks import Checkpoints, Curves, TimeLimit
 
     monitor = _monitor(cfg)
     mode = "max" if "dice" in monitor else "min"
-    class TimeLimit(keras.callbacks.Callback):
-        def __init__(self, minutes):
-            super().__init__()
-            self.deadline = time.time() + 60 * minutes
-
-        def on_epoch_end(self, epoch, logs=None):
-            if time.time() > self.deadline:
-                self.model.stop_training = True
-
     if cfg.lr_schedule == "plateau":
         schedule = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=cfg.lr_factor,
                                                      patience=cfg.lr_patience, min_lr=cfg.min_lr, verbose=0)
@@ -394,7 +368,7 @@ def _callbacks(cfg, run, info, state, writes: bool = True):
         raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}: use plateau or poly")
     cbs = [
         schedule,
-        Checkpoints(monitor, mode, state),
+        Checkpoints(run, info, monitor, mode, state),
         keras.callbacks.TerminateOnNaN(),
     ]
     if use_tensorboard(cfg):  # after the schedule, which puts the learning rate in the logs
@@ -403,7 +377,7 @@ def _callbacks(cfg, run, info, state, writes: bool = True):
         cbs.append(TimeLimit(cfg.time_limit))
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping))
-    cbs.append(Curves())
+    cbs.append(Curves(run))
     if not writes:  # a worker other than the chief: the same decisions, no files
         cbs = [cb for cb in cbs if not isinstance(cb, (Checkpoints, Curves, keras.callbacks.TensorBoard))]
     return cbs
@@ -602,8 +576,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     val_ds = PatchDataset(cfg.data, split["val"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                           output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=False,
                           steps_per_epoch=cfg.val_steps or max(1, len(split["val"]) // cfg.batch_size),
-                          seed=cfg.seed + 1)
-    val_ds.on_epoch_end = lambda: None  # the same validation patches every epoch
+                          seed=cfg.seed + 1, fixed=True)  # the same validation patches every epoch
     if workers.multi:  # each worker its slice of every single-process validation batch
         val_ds = distributed.BatchSlice(val_ds, workers.index, workers.count)
 

@@ -8,14 +8,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from brats_keras.cli import _add_convert_args, cmd_convert  # noqa: E402
+from brats_keras.cli import add_convert_args, cmd_convert  # noqa: E402
 
 
 def main(argv=None) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="python data_prep/convert.py", description=__doc__.splitlines()[0])
-    _add_convert_args(parser)
+    add_convert_args(parser)
     return cmd_convert(parser.parse_args(argv))
 
 

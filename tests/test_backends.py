@@ -29,8 +29,8 @@ def run_suite(backend: str, out: Path, timeout: int = 1500) -> subprocess.Comple
 
 @pytest.fixture(scope="module")
 def jax_run(tmp_path_factory):
-    if os.environ.get("CI") != "true":  # in CI it must run: requirements.txt installs JAX
-        pytest.importorskip("jax", reason="JAX is not installed (pip install -r requirements.txt installs it)")
+    if os.environ.get("CI") != "true":  # in CI it must run: the test extra installs JAX
+        pytest.importorskip("jax", reason="JAX is not installed (pip install -e \".[test]\" installs it)")
     out = tmp_path_factory.mktemp("jax_suite")
     proc = run_suite("jax", out)
     return proc, out

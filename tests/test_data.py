@@ -105,6 +105,13 @@ def test_determinism_and_epochs(small_converted):
     assert not np.array_equal(first, c[0][0])
     with pytest.raises(IndexError):
         a[3]
+    # fixed=True (validation): the same batches every epoch, and they are the epoch-0 batches of the same seed
+    fixed = PatchDataset(small_converted, patch_size=16, batch_size=2, augment=True, steps_per_epoch=3, seed=5,
+                         fixed=True)
+    for _ in range(2):
+        assert all(np.array_equal(fixed[i][k], b[i][k]) for i in range(3) for k in (0, 1))
+        fixed.on_epoch_end()
+    assert fixed.epoch == 0
 
 
 def test_augmentation_keeps_labels_aligned():

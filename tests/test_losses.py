@@ -422,3 +422,37 @@ def test_binary_focal_channel_alpha_from_keras():
     ], axis=0)
     np.testing.assert_allclose(ours(FocalLoss(gamma=2.0, alpha=alpha, mode="regions"), y_true, y_pred),
                                reduce_like_ours(per_voxel, "sum_over_batch_size"), rtol=1e-5)
+
+
+def test_every_module_checks_the_output_mode_the_same_way():
+    """One vocabulary for output modes (brats_keras.labels.OUTPUTS): targets, models, losses, metrics and the
+    preprocessing spec accept the same names, any case, and refuse anything else with the same message."""
+    from brats_keras import data, labels, metrics
+    from brats_keras.models import blocks
+    from brats_keras.spec import PreprocessingSpec
+
+    assert labels.OUTPUTS == data.OUTPUTS == blocks.OUTPUTS == ("softmax", "regions")
+    classes = np.array([[0, 1], [2, 3]], np.uint8)
+    np.testing.assert_array_equal(data.make_targets(classes, "Regions"), data.make_targets(classes, "regions"))
+    assert data.make_targets(classes, "SOFTMAX").shape == (2, 2, 4)
+    assert blocks.output_channels("Regions", 4) == 3 and get_loss("dice+ce", "Regions").parts[1][1].mode == "regions"
+    assert metrics.MeanDice("Softmax").output == "softmax"
+    assert PreprocessingSpec(modalities=["t1"], output="Regions").output == "regions"
+    refusals = [lambda: labels.check_output("sigmoid"), lambda: data.make_targets(classes, "sigmoid"),
+                lambda: blocks.output_channels("sigmoid", 4), lambda: get_loss("dice", "sigmoid"),
+                lambda: CrossEntropyLoss(mode="sigmoid"), lambda: metrics.report_metrics("sigmoid"),
+                lambda: PreprocessingSpec(modalities=["t1"], output="sigmoid")]
+    for refuse in refusals:
+        with pytest.raises(ValueError) as err:
+            refuse()
+        assert str(err.value) == "unknown output 'sigmoid': use one of 'softmax', 'regions'"
+
+
+@pytest.mark.parametrize("cls", [DiceLoss, TverskyLoss])
+def test_dice_and_tversky_share_their_soft_counts(cls):
+    """Both losses are built on the same tp / fp / fn sums: on hand-made counts the Dice equals
+    1 - 2TP / (2TP + FP + FN), and Tversky with alpha = beta = 0.5 equals it."""
+    y_true = batch([[1, 1, 0, 0]])
+    y_pred = batch([[0.5, 1.0, 0.25, 0.0]])  # TP 1.5, FP 0.25, FN 0.5
+    expected = 1 - (2 * 1.5 + S) / (2 * 1.5 + 0.25 + 0.5 + S)
+    assert value(cls(), y_true, y_pred) == pytest.approx(expected, rel=1e-6)

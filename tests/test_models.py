@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from brats_keras import labels
-from brats_keras import models
 from brats_keras.models import (
     MODELS,
     build_model,
@@ -180,19 +179,25 @@ def test_keras_file_round_trip_gives_identical_predictions(builder, kwargs, tmp_
 
 
 def test_load_pretrained_names_the_missing_file(tmp_path, monkeypatch):
-    """An installation without the model file gets one line naming it, not Keras' own error."""
+    """An installation without the model file gets one line naming it (from pretrained.pretrained_path, the one
+    place that finds the shipped model), not Keras' own error."""
+    import brats_keras.pretrained
+
     missing = tmp_path / "model.keras"
-    monkeypatch.setattr(models, "PRETRAINED_PATH", missing)
+    monkeypatch.setattr(brats_keras.pretrained, "MODEL_FILE", missing)
     with pytest.raises(FileNotFoundError) as err:
         load_pretrained()
-    assert str(err.value) == (f"{missing}: the pretrained model is not installed with this copy of brats-keras; "
-                              f"train one and load it with load_model(path)")
+    assert str(err.value) == (f"{missing}: the pretrained model is not installed with this copy of brats-keras "
+                              f"(reinstall brats-keras, or train a model and load it with "
+                              f"brats_keras.models.load_model(path))")
 
 
 def test_load_pretrained_loads_the_shipped_file(tmp_path, monkeypatch):
     path = tmp_path / "model.keras"
     tiny(unet3d).save(path)
-    monkeypatch.setattr(models, "PRETRAINED_PATH", path)
+    import brats_keras.pretrained
+
+    monkeypatch.setattr(brats_keras.pretrained, "MODEL_FILE", path)
     assert load_pretrained().name == "unet3d"
 
 

@@ -52,33 +52,52 @@ def test_cli_predict_without_model_uses_shipped_one_and_scores_as_the_card_says(
         assert round(scores[r]["dice"], 3) == round(card["validation"]["cases"][CASE][r]["dice"], 3), r
 
 
-def _export_script():
-    import importlib.util
+def _export_script(*args):
+    """Run scripts/export_pretrained.py as a user does; ``(exit status, stderr)``."""
+    import os
+    import subprocess
+    import sys
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "export_pretrained.py"
-    spec = importlib.util.spec_from_file_location("export_pretrained", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    res = subprocess.run([sys.executable, str(root / "scripts" / "export_pretrained.py"), *map(str, args)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    return res.returncode, res.stderr
 
 
 def test_export_card_helpers_derive_their_numbers_from_the_log():
-    ex = _export_script()
+    from brats_keras.pretrained.card import cells, late_val_range
+
     nan = float("nan")
     log = [{"val_case_dice_mean": v} for v in (0.1, nan, 0.9, nan, 0.6, 0.7, nan, 0.65)]
-    assert ex.late_val_range(log) == [0.6, 0.7]  # the second half only, NaN rows (no evaluation) skipped
+    assert late_val_range(log) == [0.6, 0.7]  # the second half only, NaN rows (no evaluation) skipped
+    assert late_val_range([{"loss": 1.0}]) != late_val_range([{"loss": 1.0}])  # NaN when never evaluated
     scores = {r: {"dice": d, "hd95": h} for r, d, h in (("WT", 0.8526, 5.94), ("TC", 0.8, 4.0), ("ET", 0.5, 12.25))}
-    assert ex.cells(scores) == "0.853 / 5.9 | 0.800 / 4.0 | 0.500 / 12.2"
-    assert ex.cells(scores, hd95=False, bold=True) == "**0.853** | **0.800** | **0.500**"
+    assert cells(scores) == "0.853 / 5.9 | 0.800 / 4.0 | 0.500 / 12.2"
+    assert cells(scores, hd95=False, bold=True) == "**0.853** | **0.800** | **0.500**"
 
 
-def test_export_of_a_folder_that_is_no_run_is_a_one_line_error(tmp_path, capsys):
-    ex = _export_script()
-    with pytest.raises(SystemExit) as err:
-        ex.main(["--run", str(tmp_path), "--real", str(tmp_path), "--train-minutes", "1"])
-    message = str(err.value)
-    assert "\n" not in message and str(tmp_path / "config.json") in message and "not found" in message
+def test_card_markdown_rebuilds_the_shipped_card_from_its_json_and_the_history_data(card):
+    """MODEL_CARD.md is exactly what card_markdown writes from model_card.json and card_history.json; the rows
+    of earlier runs come from the history passed in, not from code."""
+    from brats_keras.pretrained import CARD_FILE
+    from brats_keras.pretrained.card import card_markdown, read_history
+
+    assert card_markdown(card) == CARD_FILE.read_text()
+    history = read_history()
+    history["earlier_runs"] = [{"run": "a run of ours", "WT": "0.9 / 1.0", "TC": "0.8 / 2.0", "ET": "0.7 / 3.0"}]
+    history["target"] = {"WT": "0.95", "TC": "0.9", "ET": "0.85"}
+    text = card_markdown(card, history)
+    assert "| a run of ours | 0.9 / 1.0 | 0.8 / 2.0 | 0.7 / 3.0 |" in text and "| target | 0.95 | 0.9 | 0.85 |" in text
+    assert "instance norm, plateau schedule" not in text and "| target | 0.88 |" not in text
+
+
+def test_export_of_a_folder_that_is_no_run_is_a_one_line_error(tmp_path):
+    rc, err = _export_script("--run", tmp_path, "--real", tmp_path, "--train-minutes", "1")
+    message = err.strip().splitlines()[-1]
+    assert rc == 1 and str(tmp_path / "config.json") in message and "not found" in message
+    assert message.startswith("export_pretrained: ")
     assert not any(tmp_path.iterdir())  # nothing written
 
 
@@ -86,28 +105,25 @@ def test_export_train_command_names_only_what_differs_from_the_recipe():
     """The card's reproduce command is derived from the run's config: the recipe plus the changed flags."""
     from dataclasses import asdict
 
-    from brats_keras.training import RECIPES, TrainConfig
+    from brats_keras.pretrained.card import train_command
+    from brats_keras.training import TrainConfig
 
-    ex = _export_script()
-    cfg = {**asdict(TrainConfig()), **RECIPES["pretrained"], "data": "/somewhere", "out": "/runs/x",
-           "time_limit": 95.0, "lr": 3e-4, "augment": False, "init_from": "pretrained"}
-    cmd = ex.train_command(cfg, out="runs/ft")
+    cfg = asdict(TrainConfig.from_recipe("pretrained", data="/somewhere", out="/runs/x", time_limit=95.0, lr=3e-4,
+                                         augment=False, init_from="pretrained"))
+    cmd = train_command(cfg, out="runs/ft")
     assert cmd.endswith("--out runs/ft --lr 0.0003 --no-augment --time-limit 95")
     assert "/somewhere" not in cmd and "--recipe pretrained" in cmd and "init" not in cmd
-    plain = {**asdict(TrainConfig()), **RECIPES["pretrained"]}
-    assert ex.train_command(plain).endswith("--out runs/pretrained")
+    assert train_command(asdict(TrainConfig.from_recipe("pretrained"))).endswith("--out runs/pretrained")
 
 
 def test_export_refuses_a_fine_tuned_run_in_one_line(tmp_path):
     """A run started with --init-from cannot be reproduced by the card's single command: refused, nothing written."""
-    ex = _export_script()
     run = tmp_path / "ft"
     (run / "checkpoints").mkdir(parents=True)
     for name in ("checkpoints/best.keras", "split.json", "log.csv"):
         (run / name).write_text("")
     (run / "config.json").write_text('{"init_from": "pretrained"}')
-    before = {f: f.stat().st_mtime_ns for f in ex.MODEL_FILE.parent.iterdir()}
-    with pytest.raises(SystemExit) as err:
-        ex.main(["--run", str(run), "--real", str(tmp_path), "--train-minutes", "1"])
-    assert "\n" not in str(err.value) and "starts from pretrained" in str(err.value)
-    assert {f: f.stat().st_mtime_ns for f in ex.MODEL_FILE.parent.iterdir()} == before
+    before = {f: f.stat().st_mtime_ns for f in MODEL_FILE.parent.iterdir()}
+    rc, err = _export_script("--run", run, "--real", tmp_path, "--train-minutes", "1")
+    assert rc == 1 and "starts from pretrained" in err.strip().splitlines()[-1]
+    assert {f: f.stat().st_mtime_ns for f in MODEL_FILE.parent.iterdir()} == before

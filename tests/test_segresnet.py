@@ -246,7 +246,7 @@ def test_cli_trains_segresnet_and_predicts_with_it(tmp_path):
     convert_folder(tmp_path / "src", tmp_path / "conv", crop="brain", scale="zscore", workers=1, progress=False)
     run = tmp_path / "run"
     rc = cli_main(["train", "--data", str(tmp_path / "conv"), "--out", str(run), "--model", "segresnet",
-                   "--base-filters", "4", "--depth", "2", "--norm", "group", "--output", "regions", "--loss",
+                   "--base-filters", "4", "--depth", "2", "--norm", "group", "--head", "regions", "--loss",
                    "dice+bce", "--patch-size", "16", "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "2",
                    "--val-steps", "1", "--val", "1", "--mixed-precision", "off"])
     assert rc == 0

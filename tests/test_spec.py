@@ -75,7 +75,7 @@ def test_defaults_are_filled_in_one_place():
     ({"modalities": ["t1"], "patch_size": 0}, "patch_size must be a positive integer or three of them, got 0"),
     ({"modalities": ["t1"], "patch_size": [64, 64]},
      "patch_size must be a positive integer or three of them, got [64, 64]"),
-    ({"modalities": ["t1"], "output": "sigmoid"}, "unknown output 'sigmoid': use softmax or regions"),
+    ({"modalities": ["t1"], "output": "sigmoid"}, "unknown output 'sigmoid': use one of 'softmax', 'regions'"),
 ])
 def test_a_bad_dict_is_one_line_naming_the_key_and_value(d, message):
     with pytest.raises(ValueError) as err:

@@ -36,7 +36,7 @@ def read_scalars(folder) -> dict:
 def test_cli_run_writes_loss_dice_learning_rate_and_whole_case_dice(data_dir, tmp_path):
     run = tmp_path / "run"
     rc = cli_main(["train", "--data", str(data_dir), "--out", str(run), "--tensorboard", "--base-filters", "4",
-                   "--depth", "2", "--norm", "instance", "--output", "regions", "--loss", "dice+bce",
+                   "--depth", "2", "--norm", "instance", "--head", "regions", "--loss", "dice+bce",
                    "--patch-size", "16", "--batch-size", "2", "--epochs", "2", "--steps-per-epoch", "2",
                    "--val-steps", "1", "--val", "1", "--lr-schedule", "poly", "--whole-case-every", "2",
                    "--mixed-precision", "off"])

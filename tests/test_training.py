@@ -109,6 +109,48 @@ def test_bad_settings():
     assert cli_main(["train", "--out", "x"]) == 2
 
 
+def test_from_recipe_is_defaults_then_recipe_then_overrides():
+    from dataclasses import asdict
+
+    from brats_keras.training import RECIPES
+
+    cfg = TrainConfig.from_recipe("demo", epochs=3, norm="instance", data="conv")
+    assert asdict(cfg) == {**asdict(TrainConfig()), **RECIPES["demo"], "epochs": 3, "norm": "instance", "data": "conv"}
+    assert cfg.output == "regions" and cfg.patch_size == 48  # from the recipe
+    assert TrainConfig.from_recipe() == TrainConfig() == TrainConfig.from_recipe("report")
+    with pytest.raises(ValueError) as err:
+        TrainConfig.from_recipe("fast")
+    assert str(err.value) == "unknown recipe 'fast': use one of report, demo, pretrained"
+    with pytest.raises(ValueError, match="unknown training settings: colour"):
+        TrainConfig.from_recipe("demo", colour="red")
+    # config.json of runs saved while TrainConfig had an ``extra`` dict still load (resume)
+    assert TrainConfig.from_dict({**asdict(TrainConfig()), "extra": {}}) == TrainConfig()
+    with pytest.raises(ValueError, match="unknown training settings: extra"):
+        TrainConfig.from_dict({"extra": {"monitor": "val_loss"}})
+
+
+def test_cli_head_names_the_output_and_old_output_still_works(data_dir, tmp_path, capsys):
+    """train --head softmax|regions; the old train --output still works with a one-line deprecation warning."""
+    base = ["train", "--data", str(data_dir), "--base-filters", "4", "--depth", "2", "--patch-size", "16",
+            "--batch-size", "2", "--epochs", "0", "--val", "1", "--mixed-precision", "off", "--no-tensorboard",
+            "--loss", "dice+bce"]
+    assert cli_main(base + ["--out", str(tmp_path / "head"), "--head", "regions"]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert cli_main(base + ["--out", str(tmp_path / "old"), "--output", "regions"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if "deprecated" in line]
+    assert warned == ["warning: brats-keras train --output is deprecated: use --head (softmax or regions)"]
+    for name in ("head", "old"):
+        assert json.loads((tmp_path / name / "config.json").read_text())["output"] == "regions"
+        assert read_info(tmp_path / name / "checkpoints" / "best.keras")["output"] == "regions"
+    # --head and --output that disagree, or an unknown recipe: one line, exit 2, no run folder
+    assert cli_main(base + ["--out", str(tmp_path / "both"), "--head", "softmax", "--output", "regions"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: --head softmax and --output regions disagree: give --head only")
+    assert cli_main(base + ["--out", str(tmp_path / "r"), "--recipe", "fast"]) == 2
+    assert capsys.readouterr().err.strip() == "error: unknown recipe 'fast': use one of report, demo, pretrained"
+    assert not (tmp_path / "both").exists() and not (tmp_path / "r").exists()
+
+
 def test_bad_data_or_split_is_one_line_and_writes_nothing(data_dir, tmp_path, capsys):
     """A missing data folder or an empty validation split: exit 2, one line naming the folder, no run folder."""
     base = ["train", "--base-filters", "4", "--depth", "2", "--patch-size", "16", "--epochs", "0"]
@@ -148,7 +190,7 @@ def test_init_from_copies_weights_and_refuses_mismatches(data_dir, tmp_path, cap
     source, _ = load_model(src, compile=False)
     # epochs=0: nothing trained, so the saved model must hold exactly the source weights
     rc = cli_main(["train", "--data", str(data_dir), "--out", str(tmp_path / "ft"), "--base-filters", "4",
-                   "--depth", "2", "--norm", "instance", "--output", "regions", "--loss", "dice+bce",
+                   "--depth", "2", "--norm", "instance", "--head", "regions", "--loss", "dice+bce",
                    "--patch-size", "16", "--batch-size", "2", "--epochs", "0", "--val", "1",
                    "--mixed-precision", "off", "--init-from", str(src)])
     assert rc == 0

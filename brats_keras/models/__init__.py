@@ -113,14 +113,12 @@ def load_pretrained(compile: bool = False) -> keras.Model:
     fine-tune it like any Keras model (``model.compile(...)``, ``model.fit(...)``).
 
     Raises:
-        FileNotFoundError when this installation lacks the file.
+        FileNotFoundError in one line naming the file when this installation lacks it
+        (:func:`brats_keras.pretrained.pretrained_path`).
     """
-    if not PRETRAINED_PATH.exists():
-        raise FileNotFoundError(
-            f"{PRETRAINED_PATH}: the pretrained model is not installed with this copy of brats-keras; "
-            f"train one and load it with load_model(path)"
-        )
-    return load_model(PRETRAINED_PATH, compile=compile)
+    from ..pretrained import pretrained_path
+
+    return load_model(pretrained_path(), compile=compile)
 
 
 __all__ = [

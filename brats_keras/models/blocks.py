@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import keras
 
+from ..labels import OUTPUTS, check_output
+
 NORMS = ("batch", "instance", "group", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "prelu")
-OUTPUTS = ("softmax", "regions")
 #: most groups a ``"group"`` norm uses (fewer when the channels are not divisible)
 MAX_GROUPS = 8
 #: slope of ``leaky_relu`` for negative inputs
@@ -53,7 +54,7 @@ def output_channels(output: str, n_classes: int) -> int:
     ``"regions"``: 3 independent sigmoid channels WT, TC, ET. They are derived from
     the 4 BraTS classes, so ``n_classes`` must be 4 (the default) or 3.
     """
-    output = check_choice(output, OUTPUTS, "output")
+    output = check_output(output)
     if isinstance(n_classes, bool) or not isinstance(n_classes, int):
         raise ValueError(f"n_classes must be an integer, got {n_classes!r}")
     if output == "softmax":
@@ -212,7 +213,7 @@ def output_head(x, n_out: int, output: str, name: str = "head", kernel_size: int
     Returns:
         probabilities ``(B, D, H, W, n_out)``, float32.
     """
-    output = check_choice(output, OUTPUTS, "output")
+    output = check_output(output)
     act = "softmax" if output == "softmax" else "sigmoid"
     x = keras.layers.Conv3D(n_out, kernel_size, padding="same", dtype="float32", name=f"{name}_conv")(x)
     return keras.layers.Activation(act, dtype="float32", name=f"{name}_{act}")(x)

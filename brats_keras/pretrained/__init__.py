@@ -10,9 +10,16 @@ CARD_JSON = HERE / "model_card.json"
 
 
 def pretrained_path() -> Path:
-    """Path of the shipped model file; FileNotFoundError if this installation lacks it."""
+    """Path of the shipped model file: the one place that finds it (``brats_keras.models.load_pretrained``,
+    ``--init-from pretrained``, ``brats-keras export`` and prediction without ``--model`` all come here).
+
+    Raises:
+        FileNotFoundError in one line naming the file when this installation lacks it.
+    """
     if not MODEL_FILE.exists():
-        raise FileNotFoundError(f"{MODEL_FILE}: the pretrained model is not installed with this copy of brats-keras")
+        raise FileNotFoundError(f"{MODEL_FILE}: the pretrained model is not installed with this copy of brats-keras "
+                                f"(reinstall brats-keras, or train a model and load it with "
+                                f"brats_keras.models.load_model(path))")
     return MODEL_FILE
 
 
