@@ -365,9 +365,9 @@ def cmd_crossval(args) -> int:
     import json
     from pathlib import Path
 
-    from .crossval import (choose_postprocessing_from_crossval, crossval_predict, format_choice, format_crossval,
-                           set_postprocessing)
-    from .io import BratsInputError, atomic_write_json
+    from .crossval import (choose_postprocessing_from_crossval, crossval_markdown, crossval_predict, format_choice,
+                           format_crossval, set_postprocessing)
+    from .io import BratsInputError, atomic_write_json, atomic_write_text
 
     try:
         if args.reuse:
@@ -386,6 +386,7 @@ def cmd_crossval(args) -> int:
             choice = choose_postprocessing_from_crossval(
                 args.out, **({} if args.min_gain is None else {"min_gain": args.min_gain}))
             atomic_write_json(Path(args.out) / "postprocessing.json", choice)
+            atomic_write_text(Path(args.out) / "crossval.md", crossval_markdown(res, choice))
             print(format_choice(choice))
             for model in args.write_to or []:
                 set_postprocessing(model, choice)

@@ -218,6 +218,7 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
                "failed": failed, **_summary(list(cases.values()))}
     atomic_write_json(out / "crossval.json", results)
     atomic_write_text(out / "crossval.csv", crossval_csv(results))
+    atomic_write_text(out / "crossval.md", crossval_markdown(results))
     return results
 
 
@@ -253,6 +254,47 @@ def format_crossval(results: dict) -> str:
                          f"{s['ET']['dice']:>6.4f}  {s['WT']['hd95']:>7.2f} {s['TC']['hd95']:>6.2f} "
                          f"{s['ET']['hd95']:>6.2f}")
     return "\n".join(lines)
+
+
+def crossval_markdown(results: dict, choice: dict | None = None, command: str | None = None) -> str:
+    """The cross-validated estimate as a model card section (markdown): the headline (mean, median and
+    standard deviation over all out-of-fold cases of Dice and HD95 per region), each fold's mean, the
+    weakest cases, and the post-processing the folds chose (a :func:`choose_postprocessing` result).
+
+    ``command`` (the commands that reproduce the numbers) is shown as a code block when given.
+    """
+    n, folds = len(results["cases"]), [f for f in results["folds"].values() if f["mean"]]
+
+    def row(name, s, hd=True):
+        dice = " | ".join(f"{s[r]['dice']:.3f}" for r in REGION_NAMES)
+        return f"| {name} | {dice} | " + " | ".join(f"{s[r]['hd95']:.1f}" for r in REGION_NAMES) + " |"
+
+    head = "| | Dice WT | TC | ET | HD95 WT (mm) | TC | ET |\n| --- | --- | --- | --- | --- | --- | --- |"
+    lines = [f"## Cross-validated estimate ({len(folds)} folds, {n} cases, `{results['checkpoint']}` checkpoints)",
+             "", "Every case scored once, by the fold model that did not train on it, in its original 1 mm "
+             "geometry, before post-processing.", "", head,
+             row(f"**mean over {n} cases**", results["mean"]), row("median", results["median"]),
+             row("standard deviation", results["std"]), "", "Per fold (mean over that fold's validation cases):",
+             "", head]
+    for k, f in results["folds"].items():
+        if f["mean"]:
+            lines.append(row(f"fold {k} ({len(f['cases'])} cases)", f["mean"]))
+    weakest = sorted(results["cases"].items(), key=lambda kv: np.mean([kv[1][r]["dice"] for r in REGION_NAMES]))
+    lines += ["", "Weakest cases (mean Dice of the three regions): " + ", ".join(
+        f"{cid} (fold {c['fold']}: " + " / ".join(f"{c[r]['dice']:.2f}" for r in REGION_NAMES) + ")"
+        for cid, c in weakest[:3]) + "."]
+    if results.get("failed"):
+        lines += ["", "Not scored (unreadable): " + ", ".join(sorted(results["failed"])) + "."]
+    if choice is not None:
+        a, b = choice["dice_after"], choice["dice_before"]
+        chosen = choice["postprocess"] or {}
+        lines += ["", f"Post-processing chosen on these out-of-fold predictions: `{json.dumps(chosen)}`"
+                  + (" (none raised a mean Dice)" if not chosen else "")
+                  + "; mean Dice WT / TC / ET " + " / ".join(f"{b[r]:.3f}" for r in REGION_NAMES) + " before, "
+                  + " / ".join(f"{a[r]:.3f}" for r in REGION_NAMES) + " after."]
+    if command:
+        lines += ["", "Reproduce:", "", "```bash", command.strip(), "```"]
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- post-processing choice

@@ -7,8 +7,8 @@ import pytest
 
 from brats_keras.checkpoint import read_info, save_model
 from brats_keras.cli import main as cli_main
-from brats_keras.crossval import (choose_postprocessing, crossval_predict, fold_split, format_crossval,
-                                  set_postprocessing)
+from brats_keras.crossval import (choose_postprocessing, crossval_markdown, crossval_predict, fold_split,
+                                  format_crossval, set_postprocessing)
 from brats_keras.inference import Predictor, apply_postprocessing, postprocessing_spec
 from brats_keras.io import BratsInputError, find_cases
 from brats_keras.training import TrainConfig, train
@@ -126,6 +126,40 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
     assert stored["chosen_on"]["cases"] == [f"c{i}" for i in range(5)] and stored["chosen_on"]["checkpoint"] == "best"
     assert json.loads((tmp_path / "cv2" / "postprocessing.json").read_text())["postprocess"] == {
         k: stored[k] for k in ("min_component", "keep_largest", "et_threshold")}
+    md = (tmp_path / "cv2" / "crossval.md").read_text()  # rewritten with the choice
+    assert "## Cross-validated estimate (2 folds, 5 cases, `best` checkpoints)" in md
+    assert "Post-processing chosen on these out-of-fold predictions" in md
+    assert "## Cross-validated estimate (2 folds, 5 cases, `last` checkpoints)" in (tmp_path / "cv" / "crossval.md").read_text()
+
+
+def test_crossval_markdown_known_answer():
+    def s(wt, tc, et, hd=(1.0, 2.0, 3.0)):
+        return {r: {"dice": d, "hd95": h} for r, d, h in zip(("WT", "TC", "ET"), (wt, tc, et), hd)}
+
+    results = {"checkpoint": "last", "failed": {"bad": "unreadable"},
+               "cases": {"a": {"fold": 0, **s(0.9, 0.8, 0.7)}, "b": {"fold": 1, **s(0.5, 0.4, 0.3)},
+                         "c": {"fold": 1, **s(0.7, 0.6, 0.5)}},
+               "folds": {"0": {"cases": ["a"], "mean": s(0.9, 0.8, 0.7)},
+                         "1": {"cases": ["b", "c"], "mean": s(0.6, 0.5, 0.4, (10.0, 20.0, 30.0))}},
+               "mean": s(0.7, 0.6, 0.5, (4.0, 5.0, 6.0)), "median": s(0.7, 0.6, 0.5),
+               "std": s(0.16329, 0.16329, 0.16329, (0.5, 0.25, 0.125))}
+    choice = {"postprocess": {"keep_largest": ["WT"]}, "dice_before": {"WT": 0.7, "TC": 0.6, "ET": 0.5},
+              "dice_after": {"WT": 0.71, "TC": 0.6, "ET": 0.5}}
+    md = crossval_markdown(results, choice, command="brats-keras crossval --runs r0 r1 --out cv")
+    lines = md.splitlines()
+    assert lines[0] == "## Cross-validated estimate (2 folds, 3 cases, `last` checkpoints)"
+    assert "| **mean over 3 cases** | 0.700 | 0.600 | 0.500 | 4.0 | 5.0 | 6.0 |" in lines
+    assert "| standard deviation | 0.163 | 0.163 | 0.163 | 0.5 | 0.2 | 0.1 |" in lines
+    assert "| fold 1 (2 cases) | 0.600 | 0.500 | 0.400 | 10.0 | 20.0 | 30.0 |" in lines
+    # weakest first: b (mean 0.4), then c (0.6), then a (0.8)
+    weak = next(line for line in lines if line.startswith("Weakest cases"))
+    assert weak.index("b (fold 1: 0.50 / 0.40 / 0.30)") < weak.index("c (fold 1") < weak.index("a (fold 0")
+    assert "Not scored (unreadable): bad." in lines
+    assert ('Post-processing chosen on these out-of-fold predictions: `{"keep_largest": ["WT"]}`; mean Dice '
+            "WT / TC / ET 0.700 / 0.600 / 0.500 before, 0.710 / 0.600 / 0.500 after.") in lines
+    assert lines[-3:] == ["```bash", "brats-keras crossval --runs r0 r1 --out cv", "```"]
+    none = crossval_markdown({**results, "failed": {}}, {**choice, "postprocess": {}})
+    assert "`{}` (none raised a mean Dice)" in none and "Not scored" not in none and "```" not in none
 
 
 def test_crossval_refuses_bad_runs_in_one_line(cv, tmp_path, capsys):
