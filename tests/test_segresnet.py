@@ -256,3 +256,97 @@ def test_cli_trains_segresnet_and_predicts_with_it(tmp_path):
     case = find_cases(tmp_path / "src")[0]
     out = predictor.predict_case(case)
     assert out["classes"].shape == (40, 36, 30)
+
+
+# --------------------------------------------------------------------------- the VAE branch (vae=True)
+def tiny_vae(**kwargs):
+    return tiny(vae=True, patch_size=16, output="regions", **kwargs)
+
+
+def test_vae_keeps_the_output_and_builds_the_branch():
+    model = tiny_vae()
+    assert model.input.shape == (None, 16, 16, 16, 2)
+    assert model.output.shape == (None, 16, 16, 16, 3)  # the segmentation alone
+    assert len(model.outputs) == 1
+    assert model.get_layer("vae_mean").units == 128 and model.get_layer("vae_down").filters == 16
+    assert model.get_layer("vae_down").strides == (2, 2, 2)
+    assert model.get_layer("vae_out").filters == 2  # back to the input's channels
+    y = keras.ops.convert_to_numpy(model(batch(), training=False))
+    assert y.shape == (1, 16, 16, 16, 3) and np.isfinite(y).all()
+    assert not model.losses  # no VAE term outside training
+
+
+def test_vae_adds_a_positive_term_to_the_training_loss_and_trains_its_weights():
+    keras.utils.set_random_seed(0)
+    model = tiny_vae()
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=get_loss("dice+bce", "regions"), run_eagerly=True)
+    x = batch(n=2)
+    y = toy_target(x, "regions")
+    seg_only = float(model.evaluate(x, y, verbose=0))  # training=False: segmentation loss alone
+    total = float(model.train_on_batch(x, y))  # learning rate 0: same weights, training=True
+    (term,) = [float(keras.ops.convert_to_numpy(v)) for v in model.losses]
+    assert term > 0.0
+    np.testing.assert_allclose(total, seg_only + term, rtol=1e-5)  # group norm, no dropout: same segmentation
+
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=get_loss("dice+bce", "regions"), run_eagerly=True)
+    before = {name: keras.ops.convert_to_numpy(model.get_layer(name).kernel).copy()
+              for name in ("vae_mean", "vae_logvar", "vae_dense_up", "vae0_block0_conv1", "vae_out")}
+    losses = [float(model.train_on_batch(x, y)) for _ in range(10)]
+    assert losses[-1] < 0.9 * losses[0], losses
+    for name, kernel in before.items():  # these weights get gradients from the VAE term only
+        assert not np.allclose(keras.ops.convert_to_numpy(model.get_layer(name).kernel), kernel), name
+
+
+def test_vae_weight_scales_the_term():
+    x = batch(n=2)
+    terms = []
+    for weight in (0.1, 0.3):
+        keras.utils.set_random_seed(0)
+        model = tiny_vae(vae_weight=weight)
+        model(x, training=True)
+        terms.append(float(keras.ops.convert_to_numpy(model.losses[0])))
+    np.testing.assert_allclose(terms[1], 3 * terms[0], rtol=1e-4)
+
+
+def test_vae_under_mixed_bfloat16_gives_a_float32_term(mixed_bfloat16):
+    model = tiny_vae()
+    y = model(batch(), training=True)
+    assert keras.backend.standardize_dtype(y.dtype) == "float32"
+    (term,) = model.losses
+    assert keras.backend.standardize_dtype(term.dtype) == "float32" and np.isfinite(float(term)) and float(term) > 0
+
+
+def test_vae_keras_file_round_trip_gives_identical_predictions(tmp_path):
+    model = tiny_vae(vae_weight=0.2)
+    model.compile(optimizer="adam", loss=get_loss("dice+bce", "regions"))
+    x = batch(seed=4)
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    model.save(tmp_path / "m.keras")
+    loaded = load_model(tmp_path / "m.keras")
+    assert loaded.get_layer("vae_loss").weight == 0.2
+    assert count_params(loaded) == count_params(model)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)), expected)
+
+
+def test_vae_parameter_count_of_the_monai_configuration_at_64():
+    # the branch at 64^3 (bottleneck 128 channels at 8^3): norm 256, down 27*128*16 = 55296, mean and logvar
+    # 2 * (1024*128 + 128) = 262400, dense up 128*1024 + 1024 = 132096, proj 16*128 + 128 = 2176, levels
+    # 128*64 + 2*(128 + 27*64*64) = 229632, 64*32 + 2*(64 + 27*32*32) = 57472, 32*16 + 2*(32 + 27*16*16) = 14400,
+    # out 16*4 + 4 = 68 -> 753796 more than without it
+    plain = segresnet(in_channels=4, base_filters=16, output="regions")
+    model = segresnet(in_channels=4, base_filters=16, output="regions", vae=True, patch_size=64)
+    assert count_params(plain) == 4_702_227  # vae=False: the model of before
+    assert not any(layer.name.startswith("vae") for layer in plain.layers)
+    assert count_params(model) == 4_702_227 + 753_796
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(vae=True), r"^segresnet\(vae=True\) needs a fixed patch_size: the VAE branch's dense layers fix"),
+        (dict(vae=True, patch_size=8), r"patch_size 8 does not work: .* multiple of 16"),
+    ],
+)
+def test_vae_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        segresnet(**kwargs)
