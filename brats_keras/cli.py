@@ -129,6 +129,9 @@ def _add_train(sub):
     p.add_argument("--recipe", help="a named recipe (e.g. 'pretrained') that sets the defaults below")
     p.add_argument("--model", choices=["unet3d", "vnet", "residual_unet", "sm_unet", "segresnet"])
     p.add_argument("--backbone", help="segmentation-models-3D backbone for --model sm_unet")
+    p.add_argument("--vae", action="store_true", default=None,
+                   help="--model segresnet: add the paper's variational auto-encoder branch, a regulariser of "
+                        "training (0.1 x (L2 + KL) on the loss); the model then takes --patch-size inputs only")
     p.add_argument("--base-filters", type=int)
     p.add_argument("--depth", type=int)
     p.add_argument("--norm", choices=["batch", "instance", "group", "none"])
@@ -217,6 +220,9 @@ def cmd_train(args) -> int:
             cfg, resume = TrainConfig.from_recipe(args.recipe, **flags), None
         except ValueError as exc:  # an unknown recipe
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if cfg.vae and cfg.model != "segresnet":
+            print(f"error: --vae works with --model segresnet only, not {cfg.model}", file=sys.stderr)
             return 2
     try:
         res = train(cfg, resume=resume)

@@ -82,6 +82,7 @@ class TrainConfig:
     # them with the TensorFlow backend when tensorboard is installed, True with any backend (refused in one line
     # without tensorflow and tensorboard), False never
     tensorboard: bool | None = None
+    vae: bool = False  # segresnet only: the paper's VAE branch as a training regulariser (fixes the input size)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -205,6 +206,10 @@ def build_from_config(cfg: TrainConfig, n_channels: int):
         kwargs.update(backbone=cfg.backbone)
     else:
         kwargs.update(base_filters=cfg.base_filters, depth=cfg.depth, norm=cfg.norm, dropout=cfg.dropout)
+    if cfg.vae:
+        if cfg.model != "segresnet":
+            raise ValueError(f"vae works with model segresnet only, not {cfg.model}")
+        kwargs.update(vae=True, patch_size=cfg.patch_size)
     return build_model(cfg.model, **kwargs)
 
 

@@ -350,3 +350,38 @@ def test_vae_parameter_count_of_the_monai_configuration_at_64():
 def test_vae_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         segresnet(**kwargs)
+
+
+def test_cli_trains_segresnet_with_vae_and_predicts_with_it(tmp_path):
+    from conftest import write_small_case
+
+    from brats_keras.cli import main as cli_main
+    from brats_keras.convert import convert_folder
+    from brats_keras.inference import Predictor
+    from brats_keras.io import find_cases
+
+    for i in range(3):
+        write_small_case(tmp_path / "src", f"c{i}", seed=i, shape=(40, 36, 30))
+    convert_folder(tmp_path / "src", tmp_path / "conv", crop="brain", scale="zscore", workers=1, progress=False)
+    run = tmp_path / "run"
+    rc = cli_main(["train", "--data", str(tmp_path / "conv"), "--out", str(run), "--model", "segresnet", "--vae",
+                   "--base-filters", "4", "--depth", "2", "--head", "regions", "--loss", "dice+bce", "--patch-size",
+                   "16", "--batch-size", "2", "--epochs", "1", "--steps-per-epoch", "2", "--val-steps", "1", "--val",
+                   "1", "--mixed-precision", "off", "--no-tensorboard"])
+    assert rc == 0
+    assert json.loads((run / "config.json").read_text())["vae"] is True
+    predictor = Predictor(str(run / "checkpoints" / "best.keras"))
+    assert predictor.model.input.shape == (None, 16, 16, 16, 3)  # 3 modalities
+    assert predictor.model.get_layer("vae_loss").weight == 0.1
+    out = predictor.predict_case(find_cases(tmp_path / "src")[0])
+    assert out["classes"].shape == (40, 36, 30)
+
+
+def test_cli_refuses_vae_with_other_models(tmp_path, capsys):
+    from brats_keras.cli import main as cli_main
+
+    rc = cli_main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--model", "unet3d", "--vae"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --vae works with --model segresnet only, not unet3d"
+    assert not (tmp_path / "run").exists()
