@@ -288,11 +288,12 @@ def test_vae_adds_a_positive_term_to_the_training_loss_and_trains_its_weights():
     assert term > 0.0
     np.testing.assert_allclose(total, seg_only + term, rtol=1e-5)  # group norm, no dropout: same segmentation
 
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=get_loss("dice+bce", "regions"), run_eagerly=True)
+    # 1e-3: at 1e-2 the first step throws the log-variance up (the term goes from 0.8 to 9 and back)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss("dice+bce", "regions"), run_eagerly=True)
     before = {name: keras.ops.convert_to_numpy(model.get_layer(name).kernel).copy()
               for name in ("vae_mean", "vae_logvar", "vae_dense_up", "vae0_block0_conv1", "vae_out")}
     losses = [float(model.train_on_batch(x, y)) for _ in range(10)]
-    assert losses[-1] < 0.9 * losses[0], losses
+    assert losses[-1] < 0.9 * losses[0], losses  # measured: 2.69 -> 2.06 in 8 steps
     for name, kernel in before.items():  # these weights get gradients from the VAE term only
         assert not np.allclose(keras.ops.convert_to_numpy(model.get_layer(name).kernel), kernel), name
 
