@@ -24,7 +24,8 @@ During training (only) :class:`VAERegularizer` adds ``vae_weight * (L2 + KL)`` t
 loss with ``add_loss``: L2 the mean squared error between the input and its reconstruction,
 KL the divergence of the latent code from N(0, I) summed over the 128 dimensions and divided
 by the voxels of the patch (the paper's 1/N), both in float32 and averaged over the batch.
-The model's output stays the segmentation alone.
+The model's output stays the segmentation alone; outside training the reconstruction is unused
+(an eager call still computes it, a compiled graph may drop it).
 
 Input ``(B, D, H, W, in_channels)``, output ``(B, D, H, W, n_out)`` where every
 spatial size is a multiple of ``2 ** depth``.
