@@ -70,6 +70,20 @@ class Workers:
         return int(seed) + SEED_STRIDE * self.index
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` TCP ports free on this machine now, for workers started on localhost (tests, benchmarks, a
+    trial run before a cluster)."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for sock in socks:
+        sock.bind(("localhost", 0))
+    ports = [sock.getsockname()[1] for sock in socks]
+    for sock in socks:
+        sock.close()
+    return ports
+
+
 def shard(case_ids, index: int, count: int) -> list:
     """Worker ``index``'s cases of ``count`` workers: every ``count``-th of the sorted ids, from ``index``.
 

@@ -10,7 +10,6 @@ validation loss equal a single-process run on the same global batches; only work
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from brats_keras.distributed import free_ports
 from conftest import write_converted_cases
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,16 +30,6 @@ from multiworker import reference  # noqa: E402
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
     return write_converted_cases(tmp_path_factory.mktemp("mw"), 5)  # 4 training cases (2 per worker), 1 val
-
-
-def free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def run_workers(backend, data, tmp, timeout=420):
