@@ -97,6 +97,9 @@ def reference(data, run, records):
 
 
 if __name__ == "__main__":
+    from brats_keras.pool import _end_with_parent
+
+    _end_with_parent(os.getppid())  # a killed pytest takes its workers with it (they outlived it before)
     data, out, record, index, count, ports = sys.argv[1:7]
     worker(data, out, record, int(index), int(count), ports.split(","))
     print("WORKER DONE", index, flush=True)
