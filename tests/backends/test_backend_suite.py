@@ -227,6 +227,15 @@ def test_keras_file_round_trip_keeps_info_and_predictions(tmp_path):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)), expected)
 
 
+def test_float16_model_file_loads_the_rounded_weights_into_float32(tmp_path):
+    model = tiny("unet3d", output="regions", norm="batch")
+    path = save_model(model, tmp_path / "m16.keras", {"format": 1}, include_optimizer=False, weights_dtype="float16")
+    loaded, _ = load_model(path, compile=False)
+    for original, half in zip(model.get_weights(), loaded.get_weights()):
+        assert half.dtype == np.float32
+        np.testing.assert_array_equal(half, original.astype(np.float16).astype(np.float32))
+
+
 # --------------------------------------------------------------------------- the shipped model
 @pytest.fixture(scope="module")
 def shipped():

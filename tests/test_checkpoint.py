@@ -1,0 +1,131 @@
+"""Model files with weights stored in float16 (``save_model(weights_dtype="float16")``, ``store_float16``)."""
+from __future__ import annotations
+
+import zipfile
+
+import numpy as np
+import pytest
+
+import brats_keras  # noqa: F401  (before keras)
+import keras
+
+from brats_keras import io as bio
+from brats_keras.checkpoint import WEIGHTS_MEMBER, load_model, read_info, read_state, save_model, store_float16
+from brats_keras.io import BratsInputError
+from brats_keras.models import build_model
+
+from conftest import REAL, require_shared
+
+INFO = {"format": 1, "modalities": ["flair", "t1ce"], "scale": "zscore", "crop": "brain", "downsample": 2,
+        "output": "regions", "patch_size": 16}
+
+
+def tiny(norm="batch"):
+    keras.utils.set_random_seed(3)
+    return build_model("unet3d", in_channels=2, output="regions", base_filters=4, depth=2, norm=norm)
+
+
+def x_batch(seed=0):
+    return np.random.default_rng(seed).standard_normal((2, 16, 16, 16, 2)).astype(np.float32)
+
+
+def stored_dtypes(path) -> set:
+    """The dtypes of the float arrays in a model file's weights member."""
+    import io
+
+    import h5py
+
+    found = set()
+    with zipfile.ZipFile(path) as zf, h5py.File(io.BytesIO(zf.read(WEIGHTS_MEMBER)), "r") as h5:
+        h5.visititems(lambda name, obj: found.add(str(obj.dtype))
+                      if isinstance(obj, h5py.Dataset) and obj.dtype.kind == "f" else None)
+    return found
+
+
+def test_float16_file_loads_the_rounded_weights_into_a_float32_model(tmp_path):
+    model = tiny()
+    # batch-norm statistics like those of a trained network: a variance in the thousands must survive
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    bn.moving_variance.assign(np.full(bn.moving_variance.shape, 6074.35, np.float32))
+    f32 = save_model(model, tmp_path / "m32.keras", INFO, include_optimizer=False, state={"epoch": 3})
+    f16 = save_model(model, tmp_path / "m16.keras", INFO, include_optimizer=False, state={"epoch": 3},
+                     weights_dtype="float16")
+    loaded, info = load_model(f16, compile=False)
+    assert info == INFO and read_state(f16) == {"epoch": 3}
+    for original, half in zip(model.get_weights(), loaded.get_weights()):
+        assert half.dtype == original.dtype == np.float32
+        np.testing.assert_array_equal(half, original.astype(np.float16).astype(np.float32))
+    assert any(not np.array_equal(w, w.astype(np.float16)) for w in model.get_weights())  # the rounding is real
+    assert stored_dtypes(f32) == {"float32"} and stored_dtypes(f16) == {"float16"}
+    x = x_batch()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)),
+                               keras.ops.convert_to_numpy(model(x, training=False)), atol=3e-3)
+
+
+def test_store_float16_of_a_file_equals_saving_in_float16_and_keeps_the_members(tmp_path):
+    model = tiny(norm="instance")
+    f32 = save_model(model, tmp_path / "m32.keras", INFO, include_optimizer=False)
+    direct = save_model(model, tmp_path / "direct.keras", INFO, include_optimizer=False, weights_dtype="float16")
+    converted = store_float16(f32, tmp_path / "sub" / "conv.keras")
+    a, _ = load_model(direct, compile=False)
+    b, info = load_model(converted, compile=False)
+    assert info == INFO
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+    with zipfile.ZipFile(f32) as z32, zipfile.ZipFile(converted) as z16:
+        assert sorted(z32.namelist()) == sorted(z16.namelist())
+    # in place
+    store_float16(f32)
+    c, _ = load_model(f32, compile=False)
+    for wa, wc in zip(a.get_weights(), c.get_weights()):
+        np.testing.assert_array_equal(wa, wc)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == sorted(["m32.keras", "direct.keras", "sub", "conv.keras"])
+
+
+def test_a_weight_beyond_float16_range_is_refused_naming_the_file_and_nothing_is_written(tmp_path):
+    model = tiny()
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    bn.moving_variance.assign(np.full(bn.moving_variance.shape, 1e5, np.float32))
+    f32 = save_model(model, tmp_path / "m32.keras", INFO, include_optimizer=False)
+    with pytest.raises(BratsInputError, match=r"m32\.keras: weight .*moving|m32\.keras: weight .*beyond float16"):
+        store_float16(f32, tmp_path / "out.keras")
+    with pytest.raises(BratsInputError, match=r"m16\.keras: weight .* beyond float16's range"):
+        save_model(model, tmp_path / "m16.keras", INFO, include_optimizer=False, weights_dtype="float16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m32.keras"]
+
+
+def test_store_float16_error_paths(tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.keras: model file not found"):
+        store_float16(tmp_path / "missing.keras")
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(BratsInputError, match="bad.keras: not a Keras model file"):
+        store_float16(bad, tmp_path / "out.keras")
+    legacy = tmp_path / "legacy.keras"
+    with zipfile.ZipFile(legacy, "w") as zf:
+        zf.writestr("config.json", "{}")
+    with pytest.raises(BratsInputError, match=f"legacy.keras: no {WEIGHTS_MEMBER}"):
+        store_float16(legacy, tmp_path / "out.keras")
+    with pytest.raises(ValueError, match="weights_dtype must be"):
+        save_model(tiny(), tmp_path / "x.keras", weights_dtype="bfloat16")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.keras", "legacy.keras"]
+
+
+def test_the_shipped_model_in_float16_scores_a_real_case_as_in_float32(tmp_path):
+    from brats_keras.evaluation import score_case
+    from brats_keras.inference import Predictor
+    from brats_keras.pretrained import pretrained_path
+
+    root = require_shared(REAL)
+    case = next(c for c in bio.find_cases(root) if c.case_id == "Brats18_TCIA02_606_1")
+    half = store_float16(pretrained_path(), tmp_path / "shipped16.keras")
+    assert half.stat().st_size < 0.5 * pretrained_path().stat().st_size
+    truth = bio.load_classes(case.seg)
+    dice = {}
+    for name, path in (("f32", pretrained_path()), ("f16", half)):
+        model, _ = load_model(path, compile=False)
+        pred = Predictor(model, info=read_info(path)).predict_case(case)
+        dice[name] = {r: s["dice"] for r, s in score_case(pred["classes"], truth, report=False, distances=False).items()}
+    assert dice["f32"] == pytest.approx({"WT": 0.902, "TC": 0.820, "ET": 0.558}, abs=6e-4)
+    for region in ("WT", "TC", "ET"):
+        assert abs(dice["f16"][region] - dice["f32"][region]) < 2e-3
