@@ -440,7 +440,36 @@ def cmd_set_postprocessing(args) -> int:
     return 0
 
 
-_EXTRA.extend([_add_crossval, _add_set_postprocessing])
+def _add_ensemble(sub):
+    p = sub.add_parser("ensemble", help="gather the fold models of a cross-validation into one folder that predict "
+                                        "averages (fold-<k>.keras, float16 weights, the chosen post-processing)",
+                       description="Exit status: 0 written; 2 unusable input (a folder that is not a fold run, a "
+                                   "missing or unreadable checkpoint, two runs of one fold, runs with different "
+                                   "preprocessing, an unreadable post-processing file): one line, nothing written.")
+    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="the fold run folders")
+    p.add_argument("--out", required=True, help="output folder (then: brats-keras predict --model OUT ...)")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last")
+    p.add_argument("--postprocessing", metavar="JSON",
+                   help="postprocessing.json written by crossval --choose-postprocessing: stored in every model")
+    p.add_argument("--float32", action="store_true", help="keep the weights in float32 (default: float16, half "
+                                                          "the size, the same Dice)")
+    p.set_defaults(func=cmd_ensemble)
+
+
+def cmd_ensemble(args) -> int:
+    from .crossval import ensemble_from_runs
+    from .io import BratsInputError
+
+    try:
+        ensemble_from_runs(args.runs, args.out, checkpoint=args.checkpoint, postprocessing=args.postprocessing,
+                           weights_dtype="float32" if args.float32 else "float16")
+    except (BratsInputError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+_EXTRA.extend([_add_crossval, _add_set_postprocessing, _add_ensemble])
 
 
 # ----------------------------------------------------------------------------- export

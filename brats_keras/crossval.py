@@ -6,6 +6,8 @@ The workflow (``K`` = 5)::
     brats-keras train --data data/real_2mm --recipe pretrained --folds 5 --fold 0 --out runs/cv_fold0
     ...                                                                  --fold 4 --out runs/cv_fold4
     brats-keras crossval --runs runs/cv_fold0 ... runs/cv_fold4 --out cv --choose-postprocessing
+    brats-keras ensemble --runs runs/cv_fold0 ... runs/cv_fold4 --postprocessing cv/postprocessing.json --out model5
+    brats-keras predict --model model5 --input new_cases --output predictions
 
 Each fold run trains on the other folds' cases and keeps this fold's as validation (its ``split.json``).
 :func:`crossval_predict` predicts every fold's validation cases with that fold's checkpoint, so each case
@@ -435,7 +437,6 @@ def set_postprocessing(model_path, choice) -> dict:
     it to every prediction unless told otherwise (``--no-postprocess`` or explicit flags).
     """
     from .checkpoint import read_info, write_info
-    from .inference import postprocessing_spec
 
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -449,10 +450,87 @@ def set_postprocessing(model_path, choice) -> dict:
     if choice is None:
         info.pop("postprocess", None)
     else:
-        spec = postprocessing_spec(choice.get("postprocess", choice))
-        if "chosen_on" in choice:
-            spec["chosen_on"] = {**choice["chosen_on"], "dice_before": choice.get("dice_before"),
-                                 "dice_after": choice.get("dice_after")}
-        info["postprocess"] = spec
+        info["postprocess"] = _postprocess_info(choice)
     write_info(model_path, info)
     return info
+
+
+# ----------------------------------------------------------------------------- the fold ensemble
+def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str = "float16",
+                       postprocessing=None, log=print) -> list[Path]:
+    """Write the fold models of a cross-validation into one folder, ``fold-<k>.keras``: a fold ensemble that
+    ``brats-keras predict --model out`` (and :class:`~brats_keras.inference.Predictor`) averages.
+
+    Each file holds the fold's weights without optimizer state (in float16 by default: half the size, see
+    :func:`brats_keras.checkpoint.store_float16`), its preprocessing info, and the post-processing chosen on
+    the out-of-fold predictions when ``postprocessing`` (a ``postprocessing.json`` path or a
+    :func:`choose_postprocessing` result) is given. ``out/ensemble.json`` records where each file came from.
+
+    Raises:
+        BratsInputError (one line, before anything is written) for a folder that is not a fold run, a missing or
+        unreadable checkpoint, two runs of the same fold, runs with different preprocessing, or an unreadable
+        post-processing file; files already in ``out`` are replaced one by one (temporary name, then rename).
+    """
+    from .checkpoint import load_model, save_model
+    from .inference import check_same_preprocessing
+
+    if checkpoint not in ("last", "best"):
+        raise BratsInputError(f"--checkpoint {checkpoint!r}: use last or best")
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise BratsInputError("no fold run given")
+    if isinstance(postprocessing, (str, Path)):
+        try:
+            postprocessing = json.loads(Path(postprocessing).read_text())
+        except (OSError, ValueError) as exc:
+            raise BratsInputError(f"{postprocessing}: not a readable post-processing file ({exc})") from None
+    folds, loaded = {}, []
+    for run in runs:
+        split_path, model_path = run / "split.json", run / "checkpoints" / f"{checkpoint}.keras"
+        if not split_path.is_file():
+            raise BratsInputError(f"{run}: not a run folder (no split.json)")
+        if not model_path.is_file():
+            raise BratsInputError(f"{model_path}: checkpoint not found")
+        try:
+            fold = int(json.loads(split_path.read_text()).get("fold"))
+        except (ValueError, TypeError):
+            raise BratsInputError(f"{split_path}: not the split of a fold run (train --folds K --fold k)") from None
+        if fold in folds:
+            raise BratsInputError(f"{folds[fold]} and {run} are both fold {fold}: give one run per fold")
+        folds[fold] = run
+        model, info = load_model(model_path, compile=False)  # BratsInputError naming a corrupt file
+        loaded.append((fold, run, model_path, model, info))
+    check_same_preprocessing([i for *_, i in loaded], [str(m) for _, _, m, _, _ in loaded])
+    if postprocessing is not None:
+        postprocessing = _postprocess_info(postprocessing)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written, sources = [], {}
+    for fold, run, model_path, model, info in sorted(loaded, key=lambda t: t[0]):
+        info = {k: v for k, v in info.items() if k != "postprocess"}
+        if postprocessing is not None:
+            info["postprocess"] = postprocessing
+        path = save_model(model, out / f"fold-{fold}.keras", info, include_optimizer=False,
+                          weights_dtype=weights_dtype)
+        written.append(path)
+        sources[path.name] = {"fold": fold, "run": str(run), "checkpoint": str(model_path)}
+        log(f"{path}: fold {fold} from {model_path} ({weights_dtype}, {path.stat().st_size / 1e6:.2f} MB)")
+    atomic_write_json(out / "ensemble.json", {"checkpoint": checkpoint, "weights_dtype": weights_dtype,
+                                              "models": sources, "postprocess": postprocessing})
+    return written
+
+
+def _postprocess_info(choice: dict) -> dict:
+    """The ``info["postprocess"]`` that :func:`set_postprocessing` would store for ``choice``."""
+    from .inference import postprocessing_spec
+
+    if not isinstance(choice, dict):
+        raise BratsInputError(f"a post-processing choice is a JSON object, not {type(choice).__name__}")
+    try:
+        spec = postprocessing_spec(choice.get("postprocess", choice))
+    except (ValueError, TypeError) as exc:
+        raise BratsInputError(f"post-processing: {exc}") from None
+    if "chosen_on" in choice:
+        spec["chosen_on"] = {**choice["chosen_on"], "dice_before": choice.get("dice_before"),
+                             "dice_after": choice.get("dice_after")}
+    return spec

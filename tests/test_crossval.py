@@ -398,6 +398,76 @@ def test_ensemble_refuses_mixed_preprocessing(models, tmp_path, capsys):
     assert rc == 0 and (tmp_path / "ok" / "c0.nii.gz").exists()
 
 
+def test_ensemble_command_gathers_the_folds_in_float16_with_the_chosen_postprocessing(cv, tmp_path, capsys):
+    from brats_keras.checkpoint import load_model
+
+    root, runs = cv
+    lasts = [r / "checkpoints" / "last.keras" for r in runs]
+    pp = tmp_path / "postprocessing.json"
+    pp.write_text(json.dumps({"postprocess": {"min_component": {"WT": 50}, "et_threshold": 100},
+                              "chosen_on": {"crossval": "cv"}, "dice_before": {"WT": 0.8}, "dice_after": {"WT": 0.81}}))
+    out = tmp_path / "ens"
+    # runs given in any order: the files are named by their fold
+    assert cli_main(["ensemble", "--runs", str(runs[1]), str(runs[0]), "--out", str(out),
+                     "--postprocessing", str(pp)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ensemble.json", "fold-0.keras", "fold-1.keras"]
+    record = json.loads((out / "ensemble.json").read_text())
+    assert record["weights_dtype"] == "float16" and record["models"]["fold-1.keras"]["run"] == str(runs[1])
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 16, 3)).astype(np.float32)
+    expected = []
+    for k, last in enumerate(lasts):
+        src, src_info = load_model(last, compile=False)
+        dst, dst_info = load_model(out / f"fold-{k}.keras", compile=False)
+        for w, h in zip(src.get_weights(), dst.get_weights()):
+            np.testing.assert_array_equal(h, w.astype(np.float16).astype(np.float32))
+        assert dst_info["postprocess"]["min_component"] == {"WT": 50, "TC": 0, "ET": 0}
+        assert dst_info["postprocess"]["et_threshold"] == 100
+        assert dst_info["postprocess"]["chosen_on"]["crossval"] == "cv"
+        assert {k: v for k, v in dst_info.items() if k != "postprocess"} == src_info
+        expected.append(np.asarray(dst.predict_on_batch(x)))
+    ens = Predictor(out)
+    assert len(ens.models) == 2 and ens.post == postprocessing_spec({"min_component": {"WT": 50}, "et_threshold": 100})
+    assert np.allclose(ens.predict_batch(x), (expected[0] + expected[1]) / 2, atol=1e-6)
+    # --float32 keeps the weights exactly
+    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(tmp_path / "f32"), "--float32"]) == 0
+    a, _ = load_model(tmp_path / "f32" / "fold-0.keras", compile=False)
+    b, _ = load_model(lasts[0], compile=False)
+    assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
+    assert "postprocess" not in read_info(tmp_path / "f32" / "fold-0.keras")
+
+
+def test_ensemble_command_refuses_bad_runs_in_one_line_and_writes_nothing(cv, tmp_path, capsys):
+    from brats_keras.checkpoint import write_info
+
+    root, runs = cv
+    other = tmp_path / "other"  # a copy of fold 1 trained, it says, on min-max scaled data
+    (other / "checkpoints").mkdir(parents=True)
+    (other / "split.json").write_bytes((runs[1] / "split.json").read_bytes())
+    (other / "checkpoints" / "last.keras").write_bytes((runs[1] / "checkpoints" / "last.keras").read_bytes())
+    write_info(other / "checkpoints" / "last.keras",
+               {**read_info(runs[1] / "checkpoints" / "last.keras"), "scale": "minmax"})
+    bad_pp = tmp_path / "pp.json"
+    bad_pp.write_text("{not json")
+    cases = [([str(runs[0]), str(runs[0])], f"{runs[0]} and {runs[0]} are both fold 0"),
+             ([str(runs[0]), str(root)], f"{root}: not a run folder (no split.json)"),
+             ([str(runs[0]), str(other)], "were trained with different scale ('zscore' and 'minmax')"),
+             ([str(runs[0]), str(runs[1]), "--postprocessing", str(bad_pp)], f"{bad_pp}: not a readable post-processing")]
+    for args, message in cases:
+        capsys.readouterr()
+        rc = cli_main(["ensemble", "--runs", *args, "--out", str(tmp_path / "ens")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and message in err[0], (args, err)
+        assert not (tmp_path / "ens").exists()
+    (runs[0] / "checkpoints" / "best.keras").rename(runs[0] / "checkpoints" / "best.keras.away")
+    try:
+        assert cli_main(["ensemble", "--runs", *map(str, runs), "--checkpoint", "best", "--out",
+                         str(tmp_path / "ens")]) == 2
+        assert "best.keras: checkpoint not found" in capsys.readouterr().err
+    finally:
+        (runs[0] / "checkpoints" / "best.keras.away").rename(runs[0] / "checkpoints" / "best.keras")
+    assert not (tmp_path / "ens").exists()
+
+
 def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
     import brats_keras.pretrained as pre
 
