@@ -251,14 +251,27 @@ def _add_predict(sub):
     p.add_argument("--min-component", type=int, help="drop tumor islands smaller than N voxels")
     p.add_argument("--keep-largest", type=int, help="keep only the N largest tumor components")
     p.add_argument("--et-threshold", type=int,
-                   help="predicted ET below N voxels becomes necrosis (BraTS rule); any of these three flags "
-                        "replaces the post-processing stored in the model file")
+                   help="predicted ET below N voxels becomes necrosis (BraTS rule)")
+    p.add_argument("--thresholds", type=_thresholds_arg, metavar="WT,TC,ET",
+                   help="region probabilities above which a voxel is in WT, TC, ET (region models; default 0.5 "
+                        "each); any of these four flags replaces the post-processing stored in the model file")
     p.add_argument("--no-postprocess", action="store_true",
                    help="no post-processing, not even the one stored in the model file")
     p.add_argument("--labels", choices=["2021", "2023"], help="label convention of the output (default: the input's)")
     p.add_argument("--save-probs", action="store_true", help="also save <case>_probs.npy (float16)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+
+def _thresholds_arg(text: str) -> list:
+    """``--thresholds 0.5,0.5,0.7`` (WT, TC, ET), or one value for all three."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: three probabilities WT,TC,ET (e.g. 0.5,0.5,0.7)") from None
+    if len(values) not in (1, 3) or not all(0.0 < v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: one or three probabilities between 0 and 1 (WT,TC,ET)")
+    return values * 3 if len(values) == 1 else values
 
 
 def cmd_predict(args) -> int:
@@ -270,7 +283,8 @@ def cmd_predict(args) -> int:
                              save_probs=args.save_probs, progress=not args.quiet, patch_size=args.patch_size,
                              overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
                              min_component=args.min_component, keep_largest=args.keep_largest,
-                             et_threshold=args.et_threshold, postprocess=not args.no_postprocess)
+                             et_threshold=args.et_threshold, thresholds=args.thresholds,
+                             postprocess=not args.no_postprocess)
     except (BratsInputError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -143,7 +143,8 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
         runs: the fold run folders (each with ``split.json`` and ``checkpoints/<checkpoint>.keras``); their
             validation cases must not overlap.
         out: output folder: ``predictions/<case>.nii.gz`` (raw label maps, no post-processing, in the case's
-            label convention), ``crossval.json`` and ``crossval.csv``.
+            label convention), for region models ``probabilities/<case>.npz`` (:func:`save_probabilities`, used
+            to choose region thresholds), ``crossval.json`` and ``crossval.csv``.
         data_roots: folders of the original NIfTI cases with label maps (any layout); default: where the
             runs' conversion manifests say the label maps are.
         checkpoint: ``"last"`` (default: choosing a checkpoint by the Dice of 4 or 5 validation cases
@@ -197,7 +198,7 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
         for cid in sorted(val):
             case = truth[cid]
             try:
-                pred = predictor.predict_case(case)
+                pred = predictor.predict_case(case, return_probs=predictor.spec.regions)
             except (BratsInputError, ValueError) as exc:  # an unreadable case: one line, the others go on
                 failed[cid] = str(exc).splitlines()[0]
                 log(f"FAILED {cid}: {failed[cid]}")
@@ -205,10 +206,14 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
             pred_path = out / "predictions" / f"{cid}.nii.gz"
             save_nifti(pred_path, classes_to_labels(pred["classes"], case.label_convention), pred["affine"],
                        pred["header"])
+            extra = {}
+            if pred["probs"] is not None:  # region models: the probabilities, for choosing region thresholds
+                extra["probabilities"] = str(save_probabilities(out / "probabilities" / f"{cid}.npz",
+                                                                pred["probs"], pred["box"]))
             true, spacing = _read_classes(Path(case.seg))
             scores = region_scores(pred["classes"], true, spacing)
             cases[cid] = {"fold": fold, "run": str(run), "model": str(model_path), "prediction": str(pred_path),
-                          "truth": str(case.seg), **{r: scores[r] for r in REGION_NAMES}}
+                          "truth": str(case.seg), **extra, **{r: scores[r] for r in REGION_NAMES}}
             if progress:
                 log(f"fold {fold} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in REGION_NAMES))
         rows = [cases[c] for c in sorted(val) if c in cases]
@@ -289,9 +294,11 @@ def crossval_markdown(results: dict, choice: dict | None = None, command: str | 
         lines += ["", "Not scored (unreadable): " + ", ".join(sorted(results["failed"])) + "."]
     if choice is not None:
         a, b = choice["dice_after"], choice["dice_before"]
+        from .inference import is_postprocessing_off
+
         chosen = choice["postprocess"] or {}
         lines += ["", f"Post-processing chosen on these out-of-fold predictions: `{json.dumps(chosen)}`"
-                  + (" (none raised a mean Dice)" if not chosen else "")
+                  + (" (none raised a mean Dice)" if is_postprocessing_off(chosen) else "")
                   + "; mean Dice WT / TC / ET " + " / ".join(f"{b[r]:.3f}" for r in REGION_NAMES) + " before, "
                   + " / ".join(f"{a[r]:.3f}" for r in REGION_NAMES) + " after."]
     if command:
@@ -300,6 +307,65 @@ def crossval_markdown(results: dict, choice: dict | None = None, command: str | 
 
 
 # ----------------------------------------------------------------------------- post-processing choice
+#: region thresholds tried by :func:`choose_postprocessing` besides the default 0.5 (a coarse grid: 28 cases
+#: cannot tell 0.65 from 0.7)
+REGION_THRESHOLDS = (0.3, 0.4, 0.6, 0.7, 0.8)
+
+
+def save_probabilities(path, probs: np.ndarray, box) -> Path:
+    """Save a case's region probabilities ``(D, H, W, 3)`` compactly: the brain box ``box`` only, as uint8
+    (probability x 255, rounded: thresholds keep a precision of 1/255), compressed. Atomic."""
+    from .io import atomic_write
+    from .preprocessing import box_slices
+
+    probs = np.asarray(probs)
+    q = np.rint(np.clip(probs[box_slices(box)], 0.0, 1.0) * 255).astype(np.uint8)
+    shape = probs.shape[:3]
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, probs=q, box=np.asarray(box, np.int64), shape=np.asarray(shape, np.int64))
+
+    atomic_write(Path(path), write, suffix=".npz")
+    return Path(path)
+
+
+def load_probabilities(path) -> tuple:
+    """``(probs uint8 (d, h, w, 3) of the box, box [(lo, hi)] * 3, full shape)`` saved by :func:`save_probabilities`.
+
+    Raises:
+        BratsInputError naming the file when it is missing or not such a file.
+    """
+    try:
+        with np.load(path) as z:
+            return z["probs"], [tuple(int(v) for v in row) for row in z["box"]], tuple(int(v) for v in z["shape"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise BratsInputError(f"{path}: not a probabilities file written by crossval ({exc})") from None
+
+
+def _threshold_crop(probs_q: np.ndarray, box, shape, truth: np.ndarray):
+    """The quantized probabilities and the truth cut to one box: the brain box grown to hold every true
+    tumor voxel (outside the brain box the probabilities are 0), so every Dice is that of the whole volume."""
+    from .preprocessing import bounding_box
+
+    lo = [a for a, _ in box]
+    hi = [b for _, b in box]
+    if (truth > 0).any():
+        tbox = bounding_box(truth > 0)
+        lo = [min(a, b[0]) for a, b in zip(lo, tbox)]
+        hi = [max(a, b[1]) for a, b in zip(hi, tbox)]
+    if tuple(truth.shape) != tuple(shape):
+        raise BratsInputError(f"probabilities of shape {tuple(shape)} for a label map of shape {truth.shape}")
+    p = np.zeros(tuple(h - l for l, h in zip(lo, hi)) + (probs_q.shape[-1],), np.uint8)
+    inner = tuple(slice(a - l, b - l) for (a, b), l in zip(box, lo))
+    p[inner] = probs_q
+    return p, truth[tuple(slice(l, h) for l, h in zip(lo, hi))]
+
+
+def _decode(probs_q: np.ndarray, thresholds: dict) -> np.ndarray:
+    from .labels import regions_to_classes
+
+    return regions_to_classes(probs_q, [thresholds[r] * 255 for r in REGION_NAMES])
 def _crop_pair(pred: np.ndarray, true: np.ndarray):
     """Both maps cut to the box of their tumor voxels (1 voxel margin): post-processing only removes
     voxels and connectivity stays inside the box, so every Dice is that of the whole volume, faster."""
@@ -325,11 +391,14 @@ def _region_dice(preds, truths) -> dict:
 
 
 def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET_THRESHOLDS,
-                          min_gain: float = MIN_GAIN) -> dict:
+                          min_gain: float = MIN_GAIN, probs=None, thresholds=REGION_THRESHOLDS) -> dict:
     """Choose, on out-of-fold predictions, the post-processing that raises the mean Dice.
 
-    Per region, in the order WT, TC, ET and each on top of the choices already made (nnU-Net's sequential
-    rule): try removing components under each of ``sizes`` voxels and keeping only the largest component
+    With ``probs`` (region models), first the region thresholds: per region in the order ET, TC, WT (inner
+    first: a voxel above the ET threshold is in all three regions), each on top of the choices already made, try each of ``thresholds`` instead of 0.5 as the probability above which
+    a voxel is in that region, under the test below; the class maps decoded with the chosen thresholds replace
+    ``preds``. Then per region, in the order WT, TC, ET and each on top of the choices already made (nnU-Net's
+    sequential rule): try removing components under each of ``sizes`` voxels and keeping only the largest component
     (see :func:`brats_keras.inference.apply_postprocessing`); keep the candidate with the highest mean Dice
     of that region if it beats doing nothing by more than ``min_gain`` and lowers no region's mean Dice by more
     than ``min_gain`` (ties go to the gentler candidate: smaller sizes first, keeping the largest last). Then
@@ -339,27 +408,60 @@ def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET
     Only Dice decides (HD95 is reported by :func:`crossval_predict`, not used here).
 
     Args:
-        preds, truths: class maps ``(D, H, W)`` uint8 (classes 0..3), one pair per case, same shapes.
+        preds, truths: class maps ``(D, H, W)`` uint8 (classes 0..3), one pair per case, same shapes (``preds``
+            is not used when ``probs`` is given).
         sizes, et_thresholds: the grids tried (voxels of the label maps: mm^3 at BraTS' 1 mm).
         min_gain: the least rise of the mean Dice a setting must bring (see ``MIN_GAIN``).
+        probs: None, or per case ``(probs uint8, box, shape)`` as :func:`load_probabilities` gives (the region
+            probabilities x 255 inside ``box`` of a volume of ``shape``); the maps they decode to at 0.5 stand for
+            ``preds``.
+        thresholds: the region thresholds tried besides 0.5.
     Returns:
         ``{"min_gain", "postprocess": spec for :func:`~brats_keras.inference.postprocessing_spec`, "dice_before": {region:
         mean}, "dice_after": {region: mean}, "tried": [{"step", "setting", "dice": {region: mean},
         "chosen"}], "cases": n}``.
     """
-    from .inference import apply_postprocessing, postprocessing_spec, small_et_to_ncr
+    from .inference import DEFAULT_THRESHOLD, apply_postprocessing, postprocessing_spec, small_et_to_ncr
 
-    pairs = [_crop_pair(np.asarray(p), np.asarray(t)) for p, t in zip(preds, truths)]
-    if not pairs:
-        raise BratsInputError("no predictions to choose post-processing on")
-    current, truths = [p for p, _ in pairs], [t for _, t in pairs]
     spec = postprocessing_spec()
-    before = score = _region_dice(current, truths)
     tried = []
 
     def accept(candidate_score, best_score, region):
         return (candidate_score[region] > best_score[region] + min_gain
                 and all(candidate_score[r] >= score[r] - min_gain for r in REGION_NAMES))
+
+    if probs is not None:
+        crops = [_threshold_crop(np.asarray(q), box, shape, np.asarray(t)) for (q, box, shape), t in zip(probs, truths)]
+        if not crops:
+            raise BratsInputError("no predictions to choose post-processing on")
+        chosen = dict(spec["thresholds"])
+        full_truths = [t for _, t in crops]
+        current = [_decode(q, chosen) for q, _ in crops]
+        before = score = _region_dice(current, full_truths)
+        for region in reversed(REGION_NAMES):  # inner first: ET voxels are TC and WT whatever their thresholds
+            best = None
+            for t in thresholds:
+                if t == DEFAULT_THRESHOLD:
+                    continue
+                trial = {**chosen, region: float(t)}
+                outs = [_decode(q, trial) for q, _ in crops]
+                cand = _region_dice(outs, full_truths)
+                tried.append({"step": f"{region} threshold", "setting": {"threshold": float(t)}, "dice": cand,
+                              "chosen": False})
+                if accept(cand, best[1] if best else score, region):
+                    best = (float(t), cand, outs, len(tried) - 1)
+            if best:
+                chosen[region], score, current = best[0], best[1], best[2]
+                tried[best[3]]["chosen"] = True
+        spec["thresholds"] = chosen
+        preds, truths = current, full_truths
+    pairs = [_crop_pair(np.asarray(p), np.asarray(t)) for p, t in zip(preds, truths)]
+    if not pairs:
+        raise BratsInputError("no predictions to choose post-processing on")
+    current, truths = [p for p, _ in pairs], [t for _, t in pairs]
+    score = _region_dice(current, truths)
+    if probs is None:
+        before = score
 
     for region in REGION_NAMES:
         candidates = [("min_component", s) for s in sizes] + [("keep_largest", 1)]
@@ -399,17 +501,24 @@ def choose_postprocessing_from_crossval(cv_dir, **kwargs) -> dict:
     if not path.is_file():
         raise BratsInputError(f"{cv_dir}: no crossval.json (run brats-keras crossval first)")
     results = json.loads(path.read_text())
-    preds, truths = [], []
-    for cid, row in results["cases"].items():
-        pred = Path(row["prediction"])
-        if not pred.is_absolute() and not pred.exists():
-            pred = cv_dir / "predictions" / pred.name
-        preds.append(_read_classes(pred)[0])
-        truths.append(_read_classes(Path(row["truth"]))[0])
-    choice = choose_postprocessing(preds, truths, **kwargs)
+    rows = list(results["cases"].values())
+    truths = [_read_classes(Path(row["truth"]))[0] for row in rows]
+    if rows and all("probabilities" in row for row in rows):  # region models: thresholds are chosen too
+        probs = [load_probabilities(_member_path(cv_dir, "probabilities", row["probabilities"])) for row in rows]
+        preds = None
+    else:
+        probs = None
+        preds = [_read_classes(_member_path(cv_dir, "predictions", row["prediction"]))[0] for row in rows]
+    choice = choose_postprocessing(preds, truths, probs=probs, **kwargs)
     choice["chosen_on"] = {"crossval": str(cv_dir.resolve()), "cases": sorted(results["cases"]),
                            "checkpoint": results.get("checkpoint")}
     return choice
+
+
+def _member_path(cv_dir: Path, folder: str, recorded: str) -> Path:
+    """A file crossval.json names: where it was written, or in ``cv_dir/folder`` when the folder was moved."""
+    path = Path(recorded)
+    return cv_dir / folder / path.name if not path.exists() else path
 
 
 def format_choice(choice: dict) -> str:

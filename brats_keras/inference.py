@@ -135,20 +135,31 @@ def postprocess(classes, min_component=0, keep_largest=0, et_threshold=0):
 REMOVED_BECOMES = {"WT": 0, "TC": 2, "ET": 1}
 
 
-def postprocessing_spec(spec=None, min_component=None, keep_largest=None, et_threshold=None) -> dict:
-    """A complete post-processing choice: ``{"min_component": {"WT": n, "TC": n, "ET": n},
-    "keep_largest": {"WT": k, "TC": k, "ET": k}, "et_threshold": n}`` (0 = off everywhere).
+#: the probability above which a voxel is in a region (region models); a stored choice may move it per region
+DEFAULT_THRESHOLD = 0.5
 
-    ``spec`` may be such a dict (partial is fine; an int for ``min_component`` or ``keep_largest``
-    means the whole tumor, as the ``--min-component`` / ``--keep-largest`` flags), or None. The keyword
-    arguments, when not None, replace the matching entries. Other keys (e.g. ``"chosen_on"``) are dropped.
+
+def postprocessing_spec(spec=None, min_component=None, keep_largest=None, et_threshold=None,
+                        thresholds=None) -> dict:
+    """A complete post-processing choice: ``{"thresholds": {"WT": t, "TC": t, "ET": t}, "min_component":
+    {"WT": n, "TC": n, "ET": n}, "keep_largest": {"WT": k, "TC": k, "ET": k}, "et_threshold": n}``
+    (thresholds 0.5 and 0 elsewhere = off).
+
+    ``thresholds`` are the region probabilities above which a voxel is in that region (models with region
+    outputs; :func:`brats_keras.labels.regions_to_classes`); a softmax model takes the most probable class
+    and ignores them. ``spec`` may be such a dict (partial is fine; an int for ``min_component`` or
+    ``keep_largest`` means the whole tumor, as the ``--min-component`` / ``--keep-largest`` flags; a number or
+    three numbers for ``thresholds``), or None. The keyword arguments, when not None, replace the matching
+    entries. Other keys (e.g. ``"chosen_on"``) are dropped. A stored spec without ``thresholds`` (written before
+    they existed) reads as 0.5 for every region.
     """
     spec = dict(spec or {})
     for key, value in (("min_component", min_component), ("keep_largest", keep_largest),
-                       ("et_threshold", et_threshold)):
+                       ("et_threshold", et_threshold), ("thresholds", thresholds)):
         if value is not None:
             spec[key] = value
-    out = {"min_component": {}, "keep_largest": {}, "et_threshold": int(spec.get("et_threshold") or 0)}
+    out = {"thresholds": _thresholds(spec.get("thresholds")), "min_component": {}, "keep_largest": {},
+           "et_threshold": int(spec.get("et_threshold") or 0)}
     for key in ("min_component", "keep_largest"):
         value = spec.get(key) or 0
         if not isinstance(value, dict):
@@ -160,10 +171,39 @@ def postprocessing_spec(spec=None, min_component=None, keep_largest=None, et_thr
     return out
 
 
+def _thresholds(value) -> dict:
+    """``{"WT": t, "TC": t, "ET": t}`` from None (0.5 each), a number, three numbers or a partial dict."""
+    if value is None:
+        value = {}
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = dict.fromkeys(REMOVED_BECOMES, value)
+    elif isinstance(value, (list, tuple)):
+        if len(value) != 3:
+            raise ValueError(f"post-processing thresholds: three values (WT, TC, ET), not {len(value)}")
+        value = dict(zip(REMOVED_BECOMES, value))
+    elif not isinstance(value, dict):
+        raise ValueError(f"post-processing thresholds: a number, three numbers or a dict, not {value!r}")
+    unknown = sorted(set(value) - set(REMOVED_BECOMES))
+    if unknown:
+        raise ValueError(f"post-processing thresholds: unknown region {', '.join(unknown)} (use WT, TC, ET)")
+    out = {}
+    for region in REMOVED_BECOMES:
+        t = value.get(region, DEFAULT_THRESHOLD)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < 1.0:
+            raise ValueError(f"post-processing thresholds: {region} {t!r} is not a probability between 0 and 1")
+        out[region] = float(t)
+    return out
+
+
 def is_postprocessing_off(spec) -> bool:
     spec = postprocessing_spec(spec)
-    return not spec["et_threshold"] and not any(v for k in ("min_component", "keep_largest")
-                                                 for v in spec[k].values())
+    return (not spec["et_threshold"] and all(t == DEFAULT_THRESHOLD for t in spec["thresholds"].values())
+            and not any(v for k in ("min_component", "keep_largest") for v in spec[k].values()))
+
+
+def region_thresholds(spec) -> tuple:
+    """``(t_WT, t_TC, t_ET)`` of a post-processing spec, for :func:`brats_keras.labels.regions_to_classes`."""
+    return tuple(postprocessing_spec(spec)["thresholds"][r] for r in REMOVED_BECOMES)
 
 
 def _kept_components(mask: np.ndarray, min_size: int, keep_largest: int) -> np.ndarray:
@@ -266,15 +306,16 @@ class Predictor:
             The models of an ensemble must share ``ENSEMBLE_KEYS`` (else BratsInputError naming two files).
         patch_size: window size (default: the training patch size of the first model, ``spec.window``).
         overlap, batch_size, tta: see :func:`sliding_window`.
-        min_component, keep_largest, et_threshold: see :func:`postprocessing_spec`; when any is given
+        min_component, keep_largest, et_threshold, thresholds: see :func:`postprocessing_spec`; when any is given
             (not None), they replace the post-processing stored in the model file.
         postprocess: True (default): apply the post-processing stored in the (first) model file's info
             (``info["postprocess"]``, written by ``brats-keras crossval --choose-postprocessing``) unless
-            the three arguments above are given; False: none at all; a dict: that spec.
+            the four arguments above are given; False: none at all; a dict: that spec.
     """
 
     def __init__(self, model=None, info=None, patch_size=None, overlap=0.5, batch_size=2, tta=False,
-                 min_component=None, keep_largest=None, et_threshold=None, margin=4, postprocess=True):
+                 min_component=None, keep_largest=None, et_threshold=None, margin=4, postprocess=True,
+                 thresholds=None):
         from .checkpoint import load_model
 
         if model is None:
@@ -322,8 +363,8 @@ class Predictor:
             self.post = postprocessing_spec()
         elif isinstance(postprocess, dict):
             self.post = postprocessing_spec(postprocess)
-        elif any(v is not None for v in (min_component, keep_largest, et_threshold)):
-            self.post = postprocessing_spec(None, min_component, keep_largest, et_threshold)
+        elif any(v is not None for v in (min_component, keep_largest, et_threshold, thresholds)):
+            self.post = postprocessing_spec(None, min_component, keep_largest, et_threshold, thresholds)
         else:
             self.post = postprocessing_spec(info.get("postprocess"))
         self.margin = margin
@@ -365,8 +406,9 @@ class Predictor:
                 "starts": [window_starts(s, p, self.overlap) for s, p in zip(padded, patch)]}
 
     def to_classes(self, probs: np.ndarray) -> np.ndarray:
+        """Class map of probabilities: region models use the post-processing's region thresholds."""
         if self.spec.regions:
-            return regions_to_classes(probs)
+            return regions_to_classes(probs, region_thresholds(self.post))
         return np.argmax(probs, axis=-1).astype(np.uint8)
 
     def predict_case(self, case: bio.Case, return_probs=False, progress=False) -> dict:

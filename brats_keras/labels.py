@@ -110,14 +110,18 @@ def classes_to_regions(classes: np.ndarray) -> np.ndarray:
     return np.stack([classes > 0, (classes == 1) | (classes == 3), classes == 3], axis=-1)
 
 
-def regions_to_classes(regions: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+def regions_to_classes(regions: np.ndarray, threshold=0.5) -> np.ndarray:
     """Turn region probabilities ``(..., 3)`` (WT, TC, ET) into a class map ``(...)`` uint8.
 
     The regions are nested: a voxel is ET where ET > t, else NCR where TC > t,
     else ED where WT > t, else background (the usual BraTS decoding).
+    ``threshold``: one ``t`` for all three, or ``(t_WT, t_TC, t_ET)``.
     """
     regions = np.asarray(regions)
-    wt, tc, et = (regions[..., i] > threshold for i in range(3))
+    ts = tuple(threshold) if np.ndim(threshold) else (threshold,) * 3
+    if len(ts) != 3:
+        raise ValueError(f"threshold: one value or three (WT, TC, ET), not {len(ts)}")
+    wt, tc, et = (regions[..., i] > ts[i] for i in range(3))
     out = np.zeros(regions.shape[:-1], dtype=np.uint8)
     out[wt] = 2
     out[tc] = 1

@@ -107,6 +107,18 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
         fold0 = [res["cases"][c][r]["dice"] for c in res["folds"]["0"]["cases"]]
         assert res["folds"]["0"]["mean"][r]["dice"] == pytest.approx(np.mean(fold0))
     assert json.loads((tmp_path / "cv" / "crossval.json").read_text())["cases"].keys() == res["cases"].keys()
+    # region models keep their probabilities (brain box, uint8): at 0.5 they decode to the kept label map
+    from brats_keras.crossval import load_probabilities
+    from brats_keras.evaluation import _read_classes
+    from brats_keras.labels import regions_to_classes
+
+    for cid, row in res["cases"].items():
+        q, box, shape = load_probabilities(row["probabilities"])
+        full = np.zeros(shape + (3,), np.uint8)
+        full[tuple(slice(a, b) for a, b in box)] = q
+        decoded = regions_to_classes(full, 127.5)
+        kept = _read_classes(tmp_path / "cv" / "predictions" / f"{cid}.nii.gz")[0]
+        assert np.mean(decoded == kept) > 0.999  # (a probability within 1/510 of 0.5 may round either way)
     csv_rows = (tmp_path / "cv" / "crossval.csv").read_text().splitlines()
     assert csv_rows[0].startswith("case,fold,dice_WT,dice_TC,dice_ET,hd95_WT")
     assert [r.split(",")[0] for r in csv_rows[-5:]] == ["fold 0 mean", "fold 1 mean", "mean", "median", "std"]
@@ -125,7 +137,7 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
     stored = read_info(model)["postprocess"]
     assert stored["chosen_on"]["cases"] == [f"c{i}" for i in range(5)] and stored["chosen_on"]["checkpoint"] == "best"
     assert json.loads((tmp_path / "cv2" / "postprocessing.json").read_text())["postprocess"] == {
-        k: stored[k] for k in ("min_component", "keep_largest", "et_threshold")}
+        k: stored[k] for k in ("thresholds", "min_component", "keep_largest", "et_threshold")}
     md = (tmp_path / "cv2" / "crossval.md").read_text()  # rewritten with the choice
     assert "## Cross-validated estimate (2 folds, 5 cases, `best` checkpoints)" in md
     assert "Post-processing chosen on these out-of-fold predictions" in md
@@ -143,7 +155,7 @@ def test_crossval_markdown_known_answer():
                          "1": {"cases": ["b", "c"], "mean": s(0.6, 0.5, 0.4, (10.0, 20.0, 30.0))}},
                "mean": s(0.7, 0.6, 0.5, (4.0, 5.0, 6.0)), "median": s(0.7, 0.6, 0.5),
                "std": s(0.16329, 0.16329, 0.16329, (0.5, 0.25, 0.125))}
-    choice = {"postprocess": {"keep_largest": ["WT"]}, "dice_before": {"WT": 0.7, "TC": 0.6, "ET": 0.5},
+    choice = {"postprocess": {"keep_largest": {"WT": 1}}, "dice_before": {"WT": 0.7, "TC": 0.6, "ET": 0.5},
               "dice_after": {"WT": 0.71, "TC": 0.6, "ET": 0.5}}
     md = crossval_markdown(results, choice, command="brats-keras crossval --runs r0 r1 --out cv")
     lines = md.splitlines()
@@ -155,11 +167,16 @@ def test_crossval_markdown_known_answer():
     weak = next(line for line in lines if line.startswith("Weakest cases"))
     assert weak.index("b (fold 1: 0.50 / 0.40 / 0.30)") < weak.index("c (fold 1") < weak.index("a (fold 0")
     assert "Not scored (unreadable): bad." in lines
-    assert ('Post-processing chosen on these out-of-fold predictions: `{"keep_largest": ["WT"]}`; mean Dice '
+    assert ('Post-processing chosen on these out-of-fold predictions: `{"keep_largest": {"WT": 1}}`; mean Dice '
             "WT / TC / ET 0.700 / 0.600 / 0.500 before, 0.710 / 0.600 / 0.500 after.") in lines
     assert lines[-3:] == ["```bash", "brats-keras crossval --runs r0 r1 --out cv", "```"]
     none = crossval_markdown({**results, "failed": {}}, {**choice, "postprocess": {}})
     assert "`{}` (none raised a mean Dice)" in none and "Not scored" not in none and "```" not in none
+    # a complete spec that changes nothing is "none" too (choose_postprocessing always returns a complete one)
+    from brats_keras.inference import postprocessing_spec as full
+
+    assert "(none raised a mean Dice)" in crossval_markdown(results, {**choice, "postprocess": full()})
+    assert "(none raised" not in crossval_markdown(results, {**choice, "postprocess": full(thresholds=[0.5, 0.5, 0.7])})
 
 
 def test_crossval_refuses_bad_runs_in_one_line(cv, tmp_path, capsys):
@@ -232,6 +249,84 @@ def with_island(c, label=2, at=24, size=2):
     return c
 
 
+def over_enhancing(shape=(30, 30, 30)):
+    """Region probabilities of :func:`blob` from a model that over-calls ET: the true ET core at 0.9, its
+    edema shell at 0.65 for ET (TC 0.6, WT 0.9), a far spot at 0.35 for WT. Returns (probs, box, shape) as
+    :func:`load_probabilities` gives, and the truth."""
+    truth = blob(shape)
+    p = np.zeros(shape + (3,), np.float32)
+    p[4:14, 4:14, 4:14] = (0.9, 0.6, 0.65)
+    p[6:12, 6:12, 6:12] = (0.95, 0.9, 0.9)
+    p[8:10, 8:10, 8:10] = (0.95, 0.9, 0.2)
+    p[20:22, 20:22, 20:22, 0] = 0.35
+    box = [(2, 28), (2, 28), (2, 28)]
+    q = np.rint(p[2:28, 2:28, 2:28] * 255).astype(np.uint8)
+    return (q, box, shape), truth
+
+
+def test_region_thresholds_are_chosen_on_probabilities():
+    probs, truth = over_enhancing()
+    choice = choose_postprocessing(None, [truth], probs=[probs])
+    # at 0.5 the whole shell is ET: ET's threshold goes first (0.6 still takes the shell at 0.65, 0.7 does not),
+    # then TC's (the shell's TC 0.6 is not above 0.6: it becomes edema), WT's stays
+    assert choice["postprocess"]["thresholds"] == {"WT": 0.5, "TC": 0.6, "ET": 0.7}
+    assert choice["dice_before"]["ET"] < 0.5 and choice["dice_before"]["TC"] < 0.5
+    assert choice["dice_after"] == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    steps = [row["step"] for row in choice["tried"]]
+    assert steps[:15] == ["ET threshold"] * 5 + ["TC threshold"] * 5 + ["WT threshold"] * 5
+    # 0.3 for WT would add the far spot: not chosen
+    wt03 = next(r for r in choice["tried"] if r["step"] == "WT threshold" and r["setting"]["threshold"] == 0.3)
+    assert wt03["dice"]["WT"] < choice["dice_before"]["WT"] and not wt03["chosen"]
+    # without probabilities the label maps decide, and no threshold is tried
+    from brats_keras.labels import regions_to_classes
+
+    full = np.zeros(probs[2] + (3,), np.uint8)
+    full[2:28, 2:28, 2:28] = probs[0]
+    plain = choose_postprocessing([regions_to_classes(full, 127.5)], [truth])
+    assert plain["postprocess"]["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.5}
+    assert not any("threshold" == row["step"][-9:] for row in plain["tried"])
+
+
+def test_stored_thresholds_decode_predictions_and_the_flag_replaces_them(models, tmp_path, capsys):
+    path = tmp_path / "m.keras"
+    path.write_bytes(models["a"].read_bytes())
+    probs, truth = over_enhancing()
+    set_postprocessing(path, choose_postprocessing(None, [truth], probs=[probs]))
+    p = Predictor(path)
+    assert p.post["thresholds"] == {"WT": 0.5, "TC": 0.6, "ET": 0.7}
+    full = np.zeros(probs[2] + (3,), np.float32)
+    full[2:28, 2:28, 2:28] = probs[0] / 255
+    assert np.array_equal(p.to_classes(full), truth)
+    assert (Predictor(path, postprocess=False).to_classes(full) == 3).sum() > (truth == 3).sum()
+    assert Predictor(path, thresholds=[0.5, 0.5, 0.6]).post["thresholds"]["ET"] == 0.6
+    src = tmp_path / "in"
+    write_small_case(src, "c0", shape=(16, 18, 14))
+    assert cli_main(["predict", "--model", str(path), "--input", str(src), "--output", str(tmp_path / "o"),
+                     "--thresholds", "0.5,0.5,0.6", "--quiet"]) == 0
+    for bad in ("0.5,0.5", "0.5,x,0.5", "1.5"):
+        with pytest.raises(SystemExit) as exc:
+            cli_main(["predict", "--model", str(path), "--input", str(src), "--output", str(tmp_path / "o2"),
+                      "--thresholds", bad])
+        assert exc.value.code == 2 and "--thresholds" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
+
+
+def test_probabilities_file_errors_name_the_file(tmp_path):
+    from brats_keras.crossval import load_probabilities, save_probabilities
+
+    probs = np.random.default_rng(0).random((6, 7, 8, 3)).astype(np.float32)
+    path = save_probabilities(tmp_path / "p" / "c.npz", probs, [(1, 5), (0, 7), (2, 8)])
+    q, box, shape = load_probabilities(path)
+    assert box == [(1, 5), (0, 7), (2, 8)] and shape == (6, 7, 8) and q.dtype == np.uint8
+    assert np.abs(q / 255 - probs[1:5, 0:7, 2:8]).max() <= 0.5 / 255 + 1e-7
+    assert sorted(x.name for x in (tmp_path / "p").iterdir()) == ["c.npz"]
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"junk")
+    for f in (bad, tmp_path / "missing.npz"):
+        with pytest.raises(BratsInputError, match=f"{f.name}: not a probabilities file"):
+            load_probabilities(f)
+
+
 def test_per_region_removal_keeps_regions_nested():
     c = with_island(blob(), label=3, size=3)  # a 27-voxel ET island far away
     spec = postprocessing_spec({"min_component": {"ET": 50}})
@@ -245,9 +340,32 @@ def test_per_region_removal_keeps_regions_nested():
     assert apply_postprocessing(c, {}) is c
     # the old flags are whole-tumor rules
     assert postprocessing_spec(None, min_component=5, keep_largest=1, et_threshold=9) == {
+        "thresholds": {"WT": 0.5, "TC": 0.5, "ET": 0.5},
         "min_component": {"WT": 5, "TC": 0, "ET": 0}, "keep_largest": {"WT": 1, "TC": 0, "ET": 0}, "et_threshold": 9}
     with pytest.raises(ValueError, match="unknown region NCR"):
         postprocessing_spec({"min_component": {"NCR": 3}})
+
+
+def test_region_thresholds_in_the_spec_and_in_decoding():
+    from brats_keras.inference import is_postprocessing_off, region_thresholds
+    from brats_keras.labels import regions_to_classes
+
+    assert postprocessing_spec({"thresholds": 0.4})["thresholds"] == {"WT": 0.4, "TC": 0.4, "ET": 0.4}
+    assert region_thresholds({"thresholds": [0.3, 0.5, 0.7]}) == (0.3, 0.5, 0.7)
+    assert region_thresholds({"thresholds": {"ET": 0.7}}) == (0.5, 0.5, 0.7)
+    assert region_thresholds(None) == (0.5, 0.5, 0.5)  # a spec stored before thresholds existed
+    assert is_postprocessing_off({"thresholds": 0.5}) and not is_postprocessing_off({"thresholds": {"ET": 0.6}})
+    for bad, message in (({"XX": 0.5}, "unknown region XX"), ({"ET": 1.0}, "ET 1.0 is not a probability"),
+                         ([0.5, 0.5], "three values"), ("high", "a number, three numbers or a dict")):
+        with pytest.raises(ValueError, match=message):
+            postprocessing_spec({"thresholds": bad})
+    # one voxel per probability: ET at 0.65 is ET under 0.6, necrosis (TC) under 0.7
+    probs = np.array([[0.9, 0.9, 0.65], [0.9, 0.45, 0.0], [0.35, 0.0, 0.0]], np.float32)
+    assert regions_to_classes(probs).tolist() == [3, 2, 0]
+    assert regions_to_classes(probs, (0.3, 0.4, 0.6)).tolist() == [3, 1, 2]
+    assert regions_to_classes(probs, (0.5, 0.5, 0.7)).tolist() == [1, 2, 0]
+    with pytest.raises(ValueError, match="one value or three"):
+        regions_to_classes(probs, (0.5, 0.5))
 
 
 def test_far_false_island_removal_is_chosen():
