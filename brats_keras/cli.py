@@ -371,7 +371,8 @@ def _add_crossval(sub):
     p.add_argument("--reuse", action="store_true",
                    help="do not predict again: read out/crossval.json (with --choose-postprocessing)")
     p.add_argument("--choose-postprocessing", action="store_true",
-                   help="choose post-processing on the out-of-fold predictions; writes out/postprocessing.json")
+                   help="choose post-processing on the out-of-fold predictions; writes out/postprocessing.json and "
+                        "out/crossval_postprocessed.json (the scores with it)")
     p.add_argument("--min-gain", type=float, default=None, metavar="DICE",
                    help="least rise of a region's mean Dice for a post-processing setting to be chosen (default 0.001)")
     p.add_argument("--write-to", action="append", metavar="MODEL",
@@ -385,8 +386,8 @@ def cmd_crossval(args) -> int:
     import json
     from pathlib import Path
 
-    from .crossval import (choose_postprocessing_from_crossval, crossval_markdown, crossval_predict, format_choice,
-                           format_crossval, set_postprocessing)
+    from .crossval import (choose_postprocessing_from_crossval, crossval_markdown, crossval_postprocessed,
+                           crossval_predict, format_choice, format_crossval, set_postprocessing)
     from .io import BratsInputError, atomic_write_json, atomic_write_text
 
     try:
@@ -406,7 +407,9 @@ def cmd_crossval(args) -> int:
             choice = choose_postprocessing_from_crossval(
                 args.out, **({} if args.min_gain is None else {"min_gain": args.min_gain}))
             atomic_write_json(Path(args.out) / "postprocessing.json", choice)
-            atomic_write_text(Path(args.out) / "crossval.md", crossval_markdown(res, choice))
+            post = crossval_postprocessed(args.out, choice)
+            atomic_write_json(Path(args.out) / "crossval_postprocessed.json", post)
+            atomic_write_text(Path(args.out) / "crossval.md", crossval_markdown(res, choice, postprocessed=post))
             print(format_choice(choice))
             for model in args.write_to or []:
                 set_postprocessing(model, choice)

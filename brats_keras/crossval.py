@@ -263,10 +263,12 @@ def format_crossval(results: dict) -> str:
     return "\n".join(lines)
 
 
-def crossval_markdown(results: dict, choice: dict | None = None, command: str | None = None) -> str:
+def crossval_markdown(results: dict, choice: dict | None = None, command: str | None = None,
+                      postprocessed: dict | None = None) -> str:
     """The cross-validated estimate as a model card section (markdown): the headline (mean, median and
     standard deviation over all out-of-fold cases of Dice and HD95 per region), each fold's mean, the
     weakest cases, and the post-processing the folds chose (a :func:`choose_postprocessing` result).
+    ``postprocessed`` (:func:`crossval_postprocessed`) adds the mean and median with that post-processing.
 
     ``command`` (the commands that reproduce the numbers) is shown as a code block when given.
     """
@@ -281,8 +283,11 @@ def crossval_markdown(results: dict, choice: dict | None = None, command: str | 
              "", "Every case scored once, by the fold model that did not train on it, in its original 1 mm "
              "geometry, before post-processing.", "", head,
              row(f"**mean over {n} cases**", results["mean"]), row("median", results["median"]),
-             row("standard deviation", results["std"]), "", "Per fold (mean over that fold's validation cases):",
-             "", head]
+             row("standard deviation", results["std"])]
+    if postprocessed is not None:
+        lines += [row("mean with the chosen post-processing", postprocessed["mean"]),
+                  row("median with the chosen post-processing", postprocessed["median"])]
+    lines += ["", "Per fold (mean over that fold's validation cases):", "", head]
     for k, f in results["folds"].items():
         if f["mean"]:
             lines.append(row(f"fold {k} ({len(f['cases'])} cases)", f["mean"]))
@@ -513,6 +518,43 @@ def choose_postprocessing_from_crossval(cv_dir, **kwargs) -> dict:
     choice["chosen_on"] = {"crossval": str(cv_dir.resolve()), "cases": sorted(results["cases"]),
                            "checkpoint": results.get("checkpoint")}
     return choice
+
+
+def crossval_postprocessed(cv_dir, choice, log=None) -> dict:
+    """Score the out-of-fold predictions of ``cv_dir`` again as ``predict`` would give them with the
+    post-processing ``choice`` (region thresholds decoded from the kept probabilities, then the component and
+    small-ET rules): Dice and HD95 per case, per fold and mean / median / std, like :func:`crossval_predict`.
+
+    The choice was made on these same predictions, so these numbers lean optimistic by the size of the gains
+    it chose (:func:`choose_postprocessing`'s ``dice_after`` minus ``dice_before``); the numbers before
+    post-processing are the unbiased estimate.
+    """
+    from .evaluation import _read_classes, region_scores
+    from .inference import apply_postprocessing, postprocessing_spec
+
+    cv_dir = Path(cv_dir)
+    results = json.loads((cv_dir / "crossval.json").read_text())
+    spec = postprocessing_spec((choice or {}).get("postprocess", choice))
+    cases = {}
+    for cid, row in results["cases"].items():
+        truth, spacing = _read_classes(Path(row["truth"]))
+        if "probabilities" in row:
+            q, box, shape = load_probabilities(_member_path(cv_dir, "probabilities", row["probabilities"]))
+            full = np.zeros(tuple(shape) + (q.shape[-1],), np.uint8)
+            full[tuple(slice(a, b) for a, b in box)] = q
+            pred = _decode(full, spec["thresholds"])
+        else:
+            pred = _read_classes(_member_path(cv_dir, "predictions", row["prediction"]))[0]
+        scores = region_scores(apply_postprocessing(pred, spec), truth, spacing)
+        cases[cid] = {"fold": row["fold"], **{r: scores[r] for r in REGION_NAMES}}
+        if log:
+            log(f"fold {row['fold']} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in REGION_NAMES))
+    folds = {}
+    for k, f in results["folds"].items():
+        rows = [cases[c] for c in f["cases"] if c in cases]
+        folds[k] = {**f, "mean": _summary(rows)["mean"] if rows else {}}
+    return {"checkpoint": results.get("checkpoint"), "postprocess": spec, "cases": cases, "folds": folds,
+            "failed": results.get("failed", {}), **_summary(list(cases.values()))}
 
 
 def _member_path(cv_dir: Path, folder: str, recorded: str) -> Path:

@@ -138,7 +138,15 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
     assert stored["chosen_on"]["cases"] == [f"c{i}" for i in range(5)] and stored["chosen_on"]["checkpoint"] == "best"
     assert json.loads((tmp_path / "cv2" / "postprocessing.json").read_text())["postprocess"] == {
         k: stored[k] for k in ("thresholds", "min_component", "keep_largest", "et_threshold")}
+    # the out-of-fold cases scored again with the chosen post-processing: the chooser's own Dice, and HD95 too
+    choice = json.loads((tmp_path / "cv2" / "postprocessing.json").read_text())
+    post = json.loads((tmp_path / "cv2" / "crossval_postprocessed.json").read_text())
+    assert sorted(post["cases"]) == [f"c{i}" for i in range(5)] and post["postprocess"]["thresholds"]
+    for r in ("WT", "TC", "ET"):
+        assert post["mean"][r]["dice"] == pytest.approx(choice["dice_after"][r], abs=1e-9)
+        assert np.isfinite(post["mean"][r]["hd95"])
     md = (tmp_path / "cv2" / "crossval.md").read_text()  # rewritten with the choice
+    assert "| mean with the chosen post-processing | " in md
     assert "## Cross-validated estimate (2 folds, 5 cases, `best` checkpoints)" in md
     assert "Post-processing chosen on these out-of-fold predictions" in md
     assert "## Cross-validated estimate (2 folds, 5 cases, `last` checkpoints)" in (tmp_path / "cv" / "crossval.md").read_text()
