@@ -84,6 +84,27 @@ def _tp_fp_fn(y_true, y_pred, include_background: bool, batch: bool):
     return tp, fp, fn
 
 
+#: Keras reductions that average, and so divide a loss by the replica count under ``tf.distribute``
+_MEAN_REDUCTIONS = ("sum_over_batch_size", "mean", "mean_with_sample_weight")
+
+
+def _per_replica(value):
+    """``value`` divided by the replica count of the ``tf.distribute`` strategy in scope (TensorFlow only).
+
+    Keras divides a loss by the replica count (the gradients are then summed over the replicas) only when
+    ``call`` returns one value per sample; a ``batch=True`` loss returns one value for the whole batch, which
+    Keras returns as it is, so under ``MirroredStrategy`` with R replicas its gradients came out R times too
+    large. This divides it as Keras divides the others.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        if replicas > 1:
+            value = value / float(replicas)
+    return value
+
+
 def _format_weight(weight: float) -> str:
     return f"{weight:g}"
 
@@ -96,8 +117,10 @@ class SegLoss(keras.losses.Loss):
     sum of the parts, whose name is built from theirs (``"dice+0.5*focal"``).
 
     Subclasses implement ``call(y_true, y_pred)`` and return one value per sample,
-    shape ``(B,)`` (or a scalar when they reduce over the batch themselves); Keras
-    then applies ``reduction`` and ``sample_weight``.
+    shape ``(B,)`` (or a scalar when they reduce over the batch themselves, ``batch=True``); Keras
+    then applies ``reduction`` and ``sample_weight``. Under a ``tf.distribute`` strategy a mean
+    loss is divided by the replica count (the gradients are summed over the replicas), the
+    scalar of ``batch=True`` too.
     """
 
     def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
@@ -121,6 +144,12 @@ class SegLoss(keras.losses.Loss):
         return CombinedLoss([(float(weight), self)])
 
     __rmul__ = __mul__
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        value = super().__call__(y_true, y_pred, sample_weight=sample_weight)
+        if getattr(self, "batch", False) and sample_weight is None and self.reduction in _MEAN_REDUCTIONS:
+            value = _per_replica(value)
+        return value
 
     def get_config(self):
         return {"name": self.name, "reduction": self.reduction}

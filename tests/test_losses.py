@@ -456,3 +456,47 @@ def test_dice_and_tversky_share_their_soft_counts(cls):
     y_pred = batch([[0.5, 1.0, 0.25, 0.0]])  # TP 1.5, FP 0.25, FN 0.5
     expected = 1 - (2 * 1.5 + S) / (2 * 1.5 + 0.25 + 0.5 + S)
     assert value(cls(), y_true, y_pred) == pytest.approx(expected, rel=1e-6)
+
+
+_REPLICAS_SCRIPT = r"""
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import brats_keras  # noqa: F401
+from brats_keras.losses import DiceLoss, TverskyLoss
+
+rng = np.random.default_rng(0)
+y = (rng.random((4, 4, 4, 4, 3)) > 0.6).astype("float32")
+p = rng.random((4, 4, 4, 4, 3)).astype("float32")
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+halves = strategy.experimental_distribute_values_from_function(
+    lambda ctx: (y[2 * ctx.replica_id_in_sync_group:][:2], p[2 * ctx.replica_id_in_sync_group:][:2]))
+for loss in (DiceLoss(), DiceLoss(batch=True), TverskyLoss(0.3, 0.7, batch=True), DiceLoss() + TverskyLoss(batch=True)):
+    summed = strategy.reduce("SUM", strategy.run(lambda a, b: loss(a, b), args=halves), axis=None)
+    # Keras sums the replicas' gradients: the replicas' losses must add up to the mean of their batches' losses
+    expected = (float(loss(y[:2], p[:2])) + float(loss(y[2:], p[2:]))) / 2
+    print(loss.name, float(summed), expected)
+"""
+
+
+def test_batch_losses_are_divided_by_the_replica_count_as_keras_divides_the_others(tmp_path):
+    """Under MirroredStrategy with 2 replicas (two logical CPUs, in a fresh process) the replicas' loss values
+    add up to the mean of the two half-batch losses (Keras then sums their gradients): also for ``batch=True``,
+    whose one value per batch Keras did not divide, so its gradients came out twice too large."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), KERAS_BACKEND="tensorflow", CUDA_VISIBLE_DEVICES="",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", _REPLICAS_SCRIPT], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip()]
+    assert [r[0] for r in rows] == ["dice", "dice", "tversky", "dice+tversky"]
+    for name, summed, expected in rows:
+        assert float(summed) == pytest.approx(float(expected), rel=1e-5), (name, summed, expected)
