@@ -284,12 +284,23 @@ def test_float32_under_mixed_bfloat16(loss):
         keras.config.set_dtype_policy(previous)
 
 
-def test_sums_are_exact_beyond_bfloat16_precision():
-    # 4096 voxels: bfloat16 sums would round (8 bits of mantissa); float32 sums are exact
+@pytest.mark.parametrize("cls", [DiceLoss, TverskyLoss])
+def test_sums_are_exact_beyond_bfloat16_precision(cls):
+    # 4096 voxels: sums near 2048, where bfloat16 (8 bits of mantissa) holds only multiples of 16; float32 sums
+    # are exact. (Sums of equal powers of two, such as 4096 x 0.5, are exact in bfloat16 too: they prove nothing.)
     y_true = keras.ops.ones((1, 16, 16, 16, 1), dtype="bfloat16")
-    y_pred = keras.ops.full((1, 16, 16, 16, 1), 0.5, dtype="bfloat16")
-    # I = 2048, |T| + |P| = 4096 + 2048: 1 - 4096 / 6144 = 1/3
-    assert value(DiceLoss(smooth=0.0), y_true, y_pred) == pytest.approx(1 / 3, abs=1e-7)
+    p = np.full((1, 16, 16, 16, 1), 0.5, dtype=np.float32)
+    p.flat[:3] = 0.75
+    y_pred = keras.ops.cast(p, "bfloat16")  # 0.5 and 0.75 are exact in bfloat16
+    # TP = 2048.75, FP = 0, FN = 2047.25: 1 - 2 TP / (2 TP + FN) (bfloat16 sums: 1 - 4096 / 6144 = 1/3)
+    expected = 1 - 2 * 2048.75 / (2 * 2048.75 + 2047.25)
+    loss = cls(smooth=0.0)
+    assert value(loss, y_true, y_pred) == pytest.approx(expected, abs=1e-7)
+    # call() itself, which CombinedLoss.call uses, gets the bfloat16 tensors as they are (Loss.__call__ casts
+    # its inputs to float32 before it reaches call): the float32 sums are _tp_fp_fn's own
+    out = loss.call(y_true, y_pred)
+    assert keras.backend.standardize_dtype(out.dtype) == "float32"
+    assert float(keras.ops.convert_to_numpy(out)[0]) == pytest.approx(expected, abs=1e-7)
 
 
 def test_tversky_term_weighs_missed_tumor_more():
