@@ -359,7 +359,8 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
 
     Raises:
         BratsInputError (one line) when a folder has no manifest or was not written with ``--shard``, the
-        settings differ, a part is missing or given twice, or a case id appears in two parts.
+        settings differ, a part is missing or given twice, a case id appears in two parts, or an array a
+        manifest lists is missing; nothing is written then.
     """
     import shutil
 
@@ -372,9 +373,13 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
         except (OSError, ValueError) as exc:
             raise bio.BratsInputError(f"{folder / MANIFEST}: not a readable conversion manifest "
                                       f"({bio.os_error_reason(exc) if isinstance(exc, OSError) else exc})") from None
+        if not isinstance(m, dict) or not isinstance(m.get("settings"), dict):
+            raise bio.BratsInputError(f"{folder / MANIFEST}: not a conversion manifest (no settings)")
         shard = m.get("shard")
         if not isinstance(shard, dict):
             raise bio.BratsInputError(f"{folder / MANIFEST}: not written with --shard K/N; nothing to merge")
+        if not all(isinstance(shard.get(k), int) for k in ("index", "count")):
+            raise bio.BratsInputError(f"{folder / MANIFEST}: shard {shard!r} is not {{'index': K, 'count': N}}")
         if merged["settings"] is None:
             merged["settings"], count = m["settings"], shard["count"]
         elif not _same_settings(m["settings"], merged["settings"]):
@@ -395,7 +400,7 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
     if not parts or missing:
         raise bio.BratsInputError(f"{output_dir}: parts {', '.join(f'{k}/{count}' for k in missing)} missing; "
                                   f"give every part's folder" if parts else "no folder to merge")
-    _prepare_output(output_dir)
+    arrays = []  # (source, destination, checksum), every one checked before anything is written
     for index in sorted(parts):
         folder, m = parts[index]
         for cid, entry in m["cases"].items():
@@ -405,15 +410,20 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
                     continue
                 if rel != f"{'images' if key == 'image' else 'masks'}/{cid}.npy":
                     raise bio.BratsInputError(f"{folder / MANIFEST}: case {cid}: unexpected {key} path {rel!r}")
-                src, dst = folder / rel, output_dir / rel
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                if dst.exists() and bio.file_checksum(dst) == entry["checksums"][key]:
-                    continue
-                dst.unlink(missing_ok=True)
-                try:
-                    os.link(src, dst)
-                except OSError:
-                    shutil.copyfile(src, dst)
+                if not (folder / rel).is_file():
+                    raise bio.BratsInputError(f"{folder / rel}: missing, but {folder / MANIFEST} lists it for "
+                                              f"case {cid}; convert that part again")
+                arrays.append((folder / rel, output_dir / rel, entry.get("checksums", {}).get(key)))
+    _prepare_output(output_dir)
+    for src, dst, checksum in arrays:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if dst.exists() and checksum is not None and bio.file_checksum(dst) == checksum:
+            continue
+        dst.unlink(missing_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copyfile(src, dst)
     manifest = _sorted_manifest(merged)
     bio.atomic_write_json(output_dir / MANIFEST, manifest)
     log(f"merged {count} part(s): {len(manifest['cases'])} case(s), {len(manifest['failed'])} failed, "

@@ -92,3 +92,22 @@ def test_merge_refuses_incomplete_or_mixed_parts(source, tmp_path, capsys):
     assert cli_main(["merge", str(tmp_path / "p1"), "--output", str(tmp_path / "m")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0
     assert not (tmp_path / "m").exists()
+
+
+def test_merge_checks_every_array_before_writing(source, tmp_path, capsys):
+    for k in (1, 2):
+        assert convert(source, tmp_path / f"p{k}", "--shard", f"{k}/2") == 0
+    # an array a part's manifest lists is missing: one line naming it, exit 2, nothing written
+    mask = tmp_path / "p2" / "masks" / "case3.npy"
+    mask.rename(tmp_path / "aside.npy")
+    assert cli_main(["merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "--output", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(mask) in err[0] and "missing" in err[0], err
+    assert not (tmp_path / "m").exists()
+    (tmp_path / "aside.npy").rename(mask)
+    # a manifest that is JSON but not a conversion's (a list; a part without settings): one line too
+    (tmp_path / "bad").mkdir()
+    for text in ("[]", '{"shard": {"index": 1, "count": 1}, "cases": {}}'):
+        (tmp_path / "bad" / "manifest.json").write_text(text)
+        with pytest.raises(BratsInputError, match="not a conversion manifest"):
+            merge_conversions([tmp_path / "bad"], tmp_path / "m")
