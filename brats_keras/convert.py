@@ -360,7 +360,7 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
     Raises:
         BratsInputError (one line) when a folder has no manifest or was not written with ``--shard``, the
         settings differ, a part is missing or given twice, a case id appears in two parts, or an array a
-        manifest lists is missing; nothing is written then.
+        manifest lists is missing; nothing is written then. A copy is atomic (never half an array).
     """
     import shutil
 
@@ -422,8 +422,8 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
         dst.unlink(missing_ok=True)
         try:
             os.link(src, dst)
-        except OSError:
-            shutil.copyfile(src, dst)
+        except OSError:  # another file system, or no hard links: a copy, whole or not at all
+            bio.atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
     manifest = _sorted_manifest(merged)
     bio.atomic_write_json(output_dir / MANIFEST, manifest)
     log(f"merged {count} part(s): {len(manifest['cases'])} case(s), {len(manifest['failed'])} failed, "

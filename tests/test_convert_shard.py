@@ -94,7 +94,11 @@ def test_merge_refuses_incomplete_or_mixed_parts(source, tmp_path, capsys):
     assert not (tmp_path / "m").exists()
 
 
-def test_merge_checks_every_array_before_writing(source, tmp_path, capsys):
+def test_merge_checks_every_array_before_writing_and_copies_whole_arrays(source, tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+    import shutil
+
     for k in (1, 2):
         assert convert(source, tmp_path / f"p{k}", "--shard", f"{k}/2") == 0
     # an array a part's manifest lists is missing: one line naming it, exit 2, nothing written
@@ -111,3 +115,26 @@ def test_merge_checks_every_array_before_writing(source, tmp_path, capsys):
         (tmp_path / "bad" / "manifest.json").write_text(text)
         with pytest.raises(BratsInputError, match="not a conversion manifest"):
             merge_conversions([tmp_path / "bad"], tmp_path / "m")
+    # no hard links (another file system) and a copy that fails half-way (disk full): no half array is left
+    real_copy = shutil.copyfile
+
+    def no_link(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def half_copy(src, dst):
+        if str(src).endswith("case3.npy"):
+            with open(src, "rb") as f, open(dst, "wb") as g:
+                g.write(f.read()[:100])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_copy(src, dst)
+
+    monkeypatch.setattr(os, "link", no_link)
+    monkeypatch.setattr(shutil, "copyfile", half_copy)
+    assert cli_main(["merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "--output", str(tmp_path / "m")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not list((tmp_path / "m").rglob("case3*")), list((tmp_path / "m").rglob("*"))
+    # the disk has room again: the rerun completes the merge
+    monkeypatch.setattr(shutil, "copyfile", real_copy)
+    assert cli_main(["merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "--output", str(tmp_path / "m")]) == 0
+    for rel in ("images/case3.npy", "masks/case3.npy"):
+        assert np.array_equal(np.load(tmp_path / "m" / rel), np.load(tmp_path / "p2" / rel))
