@@ -291,6 +291,29 @@ class BatchSlice(_base()):
 
 
 # ----------------------------------------------------------------------------- callbacks
+def agree(workers: Workers, value: float) -> float:
+    """The mean of ``value`` over the workers: the same number on every worker (an all-reduce; every worker
+    must call it at the same point). With one worker, ``value`` itself.
+
+    For what each worker measures on its own clock, such as the minutes of a ``--time-limit`` run spent so
+    far, which set the poly learning rate: workers that each set their own would train apart.
+    """
+    if not workers.multi:
+        return float(value)
+    import numpy as np
+
+    if workers.engine == "tensorflow":
+        import tensorflow as tf
+
+        strategy = workers.strategy
+        sums = strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+            "SUM", tf.constant(value, tf.float32)))
+        return float(strategy.experimental_local_results(sums)[0]) / workers.replicas  # each replica added it
+    from jax.experimental import multihost_utils
+
+    return float(np.mean(multihost_utils.process_allgather(np.float32(value))))
+
+
 def stop_together(workers: Workers):
     """A callback (put it last) that stops every worker when any one sets ``model.stop_training``.
 
@@ -298,23 +321,11 @@ def stop_together(workers: Workers):
     the others waiting for it in the next all-reduce.
     """
     import keras
-    import numpy as np
 
     class StopTogether(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             stop = float(bool(getattr(self.model, "stop_training", False)))
-            if workers.engine == "tensorflow":
-                import tensorflow as tf
-
-                strategy = workers.strategy
-                flags = strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
-                    "SUM", tf.constant(stop)))
-                stop = float(strategy.experimental_local_results(flags)[0])
-            else:
-                from jax.experimental import multihost_utils
-
-                stop = float(np.max(multihost_utils.process_allgather(np.float32(stop))))
-            self.model.stop_training = stop > 0
+            self.model.stop_training = agree(workers, stop) > 0
 
     return StopTogether()
 

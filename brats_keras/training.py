@@ -352,10 +352,12 @@ def tensorboard_callback(log_dir):
     return TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0, update_freq="epoch")
 
 
-def _callbacks(cfg, run, info, state, writes: bool = True):
+def _callbacks(cfg, run, info, state, writes: bool = True, agree=float):
     """The run's callbacks (:mod:`brats_keras.callbacks`), in order: learning-rate schedule, (TensorBoard,)
     checkpoints, NaN stop, (time limit, early stopping,) curves; without the ones that write files when
-    ``writes`` is False (a worker other than the chief)."""
+    ``writes`` is False (a worker other than the chief). ``agree`` turns a worker's own minutes spent into
+    the number every worker uses (:func:`brats_keras.distributed.agree`), so that a time-limited poly
+    schedule sets the same learning rate on all of them."""
     import keras
 
     from .callbacks import Checkpoints, Curves, TimeLimit
@@ -367,8 +369,8 @@ def _callbacks(cfg, run, info, state, writes: bool = True):
                                                      patience=cfg.lr_patience, min_lr=cfg.min_lr, verbose=0)
     elif cfg.lr_schedule == "poly":
         started = time.time()
-        schedule = keras.callbacks.LearningRateScheduler(
-            lambda epoch: poly_lr(epoch, cfg, elapsed_minutes=(time.time() - started) / 60))
+        schedule = keras.callbacks.LearningRateScheduler(lambda epoch: poly_lr(
+            epoch, cfg, elapsed_minutes=agree((time.time() - started) / 60) if cfg.time_limit else 0.0))
     else:
         raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}: use plateau or poly")
     cbs = [
@@ -601,7 +603,8 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
         feed = tf_dataset(train_ds)
     t0 = time.time()
-    callbacks = list(extra_callbacks) + _callbacks(cfg, run, info, state, writes=workers.is_chief)
+    callbacks = list(extra_callbacks) + _callbacks(cfg, run, info, state, writes=workers.is_chief,
+                                                   agree=lambda value: distributed.agree(workers, value))
     if workers.multi:
         callbacks.append(distributed.stop_together(workers))
     if initial_epoch < cfg.epochs and workers.multi and workers.engine == "tensorflow":

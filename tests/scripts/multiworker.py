@@ -16,10 +16,12 @@ import sys
 
 import numpy as np
 
-#: the run every worker trains: tiny U-Net, 3 steps of a global batch of 2, one validation batch
+#: the run every worker trains: tiny U-Net, 3 steps of a global batch of 2, one validation batch; the poly
+#: schedule with a time limit sets the learning rate from the minutes spent, which every worker measures on
+#: its own clock (they must agree on one learning rate, or their weights part)
 CFG = dict(base_filters=4, depth=2, norm="instance", output="regions", loss="dice+bce", patch_size=16,
            batch_size=2, epochs=1, steps_per_epoch=3, val_steps=1, val=1, lr=1e-2, mixed_precision="off",
-           verbose=0)
+           lr_schedule="poly", time_limit=60.0, verbose=0)
 
 
 def worker(data, out, record, index, count, ports):
@@ -69,7 +71,7 @@ def reference(data, run, records):
 
     Returns:
         ``(losses of each step, validation loss after training, weights)``; the validation batch is the one
-        ``train`` draws (seed + 1, the split in ``run/split.json``).
+        ``train`` draws (seed + 1, the split in ``run/split.json``), the learning rate the one in ``run/log.csv``.
     """
     import brats_keras  # noqa: F401
     import keras
@@ -83,6 +85,9 @@ def reference(data, run, records):
     model = build_from_config(cfg, recs[0]["x_0"].shape[-1])
     compile_model(model, cfg, "float32")
     model.set_weights([recs[0][f"w0_{i}"] for i in range(int(recs[0]["n_weights"]))])
+    from brats_keras.training import read_log
+
+    model.optimizer.learning_rate = read_log(run)[0]["learning_rate"]  # the poly rate the workers agreed on
     losses = []
     for i in recs[0]["steps"]:
         x = np.concatenate([r[f"x_{i}"] for r in recs])
