@@ -56,6 +56,10 @@ def main(argv=None):
     if cfg.get("init_from"):
         sys.exit(f"export_pretrained: {run} starts from {cfg['init_from']}; the card can only reproduce runs "
                  "trained from scratch with --recipe pretrained")
+    try:
+        command = train_command(cfg)
+    except ValueError as exc:  # a setting no flag sets: refused before anything is written
+        sys.exit(f"export_pretrained: {run / 'config.json'}: {exc}")
     model, info = load_model(needed[0], compile=False)
     save_model(model, MODEL_FILE, info, include_optimizer=False)
     split = json.loads((run / "split.json").read_text())
@@ -92,7 +96,7 @@ def main(argv=None):
                      "time_limit": cfg.get("time_limit"),
                      "final_train_dice": {r: log[-1][f"dice_{r}"] for r in ("WT", "TC", "ET")},
                      "late_val_range": late_val_range(log),
-                     "hardware": args.hardware, "command": train_command(cfg)},
+                     "hardware": args.hardware, "command": command},
         "data": {"source": "23 real BraTS cases in ../shared/data/brats-real (22 BraTS 2018, 1 BraTS 2021)",
                  "split": split},
         "validation": {"cases": plain[0], "mean": plain[1], "seconds_per_case": plain[2],

@@ -127,3 +127,35 @@ def test_export_refuses_a_fine_tuned_run_in_one_line(tmp_path):
     rc, err = _export_script("--run", run, "--real", tmp_path, "--train-minutes", "1")
     assert rc == 1 and "starts from pretrained" in err.strip().splitlines()[-1]
     assert {f: f.stat().st_mtime_ns for f in MODEL_FILE.parent.iterdir()} == before
+
+
+def test_export_train_command_runs_as_the_run_it_describes(monkeypatch):
+    """The card's command, parsed by brats-keras train itself, gives back the run's settings: the output mode
+    through --head (train's --output is deprecated), --no-tensorboard; a setting no flag sets is refused."""
+    import shlex
+    from dataclasses import asdict
+
+    import brats_keras.training as training
+    from brats_keras.cli import main as cli_main
+    from brats_keras.pretrained.card import _NOT_RECIPE, train_command
+    from brats_keras.training import TrainConfig
+
+    cfg = asdict(TrainConfig.from_recipe("pretrained", output="softmax", loss="dice+ce", tensorboard=False,
+                                         lr=3e-4, time_limit=95.0, augment=False, distribute=True))
+    cmd = train_command(cfg)
+    seen = []
+
+    def fake_train(config, resume=None):
+        seen.append(config)
+        return {"history": [], "run": config.out, "best": None, "seconds": 0.0}
+
+    monkeypatch.setattr(training, "train", fake_train)
+    args = shlex.split(cmd.replace("\\\n", " "))
+    assert args[:2] == ["brats-keras", "train"] and "--output" not in args and "--head" in args
+    assert cli_main(args[1:]) == 0
+    parsed = asdict(seen[0])
+    assert {k: v for k, v in parsed.items() if k not in _NOT_RECIPE} == \
+        {k: v for k, v in cfg.items() if k not in _NOT_RECIPE}
+    for key, value in (("lr_patience", 7), ("split_seed", 3), ("steps_per_epoch", None)):
+        with pytest.raises(ValueError, match=f"the run's {key}={value!r} differs from the recipe's .* no flag"):
+            train_command({**cfg, key: value})

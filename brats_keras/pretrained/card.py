@@ -45,10 +45,17 @@ def late_val_range(log: list[dict], monitor="val_case_dice_mean") -> list[float]
 
 #: run settings that name places or logging, not the recipe
 _NOT_RECIPE = {"data", "out", "split_file", "verbose", "init_from"}
+#: settings whose ``brats-keras train`` flag is not ``--`` + the name with dashes
+_FLAG = {"output": "--head"}
 
 
 def train_command(cfg: dict, out: str = "runs/pretrained") -> str:
-    """The ``brats-keras train`` command that reproduces a run: the recipe plus the flags it changed."""
+    """The ``brats-keras train`` command that reproduces a run: the recipe plus the flags it changed.
+
+    Raises:
+        ValueError naming the setting when the run changed one that no flag of ``brats-keras train`` sets
+        (``lr_factor``, ``lr_patience``, ``split_seed``, or a value set back to None): no command reproduces it.
+    """
     from ..training import TrainConfig
 
     base = asdict(TrainConfig.from_recipe("pretrained"))
@@ -56,13 +63,18 @@ def train_command(cfg: dict, out: str = "runs/pretrained") -> str:
     for key, value in cfg.items():
         if key in _NOT_RECIPE or key not in base or value == base[key]:
             continue
+        flag = _FLAG.get(key, f"--{key.replace('_', '-')}")
         if key == "augment":
             flags += [] if value else ["--no-augment"]
+        elif key == "tensorboard" and value is not None:
+            flags.append("--tensorboard" if value else "--no-tensorboard")
+        elif key in ("lr_factor", "lr_patience", "split_seed") or value is None:
+            raise ValueError(f"the run's {key}={value!r} differs from the recipe's {base[key]!r} and no flag of "
+                             f"brats-keras train sets it: no command reproduces this run")
         elif isinstance(value, bool):
-            flags += [f"--{key.replace('_', '-')}"] if value else []
+            flags += [flag] if value else []
         else:
-            flags.append(f"--{key.replace('_', '-')} {value:g}" if isinstance(value, float)
-                         else f"--{key.replace('_', '-')} {value}")
+            flags.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
     return ("brats-keras train --data data/real_2mm --recipe pretrained \\\n"
             f"    --split-file brats_keras/pretrained/split.json --out {out}" + "".join(" " + f for f in flags))
 
