@@ -51,10 +51,18 @@ def run(workers: int, data: Path, out: Path, args, backend: str) -> dict:
                 e.update(KERAS_DISTRIBUTION_JOB_ADDRESSES=f"localhost:{ports[0]}",
                          KERAS_DISTRIBUTION_NUM_PROCESSES=str(workers), KERAS_DISTRIBUTION_PROCESS_ID=str(k))
         procs.append(subprocess.Popen(cmd, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    texts = [p.communicate(timeout=args.timeout)[0] for p in procs]
+    try:  # a worker that fails or hangs leaves the others waiting in an all-reduce: never leave them running
+        texts = [p.communicate(timeout=args.timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     found = re.search(r"\((\d+(?:\.\d+)?) s\)", texts[0])
-    if procs[0].returncode != 0 or not found:
-        raise SystemExit(f"{workers} worker(s) failed:\n" + texts[0][-3000:])
+    failed = [k for k, p in enumerate(procs) if p.returncode != 0]
+    if failed or not found:
+        k = failed[0] if failed else 0
+        raise SystemExit(f"{workers} worker(s): worker {k} failed:\n" + texts[k][-3000:])
     seconds = float(found.group(1))
     steps = args.epochs * args.steps
     return {"seconds": seconds, "steps_per_s": steps / seconds if seconds else float("nan")}
