@@ -574,10 +574,13 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         atomic_write_json(run / "config.json", asdict(cfg))
 
     local_replicas = workers.replicas // workers.count  # this worker's devices: its batch feeds them all
+    # every worker runs the same steps (a worker with one step more would wait for the others in its all-reduce
+    # for ever): the single-process default from the whole training split, not from the worker's own shard
+    steps = cfg.steps_per_epoch or (max(1, len(split["train"]) // cfg.batch_size) if workers.multi else None)
     train_ds = PatchDataset(cfg.data, train_ids, patch_size=cfg.patch_size,
                             batch_size=local_batch * local_replicas if workers.multi else cfg.batch_size,
                             output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=cfg.augment,
-                            steps_per_epoch=cfg.steps_per_epoch, seed=workers.seed(cfg.seed),
+                            steps_per_epoch=steps, seed=workers.seed(cfg.seed),
                             spatial=cfg.spatial_augment, intensity=cfg.intensity_augment, workers=cfg.workers,
                             use_multiprocessing=False)
     val_ds = PatchDataset(cfg.data, split["val"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,

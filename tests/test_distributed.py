@@ -177,3 +177,25 @@ def test_settings_several_workers_cannot_honour_are_refused():
         two.local_batch(3)
     assert two.local_batch(4) == 2 and two.seed(5) != Workers().seed(5) == 5 and not two.is_chief
     refuse_unsupported(TrainConfig(whole_case_every=2), Workers())  # one worker: all allowed
+
+
+def test_every_worker_runs_the_same_steps_when_the_shards_differ_in_size(tmp_path, monkeypatch):
+    """5 training cases on 2 workers: shards of 3 and 2 cases. Without --steps-per-epoch each worker ran
+    (its cases // its batch) steps, 3 and 2, and worker 0 then waited for ever in the all-reduce of its third
+    step; now both run the single-process count, 5 cases // global batch 2 = 2. (One process plays each worker
+    in turn, with fit replaced by a recorder: no second process needed.)"""
+    import keras
+
+    from brats_keras import distributed
+    from brats_keras.distributed import Workers
+    from brats_keras.training import TrainConfig, train
+
+    data = write_converted_cases(tmp_path / "six", 6)  # 5 training cases, 1 validation case
+    steps = {}
+    for index in (0, 1):
+        monkeypatch.setattr(distributed, "setup", lambda cfg, k=index: Workers(2, k, 2, "jax", None))
+        monkeypatch.setattr(keras.Model, "fit", lambda self, feed, k=index, **kw: steps.setdefault(k, len(feed)))
+        train(TrainConfig(data=str(data), out=str(tmp_path / f"run{index}"), distribute=True, base_filters=4,
+                          depth=2, patch_size=16, batch_size=2, epochs=1, val=1, mixed_precision="off",
+                          tensorboard=False, verbose=0))
+    assert steps == {0: 2, 1: 2}
