@@ -118,6 +118,22 @@ def dice(pred, true) -> float:
     return _dice_counts(tp, np.count_nonzero(true), np.count_nonzero(pred))
 
 
+def resolution_ceiling(classes, factor: int = 2) -> dict:
+    """Dice per region (WT, TC, ET) of a true class map ``(D, H, W)`` taken to ``factor`` mm and back, as a region
+    model predicts: each region's block fraction (:func:`~brats_keras.preprocessing.downsample_image`, the best a
+    model working at that resolution can output), up-sampled trilinearly
+    (:func:`~brats_keras.preprocessing.upsample_probs`) and decoded at 0.5. The most such a model can score.
+    """
+    from .labels import regions_to_classes
+    from .preprocessing import downsample_image, upsample_probs
+
+    classes = np.asarray(classes)
+    regions = downsample_image(classes_to_regions(classes).astype(np.float32), factor)
+    back = regions_to_classes(upsample_probs(regions, classes.shape, factor))
+    pr, tr = classes_to_regions(back), classes_to_regions(classes)
+    return {r: dice(pr[..., i], tr[..., i]) for i, r in enumerate(REGION_NAMES)}
+
+
 def sensitivity(pred, true) -> float:
     """Sensitivity (recall) ``|P & T| / |T|``; 1 when both are empty, 0 when only ``true`` is."""
     pred, true = _pair(pred, true)

@@ -1,12 +1,23 @@
 #!/usr/bin/env python
-"""Export a trained run as the shipped model and write its model card.
+"""Export a trained run, or the fold runs of a cross-validation, as the shipped model and write its model card.
 
-    python scripts/export_pretrained.py --run runs/pretrained --real ../shared/data/brats-real
+    python scripts/export_pretrained.py --run runs/pretrained --real ../shared/data/brats-real --train-minutes 105
+    python scripts/export_pretrained.py --folds runs/cv28/fold0 runs/cv28/fold1 runs/cv28/fold2 runs/cv28/fold3 \
+        runs/cv28/fold4 --crossval cv28 --data data/cv28_2mm --train-minutes 70
 
-Saves ``brats_keras/pretrained/model.keras`` (weights and preprocessing info, no optimizer
+``--run``: saves ``brats_keras/pretrained/model.keras`` (weights and preprocessing info, no optimizer
 state), predicts the run's validation cases from their original NIfTI files with and without
-mirroring TTA, and writes ``model_card.json`` and ``MODEL_CARD.md`` beside it. The card's text and the rows
-of earlier runs it compares with live in ``brats_keras.pretrained.card`` and ``card_history.json``.
+mirroring TTA, and writes ``model_card.json`` and ``MODEL_CARD.md`` beside it.
+
+``--folds``: the fold ensemble. The cross-validation must have been scored and its post-processing chosen
+(``brats-keras crossval --runs ... --out CV --choose-postprocessing``). Writes ``fold-<k>.keras`` (float16
+weights, the chosen post-processing stored) in place of ``model.keras``, checks on a few out-of-fold cases that
+the float16 files with the stored post-processing score as the cross-validation table says, times the
+ensemble, and writes the card with the cross-validated estimate as its headline.
+
+The card's text and the rows of earlier runs it compares with live in ``brats_keras.pretrained.card`` and
+``card_history.json``. Unusable input (a folder that is no run, a cross-validation of other runs, fold runs
+with different settings): one line, exit 2, nothing written.
 """
 import argparse
 import json
@@ -19,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brats_keras import io as bio  # noqa: E402
 from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E402
-from brats_keras.evaluation import score_case  # noqa: E402
+from brats_keras.evaluation import resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.models import count_params  # noqa: E402
 from brats_keras.pretrained import CARD_FILE, CARD_JSON, MODEL_FILE  # noqa: E402
@@ -39,27 +50,47 @@ def score(predictor, cases):
     return out, mean, float(np.mean(seconds))
 
 
+def fail(message: str):
+    """Unusable input: one line, exit 2 (nothing has been written when this is called)."""
+    print(f"export_pretrained: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", required=True)
-    ap.add_argument("--real", required=True, help="folder with the original NIfTI cases")
+    what = ap.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", help="one training run: ships model.keras")
+    what.add_argument("--folds", nargs="+", metavar="RUN", help="the fold runs of a cross-validation: ships the "
+                                                                "fold ensemble")
+    ap.add_argument("--real", nargs="+", help="folder(s) with the original NIfTI cases (--run: required)")
+    ap.add_argument("--crossval", help="--folds: the crossval output folder (crossval.json, postprocessing.json)")
+    ap.add_argument("--data", default="data/real_2mm", help="--folds: the converted data folder the card's "
+                                                            "commands name")
+    ap.add_argument("--to", help="--folds: where to write the files (default: brats_keras/pretrained)")
+    ap.add_argument("--check-cases", type=int, default=3, help="--folds: out-of-fold cases predicted again to check "
+                                                               "the float16 files and time the ensemble")
     ap.add_argument("--checkpoint", default="best", choices=["best", "last"])
     ap.add_argument("--hardware", default="2-core AMD EPYC CPU (no AVX-512), 24 GB RAM, TensorFlow 2.21, float32")
-    ap.add_argument("--train-minutes", type=float, required=True)
+    ap.add_argument("--train-minutes", type=float, required=True, help="minutes of training (--folds: per fold)")
     args = ap.parse_args(argv)
+    if args.folds:
+        return export_ensemble(args)
+    if not args.real:
+        fail("--run needs --real (the folder of the original NIfTI cases)")
+    args.real = args.real[0]
     run = Path(args.run)
     needed = [run / "checkpoints" / f"{args.checkpoint}.keras", run / "config.json", run / "split.json", run / "log.csv"]
     missing = [str(f) for f in needed if not f.exists()]
     if missing:
-        sys.exit(f"export_pretrained: {', '.join(missing)}: not found (is {run} a training run folder?)")
+        fail(f"{', '.join(missing)}: not found (is {run} a training run folder?)")
     cfg = json.loads((run / "config.json").read_text())
     if cfg.get("init_from"):
-        sys.exit(f"export_pretrained: {run} starts from {cfg['init_from']}; the card can only reproduce runs "
-                 "trained from scratch with --recipe pretrained")
+        fail(f"{run} starts from {cfg['init_from']}; the card can only reproduce runs "
+             "trained from scratch with --recipe pretrained")
     try:
         command = train_command(cfg)
     except ValueError as exc:  # a setting no flag sets: refused before anything is written
-        sys.exit(f"export_pretrained: {run / 'config.json'}: {exc}")
+        fail(f"{run / 'config.json'}: {exc}")
     model, info = load_model(needed[0], compile=False)
     save_model(model, MODEL_FILE, info, include_optimizer=False)
     split = json.loads((run / "split.json").read_text())
@@ -112,5 +143,132 @@ def main(argv=None):
     print(json.dumps({"mean": plain[1], "tta_mean": tta[1], "s_per_case": plain[2]}, indent=1))
 
 
+
+#: fold-run settings that may differ between the folds of one recipe
+_PER_FOLD = {"fold", "out"}
+
+
+def _fold_runs(runs, cv_dir):
+    """Check the fold runs and the cross-validation before anything is written; ``(configs, crossval results,
+    choice, post-processed results)``."""
+    cv_dir = Path(cv_dir)
+    for name in ("crossval.json", "postprocessing.json", "crossval_postprocessed.json"):
+        if not (cv_dir / name).is_file():
+            fail(f"{cv_dir / name}: not found (run brats-keras crossval --runs ... --out {cv_dir} "
+                 "--choose-postprocessing first)")
+    results, choice, post = (json.loads((cv_dir / n).read_text()) for n in
+                             ("crossval.json", "postprocessing.json", "crossval_postprocessed.json"))
+    scored = sorted(str(Path(f["run"]).resolve()) for f in results["folds"].values())
+    given = sorted(str(Path(r).resolve()) for r in runs)
+    if scored != given:
+        fail(f"{cv_dir}: its table scores the runs {', '.join(scored)}, not the ones given ({', '.join(given)})")
+    cfgs = []
+    for run in map(Path, runs):
+        for name in ("config.json", "split.json", "log.csv", f"checkpoints/{results['checkpoint']}.keras"):
+            if not (run / name).is_file():
+                fail(f"{run / name}: not found (is {run} a fold run folder?)")
+        cfg = json.loads((run / "config.json").read_text())
+        if cfg.get("init_from"):
+            fail(f"{run} starts from {cfg['init_from']}; the card can only reproduce runs trained from scratch")
+        cfgs.append(cfg)
+    for run, cfg in zip(runs[1:], cfgs[1:]):
+        for key in sorted(set(cfg) | set(cfgs[0])):
+            if key not in _PER_FOLD and cfg.get(key) != cfgs[0].get(key):
+                fail(f"{runs[0]} and {run} were trained with different {key} ({cfgs[0].get(key)!r} and "
+                     f"{cfg.get(key)!r}): an ensemble ships one recipe")
+    return cfgs, results, choice, post
+
+
+def export_ensemble(args):
+    import time
+
+    from brats_keras.crossval import ensemble_from_runs
+    from brats_keras.io import atomic_write_json, atomic_write_text
+    from brats_keras.pretrained import HERE
+
+    if not args.crossval:
+        fail("--folds needs --crossval (the folder written by brats-keras crossval --choose-postprocessing)")
+    runs = [Path(r) for r in args.folds]
+    cfgs, results, choice, post = _fold_runs(runs, args.crossval)
+    try:
+        command = train_command(cfgs[0], out="runs/cv/fold$k", data=args.data)
+    except ValueError as exc:
+        fail(f"{runs[0] / 'config.json'}: {exc}")
+    to = Path(args.to) if args.to else HERE
+    written = ensemble_from_runs(runs, to, checkpoint=results["checkpoint"], postprocessing=choice)
+    for stale in [to / "model.keras", *(p for p in to.glob("fold-*.keras") if p not in written)]:
+        if stale.exists():  # the ensemble replaces the single model (60 MB for all that ships)
+            stale.unlink()
+            print(f"removed {stale}")
+    # the check: own-fold float16 files with the stored post-processing against the post-processed table
+    cases = {c.case_id: c for root in {Path(r["truth"]).parent.parent for r in results["cases"].values()}
+             for c in bio.find_cases(root)}
+    ids = sorted(cid for cid in post["cases"] if cid in cases)[:args.check_cases]
+    by_fold = {json.loads((r / "split.json").read_text())["fold"]: p for r, p in zip(
+        sorted(runs, key=lambda r: json.loads((r / "split.json").read_text())["fold"]), written)}
+    diffs, single = [], []
+    for cid in ids:
+        pred = Predictor(by_fold[post["cases"][cid]["fold"]]).predict_case(cases[cid])
+        single.append(pred["seconds"])
+        got = score_case(pred["classes"], bio.load_classes(cases[cid].seg),
+                         tuple(float(z) for z in pred["header"].get_zooms()[:3]), report=False, distances=False)
+        diffs += [abs(got[r]["dice"] - post["cases"][cid][r]["dice"]) for r in ("WT", "TC", "ET")]
+    ensemble = Predictor(written)
+    seconds = []
+    for cid in ids:
+        t0 = time.time()
+        ensemble.predict_case(cases[cid])
+        seconds.append(time.time() - t0)
+    info = read_info(written[0])
+    ceiling = [resolution_ceiling(bio.load_classes(Path(r["truth"])), int(info.get("downsample") or 1))
+               for r in results["cases"].values()]
+    model, _ = load_model(written[0], compile=False)
+    n_fold_cases = {k: len(f["cases"]) for k, f in results["folds"].items()}
+    steps = sorted({len(read_log(r)) * c["steps_per_epoch"] for r, c in zip(runs, cfgs)})
+    cfg = cfgs[0]
+    card = {
+        "kind": "fold ensemble",
+        "model_files": [{"file": p.name, "fold": k, "size_mb": round(p.stat().st_size / 1e6, 2)}
+                        for k, p in sorted(by_fold.items())],
+        "architecture": {"name": cfg["model"], "base_filters": cfg["base_filters"], "depth": cfg["depth"],
+                         "norm": cfg["norm"], "output": cfg["output"], "parameters": count_params(model)},
+        "preprocessing": {k: v for k, v in read_info(written[0]).items() if k != "postprocess"},
+        "postprocessing": {k: choice.get(k) for k in ("postprocess", "dice_before", "dice_after", "cases",
+                                                      "min_gain", "chosen_on")},
+        "training": {"recipe": "pretrained", "loss": cfg["loss"], "lr": cfg["lr"], "patch_size": cfg["patch_size"],
+                     "batch_size": cfg["batch_size"], "optimizer": optimizer_text(cfg),
+                     "augmentation": augmentation_text(cfg), "steps_per_fold": steps[-1], "steps_range": steps,
+                     "minutes_per_fold": args.train_minutes, "hardware": args.hardware, "command": command},
+        "data": {"cases": len(results["cases"]), "folds": {k: f["cases"] for k, f in results["folds"].items()},
+                 "folds_text": ", ".join(f"fold {k}: {n} cases" for k, n in n_fold_cases.items())},
+        "crossval": {k: results[k] for k in ("checkpoint", "cases", "folds", "mean", "median", "std", "failed")
+                     if k in results},
+        "crossval_postprocessed": {k: post[k] for k in ("cases", "folds", "mean", "median", "std") if k in post},
+        "resolution_ceiling": {r: float(np.mean([c[r] for c in ceiling])) for r in ("WT", "TC", "ET")},
+        "check": {"cases": ids, "max_dice_difference": float(max(diffs)) if diffs else 0.0,
+                  "single_seconds_per_case": float(np.mean(single)) if single else float("nan"),
+                  "ensemble_seconds_per_case": float(np.mean(seconds)) if seconds else float("nan")},
+        "commands": "\n".join([
+            f"python data_prep/convert.py --input ALL_CASES --output {args.data} \\",
+            f"    --modalities {','.join(info['modalities'])} --crop {info.get('crop', 'brain')} "
+            f"--scale {info['scale']} --downsample {info.get('downsample', 1)}",
+            f"for k in {' '.join(str(k) for k in sorted(by_fold))}; do",
+            "  " + command.replace("\n", "\n  "),
+            "done",
+            "brats-keras crossval --runs " + " ".join(f"runs/cv/fold{k}" for k in sorted(by_fold))
+            + " --out cv --choose-postprocessing",
+            "python scripts/export_pretrained.py --folds " + " ".join(f"runs/cv/fold{k}" for k in sorted(by_fold))
+            + f" --crossval cv --data {args.data} --train-minutes {args.train_minutes:g}"]),
+    }
+    if (to / "ensemble.json").exists():
+        card["ensemble"] = json.loads((to / "ensemble.json").read_text())
+    atomic_write_json(to / CARD_JSON.name, card)
+    atomic_write_text(to / CARD_FILE.name, card_markdown(card))
+    print(json.dumps({"crossval_mean": {r: results["mean"][r]["dice"] for r in ("WT", "TC", "ET")},
+                      "with_postprocessing": {r: post["mean"][r]["dice"] for r in ("WT", "TC", "ET")},
+                      "check": card["check"]}, indent=1))
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -594,6 +594,101 @@ def test_ensemble_command_refuses_bad_runs_in_one_line_and_writes_nothing(cv, tm
     assert not (tmp_path / "ens").exists()
 
 
+def _export_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "export_pretrained.py"
+    spec = importlib.util.spec_from_file_location("export_pretrained", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def _recipe_runs(runs, to):
+    """Copies of the fold runs whose config.json keeps the recipe's values of the settings no train flag sets
+    (the card's command must reproduce the runs); the checkpoints are the same files."""
+    import shutil
+    from dataclasses import asdict
+
+    from brats_keras.training import TrainConfig
+
+    base = asdict(TrainConfig.from_recipe("pretrained"))
+    out = []
+    for run in runs:
+        copy = to / run.name
+        shutil.copytree(run, copy)
+        cfg = json.loads((copy / "config.json").read_text())
+        cfg.update({k: base[k] for k in ("lr_patience", "lr_factor", "split_seed")}, out=str(copy))
+        (copy / "config.json").write_text(json.dumps(cfg))
+        out.append(copy)
+    return out
+
+
+def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_crossval(cv, tmp_path, capsys):
+    root, runs = cv
+    runs = _recipe_runs(runs, tmp_path / "runs")
+    cv_dir = tmp_path / "cv"
+    crossval_predict(runs, cv_dir, progress=False)
+    assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(cv_dir), "--reuse",
+                     "--choose-postprocessing"]) == 0
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    (ship / "model.keras").write_bytes(b"the single model the ensemble replaces")
+    (ship / "fold-7.keras").write_bytes(b"a fold of an earlier, larger ensemble")
+    export = _export_script()
+    args = ["--folds", *map(str, runs), "--crossval", str(cv_dir), "--data", "data/cv_2mm", "--to", str(ship),
+            "--train-minutes", "3", "--check-cases", "2"]
+    assert export(args) == 0
+    assert sorted(p.name for p in ship.iterdir()) == ["MODEL_CARD.md", "ensemble.json", "fold-0.keras",
+                                                      "fold-1.keras", "model_card.json"]
+    card = json.loads((ship / "model_card.json").read_text())
+    results = json.loads((cv_dir / "crossval.json").read_text())
+    post = json.loads((cv_dir / "crossval_postprocessed.json").read_text())
+    assert card["kind"] == "fold ensemble" and [f["fold"] for f in card["model_files"]] == [0, 1]
+    assert card["crossval"]["mean"] == results["mean"] and card["crossval_postprocessed"]["mean"] == post["mean"]
+    assert len(card["check"]["cases"]) == 2 and 0 <= card["check"]["max_dice_difference"] <= 1
+    assert card["check"]["ensemble_seconds_per_case"] > 0
+    assert all(0 < card["resolution_ceiling"][r] <= 1 for r in ("WT", "TC", "ET"))
+    stored = read_info(ship / "fold-1.keras")["postprocess"]
+    choice = json.loads((cv_dir / "postprocessing.json").read_text())
+    assert {k: stored[k] for k in choice["postprocess"]} == choice["postprocess"]
+    md = (ship / "MODEL_CARD.md").read_text()
+    from brats_keras.pretrained.card import card_markdown
+
+    assert md == card_markdown(card)
+    mean = results["mean"]
+    assert md.startswith("# Model card: brats-keras pretrained 3D U-Net, 2-fold ensemble")
+    assert ("| **mean over 5 cases** | " + " | ".join(f"{mean[r]['dice']:.3f}" for r in ("WT", "TC", "ET"))) in md
+    assert "## Headline: the cross-validated estimate (2 folds, 5 cases, `last` checkpoints)" in md
+    assert "--fold $k" in md and "for k in 0 1; do" in md and "--split-file" not in md
+    assert Predictor(ship).predict_batch(np.zeros((1, 16, 16, 16, 3), np.float32)).shape == (1, 16, 16, 16, 3)
+
+
+def test_export_of_a_fold_ensemble_refuses_bad_input_in_one_line(cv, tmp_path, capsys):
+    root, runs = cv
+    export = _export_script()
+    ship = tmp_path / "ship"
+    base = ["--to", str(ship), "--train-minutes", "1"]
+    with pytest.raises(SystemExit) as exc:
+        export(["--folds", *map(str, runs), *base])
+    assert exc.value.code == 2 and "--folds needs --crossval" in capsys.readouterr().err
+    cv_dir = tmp_path / "cv"
+    crossval_predict(runs, cv_dir, progress=False)
+    with pytest.raises(SystemExit) as exc:  # scored, but no post-processing chosen yet
+        export(["--folds", *map(str, runs), "--crossval", str(cv_dir), *base])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "postprocessing.json: not found" in err[0]
+    assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(cv_dir), "--reuse",
+                     "--choose-postprocessing"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # one fold only: not the runs the table scores
+        export(["--folds", str(runs[0]), "--crossval", str(cv_dir), *base])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "its table scores the runs" in err[0]
+    assert not ship.exists()
+
+
 def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
     import brats_keras.pretrained as pre
 
@@ -603,6 +698,16 @@ def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
     monkeypatch.setattr(pre, "HERE", tmp_path)
     assert pre.pretrained_paths() == [tmp_path / "fold-0.keras", tmp_path / "fold-1.keras"]
     assert len(Predictor().models) == 2
+    assert pre.pretrained_path() == pre.MODEL_FILE  # beside model.keras, load_pretrained keeps it
+    monkeypatch.setattr(pre, "MODEL_FILE", tmp_path / "model.keras")  # an ensemble that replaced it
+    assert pre.pretrained_path() == tmp_path / "fold-0.keras"
+    from brats_keras.models import load_pretrained
+
+    assert load_pretrained().count_params() == Predictor(tmp_path / "fold-0.keras").model.count_params()
+    for f in tmp_path.glob("fold-*.keras"):
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match="model.keras: the pretrained model is not installed"):
+        pre.pretrained_path()
 
 
 def test_crossval_on_a_real_case_matches_the_model_card(real_dir, tmp_path):

@@ -666,3 +666,17 @@ def test_evaluation_does_not_import_keras():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(__file__).parents[1]))
+
+
+def test_resolution_ceiling_known_answers():
+    from brats_keras.evaluation import resolution_ceiling
+
+    c = np.zeros((16, 16, 16), np.uint8)
+    c[4:12, 4:12, 4:12] = 2  # block-aligned cubes at 2 mm come back whole but for their 8 corner voxels,
+    c[6:10, 6:10, 6:10] = 3  # where trilinear up-sampling gives 0.75^3 = 0.42 < 0.5
+    assert resolution_ceiling(c, 2) == pytest.approx({"WT": 2 * 504 / (512 + 504), "TC": 2 * 56 / (64 + 56),
+                                                      "ET": 2 * 56 / (64 + 56)})
+    c[1, 1, 1] = 1  # one voxel of necrosis fills 1/8 of its block: lost at 2 mm
+    assert resolution_ceiling(c, 2) == pytest.approx({"WT": 2 * 504 / (513 + 504), "TC": 2 * 56 / (65 + 56),
+                                                      "ET": 2 * 56 / (64 + 56)})
+    assert resolution_ceiling(c, 1) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}

@@ -96,7 +96,7 @@ def test_card_markdown_rebuilds_the_shipped_card_from_its_json_and_the_history_d
 def test_export_of_a_folder_that_is_no_run_is_a_one_line_error(tmp_path):
     rc, err = _export_script("--run", tmp_path, "--real", tmp_path, "--train-minutes", "1")
     message = err.strip().splitlines()[-1]
-    assert rc == 1 and str(tmp_path / "config.json") in message and "not found" in message
+    assert rc == 2 and str(tmp_path / "config.json") in message and "not found" in message
     assert message.startswith("export_pretrained: ")
     assert not any(tmp_path.iterdir())  # nothing written
 
@@ -125,7 +125,7 @@ def test_export_refuses_a_fine_tuned_run_in_one_line(tmp_path):
     (run / "config.json").write_text('{"init_from": "pretrained"}')
     before = {f: f.stat().st_mtime_ns for f in MODEL_FILE.parent.iterdir()}
     rc, err = _export_script("--run", run, "--real", tmp_path, "--train-minutes", "1")
-    assert rc == 1 and "starts from pretrained" in err.strip().splitlines()[-1]
+    assert rc == 2 and "starts from pretrained" in err.strip().splitlines()[-1]
     assert {f: f.stat().st_mtime_ns for f in MODEL_FILE.parent.iterdir()} == before
 
 
@@ -159,3 +159,27 @@ def test_export_train_command_runs_as_the_run_it_describes(monkeypatch):
     for key, value in (("lr_patience", 7), ("split_seed", 3), ("steps_per_epoch", None)):
         with pytest.raises(ValueError, match=f"the run's {key}={value!r} differs from the recipe's .* no flag"):
             train_command({**cfg, key: value})
+
+
+def test_fold_train_command_loops_over_k_and_gives_back_each_fold(monkeypatch):
+    """A fold run's command has --fold $k and no --split-file; with k set it parses to that fold's settings."""
+    import shlex
+    from dataclasses import asdict
+
+    import brats_keras.training as training
+    from brats_keras.pretrained.card import _NOT_RECIPE, train_command
+    from brats_keras.training import TrainConfig
+
+    seen = []
+    monkeypatch.setattr(training, "train", lambda config, resume=None: seen.append(config) or
+                        {"history": [], "run": config.out, "best": None, "seconds": 0.0})
+    for k in (0, 3):
+        cfg = asdict(TrainConfig.from_recipe("pretrained", folds=5, fold=k, epochs=64, whole_case_every=8))
+        cmd = train_command(cfg, out="runs/cv/fold$k", data="data/cv_2mm")
+        assert "--split-file" not in cmd and "--fold $k" in cmd and "--folds 5" in cmd
+        args = shlex.split(cmd.replace("\\\n", " ").replace("$k", str(k)))
+        assert cli_main(args[1:]) == 0
+        parsed = asdict(seen[-1])
+        assert parsed["out"] == f"runs/cv/fold{k}" and parsed["data"] == "data/cv_2mm"
+        assert {key: v for key, v in parsed.items() if key not in _NOT_RECIPE} == \
+            {key: v for key, v in cfg.items() if key not in _NOT_RECIPE}

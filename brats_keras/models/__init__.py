@@ -106,10 +106,12 @@ def load_model(path, compile: bool = True) -> keras.Model:
 
 # --- pretrained model -------------------------------------------------------
 def load_pretrained(compile: bool = False) -> keras.Model:
-    """Load the model trained on real BraTS cases that ships in ``brats_keras/pretrained/model.keras``.
+    """Load the model trained on real BraTS cases that ships in ``brats_keras/pretrained/``: ``model.keras``,
+    or the first fold of the fold ensemble that ships in its place.
 
     Its preprocessing (modalities, scaling, 2 mm resolution) is in
-    ``brats_keras.checkpoint.read_info(PRETRAINED_PATH)`` and its scores in ``MODEL_CARD.md``;
+    ``brats_keras.checkpoint.read_info(brats_keras.pretrained.pretrained_path())``, its scores in
+    ``MODEL_CARD.md``;
     fine-tune it like any Keras model (``model.compile(...)``, ``model.fit(...)``).
 
     Raises:

@@ -13,9 +13,15 @@ def pretrained_path() -> Path:
     """Path of the shipped model file: the one place that finds it (``brats_keras.models.load_pretrained``,
     ``--init-from pretrained``, ``brats-keras export`` and prediction without ``--model`` all come here).
 
+    ``model.keras``; where a fold ensemble ships in its place (``fold-*.keras``), its first fold: one network to
+    fine-tune or export (prediction without ``--model`` uses all folds, :func:`pretrained_paths`).
+
     Raises:
         FileNotFoundError in one line naming the file when this installation lacks it.
     """
+    folds = sorted(HERE.glob("fold-*.keras"))
+    if not MODEL_FILE.exists() and folds:
+        return folds[0]
     if not MODEL_FILE.exists():
         raise FileNotFoundError(f"{MODEL_FILE}: the pretrained model is not installed with this copy of brats-keras "
                                 f"(reinstall brats-keras, or train a model and load it with "
@@ -27,7 +33,7 @@ def pretrained_paths() -> list[Path]:
     """The shipped model file(s) prediction uses when given no ``--model``: the fold ensemble
     ``fold-*.keras`` here when one ships (their probabilities are averaged), else ``[model.keras]``.
 
-    ``load_pretrained()`` and ``--init-from pretrained`` always use ``model.keras`` (one network to fine-tune).
+    ``load_pretrained()`` and ``--init-from pretrained`` use one network, :func:`pretrained_path`.
     """
     folds = sorted(HERE.glob("fold-*.keras"))
     return folds or [pretrained_path()]

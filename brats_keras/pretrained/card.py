@@ -49,8 +49,12 @@ _NOT_RECIPE = {"data", "out", "split_file", "verbose", "init_from"}
 _FLAG = {"output": "--head"}
 
 
-def train_command(cfg: dict, out: str = "runs/pretrained") -> str:
+def train_command(cfg: dict, out: str = "runs/pretrained", data: str = "data/real_2mm",
+                  split_file: str = "brats_keras/pretrained/split.json") -> str:
     """The ``brats-keras train`` command that reproduces a run: the recipe plus the flags it changed.
+
+    A fold run of a cross-validation (``cfg["folds"]`` set) gets ``--fold $k`` and no ``--split-file`` (the fold
+    split comes from the seed): the command of every fold, for a shell loop over ``k``.
 
     Raises:
         ValueError naming the setting when the run changed one that no flag of ``brats-keras train`` sets
@@ -61,6 +65,9 @@ def train_command(cfg: dict, out: str = "runs/pretrained") -> str:
     base = asdict(TrainConfig.from_recipe("pretrained"))
     flags = []
     for key, value in cfg.items():
+        if key == "fold" and cfg.get("folds"):
+            flags.append("--fold $k")
+            continue
         if key in _NOT_RECIPE or key not in base or value == base[key]:
             continue
         flag = _FLAG.get(key, f"--{key.replace('_', '-')}")
@@ -75,17 +82,21 @@ def train_command(cfg: dict, out: str = "runs/pretrained") -> str:
             flags += [flag] if value else []
         else:
             flags.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
-    return ("brats-keras train --data data/real_2mm --recipe pretrained \\\n"
-            f"    --split-file brats_keras/pretrained/split.json --out {out}" + "".join(" " + f for f in flags))
+    split = f"--split-file {split_file} " if split_file and not cfg.get("folds") else ""
+    return (f"brats-keras train --data {data} --recipe pretrained \\\n"
+            f"    {split}--out {out}" + "".join(" " + f for f in flags))
 
 
 def card_markdown(card: dict, history: dict | None = None) -> str:
     """The human-readable model card (``MODEL_CARD.md``) of a machine-readable one (``model_card.json``).
 
     Args:
-        card: the machine-readable card written by ``scripts/export_pretrained.py``.
+        card: the machine-readable card written by ``scripts/export_pretrained.py`` (a fold ensemble's goes to
+            :func:`ensemble_card_markdown`).
         history: the comparison rows of earlier runs (default: :func:`read_history`).
     """
+    if card.get("kind") == "fold ensemble":
+        return ensemble_card_markdown(card, history)
     history = read_history() if history is None else history
     targets = "\n".join(_row(r) for r in history["against_targets"])
     earlier = "\n".join(_row(r) for r in history["earlier_runs"])
@@ -193,7 +204,117 @@ def optimizer_text(cfg):
 
 def augmentation_text(cfg):
     text = "flips, intensity and gamma"
+    if cfg.get("intensity_augment") == "strong":
+        text = ("flips, per-channel noise, blur, brightness, contrast, simulated low resolution and gamma "
+                "(--intensity-augment strong)")
     if cfg.get("spatial_augment"):
         p = cfg["spatial_augment"]
         text += f", rotation up to 15 degrees and zoom 0.85-1.25 (each with probability {p})"
     return text
+
+
+# ----------------------------------------------------------------------------- the fold ensemble's card
+def _dice_row(name: str, scores: dict, hd95: bool = False) -> str:
+    def cell(r):
+        s = scores[r]
+        return f"{s['dice']:.3f}" + (f" / {s['hd95']:.1f}" if hd95 else "") if isinstance(s, dict) else f"{s:.3f}"
+    return f"| {name} | " + " | ".join(cell(r) for r in REGIONS) + " |"
+
+
+def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
+    """The model card (``MODEL_CARD.md``) of a shipped fold ensemble (``model_card.json`` with ``"kind": "fold
+    ensemble"``, written by ``scripts/export_pretrained.py --folds``): the cross-validated estimate first.
+
+    Args:
+        card: the machine-readable card.
+        history: the comparison rows (default: :func:`read_history`); its ``"cv_attempts"`` rows are the recipes
+            tried, each with its cross-validated mean Dice.
+    """
+    from ..crossval import crossval_markdown
+
+    history = read_history() if history is None else history
+    cv, post, pp = card["crossval"], card["crossval_postprocessed"], card["postprocessing"]
+    a, t, files, check = card["architecture"], card["training"], card["model_files"], card["check"]
+    n_folds, n_cases = len(files), len(cv["cases"])
+    commands = card["commands"]
+    headline = crossval_markdown(cv, pp, command=None, postprocessed=post).replace(
+        "## Cross-validated estimate", "## Headline: the cross-validated estimate", 1)
+    attempts = "\n".join(_row(r) for r in history.get("cv_attempts", []))
+    target = history.get("cv_target", {"WT": "0.88", "TC": "0.80", "ET": "0.76"})
+    floor = history.get("external_floor", {"WT": "0.86", "TC": "0.76", "ET": "0.74"})
+    before_external = history.get("external_previous")
+    external = f"\n{_row(before_external)}" if before_external else ""
+    size = sum(f["size_mb"] for f in files)
+    p = card["preprocessing"]
+    factor = int(p.get("downsample") or 1)
+    at = f" (at {factor} mm)" if factor > 1 else ""
+    resolution = (f"down-sampled to {factor} mm ({factor}x{factor}x{factor} block means)" if factor > 1
+                  else "at 1 mm")
+    back = "up-samples them to 1 mm and " if factor > 1 else ""
+    scaled = {"zscore": "z-scored over its brain voxels", "minmax": "min-max scaled to 0-1"}.get(
+        p.get("scale"), f"scaled ({p.get('scale')})")
+    if not attempts:
+        attempts = "| (none recorded yet) | - | - | - |"
+    c = card.get("resolution_ceiling")
+    ceiling = (f" (the true label maps taken to {factor} mm and back score mean Dice "
+               f"{' / '.join(f'{c[r]:.3f}' for r in REGIONS)}: the most any {factor} mm model can reach)" if c else "")
+    return f"""# Model card: brats-keras pretrained 3D U-Net, {n_folds}-fold ensemble (BraTS regions)
+
+**Not a medical device.** A research model trained on {n_cases} real BraTS cases; do not use it for diagnosis or
+treatment.
+
+{headline.rstrip()}
+
+Each of the {n_cases} cases above was segmented by the one fold model that never saw it, so these numbers are what
+the recipe gives on patients it has not seen. The shipped ensemble averages all {n_folds} fold models; its own
+score on these cases is not an estimate (each case is in the training data of {n_folds - 1} of them). Ensembling
+usually adds a little on new patients. The post-processing rows lean optimistic by the gains the choice measured on
+these same cases (mean Dice {' / '.join(f"{pp['dice_before'][r]:.3f}" for r in REGIONS)} before, \
+{' / '.join(f"{pp['dice_after'][r]:.3f}" for r in REGIONS)} after).
+
+## Against the targets (mean Dice over cases)
+| | WT | TC | ET |
+| --- | --- | --- | --- |
+{_row({"run": "target (cross-validated)", **target})}
+{_row({"run": "maintainers' floor on their own cases", **floor})}{external}
+{_dice_row(f"this recipe, {n_folds}-fold cross-validated, before post-processing", cv["mean"])}
+{_dice_row("the same with the chosen post-processing", post["mean"])}
+
+## What was tried (each a {n_folds}-fold cross-validation on the same {n_cases} cases; mean Dice, before post-processing)
+| recipe | WT | TC | ET |
+| --- | --- | --- | --- |
+{attempts}
+
+## What it is
+- {n_folds} files `fold-0.keras` ... `fold-{n_folds - 1}.keras`, {size:.1f} MB in all (weights stored in float16, no
+  optimizer state; they load into float32 models). Each: `{a['name']}` with {a['base_filters']} base filters,
+  depth {a['depth']}, {a['norm']} normalisation, {a['parameters']:,} parameters, three sigmoid outputs (WT, TC, ET),
+  decoded to labels NCR / ED / ET.
+- Input: {', '.join(p['modalities'])} (channels in that order), each {scaled}, the brain's bounding box,
+  {resolution}; prediction slides {p['patch_size']}^3 windows{at} over the brain, averages
+  the {n_folds} models' probabilities, {back}applies the post-processing stored in the files: `{json.dumps({k: v for k, v in pp['postprocess'].items() if k != 'chosen_on'})}`.
+- `brats-keras predict --input CASE --output DIR` uses the ensemble when no `--model` is given
+  ({check['ensemble_seconds_per_case']:.1f} s per case on {t['hardware'].split(',')[0]}, one model
+  {check['single_seconds_per_case']:.1f} s); `brats_keras.models.load_pretrained()` gives fold 0, one network to
+  fine-tune.
+- Float16 storage does not move the scores: fold models in float16 with the stored post-processing scored
+  {len(check['cases'])} of the cases above within {check['max_dice_difference']:.4f} Dice of the float32 table.
+
+## Training
+Each fold: loss {t['loss']}, {t['patch_size']}^3 patches{at}, batch {t['batch_size']}, {t['optimizer']},
+{t['augmentation']} augmentation, a third of the patches centred on tumor, {t['steps_per_fold']:,} steps (last
+checkpoint, none chosen on validation), about {t['minutes_per_fold']:.0f} minutes on {t['hardware']}.
+Folds stratified by tumor size ({card['data']['folds_text']}).
+
+Reproduce:
+
+```bash
+{commands.rstrip()}
+```
+
+## Limits
+- {n_cases} training cases from a handful of institutions: expect lower scores on scanners, protocols and tumor
+  types they do not cover (the maintainers' 21 further cases come from one institution).
+- {factor} mm working resolution: thin enhancing rims and tiny lesions lose detail{ceiling}.
+- Not a medical device; not validated for clinical use.
+"""
