@@ -60,11 +60,20 @@ def save_model(model, path, info: dict | None = None, include_optimizer: bool = 
     return path
 
 
+#: the group of a Keras weights file that holds the optimizer's variables: kept in float32 by
+#: :func:`_float16_weights` (Adam's second moments are squared gradients, 1e-8 and below, under float16's
+#: smallest normal number 6e-5: rounded to zero they make the first resumed steps lr-sized jumps)
+OPTIMIZER_GROUP = "optimizer"
+
+
 def _float16_weights(data: bytes, where: str = "model") -> bytes:
-    """The Keras weights file ``data`` (HDF5 bytes) with every float32 array stored as float16.
+    """The Keras weights file ``data`` (HDF5 bytes) with every float32 array of the model stored as float16.
 
     Keras assigns stored arrays to the model's variables in the variables' own dtype, so a float16 file loads
-    into the float32 model unchanged in shape and dtype (each weight rounded to 11 significant bits).
+    into the float32 model unchanged in shape and dtype (each weight rounded to 11 significant bits). The
+    optimizer's variables (``OPTIMIZER_GROUP``, in a checkpoint saved with its optimizer) stay float32, so
+    training resumes from the file with the optimizer state it had; other arrays (the int64 iteration
+    counter) are copied as they are.
 
     Raises:
         BratsInputError naming ``where`` and the weight when a value is beyond float16's range (65504).
@@ -82,7 +91,8 @@ def _float16_weights(data: bytes, where: str = "model") -> bytes:
         def copy(name, obj):
             if isinstance(obj, h5py.Dataset):
                 array = obj[()]
-                if array.dtype == np.float32:
+                in_optimizer = name == OPTIMIZER_GROUP or name.startswith(OPTIMIZER_GROUP + "/")
+                if obj.dtype == np.float32 and not in_optimizer:
                     if array.size and not np.all(np.abs(array) <= FLOAT16_MAX):
                         raise BratsInputError(f"{where}: weight {name} holds values beyond float16's range "
                                               f"(max |w| {np.nanmax(np.abs(array)):.4g}); keep it in float32")

@@ -129,3 +129,32 @@ def test_the_shipped_model_in_float16_scores_a_real_case_as_in_float32(tmp_path)
     assert dice["f32"] == pytest.approx({"WT": 0.902, "TC": 0.820, "ET": 0.558}, abs=6e-4)
     for region in ("WT", "TC", "ET"):
         assert abs(dice["f16"][region] - dice["f32"][region]) < 2e-3
+
+
+def test_a_float16_checkpoint_keeps_the_optimizer_state_in_float32(tmp_path):
+    """Adam's second moments (squared gradients, here under 1e-8) are beneath float16's range: stored as float16
+    they became 0 and the first resumed steps jumped by about the learning rate. The optimizer group stays float32."""
+    import io
+
+    import h5py
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    x = (np.random.default_rng(0).standard_normal((32, 8)) * 1e-2).astype(np.float32)
+    model.fit(x, 0.1 * x[:, :1], epochs=3, verbose=0)
+    velocities = [v for v in model.optimizer.variables if "velocity" in v.path]
+    assert min(float(np.abs(keras.ops.convert_to_numpy(v)).min()) for v in velocities) < 1e-8  # float16 gives 0
+    f16 = save_model(model, tmp_path / "m16.keras", INFO, state={"epoch": 3}, weights_dtype="float16")
+    with zipfile.ZipFile(f16) as zf, h5py.File(io.BytesIO(zf.read(WEIGHTS_MEMBER)), "r") as h5:
+        dtypes = {}
+        h5.visititems(lambda name, obj: dtypes.__setitem__(name, str(obj.dtype))
+                      if isinstance(obj, h5py.Dataset) else None)
+    assert {d for n, d in dtypes.items() if n.startswith("layers/")} == {"float16"}
+    assert {d for n, d in dtypes.items() if n.startswith("optimizer/")} == {"int64", "float32"}
+    loaded, _ = load_model(f16)
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) == 3
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a))
+    for original, half in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(half, original.astype(np.float16).astype(np.float32))
