@@ -180,10 +180,10 @@ def _fold_runs(runs, cv_dir):
 
 
 def export_ensemble(args):
-    import time
+    import os
+    import tempfile
 
-    from brats_keras.crossval import ensemble_from_runs
-    from brats_keras.io import atomic_write_json, atomic_write_text
+    from brats_keras.io import BratsInputError, atomic_write_json, atomic_write_text
     from brats_keras.pretrained import HERE
 
     if not args.crossval:
@@ -195,11 +195,40 @@ def export_ensemble(args):
     except ValueError as exc:
         fail(f"{runs[0] / 'config.json'}: {exc}")
     to = Path(args.to) if args.to else HERE
-    written = ensemble_from_runs(runs, to, checkpoint=results["checkpoint"], postprocessing=choice)
-    for stale in [to / "model.keras", *(p for p in to.glob("fold-*.keras") if p not in written)]:
-        if stale.exists():  # the ensemble replaces the single model (60 MB for all that ships)
-            stale.unlink()
-            print(f"removed {stale}")
+    to.mkdir(parents=True, exist_ok=True)
+    # everything that can fail (the fold files, the check, the card) happens in a staging folder: the package
+    # folder changes only once all of it succeeded, so a failure leaves the shipped model and its card as they were
+    with tempfile.TemporaryDirectory(dir=to, prefix=".export-") as staging:
+        staging = Path(staging)
+        try:
+            card = _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to)
+            markdown = card_markdown(card)
+        except (BratsInputError, FileNotFoundError, ValueError) as exc:
+            fail(str(exc).splitlines()[0])
+        for f in card["model_files"]:
+            os.replace(staging / f["file"], to / f["file"])
+        os.replace(staging / "ensemble.json", to / "ensemble.json")
+        keep = {f["file"] for f in card["model_files"]}
+        for stale in [to / "model.keras", *(p for p in to.glob("fold-*.keras") if p.name not in keep)]:
+            if stale.exists():  # the ensemble replaces the single model (60 MB for all that ships)
+                stale.unlink()
+                print(f"removed {stale}")
+        atomic_write_json(to / CARD_JSON.name, card)
+        atomic_write_text(to / CARD_FILE.name, markdown)
+    print(json.dumps({"crossval_mean": {r: results["mean"][r]["dice"] for r in ("WT", "TC", "ET")},
+                      "with_postprocessing": {r: post["mean"][r]["dice"] for r in ("WT", "TC", "ET")},
+                      "check": card["check"]}, indent=1))
+    return 0
+
+
+def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to):
+    """Write the fold files and ensemble.json into ``staging``, check and time them, and return the card."""
+    import time
+
+    from brats_keras.crossval import ensemble_from_runs
+
+    written = ensemble_from_runs(runs, staging, checkpoint=results["checkpoint"], postprocessing=choice,
+                                 log=lambda line: print(line.replace(str(staging), str(to))))
     # the check: own-fold float16 files with the stored post-processing against the post-processed table
     cases = {c.case_id: c for root in {Path(r["truth"]).parent.parent for r in results["cases"].values()}
              for c in bio.find_cases(root)}
@@ -260,14 +289,8 @@ def export_ensemble(args):
             "python scripts/export_pretrained.py --folds " + " ".join(f"runs/cv/fold{k}" for k in sorted(by_fold))
             + f" --crossval cv --data {args.data} --train-minutes {args.train_minutes:g}"]),
     }
-    if (to / "ensemble.json").exists():
-        card["ensemble"] = json.loads((to / "ensemble.json").read_text())
-    atomic_write_json(to / CARD_JSON.name, card)
-    atomic_write_text(to / CARD_FILE.name, card_markdown(card))
-    print(json.dumps({"crossval_mean": {r: results["mean"][r]["dice"] for r in ("WT", "TC", "ET")},
-                      "with_postprocessing": {r: post["mean"][r]["dice"] for r in ("WT", "TC", "ET")},
-                      "check": card["check"]}, indent=1))
-    return 0
+    card["ensemble"] = json.loads((staging / "ensemble.json").read_text())
+    return card
 
 
 if __name__ == "__main__":

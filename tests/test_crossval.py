@@ -689,6 +689,36 @@ def test_export_of_a_fold_ensemble_refuses_bad_input_in_one_line(cv, tmp_path, c
     assert not ship.exists()
 
 
+def test_export_of_a_fold_ensemble_that_fails_after_the_fold_files_leaves_the_package_as_it_was(cv, tmp_path,
+                                                                                                capsys, monkeypatch):
+    """The fold files are written before the check predicts cases and the card is made; a failure there (here an
+    unreadable label map, injected) removed model.keras and left fold files without their card."""
+    root, runs = cv
+    runs = _recipe_runs(runs, tmp_path / "runs")
+    cv_dir = tmp_path / "cv"
+    crossval_predict(runs, cv_dir, progress=False)
+    assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(cv_dir), "--reuse",
+                     "--choose-postprocessing"]) == 0
+    ship = tmp_path / "ship"
+    ship.mkdir()
+    before = {"model.keras": b"the shipped single model", "MODEL_CARD.md": b"its card", "model_card.json": b"{}"}
+    for name, data in before.items():
+        (ship / name).write_bytes(data)
+    export = _export_script()
+
+    def unreadable(*args, **kwargs):
+        raise BratsInputError("c3/seg.nii.gz: not a NIfTI file (injected)")
+
+    monkeypatch.setitem(export.__globals__, "resolution_ceiling", unreadable)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        export(["--folds", *map(str, runs), "--crossval", str(cv_dir), "--to", str(ship), "--train-minutes", "1",
+                "--check-cases", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err == ["export_pretrained: c3/seg.nii.gz: not a NIfTI file (injected)"]
+    assert {p.name: p.read_bytes() for p in ship.iterdir()} == before  # no fold file, no staging folder left
+
+
 def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
     import brats_keras.pretrained as pre
 
