@@ -462,7 +462,9 @@ def _add_ensemble(sub):
                                         "averages (fold-<k>.keras, float16 weights, the chosen post-processing)",
                        description="Exit status: 0 written; 2 unusable input (a folder that is not a fold run, a "
                                    "missing or unreadable checkpoint, two runs of one fold, runs with different "
-                                   "preprocessing, an unreadable post-processing file): one line, nothing written.")
+                                   "preprocessing, an unreadable post-processing file, a weight beyond float16, an "
+                                   "OUT holding other .keras files): one line, nothing written. fold-<k>.keras files "
+                                   "of an earlier ensemble in OUT that are not among the folds given are removed.")
     p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="the fold run folders")
     p.add_argument("--out", required=True, help="output folder (then: brats-keras predict --model OUT ...)")
     p.add_argument("--checkpoint", choices=["last", "best"], default="last")

@@ -619,10 +619,12 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
 
     Raises:
         BratsInputError (one line, before anything is written) for a folder that is not a fold run, a missing or
-        unreadable checkpoint, two runs of the same fold, runs with different preprocessing, or an unreadable
-        post-processing file; files already in ``out`` are replaced one by one (temporary name, then rename).
+        unreadable checkpoint, two runs of the same fold, runs with different preprocessing, an unreadable
+        post-processing file, a weight beyond float16's range, or an ``out`` holding other ``.keras`` files than
+        ``fold-<k>.keras`` (prediction from ``out`` would average them too); files already in ``out`` are replaced
+        one by one (temporary name, then rename), and ``fold-<k>.keras`` files of folds not given are removed.
     """
-    from .checkpoint import load_model, save_model
+    from .checkpoint import FLOAT16_MAX, load_model, save_model
     from .inference import check_same_preprocessing
 
     if checkpoint not in ("last", "best"):
@@ -654,7 +656,19 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     check_same_preprocessing([i for *_, i in loaded], [str(m) for _, _, m, _, _ in loaded])
     if postprocessing is not None:
         postprocessing = _postprocess_info(postprocessing)
+    if weights_dtype == "float16":  # checked for every fold before the first file is written
+        for _, _, model_path, model, _ in loaded:
+            big = max((float(np.max(np.abs(w))) for w in model.get_weights() if w.dtype == np.float32 and w.size),
+                      default=0.0)
+            if not big <= FLOAT16_MAX:
+                raise BratsInputError(f"{model_path}: a weight beyond float16's range (max |w| {big:.4g}); "
+                                      "keep the weights in float32 (--float32)")
     out = Path(out)
+    names = {f"fold-{fold}.keras" for fold, *_ in loaded}
+    foreign = sorted(p.name for p in out.glob("*.keras") if p.name not in names and not p.name.startswith("fold-"))
+    if foreign:  # predict --model out would average them with the folds
+        raise BratsInputError(f"{out}: holds {', '.join(foreign)}, which predict --model {out} would average with "
+                              "the folds; choose an empty folder")
     out.mkdir(parents=True, exist_ok=True)
     written, sources = [], {}
     for fold, run, model_path, model, info in sorted(loaded, key=lambda t: t[0]):
@@ -666,6 +680,9 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         written.append(path)
         sources[path.name] = {"fold": fold, "run": str(run), "checkpoint": str(model_path)}
         log(f"{path}: fold {fold} from {model_path} ({weights_dtype}, {path.stat().st_size / 1e6:.2f} MB)")
+    for stale in sorted(p for p in out.glob("fold-*.keras") if p.name not in names):  # an earlier ensemble's
+        stale.unlink()
+        log(f"removed {stale} (not a fold of this ensemble)")
     atomic_write_json(out / "ensemble.json", {"checkpoint": checkpoint, "weights_dtype": weights_dtype,
                                               "models": sources, "postprocess": postprocessing})
     return written

@@ -594,6 +594,40 @@ def test_ensemble_command_refuses_bad_runs_in_one_line_and_writes_nothing(cv, tm
     assert not (tmp_path / "ens").exists()
 
 
+def test_ensemble_into_a_used_folder_leaves_no_other_model_beside_the_folds(cv, tmp_path, capsys):
+    """predict --model OUT averages every .keras file in OUT: a fold-2.keras of an earlier 3-fold ensemble was left
+    beside the new two folds (and ensemble.json did not list it), and a model.keras there joined them silently."""
+    from brats_keras.checkpoint import load_model
+
+    root, runs = cv
+    out = tmp_path / "ens"
+    out.mkdir()
+    (out / "fold-2.keras").write_bytes((runs[0] / "checkpoints" / "last.keras").read_bytes())
+    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ensemble.json", "fold-0.keras", "fold-1.keras"]
+    assert len(Predictor(out).models) == 2
+    (out / "model.keras").write_bytes((runs[0] / "checkpoints" / "last.keras").read_bytes())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{out}: holds model.keras, which predict --model {out} would average" in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # a weight float16 cannot hold, in the second fold: refused before the first fold is written
+    big = tmp_path / "big"
+    (big / "checkpoints").mkdir(parents=True)
+    (big / "split.json").write_bytes((runs[1] / "split.json").read_bytes())
+    model, info = load_model(runs[1] / "checkpoints" / "last.keras", compile=False)
+    weights = model.get_weights()
+    weights[0] = np.full_like(weights[0], 1e5)
+    model.set_weights(weights)
+    save_model(model, big / "checkpoints" / "last.keras", info, include_optimizer=False)
+    assert cli_main(["ensemble", "--runs", str(runs[0]), str(big), "--out", str(tmp_path / "ens16")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "last.keras: a weight beyond float16's range" in err[0]
+    assert not (tmp_path / "ens16").exists()
+
+
 def _export_script():
     import importlib.util
     from pathlib import Path
