@@ -269,7 +269,8 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
                      "augmentation": augmentation_text(cfg), "steps_per_fold": steps[-1], "steps_range": steps,
                      "minutes_per_fold": args.train_minutes, "hardware": args.hardware, "command": command},
         "data": {"cases": len(results["cases"]), "folds": {k: f["cases"] for k, f in results["folds"].items()},
-                 "folds_text": ", ".join(f"fold {k}: {n} cases" for k, n in n_fold_cases.items())},
+                 "folds_text": ", ".join(f"fold {k}: {n} cases" for k, n in n_fold_cases.items()),
+                 "stratified_by": json.loads((runs[0] / "split.json").read_text()).get("stratified_by")},
         "crossval": {k: results[k] for k in ("checkpoint", "cases", "folds", "mean", "median", "std", "failed")
                      if k in results},
         "crossval_postprocessed": {k: post[k] for k in ("cases", "folds", "mean", "median", "std") if k in post},

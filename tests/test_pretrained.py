@@ -183,3 +183,45 @@ def test_fold_train_command_loops_over_k_and_gives_back_each_fold(monkeypatch):
         assert parsed["out"] == f"runs/cv/fold{k}" and parsed["data"] == "data/cv_2mm"
         assert {key: v for key, v in parsed.items() if key not in _NOT_RECIPE} == \
             {key: v for key, v in cfg.items() if key not in _NOT_RECIPE}
+
+
+def _ensemble_card(checkpoint="last", steps=(2500,), moved=0.0004, stratified_by="tumor size"):
+    """A hand-made fold-ensemble card (the keys scripts/export_pretrained.py --folds writes)."""
+    def s(wt, tc, et):
+        return {r: {"dice": d, "hd95": 5.0} for r, d in zip(("WT", "TC", "ET"), (wt, tc, et))}
+
+    cv = {"checkpoint": checkpoint, "failed": {}, "cases": {"a": {"fold": 0, **s(0.9, 0.8, 0.7)},
+                                                            "b": {"fold": 1, **s(0.8, 0.7, 0.6)}},
+          "folds": {"0": {"cases": ["a"], "mean": s(0.9, 0.8, 0.7)}, "1": {"cases": ["b"], "mean": s(0.8, 0.7, 0.6)}},
+          "mean": s(0.85, 0.75, 0.65), "median": s(0.85, 0.75, 0.65), "std": s(0.05, 0.05, 0.05)}
+    return {"kind": "fold ensemble", "crossval": cv, "crossval_postprocessed": {**cv, "mean": s(0.86, 0.75, 0.66)},
+            "postprocessing": {"postprocess": {"et_threshold": 0}, "dice_before": {"WT": 0.85, "TC": 0.75, "ET": 0.65},
+                               "dice_after": {"WT": 0.86, "TC": 0.75, "ET": 0.66}},
+            "architecture": {"name": "unet3d", "base_filters": 16, "depth": 4, "norm": "instance", "parameters": 10},
+            "training": {"loss": "dice+bce", "patch_size": 64, "batch_size": 2, "optimizer": "Adam",
+                         "augmentation": "flips", "steps_per_fold": steps[-1], "steps_range": list(steps),
+                         "minutes_per_fold": 70, "hardware": "2-core CPU, float32"},
+            "model_files": [{"file": "fold-0.keras", "fold": 0, "size_mb": 5.0},
+                            {"file": "fold-1.keras", "fold": 1, "size_mb": 5.0}],
+            "check": {"cases": ["a"], "max_dice_difference": moved, "single_seconds_per_case": 1.0,
+                      "ensemble_seconds_per_case": 2.0},
+            "preprocessing": {"modalities": ["flair", "t1ce"], "scale": "zscore", "downsample": 2, "patch_size": 64},
+            "data": {"folds_text": "fold 0: 1 cases, fold 1: 1 cases", "stratified_by": stratified_by},
+            "commands": "brats-keras train ..."}
+
+
+def test_ensemble_card_states_what_the_runs_did():
+    """The card said 'last checkpoint, none chosen on validation', 'Float16 storage does not move the scores',
+    one step count and 'Folds stratified by tumor size' whatever the runs, the check and the splits were."""
+    from brats_keras.pretrained.card import card_markdown
+
+    history = {"cv_attempts": []}
+    md = " ".join(card_markdown(_ensemble_card(), history).split())
+    assert "2,500 steps (last checkpoint, none chosen on validation)" in md
+    assert "Float16 storage does not move the scores" in md and "within 0.0004 Dice" in md
+    assert "Folds stratified by tumor size (fold 0: 1 cases" in md
+    md = " ".join(card_markdown(_ensemble_card("best", (2000, 2500), 0.0312, None), history).split())
+    assert "none chosen on validation" not in md and "does not move" not in md and "stratified by tumor size (" not in md
+    assert "2,000 to 2,500 steps (the best checkpoint by validation Dice, chosen on the cases the headline" in md
+    assert "up to 0.0312 Dice away from the float32 table" in md
+    assert "Folds drawn at random (too few cases to stratify by tumor size)" in md
