@@ -400,8 +400,9 @@ def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET
     """Choose, on out-of-fold predictions, the post-processing that raises the mean Dice.
 
     With ``probs`` (region models), first the region thresholds: per region in the order ET, TC, WT (inner
-    first: a voxel above the ET threshold is in all three regions), each on top of the choices already made, try each of ``thresholds`` instead of 0.5 as the probability above which
-    a voxel is in that region, under the test below; the class maps decoded with the chosen thresholds replace
+    first: a voxel above the ET threshold is in all three regions), each on top of the choices already made, try
+    each of ``thresholds`` (nearest 0.5 first, so ties go to the gentler one) instead of 0.5 as the probability
+    above which a voxel is in that region, under the test below; the class maps decoded with the chosen thresholds replace
     ``preds``. Then per region, in the order WT, TC, ET and each on top of the choices already made (nnU-Net's
     sequential rule): try removing components under each of ``sizes`` voxels and keeping only the largest component
     (see :func:`brats_keras.inference.apply_postprocessing`); keep the candidate with the highest mean Dice
@@ -445,7 +446,8 @@ def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET
         before = score = _region_dice(current, full_truths)
         for region in reversed(REGION_NAMES):  # inner first: ET voxels are TC and WT whatever their thresholds
             best = None
-            for t in thresholds:
+            # nearest to 0.5 first: of two thresholds within min_gain of each other the gentler one stays
+            for t in sorted(thresholds, key=lambda t: (abs(t - DEFAULT_THRESHOLD), t)):
                 if t == DEFAULT_THRESHOLD:
                     continue
                 trial = {**chosen, region: float(t)}

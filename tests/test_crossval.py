@@ -295,6 +295,22 @@ def test_region_thresholds_are_chosen_on_probabilities():
     assert not any("threshold" == row["step"][-9:] for row in plain["tried"])
 
 
+def test_of_two_region_thresholds_that_score_alike_the_one_nearer_0_5_is_chosen():
+    """A model that under-calls ET (its true core at 0.45): 0.4 and 0.3 both find it; 0.3, tried first, was kept
+    although 0.4 changes less (the component sizes already went gentlest first)."""
+    truth = blob()
+    p = np.zeros(truth.shape + (3,), np.float32)
+    p[truth > 0, 0] = 0.9
+    p[(truth == 1) | (truth == 3), 1] = 0.9
+    p[truth == 3, 2] = 0.45
+    box = [(0, 30)] * 3
+    choice = choose_postprocessing(None, [truth], probs=[(np.rint(p * 255).astype(np.uint8), box, truth.shape)])
+    assert choice["dice_before"]["ET"] == 0.0 and choice["dice_after"]["ET"] == 1.0
+    assert choice["postprocess"]["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.4}
+    et = {r["setting"]["threshold"]: r["dice"]["ET"] for r in choice["tried"] if r["step"] == "ET threshold"}
+    assert et[0.3] == et[0.4] == 1.0
+
+
 def test_stored_thresholds_decode_predictions_and_the_flag_replaces_them(models, tmp_path, capsys):
     path = tmp_path / "m.keras"
     path.write_bytes(models["a"].read_bytes())
