@@ -604,6 +604,7 @@ def set_postprocessing(model_path, choice) -> dict:
         info.pop("postprocess", None)
     else:
         info["postprocess"] = _postprocess_info(choice)
+        _thresholds_apply(info, model_path)
     write_info(model_path, info)
     return info
 
@@ -658,6 +659,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     check_same_preprocessing([i for *_, i in loaded], [str(m) for _, _, m, _, _ in loaded])
     if postprocessing is not None:
         postprocessing = _postprocess_info(postprocessing)
+        _thresholds_apply({**loaded[0][4], "postprocess": postprocessing}, loaded[0][2])
     if weights_dtype == "float16":  # checked for every fold before the first file is written
         for _, _, model_path, model, _ in loaded:
             big = max((float(np.max(np.abs(w))) for w in model.get_weights() if w.dtype == np.float32 and w.size),
@@ -688,6 +690,16 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     atomic_write_json(out / "ensemble.json", {"checkpoint": checkpoint, "weights_dtype": weights_dtype,
                                               "models": sources, "postprocess": postprocessing})
     return written
+
+
+def _thresholds_apply(info: dict, name) -> None:
+    """Refuse (BratsInputError naming ``name``) region thresholds other than 0.5 in the post-processing of a model
+    without region outputs: a softmax model takes the most probable class and would ignore them."""
+    from .inference import DEFAULT_THRESHOLD, region_thresholds
+
+    if info.get("output") != "regions" and region_thresholds(info.get("postprocess")) != (DEFAULT_THRESHOLD,) * 3:
+        raise BratsInputError(f"{name}: the post-processing sets region thresholds, which a model with "
+                              f"{info.get('output') or 'no'} outputs ignores (chosen for a region model?)")
 
 
 def _postprocess_info(choice: dict) -> dict:

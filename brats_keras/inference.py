@@ -307,7 +307,8 @@ class Predictor:
         patch_size: window size (default: the training patch size of the first model, ``spec.window``).
         overlap, batch_size, tta: see :func:`sliding_window`.
         min_component, keep_largest, et_threshold, thresholds: see :func:`postprocessing_spec`; when any is given
-            (not None), they replace the post-processing stored in the model file.
+            (not None), they replace the post-processing stored in the model file. Thresholds other than 0.5
+            given to a softmax model are refused (ValueError): it takes the most probable class.
         postprocess: True (default): apply the post-processing stored in the (first) model file's info
             (``info["postprocess"]``, written by ``brats-keras crossval --choose-postprocessing``) unless
             the four arguments above are given; False: none at all; a dict: that spec.
@@ -367,6 +368,10 @@ class Predictor:
             self.post = postprocessing_spec(None, min_component, keep_largest, et_threshold, thresholds)
         else:
             self.post = postprocessing_spec(info.get("postprocess"))
+        given = thresholds is not None or isinstance(postprocess, dict)
+        if given and not self.spec.regions and region_thresholds(self.post) != (DEFAULT_THRESHOLD,) * 3:
+            raise ValueError(f"{names[0]}: region thresholds apply to models with region outputs (WT, TC, ET); "
+                             "this one has softmax classes (the most probable class is taken)")
         self.margin = margin
         n_in = models[0].inputs[0].shape[-1]
         if n_in is not None and n_in != len(self.spec.modalities):

@@ -456,6 +456,39 @@ def models(tmp_path_factory):
     return paths
 
 
+def test_region_thresholds_for_a_softmax_model_are_refused_not_ignored(tmp_path, capsys):
+    """A softmax model takes the most probable class: --thresholds, or a region model's choice stored in it,
+    changed nothing and said nothing."""
+    import keras
+
+    from brats_keras.models import unet3d
+
+    keras.utils.set_random_seed(0)
+    info = {"modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "output": "softmax", "patch_size": 16,
+            "downsample": 1, "crop": "brain"}
+    path = save_model(unet3d(in_channels=4, base_filters=4, depth=2, norm="none", output="softmax"),
+                      tmp_path / "soft.keras", info)
+    with pytest.raises(ValueError, match="soft.keras: region thresholds apply to models with region outputs"):
+        Predictor(path, thresholds=[0.5, 0.5, 0.7])
+    with pytest.raises(ValueError, match="region thresholds apply"):
+        Predictor(path, postprocess={"thresholds": {"ET": 0.7}})
+    assert Predictor(path, thresholds=0.5).post == postprocessing_spec()  # 0.5 is what softmax decoding means
+    src = tmp_path / "in"
+    write_small_case(src, "c0", shape=(16, 18, 14))
+    capsys.readouterr()
+    assert cli_main(["predict", "--model", str(path), "--input", str(src), "--output", str(tmp_path / "o"),
+                     "--thresholds", "0.5,0.5,0.7", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "region thresholds apply" in err[0] and not (tmp_path / "o").exists()
+    probs, truth = over_enhancing()
+    with pytest.raises(BratsInputError, match="soft.keras: the post-processing sets region thresholds, which a "
+                                              "model with softmax outputs ignores"):
+        set_postprocessing(path, choose_postprocessing(None, [truth], probs=[probs]))
+    assert "postprocess" not in read_info(path)
+    set_postprocessing(path, choose_postprocessing([with_island(blob())], [blob()]))  # component rules apply
+    assert read_info(path)["postprocess"]["min_component"]["WT"] == 10
+
+
 def test_stored_postprocessing_is_applied_and_flags_override(models, tmp_path, capsys):
     path = tmp_path / "m.keras"
     path.write_bytes(models["a"].read_bytes())
