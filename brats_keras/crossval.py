@@ -649,7 +649,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
             raise BratsInputError(f"{model_path}: checkpoint not found")
         try:
             fold = int(json.loads(split_path.read_text()).get("fold"))
-        except (ValueError, TypeError):
+        except (OSError, ValueError, TypeError, AttributeError):  # unreadable, not JSON, a list, no fold
             raise BratsInputError(f"{split_path}: not the split of a fold run (train --folds K --fold k)") from None
         if fold in folds:
             raise BratsInputError(f"{folds[fold]} and {run} are both fold {fold}: give one run per fold")

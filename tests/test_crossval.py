@@ -623,10 +623,15 @@ def test_ensemble_command_refuses_bad_runs_in_one_line_and_writes_nothing(cv, tm
                {**read_info(runs[1] / "checkpoints" / "last.keras"), "scale": "minmax"})
     bad_pp = tmp_path / "pp.json"
     bad_pp.write_text("{not json")
+    listed = tmp_path / "listed"  # a split.json that is a JSON list (was an AttributeError traceback)
+    (listed / "checkpoints").mkdir(parents=True)
+    (listed / "split.json").write_text("[1, 2]")
+    (listed / "checkpoints" / "last.keras").write_bytes((runs[1] / "checkpoints" / "last.keras").read_bytes())
     cases = [([str(runs[0]), str(runs[0])], f"{runs[0]} and {runs[0]} are both fold 0"),
              ([str(runs[0]), str(root)], f"{root}: not a run folder (no split.json)"),
              ([str(runs[0]), str(other)], "were trained with different scale ('zscore' and 'minmax')"),
-             ([str(runs[0]), str(runs[1]), "--postprocessing", str(bad_pp)], f"{bad_pp}: not a readable post-processing")]
+             ([str(runs[0]), str(runs[1]), "--postprocessing", str(bad_pp)], f"{bad_pp}: not a readable post-processing"),
+             ([str(runs[0]), str(listed)], f"{listed / 'split.json'}: not the split of a fold run")]
     for args, message in cases:
         capsys.readouterr()
         rc = cli_main(["ensemble", "--runs", *args, "--out", str(tmp_path / "ens")])
