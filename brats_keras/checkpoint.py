@@ -32,8 +32,9 @@ def save_model(model, path, info: dict | None = None, include_optimizer: bool = 
     Args:
         include_optimizer: False drops the optimizer state (smaller file for shipping).
         state: training state to embed (``training_state.json``; read back with :func:`read_state`).
-        weights_dtype: ``"float16"`` stores the float32 weights as float16 (half the size: for shipping;
-            they load back into the float32 model, so prediction runs as before, see :func:`store_float16`).
+        weights_dtype: ``"float16"`` stores the model's float32 weights as float16 (half the size: for shipping;
+            they load back into the float32 model, so prediction runs as before, see :func:`store_float16`); the
+            optimizer's state, when included, stays float32.
     """
     if weights_dtype not in ("float32", "float16"):
         raise ValueError(f"weights_dtype must be 'float32' or 'float16', not {weights_dtype!r}")
@@ -129,7 +130,8 @@ def store_float16(path, out=None) -> Path:
 
     The file halves (22.8 MB -> 10.4 MB for the shipped U-Net); the embedded info, training state and
     configuration are kept, and it loads with :func:`load_model` (or ``keras.saving.load_model``) into the same
-    float32 model. Atomic: a temporary file beside ``out``, then a rename.
+    float32 model. A checkpoint's optimizer state stays float32 (training resumes from it). Atomic: a temporary
+    file beside ``out``, then a rename.
 
     Raises:
         FileNotFoundError for a missing file; BratsInputError for a file that is not a Keras model file or has no
