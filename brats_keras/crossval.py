@@ -221,7 +221,8 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
                                  "mean": _summary(rows)["mean"] if rows else {}}
     if not cases:
         raise BratsInputError(f"no validation case could be predicted ({len(failed)} failed)")
-    results = {"checkpoint": checkpoint, "cases": dict(sorted(cases.items())), "folds": fold_table,
+    results = {"checkpoint": checkpoint, "tta": bool(tta), "overlap": overlap, "cases": dict(sorted(cases.items())),
+               "folds": fold_table,
                "failed": failed, **_summary(list(cases.values()))}
     atomic_write_json(out / "crossval.json", results)
     atomic_write_text(out / "crossval.csv", crossval_csv(results))
@@ -517,6 +518,9 @@ def choose_postprocessing_from_crossval(cv_dir, **kwargs) -> dict:
         probs = None
         preds = [_read_classes(_member_path(cv_dir, "predictions", row["prediction"]))[0] for row in rows]
     choice = choose_postprocessing(preds, truths, probs=probs, **kwargs)
+    if probs is None:
+        choice["note"] = (f"region thresholds not tried: {path} keeps no probabilities (a softmax model, or "
+                          "predicted by a crossval older than region thresholds: run crossval again without --reuse)")
     choice["chosen_on"] = {"crossval": str(cv_dir.resolve()), "cases": sorted(results["cases"]),
                            "checkpoint": results.get("checkpoint")}
     return choice
@@ -575,6 +579,8 @@ def format_choice(choice: dict) -> str:
         d = row["dice"]
         label = f"{row['step']}: {key} {value}"
         lines.append(f"{'*' if row['chosen'] else ' '} {label:<48} {d['WT']:.4f} {d['TC']:.4f} {d['ET']:.4f}")
+    if choice.get("note"):
+        lines.append(choice["note"])
     a = choice["dice_after"]
     lines.append(f"  {'chosen together':<48} {a['WT']:.4f} {a['TC']:.4f} {a['ET']:.4f}")
     lines.append(f"chosen (a setting must raise a mean Dice by more than {choice.get('min_gain', MIN_GAIN)}): "

@@ -69,7 +69,8 @@ def main(argv=None):
     ap.add_argument("--to", help="--folds: where to write the files (default: brats_keras/pretrained)")
     ap.add_argument("--check-cases", type=int, default=3, help="--folds: out-of-fold cases predicted again to check "
                                                                "the float16 files and time the ensemble")
-    ap.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    ap.add_argument("--checkpoint", choices=["best", "last"],
+                    help="--run: which checkpoint (default best); --folds: the cross-validation's (crossval --checkpoint)")
     ap.add_argument("--hardware", default="2-core AMD EPYC CPU (no AVX-512), 24 GB RAM, TensorFlow 2.21, float32")
     ap.add_argument("--train-minutes", type=float, required=True, help="minutes of training (--folds: per fold)")
     args = ap.parse_args(argv)
@@ -77,6 +78,7 @@ def main(argv=None):
         return export_ensemble(args)
     if not args.real:
         fail("--run needs --real (the folder of the original NIfTI cases)")
+    args.checkpoint = args.checkpoint or "best"
     args.real = args.real[0]
     run = Path(args.run)
     needed = [run / "checkpoints" / f"{args.checkpoint}.keras", run / "config.json", run / "split.json", run / "log.csv"]
@@ -190,6 +192,10 @@ def export_ensemble(args):
         fail("--folds needs --crossval (the folder written by brats-keras crossval --choose-postprocessing)")
     runs = [Path(r) for r in args.folds]
     cfgs, results, choice, post = _fold_runs(runs, args.crossval)
+    if args.checkpoint and args.checkpoint != results["checkpoint"]:
+        fail(f"--checkpoint {args.checkpoint}: {args.crossval} scored the {results['checkpoint']} checkpoints, and the "
+             "ensemble ships what the cross-validation scored (run crossval --checkpoint "
+             f"{args.checkpoint} first)")
     try:
         command = train_command(cfgs[0], out="runs/cv/fold$k", data=args.data)
     except ValueError as exc:
@@ -237,7 +243,8 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
         sorted(runs, key=lambda r: json.loads((r / "split.json").read_text())["fold"]), written)}
     diffs, single = [], []
     for cid in ids:
-        pred = Predictor(by_fold[post["cases"][cid]["fold"]]).predict_case(cases[cid])
+        pred = Predictor(by_fold[post["cases"][cid]["fold"]], tta=results.get("tta", False),
+                         overlap=results.get("overlap", 0.5)).predict_case(cases[cid])
         single.append(pred["seconds"])
         got = score_case(pred["classes"], bio.load_classes(cases[cid].seg),
                          tuple(float(z) for z in pred["header"].get_zooms()[:3]), report=False, distances=False)

@@ -145,6 +145,22 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
     for r in ("WT", "TC", "ET"):
         assert post["mean"][r]["dice"] == pytest.approx(choice["dice_after"][r], abs=1e-9)
         assert np.isfinite(post["mean"][r]["hd95"])
+    assert "region thresholds not tried" not in out
+    # a table from a crossval older than region thresholds (no probabilities kept): said, not silently skipped
+    import shutil
+
+    old = tmp_path / "cv_old"
+    shutil.copytree(tmp_path / "cv2", old)
+    table = json.loads((old / "crossval.json").read_text())
+    assert table["tta"] is False and table["overlap"] == 0.5
+    for row in table["cases"].values():
+        row.pop("probabilities")
+    (old / "crossval.json").write_text(json.dumps(table))
+    assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(old), "--reuse",
+                     "--choose-postprocessing"]) == 0
+    assert "region thresholds not tried: " in capsys.readouterr().out
+    assert json.loads((old / "postprocessing.json").read_text())["postprocess"]["thresholds"] == {
+        "WT": 0.5, "TC": 0.5, "ET": 0.5}
     md = (tmp_path / "cv2" / "crossval.md").read_text()  # rewritten with the choice
     assert "| mean with the chosen post-processing | " in md
     assert "## Cross-validated estimate (2 folds, 5 cases, `best` checkpoints)" in md
@@ -770,6 +786,10 @@ def test_export_of_a_fold_ensemble_refuses_bad_input_in_one_line(cv, tmp_path, c
     assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(cv_dir), "--reuse",
                      "--choose-postprocessing"]) == 0
     capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # the table scored the last checkpoints
+        export(["--folds", *map(str, runs), "--crossval", str(cv_dir), "--checkpoint", "best", *base])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "scored the last checkpoints" in err[0]
     with pytest.raises(SystemExit) as exc:  # one fold only: not the runs the table scores
         export(["--folds", str(runs[0]), "--crossval", str(cv_dir), *base])
     err = capsys.readouterr().err.strip().splitlines()

@@ -250,6 +250,8 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
     external = f"\n{_row(before_external)}" if before_external else ""
     size = sum(f["size_mb"] for f in files)
     p = card["preprocessing"]
+    outputs = ("three sigmoid outputs (WT, TC, ET), decoded to labels NCR / ED / ET" if a.get("output") != "softmax"
+               else "four softmax outputs (background, NCR, ED, ET)")
     factor = int(p.get("downsample") or 1)
     at = f" (at {factor} mm)" if factor > 1 else ""
     resolution = (f"down-sampled to {factor} mm ({factor}x{factor}x{factor} block means)" if factor > 1
@@ -307,8 +309,7 @@ these same cases (mean Dice {' / '.join(f"{pp['dice_before'][r]:.3f}" for r in R
 ## What it is
 - {n_folds} files `fold-0.keras` ... `fold-{n_folds - 1}.keras`, {size:.1f} MB in all (weights stored in float16, no
   optimizer state; they load into float32 models). Each: `{a['name']}` with {a['base_filters']} base filters,
-  depth {a['depth']}, {a['norm']} normalisation, {a['parameters']:,} parameters, three sigmoid outputs (WT, TC, ET),
-  decoded to labels NCR / ED / ET.
+  depth {a['depth']}, {a['norm']} normalisation, {a['parameters']:,} parameters, {outputs}.
 - Input: {', '.join(p['modalities'])} (channels in that order), each {scaled}, the brain's bounding box,
   {resolution}; prediction slides {p['patch_size']}^3 windows{at} over the brain, averages
   the {n_folds} models' probabilities, {back}applies the post-processing stored in the files: `{json.dumps({k: v for k, v in pp['postprocess'].items() if k != 'chosen_on'})}`.
