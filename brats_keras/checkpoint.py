@@ -11,12 +11,12 @@ file as the weights, so the two can never disagree. ``keras.saving.load_model`` 
 """
 from __future__ import annotations
 
+import io as _io
 import json
-import os
 import zipfile
 from pathlib import Path
 
-from .io import BratsInputError, temp_path_for
+from .io import BratsInputError, atomic_write
 
 INFO_MEMBER = "brats_keras.json"
 STATE_MEMBER = "training_state.json"
@@ -39,25 +39,22 @@ def save_model(model, path, info: dict | None = None, include_optimizer: bool = 
     if weights_dtype not in ("float32", "float16"):
         raise ValueError(f"weights_dtype must be 'float32' or 'float16', not {weights_dtype!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(temp_path_for(path, suffix=".keras"))
-    try:
+    extra = {}
+    if info is not None:
+        extra[INFO_MEMBER] = json.dumps(info, indent=2).encode()
+    if state is not None:
+        extra[STATE_MEMBER] = json.dumps(state).encode()
+    changes = {WEIGHTS_MEMBER: lambda data: _float16_weights(data, str(path))} if weights_dtype == "float16" else {}
+
+    def write(tmp):
         if include_optimizer:
             model.save(tmp)
         else:
             _save_without_optimizer(model, tmp)
-        if info is not None or state is not None:
-            with zipfile.ZipFile(tmp, "a") as zf:
-                if info is not None:
-                    zf.writestr(INFO_MEMBER, json.dumps(info, indent=2))
-                if state is not None:
-                    zf.writestr(STATE_MEMBER, json.dumps(state))
-        if weights_dtype == "float16":
-            _rewrite_archive(tmp, {WEIGHTS_MEMBER: lambda data, _: _float16_weights(data, str(path))})
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        if extra or changes:
+            _copy_archive(_io.BytesIO(Path(tmp).read_bytes()), tmp, changes, extra)
+
+    atomic_write(path, write, suffix=".keras")
     return path
 
 
@@ -108,21 +105,21 @@ def _float16_weights(data: bytes, where: str = "model") -> bytes:
     return out.getvalue()
 
 
-def _rewrite_archive(path, changes: dict) -> None:
-    """Rewrite the zip archive ``path`` in place (deflated), passing the members named in ``changes`` through
-    their function (``bytes -> bytes``). The caller owns ``path`` (a temporary file)."""
-    tmp = str(temp_path_for(Path(path), suffix=".zip"))
-    try:
-        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
-            for item in src.infolist():
-                data = src.read(item.filename)
-                if item.filename in changes:
-                    data = changes[item.filename](data, str(path))
-                dst.writestr(item.filename, data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+def _copy_archive(src, dst, changes: dict | None = None, replace: dict | None = None) -> None:
+    """Write the zip archive ``src`` (a path or a file object) to ``dst``, deflated: the members named in
+    ``changes`` pass through their function (``bytes -> bytes``), those in ``replace`` get its bytes instead
+    (added when ``src`` lacks them), the others are copied as they are."""
+    changes, replace = changes or {}, replace or {}
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            if item.filename in replace:
+                continue
+            data = zin.read(item.filename)
+            if item.filename in changes:
+                data = changes[item.filename](data)
+            zout.writestr(item.filename, data)
+        for name, data in replace.items():
+            zout.writestr(name, data)
 
 
 def store_float16(path, out=None) -> Path:
@@ -145,16 +142,8 @@ def store_float16(path, out=None) -> Path:
     with zipfile.ZipFile(path) as zf:
         if WEIGHTS_MEMBER not in zf.namelist():
             raise BratsInputError(f"{path}: no {WEIGHTS_MEMBER} in this model file (not a Keras 3 .keras file)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = str(temp_path_for(out, suffix=".keras"))
-    try:
-        with open(path, "rb") as src, open(tmp, "wb") as dst:
-            dst.write(src.read())
-        _rewrite_archive(tmp, {WEIGHTS_MEMBER: lambda data, _: _float16_weights(data, str(path))})
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(out, lambda tmp: _copy_archive(path, tmp, {WEIGHTS_MEMBER: lambda data: _float16_weights(
+        data, str(path))}), suffix=".keras")
     return out
 
 
@@ -217,15 +206,6 @@ def write_info(path, info: dict) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path}: model file not found")
     read_info(path)  # a readable zip, or one line naming the file
-    tmp = str(temp_path_for(path, suffix=".keras"))
-    try:
-        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
-            for item in src.infolist():
-                if item.filename != INFO_MEMBER:
-                    dst.writestr(item, src.read(item.filename))
-            dst.writestr(INFO_MEMBER, json.dumps(info, indent=2))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, lambda tmp: _copy_archive(path, tmp, replace={INFO_MEMBER: json.dumps(info, indent=2)}),
+                 suffix=".keras")
     return path

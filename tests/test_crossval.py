@@ -729,13 +729,19 @@ def _recipe_runs(runs, to):
     return out
 
 
-def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_crossval(cv, tmp_path, capsys):
+def _chosen_crossval(cv, tmp_path):
+    """Recipe copies of the fold runs, their crossval table and the post-processing chosen on it."""
     root, runs = cv
     runs = _recipe_runs(runs, tmp_path / "runs")
     cv_dir = tmp_path / "cv"
     crossval_predict(runs, cv_dir, progress=False)
     assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(cv_dir), "--reuse",
                      "--choose-postprocessing"]) == 0
+    return runs, cv_dir
+
+
+def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_crossval(cv, tmp_path, capsys):
+    runs, cv_dir = _chosen_crossval(cv, tmp_path)
     ship = tmp_path / "ship"
     ship.mkdir()
     (ship / "model.keras").write_bytes(b"the single model the ensemble replaces")
@@ -801,12 +807,7 @@ def test_export_of_a_fold_ensemble_that_fails_after_the_fold_files_leaves_the_pa
                                                                                                 capsys, monkeypatch):
     """The fold files are written before the check predicts cases and the card is made; a failure there (here an
     unreadable label map, injected) removed model.keras and left fold files without their card."""
-    root, runs = cv
-    runs = _recipe_runs(runs, tmp_path / "runs")
-    cv_dir = tmp_path / "cv"
-    crossval_predict(runs, cv_dir, progress=False)
-    assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(cv_dir), "--reuse",
-                     "--choose-postprocessing"]) == 0
+    runs, cv_dir = _chosen_crossval(cv, tmp_path)
     ship = tmp_path / "ship"
     ship.mkdir()
     before = {"model.keras": b"the shipped single model", "MODEL_CARD.md": b"its card", "model_card.json": b"{}"}
