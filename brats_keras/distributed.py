@@ -275,7 +275,7 @@ class BatchSlice(_base()):
         super().__init__()
         self.dataset, self.index, self.parts = dataset, index, parts
         if dataset.batch_size % parts:
-            raise BratsInputError(f"--batch-size {dataset.batch_size} cannot be shared by {parts} replicas")
+            raise BratsInputError(f"--batch-size {dataset.batch_size} cannot be shared by {parts} workers")
         self.rows = dataset.batch_size // parts
 
     def __len__(self):

@@ -35,6 +35,9 @@ def test_test_only_packages_are_the_test_extra_and_not_installed_for_users():
     # ISA-L is an optional speed-up (brats_keras.io.gunzip falls back to zlib: tests/test_io.py)
     assert "isal" not in install and extras["fast"] == {"isal"}
     assert "jupyterlab" in requirements and extras["notebooks"] == {"jupyterlab"}
+    # a package install (pip install brats-keras[onnx,tensorboard]) gets what requirements.txt gives for these
+    assert extras["onnx"] == {"tf2onnx", "onnx", "onnxruntime"} <= requirements
+    assert extras["tensorboard"] == {"tensorboard"} <= requirements
 
 
 def test_ci_runs_the_readme_commands():
