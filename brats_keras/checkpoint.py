@@ -58,6 +58,17 @@ def save_model(model, path, info: dict | None = None, include_optimizer: bool = 
     return path
 
 
+def check_float16_range(array, what: str, hint: str = "") -> None:
+    """Refuse a float32 array that float16 cannot hold (a value beyond 65504, or NaN): BratsInputError
+    ``"<what> beyond float16's range (max |w| ...); keep it in float32<hint>"``."""
+    import numpy as np
+
+    array = np.asarray(array)
+    if array.dtype == np.float32 and array.size and not np.all(np.abs(array) <= FLOAT16_MAX):
+        raise BratsInputError(f"{what} beyond float16's range (max |w| {np.nanmax(np.abs(array)):.4g}); "
+                              f"keep it in float32{hint}")
+
+
 #: the group of a Keras weights file that holds the optimizer's variables: kept in float32 by
 #: :func:`_float16_weights` (Adam's second moments are squared gradients, 1e-8 and below, under float16's
 #: smallest normal number 6e-5: rounded to zero they make the first resumed steps lr-sized jumps)
@@ -91,9 +102,7 @@ def _float16_weights(data: bytes, where: str = "model") -> bytes:
                 array = obj[()]
                 in_optimizer = name == OPTIMIZER_GROUP or name.startswith(OPTIMIZER_GROUP + "/")
                 if obj.dtype == np.float32 and not in_optimizer:
-                    if array.size and not np.all(np.abs(array) <= FLOAT16_MAX):
-                        raise BratsInputError(f"{where}: weight {name} holds values beyond float16's range "
-                                              f"(max |w| {np.nanmax(np.abs(array)):.4g}); keep it in float32")
+                    check_float16_range(array, f"{where}: weight {name} holds values")
                     array = array.astype(np.float16)
                 dst.create_dataset(name, data=array)
             else:

@@ -433,21 +433,12 @@ def _add_set_postprocessing(sub):
 
 def cmd_set_postprocessing(args) -> int:
     import json
-    from pathlib import Path
 
-    from .crossval import set_postprocessing
+    from .crossval import read_postprocessing_file, set_postprocessing
     from .io import BratsInputError
 
     try:
-        choice = None
-        if args.source:
-            try:
-                choice = json.loads(Path(args.source).read_text())
-            except (OSError, ValueError) as exc:
-                raise BratsInputError(f"{args.source}: not a readable post-processing file ({exc})") from None
-            if not isinstance(choice, dict):
-                raise BratsInputError(f"{args.source}: a post-processing file holds a JSON object, "
-                                      f"not {type(choice).__name__}")
+        choice = read_postprocessing_file(args.source) if args.source else None
         for model in args.model:
             info = set_postprocessing(model, choice)
             print(f"{model}: post-processing {json.dumps(info.get('postprocess', 'none'))}")

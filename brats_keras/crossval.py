@@ -37,6 +37,51 @@ MIN_GAIN = 1e-3
 
 
 # ----------------------------------------------------------------------------- fold splits
+def fold_runs(runs, checkpoint: str = "last") -> list[tuple]:
+    """``[(run folder, its split.json as a dict, its checkpoints/<checkpoint>.keras)]`` of fold run folders.
+
+    Raises:
+        BratsInputError (one line) for no run, an unknown ``checkpoint``, a folder without ``split.json``, a
+        ``split.json`` that is not a JSON object, or a missing checkpoint.
+    """
+    if checkpoint not in ("last", "best"):
+        raise BratsInputError(f"--checkpoint {checkpoint!r}: use last or best")
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise BratsInputError("no fold run given")
+    out = []
+    for run in runs:
+        split_path, model_path = run / "split.json", run / "checkpoints" / f"{checkpoint}.keras"
+        if not split_path.is_file():
+            raise BratsInputError(f"{run}: not a run folder (no split.json)")
+        try:
+            split = json.loads(split_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise BratsInputError(f"{split_path}: not a readable split ({exc})") from None
+        if not isinstance(split, dict):
+            raise BratsInputError(f"{split_path}: not the split of a fold run (train --folds K --fold k)")
+        if not model_path.is_file():
+            raise BratsInputError(f"{model_path}: checkpoint not found")
+        out.append((run, split, model_path))
+    return out
+
+
+def read_postprocessing_file(path) -> dict:
+    """A post-processing choice from a JSON file (``postprocessing.json`` of crossval, or a spec).
+
+    Raises:
+        BratsInputError naming the file when it cannot be read, is not JSON or is not a JSON object.
+    """
+    try:
+        choice = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BratsInputError(f"{path}: not a readable post-processing file ({exc})") from None
+    if not isinstance(choice, dict):
+        raise BratsInputError(f"{path}: a post-processing file holds a JSON object, not {type(choice).__name__}")
+    return choice
+
+
+
 def tumor_sizes(entries: dict) -> dict | None:
     """Whole-tumor voxels per case from manifest entries (their ``label_counts``); None if any case lacks them."""
     sizes = {}
@@ -163,19 +208,8 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
     from .evaluation import _read_classes, region_scores
     from .inference import Predictor
 
-    if checkpoint not in ("last", "best"):
-        raise BratsInputError(f"--checkpoint {checkpoint!r}: use last or best")
-    runs = [Path(r) for r in runs]
-    if not runs:
-        raise BratsInputError("no fold run given")
     plan, owner = [], {}
-    for k, run in enumerate(runs):
-        split_path, model_path = run / "split.json", run / "checkpoints" / f"{checkpoint}.keras"
-        if not split_path.is_file():
-            raise BratsInputError(f"{run}: not a run folder (no split.json)")
-        if not model_path.is_file():
-            raise BratsInputError(f"{model_path}: checkpoint not found")
-        split = json.loads(split_path.read_text())
+    for k, (run, split, model_path) in enumerate(fold_runs(runs, checkpoint)):
         for cid in split.get("val", []):
             if cid in owner:
                 raise BratsInputError(f"case {cid} is a validation case of both {owner[cid]} and {run}: "
@@ -633,30 +667,19 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         ``fold-<k>.keras`` (prediction from ``out`` would average them too); files already in ``out`` are replaced
         one by one (temporary name, then rename), and ``fold-<k>.keras`` files of folds not given are removed.
     """
-    from .checkpoint import FLOAT16_MAX, load_model, save_model
+    from .checkpoint import check_float16_range, load_model, save_model
     from .inference import check_same_preprocessing
 
-    if checkpoint not in ("last", "best"):
-        raise BratsInputError(f"--checkpoint {checkpoint!r}: use last or best")
-    runs = [Path(r) for r in runs]
-    if not runs:
-        raise BratsInputError("no fold run given")
+    runs = fold_runs(runs, checkpoint)
     if isinstance(postprocessing, (str, Path)):
-        try:
-            postprocessing = json.loads(Path(postprocessing).read_text())
-        except (OSError, ValueError) as exc:
-            raise BratsInputError(f"{postprocessing}: not a readable post-processing file ({exc})") from None
+        postprocessing = read_postprocessing_file(postprocessing)
     folds, loaded = {}, []
-    for run in runs:
-        split_path, model_path = run / "split.json", run / "checkpoints" / f"{checkpoint}.keras"
-        if not split_path.is_file():
-            raise BratsInputError(f"{run}: not a run folder (no split.json)")
-        if not model_path.is_file():
-            raise BratsInputError(f"{model_path}: checkpoint not found")
+    for run, split, model_path in runs:
         try:
-            fold = int(json.loads(split_path.read_text()).get("fold"))
-        except (OSError, ValueError, TypeError, AttributeError):  # unreadable, not JSON, a list, no fold
-            raise BratsInputError(f"{split_path}: not the split of a fold run (train --folds K --fold k)") from None
+            fold = int(split.get("fold"))
+        except (ValueError, TypeError):  # no fold: a run trained without --folds
+            raise BratsInputError(f"{run / 'split.json'}: not the split of a fold run (train --folds K --fold k)") \
+                from None
         if fold in folds:
             raise BratsInputError(f"{folds[fold]} and {run} are both fold {fold}: give one run per fold")
         folds[fold] = run
@@ -668,11 +691,8 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         _thresholds_apply({**loaded[0][4], "postprocess": postprocessing}, loaded[0][2])
     if weights_dtype == "float16":  # checked for every fold before the first file is written
         for _, _, model_path, model, _ in loaded:
-            big = max((float(np.max(np.abs(w))) for w in model.get_weights() if w.dtype == np.float32 and w.size),
-                      default=0.0)
-            if not big <= FLOAT16_MAX:
-                raise BratsInputError(f"{model_path}: a weight beyond float16's range (max |w| {big:.4g}); "
-                                      "keep the weights in float32 (--float32)")
+            for w in model.get_weights():
+                check_float16_range(w, f"{model_path}: a weight", " (--float32)")
     out = Path(out)
     names = {f"fold-{fold}.keras" for fold, *_ in loaded}
     foreign = sorted(p.name for p in out.glob("*.keras") if p.name not in names and not p.name.startswith("fold-"))
@@ -701,9 +721,9 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
 def _thresholds_apply(info: dict, name) -> None:
     """Refuse (BratsInputError naming ``name``) region thresholds other than 0.5 in the post-processing of a model
     without region outputs: a softmax model takes the most probable class and would ignore them."""
-    from .inference import DEFAULT_THRESHOLD, region_thresholds
+    from .inference import thresholds_ignored
 
-    if info.get("output") != "regions" and region_thresholds(info.get("postprocess")) != (DEFAULT_THRESHOLD,) * 3:
+    if thresholds_ignored(info.get("postprocess"), info.get("output") == "regions"):
         raise BratsInputError(f"{name}: the post-processing sets region thresholds, which a model with "
                               f"{info.get('output') or 'no'} outputs ignores (chosen for a region model?)")
 

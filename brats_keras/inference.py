@@ -201,6 +201,12 @@ def is_postprocessing_off(spec) -> bool:
             and not any(v for k in ("min_component", "keep_largest") for v in spec[k].values()))
 
 
+def thresholds_ignored(spec, regions: bool) -> bool:
+    """True when ``spec`` sets region thresholds other than 0.5 for a model without region outputs (a softmax
+    model takes the most probable class, so it would ignore them): callers refuse that in one line."""
+    return not regions and region_thresholds(spec) != (DEFAULT_THRESHOLD,) * 3
+
+
 def region_thresholds(spec) -> tuple:
     """``(t_WT, t_TC, t_ET)`` of a post-processing spec, for :func:`brats_keras.labels.regions_to_classes`."""
     return tuple(postprocessing_spec(spec)["thresholds"][r] for r in REMOVED_BECOMES)
@@ -369,7 +375,7 @@ class Predictor:
         else:
             self.post = postprocessing_spec(info.get("postprocess"))
         given = thresholds is not None or isinstance(postprocess, dict)
-        if given and not self.spec.regions and region_thresholds(self.post) != (DEFAULT_THRESHOLD,) * 3:
+        if given and thresholds_ignored(self.post, self.spec.regions):
             raise ValueError(f"{names[0]}: region thresholds apply to models with region outputs (WT, TC, ET); "
                              "this one has softmax classes (the most probable class is taken)")
         self.margin = margin

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brats_keras import io as bio  # noqa: E402
 from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E402
+from brats_keras.crossval import fold_runs  # noqa: E402
 from brats_keras.evaluation import resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.models import count_params  # noqa: E402
@@ -164,9 +165,13 @@ def _fold_runs(runs, cv_dir):
     given = sorted(str(Path(r).resolve()) for r in runs)
     if scored != given:
         fail(f"{cv_dir}: its table scores the runs {', '.join(scored)}, not the ones given ({', '.join(given)})")
+    try:
+        fold_runs(runs, results["checkpoint"])  # split.json and the checkpoint, as the ensemble reads them
+    except bio.BratsInputError as exc:
+        fail(str(exc))
     cfgs = []
     for run in map(Path, runs):
-        for name in ("config.json", "split.json", "log.csv", f"checkpoints/{results['checkpoint']}.keras"):
+        for name in ("config.json", "log.csv"):
             if not (run / name).is_file():
                 fail(f"{run / name}: not found (is {run} a fold run folder?)")
         cfg = json.loads((run / "config.json").read_text())
@@ -239,8 +244,7 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
     cases = {c.case_id: c for root in {Path(r["truth"]).parent.parent for r in results["cases"].values()}
              for c in bio.find_cases(root)}
     ids = sorted(cid for cid in post["cases"] if cid in cases)[:args.check_cases]
-    by_fold = {json.loads((r / "split.json").read_text())["fold"]: p for r, p in zip(
-        sorted(runs, key=lambda r: json.loads((r / "split.json").read_text())["fold"]), written)}
+    by_fold = {int(p.stem.split("-", 1)[1]): p for p in written}  # ensemble_from_runs names them fold-<k>.keras
     diffs, single = [], []
     for cid in ids:
         pred = Predictor(by_fold[post["cases"][cid]["fold"]], tta=results.get("tta", False),

@@ -212,6 +212,13 @@ def test_crossval_refuses_bad_runs_in_one_line(cv, tmp_path, capsys):
     assert rc == 2 and capsys.readouterr().err.strip() == f"error: {tmp_path}: not a run folder (no split.json)"
     rc = cli_main(["crossval", "--runs", str(runs[0]), "--data-root", str(tmp_path), "--out", str(tmp_path / "o")])
     assert rc == 2 and "no label map for validation case(s)" in capsys.readouterr().err
+    # a split.json that is a JSON list was an AttributeError traceback (crossval and ensemble share the check now)
+    bad = tmp_path / "listsplit"
+    bad.mkdir()
+    (bad / "split.json").write_text("[1, 2]")
+    rc = cli_main(["crossval", "--runs", str(bad), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and f"{bad / 'split.json'}: not the split of a fold run" in err[0]
     assert not (tmp_path / "o").exists()
 
 
