@@ -265,13 +265,16 @@ def _add_predict(sub):
 
 def _thresholds_arg(text: str) -> list:
     """``--thresholds 0.5,0.5,0.7`` (WT, TC, ET), or one value for all three."""
+    from .inference import postprocessing_spec
+
     try:
         values = [float(v) for v in text.split(",")]
+        values = values * 3 if len(values) == 1 else values
+        postprocessing_spec(thresholds=values)  # the one check of what a threshold may be
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: three probabilities WT,TC,ET (e.g. 0.5,0.5,0.7)") from None
-    if len(values) not in (1, 3) or not all(0.0 < v < 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"{text!r}: one or three probabilities between 0 and 1 (WT,TC,ET)")
-    return values * 3 if len(values) == 1 else values
+        raise argparse.ArgumentTypeError(f"{text!r}: one or three probabilities between 0 and 1 (WT,TC,ET), "
+                                         "e.g. 0.5,0.5,0.7") from None
+    return values
 
 
 def cmd_predict(args) -> int:
