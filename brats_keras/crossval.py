@@ -232,7 +232,7 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
         for cid in sorted(val):
             case = truth[cid]
             try:
-                pred = predictor.predict_case(case, return_probs=predictor.spec.regions)
+                pred = predictor.predict_case(case, return_probs="box" if predictor.spec.regions else False)
             except (BratsInputError, ValueError) as exc:  # an unreadable case: one line, the others go on
                 failed[cid] = str(exc).splitlines()[0]
                 log(f"FAILED {cid}: {failed[cid]}")
@@ -243,7 +243,7 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
             extra = {}
             if pred["probs"] is not None:  # region models: the probabilities, for choosing region thresholds
                 extra["probabilities"] = str(save_probabilities(out / "probabilities" / f"{cid}.npz",
-                                                                pred["probs"], pred["box"]))
+                                                                pred["probs"], pred["box"], pred["classes"].shape))
             true, spacing = _read_classes(Path(case.seg))
             scores = region_scores(pred["classes"], true, spacing)
             cases[cid] = {"fold": fold, "run": str(run), "model": str(model_path), "prediction": str(pred_path),
@@ -352,15 +352,22 @@ def crossval_markdown(results: dict, choice: dict | None = None, command: str | 
 REGION_THRESHOLDS = (0.3, 0.4, 0.6, 0.7, 0.8)
 
 
-def save_probabilities(path, probs: np.ndarray, box) -> Path:
+def save_probabilities(path, probs: np.ndarray, box, shape=None) -> Path:
     """Save a case's region probabilities ``(D, H, W, 3)`` compactly: the brain box ``box`` only, as uint8
-    (probability x 255, rounded: thresholds keep a precision of 1/255), compressed. Atomic."""
+    (probability x 255, rounded: thresholds keep a precision of 1/255), compressed. Atomic.
+
+    ``probs`` is the whole volume's, or (with ``shape``, the volume's ``(D, H, W)``) the box's only, as
+    ``Predictor.predict_case(case, return_probs="box")`` gives it."""
     from .io import atomic_write
     from .preprocessing import box_slices
 
     probs = np.asarray(probs)
-    q = np.rint(np.clip(probs[box_slices(box)], 0.0, 1.0) * 255).astype(np.uint8)
-    shape = probs.shape[:3]
+    if shape is None:
+        shape, probs = probs.shape[:3], probs[box_slices(box)]
+    elif probs.shape[:3] != tuple(b - a for a, b in box):
+        raise ValueError(f"probabilities of shape {probs.shape[:3]} for a box of shape "
+                         f"{tuple(b - a for a, b in box)}")
+    q = np.rint(np.clip(probs, 0.0, 1.0) * 255).astype(np.uint8)
 
     def write(tmp):
         with open(tmp, "wb") as f:

@@ -426,7 +426,9 @@ class Predictor:
         """Segment one case in its original geometry.
 
         Returns:
-            ``{"classes": (D, H, W) uint8, "probs": (D, H, W, n_out) or None, "affine", "header", "box", "seconds"}``.
+            ``{"classes": (D, H, W) uint8, "probs": (D, H, W, n_out) or None, "affine", "header", "box", "seconds"}``;
+            with ``return_probs="box"`` the probabilities of the brain box ``box`` only (outside it they are 0):
+            what crossval keeps, without a float32 array of the whole volume (107 MB for a 240x240x155 case).
         Raises:
             BratsInputError for missing modalities or unreadable / inconsistent files.
         """
@@ -442,7 +444,9 @@ class Predictor:
         classes[box_slices(box)] = self.to_classes(probs)
         classes = apply_postprocessing(classes, self.post)
         full_probs = None
-        if return_probs:
+        if return_probs == "box":
+            full_probs = probs
+        elif return_probs:
             full_probs = np.zeros(vols[0].shape + (probs.shape[-1],), np.float32)
             full_probs[box_slices(box)] = probs
         return {"classes": classes, "probs": full_probs, "affine": affine, "header": header, "box": box,

@@ -367,6 +367,12 @@ def test_probabilities_file_errors_name_the_file(tmp_path):
     assert box == [(1, 5), (0, 7), (2, 8)] and shape == (6, 7, 8) and q.dtype == np.uint8
     assert np.abs(q / 255 - probs[1:5, 0:7, 2:8]).max() <= 0.5 / 255 + 1e-7
     assert sorted(x.name for x in (tmp_path / "p").iterdir()) == ["c.npz"]
+    # the box's probabilities alone (what crossval hands over) give the same file content
+    again = load_probabilities(save_probabilities(tmp_path / "p" / "b.npz", probs[1:5, 0:7, 2:8], box, (6, 7, 8)))
+    assert again[1:] == (box, shape) and np.array_equal(again[0], q)
+    with pytest.raises(ValueError, match=r"shape \(6, 7, 8\) for a box of shape \(4, 7, 6\)"):
+        save_probabilities(tmp_path / "p" / "x.npz", probs, box, (6, 7, 8))
+    assert not (tmp_path / "p" / "x.npz").exists()
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"junk")
     for f in (bad, tmp_path / "missing.npz"):
@@ -558,6 +564,8 @@ def test_ensemble_of_a_model_with_itself_is_the_model(models, tmp_path):
     write_small_case(src, "c0", shape=(36, 36, 30))
     case = find_cases(src)[0]
     single = Predictor(models["a"]).predict_case(case, return_probs=True)
+    boxed = Predictor(models["a"]).predict_case(case, return_probs="box")  # crossval's: the brain box only
+    assert np.array_equal(boxed["probs"], single["probs"][tuple(slice(a, b) for a, b in single["box"])])
     double = Predictor([models["a"], models["a"]]).predict_case(case, return_probs=True)
     assert np.array_equal(single["probs"], double["probs"]) and np.array_equal(single["classes"], double["classes"])
 
