@@ -219,7 +219,7 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
     # every model is loaded before anything is written: a corrupt checkpoint of a later fold is refused up front
     predictors = [Predictor(model_path, tta=tta, overlap=overlap, batch_size=batch_size, postprocess=False)
                   for _, _, model_path, _ in plan]
-    roots = [Path(r) for r in data_roots] if data_roots else sorted({r for run in runs for r in _manifest_roots(run)})
+    roots = [Path(r) for r in data_roots] if data_roots else sorted({r for _, run, _, _ in plan for r in _manifest_roots(run)})
     truth = _truth_cases(roots)
     missing = sorted(set(owner) - set(truth))
     if missing:

@@ -90,7 +90,8 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
     from brats_keras.evaluation import evaluate_folder
 
     root, runs = cv
-    res = crossval_predict(runs, tmp_path / "cv", progress=False)  # label maps found through the manifests
+    # label maps found through the manifests; the runs named by str, as the command line gives them
+    res = crossval_predict([str(r) for r in runs], tmp_path / "cv", progress=False)
     assert sorted(res["cases"]) == [f"c{i}" for i in range(5)] and res["checkpoint"] == "last"
     for run in runs:
         val = json.loads((run / "split.json").read_text())["val"]
