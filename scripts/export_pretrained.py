@@ -21,6 +21,7 @@ with different settings): one line, exit 2, nothing written.
 """
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -151,6 +152,17 @@ def main(argv=None):
 _PER_FOLD = {"fold", "out"}
 
 
+def _same_run(recorded: str, given) -> bool:
+    """Whether the run path a crossval table recorded names the fold run folder ``given``. crossval records the
+    paths as it was given them, often relative to the folder it ran in; a relative one matches a given run that
+    resolves to it from here or whose resolved path ends with it (the same run named from another folder)."""
+    recorded, given = Path(recorded), Path(given).resolve()
+    if recorded.resolve() == given:
+        return True
+    parts = Path(os.path.normpath(recorded)).parts
+    return not recorded.is_absolute() and ".." not in parts and given.parts[-len(parts):] == parts
+
+
 def _fold_runs(runs, cv_dir):
     """Check the fold runs and the cross-validation before anything is written; ``(configs, crossval results,
     choice, post-processed results)``."""
@@ -161,10 +173,11 @@ def _fold_runs(runs, cv_dir):
                  "--choose-postprocessing first)")
     results, choice, post = (json.loads((cv_dir / n).read_text()) for n in
                              ("crossval.json", "postprocessing.json", "crossval_postprocessed.json"))
-    scored = sorted(str(Path(f["run"]).resolve()) for f in results["folds"].values())
-    given = sorted(str(Path(r).resolve()) for r in runs)
-    if scored != given:
-        fail(f"{cv_dir}: its table scores the runs {', '.join(scored)}, not the ones given ({', '.join(given)})")
+    scored = [f["run"] for f in results["folds"].values()]
+    unmatched = [str(r) for r in runs if not any(_same_run(s, r) for s in scored)]
+    if len(scored) != len(runs) or unmatched:
+        fail(f"{cv_dir}: its table scores the runs {', '.join(scored)}, not the ones given "
+             f"({', '.join(map(str, runs))})")
     try:
         fold_runs(runs, results["checkpoint"])  # split.json and the checkpoint, as the ensemble reads them
     except bio.BratsInputError as exc:
@@ -187,7 +200,6 @@ def _fold_runs(runs, cv_dir):
 
 
 def export_ensemble(args):
-    import os
     import tempfile
 
     from brats_keras.io import BratsInputError, atomic_write_json, atomic_write_text
@@ -282,8 +294,8 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
         "data": {"cases": len(results["cases"]), "folds": {k: f["cases"] for k, f in results["folds"].items()},
                  "folds_text": ", ".join(f"fold {k}: {n} cases" for k, n in n_fold_cases.items()),
                  "stratified_by": json.loads((runs[0] / "split.json").read_text()).get("stratified_by")},
-        "crossval": {k: results[k] for k in ("checkpoint", "cases", "folds", "mean", "median", "std", "failed")
-                     if k in results},
+        "crossval": {k: results[k] for k in ("checkpoint", "tta", "overlap", "cases", "folds", "mean", "median",
+                                             "std", "failed") if k in results},
         "crossval_postprocessed": {k: post[k] for k in ("cases", "folds", "mean", "median", "std") if k in post},
         "resolution_ceiling": {r: float(np.mean([c[r] for c in ceiling])) for r in ("WT", "TC", "ET")},
         "check": {"cases": ids, "max_dice_difference": float(max(diffs)) if diffs else 0.0,

@@ -791,6 +791,20 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     assert Predictor(ship).predict_batch(np.zeros((1, 16, 16, 16, 3), np.float32)).shape == (1, 16, 16, 16, 3)
 
 
+def test_export_finds_the_runs_a_crossval_table_recorded_relative_to_where_it_ran(tmp_path, monkeypatch):
+    """crossval records the run paths as it was given them (runs/cv28/fold0, from the project folder); the export
+    refused those runs when given them from another folder or by absolute path."""
+    same = _export_script().__globals__["_same_run"]
+    run = tmp_path / "proj" / "runs" / "cv" / "fold0"
+    run.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "proj")
+    assert same("runs/cv/fold0", run) and same(str(run), "runs/cv/fold0") and same("runs/cv/fold0", "runs/cv/fold0")
+    monkeypatch.chdir(tmp_path)
+    assert same("runs/cv/fold0", run) and same("cv/fold0", run)
+    assert not same("runs/cv/fold1", run) and not same("../cv/fold0", run)
+    assert not same(str(tmp_path / "other" / "cv" / "fold0"), run) and not same("other/fold0", run)
+
+
 def test_export_of_a_fold_ensemble_refuses_bad_input_in_one_line(cv, tmp_path, capsys):
     root, runs = cv
     export = _export_script()
