@@ -663,7 +663,9 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     ``brats-keras predict --model out`` (and :class:`~brats_keras.inference.Predictor`) averages.
 
     Each file holds the fold's weights without optimizer state (in float16 by default: half the size, see
-    :func:`brats_keras.checkpoint.store_float16`), its preprocessing info, and the post-processing chosen on
+    :func:`brats_keras.checkpoint.store_float16`) in a model that computes in float32 (a fold trained under
+    mixed precision would otherwise predict in bfloat16 or float16 wherever it is loaded, and its exports would
+    not give its probabilities), its preprocessing info, and the post-processing chosen on
     the out-of-fold predictions when ``postprocessing`` (a ``postprocessing.json`` path or a
     :func:`choose_postprocessing` result) is given. ``out/ensemble.json`` records where each file came from.
 
@@ -675,6 +677,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         one by one (temporary name, then rename), and ``fold-<k>.keras`` files of folds not given are removed.
     """
     from .checkpoint import check_float16_range, load_model, save_model
+    from .export import _float32_copy
     from .inference import check_same_preprocessing
 
     runs = fold_runs(runs, checkpoint)
@@ -712,7 +715,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         info = {k: v for k, v in info.items() if k != "postprocess"}
         if postprocessing is not None:
             info["postprocess"] = postprocessing
-        path = save_model(model, out / f"fold-{fold}.keras", info, include_optimizer=False,
+        path = save_model(_float32_copy(model), out / f"fold-{fold}.keras", info, include_optimizer=False,
                           weights_dtype=weights_dtype)
         written.append(path)
         sources[path.name] = {"fold": fold, "run": str(run), "checkpoint": str(model_path)}

@@ -605,6 +605,45 @@ def test_ensemble_refuses_mixed_preprocessing(models, tmp_path, capsys):
     assert rc == 0 and (tmp_path / "ok" / "c0.nii.gz").exists()
 
 
+def test_ensemble_of_folds_trained_in_mixed_precision_computes_in_float32(cv, tmp_path):
+    """Folds trained under mixed_bfloat16 keep that policy in their layers: shipped as they were, the ensemble
+    predicted in bfloat16 wherever it was loaded (slow on CPUs without bfloat16, and its exports, which compute
+    in float32, gave probabilities up to 0.015 away). The fold files compute in float32 with the same weights."""
+    import shutil
+
+    import keras
+
+    from brats_keras.checkpoint import load_model, read_info, save_model
+    from brats_keras.crossval import ensemble_from_runs
+    from brats_keras.models import build_model
+
+    root, runs = cv
+    mixed = []
+    for run in runs:
+        copy = tmp_path / run.name
+        shutil.copytree(run, copy)
+        last = copy / "checkpoints" / "last.keras"
+        src, info = load_model(last, compile=False)
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        try:
+            model = build_model("unet3d", in_channels=3, output="regions", base_filters=4, depth=2, norm="instance")
+        finally:
+            keras.mixed_precision.set_global_policy("float32")
+        model.set_weights(src.get_weights())
+        save_model(model, last, info, include_optimizer=False)
+        assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in load_model(last, compile=False)[0].layers}
+        mixed.append(copy)
+    x = np.random.default_rng(0).normal(size=(1, 16, 16, 16, 3)).astype(np.float32)
+    for path in ensemble_from_runs(mixed, tmp_path / "ens", log=lambda line: None):
+        fold, _ = load_model(path, compile=False)
+        assert {layer.dtype_policy.name for layer in fold.layers} == {"float32"}
+        src, _ = load_model(mixed[int(path.stem[-1])] / "checkpoints" / "last.keras", compile=False)
+        for w, h in zip(src.get_weights(), fold.get_weights()):
+            np.testing.assert_array_equal(h, w.astype(np.float16).astype(np.float32))
+        assert keras.ops.convert_to_numpy(fold(x)).dtype == np.float32
+        assert read_info(path)["modalities"] == read_info(mixed[0] / "checkpoints" / "last.keras")["modalities"]
+
+
 def test_ensemble_command_gathers_the_folds_in_float16_with_the_chosen_postprocessing(cv, tmp_path, capsys):
     from brats_keras.checkpoint import load_model
 
