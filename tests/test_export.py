@@ -17,16 +17,18 @@ from brats_keras.export import INFO_FILE, ONNX_FILE, export_model, load_exported
 from brats_keras.inference import Predictor
 from brats_keras.models import load_pretrained
 from brats_keras.preprocessing import brain_crop_box, downsample_image, stack_scaled
-from brats_keras.pretrained import MODEL_FILE
+from brats_keras.pretrained import pretrained_path
 from brats_keras.spec import PreprocessingSpec
 
+#: the shipped model load_pretrained() gives: model.keras, or fold 0 of the ensemble that replaces it
+SHIPPED = pretrained_path()
 onnxruntime = pytest.importorskip("onnxruntime")  # requirements.txt installs it; brats-keras runs without it
 
 
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     root = tmp_path_factory.mktemp("exports")
-    return {fmt: export_model(MODEL_FILE, root / fmt, format=fmt) for fmt in ("savedmodel", "onnx")}
+    return {fmt: export_model(SHIPPED, root / fmt, format=fmt) for fmt in ("savedmodel", "onnx")}
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def real_case(real_dir):
 @pytest.fixture(scope="module")
 def window(real_case):
     """The central 64^3 window of a real case, preprocessed as the shipped model was trained (1, 64, 64, 64, 4)."""
-    info = read_info(MODEL_FILE)
+    info = read_info(SHIPPED)
     vols, _, _ = bio.load_modalities(real_case, info["modalities"])
     image, _ = stack_scaled(vols, brain_crop_box(vols, margin=4), info["scale"])
     image = downsample_image(image, info["downsample"])
@@ -55,7 +57,7 @@ def expected(window):
 
 
 def test_export_folder_holds_the_model_and_its_preprocessing(exports):
-    info = read_info(MODEL_FILE)
+    info = read_info(SHIPPED)
     for fmt, folder in exports.items():
         spec = json.loads((folder / INFO_FILE).read_text())
         assert {k: spec[k] for k in info} == info  # modalities, scale, downsample, output, patch size ...
@@ -90,9 +92,9 @@ def test_onnx_gives_the_keras_probabilities(exports, window, expected):
 
 @pytest.mark.parametrize("fmt", ["savedmodel", "onnx"])
 def test_predictor_on_an_export_segments_a_real_case_as_the_keras_model(exports, real_case, fmt):
-    keras_pred = Predictor(MODEL_FILE, postprocess=False).predict_case(real_case, return_probs=True)
+    keras_pred = Predictor(SHIPPED, postprocess=False).predict_case(real_case, return_probs=True)
     predictor = Predictor(str(exports[fmt]), postprocess=False)
-    info = read_info(MODEL_FILE)
+    info = read_info(SHIPPED)
     assert {k: predictor.info[k] for k in info} == info and predictor.spec == PreprocessingSpec.from_dict(info)
     out = predictor.predict_case(real_case, return_probs=True)
     np.testing.assert_allclose(out["probs"], keras_pred["probs"], atol=1e-3)
@@ -101,10 +103,10 @@ def test_predictor_on_an_export_segments_a_real_case_as_the_keras_model(exports,
 
 def test_cli_export_and_predict_with_the_folder(tmp_path, real_dir, real_case, capsys):
     out = tmp_path / "deploy"
-    assert cli_main(["export", "--model", str(MODEL_FILE), "--format", "onnx", "--out", str(out)]) == 0
+    assert cli_main(["export", "--model", str(SHIPPED), "--format", "onnx", "--out", str(out)]) == 0
     assert "exported" in capsys.readouterr().out
     # the folder is not written over without --overwrite
-    assert cli_main(["export", "--model", str(MODEL_FILE), "--format", "onnx", "--out", str(out)]) == 2
+    assert cli_main(["export", "--model", str(SHIPPED), "--format", "onnx", "--out", str(out)]) == 2
     assert "exists and is not an empty folder (use --overwrite" in capsys.readouterr().err
     preds = tmp_path / "preds"
     assert cli_main(["predict", "--model", str(out), "--input", str(real_case.folder), "--output", str(preds),
@@ -134,7 +136,7 @@ def test_onnx_without_its_converter_is_one_line(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ex, "_importable", lambda name: name != "tf2onnx")
     with pytest.raises(ex.BratsInputError, match=r"--format onnx needs tf2onnx \(pip install tf2onnx=="):
-        export_model(MODEL_FILE, tmp_path / "x", format="onnx")
+        export_model(SHIPPED, tmp_path / "x", format="onnx")
 
 
 def test_a_mixed_precision_model_exports_in_float32(tmp_path):

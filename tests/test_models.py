@@ -184,6 +184,7 @@ def test_load_pretrained_names_the_missing_file(tmp_path, monkeypatch):
     import brats_keras.pretrained
 
     missing = tmp_path / "model.keras"
+    monkeypatch.setattr(brats_keras.pretrained, "HERE", tmp_path)  # no fold ensemble either
     monkeypatch.setattr(brats_keras.pretrained, "MODEL_FILE", missing)
     with pytest.raises(FileNotFoundError) as err:
         load_pretrained()
@@ -197,6 +198,7 @@ def test_load_pretrained_loads_the_shipped_file(tmp_path, monkeypatch):
     tiny(unet3d).save(path)
     import brats_keras.pretrained
 
+    monkeypatch.setattr(brats_keras.pretrained, "HERE", tmp_path)
     monkeypatch.setattr(brats_keras.pretrained, "MODEL_FILE", path)
     assert load_pretrained().name == "unet3d"
 

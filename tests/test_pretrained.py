@@ -1,30 +1,58 @@
-"""The shipped model: loads, predicts a real validation case, and scores what its model card says."""
+"""The shipped model (``model.keras``, or the fold ensemble ``fold-*.keras`` that replaces it): loads, predicts a
+real case, and scores what its model card says. Every test here holds for whichever ships: the known answers come
+from the card (``brats_keras.pretrained.card_case``)."""
 import numpy as np
 import pytest
 
 from brats_keras import io as bio
 from brats_keras.cli import main as cli_main
 from brats_keras.evaluation import region_scores
-from brats_keras.pretrained import MODEL_FILE, model_card
+from brats_keras.pretrained import HERE, card_case, model_card, pretrained_path, pretrained_paths
 
 CASE = "Brats18_TCIA02_606_1"
 
 
 @pytest.fixture(scope="module")
 def card():
-    assert MODEL_FILE.exists(), f"{MODEL_FILE} is missing"
+    assert all(p.exists() for p in pretrained_paths()), f"no shipped model in {HERE}"
     return model_card()
 
 
+def ensemble_ships(card) -> bool:
+    return card.get("kind") == "fold ensemble"
+
+
 def test_card_describes_the_shipped_model(card):
-    assert MODEL_FILE.stat().st_size < 30e6  # shipped without optimizer state
-    assert card["data"]["split"]["val"] == sorted(["Brats18_CBICA_AQN_1", "Brats18_TCIA01_425_1",
-                                                   "Brats18_TCIA02_606_1", "Brats18_2013_23_1"])
-    assert len(card["data"]["split"]["train"]) == 19
-    assert not set(card["data"]["split"]["train"]) & set(card["data"]["split"]["val"])
-    for r in ("WT", "TC", "ET"):
-        vals = [c[r]["dice"] for c in card["validation"]["cases"].values()]
-        assert card["validation"]["mean"][r]["dice"] == pytest.approx(np.mean(vals))
+    files = pretrained_paths()
+    assert all(p.stat().st_size < 30e6 for p in files)  # shipped without optimizer state
+    assert sum(p.stat().st_size for p in files) < 60e6  # all that ships
+    if not ensemble_ships(card):
+        assert files == [HERE / "model.keras"] and card["model_file"] == "model.keras"
+        assert card["data"]["split"]["val"] == sorted(["Brats18_CBICA_AQN_1", "Brats18_TCIA01_425_1",
+                                                       "Brats18_TCIA02_606_1", "Brats18_2013_23_1"])
+        assert len(card["data"]["split"]["train"]) == 19
+        assert not set(card["data"]["split"]["train"]) & set(card["data"]["split"]["val"])
+        for r in ("WT", "TC", "ET"):
+            vals = [c[r]["dice"] for c in card["validation"]["cases"].values()]
+            assert card["validation"]["mean"][r]["dice"] == pytest.approx(np.mean(vals))
+        return
+    from brats_keras.checkpoint import read_info
+
+    assert [f["file"] for f in card["model_files"]] == [p.name for p in files]
+    assert not (HERE / "model.keras").exists()  # the ensemble replaced it
+    folds = card["data"]["folds"]
+    held_out = [c for k in folds for c in folds[k]]
+    assert len(held_out) == len(set(held_out)) == card["data"]["cases"]  # each case held out by one fold
+    for table in ("crossval", "crossval_postprocessed"):
+        cases = card[table]["cases"]
+        assert set(cases) | set(card["crossval"].get("failed", {})) == set(held_out)
+        assert all(cid in folds[str(c["fold"])] for cid, c in cases.items())
+        for r in ("WT", "TC", "ET"):  # the headline is the mean over the out-of-fold cases
+            assert card[table]["mean"][r]["dice"] == pytest.approx(np.mean([c[r]["dice"] for c in cases.values()]))
+    for f in card["model_files"]:  # every fold applies the post-processing the folds chose
+        stored = read_info(HERE / f["file"])["postprocess"]
+        chosen = card["postprocessing"]["postprocess"]
+        assert {k: stored[k] for k in chosen} == chosen
 
 
 def test_load_pretrained_for_fine_tuning(card):
@@ -41,15 +69,48 @@ def test_load_pretrained_for_fine_tuning(card):
     assert np.isfinite(model.train_on_batch(x, y))
 
 
-def test_cli_predict_without_model_uses_shipped_one_and_scores_as_the_card_says(card, real_dir, tmp_path):
-    rc = cli_main(["predict", "--input", str(real_dir / CASE), "--output", str(tmp_path), "--quiet"])
+def _predict_and_score(tmp_path, real_dir, *flags):
+    out = tmp_path / str(len(list(tmp_path.iterdir())))
+    rc = cli_main(["predict", "--input", str(real_dir / CASE), "--output", str(out), "--quiet", *flags])
     assert rc == 0
-    labels, affine, header = bio.load_nifti(tmp_path / f"{CASE}.nii.gz")
+    labels, affine, header = bio.load_nifti(out / f"{CASE}.nii.gz")
     assert labels.shape == (240, 240, 155) and set(np.unique(labels)) <= {0, 1, 2, 4}
     truth = bio.load_classes(real_dir / CASE / f"{CASE}_seg.nii.gz")
-    scores = region_scores(bio.load_classes(tmp_path / f"{CASE}.nii.gz"), truth)
+    return region_scores(bio.load_classes(out / f"{CASE}.nii.gz"), truth)
+
+
+def test_cli_predict_without_model_uses_every_shipped_file_and_scores_as_the_card_says(card, real_dir, tmp_path,
+                                                                                       monkeypatch):
+    """Without --model, predict uses all shipped files. The card's score of the case comes back from the file
+    that scored it: model.keras itself; for an ensemble, the fold that held the case out (its float16 file with
+    the stored post-processing, against the float32 out-of-fold table: 1e-3)."""
+    from brats_keras.inference import Predictor
+
+    used, predict_case = [], Predictor.predict_case
+    monkeypatch.setattr(Predictor, "predict_case", lambda self, *a, **kw: used.append(self.names) or
+                        predict_case(self, *a, **kw))
+    scores = _predict_and_score(tmp_path, real_dir)
+    assert used == [[str(p) for p in pretrained_paths()]]
+    ref = card_case(CASE)
+    if pretrained_paths() != [ref["model"]]:  # an ensemble: the card scored this case with one fold
+        assert ensemble_ships(card) and ref["model"] in pretrained_paths()
+        scores = _predict_and_score(tmp_path, real_dir, "--model", str(ref["model"]), "--overlap",
+                                    str(ref["overlap"]), *(["--tta"] if ref["tta"] else []))
     for r in ("WT", "TC", "ET"):
-        assert round(scores[r]["dice"], 3) == round(card["validation"]["cases"][CASE][r]["dice"], 3), r
+        assert scores[r]["dice"] == pytest.approx(ref["scores"][r]["dice"], abs=1e-3), r
+
+
+def test_card_case_names_the_file_and_scores_that_give_the_card(card):
+    ref = card_case(CASE)
+    if ensemble_ships(card):
+        assert ref["fold"] is not None and CASE in card["data"]["folds"][str(ref["fold"])]
+        assert ref["model"] == HERE / f"fold-{ref['fold']}.keras"
+        assert ref["scores"]["WT"] == card["crossval_postprocessed"]["cases"][CASE]["WT"]
+    else:
+        assert ref == {"model": pretrained_path(), "fold": None, "scores": card["validation"]["cases"][CASE],
+                       "tta": False, "overlap": 0.5}
+    with pytest.raises(KeyError, match="scores no case 'no such case'"):
+        card_case("no such case")
 
 
 def _export_script(*args):
@@ -86,8 +147,17 @@ def test_card_markdown_rebuilds_the_shipped_card_from_its_json_and_the_history_d
 
     assert card_markdown(card) == CARD_FILE.read_text()
     history = read_history()
-    history["earlier_runs"] = [{"run": "a run of ours", "WT": "0.9 / 1.0", "TC": "0.8 / 2.0", "ET": "0.7 / 3.0"}]
-    history["target"] = {"WT": "0.95", "TC": "0.9", "ET": "0.85"}
+    row = {"run": "a run of ours", "WT": "0.9 / 1.0", "TC": "0.8 / 2.0", "ET": "0.7 / 3.0"}
+    target = {"WT": "0.95", "TC": "0.9", "ET": "0.85"}
+    if ensemble_ships(card):  # an ensemble's card lists the cross-validated attempts and targets
+        history["cv_attempts"], history["cv_target"] = [row], target
+        text = card_markdown(card, history)
+        assert "| a run of ours | 0.9 / 1.0 | 0.8 / 2.0 | 0.7 / 3.0 |" in text
+        assert "| target (cross-validated) | 0.95 | 0.9 | 0.85 |" in text
+        assert "| target (cross-validated) | 0.88 |" not in text
+        assert text.startswith(f"# Model card: brats-keras pretrained 3D U-Net, {len(card['model_files'])}-fold")
+        return
+    history["earlier_runs"], history["target"] = [row], target
     text = card_markdown(card, history)
     assert "| a run of ours | 0.9 / 1.0 | 0.8 / 2.0 | 0.7 / 3.0 |" in text and "| target | 0.95 | 0.9 | 0.85 |" in text
     assert "instance norm, plateau schedule" not in text and "| target | 0.88 |" not in text
@@ -123,10 +193,10 @@ def test_export_refuses_a_fine_tuned_run_in_one_line(tmp_path):
     for name in ("checkpoints/best.keras", "split.json", "log.csv"):
         (run / name).write_text("")
     (run / "config.json").write_text('{"init_from": "pretrained"}')
-    before = {f: f.stat().st_mtime_ns for f in MODEL_FILE.parent.iterdir()}
+    before = {f: f.stat().st_mtime_ns for f in HERE.iterdir()}
     rc, err = _export_script("--run", run, "--real", tmp_path, "--train-minutes", "1")
     assert rc == 2 and "starts from pretrained" in err.strip().splitlines()[-1]
-    assert {f: f.stat().st_mtime_ns for f in MODEL_FILE.parent.iterdir()} == before
+    assert {f: f.stat().st_mtime_ns for f in HERE.iterdir()} == before
 
 
 def test_export_train_command_runs_as_the_run_it_describes(monkeypatch):

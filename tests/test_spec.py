@@ -11,7 +11,7 @@ from brats_keras.checkpoint import read_info
 from brats_keras.convert import conversion_settings
 from brats_keras.inference import check_same_preprocessing
 from brats_keras.io import BratsInputError
-from brats_keras.pretrained import MODEL_FILE
+from brats_keras.pretrained import MODEL_FILE, pretrained_paths
 from brats_keras.spec import DEFAULT_WINDOW, PreprocessingSpec
 from brats_keras.training import TrainConfig, model_info
 
@@ -19,6 +19,9 @@ REPORT_BOX = [[56, 184], [56, 184], [13, 141]]
 #: the manifest settings of the shipped model's training data (data/real_2mm), as convert wrote them before the spec
 SHIPPED_DATA_SETTINGS = {"modalities": ["flair", "t1", "t1ce", "t2"], "crop": "brain", "crop_box": None, "margin": 4,
                          "scale": "zscore", "dtype": "float16", "min_tumor": None, "downsample": 2}
+#: the info embedded in model.keras, the single model shipped before the fold ensemble (written before the spec)
+OLD_SHIPPED_INFO = {"format": 1, "modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "crop": "brain",
+                    "downsample": 2, "output": "regions", "patch_size": 64, "model": "unet3d", "loss": "dice+bce"}
 SHIPPED_SPEC = PreprocessingSpec(("flair", "t1", "t1ce", "t2"), crop="brain", margin=4, scale="zscore",
                                  dtype="float16", downsample=2, patch_size=64, output="regions")
 
@@ -91,7 +94,11 @@ def test_keys_of_other_layers_are_ignored():
 
 # ----------------------------------------------------------------------------- dicts written before the spec
 def test_the_shipped_model_reads_as_the_spec_of_its_training_data():
-    info = read_info(MODEL_FILE)
+    for path in pretrained_paths():  # model.keras, or every fold of the ensemble that replaces it
+        assert PreprocessingSpec.from_dict(read_info(path)) == SHIPPED_SPEC, path
+    if MODEL_FILE.exists():
+        assert read_info(MODEL_FILE) == OLD_SHIPPED_INFO
+    info = OLD_SHIPPED_INFO
     assert "dtype" not in info and "margin" not in info  # written before the spec: these take their defaults
     spec = PreprocessingSpec.from_dict(info)
     assert spec == SHIPPED_SPEC and spec.window == 64 and spec.regions

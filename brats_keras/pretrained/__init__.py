@@ -44,3 +44,32 @@ def model_card() -> dict:
     import json
 
     return json.loads(CARD_JSON.read_text())
+
+
+def card_case(case_id: str) -> dict:
+    """What the model card says the shipped model scores on one real case, and how to get that score again:
+    ``{"model": file, "fold": k or None, "scores": {region: {"dice", "hd95", ...}}, "tta": bool, "overlap": float}``.
+
+    A single ``model.keras`` scored its validation cases (``validation.cases``). A fold ensemble's card gives each
+    case's out-of-fold score with the chosen post-processing (``crossval_postprocessed.cases``): ``model`` is the
+    file of the fold that held the case out, which stores that post-processing. ``Predictor(model, tta=...,
+    overlap=...)`` on the case gives these scores back (float16 storage and float32 computing move Dice by about
+    the card's ``check.max_dice_difference``, measured on the cases it checked).
+
+    Raises:
+        KeyError in one line naming the case when the card scored no such case.
+    """
+    card = model_card()
+    if card.get("kind") != "fold ensemble":
+        cases = card["validation"]["cases"]
+        if case_id not in cases:
+            raise KeyError(f"{CARD_JSON}: the shipped model's card scores no case {case_id!r} "
+                           f"(its validation cases: {', '.join(sorted(cases))})")
+        return {"model": pretrained_path(), "fold": None, "scores": cases[case_id], "tta": False, "overlap": 0.5}
+    cases = card["crossval_postprocessed"]["cases"]
+    if case_id not in cases:
+        raise KeyError(f"{CARD_JSON}: the shipped ensemble's card scores no case {case_id!r} out of fold")
+    fold = int(cases[case_id]["fold"])
+    name = next(f["file"] for f in card["model_files"] if int(f["fold"]) == fold)
+    return {"model": HERE / name, "fold": fold, "scores": {r: cases[case_id][r] for r in ("WT", "TC", "ET")},
+            "tta": bool(card["crossval"].get("tta", False)), "overlap": float(card["crossval"].get("overlap", 0.5))}
