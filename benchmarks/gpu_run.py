@@ -373,11 +373,11 @@ def step_inference(ctx, box):
 
     from brats_keras.checkpoint import read_info
     from brats_keras.inference import Predictor
-    from brats_keras.pretrained import MODEL_FILE
+    from brats_keras.pretrained import pretrained_path
 
     deadline = time.time() + box
     meta, arrays = ctx["pack"]
-    info = read_info(MODEL_FILE)
+    info = read_info(pretrained_path())  # model.keras, or fold 0 of a shipped ensemble (what load_pretrained gives)
     if ctx["dry"]:  # a tiny model with the shipped model's preprocessing: the code path, not the weights
         from brats_keras.models import build_model
 
