@@ -26,6 +26,7 @@ brain crop, z-score, 2 mm), images quantized to int8 steps of 1/16 and compresse
 
     python benchmarks/gpu_run.py --pack --real ../shared/data/brats-real ../shared/data/brats-extra \\
         --split brats_keras/pretrained/split.json --to .gpu/pack             # here, before the call
+    python benchmarks/gpu_run.py --check-trip      # here: the tree, .whl and .gpu fit in one call's 64 MiB?
     bash benchmarks/gpu_run.sh                                               # there (OUT is set)
     python benchmarks/gpu_run.py --import-weights DIR --to runs/gpu/model.keras   # here, afterwards
 """
@@ -78,7 +79,7 @@ def pack(roots, split_file, to, limit_mib: float = 36.0) -> dict:
     Writes ``to/<case>.npz`` (``image`` int8 ``(d, h, w, 4)`` = round(16 * z), ``mask`` uint8 classes at
     2 mm, ``truth`` uint8 classes at 1 mm inside the crop box) and ``to/pack.json`` (conversion
     settings, per-case crop box and shapes, the split). Raises ValueError when the pack exceeds
-    ``limit_mib`` (the working tree that travels is 64 MiB, the shipped model 23 MB of it).
+    ``limit_mib``; whether it travels beside the working tree and the wheels is :func:`check_trip`'s answer.
     """
     from brats_keras import io as bio
     from brats_keras.convert import convert_folder
@@ -118,6 +119,56 @@ def pack(roots, split_file, to, limit_mib: float = 36.0) -> dict:
     if size > limit_mib:
         raise ValueError(f"{to}: the pack is {size:.1f} MiB, over the {limit_mib} MiB that may travel beside the code")
     return meta
+
+
+#: what one device call may carry: the working tree git does not ignore plus the carried folders (device README)
+TRIP_MIB = 64.0
+#: the ignored folders the GPU call carries (benchmarks/gpu_run.sh: carry=[".whl", ".gpu"])
+CARRY = (".whl", ".gpu")
+#: where shipped fold files wait during the call (git-ignored, not carried)
+ASIDE = ".gpu-aside"
+
+
+def trip_sizes(repo=None, carry=CARRY) -> dict:
+    """``{path: bytes}`` of what a device call carries from ``repo``: the files git does not ignore (tracked or
+    not; a tracked file moved away does not travel) and the files under the ``carry`` folders."""
+    repo = Path(repo or REPO)
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    sizes = {}
+    for name in listed:
+        path = repo / name
+        if name and path.is_file() and not path.is_symlink():
+            sizes[name] = path.stat().st_size
+    for folder in carry:
+        for path in sorted((repo / folder).rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                sizes[str(path.relative_to(repo))] = path.stat().st_size
+    return sizes
+
+
+def check_trip(repo=None, carry=CARRY, limit_mib: float | None = None) -> float:
+    """MiB that a device call carries from ``repo``; ValueError in one line when that is over ``limit_mib``,
+    naming the shipped fold files to move aside for the call: all but the one network the GPU run loads (the
+    file ``load_pretrained`` gives: ``model.keras``, else ``fold-0.keras``)."""
+    limit_mib = TRIP_MIB if limit_mib is None else limit_mib
+    sizes = trip_sizes(repo, carry)
+    total = sum(sizes.values()) / 2**20
+    if total <= limit_mib:
+        return total
+    parts = [f"{folder} {sum(v for k, v in sizes.items() if k.startswith(folder + '/')) / 2**20:.1f}"
+             for folder in carry]
+    tree = sum(v for k, v in sizes.items() if not any(k.startswith(f + "/") for f in carry)) / 2**20
+    folds = sorted(k for k in sizes if k.startswith("brats_keras/pretrained/fold-") and k.endswith(".keras"))
+    move = folds if "brats_keras/pretrained/model.keras" in sizes else folds[1:]
+    head = (f"a device call would carry {total:.1f} MiB (working tree {tree:.1f}, {', '.join(parts)}), over its "
+            f"{limit_mib:g} MiB")
+    if not move or total - sum(sizes[k] for k in move) / 2**20 > limit_mib:
+        largest = ", ".join(f"{k} ({sizes[k] / 2**20:.1f})" for k in sorted(sizes, key=lambda k: -sizes[k])[:3])
+        raise ValueError(f"{head}: carry less (largest: {largest})")
+    raise ValueError(f"{head}: move {' '.join(move)} aside for the call (the GPU run loads one network): "
+                     f"mkdir -p {ASIDE} && mv {' '.join(move)} {ASIDE}/; afterwards "
+                     f"mv {ASIDE}/*.keras brats_keras/pretrained/")
 
 
 def read_pack(folder) -> tuple[dict, dict]:
@@ -526,6 +577,9 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default=str(REPO / "brats_keras" / "pretrained" / "split.json"),
                     help="split whose val cases are scored (default: the shipped model's)")
     ap.add_argument("--limit-mib", type=float, default=36.0, help="largest pack allowed (default %(default)s)")
+    ap.add_argument("--check-trip", action="store_true",
+                    help=f"whether the working tree, {' and '.join(CARRY)} fit in one device call ({TRIP_MIB:g} MiB; "
+                         "--pack checks it too)")
     ap.add_argument("--import-weights", metavar="DIR", help="rebuild the GPU-trained model from DIR (see --to)")
     ap.add_argument("--to", help="--pack: the pack folder; --import-weights: the .keras file to write")
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -539,6 +593,14 @@ def main(argv=None) -> int:
         meta = pack(args.real, args.split, args.to, args.limit_mib)
         print(f"packed {len(meta['cases'])} cases ({len(meta['split']['train'])} train, "
               f"{len(meta['split']['val'])} val) into {args.to}: {meta['size_mib']} MiB")
+        args.check_trip = True
+    if args.check_trip:
+        try:
+            print(f"a device call carries {check_trip():.1f} MiB of the {TRIP_MIB:g} MiB allowed "
+                  f"(the working tree, {' and '.join(CARRY)})")
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         return 0
     if args.import_weights:
         if not args.to:

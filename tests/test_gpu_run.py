@@ -64,6 +64,48 @@ def test_pack_over_the_limit_is_refused(packed, tmp_path):
         G.pack([root / "in"], root / "split.json", tmp_path / "pack", limit_mib=0.1)
 
 
+def test_trip_check_counts_what_travels_and_names_the_folds_to_move_aside(tmp_path, capsys, monkeypatch):
+    """A device call carries the files git does not ignore plus .whl and .gpu, 64 MiB in all; a shipped fold
+    ensemble beside the pack and the wheels does not fit, and the check says which fold files to move aside."""
+    repo = tmp_path / "repo"
+    ship = repo / "brats_keras" / "pretrained"
+    ship.mkdir(parents=True)
+    (repo / ".gitignore").write_text("/.whl/\n/.gpu/\n/.gpu-aside/\n/runs/\n")
+    for k in range(3):
+        (ship / f"fold-{k}.keras").write_bytes(b"f" * (3 * MIB))
+    (repo / "code.py").write_bytes(b"c" * MIB)  # untracked but not ignored: travels too
+    for folder, size in ((".whl", 2 * MIB), (".gpu", 4 * MIB), ("runs", 50 * MIB)):  # runs/ is ignored
+        (repo / folder).mkdir()
+        (repo / folder / "x.bin").write_bytes(b"w" * size)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", ".gitignore", "brats_keras"], cwd=repo, check=True)
+    sizes = G.trip_sizes(repo)
+    assert sorted(sizes) == [".gitignore", ".gpu/x.bin", ".whl/x.bin", "brats_keras/pretrained/fold-0.keras",
+                             "brats_keras/pretrained/fold-1.keras", "brats_keras/pretrained/fold-2.keras", "code.py"]
+    total = sum(sizes.values()) / MIB  # 9 + 1 + 2 + 4 MiB and the .gitignore
+    assert G.check_trip(repo) == pytest.approx(total) and 16 < total < 16.01
+    with pytest.raises(ValueError) as err:  # over: every fold but fold-0 (the one the GPU run loads) aside
+        G.check_trip(repo, limit_mib=14)
+    message = str(err.value)
+    assert "\n" not in message and f"would carry {total:.1f} MiB (working tree 10.0, .whl 2.0, .gpu 4.0)" in message
+    folds = "brats_keras/pretrained/fold-1.keras brats_keras/pretrained/fold-2.keras"
+    assert f"move {folds} aside" in message and "fold-0.keras" not in message
+    assert f"mkdir -p .gpu-aside && mv {folds} .gpu-aside/; afterwards mv .gpu-aside/*.keras" in message
+    with pytest.raises(ValueError, match=r"over its 9 MiB: carry less \(largest: .*fold-0.keras \(3.0\)"):
+        G.check_trip(repo, limit_mib=9)  # even without the spare folds: 10 MiB
+    (repo / ".gpu-aside").mkdir()  # the folds moved aside as the message says: ignored, they stay here
+    for k in (1, 2):
+        (ship / f"fold-{k}.keras").rename(repo / ".gpu-aside" / f"fold-{k}.keras")
+    assert G.check_trip(repo, limit_mib=14) == pytest.approx(total - 6)
+    monkeypatch.setattr(G, "REPO", repo)
+    assert G.main(["--check-trip"]) == 0
+    assert capsys.readouterr().out.startswith(f"a device call carries {total - 6:.1f} MiB of the 64 MiB allowed")
+    monkeypatch.setattr(G, "TRIP_MIB", 5.0)
+    assert G.main(["--check-trip"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: a device call would carry")
+
+
 def test_weight_parts_stay_under_the_limit_and_round_trip(tmp_path):
     class Fake:
         def __init__(self, ws):
