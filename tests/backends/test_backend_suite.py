@@ -252,8 +252,8 @@ def test_shipped_model_window_probabilities_for_the_tensorflow_comparison(shippe
 
 def test_sliding_window_prediction_of_a_real_case_scores_as_under_tensorflow(shipped):
     """The model card's Dice on this case was computed with TensorFlow (and tests/test_pretrained.py checks that
-    TensorFlow still gives it): this backend must agree to 1e-3 (a fold ensemble's card: float32 out-of-fold
-    scores, which the float16 fold file gives to the card's check.max_dice_difference)."""
+    TensorFlow still gives it): this backend must agree to 1e-3. For a fold ensemble the card's score is the
+    out-of-fold one, given again by the file of the fold that held the case out (pretrained.card_case)."""
     from brats_keras import io as bio
     from brats_keras.evaluation import region_scores
     from brats_keras.inference import Predictor
