@@ -419,6 +419,19 @@ def _mean_scores(per_case):
             for r in ("WT", "TC", "ET")} if per_case else {}
 
 
+def _unseen_cases(ids, packed, model_file) -> list:
+    """The packed cases to score the shipped network on: ``ids`` (the pack's val cases) for ``model.keras``, whose
+    split the pack's default split is; for a fold of a shipped ensemble the ``packed`` cases that its model card
+    says that fold held out (the pack's val cases are the single model's, mostly training cases of the fold)."""
+    from brats_keras.pretrained import model_card
+
+    card = model_card()
+    if card.get("kind") != "fold ensemble":
+        return list(ids)
+    fold = next(str(f["fold"]) for f in card["model_files"] if f["file"] == Path(model_file).name)
+    return sorted(set(card["data"]["folds"][fold]) & set(packed))
+
+
 def step_inference(ctx, box):
     import keras
 
@@ -447,7 +460,10 @@ def step_inference(ctx, box):
     predictor = Predictor(model, info=info, batch_size=2)
     factor = predictor.spec.downsample
     ids = meta["split"]["val"] or sorted(arrays)[:1]
-    _predict_packed(predictor, arrays[ids[0]], meta["cases"][ids[0]], factor, tta=False)  # compile
+    if not ctx["dry"]:  # cases the network never trained on
+        ids = _unseen_cases(ids, arrays, pretrained_path())
+    first = (ids or sorted(arrays))[0]
+    _predict_packed(predictor, arrays[first], meta["cases"][first], factor, tta=False)  # compile
     out = {"model": "tiny (dry run)" if ctx["dry"] else "shipped", "patch_size": predictor.patch, "cases": {}}
     for tta in (False, True):
         key = "tta" if tta else "plain"

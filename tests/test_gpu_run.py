@@ -106,6 +106,35 @@ def test_trip_check_counts_what_travels_and_names_the_folds_to_move_aside(tmp_pa
     assert len(err) == 1 and err[0].startswith("error: a device call would carry")
 
 
+def test_inference_step_scores_a_shipped_fold_on_the_cases_it_held_out(tmp_path, monkeypatch):
+    """With a fold ensemble shipped the inference step loads fold-0.keras; the pack's val cases are the single
+    model's, mostly training cases of that fold, and were scored as if unseen. It scores the packed cases the
+    model card says fold 0 held out."""
+    import brats_keras.pretrained as pre
+    from brats_keras.checkpoint import save_model
+    from brats_keras.models import build_model
+
+    info = {"format": 1, "modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "crop": "brain",
+            "downsample": 2, "output": "regions", "patch_size": 16, "model": "unet3d", "loss": "dice+bce"}
+    for k in (0, 1):
+        save_model(build_model("unet3d", in_channels=4, output="regions", base_filters=4, depth=2),
+                   tmp_path / f"fold-{k}.keras", info, include_optimizer=False)
+    card = {"kind": "fold ensemble", "model_files": [{"file": f"fold-{k}.keras", "fold": k} for k in (0, 1)],
+            "data": {"folds": {"0": ["b", "c"], "1": ["a", "d"]}}}
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    monkeypatch.setattr(pre, "HERE", tmp_path)
+    monkeypatch.setattr(pre, "MODEL_FILE", tmp_path / "model.keras")
+    monkeypatch.setattr(pre, "CARD_JSON", tmp_path / "model_card.json")
+    rng = np.random.default_rng(0)
+    truth = np.zeros((32, 32, 32), np.uint8)
+    truth[10:20, 10:20, 10:20] = 2
+    arrays = {cid: {"image": rng.normal(size=(16, 16, 16, 4)).astype(np.float32), "truth": truth}
+              for cid in "abcd"}
+    meta = {"split": {"val": ["a", "b"], "train": ["c", "d"]}, "cases": {cid: {} for cid in "abcd"}}
+    out = G.step_inference({"dry": False, "sizes": G.FULL, "pack": (meta, arrays)}, box=600)
+    assert sorted(out["plain"]["per_case"]) == ["b", "c"] == sorted(out["tta"]["per_case"])
+
+
 def test_weight_parts_stay_under_the_limit_and_round_trip(tmp_path):
     class Fake:
         def __init__(self, ws):
