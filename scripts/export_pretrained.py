@@ -179,9 +179,15 @@ def _fold_runs(runs, cv_dir):
         fail(f"{cv_dir}: its table scores the runs {', '.join(scored)}, not the ones given "
              f"({', '.join(map(str, runs))})")
     try:
-        fold_runs(runs, results["checkpoint"])  # split.json and the checkpoint, as the ensemble reads them
+        planned = fold_runs(runs, results["checkpoint"])  # split.json and the checkpoint, as the ensemble reads them
     except bio.BratsInputError as exc:
         fail(str(exc))
+    for run, split, _ in planned:  # a run matched by name alone (the same path under another folder) must be the
+        scored_fold = results["folds"].get(str(split.get("fold")), {})  # fold the table scored: same held-out cases
+        if sorted(split.get("val", [])) != sorted(scored_fold.get("cases", [])):
+            fail(f"{run / 'split.json'}: fold {split.get('fold')} holds out {', '.join(sorted(split.get('val', [])))}"
+                 f", but {cv_dir / 'crossval.json'} scored its fold {split.get('fold')} on "
+                 f"{', '.join(scored_fold.get('cases', [])) or 'no cases'}: not the runs the table scores")
     cfgs = []
     for run in map(Path, runs):
         for name in ("config.json", "log.csv"):

@@ -844,6 +844,38 @@ def test_export_finds_the_runs_a_crossval_table_recorded_relative_to_where_it_ra
     assert not same(str(tmp_path / "other" / "cv" / "fold0"), run) and not same("other/fold0", run)
 
 
+def test_export_refuses_runs_of_the_recorded_names_that_hold_out_other_cases(cv, tmp_path, capsys):
+    """A table recorded from the folder of the runs (fold0, fold1) matches any run folder of that name; runs of
+    another cross-validation under those names (another split) shipped under this table's card: its per-fold
+    cases and scores were not those of the shipped files. Refused in one line naming the split, nothing written."""
+    import shutil
+
+    runs, cv_dir = _chosen_crossval(cv, tmp_path)
+    table = json.loads((cv_dir / "crossval.json").read_text())
+    for fold in table["folds"].values():  # as crossval records them when run from the runs' folder
+        fold["run"] = fold["run"].rsplit("/", 1)[-1]
+    (cv_dir / "crossval.json").write_text(json.dumps(table))
+    other = []
+    for run in runs:
+        copy = tmp_path / "other" / run.name
+        shutil.copytree(run, copy)
+        other.append(copy)
+    split = json.loads((other[0] / "split.json").read_text())
+    moved = split["val"].pop()
+    split["train"].append(moved)
+    (other[0] / "split.json").write_text(json.dumps(split))
+    export = _export_script()
+    ship = tmp_path / "ship"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        export(["--folds", *map(str, other), "--crossval", str(cv_dir), "--to", str(ship), "--train-minutes", "1",
+                "--check-cases", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1
+    assert f"{other[0] / 'split.json'}: fold 0 holds out" in err[0] and "not the runs the table scores" in err[0]
+    assert not ship.exists()
+
+
 def test_export_of_a_fold_ensemble_refuses_bad_input_in_one_line(cv, tmp_path, capsys):
     root, runs = cv
     export = _export_script()
