@@ -113,6 +113,18 @@ def test_card_case_names_the_file_and_scores_that_give_the_card(card):
         card_case("no such case")
 
 
+def test_card_case_names_a_fold_the_card_lists_no_file_of(monkeypatch):
+    import brats_keras.pretrained as pretrained
+
+    card = {"kind": "fold ensemble", "crossval": {}, "model_files": [{"file": "fold-0.keras", "fold": 0}],
+            "crossval_postprocessed": {"cases": {"c1": {"fold": 1, "WT": {}, "TC": {}, "ET": {}},
+                                                 "c0": {"fold": 0, "WT": {"dice": 0.9}, "TC": {}, "ET": {}}}}}
+    monkeypatch.setattr(pretrained, "model_card", lambda: card)
+    assert card_case("c0")["model"] == HERE / "fold-0.keras" and card_case("c0")["scores"]["WT"] == {"dice": 0.9}
+    with pytest.raises(KeyError, match="scores 'c1' with fold 1, but lists no file of that fold"):
+        card_case("c1")
+
+
 def _export_script(*args):
     """Run scripts/export_pretrained.py as a user does; ``(exit status, stderr)``."""
     import os

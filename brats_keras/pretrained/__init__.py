@@ -70,6 +70,9 @@ def card_case(case_id: str) -> dict:
     if case_id not in cases:
         raise KeyError(f"{CARD_JSON}: the shipped ensemble's card scores no case {case_id!r} out of fold")
     fold = int(cases[case_id]["fold"])
-    name = next(f["file"] for f in card["model_files"] if int(f["fold"]) == fold)
+    name = next((f["file"] for f in card.get("model_files", []) if int(f["fold"]) == fold), None)
+    if name is None:
+        raise KeyError(f"{CARD_JSON}: the card scores {case_id!r} with fold {fold}, but lists no file of that fold "
+                       "under model_files")
     return {"model": HERE / name, "fold": fold, "scores": {r: cases[case_id][r] for r in ("WT", "TC", "ET")},
             "tta": bool(card["crossval"].get("tta", False)), "overlap": float(card["crossval"].get("overlap", 0.5))}
