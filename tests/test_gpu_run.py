@@ -198,3 +198,29 @@ def test_dry_run_runs_every_step_under_jax_and_its_weights_come_home(packed, tmp
     from brats_keras.checkpoint import read_info
 
     assert read_info(tmp_path / "gpu.keras") == train["info"]
+
+
+@pytest.mark.parametrize("has_keras", [True, False])
+def test_wheels_for_another_python_fall_back_to_its_own_keras_or_stop(tmp_path, has_keras):
+    """.whl/ in a developer's checkout holds the GPU machine's Python 3.12 wheels: where they do not install, a
+    Python with Keras of its own goes on with it (warning), one without stops with exit 3 before running anything."""
+    (tmp_path / "benchmarks").mkdir()
+    (tmp_path / "benchmarks" / "gpu_run.sh").write_text((ROOT / "benchmarks" / "gpu_run.sh").read_text())
+    (tmp_path / ".whl").mkdir()
+    (tmp_path / ".whl" / "keras-0-cp312-none-any.whl").write_text("not a wheel")
+    stub = tmp_path / "python"  # pip fails; the Keras import works or not; gpu_run.py says it ran
+    stub.write_text("#!/bin/sh\n"
+                    'case "$*" in *"-m pip"*) exit 1;; *"import keras"*) exit ' + ("0" if has_keras else "1") + ";;\n"
+                    '*gpu_run.py*) echo "gpu_run.py ran with PYTHONPATH=$PYTHONPATH"; exit 0;; esac\nexit 9\n')
+    stub.chmod(0o755)
+    env = dict(os.environ, OUT=str(tmp_path / "OUT"), PYTHON=str(stub))
+    env.pop("PYTHONPATH", None)
+    proc = subprocess.run(["bash", str(tmp_path / "benchmarks" / "gpu_run.sh"), "--dry-run"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    if has_keras:
+        assert proc.returncode == 0, proc.stderr
+        assert "do not install" in proc.stderr and f"PYTHONPATH={tmp_path}\n" in proc.stdout
+    else:
+        assert proc.returncode == 3 and "gpu_run.py ran" not in proc.stdout
+        assert proc.stderr.strip().splitlines()[-1] == (f"error: installing the carried wheels failed, and {stub} "
+                                                        "has no Keras and nibabel of its own")
