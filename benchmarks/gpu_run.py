@@ -428,7 +428,10 @@ def _unseen_cases(ids, packed, model_file) -> list:
     card = model_card()
     if card.get("kind") != "fold ensemble":
         return list(ids)
-    fold = next(str(f["fold"]) for f in card["model_files"] if f["file"] == Path(model_file).name)
+    fold = next((str(f["fold"]) for f in card.get("model_files", []) if f["file"] == Path(model_file).name), None)
+    if fold is None:
+        raise ValueError(f"the model card lists no {Path(model_file).name} under model_files: which cases it held "
+                         "out is unknown")
     return sorted(set(card["data"]["folds"][fold]) & set(packed))
 
 

@@ -133,6 +133,10 @@ def test_inference_step_scores_a_shipped_fold_on_the_cases_it_held_out(tmp_path,
     meta = {"split": {"val": ["a", "b"], "train": ["c", "d"]}, "cases": {cid: {} for cid in "abcd"}}
     out = G.step_inference({"dry": False, "sizes": G.FULL, "pack": (meta, arrays)}, box=600)
     assert sorted(out["plain"]["per_case"]) == ["b", "c"] == sorted(out["tta"]["per_case"])
+    # a card that lists no file of the loaded fold: one line, not a bare StopIteration
+    (tmp_path / "model_card.json").write_text(json.dumps({**card, "model_files": card["model_files"][1:]}))
+    with pytest.raises(ValueError, match="the model card lists no fold-0.keras under model_files"):
+        G._unseen_cases(["a"], arrays, tmp_path / "fold-0.keras")
 
 
 def test_weight_parts_stay_under_the_limit_and_round_trip(tmp_path):
