@@ -133,8 +133,12 @@ def trip_sizes(repo=None, carry=CARRY) -> dict:
     """``{path: bytes}`` of what a device call carries from ``repo``: the files git does not ignore (tracked or
     not; a tracked file moved away does not travel) and the files under the ``carry`` folders."""
     repo = Path(repo or REPO)
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
-                            capture_output=True, check=True).stdout.decode().split("\0")
+    done = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=repo,
+                          capture_output=True)
+    if done.returncode != 0:  # what travels is what git does not ignore: only a checkout can say
+        raise ValueError(f"{repo}: not a git checkout, so what a device call carries from it is unknown "
+                         f"(git ls-files: {done.stderr.decode().strip().splitlines()[-1] if done.stderr else 'failed'})")
+    listed = done.stdout.decode().split("\0")
     sizes = {}
     for name in listed:
         path = repo / name
@@ -423,16 +427,16 @@ def _unseen_cases(ids, packed, model_file) -> list:
     """The packed cases to score the shipped network on: ``ids`` (the pack's val cases) for ``model.keras``, whose
     split the pack's default split is; for a fold of a shipped ensemble the ``packed`` cases that its model card
     says that fold held out (the pack's val cases are the single model's, mostly training cases of the fold)."""
-    from brats_keras.pretrained import model_card
+    from brats_keras.pretrained import card_file_fold, model_card
 
     card = model_card()
     if card.get("kind") != "fold ensemble":
         return list(ids)
-    fold = next((str(f["fold"]) for f in card.get("model_files", []) if f["file"] == Path(model_file).name), None)
-    if fold is None:
-        raise ValueError(f"the model card lists no {Path(model_file).name} under model_files: which cases it held "
-                         "out is unknown")
-    return sorted(set(card["data"]["folds"][fold]) & set(packed))
+    try:
+        fold = card_file_fold(card, model_file)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    return sorted(set(card["data"]["folds"][str(fold)]) & set(packed))
 
 
 def step_inference(ctx, box):

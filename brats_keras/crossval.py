@@ -677,7 +677,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         one by one (temporary name, then rename), and ``fold-<k>.keras`` files of folds not given are removed.
     """
     from .checkpoint import check_float16_range, load_model, save_model
-    from .export import _float32_copy
+    from .export import float32_copy
     from .inference import check_same_preprocessing
 
     runs = fold_runs(runs, checkpoint)
@@ -715,7 +715,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         info = {k: v for k, v in info.items() if k != "postprocess"}
         if postprocessing is not None:
             info["postprocess"] = postprocessing
-        path = save_model(_float32_copy(model), out / f"fold-{fold}.keras", info, include_optimizer=False,
+        path = save_model(float32_copy(model), out / f"fold-{fold}.keras", info, include_optimizer=False,
                           weights_dtype=weights_dtype)
         written.append(path)
         sources[path.name] = {"fold": fold, "run": str(run), "checkpoint": str(model_path)}

@@ -39,7 +39,7 @@ def is_export(path) -> bool:
     return path.is_dir() and (path / INFO_FILE).is_file()
 
 
-def _float32_copy(model):
+def float32_copy(model):
     """``model`` itself when it computes in float32, else a float32 copy with the same weights.
 
     Keras' ONNX export needs a float32 model; a model trained under mixed precision stores its
@@ -113,7 +113,7 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
         spec = PreprocessingSpec.from_dict(info)
     except ValueError as exc:
         raise BratsInputError(f"{source or 'the model'}: {exc}") from None
-    model = _float32_copy(model)
+    model = float32_copy(model)
     in_channels, n_out = model.inputs[0].shape[-1], model.outputs[0].shape[-1]
     # a model loaded from a file has never been called, so Keras cannot infer the signature itself
     signature = [keras.InputSpec(shape=model.inputs[0].shape, dtype="float32", name="image")]

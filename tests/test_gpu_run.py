@@ -104,6 +104,13 @@ def test_trip_check_counts_what_travels_and_names_the_folds_to_move_aside(tmp_pa
     assert G.main(["--check-trip"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: a device call would carry")
+    plain = tmp_path / "plain"  # a copy without .git (an sdist, a tarball): one line and exit 2, not a traceback
+    plain.mkdir()
+    monkeypatch.setattr(G, "REPO", plain)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # git must not find a checkout above it
+    assert G.main(["--check-trip"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {plain}: not a git checkout")
 
 
 def test_inference_step_scores_a_shipped_fold_on_the_cases_it_held_out(tmp_path, monkeypatch):
@@ -135,7 +142,7 @@ def test_inference_step_scores_a_shipped_fold_on_the_cases_it_held_out(tmp_path,
     assert sorted(out["plain"]["per_case"]) == ["b", "c"] == sorted(out["tta"]["per_case"])
     # a card that lists no file of the loaded fold: one line, not a bare StopIteration
     (tmp_path / "model_card.json").write_text(json.dumps({**card, "model_files": card["model_files"][1:]}))
-    with pytest.raises(ValueError, match="the model card lists no fold-0.keras under model_files"):
+    with pytest.raises(ValueError, match="lists no fold-0.keras under model_files"):
         G._unseen_cases(["a"], arrays, tmp_path / "fold-0.keras")
 
 

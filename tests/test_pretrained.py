@@ -121,7 +121,7 @@ def test_card_case_names_a_fold_the_card_lists_no_file_of(monkeypatch):
                                                  "c0": {"fold": 0, "WT": {"dice": 0.9}, "TC": {}, "ET": {}}}}}
     monkeypatch.setattr(pretrained, "model_card", lambda: card)
     assert card_case("c0")["model"] == HERE / "fold-0.keras" and card_case("c0")["scores"]["WT"] == {"dice": 0.9}
-    with pytest.raises(KeyError, match="scores 'c1' with fold 1, but lists no file of that fold"):
+    with pytest.raises(KeyError, match=r"lists no file of fold 1 under model_files \(it scores 'c1' with that fold\)"):
         card_case("c1")
 
 

@@ -46,6 +46,31 @@ def model_card() -> dict:
     return json.loads(CARD_JSON.read_text())
 
 
+def card_fold_file(card: dict, fold) -> str:
+    """The file name of fold ``fold`` in a fold ensemble's ``card`` (its ``model_files``).
+
+    Raises:
+        KeyError in one line naming the card and the fold when the card lists no file of that fold.
+    """
+    name = next((f["file"] for f in card.get("model_files", []) if int(f["fold"]) == int(fold)), None)
+    if name is None:
+        raise KeyError(f"{CARD_JSON}: the card lists no file of fold {fold} under model_files")
+    return name
+
+
+def card_file_fold(card: dict, file) -> int:
+    """The fold whose network ``file`` (a path or a name) is, in a fold ensemble's ``card`` (its ``model_files``).
+
+    Raises:
+        KeyError in one line naming the card and the file when the card lists no such file.
+    """
+    name = Path(file).name
+    fold = next((f["fold"] for f in card.get("model_files", []) if f["file"] == name), None)
+    if fold is None:
+        raise KeyError(f"{CARD_JSON}: the card lists no {name} under model_files: which cases it held out is unknown")
+    return int(fold)
+
+
 def card_case(case_id: str) -> dict:
     """What the model card says the shipped model scores on one real case, and how to get that score again:
     ``{"model": file, "fold": k or None, "scores": {region: {"dice", "hd95", ...}}, "tta": bool, "overlap": float}``.
@@ -70,9 +95,9 @@ def card_case(case_id: str) -> dict:
     if case_id not in cases:
         raise KeyError(f"{CARD_JSON}: the shipped ensemble's card scores no case {case_id!r} out of fold")
     fold = int(cases[case_id]["fold"])
-    name = next((f["file"] for f in card.get("model_files", []) if int(f["fold"]) == fold), None)
-    if name is None:
-        raise KeyError(f"{CARD_JSON}: the card scores {case_id!r} with fold {fold}, but lists no file of that fold "
-                       "under model_files")
+    try:
+        name = card_fold_file(card, fold)
+    except KeyError as exc:
+        raise KeyError(f"{exc.args[0]} (it scores {case_id!r} with that fold)") from None
     return {"model": HERE / name, "fold": fold, "scores": {r: cases[case_id][r] for r in ("WT", "TC", "ET")},
             "tta": bool(card["crossval"].get("tta", False)), "overlap": float(card["crossval"].get("overlap", 0.5))}
