@@ -152,6 +152,35 @@ def main(argv=None):
 _PER_FOLD = {"fold", "out"}
 
 
+#: the folder of links that the card's commands gather the case folders of several roots into
+ALL_CASES = "data/all_cases"
+
+
+def convert_inputs(data) -> tuple[list[str], str]:
+    """``(lines, folder)``: the ``--input`` folder that gives ``convert.py`` the cases ``data`` was converted from,
+    and the shell lines that make it. One data root named by the manifest is the folder itself (no lines);
+    several (``../shared/data/brats-real`` and ``../shared/data/brats-extra`` for the shipped ensemble) are
+    gathered as links to their case folders in :data:`ALL_CASES`. Paths are relative to where this runs.
+
+    Raises:
+        ValueError in one line naming the manifest when it is missing or names no converted case.
+    """
+    manifest = Path(data) / "manifest.json"
+    try:
+        cases = json.loads(manifest.read_text())["cases"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{manifest}: cannot read the conversion manifest ({exc})") from None
+    roots = sorted({os.path.relpath(Path(c["seg"]).parent.parent) for c in cases.values()
+                    if c.get("status") == "ok" and c.get("seg")})
+    if not roots:
+        raise ValueError(f"{manifest}: names no converted case with a label map")
+    if len(roots) == 1:
+        return [], roots[0]
+    folders = " ".join(f"{root}/*/" for root in roots)
+    return [f"mkdir -p {ALL_CASES}",
+            f'for d in {folders}; do ln -sfn "$(realpath "$d")" {ALL_CASES}/; done'], ALL_CASES
+
+
 def _same_run(recorded: str, given) -> bool:
     """Whether the run path a crossval table recorded names the fold run folder ``given``. crossval records the
     paths as it was given them, often relative to the folder it ran in; a relative one matches a given run that
@@ -256,6 +285,7 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
 
     from brats_keras.crossval import ensemble_from_runs
 
+    links, source = convert_inputs(cfgs[0]["data"])  # first: an unreadable manifest stops it before any file
     written = ensemble_from_runs(runs, staging, checkpoint=results["checkpoint"], postprocessing=choice,
                                  log=lambda line: print(line.replace(str(staging), str(to))))
     # the check: own-fold float16 files with the stored post-processing against the post-processed table
@@ -308,7 +338,8 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
                   "single_seconds_per_case": float(np.mean(single)) if single else float("nan"),
                   "ensemble_seconds_per_case": float(np.mean(seconds)) if seconds else float("nan")},
         "commands": "\n".join([
-            f"python data_prep/convert.py --input ALL_CASES --output {args.data} \\",
+            *links,
+            f"python data_prep/convert.py --input {source} --output {args.data} \\",
             f"    --modalities {','.join(info['modalities'])} --crop {info.get('crop', 'brain')} "
             f"--scale {info['scale']} --downsample {info.get('downsample', 1)}",
             f"for k in {' '.join(str(k) for k in sorted(by_fold))}; do",

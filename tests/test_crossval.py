@@ -1,6 +1,8 @@
 """Cross-validation: fold splits, out-of-fold predictions in one table, post-processing chosen on them,
 stored in the model file and applied by prediction, and fold ensembles."""
 import json
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -827,7 +829,39 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     assert ("| **mean over 5 cases** | " + " | ".join(f"{mean[r]['dice']:.3f}" for r in ("WT", "TC", "ET"))) in md
     assert "## Headline: the cross-validated estimate (2 folds, 5 cases, `last` checkpoints)" in md
     assert "--fold $k" in md and "for k in 0 1; do" in md and "--split-file" not in md
+    source = os.path.relpath(cv[0] / "src")  # the one data root the runs' conversion read: no links needed
+    assert f"python data_prep/convert.py --input {source} --output data/cv_2mm" in md and "ln -sfn" not in md
     assert Predictor(ship).predict_batch(np.zeros((1, 16, 16, 16, 3), np.float32)).shape == (1, 16, 16, 16, 3)
+
+
+def test_export_commands_gather_the_data_roots_the_conversion_read(tmp_path, monkeypatch):
+    """The card's commands rebuild the training data from the roots the conversion manifest names: several
+    roots (brats-real and brats-extra) become one folder of links that convert.py reads, and the commands
+    run as written; an unreadable manifest is one line naming it."""
+    convert_inputs = _export_script().__globals__["convert_inputs"]
+    proj, shared = tmp_path / "proj", tmp_path / "shared"
+    cases = {}
+    for root, case in (("real", "A_1"), ("real", "B_2"), ("extra", "C_3")):
+        (shared / root / case).mkdir(parents=True)
+        (shared / root / case / f"{case}_seg.nii.gz").write_bytes(b"")
+        cases[case] = {"status": "ok", "seg": str(shared / root / case / f"{case}_seg.nii.gz")}
+    (shared / "extra" / "README.md").write_text("not a case")
+    cases["D_4"] = {"status": "failed", "error": "unreadable"}
+    (proj / "data" / "conv").mkdir(parents=True)
+    (proj / "data" / "conv" / "manifest.json").write_text(json.dumps({"cases": cases}))
+    monkeypatch.chdir(proj)
+    lines, source = convert_inputs("data/conv")
+    assert source == "data/all_cases" and lines[0] == "mkdir -p data/all_cases"
+    assert "../shared/extra/*/ ../shared/real/*/" in lines[1]
+    subprocess.run(["bash", "-c", "\n".join(lines)], check=True)
+    linked = proj / "data" / "all_cases"
+    assert sorted(p.name for p in linked.iterdir()) == ["A_1", "B_2", "C_3"]  # case folders, not the README
+    assert (linked / "C_3").resolve() == (shared / "extra" / "C_3").resolve()
+    assert convert_inputs("data/conv") == (lines, source)  # again: the links are replaced, not nested
+    subprocess.run(["bash", "-c", "\n".join(lines)], check=True)
+    assert sorted(p.name for p in linked.iterdir()) == ["A_1", "B_2", "C_3"]
+    with pytest.raises(ValueError, match=r"nowhere/manifest.json: cannot read the conversion manifest"):
+        convert_inputs("nowhere")
 
 
 def test_export_finds_the_runs_a_crossval_table_recorded_relative_to_where_it_ran(tmp_path, monkeypatch):
