@@ -679,6 +679,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     from .checkpoint import check_float16_range, load_model, save_model
     from .export import float32_copy
     from .inference import check_same_preprocessing
+    from .models import main_output
 
     runs = fold_runs(runs, checkpoint)
     if isinstance(postprocessing, (str, Path)):
@@ -694,7 +695,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
             raise BratsInputError(f"{folds[fold]} and {run} are both fold {fold}: give one run per fold")
         folds[fold] = run
         model, info = load_model(model_path, compile=False)  # BratsInputError naming a corrupt file
-        loaded.append((fold, run, model_path, model, info))
+        loaded.append((fold, run, model_path, main_output(model), info))  # shipped without auxiliary heads
     check_same_preprocessing([i for *_, i in loaded], [str(m) for _, _, m, _, _ in loaded])
     if postprocessing is not None:
         postprocessing = _postprocess_info(postprocessing)

@@ -113,7 +113,9 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
         spec = PreprocessingSpec.from_dict(info)
     except ValueError as exc:
         raise BratsInputError(f"{source or 'the model'}: {exc}") from None
-    model = float32_copy(model)
+    from .models import main_output
+
+    model = float32_copy(main_output(model))  # one output: a deep-supervision model's auxiliary heads stay out
     in_channels, n_out = model.inputs[0].shape[-1], model.outputs[0].shape[-1]
     # a model loaded from a file has never been called, so Keras cannot infer the signature itself
     signature = [keras.InputSpec(shape=model.inputs[0].shape, dtype="float32", name="image")]

@@ -324,6 +324,7 @@ class Predictor:
                  min_component=None, keep_largest=None, et_threshold=None, margin=4, postprocess=True,
                  thresholds=None):
         from .checkpoint import load_model
+        from .models import main_output
 
         if model is None:
             from .pretrained import pretrained_paths
@@ -345,7 +346,7 @@ class Predictor:
             else:
                 file_info = {}
                 names.append(f"model {k + 1}")
-            models.append(m)
+            models.append(main_output(m))  # a deep-supervision model predicts with its main output
             file_infos.append(file_info)
             infos.append({**file_info, **(info or {})})
         if not models:

@@ -83,6 +83,9 @@ class TrainConfig:
     # without tensorflow and tensorboard), False never
     tensorboard: bool | None = None
     vae: bool = False  # segresnet only: the paper's VAE branch as a training regulariser (fixes the input size)
+    # unet3d / residual_unet: auxiliary outputs on the N decoder levels below full resolution, trained with loss
+    # weights 1, 1/2, 1/4, ... (brats_keras.deep_supervision); 0: none
+    deep_supervision: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -210,20 +213,24 @@ def build_from_config(cfg: TrainConfig, n_channels: int):
         if cfg.model != "segresnet":
             raise ValueError(f"vae works with model segresnet only, not {cfg.model}")
         kwargs.update(vae=True, patch_size=cfg.patch_size)
+    if cfg.deep_supervision:
+        kwargs.update(deep_supervision=cfg.deep_supervision)
     return build_model(cfg.model, **kwargs)
 
 
 def compile_model(model, cfg: TrainConfig, policy: str):
     import keras
 
+    from .deep_supervision import compile_arguments
     from .losses import get_loss
     from .metrics import report_metrics
 
     opt = keras.optimizers.Adam(learning_rate=cfg.lr)
     if policy == "mixed_float16" and not isinstance(opt, keras.optimizers.LossScaleOptimizer):
         opt = keras.optimizers.LossScaleOptimizer(opt)
-    model.compile(optimizer=opt, loss=get_loss(cfg.loss, output=cfg.output),
-                  metrics=report_metrics(cfg.output), jit_compile=choose_jit(cfg.jit_compile))
+    model.compile(optimizer=opt, **compile_arguments(get_loss(cfg.loss, output=cfg.output),
+                                                     report_metrics(cfg.output), len(model.outputs)),
+                  jit_compile=choose_jit(cfg.jit_compile))
     return model
 
 
@@ -238,6 +245,7 @@ def init_weights(model, source, info: dict) -> Path:
     preprocessed the same way (modalities, scaling, down-sampling, output); otherwise BratsInputError in one line.
     """
     from .checkpoint import load_model
+    from .models import main_output
 
     if str(source) == "pretrained":
         from .pretrained import pretrained_path
@@ -255,7 +263,8 @@ def init_weights(model, source, info: dict) -> Path:
         for key, value, ours in src_spec.differences(PreprocessingSpec.from_dict(info), INIT_KEYS):
             if key in src_info:  # what the source does not record is not held against it
                 raise BratsInputError(f"{source}: trained with {key}={value!r} but this run uses {ours!r}")
-    theirs, ours = src.get_weights(), model.get_weights()
+    model = main_output(model)  # deep supervision on either side: the shared layers, the auxiliary heads left alone
+    theirs, ours = main_output(src).get_weights(), model.get_weights()
     if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
         raise BratsInputError(f"{source}: its architecture differs from this run's model "
                               f"({len(theirs)} weight arrays against {len(ours)}, or different shapes)")
@@ -270,12 +279,14 @@ def model_info(cfg: TrainConfig, spec) -> dict:
         spec: the training data's :class:`~brats_keras.spec.PreprocessingSpec` (or its dict, a manifest's
             settings); the run's patch size and output mode are added to it.
     Returns:
-        ``{"format": 1, **spec.to_dict(), "model": ..., "loss": ...}``.
+        ``{"format": 1, **spec.to_dict(), "model": ..., "loss": ...}``, and ``"deep_supervision": N`` when the run
+        trains N auxiliary outputs.
     """
     if not isinstance(spec, PreprocessingSpec):
         spec = PreprocessingSpec.from_dict(spec)
     spec = replace(spec, patch_size=cfg.patch_size, output=cfg.output)
-    return {"format": 1, **spec.to_dict(), "model": cfg.model, "loss": cfg.loss}
+    extra = {"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {}
+    return {"format": 1, **spec.to_dict(), "model": cfg.model, "loss": cfg.loss, **extra}
 
 
 # ----------------------------------------------------------------------------- callbacks
@@ -490,6 +501,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     """
     import keras
 
+    from . import deep_supervision
     from .augment import check_intensity_mode
     from .checkpoint import load_model
     from .data import ConvertedCases, PatchDataset, load_split, save_split, split_cases
@@ -519,7 +531,8 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     try:
         info = model_info(cfg, all_cases.spec)
         check_intensity_mode(cfg.intensity_augment)  # else the dataset refuses it after the run folder is made
-    except ValueError as exc:  # a patch size, output mode or intensity augmentation that does not exist
+        deep_supervision.check_config(cfg)
+    except ValueError as exc:  # a patch size, output mode, intensity augmentation or deep supervision it cannot have
         raise BratsInputError(f"bad settings: {_one_line(exc)}") from None
     split_path = run / "split.json"
     if cfg.folds and cfg.split_file:
@@ -608,6 +621,9 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     t0 = time.time()
     callbacks = list(extra_callbacks) + _callbacks(cfg, run, info, state, writes=workers.is_chief,
                                                    agree=lambda value: distributed.agree(workers, value))
+    if cfg.deep_supervision:  # a label copy per output; the main output's metrics keep their usual names
+        feed, val_ds = (deep_supervision.repeat_targets(d, len(model.outputs)) for d in (feed, val_ds))
+        callbacks.insert(0, deep_supervision.MainOutputLogs(model.output_names[0]))
     if workers.multi:
         callbacks.append(distributed.stop_together(workers))
     if initial_epoch < cfg.epochs and workers.multi and workers.engine == "tensorflow":

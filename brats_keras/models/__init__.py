@@ -29,6 +29,9 @@ MODELS = {
     "segresnet": segresnet,
 }
 
+#: models whose builder takes ``deep_supervision`` (auxiliary outputs on decoder levels, for training)
+DEEP_SUPERVISION_MODELS = ("unet3d", "residual_unet")
+
 #: where the shipped pretrained model lives (brats_keras/pretrained/model.keras)
 from ..pretrained import MODEL_FILE as PRETRAINED_PATH  # noqa: E402
 
@@ -46,6 +49,16 @@ def build_model(name: str, **kwargs) -> keras.Model:
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
     return MODELS[key](**kwargs)
+
+
+def main_output(model):
+    """The main output of ``model`` alone: ``model`` itself when it has one output, else a ``keras.Model`` from its
+    inputs to its first output that shares its layers and weights (a deep-supervision model without its
+    auxiliary heads). What prediction, exports and shipped files use; training keeps every output.
+    """
+    if not isinstance(model, keras.Model) or len(model.outputs) < 2:
+        return model
+    return keras.Model(model.inputs, model.outputs[0], name=model.name)
 
 
 def count_params(model: keras.Model, trainable_only: bool = False) -> int:
@@ -124,12 +137,14 @@ def load_pretrained(compile: bool = False) -> keras.Model:
 
 
 __all__ = [
+    "DEEP_SUPERVISION_MODELS",
     "MODELS",
     "PRETRAINED_PATH",
     "build_model",
     "count_params",
     "load_model",
     "load_pretrained",
+    "main_output",
     "residual_unet",
     "segresnet",
     "sm_unet",

@@ -26,6 +26,7 @@ def residual_unet(
     activation: str = "relu",
     patch_size=None,
     name: str = "residual_unet",
+    deep_supervision: int = 0,
 ) -> keras.Model:
     """3D U-Net with residual levels for ``(B, D, H, W, in_channels)`` patches.
 
@@ -40,6 +41,7 @@ def residual_unet(
         activation: ``"relu"``, ``"leaky_relu"`` or ``"prelu"``.
         patch_size: None (any multiple of ``2 ** depth``), an int or ``(D, H, W)``.
         name: model name.
+        deep_supervision: auxiliary outputs for training, as for :func:`~brats_keras.models.unet3d.unet3d`.
     Returns:
         a ``keras.Model`` giving float32 probabilities ``(B, D, H, W, n_out)``.
     Raises:
@@ -57,4 +59,5 @@ def residual_unet(
         activation=activation,
         patch_size=patch_size,
         name=name,
+        deep_supervision=deep_supervision,
     )

@@ -6,6 +6,9 @@ Encoder: at each level two 3x3x3 convolutions (conv -> norm -> activation) then 
 A bottleneck of two convolutions at ``base_filters * 2 ** depth`` filters.
 Decoder: a 2x2x2 stride-2 Conv3DTranspose, concatenation with the encoder's
 features of the same level, two convolutions. A 1x1x1 convolution gives the output.
+With ``deep_supervision=N`` the N decoder levels below full resolution get auxiliary heads too
+(a 1x1x1 convolution, nearest up-sampling to the full size, the same softmax or sigmoid): the
+model's outputs are then ``[main, aux1, ..., auxN]``, ``aux1`` from the level at half resolution.
 
 Input ``(B, D, H, W, in_channels)``, output ``(B, D, H, W, n_out)`` where every
 spatial size is a multiple of ``2 ** depth``.
@@ -28,6 +31,30 @@ from .blocks import (
 )
 
 
+def check_deep_supervision(n, depth: int) -> int:
+    """``n`` as int if it is a number of auxiliary heads a U-Net of ``depth`` can have (0 .. depth - 1), else
+    ValueError in one line."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"deep_supervision must be a number of auxiliary outputs (0 = off), got {n!r}")
+    if n >= depth:
+        raise ValueError(f"deep_supervision {n} needs a depth above {n} (the decoder levels below full resolution "
+                         f"take one head each), got depth {depth}")
+    return n
+
+
+def auxiliary_head(x, n_out: int, output: str, factor: int, name: str):
+    """A deep-supervision output: 1x1x1 convolution to ``n_out`` channels, nearest up-sampling by ``factor``
+    to the full patch size, then the softmax or sigmoid of :func:`output_head`, all in float32.
+
+    Layers ``{name}_conv``, ``{name}_up``, ``{name}_softmax``/``{name}_sigmoid``; ``x`` ``(B, d, h, w, C)`` gives
+    ``(B, d * factor, h * factor, w * factor, n_out)``.
+    """
+    act = "softmax" if output == "softmax" else "sigmoid"
+    x = keras.layers.Conv3D(n_out, 1, padding="same", dtype="float32", name=f"{name}_conv")(x)
+    x = keras.layers.UpSampling3D(factor, dtype="float32", name=f"{name}_up")(x)
+    return keras.layers.Activation(act, dtype="float32", name=f"{name}_{act}")(x)
+
+
 def build_unet(
     *,
     block: str,
@@ -41,6 +68,7 @@ def build_unet(
     activation: str,
     patch_size,
     name: str,
+    deep_supervision: int = 0,
 ) -> keras.Model:
     """Build a U-Net whose levels are ``conv_block`` (``block="conv"``) or ``residual_block`` (``"residual"``).
 
@@ -55,6 +83,7 @@ def build_unet(
     n_out = output_channels(output, n_classes)
     shape = input_shape(patch_size, in_channels, 2**depth)
     block = check_choice(block, ("conv", "residual"), "block")
+    deep_supervision = check_deep_supervision(deep_supervision, depth)
 
     def level(x, filters, prefix):
         if block == "conv":
@@ -63,7 +92,7 @@ def build_unet(
 
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
-    skips = []
+    skips, aux = [], [None] * deep_supervision
     for lvl in range(depth):
         x = level(x, base_filters * 2**lvl, f"enc{lvl}")
         skips.append(x)
@@ -74,8 +103,10 @@ def build_unet(
         x = keras.layers.Conv3DTranspose(filters, 2, strides=2, name=f"dec{lvl}_up")(x)
         x = keras.layers.Concatenate(axis=-1, name=f"dec{lvl}_concat")([x, skips[lvl]])
         x = level(x, filters, f"dec{lvl}")
+        if 1 <= lvl <= deep_supervision:
+            aux[lvl - 1] = auxiliary_head(x, n_out, output, 2**lvl, f"aux{lvl}")
     outputs = output_head(x, n_out, output)
-    return keras.Model(inputs, outputs, name=name)
+    return keras.Model(inputs, [outputs, *aux] if aux else outputs, name=name)
 
 
 def unet3d(
@@ -89,6 +120,7 @@ def unet3d(
     activation: str = "relu",
     patch_size=None,
     name: str = "unet3d",
+    deep_supervision: int = 0,
 ) -> keras.Model:
     """3D U-Net of Cicek et al. (2016) for ``(B, D, H, W, in_channels)`` patches.
 
@@ -106,9 +138,12 @@ def unet3d(
         patch_size: None to accept any size that is a multiple of ``2 ** depth``,
             or an int / ``(D, H, W)`` to fix the input shape.
         name: model name.
+        deep_supervision: auxiliary outputs on the decoder levels below full resolution (0 = none; at most
+            ``depth - 1``), for training; :func:`brats_keras.models.main_output` gives the main output alone.
     Returns:
         a ``keras.Model`` mapping ``(B, D, H, W, in_channels)`` to probabilities
-        ``(B, D, H, W, n_out)`` in float32 (even under a mixed-precision policy).
+        ``(B, D, H, W, n_out)`` in float32 (even under a mixed-precision policy); with ``deep_supervision=N``
+        a list of N + 1 such outputs, the main one first.
     Raises:
         ValueError for an unknown norm, activation or output, a patch size that is
         not a multiple of ``2 ** depth``, or sizes that are not positive integers.
@@ -125,4 +160,5 @@ def unet3d(
         activation=activation,
         patch_size=patch_size,
         name=name,
+        deep_supervision=deep_supervision,
     )
