@@ -34,10 +34,10 @@ from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E4
 from brats_keras.crossval import fold_runs  # noqa: E402
 from brats_keras.evaluation import resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
-from brats_keras.models import count_params  # noqa: E402
+from brats_keras.models import count_params, main_output  # noqa: E402
 from brats_keras.pretrained import CARD_FILE, CARD_JSON, MODEL_FILE  # noqa: E402
 from brats_keras.pretrained.card import (augmentation_text, card_markdown, late_val_range,  # noqa: E402
-                                         optimizer_text, train_command)
+                                         loss_text, optimizer_text, train_command)
 from brats_keras.training import read_log  # noqa: E402
 
 
@@ -96,7 +96,7 @@ def main(argv=None):
     except ValueError as exc:  # a setting no flag sets: refused before anything is written
         fail(f"{run / 'config.json'}: {exc}")
     model, info = load_model(needed[0], compile=False)
-    save_model(model, MODEL_FILE, info, include_optimizer=False)
+    save_model(main_output(model), MODEL_FILE, info, include_optimizer=False)  # no deep-supervision heads
     split = json.loads((run / "split.json").read_text())
     log = read_log(run)
     found = bio.find_cases(args.real)
@@ -121,7 +121,7 @@ def main(argv=None):
         "architecture": {"name": cfg["model"], "base_filters": cfg["base_filters"], "depth": cfg["depth"],
                          "norm": cfg["norm"], "output": cfg["output"], "parameters": count_params(shipped)},
         "preprocessing": info,
-        "training": {"recipe": "pretrained", "loss": cfg["loss"], "lr": cfg["lr"], "patch_size": cfg["patch_size"],
+        "training": {"recipe": "pretrained", "loss": loss_text(cfg), "lr": cfg["lr"], "patch_size": cfg["patch_size"],
                      "batch_size": cfg["batch_size"], "optimizer": optimizer_text(cfg),
                      "augmentation": augmentation_text(cfg), "lr_schedule": cfg.get("lr_schedule", "plateau"),
                      "spatial_augment": cfg.get("spatial_augment", 0.0),
@@ -323,7 +323,7 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
         "preprocessing": {k: v for k, v in read_info(written[0]).items() if k != "postprocess"},
         "postprocessing": {k: choice.get(k) for k in ("postprocess", "dice_before", "dice_after", "cases",
                                                       "min_gain", "chosen_on")},
-        "training": {"recipe": "pretrained", "loss": cfg["loss"], "lr": cfg["lr"], "patch_size": cfg["patch_size"],
+        "training": {"recipe": "pretrained", "loss": loss_text(cfg), "lr": cfg["lr"], "patch_size": cfg["patch_size"],
                      "batch_size": cfg["batch_size"], "optimizer": optimizer_text(cfg),
                      "augmentation": augmentation_text(cfg), "steps_per_fold": steps[-1], "steps_range": steps,
                      "minutes_per_fold": args.train_minutes, "hardware": args.hardware, "command": command},

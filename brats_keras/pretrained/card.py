@@ -202,6 +202,19 @@ def optimizer_text(cfg):
     return f"Adam lr {cfg['lr']} halved on a {cfg['lr_patience']}-epoch validation-loss plateau"
 
 
+def loss_text(cfg):
+    """The run's loss, and its deep supervision when it had some (``--deep-supervision N``)."""
+    n = int(cfg.get("deep_supervision") or 0)
+    if not n:
+        return cfg["loss"]
+    total = 2 ** (n + 1) - 1  # the weights 1, 1/2, 1/4, ... normalised: 2^n / total, ..., 1 / total
+    levels = " and ".join(f"1/{2 ** k}" for k in range(1, n + 1))
+    weights = ", ".join(f"{2 ** (n - k)}/{total}" for k in range(n + 1))
+    outputs = "output" if n == 1 else "outputs"
+    return (f"{cfg['loss']} on the main output and on {n} deep-supervision {outputs} (decoder levels at {levels} "
+            f"resolution, up-sampled; weights {weights}; --deep-supervision {n})")
+
+
 def augmentation_text(cfg):
     text = "flips, intensity and gamma"
     if cfg.get("intensity_augment") == "strong":

@@ -215,6 +215,24 @@ def test_train_run_folder_save_load_and_resume(converted, tmp_path):
     assert res["seconds"] >= 0
 
 
+def test_deep_supervision_trains_resumes_and_predicts_with_the_main_output(converted, tmp_path):
+    from brats_keras.inference import Predictor
+    from brats_keras.training import TrainConfig, read_log, train
+
+    cfg = TrainConfig(data=str(converted), out=str(tmp_path / "run"), base_filters=4, depth=2, norm="batch",
+                      output="regions", loss="dice+bce", patch_size=16, batch_size=2, epochs=1,
+                      steps_per_epoch=2, val_steps=1, val=1, verbose=0, mixed_precision="off", deep_supervision=1)
+    train(cfg)
+    res = train(TrainConfig(epochs=2), resume=tmp_path / "run")
+    log = read_log(tmp_path / "run")
+    assert [int(r["epoch"]) for r in log] == [0, 1] and np.isfinite(log[1]["aux1_sigmoid_loss"])
+    assert "dice_WT" in log[1] and len(res["model"].outputs) == 2
+    assert int(keras.ops.convert_to_numpy(res["model"].optimizer.iterations)) == 4
+    pred = Predictor(tmp_path / "run" / "checkpoints" / "last.keras")
+    probs = pred.predict_image(np.zeros((16, 16, 16, 3), np.float32))
+    assert len(pred.model.outputs) == 1 and probs.shape == (16, 16, 16, 3)
+
+
 def test_keras_file_round_trip_keeps_info_and_predictions(tmp_path):
     model = tiny("unet3d", output="regions", norm="instance")
     x = batch("unet3d")
