@@ -337,7 +337,8 @@ def _distributed_feed(strategy, dataset, per_replica: int):
     import tensorflow as tf
 
     x0, y0 = dataset[0]
-    spec = (tf.TensorSpec((None,) + x0.shape[1:], tf.float32), tf.TensorSpec((None,) + y0.shape[1:], tf.float32))
+    # y is a tuple of label copies for a deep-supervision model (brats_keras.deep_supervision.repeat_targets)
+    spec = tf.nest.map_structure(lambda a: tf.TensorSpec((None,) + a.shape[1:], tf.float32), (x0, y0))
 
     def batches():
         for i in range(len(dataset)):

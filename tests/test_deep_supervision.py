@@ -260,3 +260,27 @@ def test_the_model_card_describes_the_deep_supervision():
                               "and 1/4 resolution, up-sampled; weights 4/7, 2/7, 1/7; --deep-supervision 2)")
     assert loss_text({**cfg, "deep_supervision": 0}) == "dice+bce"
     assert " --deep-supervision 2" in train_command(cfg)
+
+
+def test_the_multi_worker_feed_carries_a_label_copy_per_output(runs):
+    import tensorflow as tf
+
+    from brats_keras.data import PatchDataset
+    from brats_keras.distributed import _distributed_feed
+
+    root, _ = runs
+    ds = PatchDataset(root / "conv", patch_size=16, batch_size=2, output="regions", steps_per_epoch=1)
+    feed = _distributed_feed(tf.distribute.get_strategy(), repeat_targets(ds, 2), per_replica=1)
+    x, ys = next(iter(feed))
+    assert tuple(x.shape) == (1, 16, 16, 16, 3) and len(ys) == 2
+    assert all(tuple(y.shape) == (1, 16, 16, 16, 3) for y in ys)
+    np.testing.assert_array_equal(ys[0].numpy(), ds[0][1][:1])
+
+
+def test_the_tf_data_feed_carries_a_label_copy_per_output(runs):
+    from brats_keras.data import PatchDataset, tf_dataset
+
+    root, _ = runs
+    ds = PatchDataset(root / "conv", patch_size=16, batch_size=2, output="regions", steps_per_epoch=1)
+    x, ys = next(iter(repeat_targets(tf_dataset(ds), 3)))
+    assert len(ys) == 3 and all(np.array_equal(y.numpy(), ds[0][1]) for y in ys)
