@@ -1,7 +1,8 @@
 """The ``brats-keras`` command line: a thin layer that parses arguments and calls the library.
 
-Sub-commands: convert, merge, synth, train, predict, evaluate, crossval, set-postprocessing, export, demo. Keras is imported only
-by the sub-commands that need it, so ``convert`` and ``synth`` start in about a second.
+Sub-commands: convert, merge, synth, train, predict, evaluate, crossval, crossval-compare, set-postprocessing,
+export, demo. Keras is imported only by the sub-commands that need it, so ``convert`` and ``synth`` start in about
+a second.
 """
 from __future__ import annotations
 
@@ -427,6 +428,42 @@ def cmd_crossval(args) -> int:
     return 1 if res.get("failed") else 0  # each failed case was reported in one line as it failed
 
 
+def _add_crossval_compare(sub):
+    p = sub.add_parser(
+        "crossval-compare", help="paired comparison of two cross-validations of the same cases (B against A)",
+        description="Per region and score: means of A and B, the mean paired difference B - A with a bootstrap "
+                    "confidence interval over cases, the Wilcoxon signed-rank p-value, the cases where B is "
+                    "better / worse / tied, and a verdict per region. Exit status: 0 done; 2 a missing or "
+                    "unreadable table, or tables of different cases without --common: one line.")
+    p.add_argument("a", metavar="A", help="the baseline: a crossval --out folder or its crossval.json")
+    p.add_argument("b", metavar="B", help="the candidate: a crossval --out folder or its crossval.json")
+    p.add_argument("--postprocessed", action="store_true",
+                   help="compare the crossval_postprocessed.json tables (scores with the chosen post-processing)")
+    p.add_argument("--common", action="store_true",
+                   help="compare the cases both tables hold (else tables of different cases are refused)")
+    p.add_argument("--json", metavar="FILE", help="also write the comparison to this JSON file")
+    p.add_argument("--resamples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(func=cmd_crossval_compare)
+
+
+def cmd_crossval_compare(args) -> int:
+    from .crossval import compare_crossval, format_comparison
+    from .io import BratsInputError, atomic_write_json
+
+    try:
+        result = compare_crossval(args.a, args.b, common=args.common, postprocessed=args.postprocessed,
+                                  resamples=args.resamples, seed=args.seed)
+        print(format_comparison(result))
+        if args.json:
+            atomic_write_json(args.json, result)
+            print(f"wrote {args.json}")
+    except (BratsInputError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _add_set_postprocessing(sub):
     p = sub.add_parser("set-postprocessing",
                        help="store a post-processing choice in model files (applied by predict automatically)")
@@ -486,7 +523,7 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
-_EXTRA.extend([_add_crossval, _add_set_postprocessing, _add_ensemble])
+_EXTRA.extend([_add_crossval, _add_crossval_compare, _add_set_postprocessing, _add_ensemble])
 
 
 # ----------------------------------------------------------------------------- export
