@@ -383,6 +383,9 @@ def _add_crossval(sub):
                         "out/crossval_postprocessed.json (the scores with it)")
     p.add_argument("--min-gain", type=float, default=None, metavar="DICE",
                    help="least rise of a region's mean Dice for a post-processing setting to be chosen (default 0.001)")
+    p.add_argument("--confidence", type=float, default=None, metavar="LEVEL",
+                   help="paired test for a post-processing setting: the lower end of this two-sided bootstrap "
+                        "interval of its per-case Dice gain must not be below 0 (default 0.9; 0 = mean gain only)")
     p.add_argument("--write-to", action="append", metavar="MODEL",
                    help="store the chosen post-processing in this .keras file (repeatable; implies "
                         "--choose-postprocessing)")
@@ -412,8 +415,12 @@ def cmd_crossval(args) -> int:
                                    tta=args.tta, batch_size=args.batch_size, progress=not args.quiet)
         print(format_crossval(res))
         if args.choose_postprocessing or args.write_to:
-            choice = choose_postprocessing_from_crossval(
-                args.out, **({} if args.min_gain is None else {"min_gain": args.min_gain}))
+            rule = {} if args.min_gain is None else {"min_gain": args.min_gain}
+            if args.confidence is not None:
+                if not 0.0 <= args.confidence < 1.0:
+                    raise BratsInputError(f"--confidence {args.confidence}: must be at least 0 and below 1")
+                rule["confidence"] = args.confidence or None
+            choice = choose_postprocessing_from_crossval(args.out, **rule)
             atomic_write_json(Path(args.out) / "postprocessing.json", choice)
             post = crossval_postprocessed(args.out, choice)
             atomic_write_json(Path(args.out) / "crossval_postprocessed.json", post)

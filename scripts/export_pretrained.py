@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brats_keras import io as bio  # noqa: E402
 from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E402
-from brats_keras.crossval import fold_runs  # noqa: E402
+from brats_keras.crossval import choice_rule_flags, fold_runs  # noqa: E402
 from brats_keras.evaluation import resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.models import count_params, main_output  # noqa: E402
@@ -322,7 +322,7 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
                          "norm": cfg["norm"], "output": cfg["output"], "parameters": count_params(model)},
         "preprocessing": {k: v for k, v in read_info(written[0]).items() if k != "postprocess"},
         "postprocessing": {k: choice.get(k) for k in ("postprocess", "dice_before", "dice_after", "cases",
-                                                      "min_gain", "chosen_on")},
+                                                      "min_gain", "confidence", "chosen_on")},
         "training": {"recipe": "pretrained", "loss": loss_text(cfg), "lr": cfg["lr"], "patch_size": cfg["patch_size"],
                      "batch_size": cfg["batch_size"], "optimizer": optimizer_text(cfg),
                      "augmentation": augmentation_text(cfg), "steps_per_fold": steps[-1], "steps_range": steps,
@@ -346,7 +346,7 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
             "  " + command.replace("\n", "\n  "),
             "done",
             "brats-keras crossval --runs " + " ".join(f"runs/cv/fold{k}" for k in sorted(by_fold))
-            + " --out cv --choose-postprocessing",
+            + " --out cv --choose-postprocessing" + choice_rule_flags(choice),
             "python scripts/export_pretrained.py --folds " + " ".join(f"runs/cv/fold{k}" for k in sorted(by_fold))
             + f" --crossval cv --data {args.data} --train-minutes {args.train_minutes:g}"]),
     }

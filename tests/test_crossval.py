@@ -10,7 +10,7 @@ import pytest
 from brats_keras.checkpoint import read_info, save_model
 from brats_keras.cli import main as cli_main
 from brats_keras.crossval import (choose_postprocessing, crossval_markdown, crossval_predict, fold_split,
-                                  format_crossval, set_postprocessing)
+                                  format_choice, format_crossval, set_postprocessing)
 from brats_keras.inference import Predictor, apply_postprocessing, postprocessing_spec
 from brats_keras.io import BratsInputError, find_cases
 from brats_keras.training import TrainConfig, train
@@ -136,7 +136,9 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
     rc = cli_main(["crossval", "--runs", *map(str, runs), "--out", str(tmp_path / "cv2"), "--reuse",
                    "--write-to", str(model)])
     out = capsys.readouterr().out
-    assert rc == 0 and "chosen (a setting must raise a mean Dice by more than 0.001)" in out and f"stored in {model}" in out
+    assert rc == 0 and f"stored in {model}" in out
+    assert ("chosen (a setting must raise a mean Dice by more than 0.001 and the lower end of the 90% bootstrap "
+            "interval of its per-case gain") in out
     stored = read_info(model)["postprocess"]
     assert stored["chosen_on"]["cases"] == [f"c{i}" for i in range(5)] and stored["chosen_on"]["checkpoint"] == "best"
     assert json.loads((tmp_path / "cv2" / "postprocessing.json").read_text())["postprocess"] == {
@@ -168,6 +170,14 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
     assert "| mean with the chosen post-processing | " in md
     assert "## Cross-validated estimate (2 folds, 5 cases, `best` checkpoints)" in md
     assert "Post-processing chosen on these out-of-fold predictions" in md
+    # --confidence 0: the mean-only rule, recorded as such; a level outside [0, 1): one line, exit 2
+    assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(tmp_path / "cv2"), "--reuse",
+                     "--choose-postprocessing", "--confidence", "0"]) == 0
+    assert "bootstrap interval" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "cv2" / "postprocessing.json").read_text())["confidence"] is None
+    assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(tmp_path / "cv2"), "--reuse",
+                     "--choose-postprocessing", "--confidence", "1.5"]) == 2
+    assert capsys.readouterr().err == "error: --confidence 1.5: must be at least 0 and below 1\n"
     assert "## Cross-validated estimate (2 folds, 5 cases, `last` checkpoints)" in (tmp_path / "cv" / "crossval.md").read_text()
 
 
@@ -198,12 +208,14 @@ def test_crossval_markdown_known_answer():
             "WT / TC / ET 0.700 / 0.600 / 0.500 before, 0.710 / 0.600 / 0.500 after.") in lines
     assert lines[-3:] == ["```bash", "brats-keras crossval --runs r0 r1 --out cv", "```"]
     none = crossval_markdown({**results, "failed": {}}, {**choice, "postprocess": {}})
-    assert "`{}` (none raised a mean Dice)" in none and "Not scored" not in none and "```" not in none
+    assert "`{}` (none passed: a rise of a mean Dice over 0.001)" in none and "Not scored" not in none and "```" not in none
+    paired = crossval_markdown(results, {**choice, "postprocess": {}, "confidence": 0.9})
+    assert "(none passed: a rise of a mean Dice over 0.001 with a paired interval of the gain not below 0)" in paired
     # a complete spec that changes nothing is "none" too (choose_postprocessing always returns a complete one)
     from brats_keras.inference import postprocessing_spec as full
 
-    assert "(none raised a mean Dice)" in crossval_markdown(results, {**choice, "postprocess": full()})
-    assert "(none raised" not in crossval_markdown(results, {**choice, "postprocess": full(thresholds=[0.5, 0.5, 0.7])})
+    assert "(none passed" in crossval_markdown(results, {**choice, "postprocess": full()})
+    assert "(none passed" not in crossval_markdown(results, {**choice, "postprocess": full(thresholds=[0.5, 0.5, 0.7])})
 
 
 def test_crossval_refuses_bad_runs_in_one_line(cv, tmp_path, capsys):
@@ -447,6 +459,50 @@ def test_removal_that_would_delete_a_real_lesion_is_not_chosen():
     # equal evidence both ways (a real 8-voxel lesion beside a false 8-voxel island): nothing changes
     choice = choose_postprocessing([with_island(truth), with_island(truth)], [truth, with_island(truth)])
     assert choice["postprocess"] == postprocessing_spec()
+
+
+def test_paired_interval_known_answers():
+    from brats_keras.crossval import paired_interval
+
+    assert paired_interval([0.02] * 10) == pytest.approx((0.02, 0.02))  # every resample has the same mean
+    # one case gains 1, 27 gain nothing: about 36% of resamples miss it, so the 90% interval starts at 0
+    low, high = paired_interval([1.0] + [0.0] * 27)
+    assert low == 0.0 and 0.0 < high < 1.0
+    # deterministic (seeded) and wider at higher confidence
+    diff = np.linspace(-0.05, 0.07, 28)
+    assert paired_interval(diff) == paired_interval(diff)
+    lo90, hi90 = paired_interval(diff, 0.9)
+    lo99, hi99 = paired_interval(diff, 0.99)
+    assert lo99 < lo90 < diff.mean() < hi90 < hi99
+    with pytest.raises(BratsInputError, match="no cases"):
+        paired_interval([])
+
+
+def test_paired_test_refuses_a_gain_that_hurts_most_cases():
+    """Keep-largest fixes one case with a large false island but cuts a real second lesion from five others:
+    the mean rises (one big gain, five small losses), the paired interval does not stay above 0."""
+    truth = blob()
+    two = with_island(blob(), size=3)  # a real second lesion of 27 voxels
+    preds = [with_island(truth, at=18, size=9)] + [two] * 5  # a false island of 729 voxels, then five right predictions
+    truths = [truth] + [two] * 5
+    old = choose_postprocessing(preds, truths, sizes=(), et_thresholds=(), confidence=None)
+    assert old["postprocess"]["keep_largest"]["WT"] == 1 and old["confidence"] is None
+    new = choose_postprocessing(preds, truths, sizes=(), et_thresholds=())
+    assert new["postprocess"] == postprocessing_spec() and new["confidence"] == 0.9
+    row = [r for r in new["tried"] if r["step"] == "WT components"][0]
+    low, high = row["gain_interval"]
+    gains = np.array([1.0 - 2 * 1000 / (1000 + 1729)] + [2 * 1000 / 2027 - 1.0] * 5)  # per case, known
+    assert row["dice"]["WT"] - new["dice_before"]["WT"] == pytest.approx(gains.mean())
+    assert gains.mean() > 0.001 and low < 0 < high
+    assert not row["chosen"] and "paired" not in format_choice(old) and "bootstrap interval" in format_choice(new)
+
+
+def test_choice_rule_flags_repeat_the_rule():
+    from brats_keras.crossval import choice_rule_flags
+
+    assert choice_rule_flags({"min_gain": 0.001, "confidence": 0.9}) == ""
+    assert choice_rule_flags({"min_gain": 0.001}) == " --confidence 0"  # chosen before the paired test existed
+    assert choice_rule_flags({"min_gain": 0.01, "confidence": 0.95}) == " --min-gain 0.01 --confidence 0.95"
 
 
 def test_small_et_to_necrosis_is_chosen_when_et_is_false():

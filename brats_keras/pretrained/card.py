@@ -87,6 +87,17 @@ def train_command(cfg: dict, out: str = "runs/pretrained", data: str = "data/rea
             f"    {split}--out {out}" + "".join(" " + f for f in flags))
 
 
+def _rule_text(pp: dict) -> str:
+    """How the folds' post-processing choice was made (``choose_postprocessing``'s rule, from its result)."""
+    gain = pp.get("min_gain") or 0.001
+    if pp.get("confidence"):
+        return (f"A setting was taken only if it raised a mean Dice by more than {gain:g} and the lower end of the "
+                f"{pp['confidence']:.0%} paired bootstrap interval of its per-case gain was not below 0.")
+    return (f"This choice was made by the mean-only rule (a rise of a mean Dice by more than {gain:g}); "
+            "`crossval` now also asks for a paired test over cases, which a gain that helps some cases and "
+            "hurts about as many does not pass.")
+
+
 def card_markdown(card: dict, history: dict | None = None) -> str:
     """The human-readable model card (``MODEL_CARD.md``) of a machine-readable one (``model_card.json``).
 
@@ -305,6 +316,7 @@ score on these cases is not an estimate (each case is in the training data of {n
 usually adds a little on new patients. The post-processing rows lean optimistic by the gains the choice measured on
 these same cases (mean Dice {' / '.join(f"{pp['dice_before'][r]:.3f}" for r in REGIONS)} before, \
 {' / '.join(f"{pp['dice_after'][r]:.3f}" for r in REGIONS)} after).
+{_rule_text(pp)}
 
 ## Against the targets (mean Dice over cases)
 | | WT | TC | ET |
