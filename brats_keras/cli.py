@@ -394,22 +394,15 @@ def _add_crossval(sub):
 
 
 def cmd_crossval(args) -> int:
-    import json
     from pathlib import Path
 
     from .crossval import (choose_postprocessing_from_crossval, crossval_markdown, crossval_postprocessed,
-                           crossval_predict, format_choice, format_crossval, set_postprocessing)
+                           crossval_predict, format_choice, format_crossval, read_crossval, set_postprocessing)
     from .io import BratsInputError, atomic_write_json, atomic_write_text
 
     try:
         if args.reuse:
-            path = Path(args.out) / "crossval.json"
-            if not path.is_file():
-                raise BratsInputError(f"{path}: nothing to reuse (run without --reuse first)")
-            try:
-                res = json.loads(path.read_text())
-            except ValueError as exc:
-                raise BratsInputError(f"{path}: not a readable crossval.json ({exc})") from None
+            res = read_crossval(Path(args.out) / "crossval.json")
         else:
             res = crossval_predict(args.runs, args.out, data_roots=args.data_root, checkpoint=args.checkpoint,
                                    tta=args.tta, batch_size=args.batch_size, progress=not args.quiet)

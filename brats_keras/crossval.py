@@ -270,6 +270,83 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
     return results
 
 
+# ----------------------------------------------------------------------------- reading a crossval output
+#: the tables a crossval output folder holds: the out-of-fold scores, and the scores with the chosen post-processing
+_TABLES = {False: "crossval.json", True: "crossval_postprocessed.json"}
+_HINTS = {False: "run brats-keras crossval first", True: "run crossval --choose-postprocessing first"}
+
+
+def crossval_file(path, postprocessed: bool = False) -> Path:
+    """The JSON file of a cross-validation table: ``path`` itself, or in a ``crossval`` output folder its
+    ``crossval.json`` (``crossval_postprocessed.json`` with ``postprocessed``; then a path to ``crossval.json``
+    means the ``crossval_postprocessed.json`` beside it).
+
+    Raises:
+        BratsInputError (one line naming the path) when the folder or the file does not exist.
+    """
+    path = Path(path)
+    if not path.exists() and path.suffix != ".json":
+        raise BratsInputError(f"{path}: no such crossval folder or file")
+    if path.is_dir():
+        path = path / _TABLES[postprocessed]
+    elif postprocessed and path.name == _TABLES[False]:
+        path = path.with_name(_TABLES[True])
+    if not path.is_file():
+        raise BratsInputError(f"{path}: no such file ({_HINTS[postprocessed]})")
+    return path
+
+
+def read_crossval(path, postprocessed: bool = False, scores_only: bool = False) -> dict:
+    """Read and check a table written by ``brats-keras crossval``: a ``crossval`` output folder or the JSON file
+    itself (:func:`crossval_file`), ``crossval.json`` (:func:`crossval_predict`) or with ``postprocessed``
+    ``crossval_postprocessed.json`` (:func:`crossval_postprocessed`).
+
+    Every table has ``"cases"``, a JSON object of rows each with an integer ``"fold"`` and finite ``"dice"`` and
+    ``"hd95"`` of WT, TC and ET, and maybe ``"failed"`` (case: reason). Unless ``scores_only`` (all that
+    :func:`compare_crossval` needs), it also has ``"folds"`` (fold: ``{"cases": [...], ...}``) and ``"mean"``,
+    ``"median"``, ``"std"``, and a ``crossval.json`` row names its ``"truth"`` and ``"prediction"`` files.
+
+    Raises:
+        BratsInputError, one line naming the file: missing, unreadable or not JSON, or not such a table.
+    """
+    path = crossval_file(path, postprocessed)
+    try:
+        table = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BratsInputError(f"{path}: not a readable crossval table ({str(exc).splitlines()[0]})") from None
+    _check_table(table, str(path), files=not (scores_only or postprocessed), summaries=not scores_only)
+    return table
+
+
+def _check_table(table, name: str, files: bool = False, summaries: bool = False) -> None:
+    """Raise BratsInputError (one line starting with ``name``) for a table that is not what :func:`read_crossval`
+    describes; ``files``: rows name their truth and prediction files; ``summaries``: folds, mean, median, std."""
+    if not isinstance(table, dict) or not isinstance(table.get("cases"), dict):
+        raise BratsInputError(f"{name}: not a crossval table (no \"cases\")")
+    if not isinstance(table.get("failed", {}), dict):
+        raise BratsInputError(f"{name}: \"failed\" is not a table of case: reason")
+    for key in ("folds", "mean", "median", "std") if summaries else ():
+        if not isinstance(table.get(key), dict):
+            raise BratsInputError(f"{name}: not a crossval table (no \"{key}\")")
+    for fold, f in table["folds"].items() if summaries else ():
+        if not isinstance(f, dict) or not isinstance(f.get("cases"), list):
+            raise BratsInputError(f"{name}: fold {fold} does not list its cases")
+    for cid, row in table["cases"].items():
+        if not isinstance(row, dict):
+            raise BratsInputError(f"{name}: case {cid} is not a row of scores")
+        fold = row.get("fold")
+        if isinstance(fold, bool) or not isinstance(fold, int):
+            raise BratsInputError(f"{name}: case {cid} has no fold")
+        for key in ("truth", "prediction") if files else ():
+            if not isinstance(row.get(key), str) or not row[key]:
+                raise BratsInputError(f"{name}: case {cid} names no {key} file")
+        for r in REGION_NAMES:
+            for s in SCORES:
+                value = row.get(r, {}).get(s) if isinstance(row.get(r), dict) else None
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                    raise BratsInputError(f"{name}: case {cid} has no finite {r} {s}")
+
+
 def crossval_csv(results: dict) -> str:
     """One row per case (fold, Dice and HD95 per region), then a row per fold mean, then mean / median / std."""
     columns = [f"{s}_{r}" for s in SCORES for r in REGION_NAMES]
@@ -601,10 +678,8 @@ def choose_postprocessing_from_crossval(cv_dir, **kwargs) -> dict:
     from .evaluation import _read_classes
 
     cv_dir = Path(cv_dir)
-    path = cv_dir / "crossval.json"
-    if not path.is_file():
-        raise BratsInputError(f"{cv_dir}: no crossval.json (run brats-keras crossval first)")
-    results = json.loads(path.read_text())
+    path = cv_dir / _TABLES[False]
+    results = read_crossval(path)
     rows = list(results["cases"].values())
     truths = [_read_classes(Path(row["truth"]))[0] for row in rows]
     if rows and all("probabilities" in row for row in rows):  # region models: thresholds are chosen too
@@ -635,7 +710,7 @@ def crossval_postprocessed(cv_dir, choice, log=None) -> dict:
     from .inference import apply_postprocessing, postprocessing_spec
 
     cv_dir = Path(cv_dir)
-    results = json.loads((cv_dir / "crossval.json").read_text())
+    results = read_crossval(cv_dir / _TABLES[False])
     spec = postprocessing_spec((choice or {}).get("postprocess", choice))
     cases = {}
     for cid, row in results["cases"].items():
@@ -833,48 +908,6 @@ def _postprocess_info(choice: dict) -> dict:
 # ----------------------------------------------------------------------------- comparing two cross-validations
 #: whether a rise of the score is an improvement (Dice) or a worsening (HD95: lower is better)
 HIGHER_IS_BETTER = {"dice": True, "hd95": False}
-_TABLES = {False: "crossval.json", True: "crossval_postprocessed.json"}
-
-
-def read_crossval_table(path, postprocessed: bool = False) -> tuple[dict, Path]:
-    """Read a cross-validation table for :func:`compare_crossval`: a ``crossval`` output folder (its
-    ``crossval.json``, or ``crossval_postprocessed.json`` with ``postprocessed``) or the JSON file itself
-    (with ``postprocessed``, a path to ``crossval.json`` means the ``crossval_postprocessed.json`` beside it).
-
-    Returns ``(table, file)``. Raises BratsInputError (one line naming the file) for a missing or unreadable
-    file, or one without per-case Dice and HD95 of WT, TC and ET.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise BratsInputError(f"{path}: no such crossval folder or file")
-    if path.is_dir():
-        path = path / _TABLES[postprocessed]
-    elif postprocessed and path.name == _TABLES[False]:
-        path = path.with_name(_TABLES[True])
-    if not path.is_file():
-        hint = " (run crossval --choose-postprocessing first)" if postprocessed else ""
-        raise BratsInputError(f"{path}: no such file{hint}")
-    try:
-        table = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise BratsInputError(f"{path}: not a readable crossval table ({str(exc).splitlines()[0]})") from None
-    _check_table(table, str(path))
-    return table, path
-
-
-def _check_table(table, name: str) -> None:
-    if not isinstance(table, dict) or not isinstance(table.get("cases"), dict):
-        raise BratsInputError(f"{name}: not a crossval table (no \"cases\")")
-    if not isinstance(table.get("failed", {}), dict):
-        raise BratsInputError(f"{name}: \"failed\" is not a table of case: reason")
-    for cid, row in table["cases"].items():
-        for r in REGION_NAMES:
-            for s in SCORES:
-                value = row.get(r, {}).get(s) if isinstance(row, dict) and isinstance(row.get(r), dict) else None
-                if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-                    raise BratsInputError(f"{name}: case {cid} has no finite {r} {s}")
-
-
 def _bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
     """``resamples`` draws of ``n`` case positions with replacement; the same draws serve every region and
     score, so each resample is one re-drawn set of cases."""
@@ -923,7 +956,7 @@ def compare_crossval(a, b, common: bool = False, postprocessed: bool = False, re
     disagree).
 
     Args:
-        a, b: ``crossval`` output folders or their JSON files (:func:`read_crossval_table`), or the tables
+        a, b: ``crossval`` output folders or their JSON files (:func:`read_crossval`), or the tables
             themselves (dicts as :func:`crossval_predict` returns them).
         common: compare only the cases both tables hold (the others are listed under ``"dropped"``) instead of
             refusing tables of different cases.
@@ -948,8 +981,8 @@ def compare_crossval(a, b, common: bool = False, postprocessed: bool = False, re
             tables.append(table)
             names.append(f"table {label}")
         else:
-            table, path = read_crossval_table(table, postprocessed)
-            tables.append(table)
+            path = crossval_file(table, postprocessed)
+            tables.append(read_crossval(path, postprocessed, scores_only=True))
             names.append(str(path))
     ta, tb = tables
     ids_a = set(ta["cases"]) | set(ta.get("failed", {}))

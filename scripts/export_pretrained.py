@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brats_keras import io as bio  # noqa: E402
 from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E402
-from brats_keras.crossval import choice_rule_flags, fold_runs  # noqa: E402
+from brats_keras.crossval import choice_rule_flags, fold_runs, read_crossval, read_postprocessing_file  # noqa: E402
 from brats_keras.evaluation import resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.models import count_params, main_output  # noqa: E402
@@ -200,8 +200,11 @@ def _fold_runs(runs, cv_dir):
         if not (cv_dir / name).is_file():
             fail(f"{cv_dir / name}: not found (run brats-keras crossval --runs ... --out {cv_dir} "
                  "--choose-postprocessing first)")
-    results, choice, post = (json.loads((cv_dir / n).read_text()) for n in
-                             ("crossval.json", "postprocessing.json", "crossval_postprocessed.json"))
+    try:
+        results, choice, post = (read_crossval(cv_dir), read_postprocessing_file(cv_dir / "postprocessing.json"),
+                                 read_crossval(cv_dir, postprocessed=True))
+    except bio.BratsInputError as exc:
+        fail(str(exc))
     scored = [f["run"] for f in results["folds"].values()]
     unmatched = [str(r) for r in runs if not any(_same_run(s, r) for s in scored)]
     if len(scored) != len(runs) or unmatched:
