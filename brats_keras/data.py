@@ -352,6 +352,24 @@ class PatchDataset(keras.utils.PyDataset):
         return x, y
 
 
+class WrappedDataset(keras.utils.PyDataset):
+    """A ``keras.utils.PyDataset`` that changes the batches of another, ``dataset``, and keeps the rest: its
+    length, its epochs (``on_epoch_end`` is passed on) and its loader settings (``workers``,
+    ``use_multiprocessing``, ``max_queue_size``). A subclass defines ``__getitem__`` from ``self.dataset[idx]``
+    (:class:`brats_keras.deep_supervision.RepeatTargets`, :class:`brats_keras.distributed.BatchSlice`)."""
+
+    def __init__(self, dataset):
+        super().__init__(workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
+                         max_queue_size=dataset.max_queue_size)
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
+
+
 def tf_dataset(patch_dataset: PatchDataset, parallel_calls=None, prefetch=2):
     """A ``tf.data.Dataset`` over the same batches, read in parallel and prefetched (TensorFlow backend only).
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import keras
 
+from .data import WrappedDataset
+
 
 def loss_weights(n: int) -> list[float]:
     """The weights of the main output and ``n`` auxiliary outputs: 1, 1/2, 1/4, ... normalised to sum 1.
@@ -54,20 +56,13 @@ def compile_arguments(loss, metrics, n_outputs: int) -> dict:
             "metrics": [metrics] + [None] * (n_outputs - 1)}
 
 
-class RepeatTargets(keras.utils.PyDataset):
+class RepeatTargets(WrappedDataset):
     """The batches of ``dataset`` (a ``keras.utils.PyDataset`` giving ``(x, y)``) as ``(x, (y,) * n)``: one copy
     of the label patch for each output of a deep-supervision model. Same length, epochs and loader threads."""
 
     def __init__(self, dataset, n: int):
-        super().__init__(workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
-                         max_queue_size=dataset.max_queue_size)
-        self.dataset, self.n = dataset, int(n)
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def on_epoch_end(self):
-        self.dataset.on_epoch_end()
+        super().__init__(dataset)
+        self.n = int(n)
 
     def __getitem__(self, idx):
         x, y = self.dataset[idx]

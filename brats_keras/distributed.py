@@ -31,6 +31,7 @@ import json
 import os
 from dataclasses import dataclass
 
+from .data import WrappedDataset
 from .io import BratsInputError
 
 #: seed offset between workers' patch streams (worker 0 keeps the run's seed)
@@ -259,30 +260,19 @@ def read_run_state(run, resume) -> dict:
 
 
 # ----------------------------------------------------------------------------- data
-def _base():
-    import keras
-
-    return keras.utils.PyDataset
-
-
-class BatchSlice(_base()):
-    """Worker ``index``'s rows of each batch of ``dataset`` (one of ``parts`` equal slices), same steps and epochs.
+class BatchSlice(WrappedDataset):
+    """Worker ``index``'s rows of each batch of ``dataset`` (one of ``parts`` equal slices), same steps, epochs and
+    loader settings.
 
     Used for validation: the workers together see exactly the single-process validation batches.
     """
 
     def __init__(self, dataset, index: int, parts: int):
-        super().__init__()
-        self.dataset, self.index, self.parts = dataset, index, parts
         if dataset.batch_size % parts:
             raise BratsInputError(f"--batch-size {dataset.batch_size} cannot be shared by {parts} workers")
+        super().__init__(dataset)
+        self.index, self.parts = index, parts
         self.rows = dataset.batch_size // parts
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def on_epoch_end(self):
-        self.dataset.on_epoch_end()
 
     def __getitem__(self, idx):
         x, y = self.dataset[idx]

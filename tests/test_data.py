@@ -241,3 +241,48 @@ def test_loader_reads_the_manifest_settings_as_a_spec(small_converted, tmp_path)
     with pytest.raises(BratsInputError) as err:
         ConvertedCases(data)
     assert str(err.value) == f"{data / 'manifest.json'}: settings: unknown scale 'zscor': use one of minmax, zscore"
+
+
+def test_wrapped_datasets_keep_the_length_epochs_and_loader_settings_of_what_they_wrap():
+    """RepeatTargets (deep supervision) and BatchSlice (several workers) share WrappedDataset: the wrapped
+    dataset's length, its epochs and its loader threads, each with its own batches."""
+    import keras
+
+    from brats_keras.data import WrappedDataset
+    from brats_keras.deep_supervision import RepeatTargets
+    from brats_keras.distributed import BatchSlice
+    from brats_keras.io import BratsInputError
+
+    class Batches(keras.utils.PyDataset):
+        batch_size = 4
+
+        def __init__(self):
+            super().__init__(workers=3, use_multiprocessing=True, max_queue_size=5)
+            self.ends = 0
+
+        def __len__(self):
+            return 7
+
+        def on_epoch_end(self):
+            self.ends += 1
+
+        def __getitem__(self, i):
+            rows = np.arange(4, dtype=np.float32)[:, None] + 10 * i
+            return rows, -rows
+
+    inner = Batches()
+    repeat, part = RepeatTargets(inner, 2), BatchSlice(inner, 1, 2)
+    for wrapped in (repeat, part):
+        assert isinstance(wrapped, WrappedDataset) and isinstance(wrapped, keras.utils.PyDataset)
+        assert wrapped.dataset is inner and len(wrapped) == 7
+        assert (wrapped.workers, wrapped.use_multiprocessing, wrapped.max_queue_size) == (3, True, 5)
+        wrapped.on_epoch_end()
+    assert inner.ends == 2
+    x, ys = repeat[3]
+    assert x[:, 0].tolist() == [30, 31, 32, 33] and len(ys) == 2 and all(y[:, 0].tolist() == [-30, -31, -32, -33]
+                                                                         for y in ys)
+    x, y = part[3]  # worker 1 of 2: the second half of each batch
+    assert x[:, 0].tolist() == [32, 33] and y[:, 0].tolist() == [-32, -33]
+    assert (BatchSlice(inner, 0, 2)[3][0][:, 0]).tolist() == [30, 31]
+    with pytest.raises(BratsInputError, match="--batch-size 4 cannot be shared by 3 workers"):
+        BatchSlice(inner, 0, 3)
