@@ -32,12 +32,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from brats_keras import io as bio  # noqa: E402
 from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E402
 from brats_keras.crossval import choice_rule_flags, fold_runs, read_crossval, read_postprocessing_file  # noqa: E402
+from brats_keras.data import ConvertedCases  # noqa: E402
 from brats_keras.evaluation import resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.models import count_params, main_output  # noqa: E402
 from brats_keras.pretrained import CARD_FILE, CARD_JSON, MODEL_FILE  # noqa: E402
 from brats_keras.pretrained.card import (augmentation_text, card_markdown, late_val_range,  # noqa: E402
                                          loss_text, optimizer_text, train_command)
+from brats_keras.spec import MANIFEST  # noqa: E402
 from brats_keras.training import read_log  # noqa: E402
 
 
@@ -162,16 +164,20 @@ def convert_inputs(data) -> tuple[list[str], str]:
     several (``../shared/data/brats-real`` and ``../shared/data/brats-extra`` for the shipped ensemble) are
     gathered as links to their case folders in :data:`ALL_CASES`. Paths are relative to where this runs.
 
+    The cases are those training read (:class:`brats_keras.data.ConvertedCases`: the labelled ones), each
+    with the path of its original label map.
+
     Raises:
-        ValueError in one line naming the manifest when it is missing or names no converted case.
+        ValueError in one line naming the manifest when it is missing, unreadable, or names no converted case.
     """
-    manifest = Path(data) / "manifest.json"
+    manifest = Path(data) / MANIFEST
     try:
-        cases = json.loads(manifest.read_text())["cases"]
-    except (OSError, ValueError, KeyError) as exc:
+        cases = ConvertedCases(data)
+    except bio.BratsInputError:
+        raise  # one line naming the manifest or the folder: bad settings, no labelled case, a path outside
+    except (OSError, ValueError, KeyError, AttributeError) as exc:
         raise ValueError(f"{manifest}: cannot read the conversion manifest ({exc})") from None
-    roots = sorted({os.path.relpath(Path(c["seg"]).parent.parent) for c in cases.values()
-                    if c.get("status") == "ok" and c.get("seg")})
+    roots = sorted({os.path.relpath(Path(c["seg"]).parent.parent) for c in cases.entries.values() if c.get("seg")})
     if not roots:
         raise ValueError(f"{manifest}: names no converted case with a label map")
     if len(roots) == 1:

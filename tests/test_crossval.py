@@ -893,18 +893,23 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
 def test_export_commands_gather_the_data_roots_the_conversion_read(tmp_path, monkeypatch):
     """The card's commands rebuild the training data from the roots the conversion manifest names: several
     roots (brats-real and brats-extra) become one folder of links that convert.py reads, and the commands
-    run as written; an unreadable manifest is one line naming it."""
+    run as written; an unreadable manifest is one line naming it. The manifest is read as training reads it
+    (ConvertedCases: the labelled cases)."""
     convert_inputs = _export_script().__globals__["convert_inputs"]
     proj, shared = tmp_path / "proj", tmp_path / "shared"
     cases = {}
     for root, case in (("real", "A_1"), ("real", "B_2"), ("extra", "C_3")):
         (shared / root / case).mkdir(parents=True)
         (shared / root / case / f"{case}_seg.nii.gz").write_bytes(b"")
-        cases[case] = {"status": "ok", "seg": str(shared / root / case / f"{case}_seg.nii.gz")}
+        cases[case] = {"status": "ok", "seg": str(shared / root / case / f"{case}_seg.nii.gz"),
+                       "image": f"images/{case}.npy", "mask": f"masks/{case}.npy"}
     (shared / "extra" / "README.md").write_text("not a case")
     cases["D_4"] = {"status": "failed", "error": "unreadable"}
+    (shared / "other" / "E_5").mkdir(parents=True)  # a case without a label map: not trained on, not a root
+    cases["E_5"] = {"status": "ok", "seg": None, "image": "images/E_5.npy", "mask": None}
     (proj / "data" / "conv").mkdir(parents=True)
-    (proj / "data" / "conv" / "manifest.json").write_text(json.dumps({"cases": cases}))
+    manifest = {"settings": {"modalities": ["flair", "t1ce"]}, "cases": cases}
+    (proj / "data" / "conv" / "manifest.json").write_text(json.dumps(manifest))
     monkeypatch.chdir(proj)
     lines, source = convert_inputs("data/conv")
     assert source == "data/all_cases" and lines[0] == "mkdir -p data/all_cases"
@@ -918,6 +923,14 @@ def test_export_commands_gather_the_data_roots_the_conversion_read(tmp_path, mon
     assert sorted(p.name for p in linked.iterdir()) == ["A_1", "B_2", "C_3"]
     with pytest.raises(ValueError, match=r"nowhere/manifest.json: cannot read the conversion manifest"):
         convert_inputs("nowhere")
+    (proj / "data" / "bad").mkdir()
+    (proj / "data" / "bad" / "manifest.json").write_text('{"cases": {')
+    with pytest.raises(ValueError, match=r"^data/bad/manifest.json: cannot read the conversion manifest \(Expecting"):
+        convert_inputs("data/bad")
+    manifest["cases"] = {"E_5": cases["E_5"]}
+    (proj / "data" / "conv" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"^data/conv: no labelled case to train on$"):
+        convert_inputs("data/conv")
 
 
 def test_export_finds_the_runs_a_crossval_table_recorded_relative_to_where_it_ran(tmp_path, monkeypatch):
