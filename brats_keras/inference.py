@@ -508,6 +508,17 @@ def whole_case_callback(cases, info, every: int = 1, patch_size=None, overlap=0.
     cases = [c for c in cases if c.seg is not None]
 
     class WholeCaseValidation(keras.callbacks.Callback):
+        _main = (None, None)  # (the training model, its main output): built once, rebuilt for another model
+
+        def main_model(self):
+            """The main output of the model being trained (:func:`brats_keras.models.main_output`), built once
+            per model: it shares the model's weights, so it predicts with the current ones every epoch."""
+            from . import models
+
+            if self._main[0] is not self.model:
+                self._main = (self.model, models.main_output(self.model))
+            return self._main[1]
+
         def on_epoch_end(self, epoch, logs=None):
             if logs is None:
                 return
@@ -515,7 +526,8 @@ def whole_case_callback(cases, info, every: int = 1, patch_size=None, overlap=0.
             if (epoch + 1) % every:
                 logs.update({k: float("nan") for k in keys})
                 return
-            pred = Predictor(self.model, info=info, patch_size=patch_size, overlap=overlap, batch_size=batch_size)
+            pred = Predictor(self.main_model(), info=info, patch_size=patch_size, overlap=overlap,
+                             batch_size=batch_size)
             scores = []
             for case in cases:
                 out = score_case(pred.predict_case(case)["classes"], bio.load_classes(case.seg), report=False,

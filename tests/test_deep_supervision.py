@@ -128,6 +128,55 @@ def test_repeat_targets_gives_a_label_copy_per_output():
     assert inner.ends == 1 and repeat_targets(inner, 1) is inner
 
 
+
+def test_whole_case_validation_builds_the_main_output_once_and_predicts_with_the_current_weights(tmp_path,
+                                                                                                monkeypatch):
+    """The whole-case validation built a main-output model of the deep-supervision model every validation epoch;
+    it builds it once per model now. The view shares the model's weights: after a weight change it scores as a
+    freshly built one does."""
+    from brats_keras import io as bio
+    from brats_keras import models
+    from brats_keras.inference import whole_case_callback
+
+    from conftest import write_small_case
+
+    write_small_case(tmp_path, "c0", seed=3)
+    cases = bio.find_cases(tmp_path)
+    info = {"modalities": ["flair", "t1ce"], "scale": "zscore", "output": "regions"}
+    real, built = models.main_output, []
+
+    def counting(model):
+        if isinstance(model, keras.Model) and len(model.outputs) > 1:  # a build, not the one-output pass-through
+            built.append(model)
+        return real(model)
+
+    monkeypatch.setattr(models, "main_output", counting)
+    model = tiny(n=1)
+    callback = whole_case_callback(cases, info, patch_size=16)
+    callback.set_model(model)
+    first, second = {}, {}
+    callback.on_epoch_end(0, first)
+    callback.on_epoch_end(1, second)
+    assert built == [model] and set(first) == {"val_case_dice_WT", "val_case_dice_TC", "val_case_dice_ET",
+                                               "val_case_dice_mean"}
+    assert second == first  # same weights, same scores
+    conv = model.get_layer("head_conv")  # every voxel in every region: the scores must move
+    kernel, bias = conv.get_weights()
+    conv.set_weights([np.zeros_like(kernel), np.full_like(bias, 20.0)])
+    changed, fresh = {}, {}
+    callback.on_epoch_end(2, changed)
+    assert built == [model] and changed != first
+    other = whole_case_callback(cases, info, patch_size=16)
+    other.set_model(model)
+    other.on_epoch_end(0, fresh)
+    assert built == [model, model] and changed == fresh
+    # another model object (a resumed or rebuilt model given to the same callback): its own main output
+    replaced = tiny(n=1)
+    callback.set_model(replaced)
+    callback.on_epoch_end(3, {})
+    assert built == [model, model, replaced]
+
+
 # ----------------------------------------------------------------------------- training, resume, prediction
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
