@@ -1001,8 +1001,6 @@ def compare_crossval(a, b, common: bool = False, postprocessed: bool = False, re
     if not cases:
         raise BratsInputError(f"no case to compare between {names[0]} and {names[1]}"
                               + (f" ({len(failed)} failed)" if failed else ""))
-    idx = _bootstrap_indices(len(cases), int(resamples), seed)
-    tail = 100.0 * (1.0 - confidence) / 2.0
     regions, differences = {}, {cid: {} for cid in cases}
     for r in REGION_NAMES:
         regions[r] = {}
@@ -1010,8 +1008,7 @@ def compare_crossval(a, b, common: bool = False, postprocessed: bool = False, re
             va = np.array([float(ta["cases"][c][r][s]) for c in cases])
             vb = np.array([float(tb["cases"][c][r][s]) for c in cases])
             diff = vb - va
-            boot = diff[idx].mean(axis=1)
-            low, high = (float(v) for v in np.percentile(boot, [tail, 100.0 - tail]))
+            low, high = paired_interval(diff, confidence, resamples, seed)  # the same seeded draws for every score
             p, note = _wilcoxon(diff)
             sign = 1.0 if HIGHER_IS_BETTER[s] else -1.0
             regions[r][s] = {"mean_a": float(va.mean()), "mean_b": float(vb.mean()), "mean_diff": float(diff.mean()),
