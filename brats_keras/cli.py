@@ -401,6 +401,11 @@ def cmd_crossval(args) -> int:
     from .io import BratsInputError, atomic_write_json, atomic_write_text
 
     try:
+        rule = {} if args.min_gain is None else {"min_gain": args.min_gain}
+        if args.confidence is not None:  # checked before any case is predicted
+            if not 0.0 <= args.confidence < 1.0:
+                raise BratsInputError(f"--confidence {args.confidence}: must be at least 0 and below 1")
+            rule["confidence"] = args.confidence or None
         if args.reuse:
             res = read_crossval(Path(args.out) / "crossval.json")
         else:
@@ -408,11 +413,6 @@ def cmd_crossval(args) -> int:
                                    tta=args.tta, batch_size=args.batch_size, progress=not args.quiet)
         print(format_crossval(res))
         if args.choose_postprocessing or args.write_to:
-            rule = {} if args.min_gain is None else {"min_gain": args.min_gain}
-            if args.confidence is not None:
-                if not 0.0 <= args.confidence < 1.0:
-                    raise BratsInputError(f"--confidence {args.confidence}: must be at least 0 and below 1")
-                rule["confidence"] = args.confidence or None
             choice = choose_postprocessing_from_crossval(args.out, **rule)
             atomic_write_json(Path(args.out) / "postprocessing.json", choice)
             post = crossval_postprocessed(args.out, choice)

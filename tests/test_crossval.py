@@ -178,6 +178,11 @@ def test_crossval_predicts_each_fold_with_its_own_model(cv, tmp_path, capsys):
     assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(tmp_path / "cv2"), "--reuse",
                      "--choose-postprocessing", "--confidence", "1.5"]) == 2
     assert capsys.readouterr().err == "error: --confidence 1.5: must be at least 0 and below 1\n"
+    # refused before any case is predicted: a new --out folder is not even made
+    assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(tmp_path / "cv_bad"),
+                     "--choose-postprocessing", "--confidence", "-0.1"]) == 2
+    assert capsys.readouterr().err == "error: --confidence -0.1: must be at least 0 and below 1\n"
+    assert not (tmp_path / "cv_bad").exists()
     assert "## Cross-validated estimate (2 folds, 5 cases, `last` checkpoints)" in (tmp_path / "cv" / "crossval.md").read_text()
 
 
