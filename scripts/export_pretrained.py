@@ -168,15 +168,11 @@ def convert_inputs(data) -> tuple[list[str], str]:
     with the path of its original label map.
 
     Raises:
-        ValueError in one line naming the manifest when it is missing, unreadable, or names no converted case.
+        ValueError (BratsInputError from ConvertedCases) in one line naming the folder or the manifest when it is
+        missing, unreadable or malformed, or names no converted case.
     """
     manifest = Path(data) / MANIFEST
-    try:
-        cases = ConvertedCases(data)
-    except bio.BratsInputError:
-        raise  # one line naming the manifest or the folder: bad settings, no labelled case, a path outside
-    except (OSError, ValueError, KeyError, AttributeError) as exc:
-        raise ValueError(f"{manifest}: cannot read the conversion manifest ({exc})") from None
+    cases = ConvertedCases(data)  # BratsInputError in one line naming the folder or manifest: missing, malformed, ...
     roots = sorted({os.path.relpath(Path(c["seg"]).parent.parent) for c in cases.entries.values() if c.get("seg")})
     if not roots:
         raise ValueError(f"{manifest}: names no converted case with a label map")

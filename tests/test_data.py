@@ -243,6 +243,44 @@ def test_loader_reads_the_manifest_settings_as_a_spec(small_converted, tmp_path)
     assert str(err.value) == f"{data / 'manifest.json'}: settings: unknown scale 'zscor': use one of minmax, zscore"
 
 
+@pytest.mark.parametrize("text, problem", [
+    (None, "{d}: no manifest.json: not a conversion folder"),
+    ('{"cases": {', "{m}: cannot read the conversion manifest (Expecting"),
+    ('[1, 2]', "{m}: not a conversion manifest (a JSON object), got list"),
+    ('{"settings": {}}', "{m}: 'cases' must map case ids to their files, got nothing"),
+    ('{"cases": ["c0"]}', "{m}: 'cases' must map case ids to their files, got list"),
+    ('{"cases": {"c0": "images/c0.npy"}}', "{m}: case c0: entry must be an object naming its files, got str"),
+])
+def test_a_missing_or_malformed_manifest_is_one_line_naming_it(tmp_path, text, problem):
+    """A conversion folder without a manifest, or with one that is not JSON or not of the manifest's shape (a
+    hand-edited or damaged file), is a BratsInputError in one line naming it: before, a KeyError or
+    AttributeError traceback from inside the loader (and exit 1 from ``brats-keras train``)."""
+    from brats_keras.data import ConvertedCases
+    from brats_keras.io import BratsInputError
+
+    d = tmp_path / "conv"
+    d.mkdir()
+    if text is not None:
+        (d / "manifest.json").write_text(text)
+    with pytest.raises(BratsInputError) as err:
+        ConvertedCases(d)
+    msg = str(err.value)
+    assert msg.startswith(problem.format(d=d, m=d / "manifest.json")) and "\n" not in msg
+
+
+def test_train_on_a_malformed_manifest_exits_2_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from brats_keras.cli import main
+
+    d = tmp_path / "conv"
+    d.mkdir()
+    (d / "manifest.json").write_text('{"settings": {}, "cases": {"c0": 3}}')
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(d), "--out", str(out), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {d / 'manifest.json'}: case c0: entry must be an object naming its files, got int"
+    assert not out.exists()
+
+
 def test_wrapped_datasets_keep_the_length_epochs_and_loader_settings_of_what_they_wrap():
     """RepeatTargets (deep supervision) and BatchSlice (several workers) share WrappedDataset: the wrapped
     dataset's length, its epochs and its loader threads, each with its own batches."""
