@@ -130,3 +130,28 @@ def write_converted_cases(root, n: int, shape=(40, 36, 30)):
         write_small_case(root / "src", f"c{i}", seed=i, shape=shape)
     convert_folder(root / "src", root / "conv", crop="brain", scale="zscore", workers=1, progress=False)
     return root / "conv"
+
+
+def counting_batches(n: int = 7, batch_size: int = 4, **loader):
+    """A stand-in ``keras.utils.PyDataset`` of ``n`` known batches for the dataset wrappers: batch ``i`` is
+    ``(rows, -rows)`` with ``rows[j, 0] = 10 * i + j`` (``batch_size`` rows), ``loader`` its PyDataset settings
+    (workers, use_multiprocessing, max_queue_size); ``.ends`` counts its ``on_epoch_end`` calls."""
+    import brats_keras  # noqa: F401  (before keras)
+    import keras
+
+    class CountingBatches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(**loader)
+            self.batch_size, self.ends = batch_size, 0
+
+        def __len__(self):
+            return n
+
+        def on_epoch_end(self):
+            self.ends += 1
+
+        def __getitem__(self, i):
+            rows = np.arange(batch_size, dtype=np.float32)[:, None] + 10 * i
+            return rows, -rows
+
+    return CountingBatches()

@@ -5,7 +5,7 @@ import pytest
 from brats_keras.convert import convert_folder
 from brats_keras.data import PatchDataset, crop_patch, make_targets, patch_start, split_cases
 
-from conftest import write_small_case
+from conftest import counting_batches, write_small_case
 
 
 @pytest.fixture(scope="module")
@@ -291,24 +291,7 @@ def test_wrapped_datasets_keep_the_length_epochs_and_loader_settings_of_what_the
     from brats_keras.distributed import BatchSlice
     from brats_keras.io import BratsInputError
 
-    class Batches(keras.utils.PyDataset):
-        batch_size = 4
-
-        def __init__(self):
-            super().__init__(workers=3, use_multiprocessing=True, max_queue_size=5)
-            self.ends = 0
-
-        def __len__(self):
-            return 7
-
-        def on_epoch_end(self):
-            self.ends += 1
-
-        def __getitem__(self, i):
-            rows = np.arange(4, dtype=np.float32)[:, None] + 10 * i
-            return rows, -rows
-
-    inner = Batches()
+    inner = counting_batches(7, 4, workers=3, use_multiprocessing=True, max_queue_size=5)
     repeat, part = RepeatTargets(inner, 2), BatchSlice(inner, 1, 2)
     for wrapped in (repeat, part):
         assert isinstance(wrapped, WrappedDataset) and isinstance(wrapped, keras.utils.PyDataset)

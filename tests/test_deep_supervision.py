@@ -16,7 +16,7 @@ from brats_keras.metrics import report_metrics
 from brats_keras.models import build_model, main_output
 from brats_keras.training import TrainConfig, read_log, train
 
-from conftest import write_converted_cases
+from conftest import counting_batches, write_converted_cases
 
 
 def tiny(name="unet3d", n=0, output="regions", depth=3, **kw):
@@ -106,24 +106,10 @@ def test_the_loss_is_the_weighted_sum_of_each_outputs_loss_and_metrics_see_the_m
 
 
 def test_repeat_targets_gives_a_label_copy_per_output():
-    class Two(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__()
-            self.ends = 0
-
-        def __len__(self):
-            return 3
-
-        def on_epoch_end(self):
-            self.ends += 1
-
-        def __getitem__(self, i):
-            return np.full((1, 2), i, np.float32), np.full((1, 1), 10 + i, np.float32)
-
-    inner = Two()
+    inner = counting_batches(3, 1)
     feed = repeat_targets(inner, 3)
     x, ys = feed[2]
-    assert len(feed) == 3 and x[0, 0] == 2 and len(ys) == 3 and all(y[0, 0] == 12 for y in ys)
+    assert len(feed) == 3 and x[0, 0] == 20 and len(ys) == 3 and all(y[0, 0] == -20 for y in ys)
     feed.on_epoch_end()
     assert inner.ends == 1 and repeat_targets(inner, 1) is inner
 
