@@ -255,9 +255,9 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
     if (output_dir / MANIFEST).exists() and not overwrite:
         try:
             old = read_manifest(output_dir)
-        except (OSError, ValueError):
+        except bio.BratsInputError:  # unreadable or of another shape: convert every case again
             old = None
-        if not isinstance(old, dict) or not all(isinstance(old.get(k, {}), dict) for k in ("cases", "dropped")):
+        if old is not None and not isinstance(old.get("dropped", {}), dict):
             old = None
         if old is not None and not _same_settings(old.get("settings"), settings):
             log(f"{output_dir}: settings differ from the existing manifest; converting every case again")
@@ -368,12 +368,8 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
     merged = {"settings": None, "cases": {}, "failed": {}, "dropped": {}}
     parts = {}
     for folder in map(Path, inputs):
-        try:
-            m = read_manifest(folder)
-        except (OSError, ValueError) as exc:
-            raise bio.BratsInputError(f"{folder / MANIFEST}: not a readable conversion manifest "
-                                      f"({bio.os_error_reason(exc) if isinstance(exc, OSError) else exc})") from None
-        if not isinstance(m, dict) or not isinstance(m.get("settings"), dict):
+        m = read_manifest(folder)  # one line naming it: missing, unreadable, not a manifest's shape
+        if not isinstance(m.get("settings"), dict):
             raise bio.BratsInputError(f"{folder / MANIFEST}: not a conversion manifest (no settings)")
         shard = m.get("shard")
         if not isinstance(shard, dict):

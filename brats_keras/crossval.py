@@ -172,7 +172,7 @@ def _manifest_roots(run: Path) -> list[Path]:
     cfg = json.loads((run / "config.json").read_text()) if (run / "config.json").is_file() else {}
     try:
         manifest = read_manifest(cfg.get("data", ""))
-    except Exception:
+    except BratsInputError:  # no readable conversion folder: the caller names the roots it needs
         return []
     return sorted({Path(e["seg"]).parent.parent for e in manifest["cases"].values() if e.get("seg")})
 

@@ -90,31 +90,6 @@ def _inside_folder(rel) -> bool:
     return bool(parts) and not os.path.isabs(rel) and ".." not in parts
 
 
-def _read_cases_manifest(data_dir: Path) -> dict:
-    """The manifest of a conversion folder, its shape checked: a JSON object whose ``cases`` maps each case
-    id to an object. A folder without one, a file that is not JSON, or one of another shape (hand-edited,
-    damaged, from another tool) is a BratsInputError in one line naming the file."""
-    path = data_dir / MANIFEST
-    if not path.is_file():
-        raise BratsInputError(f"{data_dir}: no {MANIFEST}: not a conversion folder (make one with "
-                              "data_prep/convert.py or brats-keras convert)")
-    try:
-        manifest = read_manifest(data_dir)
-    except (OSError, ValueError) as exc:  # unreadable, or not JSON
-        raise BratsInputError(f"{path}: cannot read the conversion manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise BratsInputError(f"{path}: not a conversion manifest (a JSON object), got {type(manifest).__name__}")
-    cases = manifest.get("cases")
-    if not isinstance(cases, dict):
-        raise BratsInputError(f"{path}: 'cases' must map case ids to their files, got "
-                              f"{'nothing' if cases is None else type(cases).__name__}")
-    bad = next((c for c, e in cases.items() if not isinstance(e, dict)), None)
-    if bad is not None:
-        raise BratsInputError(f"{path}: case {bad}: entry must be an object naming its files, got "
-                              f"{type(cases[bad]).__name__}")
-    return manifest
-
-
 class ConvertedCases:
     """Memory-mapped access to the cases of a conversion folder (needs masks).
 
@@ -126,7 +101,7 @@ class ConvertedCases:
 
     def __init__(self, data_dir, case_ids=None):
         self.data_dir = Path(data_dir)
-        manifest = _read_cases_manifest(self.data_dir)
+        manifest = read_manifest(self.data_dir)  # shape checked
         try:
             self.spec = PreprocessingSpec.from_dict(manifest.get("settings"))
         except ValueError as exc:

@@ -145,13 +145,38 @@ class PreprocessingSpec:
 
 
 def read_manifest(folder) -> dict:
-    """Load ``folder/manifest.json``, written by :func:`brats_keras.convert.convert_folder`.
+    """Load ``folder/manifest.json``, written by :func:`brats_keras.convert.convert_folder`, its shape checked: a
+    JSON object whose ``cases`` maps each case id to an object.
 
     Raises:
-        OSError (FileNotFoundError for a folder without one) and ValueError for a file that is not JSON.
+        BratsInputError in one line naming the folder or the file: no manifest (not a conversion folder), a file
+        that cannot be read or is not JSON, or one of another shape (hand-edited, damaged, from another tool).
     """
-    with open(Path(folder) / MANIFEST) as f:
-        return json.load(f)
+    from .io import BratsInputError, os_error_reason
+
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise BratsInputError(f"{folder}: no {MANIFEST}: not a conversion folder (make one with "
+                              "data_prep/convert.py or brats-keras convert)")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+    except OSError as exc:
+        raise BratsInputError(f"{path}: cannot read the conversion manifest ({os_error_reason(exc)})") from None
+    except ValueError as exc:  # not JSON (or not UTF-8)
+        raise BratsInputError(f"{path}: cannot read the conversion manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise BratsInputError(f"{path}: not a conversion manifest (a JSON object), got {type(manifest).__name__}")
+    cases = manifest.get("cases")
+    if not isinstance(cases, dict):
+        raise BratsInputError(f"{path}: 'cases' must map case ids to their files, got "
+                              f"{'nothing' if cases is None else type(cases).__name__}")
+    bad = next((c for c, e in cases.items() if not isinstance(e, dict)), None)
+    if bad is not None:
+        raise BratsInputError(f"{path}: case {bad}: entry must be an object naming its files, got "
+                              f"{type(cases[bad]).__name__}")
+    return manifest
 
 
 def _is_int(value) -> bool:
