@@ -683,11 +683,11 @@ def choose_postprocessing_from_crossval(cv_dir, **kwargs) -> dict:
     rows = list(results["cases"].values())
     truths = [_read_classes(Path(row["truth"]))[0] for row in rows]
     if rows and all("probabilities" in row for row in rows):  # region models: thresholds are chosen too
-        probs = [load_probabilities(_member_path(cv_dir, "probabilities", row["probabilities"])) for row in rows]
+        probs = [load_probabilities(member_path(cv_dir, "probabilities", row["probabilities"])) for row in rows]
         preds = None
     else:
         probs = None
-        preds = [_read_classes(_member_path(cv_dir, "predictions", row["prediction"]))[0] for row in rows]
+        preds = [_read_classes(member_path(cv_dir, "predictions", row["prediction"]))[0] for row in rows]
     choice = choose_postprocessing(preds, truths, probs=probs, **kwargs)
     if probs is None:
         choice["note"] = (f"region thresholds not tried: {path} keeps no probabilities (a softmax model, or "
@@ -716,12 +716,12 @@ def crossval_postprocessed(cv_dir, choice, log=None) -> dict:
     for cid, row in results["cases"].items():
         truth, spacing = _read_classes(Path(row["truth"]))
         if "probabilities" in row:
-            q, box, shape = load_probabilities(_member_path(cv_dir, "probabilities", row["probabilities"]))
+            q, box, shape = load_probabilities(member_path(cv_dir, "probabilities", row["probabilities"]))
             full = np.zeros(tuple(shape) + (q.shape[-1],), np.uint8)
             full[tuple(slice(a, b) for a, b in box)] = q
             pred = _decode(full, spec["thresholds"])
         else:
-            pred = _read_classes(_member_path(cv_dir, "predictions", row["prediction"]))[0]
+            pred = _read_classes(member_path(cv_dir, "predictions", row["prediction"]))[0]
         scores = region_scores(apply_postprocessing(pred, spec), truth, spacing)
         cases[cid] = {"fold": row["fold"], **{r: scores[r] for r in REGION_NAMES}}
         if log:
@@ -734,7 +734,7 @@ def crossval_postprocessed(cv_dir, choice, log=None) -> dict:
             "failed": results.get("failed", {}), **_summary(list(cases.values()))}
 
 
-def _member_path(cv_dir: Path, folder: str, recorded: str) -> Path:
+def member_path(cv_dir: Path, folder: str, recorded: str) -> Path:
     """A file crossval.json names: where it was written, or in ``cv_dir/folder`` when the folder was moved."""
     path = Path(recorded)
     return cv_dir / folder / path.name if not path.exists() else path

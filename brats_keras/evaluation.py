@@ -134,6 +134,21 @@ def resolution_ceiling(classes, factor: int = 2) -> dict:
     return {r: dice(pr[..., i], tr[..., i]) for i, r in enumerate(REGION_NAMES)}
 
 
+def grid_dice(pred, true, factor: int = 2) -> dict:
+    """Dice per region (WT, TC, ET) of a predicted and a true class map ``(D, H, W)``, both taken to ``factor`` mm
+    (:func:`~brats_keras.preprocessing.downsample_classes`: a region where it fills half a block): the score at a
+    model's working resolution. Beside the 1 mm score it tells how much of a model's error is detail its grid
+    cannot hold (a large gap) and how much is regions missed or confused (a small one)."""
+    from .preprocessing import downsample_classes
+
+    pred, true = np.asarray(pred), np.asarray(true)
+    if pred.shape != true.shape:
+        raise ValueError(f"prediction of shape {pred.shape} for a label map of shape {true.shape}")
+    pr = classes_to_regions(downsample_classes(pred, factor))
+    tr = classes_to_regions(downsample_classes(true, factor))
+    return {r: dice(pr[..., i], tr[..., i]) for i, r in enumerate(REGION_NAMES)}
+
+
 def sensitivity(pred, true) -> float:
     """Sensitivity (recall) ``|P & T| / |T|``; 1 when both are empty, 0 when only ``true`` is."""
     pred, true = _pair(pred, true)

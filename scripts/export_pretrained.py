@@ -31,9 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brats_keras import io as bio  # noqa: E402
 from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E402
-from brats_keras.crossval import choice_rule_flags, fold_runs, read_crossval, read_postprocessing_file  # noqa: E402
+from brats_keras.crossval import (choice_rule_flags, crossval_file, fold_runs, member_path, read_crossval,  # noqa: E402
+                                  read_postprocessing_file)
 from brats_keras.data import ConvertedCases  # noqa: E402
-from brats_keras.evaluation import resolution_ceiling, score_case  # noqa: E402
+from brats_keras.evaluation import grid_dice, resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.models import count_params, main_output  # noqa: E402
 from brats_keras.pretrained import CARD_FILE, CARD_JSON, MODEL_FILE  # noqa: E402
@@ -313,8 +314,13 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
         ensemble.predict_case(cases[cid])
         seconds.append(time.time() - t0)
     info = read_info(written[0])
-    ceiling = [resolution_ceiling(bio.load_classes(Path(r["truth"])), int(info.get("downsample") or 1))
-               for r in results["cases"].values()]
+    factor = int(info.get("downsample") or 1)
+    cv_dir = crossval_file(args.crossval).parent
+    ceiling, on_grid = [], []  # per case: the grid's ceiling, and the out-of-fold prediction scored on the grid
+    for r in results["cases"].values():
+        truth = bio.load_classes(Path(r["truth"]))
+        ceiling.append(resolution_ceiling(truth, factor))
+        on_grid.append(grid_dice(bio.load_classes(member_path(cv_dir, "predictions", r["prediction"])), truth, factor))
     model, _ = load_model(written[0], compile=False)
     n_fold_cases = {k: len(f["cases"]) for k, f in results["folds"].items()}
     steps = sorted({len(read_log(r)) * c["steps_per_epoch"] for r, c in zip(runs, cfgs)})
@@ -339,6 +345,7 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
                                              "std", "failed") if k in results},
         "crossval_postprocessed": {k: post[k] for k in ("cases", "folds", "mean", "median", "std") if k in post},
         "resolution_ceiling": {r: float(np.mean([c[r] for c in ceiling])) for r in ("WT", "TC", "ET")},
+        "grid_dice": {r: float(np.mean([c[r] for c in on_grid])) for r in ("WT", "TC", "ET")},
         "check": {"cases": ids, "max_dice_difference": float(max(diffs)) if diffs else 0.0,
                   "single_seconds_per_case": float(np.mean(single)) if single else float("nan"),
                   "ensemble_seconds_per_case": float(np.mean(seconds)) if seconds else float("nan")},

@@ -878,6 +878,13 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     assert len(card["check"]["cases"]) == 2 and 0 <= card["check"]["max_dice_difference"] <= 1
     assert card["check"]["ensemble_seconds_per_case"] > 0
     assert all(0 < card["resolution_ceiling"][r] <= 1 for r in ("WT", "TC", "ET"))
+    from brats_keras import io as bio
+    from brats_keras.evaluation import grid_dice
+
+    factor = int(read_info(ship / "fold-0.keras").get("downsample") or 1)
+    on_grid = [grid_dice(bio.load_classes(r["prediction"]), bio.load_classes(r["truth"]), factor)
+               for r in results["cases"].values()]  # the out-of-fold predictions, on the models' grid
+    assert card["grid_dice"] == pytest.approx({r: np.mean([g[r] for g in on_grid]) for r in ("WT", "TC", "ET")})
     stored = read_info(ship / "fold-1.keras")["postprocess"]
     choice = json.loads((cv_dir / "postprocessing.json").read_text())
     assert {k: stored[k] for k in choice["postprocess"]} == choice["postprocess"]
@@ -887,6 +894,7 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     assert md == card_markdown(card)
     mean = results["mean"]
     assert md.startswith("# Model card: brats-keras pretrained 3D U-Net, 2-fold ensemble")
+    assert (f"Scored at {factor} mm" in md) == (factor > 1)
     assert ("| **mean over 5 cases** | " + " | ".join(f"{mean[r]['dice']:.3f}" for r in ("WT", "TC", "ET"))) in md
     assert "## Headline: the cross-validated estimate (2 folds, 5 cases, `last` checkpoints)" in md
     assert "--fold $k" in md and "for k in 0 1; do" in md and "--split-file" not in md

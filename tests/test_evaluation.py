@@ -680,3 +680,24 @@ def test_resolution_ceiling_known_answers():
     assert resolution_ceiling(c, 2) == pytest.approx({"WT": 2 * 504 / (513 + 504), "TC": 2 * 56 / (65 + 56),
                                                       "ET": 2 * 56 / (64 + 56)})
     assert resolution_ceiling(c, 1) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+
+
+def test_grid_dice_scores_both_maps_on_the_coarse_grid():
+    """A 1 mm error smaller than half a 2 mm block disappears on the grid; a whole block missed does not; at
+    factor 1 it is the plain Dice per region."""
+    from brats_keras.evaluation import grid_dice
+
+    true = np.zeros((12, 12, 12), np.uint8)
+    true[2:10, 2:10, 2:10] = 2  # edema around
+    true[4:8, 4:8, 4:8] = 3  # an enhancing core, block-aligned
+    pred = true.copy()
+    pred[11, 11, 11] = 2  # one stray voxel: 1/8 of a block
+    pred[4:8, 4:8, 7] = 2  # the core's last 1 mm slab taken for edema: ET keeps 3 of 4 slabs at 1 mm, TC too
+    assert grid_dice(pred, true, 1) == pytest.approx({"WT": 2 * 512 / (513 + 512), "TC": 2 * 48 / (48 + 64),
+                                                      "ET": 2 * 48 / (48 + 64)})
+    # at 2 mm the stray voxel is gone and the core's last block row is still half ET: all three whole again
+    assert grid_dice(pred, true, 2) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
+    pred[4:8, 4:8, 6:8] = 2  # a whole block row of the core missed: 4 of 8 blocks at 2 mm, as at 1 mm
+    assert grid_dice(pred, true, 2) == pytest.approx({"WT": 1.0, "TC": 2 * 4 / (4 + 8), "ET": 2 * 4 / (4 + 8)})
+    with pytest.raises(ValueError, match="shape"):
+        grid_dice(pred[:-1], true, 2)
