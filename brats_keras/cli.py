@@ -366,8 +366,14 @@ def _add_crossval(sub):
         "crossval", help="predict and score every fold run's validation cases (out-of-fold) in one table",
         description="Exit status: 0 done; 1 some cases could not be read (one line each; the others are "
                     "scored); 2 unusable input (a folder that is not a fold run, a missing or unreadable "
-                    "checkpoint, overlapping folds, a case without a label map): one line, nothing written.")
-    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="the fold run folders")
+                    "checkpoint, overlapping folds, a case without a label map; with --combine, tables of other cases "
+                    "or folds, or without stored probabilities): one line, nothing written.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="the fold run folders")
+    src.add_argument("--combine", nargs="+", metavar="CV_DIR",
+                     help="predict nothing: average the probabilities that these crossval folders (two or more "
+                          "recipes, the same folds) stored, case by case: the ensemble of all their fold models, "
+                          "scored out-of-fold")
     p.add_argument("--data-root", action="append", metavar="DIR",
                    help="folder of the original NIfTI cases with label maps (repeatable; default: where the runs' "
                         "conversion manifests say the label maps are)")
@@ -396,8 +402,9 @@ def _add_crossval(sub):
 def cmd_crossval(args) -> int:
     from pathlib import Path
 
-    from .crossval import (choose_postprocessing_from_crossval, crossval_markdown, crossval_postprocessed,
-                           crossval_predict, format_choice, format_crossval, read_crossval, set_postprocessing)
+    from .crossval import (choose_postprocessing_from_crossval, crossval_combine, crossval_markdown,
+                           crossval_postprocessed, crossval_predict, format_choice, format_crossval, read_crossval,
+                           set_postprocessing)
     from .io import BratsInputError, atomic_write_json, atomic_write_text
 
     try:
@@ -408,6 +415,8 @@ def cmd_crossval(args) -> int:
             rule["confidence"] = args.confidence or None
         if args.reuse:
             res = read_crossval(Path(args.out) / "crossval.json")
+        elif args.combine:
+            res = crossval_combine(args.combine, args.out, progress=not args.quiet)
         else:
             res = crossval_predict(args.runs, args.out, data_roots=args.data_root, checkpoint=args.checkpoint,
                                    tta=args.tta, batch_size=args.batch_size, progress=not args.quiet)

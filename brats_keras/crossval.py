@@ -270,6 +270,112 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
     return results
 
 
+def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
+    """The out-of-fold estimate of an ensemble of recipes, from their cross-validations alone: per case, the mean
+    of the region probabilities that each cross-validation stored (:func:`crossval_predict` of region models),
+    decoded at 0.5 and scored. The cross-validations must share their folds, so that every model averaged for a
+    case never trained on it: the score is what the ensemble of all their fold models would give on new patients,
+    measured without predicting anything again.
+
+    Args:
+        cv_dirs: two or more ``crossval`` output folders (or their ``crossval.json``) of the same cases and folds.
+        out: output folder, laid out as :func:`crossval_predict` writes it (``predictions/``, ``probabilities/``,
+            ``crossval.json`` with ``"combined"``: the tables averaged, ``crossval.csv``, ``crossval.md``), so
+            that ``crossval --reuse --choose-postprocessing`` and ``crossval-compare`` read it.
+    Returns:
+        the table, as :func:`crossval_predict` returns it; a row's ``"run"`` and ``"model"`` list one per table.
+    Raises:
+        BratsInputError (one line, before anything is written) for fewer than two tables, an unreadable one, a
+        table without stored probabilities, tables whose folds differ, or a case missing from a table. A case
+        whose stored files cannot be read is listed under ``"failed"`` and the others are still scored.
+    """
+    import nibabel as nib
+
+    from .evaluation import _read_classes, region_scores
+    from .inference import DEFAULT_THRESHOLD
+
+    paths = [crossval_file(d) for d in cv_dirs]
+    if len(paths) < 2:
+        raise BratsInputError("give two or more crossval folders to combine")
+    tables = [read_crossval(p) for p in paths]
+    first, first_path = tables[0], paths[0]
+    for path, table in zip(paths, tables):
+        if set(table["cases"]) != set(first["cases"]):
+            missing = sorted(set(first["cases"]) ^ set(table["cases"]))
+            raise BratsInputError(f"{path}: scores other cases than {first_path} (e.g. {missing[0]}): combine "
+                                  "cross-validations of the same cases")
+        for cid, row in table["cases"].items():
+            if row["fold"] != first["cases"][cid]["fold"]:
+                raise BratsInputError(f"{path}: case {cid} is in fold {row['fold']}, in fold "
+                                      f"{first['cases'][cid]['fold']} of {first_path}: a model of one would have "
+                                      "trained on it; combine cross-validations of the same folds")
+            if not row.get("probabilities"):
+                raise BratsInputError(f"{path}: case {cid} has no stored probabilities (a softmax model, or a "
+                                      "crossval older than them): run crossval again")
+    out = Path(out)
+    if any(out.resolve() == p.parent.resolve() for p in paths):
+        raise BratsInputError(f"{out}: is one of the folders combined; choose another")
+    (out / "predictions").mkdir(parents=True, exist_ok=True)
+    cases, failed = {}, {}
+    for cid in sorted(first["cases"]):
+        rows = [t["cases"][cid] for t in tables]
+        try:
+            loaded = [load_probabilities(member_path(p.parent, "probabilities", r["probabilities"]))
+                      for p, r in zip(paths, rows)]
+            shape = loaded[0][2]
+            if any(tuple(q[2]) != tuple(shape) for q in loaded):
+                raise BratsInputError(f"{cid}: the tables' probabilities are of different shapes")
+            lo = [min(q[1][i][0] for q in loaded) for i in range(3)]
+            hi = [max(q[1][i][1] for q in loaded) for i in range(3)]
+            box = list(zip(lo, hi))
+            total = np.zeros(tuple(b - a for a, b in box) + (loaded[0][0].shape[-1],), np.float32)
+            for q, qbox, _ in loaded:
+                total[tuple(slice(a - l, b - l) for (a, b), l in zip(qbox, lo))] += q
+            mean_q = np.rint(total / len(loaded)).astype(np.uint8)
+            full = np.zeros(tuple(shape) + (mean_q.shape[-1],), np.uint8)
+            full[tuple(slice(a, b) for a, b in box)] = mean_q
+            classes = _decode(full, {r: DEFAULT_THRESHOLD for r in REGION_NAMES})
+            truth_path = Path(rows[0]["truth"])
+            true, spacing = _read_classes(truth_path)
+            ref = nib.load(str(member_path(paths[0].parent, "predictions", rows[0]["prediction"])))
+            convention = next((c.label_convention for c in find_cases(truth_path.parent) if c.case_id == cid),
+                              "2021")
+        except (BratsInputError, OSError, ValueError) as exc:
+            failed[cid] = str(exc).splitlines()[0]
+            log(f"FAILED {cid}: {failed[cid]}")
+            continue
+        pred_path = out / "predictions" / f"{cid}.nii.gz"
+        save_nifti(pred_path, classes_to_labels(classes, convention), ref.affine, ref.header)
+        probs_path = save_probabilities(out / "probabilities" / f"{cid}.npz", mean_q.astype(np.float32) / 255, box,
+                                        tuple(shape))  # quantized again to the same bytes
+        scores = region_scores(classes, true, spacing)
+        cases[cid] = {"fold": rows[0]["fold"], "run": [r.get("run") for r in rows],
+                      "model": [r.get("model") for r in rows], "prediction": str(pred_path),
+                      "truth": str(truth_path), "probabilities": str(probs_path),
+                      **{r: scores[r] for r in REGION_NAMES}}
+        if progress:
+            log(f"fold {rows[0]['fold']} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in REGION_NAMES))
+    if not cases:
+        raise BratsInputError(f"no case could be combined ({len(failed)} failed)")
+    fold_table = {}
+    for fold, f in first["folds"].items():
+        rows = [cases[c] for c in f["cases"] if c in cases]
+        fold_table[fold] = {"run": [t["folds"].get(fold, {}).get("run") for t in tables], "cases": f["cases"],
+                            "mean": _summary(rows)["mean"] if rows else {}}
+
+    def same(key):
+        values = {json.dumps(t.get(key)) for t in tables}
+        return tables[0].get(key) if len(values) == 1 else "mixed"
+
+    results = {"checkpoint": same("checkpoint"), "tta": same("tta"), "overlap": same("overlap"),
+               "combined": [str(p.parent) for p in paths], "cases": cases, "folds": fold_table, "failed": failed,
+               **_summary(list(cases.values()))}
+    atomic_write_json(out / "crossval.json", results)
+    atomic_write_text(out / "crossval.csv", crossval_csv(results))
+    atomic_write_text(out / "crossval.md", crossval_markdown(results))
+    return results
+
+
 # ----------------------------------------------------------------------------- reading a crossval output
 #: the tables a crossval output folder holds: the out-of-fold scores, and the scores with the chosen post-processing
 _TABLES = {False: "crossval.json", True: "crossval_postprocessed.json"}
@@ -398,8 +504,10 @@ def crossval_markdown(results: dict, choice: dict | None = None, command: str | 
 
     head = "| | Dice WT | TC | ET | HD95 WT (mm) | TC | ET |\n| --- | --- | --- | --- | --- | --- | --- |"
     lines = [f"## Cross-validated estimate ({len(folds)} folds, {n} cases, `{results['checkpoint']}` checkpoints)",
-             "", "Every case scored once, by the fold model that did not train on it, in its original 1 mm "
-             "geometry, before post-processing.", "", head,
+             "", ("Every case scored once, by the mean of the probabilities of the fold models (one per "
+                  f"cross-validation combined: {', '.join(results['combined'])}) that did not train on it"
+                  if results.get("combined") else "Every case scored once, by the fold model that did not train on it")
+             + ", in its original 1 mm geometry, before post-processing.", "", head,
              row(f"**mean over {n} cases**", results["mean"]), row("median", results["median"]),
              row("standard deviation", results["std"])]
     if postprocessed is not None:
