@@ -514,8 +514,13 @@ def _add_ensemble(sub):
     p.add_argument("--checkpoint", choices=["last", "best"], default="last")
     p.add_argument("--postprocessing", metavar="JSON",
                    help="postprocessing.json written by crossval --choose-postprocessing: stored in every model")
-    p.add_argument("--float32", action="store_true", help="keep the weights in float32 (default: float16, half "
-                                                          "the size, the same Dice)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--float32", action="store_true", help="keep the weights in float32 (default: float16, half "
+                                                             "the size, the same Dice)")
+    size.add_argument("--int8", action="store_true",
+                      help="kernels in int8 with a scale per output channel, other weights in float16: a quarter of "
+                           "float32, for more models within a size budget (check the Dice with crossval first); "
+                           "only brats-keras reads such files")
     p.set_defaults(func=cmd_ensemble)
 
 
@@ -525,7 +530,7 @@ def cmd_ensemble(args) -> int:
 
     try:
         ensemble_from_runs(args.runs, args.out, checkpoint=args.checkpoint, postprocessing=args.postprocessing,
-                           weights_dtype="float32" if args.float32 else "float16")
+                           weights_dtype="float32" if args.float32 else "int8" if args.int8 else "float16")
     except (BratsInputError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

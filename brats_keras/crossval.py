@@ -921,7 +921,8 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     ``brats-keras predict --model out`` (and :class:`~brats_keras.inference.Predictor`) averages.
 
     Each file holds the fold's weights without optimizer state (in float16 by default: half the size, see
-    :func:`brats_keras.checkpoint.store_float16`) in a model that computes in float32 (a fold trained under
+    :func:`brats_keras.checkpoint.store_float16`; ``weights_dtype="int8"``: kernels in int8, a quarter, see
+    :func:`brats_keras.checkpoint.store_int8`) in a model that computes in float32 (a fold trained under
     mixed precision would otherwise predict in bfloat16 or float16 wherever it is loaded, and its exports would
     not give its probabilities), its preprocessing info, and the post-processing chosen on
     the out-of-fold predictions when ``postprocessing`` (a ``postprocessing.json`` path or a
@@ -958,10 +959,14 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     if postprocessing is not None:
         postprocessing = _postprocess_info(postprocessing)
         _thresholds_apply({**loaded[0][4], "postprocess": postprocessing}, loaded[0][2])
-    if weights_dtype == "float16":  # checked for every fold before the first file is written
+    if weights_dtype in ("float16", "int8"):  # checked for every fold before the first file is written
         for _, _, model_path, model, _ in loaded:
             for w in model.get_weights():
-                check_float16_range(w, f"{model_path}: a weight", " (--float32)")
+                if weights_dtype == "int8" and w.ndim >= 2:  # a kernel: int8 with a scale, any finite value
+                    if not np.all(np.isfinite(w)):
+                        raise BratsInputError(f"{model_path}: a kernel holds values that are not finite")
+                else:
+                    check_float16_range(w, f"{model_path}: a weight", " (--float32)")
     out = Path(out)
     names = {f"fold-{fold}.keras" for fold, *_ in loaded}
     foreign = sorted(p.name for p in out.glob("*.keras") if p.name not in names and not p.name.startswith("fold-"))

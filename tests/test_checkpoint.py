@@ -175,3 +175,69 @@ def test_a_float16_checkpoint_keeps_the_optimizer_state_in_float32(tmp_path):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a))
     for original, half in zip(model.get_weights(), loaded.get_weights()):
         np.testing.assert_array_equal(half, original.astype(np.float16).astype(np.float32))
+
+
+# ----------------------------------------------------------------------------- int8 kernels
+def test_int8_file_restores_each_kernel_within_half_a_step_and_the_rest_as_float16(tmp_path):
+    from brats_keras.checkpoint import INT8_MEMBER, is_int8
+
+    model = tiny()
+    kernels = [w for w in model.weights if len(w.shape) >= 2]
+    kernels[0].assign(np.zeros(kernels[0].shape, np.float32))  # an all-zero kernel stays zero (no 0/0)
+    f16 = save_model(model, tmp_path / "m16.keras", INFO, include_optimizer=False, weights_dtype="float16")
+    i8 = save_model(model, tmp_path / "m8.keras", INFO, include_optimizer=False, state={"epoch": 2},
+                    weights_dtype="int8")
+    assert is_int8(i8) and not is_int8(f16) and INT8_MEMBER in zipfile.ZipFile(i8).namelist()
+    loaded, info = load_model(i8, compile=False)
+    assert info == INFO and read_state(i8) == {"epoch": 2}
+    for original, got in zip(model.get_weights(), loaded.get_weights()):
+        assert got.dtype == np.float32 and got.shape == original.shape
+        if original.ndim >= 2:  # per output channel: within half of max|w| / 127 of that channel
+            step = np.abs(original).reshape(-1, original.shape[-1]).max(axis=0) / 127
+            assert np.all(np.abs(got - original) <= step / 2 + 1e-9)
+            assert len(np.unique(got[..., -1])) <= 255  # 8-bit levels
+        else:
+            np.testing.assert_array_equal(got, original.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(loaded.get_weights()[model.weights.index(kernels[0])], 0)
+    x = x_batch()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)),
+                               keras.ops.convert_to_numpy(model(x, training=False)), atol=2e-2)
+    assert stored_dtypes(i8) == {"float16", "float32"}  # float32: the scales only
+    # plain Keras does not read the kernels where they are stored: refused, not loaded wrong
+    with pytest.raises(ValueError):
+        keras.saving.load_model(str(i8), compile=False)
+
+
+def test_store_int8_of_a_file_equals_saving_in_int8_and_is_a_quarter_of_float32(tmp_path):
+    from brats_keras.checkpoint import store_int8
+
+    keras.utils.set_random_seed(1)
+    model = build_model("unet3d", in_channels=2, output="regions", base_filters=8, depth=3)
+    f32 = save_model(model, tmp_path / "m32.keras", INFO, include_optimizer=False)
+    i8 = store_int8(f32, tmp_path / "m8.keras")
+    direct = save_model(model, tmp_path / "direct.keras", INFO, include_optimizer=False, weights_dtype="int8")
+    for a, b in zip(load_model(i8, compile=False)[0].get_weights(), load_model(direct, compile=False)[0].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert read_info(i8) == INFO
+    assert i8.stat().st_size < 0.35 * f32.stat().st_size
+    # from a float16 file (as an ensemble ships) the kernels are quantized too: the same int8 file
+    f16 = store_float16(f32, tmp_path / "m16.keras")
+    from_f16 = store_int8(f16, tmp_path / "from16.keras")
+    assert from_f16.stat().st_size < 0.6 * f16.stat().st_size
+    for got, w in zip(load_model(from_f16, compile=False)[0].get_weights(), model.get_weights()):
+        if w.ndim >= 2:  # half a step of the float16 kernel's channel, plus float16's own rounding of the source
+            step = np.abs(w.astype(np.float16).astype(np.float32)).reshape(-1, w.shape[-1]).max(axis=0) / 127
+            assert np.all(np.abs(got - w) <= step / 2 + np.abs(w) / 2048 + 1e-9)
+    with pytest.raises(BratsInputError, match="already stored in int8"):
+        store_int8(i8, tmp_path / "again.keras")
+    with pytest.raises(BratsInputError, match="already stored in int8"):
+        store_float16(i8, tmp_path / "again.keras")
+    with pytest.raises(FileNotFoundError):
+        store_int8(tmp_path / "missing.keras")
+    bad = model.weights[0]
+    bad.assign(np.full(bad.shape, np.nan, np.float32))
+    with pytest.raises(BratsInputError, match="not finite"):
+        save_model(model, tmp_path / "nan.keras", INFO, include_optimizer=False, weights_dtype="int8")
+    assert not (tmp_path / "nan.keras").exists()
+    with pytest.raises(ValueError, match="weights_dtype"):
+        save_model(model, tmp_path / "x.keras", weights_dtype="int4")

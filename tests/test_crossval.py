@@ -743,6 +743,17 @@ def test_ensemble_command_gathers_the_folds_in_float16_with_the_chosen_postproce
     b, _ = load_model(lasts[0], compile=False)
     assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
     assert "postprocess" not in read_info(tmp_path / "f32" / "fold-0.keras")
+    # --int8: kernels as 8-bit integers, restored by predict within half a step of each output channel
+    from brats_keras.checkpoint import is_int8
+
+    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(tmp_path / "i8"), "--int8"]) == 0
+    assert json.loads((tmp_path / "i8" / "ensemble.json").read_text())["weights_dtype"] == "int8"
+    assert is_int8(tmp_path / "i8" / "fold-0.keras")
+    c, _ = load_model(tmp_path / "i8" / "fold-0.keras", compile=False)
+    for u, v in zip(c.get_weights(), b.get_weights()):
+        step = np.abs(v).reshape(-1, v.shape[-1]).max(axis=0) / 127 if v.ndim >= 2 else np.abs(v) / 1000
+        assert np.all(np.abs(u - v) <= step / 2 + 1e-6)
+    assert np.allclose(Predictor(tmp_path / "i8").predict_batch(x), ens.predict_batch(x), atol=0.02)
 
 
 def test_ensemble_command_refuses_bad_runs_in_one_line_and_writes_nothing(cv, tmp_path, capsys):

@@ -88,7 +88,8 @@ def load_model(path, compile: bool = True) -> keras.Model:
 
     The project's losses and metrics are registered as Keras serializables, so a
     compiled model loads without ``custom_objects``. Keras' safe mode stays on: a file
-    holding a ``Lambda`` layer (arbitrary Python code) is refused.
+    holding a ``Lambda`` layer (arbitrary Python code) is refused. A file whose kernels are stored in int8
+    (:func:`brats_keras.checkpoint.store_int8`) loads through a float32 copy in a temporary folder.
 
     Raises:
         FileNotFoundError: ``"<path>: model file not found"``.
@@ -108,6 +109,13 @@ def load_model(path, compile: bool = True) -> keras.Model:
                               f"or another format)")
     _register_custom_objects()
     try:
+        from ..checkpoint import dequantized_copy, is_int8
+
+        if not legacy_h5 and is_int8(path):  # kernels stored in int8 (checkpoint.store_int8): restored first
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="brats_int8_") as tmp:
+                return keras.saving.load_model(str(dequantized_copy(path, Path(tmp) / path.name)), compile=compile)
         return keras.saving.load_model(str(path), compile=compile)
     except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         text = " ".join(str(exc).split())
