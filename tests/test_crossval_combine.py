@@ -249,3 +249,23 @@ def test_stored_probabilities_round_trip_to_the_same_bytes(tables):
         save_probabilities(tmp_path / "again.npz", q.astype(np.float32) / 255, box, SHAPE)
         assert np.array_equal(load_probabilities(tmp_path / "again.npz")[0], q)
 
+
+
+def test_export_refuses_a_combined_table_in_one_line(tables, capsys):
+    """The pretrained export scores the fold runs it ships on their own table: a combined one (several runs per
+    fold) is refused in one line (exit 2), not a traceback on its lists of runs."""
+    import importlib.util
+
+    tmp_path, a, b, _ = tables
+    out = tmp_path / "ab"
+    assert cli_main(["crossval", "--combine", str(a), str(b), "--out", str(out), "--choose-postprocessing",
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    path = Path(__file__).resolve().parents[1] / "scripts" / "export_pretrained.py"
+    spec = importlib.util.spec_from_file_location("export_pretrained", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exc:
+        module._fold_runs([tmp_path / "A" / "fold0", tmp_path / "A" / "fold1"], out)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "combines cross-validations" in err[0]
