@@ -286,9 +286,11 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
     Returns:
         the table, as :func:`crossval_predict` returns it; a row's ``"run"`` and ``"model"`` list one per table.
     Raises:
-        BratsInputError (one line, before anything is written) for fewer than two tables, an unreadable one, a
-        table without stored probabilities, tables whose folds differ, or a case missing from a table. A case
-        whose stored files cannot be read is listed under ``"failed"`` and the others are still scored.
+        BratsInputError (one line, before anything is written) for fewer than two tables, one given twice, an
+        unreadable one, a table without stored probabilities, tables whose folds differ, or a case missing from a
+        table. A case whose stored files or label map cannot be read (or disagree in shape) is listed under
+        ``"failed"`` and the others are still scored; files an earlier table left in ``out`` for such a case, and
+        the post-processing chosen on that table, are removed.
     """
     import nibabel as nib
 
