@@ -264,6 +264,7 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
     results = {"checkpoint": checkpoint, "tta": bool(tta), "overlap": overlap, "cases": dict(sorted(cases.items())),
                "folds": fold_table,
                "failed": failed, **_summary(list(cases.values()))}
+    _drop_stale(out, failed, log)
     atomic_write_json(out / "crossval.json", results)
     atomic_write_text(out / "crossval.csv", crossval_csv(results))
     atomic_write_text(out / "crossval.md", crossval_markdown(results))
@@ -285,18 +286,28 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
     Returns:
         the table, as :func:`crossval_predict` returns it; a row's ``"run"`` and ``"model"`` list one per table.
     Raises:
-        BratsInputError (one line, before anything is written) for fewer than two tables, an unreadable one, a
-        table without stored probabilities, tables whose folds differ, or a case missing from a table. A case
-        whose stored files cannot be read is listed under ``"failed"`` and the others are still scored.
+        BratsInputError (one line, before anything is written) for fewer than two tables, one given twice, an
+        unreadable one, a table without stored probabilities, tables whose folds differ, or a case missing from a
+        table. A case whose stored files or label map cannot be read (or disagree in shape) is listed under
+        ``"failed"`` and the others are still scored; files an earlier table left in ``out`` for such a case, and
+        the post-processing chosen on that table, are removed.
     """
     import nibabel as nib
 
     from .evaluation import _read_classes, region_scores
     from .inference import DEFAULT_THRESHOLD
 
+    from nibabel.filebasedimages import ImageFileError
+
     paths = [crossval_file(d) for d in cv_dirs]
     if len(paths) < 2:
         raise BratsInputError("give two or more crossval folders to combine")
+    seen = {}
+    for path in paths:
+        if path.resolve() in seen:
+            raise BratsInputError(f"{path}: given twice (also as {seen[path.resolve()]}): combine different "
+                                  "cross-validations")
+        seen[path.resolve()] = path
     tables = [read_crossval(p) for p in paths]
     first, first_path = tables[0], paths[0]
     for path, table in zip(paths, tables):
@@ -312,10 +323,9 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
             if not row.get("probabilities"):
                 raise BratsInputError(f"{path}: case {cid} has no stored probabilities (a softmax model, or a "
                                       "crossval older than them): run crossval again")
-    out = Path(out)
-    if any(out.resolve() == p.parent.resolve() for p in paths):
+    out = Path(out).resolve()  # the table names its files by absolute paths: it is read from other folders too
+    if any(out == p.parent.resolve() for p in paths):
         raise BratsInputError(f"{out}: is one of the folders combined; choose another")
-    (out / "predictions").mkdir(parents=True, exist_ok=True)
     cases, failed = {}, {}
     for cid in sorted(first["cases"]):
         rows = [t["cases"][cid] for t in tables]
@@ -325,22 +335,22 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
             shape = loaded[0][2]
             if any(tuple(q[2]) != tuple(shape) for q in loaded):
                 raise BratsInputError(f"{cid}: the tables' probabilities are of different shapes")
+            truth_path = Path(rows[0]["truth"]).resolve()
+            true, spacing = _read_classes(truth_path)
+            if true.shape != tuple(shape):
+                raise BratsInputError(f"{truth_path}: label map of shape {true.shape}, the stored probabilities "
+                                      f"of {tuple(shape)}")
+            # the mean over the union of the boxes (each table's probabilities are 0 outside its own box)
             lo = [min(q[1][i][0] for q in loaded) for i in range(3)]
             hi = [max(q[1][i][1] for q in loaded) for i in range(3)]
             box = list(zip(lo, hi))
-            total = np.zeros(tuple(b - a for a, b in box) + (loaded[0][0].shape[-1],), np.float32)
-            for q, qbox, _ in loaded:
-                total[tuple(slice(a - l, b - l) for (a, b), l in zip(qbox, lo))] += q
+            total = sum(_paste(q, qbox, lo, [b - a for a, b in box]).astype(np.float32) for q, qbox, _ in loaded)
             mean_q = np.rint(total / len(loaded)).astype(np.uint8)
-            full = np.zeros(tuple(shape) + (mean_q.shape[-1],), np.uint8)
-            full[tuple(slice(a, b) for a, b in box)] = mean_q
-            classes = _decode(full, {r: DEFAULT_THRESHOLD for r in REGION_NAMES})
-            truth_path = Path(rows[0]["truth"])
-            true, spacing = _read_classes(truth_path)
+            classes = _decode(_paste(mean_q, box, (0, 0, 0), shape), {r: DEFAULT_THRESHOLD for r in REGION_NAMES})
             ref = nib.load(str(member_path(paths[0].parent, "predictions", rows[0]["prediction"])))
             convention = next((c.label_convention for c in find_cases(truth_path.parent) if c.case_id == cid),
                               "2021")
-        except (BratsInputError, OSError, ValueError) as exc:
+        except (BratsInputError, OSError, ValueError, ImageFileError) as exc:
             failed[cid] = str(exc).splitlines()[0]
             log(f"FAILED {cid}: {failed[cid]}")
             continue
@@ -368,12 +378,26 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
         return tables[0].get(key) if len(values) == 1 else "mixed"
 
     results = {"checkpoint": same("checkpoint"), "tta": same("tta"), "overlap": same("overlap"),
-               "combined": [str(p.parent) for p in paths], "cases": cases, "folds": fold_table, "failed": failed,
-               **_summary(list(cases.values()))}
+               "combined": [str(p.parent.resolve()) for p in paths], "cases": cases, "folds": fold_table,
+               "failed": failed, **_summary(list(cases.values()))}
+    _drop_stale(out, failed, log)
     atomic_write_json(out / "crossval.json", results)
     atomic_write_text(out / "crossval.csv", crossval_csv(results))
     atomic_write_text(out / "crossval.md", crossval_markdown(results))
     return results
+
+
+def _drop_stale(out: Path, failed, log) -> None:
+    """Before a new ``crossval.json`` is written into ``out``: remove what an earlier table there left that the new
+    one would not describe: the label maps and probabilities of the cases that failed now, and the post-processing
+    chosen on the earlier predictions with its scores (``--choose-postprocessing`` writes them again)."""
+    stale = [out / "predictions" / f"{cid}.nii.gz" for cid in failed]
+    stale += [out / "probabilities" / f"{cid}.npz" for cid in failed]
+    stale += [out / "postprocessing.json", out / _TABLES[True]]
+    for path in stale:
+        if path.is_file():
+            path.unlink()
+            log(f"removed {path} (left by an earlier table in {out})")
 
 
 # ----------------------------------------------------------------------------- reading a crossval output
@@ -596,10 +620,17 @@ def _threshold_crop(probs_q: np.ndarray, box, shape, truth: np.ndarray):
         hi = [max(a, b[1]) for a, b in zip(hi, tbox)]
     if tuple(truth.shape) != tuple(shape):
         raise BratsInputError(f"probabilities of shape {tuple(shape)} for a label map of shape {truth.shape}")
-    p = np.zeros(tuple(h - l for l, h in zip(lo, hi)) + (probs_q.shape[-1],), np.uint8)
-    inner = tuple(slice(a - l, b - l) for (a, b), l in zip(box, lo))
-    p[inner] = probs_q
+    p = _paste(probs_q, box, lo, [h - l for l, h in zip(lo, hi)])
     return p, truth[tuple(slice(l, h) for l, h in zip(lo, hi))]
+
+
+def _paste(q: np.ndarray, box, lo, size) -> np.ndarray:
+    """A zero uint8 array of ``size`` (plus ``q``'s channel axis) holding ``q``, the values of ``box``, where that
+    box lies when ``lo`` is the array's corner: ``lo = (0, 0, 0)`` and ``size`` the volume's shape give the whole
+    volume of a stored box (outside the brain box the probabilities are 0)."""
+    out = np.zeros(tuple(size) + q.shape[3:], np.uint8)
+    out[tuple(slice(a - l, b - l) for (a, b), l in zip(box, lo))] = q
+    return out
 
 
 def _decode(probs_q: np.ndarray, thresholds: dict) -> np.ndarray:
@@ -825,9 +856,7 @@ def crossval_postprocessed(cv_dir, choice, log=None) -> dict:
         truth, spacing = _read_classes(Path(row["truth"]))
         if "probabilities" in row:
             q, box, shape = load_probabilities(member_path(cv_dir, "probabilities", row["probabilities"]))
-            full = np.zeros(tuple(shape) + (q.shape[-1],), np.uint8)
-            full[tuple(slice(a, b) for a, b in box)] = q
-            pred = _decode(full, spec["thresholds"])
+            pred = _decode(_paste(q, box, (0, 0, 0), shape), spec["thresholds"])
         else:
             pred = _read_classes(member_path(cv_dir, "predictions", row["prediction"]))[0]
         scores = region_scores(apply_postprocessing(pred, spec), truth, spacing)
@@ -843,9 +872,12 @@ def crossval_postprocessed(cv_dir, choice, log=None) -> dict:
 
 
 def member_path(cv_dir: Path, folder: str, recorded: str) -> Path:
-    """A file crossval.json names: where it was written, or in ``cv_dir/folder`` when the folder was moved."""
+    """A file crossval.json names: its namesake in ``cv_dir/folder``, where crossval writes it, or else where the
+    table says it was written. ``cv_dir``'s own file first: a table moved or copied elsewhere, or naming its files
+    relative to another working folder, reads its own files, not those the recorded path reaches from here."""
     path = Path(recorded)
-    return cv_dir / folder / path.name if not path.exists() else path
+    own = Path(cv_dir) / folder / path.name
+    return own if own.exists() or not path.exists() else path
 
 
 def format_choice(choice: dict) -> str:

@@ -208,6 +208,9 @@ def _fold_runs(runs, cv_dir):
                                  read_crossval(cv_dir, postprocessed=True))
     except bio.BratsInputError as exc:
         fail(str(exc))
+    if results.get("combined"):  # its rows name several runs per fold: the estimate of no one set of fold models
+        fail(f"{cv_dir / 'crossval.json'}: combines cross-validations (crossval --combine); give the table of the "
+             "fold runs exported")
     scored = [f["run"] for f in results["folds"].values()]
     unmatched = [str(r) for r in runs if not any(_same_run(s, r) for s in scored)]
     if len(scored) != len(runs) or unmatched:

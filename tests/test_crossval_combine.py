@@ -2,6 +2,7 @@
 cross-validations stored (known answers on hand-made tables), and its refusals."""
 import json
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -170,3 +171,101 @@ def test_a_case_whose_files_cannot_be_read_fails_alone(tables, capsys):
     table = json.loads((out / "crossval.json").read_text())
     assert list(table["cases"]) == ["c0"] and list(table["failed"]) == ["c1"]
     assert not (out / "predictions" / "c1.nii.gz").exists()
+
+
+def test_unreadable_or_mismatched_truth_fails_that_case_in_one_line(tables, capsys):
+    """A label map of another shape than the stored probabilities, or a file that is not NIfTI, is one FAILED
+    line naming it (exit 1), not a traceback; the other case is still scored."""
+    tmp_path, a, b, truths = tables
+    img = nib.load(str(truths["c1"]))
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.uint8), img.affine), str(truths["c1"]))
+    assert cli_main(["crossval", "--combine", str(a), str(b), "--out", str(tmp_path / "ab"), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert f"FAILED c1: {truths['c1']}: label map of shape (10, 10, 10)" in out
+    truths["c0"].write_bytes(b"not a NIfTI file")
+    assert cli_main(["crossval", "--combine", str(a), str(b), "--out", str(tmp_path / "ab2"), "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert "FAILED c0: " in captured.out and "Traceback" not in captured.err
+    assert captured.err.strip().splitlines() == ["error: no case could be combined (2 failed)"]
+    assert not (tmp_path / "ab2").exists()  # nothing written
+
+
+def test_a_case_failing_now_leaves_no_file_of_an_earlier_table(tables, capsys):
+    """Combining again into the same folder: the label map and probabilities an earlier run wrote for a case
+    that fails now are removed, and so are the post-processing chosen on the earlier table and its scores."""
+    tmp_path, a, b, _ = tables
+    out = tmp_path / "ab"
+    assert cli_main(["crossval", "--combine", str(a), str(b), "--out", str(out), "--choose-postprocessing",
+                     "--quiet"]) == 0
+    assert (out / "predictions" / "c1.nii.gz").is_file() and (out / "probabilities" / "c1.npz").is_file()
+    (b / "probabilities" / "c1.npz").write_bytes(b"not an npz")
+    capsys.readouterr()
+    assert cli_main(["crossval", "--combine", str(a), str(b), "--out", str(out), "--quiet"]) == 1
+    printed = capsys.readouterr().out
+    for gone in ("predictions/c1.nii.gz", "probabilities/c1.npz", "postprocessing.json",
+                 "crossval_postprocessed.json"):
+        assert not (out / gone).exists() and f"removed {out / gone}" in printed
+    assert (out / "predictions" / "c0.nii.gz").is_file() and (out / "probabilities" / "c0.npz").is_file()
+    assert list(json.loads((out / "crossval.json").read_text())["cases"]) == ["c0"]
+
+
+def test_combined_table_names_absolute_paths_and_reads_its_own_files(tables, monkeypatch):
+    """From a relative --out, the table names its files and the tables combined by absolute paths; a copy of
+    the folder reads its own probabilities (member_path), not those of the folder it was copied from."""
+    tmp_path, a, b, _ = tables
+    monkeypatch.chdir(tmp_path)
+    res = crossval_combine(["A", "B"], "ab", progress=False)
+    row = res["cases"]["c0"]
+    assert res["combined"] == [str(a), str(b)]
+    assert all(row[k].startswith(str(tmp_path / "ab")) for k in ("prediction", "probabilities"))
+    shutil.copytree(tmp_path / "ab", tmp_path / "ab_copy")
+    q, box, shape = load_probabilities(row["probabilities"])
+    save_probabilities(tmp_path / "ab_copy" / "probabilities" / "c0.npz", np.zeros_like(q, np.float32), box, shape)
+    from brats_keras.crossval import member_path
+
+    assert member_path(tmp_path / "ab_copy", "probabilities", row["probabilities"]) == \
+        tmp_path / "ab_copy" / "probabilities" / "c0.npz"
+    assert member_path(tmp_path / "gone", "probabilities", row["probabilities"]) == Path(row["probabilities"])
+
+
+def test_the_same_table_twice_is_refused(tables, capsys):
+    tmp_path, a, _, _ = tables
+    assert cli_main(["crossval", "--combine", str(a), str(a / "crossval.json"), "--out",
+                     str(tmp_path / "aa")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "given twice" in err[0] and not (tmp_path / "aa").exists()
+
+
+def test_stored_probabilities_round_trip_to_the_same_bytes(tables):
+    """The mean is stored quantized once: saving the uint8 mean again gives back the same bytes, so a later
+    --choose-postprocessing decodes exactly what was scored."""
+    tmp_path, a, b, _ = tables
+    res = crossval_combine([a, b], tmp_path / "ab", progress=False)
+    for cid, row in res["cases"].items():
+        qa, qb = (load_probabilities(t / "probabilities" / f"{cid}.npz")[0] for t in (a, b))
+        q, box, _ = load_probabilities(row["probabilities"])
+        if cid == "c1":  # same boxes: the stored mean is the rounded mean of the two
+            assert np.array_equal(q, np.rint((qa.astype(np.float32) + qb) / 2).astype(np.uint8))
+        save_probabilities(tmp_path / "again.npz", q.astype(np.float32) / 255, box, SHAPE)
+        assert np.array_equal(load_probabilities(tmp_path / "again.npz")[0], q)
+
+
+
+def test_export_refuses_a_combined_table_in_one_line(tables, capsys):
+    """The pretrained export scores the fold runs it ships on their own table: a combined one (several runs per
+    fold) is refused in one line (exit 2), not a traceback on its lists of runs."""
+    import importlib.util
+
+    tmp_path, a, b, _ = tables
+    out = tmp_path / "ab"
+    assert cli_main(["crossval", "--combine", str(a), str(b), "--out", str(out), "--choose-postprocessing",
+                     "--quiet"]) == 0
+    capsys.readouterr()
+    path = Path(__file__).resolve().parents[1] / "scripts" / "export_pretrained.py"
+    spec = importlib.util.spec_from_file_location("export_pretrained", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with pytest.raises(SystemExit) as exc:
+        module._fold_runs([tmp_path / "A" / "fold0", tmp_path / "A" / "fold1"], out)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "combines cross-validations" in err[0]

@@ -307,3 +307,25 @@ def test_ensemble_card_states_what_the_runs_did():
     assert "2,000 to 2,500 steps (the best checkpoint by validation Dice, chosen on the cases the headline" in md
     assert "up to 0.0312 Dice away from the float32 table" in md
     assert "Folds drawn at random (too few cases to stratify by tumor size)" in md
+
+
+def test_ensemble_card_draws_its_grid_conclusion_from_the_numbers():
+    """The 2 mm scores beside the 1 mm ones: 'only ..., would gain little' while the grid explains a small part of
+    the error (the shipped card's case), a neutral line when it explains much of it or the grid scores lower."""
+    from brats_keras.pretrained.card import card_markdown
+
+    history = {"cv_attempts": []}
+    card = _ensemble_card()  # 1 mm means 0.85 / 0.75 / 0.65
+    assert "Scored at 2 mm" not in card_markdown(card, history)
+    card["grid_dice"] = {"WT": 0.86, "TC": 0.76, "ET": 0.70}
+    md = " ".join(card_markdown(card, history).split())
+    assert "reaches mean Dice 0.860 / 0.760 / 0.700, only +0.010 / +0.010 / +0.050 above its 1 mm scores" in md
+    assert "would gain little" in md
+    card["grid_dice"] = {"WT": 0.86, "TC": 0.76, "ET": 0.80}  # ET: 0.15 of an error of 0.35
+    md = " ".join(card_markdown(card, history).split())
+    assert "+0.010 / +0.010 / +0.150 against its 1 mm scores" in md and "gain little" not in md and ", only +" not in md
+    card["grid_dice"] = {"WT": 0.84, "TC": 0.76, "ET": 0.70}  # lower at 2 mm
+    md = " ".join(card_markdown(card, history).split())
+    assert "-0.010 / +0.010 / +0.050 against its 1 mm scores" in md and "gain little" not in md
+    card["preprocessing"]["downsample"] = 1
+    assert "Scored at" not in card_markdown(card, history)
