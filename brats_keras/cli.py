@@ -509,7 +509,9 @@ def _add_ensemble(sub):
                                    "preprocessing, an unreadable post-processing file, a weight beyond float16, an "
                                    "OUT holding other .keras files): one line, nothing written. fold-<k>.keras files "
                                    "of an earlier ensemble in OUT that are not among the folds given are removed.")
-    p.add_argument("--runs", nargs="+", required=True, metavar="RUN_DIR", help="the fold run folders")
+    p.add_argument("--runs", nargs="+", required=True, action="append", metavar="RUN_DIR",
+                   help="the fold run folders of one recipe; repeat --runs for each further recipe (the same folds): "
+                        "fold-<k>a.keras, fold-<k>b.keras, ... (score such an ensemble with crossval --combine)")
     p.add_argument("--out", required=True, help="output folder (then: brats-keras predict --model OUT ...)")
     p.add_argument("--checkpoint", choices=["last", "best"], default="last")
     p.add_argument("--postprocessing", metavar="JSON",
@@ -529,7 +531,8 @@ def cmd_ensemble(args) -> int:
     from .io import BratsInputError
 
     try:
-        ensemble_from_runs(args.runs, args.out, checkpoint=args.checkpoint, postprocessing=args.postprocessing,
+        ensemble_from_runs(args.runs if len(args.runs) > 1 else args.runs[0], args.out, checkpoint=args.checkpoint,
+                           postprocessing=args.postprocessing,
                            weights_dtype="float32" if args.float32 else "int8" if args.int8 else "float16")
     except (BratsInputError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brats_keras import io as bio  # noqa: E402
 from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E402
-from brats_keras.crossval import (choice_rule_flags, crossval_file, fold_runs, member_path, read_crossval,  # noqa: E402
-                                  read_postprocessing_file)
+from brats_keras.crossval import (MEMBER_LETTERS, choice_rule_flags, crossval_file, fold_runs,  # noqa: E402
+                                  member_path, read_crossval, read_postprocessing_file)
 from brats_keras.data import ConvertedCases  # noqa: E402
 from brats_keras.evaluation import grid_dice, resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
@@ -65,8 +65,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--run", help="one training run: ships model.keras")
-    what.add_argument("--folds", nargs="+", metavar="RUN", help="the fold runs of a cross-validation: ships the "
-                                                                "fold ensemble")
+    what.add_argument("--folds", nargs="+", action="append", metavar="RUN",
+                      help="the fold runs of a cross-validation: ships the fold ensemble; repeat --folds for each "
+                           "further recipe (the same folds), with --crossval the table that crossval --combine "
+                           "wrote from the recipes' tables, in the same order")
     ap.add_argument("--real", nargs="+", help="folder(s) with the original NIfTI cases (--run: required)")
     ap.add_argument("--crossval", help="--folds: the crossval output folder (crossval.json, postprocessing.json)")
     ap.add_argument("--data", default="data/real_2mm", help="--folds: the converted data folder the card's "
@@ -195,9 +197,12 @@ def _same_run(recorded: str, given) -> bool:
     return not recorded.is_absolute() and ".." not in parts and given.parts[-len(parts):] == parts
 
 
-def _fold_runs(runs, cv_dir):
-    """Check the fold runs and the cross-validation before anything is written; ``(configs, crossval results,
-    choice, post-processed results)``."""
+def _fold_runs(groups, cv_dir):
+    """Check the fold runs (one list per recipe) and the cross-validation before anything is written;
+    ``(configs per recipe, crossval results, choice, post-processed results, the recipes' own tables)``.
+
+    One recipe: ``cv_dir`` is its crossval folder. Several: ``cv_dir`` is the table ``crossval --combine`` wrote,
+    whose ``combined`` folders are the recipes' own tables, in the order of ``groups``."""
     cv_dir = Path(cv_dir)
     for name in ("crossval.json", "postprocessing.json", "crossval_postprocessed.json"):
         if not (cv_dir / name).is_file():
@@ -208,39 +213,57 @@ def _fold_runs(runs, cv_dir):
                                  read_crossval(cv_dir, postprocessed=True))
     except bio.BratsInputError as exc:
         fail(str(exc))
-    if results.get("combined"):  # its rows name several runs per fold: the estimate of no one set of fold models
-        fail(f"{cv_dir / 'crossval.json'}: combines cross-validations (crossval --combine); give the table of the "
-             "fold runs exported")
-    scored = [f["run"] for f in results["folds"].values()]
-    unmatched = [str(r) for r in runs if not any(_same_run(s, r) for s in scored)]
-    if len(scored) != len(runs) or unmatched:
-        fail(f"{cv_dir}: its table scores the runs {', '.join(scored)}, not the ones given "
-             f"({', '.join(map(str, runs))})")
-    try:
-        planned = fold_runs(runs, results["checkpoint"])  # split.json and the checkpoint, as the ensemble reads them
-    except bio.BratsInputError as exc:
-        fail(str(exc))
-    for run, split, _ in planned:  # a run matched by name alone (the same path under another folder) must be the
-        scored_fold = results["folds"].get(str(split.get("fold")), {})  # fold the table scored: same held-out cases
-        if sorted(split.get("val", [])) != sorted(scored_fold.get("cases", [])):
-            fail(f"{run / 'split.json'}: fold {split.get('fold')} holds out {', '.join(sorted(split.get('val', [])))}"
-                 f", but {cv_dir / 'crossval.json'} scored its fold {split.get('fold')} on "
-                 f"{', '.join(scored_fold.get('cases', [])) or 'no cases'}: not the runs the table scores")
-    cfgs = []
-    for run in map(Path, runs):
-        for name in ("config.json", "log.csv"):
-            if not (run / name).is_file():
-                fail(f"{run / name}: not found (is {run} a fold run folder?)")
-        cfg = json.loads((run / "config.json").read_text())
-        if cfg.get("init_from"):
-            fail(f"{run} starts from {cfg['init_from']}; the card can only reproduce runs trained from scratch")
-        cfgs.append(cfg)
-    for run, cfg in zip(runs[1:], cfgs[1:]):
-        for key in sorted(set(cfg) | set(cfgs[0])):
-            if key not in _PER_FOLD and cfg.get(key) != cfgs[0].get(key):
-                fail(f"{runs[0]} and {run} were trained with different {key} ({cfgs[0].get(key)!r} and "
-                     f"{cfg.get(key)!r}): an ensemble ships one recipe")
-    return cfgs, results, choice, post
+    members = results.get("combined")
+    if members and len(members) != len(groups):
+        fail(f"{cv_dir / 'crossval.json'}: combines {len(members)} cross-validations ({', '.join(members)}); give "
+             f"--folds once for each, in that order ({len(groups)} given)")
+    if not members and len(groups) > 1:
+        fail(f"{cv_dir / 'crossval.json'}: the table of one recipe; for {len(groups)} recipes give the table that "
+             "crossval --combine wrote from theirs")
+    tables = []
+    for runs, member in zip(groups, members or [None]):
+        table = results
+        if member is not None:
+            try:
+                table = read_crossval(member)
+            except bio.BratsInputError as exc:
+                fail(str(exc))
+        tables.append(table)
+        where = Path(member) if member is not None else cv_dir
+        scored = [f["run"] for f in table["folds"].values()]
+        unmatched = [str(r) for r in runs if not any(_same_run(s, r) for s in scored)]
+        if len(scored) != len(runs) or unmatched:
+            fail(f"{where}: its table scores the runs {', '.join(scored)}, not the ones given "
+                 f"({', '.join(map(str, runs))})")
+        try:
+            planned = fold_runs(runs, table["checkpoint"])  # split.json and the checkpoint, as the ensemble reads them
+        except bio.BratsInputError as exc:
+            fail(str(exc))
+        for run, split, _ in planned:  # a run matched by name alone (the same path under another folder) must be the
+            scored_fold = table["folds"].get(str(split.get("fold")), {})  # fold the table scored: same held-out cases
+            if sorted(split.get("val", [])) != sorted(scored_fold.get("cases", [])):
+                fail(f"{run / 'split.json'}: fold {split.get('fold')} holds out "
+                     f"{', '.join(sorted(split.get('val', [])))}, but {where / 'crossval.json'} scored its fold "
+                     f"{split.get('fold')} on {', '.join(scored_fold.get('cases', [])) or 'no cases'}: not the runs "
+                     "the table scores")
+    cfg_groups = []
+    for runs in groups:
+        cfgs = []
+        for run in map(Path, runs):
+            for name in ("config.json", "log.csv"):
+                if not (run / name).is_file():
+                    fail(f"{run / name}: not found (is {run} a fold run folder?)")
+            cfg = json.loads((run / "config.json").read_text())
+            if cfg.get("init_from"):
+                fail(f"{run} starts from {cfg['init_from']}; the card can only reproduce runs trained from scratch")
+            cfgs.append(cfg)
+        for run, cfg in zip(runs[1:], cfgs[1:]):
+            for key in sorted(set(cfg) | set(cfgs[0])):
+                if key not in _PER_FOLD and cfg.get(key) != cfgs[0].get(key):
+                    fail(f"{runs[0]} and {run} were trained with different {key} ({cfgs[0].get(key)!r} and "
+                         f"{cfg.get(key)!r}): the fold runs of one --folds are one recipe")
+        cfg_groups.append(cfgs)
+    return cfg_groups, results, choice, post, tables
 
 
 def export_ensemble(args):
@@ -251,16 +274,18 @@ def export_ensemble(args):
 
     if not args.crossval:
         fail("--folds needs --crossval (the folder written by brats-keras crossval --choose-postprocessing)")
-    runs = [Path(r) for r in args.folds]
-    cfgs, results, choice, post = _fold_runs(runs, args.crossval)
+    groups = [[Path(r) for r in g] for g in args.folds]
+    cfg_groups, results, choice, post, tables = _fold_runs(groups, args.crossval)
     if args.checkpoint and args.checkpoint != results["checkpoint"]:
         fail(f"--checkpoint {args.checkpoint}: {args.crossval} scored the {results['checkpoint']} checkpoints, and the "
              "ensemble ships what the cross-validation scored (run crossval --checkpoint "
              f"{args.checkpoint} first)")
-    try:
-        command = train_command(cfgs[0], out="runs/cv/fold$k", data=args.data)
-    except ValueError as exc:
-        fail(f"{runs[0] / 'config.json'}: {exc}")
+    commands = []
+    for g, (runs, cfgs) in enumerate(zip(groups, cfg_groups)):
+        try:
+            commands.append(train_command(cfgs[0], out=f"runs/{_recipe_dir(g, len(groups))}/fold$k", data=args.data))
+        except ValueError as exc:
+            fail(f"{runs[0] / 'config.json'}: {exc}")
     to = Path(args.to) if args.to else HERE
     to.mkdir(parents=True, exist_ok=True)
     # everything that can fail (the fold files, the check, the card) happens in a staging folder: the package
@@ -268,7 +293,7 @@ def export_ensemble(args):
     with tempfile.TemporaryDirectory(dir=to, prefix=".export-") as staging:
         staging = Path(staging)
         try:
-            card = _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to)
+            card = _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, tables, staging, to)
             markdown = card_markdown(card)
         except (BratsInputError, FileNotFoundError, ValueError) as exc:
             fail(str(exc).splitlines()[0])
@@ -288,20 +313,37 @@ def export_ensemble(args):
     return 0
 
 
-def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to):
+def _recipe_dir(g: int, n: int) -> str:
+    """The folder name the card's commands give recipe ``g`` of ``n``: ``cv`` for one, ``cv_a``, ``cv_b``, ... ."""
+    return "cv" if n == 1 else f"cv_{MEMBER_LETTERS[g]}"
+
+
+def _training_text(cfgs, runs, args, command) -> dict:
+    cfg = cfgs[0]
+    steps = sorted({len(read_log(r)) * c["steps_per_epoch"] for r, c in zip(runs, cfgs)})
+    return {"recipe": "pretrained", "loss": loss_text(cfg), "lr": cfg["lr"], "patch_size": cfg["patch_size"],
+            "batch_size": cfg["batch_size"], "optimizer": optimizer_text(cfg),
+            "augmentation": augmentation_text(cfg), "steps_per_fold": steps[-1], "steps_range": steps,
+            "minutes_per_fold": args.train_minutes, "hardware": args.hardware, "command": command}
+
+
+def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, tables, staging, to):
     """Write the fold files and ensemble.json into ``staging``, check and time them, and return the card."""
     import time
 
-    from brats_keras.crossval import ensemble_from_runs
+    from brats_keras.crossval import ensemble_file_fold, ensemble_from_runs
 
-    links, source = convert_inputs(cfgs[0]["data"])  # first: an unreadable manifest stops it before any file
-    written = ensemble_from_runs(runs, staging, checkpoint=results["checkpoint"], postprocessing=choice,
-                                 log=lambda line: print(line.replace(str(staging), str(to))))
-    # the check: own-fold float16 files with the stored post-processing against the post-processed table
+    links, source = convert_inputs(cfg_groups[0][0]["data"])  # first: an unreadable manifest stops it before any file
+    written = ensemble_from_runs(groups if len(groups) > 1 else groups[0], staging, checkpoint=results["checkpoint"],
+                                 postprocessing=choice, log=lambda line: print(line.replace(str(staging), str(to))))
+    # the check: each case's own-fold files (one per recipe) with the stored post-processing against the
+    # post-processed table
     cases = {c.case_id: c for root in {Path(r["truth"]).parent.parent for r in results["cases"].values()}
              for c in bio.find_cases(root)}
     ids = sorted(cid for cid in post["cases"] if cid in cases)[:args.check_cases]
-    by_fold = {int(p.stem.split("-", 1)[1]): p for p in written}  # ensemble_from_runs names them fold-<k>.keras
+    by_fold = {}
+    for path in written:
+        by_fold.setdefault(ensemble_file_fold(path.name), []).append(path)
     diffs, single = [], []
     for cid in ids:
         pred = Predictor(by_fold[post["cases"][cid]["fold"]], tta=results.get("tta", False),
@@ -326,24 +368,35 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
         on_grid.append(grid_dice(bio.load_classes(member_path(cv_dir, "predictions", r["prediction"])), truth, factor))
     model, _ = load_model(written[0], compile=False)
     n_fold_cases = {k: len(f["cases"]) for k, f in results["folds"].items()}
-    steps = sorted({len(read_log(r)) * c["steps_per_epoch"] for r, c in zip(runs, cfgs)})
-    cfg = cfgs[0]
+    cfg = cfg_groups[0][0]
+    recipes = [_training_text(cfgs, runs, args, command) for runs, cfgs, command in zip(groups, cfg_groups, commands)]
+    folds = sorted(by_fold)
+    dirs = [_recipe_dir(g, len(groups)) for g in range(len(groups))]
+    fold_runs_of = [" ".join(f"runs/{d}/fold{k}" for k in folds) for d in dirs]
+    if len(groups) == 1:
+        scoring = ["brats-keras crossval --runs " + fold_runs_of[0] + " --out cv --choose-postprocessing"
+                   + choice_rule_flags(choice)]
+    else:
+        scoring = [f"brats-keras crossval --runs {runs} --out {d}" for runs, d in zip(fold_runs_of, dirs)]
+        scoring.append("brats-keras crossval --combine " + " ".join(dirs) + " --out cv --choose-postprocessing"
+                       + choice_rule_flags(choice))
+    training = []
+    for command in commands:
+        training += [f"for k in {' '.join(str(k) for k in folds)}; do", "  " + command.replace("\n", "\n  "), "done"]
     card = {
         "kind": "fold ensemble",
-        "model_files": [{"file": p.name, "fold": k, "size_mb": round(p.stat().st_size / 1e6, 2)}
-                        for k, p in sorted(by_fold.items())],
+        "model_files": [{"file": p.name, "fold": ensemble_file_fold(p.name), "size_mb": round(p.stat().st_size / 1e6, 2),
+                         **({"recipe": MEMBER_LETTERS.index(p.stem[-1])} if len(groups) > 1 else {})}
+                        for k in folds for p in by_fold[k]],
         "architecture": {"name": cfg["model"], "base_filters": cfg["base_filters"], "depth": cfg["depth"],
                          "norm": cfg["norm"], "output": cfg["output"], "parameters": count_params(model)},
         "preprocessing": {k: v for k, v in read_info(written[0]).items() if k != "postprocess"},
         "postprocessing": {k: choice.get(k) for k in ("postprocess", "dice_before", "dice_after", "cases",
                                                       "min_gain", "confidence", "chosen_on")},
-        "training": {"recipe": "pretrained", "loss": loss_text(cfg), "lr": cfg["lr"], "patch_size": cfg["patch_size"],
-                     "batch_size": cfg["batch_size"], "optimizer": optimizer_text(cfg),
-                     "augmentation": augmentation_text(cfg), "steps_per_fold": steps[-1], "steps_range": steps,
-                     "minutes_per_fold": args.train_minutes, "hardware": args.hardware, "command": command},
+        "training": recipes[0],
         "data": {"cases": len(results["cases"]), "folds": {k: f["cases"] for k, f in results["folds"].items()},
                  "folds_text": ", ".join(f"fold {k}: {n} cases" for k, n in n_fold_cases.items()),
-                 "stratified_by": json.loads((runs[0] / "split.json").read_text()).get("stratified_by")},
+                 "stratified_by": json.loads((groups[0][0] / "split.json").read_text()).get("stratified_by")},
         "crossval": {k: results[k] for k in ("checkpoint", "tta", "overlap", "cases", "folds", "mean", "median",
                                              "std", "failed") if k in results},
         "crossval_postprocessed": {k: post[k] for k in ("cases", "folds", "mean", "median", "std") if k in post},
@@ -357,14 +410,13 @@ def _ensemble_card(args, runs, cfgs, results, choice, post, command, staging, to
             f"python data_prep/convert.py --input {source} --output {args.data} \\",
             f"    --modalities {','.join(info['modalities'])} --crop {info.get('crop', 'brain')} "
             f"--scale {info['scale']} --downsample {info.get('downsample', 1)}",
-            f"for k in {' '.join(str(k) for k in sorted(by_fold))}; do",
-            "  " + command.replace("\n", "\n  "),
-            "done",
-            "brats-keras crossval --runs " + " ".join(f"runs/cv/fold{k}" for k in sorted(by_fold))
-            + " --out cv --choose-postprocessing" + choice_rule_flags(choice),
-            "python scripts/export_pretrained.py --folds " + " ".join(f"runs/cv/fold{k}" for k in sorted(by_fold))
+            *training, *scoring,
+            "python scripts/export_pretrained.py " + " ".join(f"--folds {runs}" for runs in fold_runs_of)
             + f" --crossval cv --data {args.data} --train-minutes {args.train_minutes:g}"]),
     }
+    if len(groups) > 1:  # each recipe's own out-of-fold mean, beside the combined headline
+        card["recipes"] = [{**recipe, "crossval_mean": table["mean"], "crossval_dir": str(member)}
+                           for recipe, table, member in zip(recipes, tables, results["combined"])]
     card["ensemble"] = json.loads((staging / "ensemble.json").read_text())
     return card
 

@@ -914,6 +914,70 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     assert Predictor(ship).predict_batch(np.zeros((1, 16, 16, 16, 3), np.float32)).shape == (1, 16, 16, 16, 3)
 
 
+def test_ensemble_file_names_carry_the_fold_and_the_recipe():
+    from brats_keras.crossval import ensemble_file_fold, ensemble_file_name
+
+    assert ensemble_file_name(3) == "fold-3.keras" and ensemble_file_name(3, 1) == "fold-3b.keras"
+    assert [ensemble_file_fold(n) for n in ("fold-3.keras", "fold-12a.keras", "fold-0b.keras")] == [3, 12, 0]
+    for bad in ("fold-.keras", "fold-3ab.keras", "model.keras", "fold-3a.h5", "fold-x.keras"):
+        with pytest.raises(ValueError, match="not a fold file"):
+            ensemble_file_fold(bad)
+
+
+def test_ensemble_and_export_of_two_recipes_scored_by_their_combined_crossval(cv, tmp_path, capsys):
+    """Two recipes' fold runs (the same folds) make one ensemble, fold-<k>a.keras and fold-<k>b.keras, and the
+    export ships it with the table crossval --combine wrote from the recipes' tables: its headline, each recipe's
+    own mean, and the commands that rebuild both recipes and the combination."""
+    runs_a = _recipe_runs(cv[1], tmp_path / "a")
+    runs_b = _recipe_runs(cv[1], tmp_path / "b")
+    for run in runs_b:  # recipe b: another training seed (as its config says; the weights are a's here)
+        cfg = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps({**cfg, "seed": 1}))
+    cv_a, cv_b, cv_ab = tmp_path / "cv_a", tmp_path / "cv_b", tmp_path / "cv_ab"
+    crossval_predict(runs_a, cv_a, progress=False)
+    crossval_predict(runs_b, cv_b, progress=False)
+    assert cli_main(["crossval", "--combine", str(cv_a), str(cv_b), "--out", str(cv_ab), "--choose-postprocessing",
+                     "--quiet"]) == 0
+    ens = tmp_path / "ens"
+    assert cli_main(["ensemble", "--runs", *map(str, runs_a), "--runs", *map(str, runs_b), "--out", str(ens),
+                     "--postprocessing", str(cv_ab / "postprocessing.json")]) == 0
+    names = ["fold-0a.keras", "fold-0b.keras", "fold-1a.keras", "fold-1b.keras"]
+    assert sorted(p.name for p in ens.glob("*.keras")) == names
+    record = json.loads((ens / "ensemble.json").read_text())["models"]
+    assert [record[n]["recipe"] for n in names] == [0, 1, 0, 1] and record["fold-1b.keras"]["run"] == str(runs_b[1])
+    assert len(Predictor(ens).models) == 4
+    capsys.readouterr()
+    assert cli_main(["ensemble", "--runs", *map(str, runs_a), "--runs", str(runs_b[0]), "--out",
+                     str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "give every recipe's runs of the same folds" in err[0]
+    assert not (tmp_path / "bad").exists()
+    ship = tmp_path / "ship"
+    export = _export_script()
+    assert export(["--folds", *map(str, runs_a), "--folds", *map(str, runs_b), "--crossval", str(cv_ab), "--data",
+                   "data/cv_2mm", "--to", str(ship), "--train-minutes", "3", "--check-cases", "2"]) == 0
+    card = json.loads((ship / "model_card.json").read_text())
+    assert [(f["file"], f["fold"], f["recipe"]) for f in card["model_files"]] == [
+        ("fold-0a.keras", 0, 0), ("fold-0b.keras", 0, 1), ("fold-1a.keras", 1, 0), ("fold-1b.keras", 1, 1)]
+    combined = json.loads((cv_ab / "crossval.json").read_text())
+    assert card["crossval"]["mean"] == combined["mean"]
+    assert [r["crossval_mean"] for r in card["recipes"]] == [json.loads((d / "crossval.json").read_text())["mean"]
+                                                             for d in (cv_a, cv_b)]
+    assert card["check"]["max_dice_difference"] <= 0.02  # both recipes' fold files in float16 against the table
+    md = (ship / "MODEL_CARD.md").read_text()
+    from brats_keras.pretrained.card import card_markdown
+
+    assert md == card_markdown(card)
+    assert md.startswith("# Model card: brats-keras pretrained 3D U-Net, 2 recipes x 2-fold ensemble")
+    assert "the 2 fold models (one per recipe) that never saw it" in md and "Recipe b, each fold" in md
+    assert "Every case scored once, by the mean of the probabilities of the 2 fold models (one per recipe)" in md
+    assert "4 files `fold-0a.keras` ... `fold-1b.keras`" in md
+    assert "brats-keras crossval --combine cv_a cv_b --out cv --choose-postprocessing" in md
+    assert ("python scripts/export_pretrained.py --folds runs/cv_a/fold0 runs/cv_a/fold1 --folds runs/cv_b/fold0 "
+            "runs/cv_b/fold1 --crossval cv") in md
+    assert "--out runs/cv_b/fold$k" in md and md.count("--seed 1") == 1
+
+
 def test_export_commands_gather_the_data_roots_the_conversion_read(tmp_path, monkeypatch):
     """The card's commands rebuild the training data from the roots the conversion manifest names: several
     roots (brats-real and brats-extra) become one folder of links that convert.py reads, and the commands

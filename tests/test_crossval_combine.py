@@ -251,9 +251,9 @@ def test_stored_probabilities_round_trip_to_the_same_bytes(tables):
 
 
 
-def test_export_refuses_a_combined_table_in_one_line(tables, capsys):
-    """The pretrained export scores the fold runs it ships on their own table: a combined one (several runs per
-    fold) is refused in one line (exit 2), not a traceback on its lists of runs."""
+def test_export_refuses_a_combined_table_with_another_number_of_recipes_in_one_line(tables, capsys):
+    """The pretrained export ships one --folds group per table the combined table averaged: one group against a
+    table of two recipes is refused in one line (exit 2), as two groups against one recipe's table are."""
     import importlib.util
 
     tmp_path, a, b, _ = tables
@@ -266,6 +266,13 @@ def test_export_refuses_a_combined_table_in_one_line(tables, capsys):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     with pytest.raises(SystemExit) as exc:
-        module._fold_runs([tmp_path / "A" / "fold0", tmp_path / "A" / "fold1"], out)
+        module._fold_runs([[tmp_path / "A" / "fold0", tmp_path / "A" / "fold1"]], out)
     err = capsys.readouterr().err.strip().splitlines()
-    assert exc.value.code == 2 and len(err) == 1 and "combines cross-validations" in err[0]
+    assert exc.value.code == 2 and len(err) == 1 and "combines 2 cross-validations" in err[0]
+    assert "give --folds once for each" in err[0]
+    for name in ("postprocessing.json", "crossval_postprocessed.json"):  # a one-recipe table, as export needs it
+        (a / name).write_text((out / name).read_text())
+    with pytest.raises(SystemExit) as exc:
+        module._fold_runs([[tmp_path / "A" / "fold0"], [tmp_path / "B" / "fold0"]], a)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "the table of one recipe; for 2 recipes" in err[0]

@@ -104,11 +104,12 @@ def test_card_case_names_the_file_and_scores_that_give_the_card(card):
     ref = card_case(CASE)
     if ensemble_ships(card):
         assert ref["fold"] is not None and CASE in card["data"]["folds"][str(ref["fold"])]
-        assert ref["model"] == HERE / f"fold-{ref['fold']}.keras"
+        files = sorted(HERE.glob(f"fold-{ref['fold']}.keras")) or sorted(HERE.glob(f"fold-{ref['fold']}[a-j].keras"))
+        assert ref["models"] == files and ref["model"] == files[0]
         assert ref["scores"]["WT"] == card["crossval_postprocessed"]["cases"][CASE]["WT"]
     else:
-        assert ref == {"model": pretrained_path(), "fold": None, "scores": card["validation"]["cases"][CASE],
-                       "tta": False, "overlap": 0.5}
+        assert ref == {"model": pretrained_path(), "models": [pretrained_path()], "fold": None,
+                       "scores": card["validation"]["cases"][CASE], "tta": False, "overlap": 0.5}
     with pytest.raises(KeyError, match="scores no case 'no such case'"):
         card_case("no such case")
 
@@ -121,6 +122,12 @@ def test_card_case_names_a_fold_the_card_lists_no_file_of(monkeypatch):
                                                  "c0": {"fold": 0, "WT": {"dice": 0.9}, "TC": {}, "ET": {}}}}}
     monkeypatch.setattr(pretrained, "model_card", lambda: card)
     assert card_case("c0")["model"] == HERE / "fold-0.keras" and card_case("c0")["scores"]["WT"] == {"dice": 0.9}
+    # an ensemble of two recipes: the case's fold has one file per recipe, and the score is their mean's
+    card["model_files"] = [{"file": f"fold-{k}{m}.keras", "fold": k, "recipe": r} for k in (0, 1)
+                           for r, m in enumerate("ab")]
+    ref = card_case("c1")
+    assert ref["model"] == HERE / "fold-1a.keras" and ref["models"] == [HERE / "fold-1a.keras", HERE / "fold-1b.keras"]
+    card["model_files"] = card["model_files"][:2]
     with pytest.raises(KeyError, match=r"lists no file of fold 1 under model_files \(it scores 'c1' with that fold\)"):
         card_case("c1")
 

@@ -77,7 +77,9 @@ def card_case(case_id: str) -> dict:
 
     A single ``model.keras`` scored its validation cases (``validation.cases``). A fold ensemble's card gives each
     case's out-of-fold score with the chosen post-processing (``crossval_postprocessed.cases``): ``model`` is the
-    file of the fold that held the case out, which stores that post-processing. ``Predictor(model, tta=...,
+    file of the fold that held the case out, which stores that post-processing; ``models`` lists that fold's files
+    (one per recipe of an ensemble of several recipes, whose out-of-fold score is their mean: then
+    ``Predictor(models, ...)`` gives it; ``model`` is the first). ``Predictor(model, tta=...,
     overlap=...)`` on the case gives these scores back (float16 storage and float32 computing move Dice by about
     the card's ``check.max_dice_difference``, measured on the cases it checked).
 
@@ -90,7 +92,8 @@ def card_case(case_id: str) -> dict:
         if case_id not in cases:
             raise KeyError(f"{CARD_JSON}: the shipped model's card scores no case {case_id!r} "
                            f"(its validation cases: {', '.join(sorted(cases))})")
-        return {"model": pretrained_path(), "fold": None, "scores": cases[case_id], "tta": False, "overlap": 0.5}
+        return {"model": pretrained_path(), "models": [pretrained_path()], "fold": None, "scores": cases[case_id],
+                "tta": False, "overlap": 0.5}
     cases = card["crossval_postprocessed"]["cases"]
     if case_id not in cases:
         raise KeyError(f"{CARD_JSON}: the shipped ensemble's card scores no case {case_id!r} out of fold")
@@ -99,5 +102,7 @@ def card_case(case_id: str) -> dict:
         name = card_fold_file(card, fold)
     except KeyError as exc:
         raise KeyError(f"{exc.args[0]} (it scores {case_id!r} with that fold)") from None
-    return {"model": HERE / name, "fold": fold, "scores": {r: cases[case_id][r] for r in ("WT", "TC", "ET")},
+    members = [HERE / f["file"] for f in card.get("model_files", []) if int(f["fold"]) == fold]
+    return {"model": HERE / name, "models": members, "fold": fold,
+            "scores": {r: cases[case_id][r] for r in ("WT", "TC", "ET")},
             "tta": bool(card["crossval"].get("tta", False)), "overlap": float(card["crossval"].get("overlap", 0.5))}

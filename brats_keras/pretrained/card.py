@@ -249,6 +249,15 @@ def _dice_row(name: str, scores: dict, hd95: bool = False) -> str:
     return f"| {name} | " + " | ".join(cell(r) for r in REGIONS) + " |"
 
 
+def _training_paragraph(t: dict, who: str, at: str, checkpoint: str) -> str:
+    """One recipe's training, as the ensemble card's Training section says it."""
+    steps = t.get("steps_range") or [t["steps_per_fold"]]
+    steps = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,} to {steps[-1]:,}"
+    return (f"{who}: loss {t['loss']}, {t['patch_size']}^3 patches{at}, batch {t['batch_size']}, {t['optimizer']},\n"
+            f"{t['augmentation']} augmentation, a third of the patches centred on tumor, {steps} steps ({checkpoint}),\n"
+            f"about {t['minutes_per_fold']:.0f} minutes on {t['hardware']}.")
+
+
 def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
     """The model card (``MODEL_CARD.md``) of a shipped fold ensemble (``model_card.json`` with ``"kind": "fold
     ensemble"``, written by ``scripts/export_pretrained.py --folds``): the cross-validated estimate first.
@@ -263,7 +272,10 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
     history = read_history() if history is None else history
     cv, post, pp = card["crossval"], card["crossval_postprocessed"], card["postprocessing"]
     a, t, files, check = card["architecture"], card["training"], card["model_files"], card["check"]
-    n_folds, n_cases = len(files), len(cv["cases"])
+    recipes = card.get("recipes") or [t]
+    n_models, n_recipes, n_cases = len(files), len(recipes), len(cv["cases"])
+    n_folds = len({int(f["fold"]) for f in files})
+    dtype = card.get("ensemble", {}).get("weights_dtype", "float16")
     commands = card["commands"]
     headline = crossval_markdown(cv, pp, command=None, postprocessed=post).replace(
         "## Cross-validated estimate", "## Headline: the cross-validated estimate", 1)
@@ -290,16 +302,38 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
     else:  # chosen on the very cases the headline scores
         checkpoint = (f"the {cv['checkpoint']} checkpoint by validation Dice, chosen on the cases the headline "
                       "scores, which makes it lean optimistic")
-    steps = t.get("steps_range") or [t["steps_per_fold"]]
-    steps = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,} to {steps[-1]:,}"
     folds_how = ("Folds stratified by tumor size" if card["data"].get("stratified_by", "tumor size")
                  else "Folds drawn at random (too few cases to stratify by tumor size)")
     moved = check["max_dice_difference"]
-    float16 = (f"Float16 storage does not move the scores: fold models in float16 with the stored post-processing "
-               f"scored {len(check['cases'])} of the cases above within {moved:.4f} Dice of the float32 table."
-               if moved <= FLOAT16_DICE_TOLERANCE else
-               f"Fold models in float16 with the stored post-processing scored {len(check['cases'])} of the cases "
+    stored = {"int8": "int8 kernels", "float32": "float32"}.get(dtype, "float16")
+    float16 = (f"{stored[0].upper()}{stored[1:]} storage does not move the scores: fold models in {stored} with the "
+               f"stored post-processing scored {len(check['cases'])} of the cases above within {moved:.4f} Dice of "
+               "the float32 table." if moved <= FLOAT16_DICE_TOLERANCE else
+               f"Fold models in {stored} with the stored post-processing scored {len(check['cases'])} of the cases "
                f"above up to {moved:.4f} Dice away from the float32 table.")
+    weights = {"int8": "kernels stored in int8 with a scale per output channel, other weights in float16",
+               "float32": "weights stored in float32"}.get(dtype, "weights stored in float16")
+    letters = sorted({f["file"][len(f"fold-{f['fold']}"):-len(".keras")] for f in files})
+    if n_recipes == 1:
+        title = f"{n_folds}-fold ensemble"
+        scored_by = "the one fold model that never saw it, so these numbers are what\nthe recipe gives"
+        this = "this recipe"
+        file_list = f"`fold-0.keras` ... `fold-{n_folds - 1}.keras`"
+        training = _training_paragraph(t, "Each fold", at, checkpoint)
+    else:
+        title = f"{n_recipes} recipes x {n_folds}-fold ensemble"
+        scored_by = (f"the {n_recipes} fold models (one per recipe) that never saw it, their probabilities averaged, "
+                     "so these numbers are what\nthe ensemble gives")
+        this = f"the {n_recipes} recipes combined"
+        headline = headline.replace("by the fold model that did not train on it", "by the mean of the probabilities "
+                                    f"of the {n_recipes} fold models (one per recipe) that did not train on it", 1)
+        file_list = (f"`fold-0{letters[0]}.keras` ... `fold-{n_folds - 1}{letters[-1]}.keras` (the letter is the "
+                     "recipe)")
+        training = "\n\n".join(
+            _training_paragraph(r, f"Recipe {'abcdefghij'[i]}, each fold", at, checkpoint)
+            + f" Alone, {n_folds}-fold cross-validated: mean Dice "
+            + " / ".join(f"{r['crossval_mean'][k]['dice']:.3f}" for k in REGIONS) + "."
+            for i, r in enumerate(recipes))
     c = card.get("resolution_ceiling")
     ceiling = (f" (the true label maps taken to {factor} mm and back score mean Dice "
                f"{' / '.join(f'{c[r]:.3f}' for r in REGIONS)}: the most any {factor} mm model can reach)" if c else "")
@@ -316,16 +350,15 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
         else:
             on_grid = (f"{head}, {gains} against its 1 mm scores: the part of its error that is detail lost to the "
                        "grid, what a finer second stage could win back at most.")
-    return f"""# Model card: brats-keras pretrained 3D U-Net, {n_folds}-fold ensemble (BraTS regions)
+    return f"""# Model card: brats-keras pretrained 3D U-Net, {title} (BraTS regions)
 
 **Not a medical device.** A research model trained on {n_cases} real BraTS cases; do not use it for diagnosis or
 treatment.
 
 {headline.rstrip()}
 
-Each of the {n_cases} cases above was segmented by the one fold model that never saw it, so these numbers are what
-the recipe gives on patients it has not seen. The shipped ensemble averages all {n_folds} fold models; its own
-score on these cases is not an estimate (each case is in the training data of {n_folds - 1} of them). Ensembling
+Each of the {n_cases} cases above was segmented by {scored_by} on patients it has not seen. The shipped ensemble averages all {n_models} fold models; its own
+score on these cases is not an estimate (each case is in the training data of {n_models - n_recipes} of them). Ensembling
 usually adds a little on new patients. The post-processing rows lean optimistic by the gains the choice measured on
 these same cases (mean Dice {' / '.join(f"{pp['dice_before'][r]:.3f}" for r in REGIONS)} before, \
 {' / '.join(f"{pp['dice_after'][r]:.3f}" for r in REGIONS)} after).
@@ -336,7 +369,7 @@ these same cases (mean Dice {' / '.join(f"{pp['dice_before'][r]:.3f}" for r in R
 | --- | --- | --- | --- |
 {_row({"run": "target (cross-validated)", **target})}
 {_row({"run": "maintainers' floor on their own cases", **floor})}{external}
-{_dice_row(f"this recipe, {n_folds}-fold cross-validated, before post-processing", cv["mean"])}
+{_dice_row(f"{this}, {n_folds}-fold cross-validated, before post-processing", cv["mean"])}
 {_dice_row("the same with the chosen post-processing", post["mean"])}
 
 ## What was tried (each a {n_folds}-fold cross-validation on the same {n_cases} cases; mean Dice, before post-processing)
@@ -345,12 +378,12 @@ these same cases (mean Dice {' / '.join(f"{pp['dice_before'][r]:.3f}" for r in R
 {attempts}
 
 ## What it is
-- {n_folds} files `fold-0.keras` ... `fold-{n_folds - 1}.keras`, {size:.1f} MB in all (weights stored in float16, no
+- {n_models} files {file_list}, {size:.1f} MB in all ({weights}, no
   optimizer state; they load into float32 models). Each: `{a['name']}` with {a['base_filters']} base filters,
   depth {a['depth']}, {a['norm']} normalisation, {a['parameters']:,} parameters, {outputs}.
 - Input: {', '.join(p['modalities'])} (channels in that order), each {scaled}, the brain's bounding box,
   {resolution}; prediction slides {p['patch_size']}^3 windows{at} over the brain, averages
-  the {n_folds} models' probabilities, {back}applies the post-processing stored in the files: `{json.dumps({k: v for k, v in pp['postprocess'].items() if k != 'chosen_on'})}`.
+  the {n_models} models' probabilities, {back}applies the post-processing stored in the files: `{json.dumps({k: v for k, v in pp['postprocess'].items() if k != 'chosen_on'})}`.
 - `brats-keras predict --input CASE --output DIR` uses the ensemble when no `--model` is given
   ({check['ensemble_seconds_per_case']:.1f} s per case on {t['hardware'].split(',')[0]}, one model
   {check['single_seconds_per_case']:.1f} s); `brats_keras.models.load_pretrained()` gives fold 0, one network to
@@ -358,9 +391,7 @@ these same cases (mean Dice {' / '.join(f"{pp['dice_before'][r]:.3f}" for r in R
 - {float16}
 
 ## Training
-Each fold: loss {t['loss']}, {t['patch_size']}^3 patches{at}, batch {t['batch_size']}, {t['optimizer']},
-{t['augmentation']} augmentation, a third of the patches centred on tumor, {steps} steps ({checkpoint}),
-about {t['minutes_per_fold']:.0f} minutes on {t['hardware']}.
+{training}
 {folds_how} ({card['data']['folds_text']}).
 
 Reproduce:
