@@ -76,6 +76,8 @@ def main(argv=None):
     ap.add_argument("--to", help="--folds: where to write the files (default: brats_keras/pretrained)")
     ap.add_argument("--check-cases", type=int, default=3, help="--folds: out-of-fold cases predicted again to check "
                                                                "the float16 files and time the ensemble")
+    ap.add_argument("--int8", action="store_true", help="--folds: kernels in int8 (ensemble --int8): twice the models "
+                                                        "within the size budget")
     ap.add_argument("--checkpoint", choices=["best", "last"],
                     help="--run: which checkpoint (default best); --folds: the cross-validation's (crossval --checkpoint)")
     ap.add_argument("--hardware", default="2-core AMD EPYC CPU (no AVX-512), 24 GB RAM, TensorFlow 2.21, float32")
@@ -152,6 +154,9 @@ def main(argv=None):
     print(json.dumps({"mean": plain[1], "tta_mean": tta[1], "s_per_case": plain[2]}, indent=1))
 
 
+
+#: the most the package's model files may take (MB)
+SIZE_BUDGET_MB = 60.0
 
 #: fold-run settings that may differ between the folds of one recipe
 _PER_FOLD = {"fold", "out"}
@@ -335,7 +340,12 @@ def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, ta
 
     links, source = convert_inputs(cfg_groups[0][0]["data"])  # first: an unreadable manifest stops it before any file
     written = ensemble_from_runs(groups if len(groups) > 1 else groups[0], staging, checkpoint=results["checkpoint"],
-                                 postprocessing=choice, log=lambda line: print(line.replace(str(staging), str(to))))
+                                 postprocessing=choice, weights_dtype="int8" if args.int8 else "float16",
+                                 log=lambda line: print(line.replace(str(staging), str(to))))
+    size = sum(p.stat().st_size for p in written) / 1e6
+    if size > SIZE_BUDGET_MB:  # before any check: nothing of the package changes
+        raise ValueError(f"the ensemble's {len(written)} files would ship {size:.1f} MB, over the "
+                         f"{SIZE_BUDGET_MB:g} MB budget" + ("" if args.int8 else ": try --int8"))
     # the check: each case's own-fold files (one per recipe) with the stored post-processing against the
     # post-processed table
     cases = {c.case_id: c for root in {Path(r["truth"]).parent.parent for r in results["cases"].values()}
@@ -412,7 +422,7 @@ def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, ta
             f"--scale {info['scale']} --downsample {info.get('downsample', 1)}",
             *training, *scoring,
             "python scripts/export_pretrained.py " + " ".join(f"--folds {runs}" for runs in fold_runs_of)
-            + f" --crossval cv --data {args.data} --train-minutes {args.train_minutes:g}"]),
+            + f" --crossval cv --data {args.data} --train-minutes {args.train_minutes:g}" + (" --int8" if args.int8 else "")]),
     }
     if len(groups) > 1:  # each recipe's own out-of-fold mean, beside the combined headline
         card["recipes"] = [{**recipe, "crossval_mean": table["mean"], "crossval_dir": str(member)}

@@ -924,7 +924,7 @@ def test_ensemble_file_names_carry_the_fold_and_the_recipe():
             ensemble_file_fold(bad)
 
 
-def test_ensemble_and_export_of_two_recipes_scored_by_their_combined_crossval(cv, tmp_path, capsys):
+def test_ensemble_and_export_of_two_recipes_scored_by_their_combined_crossval(cv, tmp_path, capsys, monkeypatch):
     """Two recipes' fold runs (the same folds) make one ensemble, fold-<k>a.keras and fold-<k>b.keras, and the
     export ships it with the table crossval --combine wrote from the recipes' tables: its headline, each recipe's
     own mean, and the commands that rebuild both recipes and the combination."""
@@ -954,8 +954,21 @@ def test_ensemble_and_export_of_two_recipes_scored_by_their_combined_crossval(cv
     assert not (tmp_path / "bad").exists()
     ship = tmp_path / "ship"
     export = _export_script()
-    assert export(["--folds", *map(str, runs_a), "--folds", *map(str, runs_b), "--crossval", str(cv_ab), "--data",
-                   "data/cv_2mm", "--to", str(ship), "--train-minutes", "3", "--check-cases", "2"]) == 0
+    args = ["--folds", *map(str, runs_a), "--folds", *map(str, runs_b), "--crossval", str(cv_ab), "--data",
+            "data/cv_2mm", "--to", str(ship), "--train-minutes", "3", "--check-cases", "2"]
+    # over the size budget: one line, nothing shipped
+    monkeypatch.setitem(export.__globals__, "SIZE_BUDGET_MB", 0.1)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        export(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "over the 0.1 MB budget: try --int8" in err[0]
+    assert not list(ship.glob("*"))
+    monkeypatch.undo()
+    assert export(args + ["--int8"]) == 0
+    from brats_keras.checkpoint import is_int8
+
+    assert all(is_int8(p) for p in ship.glob("fold-*.keras"))
     card = json.loads((ship / "model_card.json").read_text())
     assert [(f["file"], f["fold"], f["recipe"]) for f in card["model_files"]] == [
         ("fold-0a.keras", 0, 0), ("fold-0b.keras", 0, 1), ("fold-1a.keras", 1, 0), ("fold-1b.keras", 1, 1)]
@@ -976,6 +989,7 @@ def test_ensemble_and_export_of_two_recipes_scored_by_their_combined_crossval(cv
     assert ("python scripts/export_pretrained.py --folds runs/cv_a/fold0 runs/cv_a/fold1 --folds runs/cv_b/fold0 "
             "runs/cv_b/fold1 --crossval cv") in md
     assert "--out runs/cv_b/fold$k" in md and md.count("--seed 1") == 1
+    assert "--train-minutes 3 --int8" in md and "kernels stored in int8" in md
 
 
 def test_export_commands_gather_the_data_roots_the_conversion_read(tmp_path, monkeypatch):

@@ -305,7 +305,7 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
     folds_how = ("Folds stratified by tumor size" if card["data"].get("stratified_by", "tumor size")
                  else "Folds drawn at random (too few cases to stratify by tumor size)")
     moved = check["max_dice_difference"]
-    stored = {"int8": "int8 kernels", "float32": "float32"}.get(dtype, "float16")
+    stored = {"int8": "int8", "float32": "float32"}.get(dtype, "float16")
     float16 = (f"{stored[0].upper()}{stored[1:]} storage does not move the scores: fold models in {stored} with the "
                f"stored post-processing scored {len(check['cases'])} of the cases above within {moved:.4f} Dice of "
                "the float32 table." if moved <= FLOAT16_DICE_TOLERANCE else
