@@ -989,7 +989,7 @@ def test_ensemble_and_export_of_two_recipes_scored_by_their_combined_crossval(cv
     assert ("python scripts/export_pretrained.py --folds runs/cv_a/fold0 runs/cv_a/fold1 --folds runs/cv_b/fold0 "
             "runs/cv_b/fold1 --crossval cv") in md
     assert "--out runs/cv_b/fold$k" in md and md.count("--seed 1") == 1
-    assert "--train-minutes 3 --int8" in md and "kernels stored in int8" in md
+    assert "--train-minutes 3 --int8" in md and "kernels stored in int8" in md and "the 2 models of one fold" in md
 
 
 def test_export_commands_gather_the_data_roots_the_conversion_read(tmp_path, monkeypatch):

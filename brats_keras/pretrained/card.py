@@ -314,6 +314,7 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
     weights = {"int8": "kernels stored in int8 with a scale per output channel, other weights in float16",
                "float32": "weights stored in float32"}.get(dtype, "weights stored in float16")
     letters = sorted({f["file"][len(f"fold-{f['fold']}"):-len(".keras")] for f in files})
+    one_fold = "one model" if n_recipes == 1 else f"the {n_recipes} models of one fold"
     if n_recipes == 1:
         title = f"{n_folds}-fold ensemble"
         scored_by = "the one fold model that never saw it, so these numbers are what\nthe recipe gives"
@@ -385,7 +386,7 @@ these same cases (mean Dice {' / '.join(f"{pp['dice_before'][r]:.3f}" for r in R
   {resolution}; prediction slides {p['patch_size']}^3 windows{at} over the brain, averages
   the {n_models} models' probabilities, {back}applies the post-processing stored in the files: `{json.dumps({k: v for k, v in pp['postprocess'].items() if k != 'chosen_on'})}`.
 - `brats-keras predict --input CASE --output DIR` uses the ensemble when no `--model` is given
-  ({check['ensemble_seconds_per_case']:.1f} s per case on {t['hardware'].split(',')[0]}, one model
+  ({check['ensemble_seconds_per_case']:.1f} s per case on {t['hardware'].split(',')[0]}, {one_fold}
   {check['single_seconds_per_case']:.1f} s); `brats_keras.models.load_pretrained()` gives fold 0, one network to
   fine-tune.
 - {float16}
