@@ -34,7 +34,7 @@ from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E4
 from brats_keras.crossval import (MEMBER_LETTERS, choice_rule_flags, crossval_file, fold_runs,  # noqa: E402
                                   member_path, read_crossval, read_postprocessing_file)
 from brats_keras.data import ConvertedCases  # noqa: E402
-from brats_keras.evaluation import grid_dice, resolution_ceiling, score_case  # noqa: E402
+from brats_keras.evaluation import grid_dice, label_contrast, resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.models import count_params, main_output  # noqa: E402
 from brats_keras.pretrained import CARD_FILE, CARD_JSON, MODEL_FILE  # noqa: E402
@@ -318,6 +318,25 @@ def export_ensemble(args):
     return 0
 
 
+#: a labelled ET less than this many brain standard deviations above the brain's mean T1ce is barely enhancing
+LOW_CONTRAST = 1.0
+
+
+def et_contrast_summary(contrast: dict, rows: dict) -> dict | None:
+    """The model card's ``et_contrast``: each case's labelled-ET contrast in T1ce (``label_contrast``), the cases
+    under :data:`LOW_CONTRAST`, and the recipe's mean out-of-fold ET Dice on those and on the others."""
+    if not contrast:
+        return None
+    low = sorted(c for c, z in contrast.items() if z < LOW_CONTRAST)
+    rest = sorted(set(contrast) - set(low))
+
+    def mean_et(ids):
+        return float(np.mean([rows[c]["ET"]["dice"] for c in ids])) if ids else None
+
+    return {"modality": "t1ce", "threshold": LOW_CONTRAST, "cases": contrast, "low": low,
+            "et_dice_low": mean_et(low), "et_dice_rest": mean_et(rest)}
+
+
 def _recipe_dir(g: int, n: int) -> str:
     """The folder name the card's commands give recipe ``g`` of ``n``: ``cv`` for one, ``cv_a``, ``cv_b``, ... ."""
     return "cv" if n == 1 else f"cv_{MEMBER_LETTERS[g]}"
@@ -371,11 +390,13 @@ def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, ta
     info = read_info(written[0])
     factor = int(info.get("downsample") or 1)
     cv_dir = crossval_file(args.crossval).parent
-    ceiling, on_grid = [], []  # per case: the grid's ceiling, and the out-of-fold prediction scored on the grid
-    for r in results["cases"].values():
+    ceiling, on_grid, contrast = [], [], {}  # per case: the grid's ceiling, the out-of-fold prediction scored on the
+    for cid, r in results["cases"].items():  # grid, and how bright the labelled ET is in T1ce
         truth = bio.load_classes(Path(r["truth"]))
         ceiling.append(resolution_ceiling(truth, factor))
         on_grid.append(grid_dice(bio.load_classes(member_path(cv_dir, "predictions", r["prediction"])), truth, factor))
+        if cid in cases and "t1ce" in cases[cid].images and (truth == 3).any():
+            contrast[cid] = label_contrast(bio.load_nifti(cases[cid].path("t1ce"), np.float32)[0], truth)["ET"]
     model, _ = load_model(written[0], compile=False)
     n_fold_cases = {k: len(f["cases"]) for k, f in results["folds"].items()}
     cfg = cfg_groups[0][0]
@@ -412,6 +433,7 @@ def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, ta
         "crossval_postprocessed": {k: post[k] for k in ("cases", "folds", "mean", "median", "std") if k in post},
         "resolution_ceiling": {r: float(np.mean([c[r] for c in ceiling])) for r in ("WT", "TC", "ET")},
         "grid_dice": {r: float(np.mean([c[r] for c in on_grid])) for r in ("WT", "TC", "ET")},
+        "et_contrast": et_contrast_summary(contrast, results["cases"]),
         "check": {"cases": ids, "max_dice_difference": float(max(diffs)) if diffs else 0.0,
                   "single_seconds_per_case": float(np.mean(single)) if single else float("nan"),
                   "ensemble_seconds_per_case": float(np.mean(seconds)) if seconds else float("nan")},

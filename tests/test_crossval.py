@@ -896,6 +896,10 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     on_grid = [grid_dice(bio.load_classes(r["prediction"]), bio.load_classes(r["truth"]), factor)
                for r in results["cases"].values()]  # the out-of-fold predictions, on the models' grid
     assert card["grid_dice"] == pytest.approx({r: np.mean([g[r] for g in on_grid]) for r in ("WT", "TC", "ET")})
+    e = card["et_contrast"]  # the labelled ET's T1ce contrast per case with ET, and the ET Dice of the dim ones
+    assert set(e["cases"]) <= set(results["cases"]) and e["low"] == sorted(c for c, z in e["cases"].items() if z < 1)
+    rest = [results["cases"][c]["ET"]["dice"] for c in e["cases"] if c not in e["low"]]
+    assert e["et_dice_rest"] == (pytest.approx(np.mean(rest)) if rest else None)
     stored = read_info(ship / "fold-1.keras")["postprocess"]
     choice = json.loads((cv_dir / "postprocessing.json").read_text())
     assert {k: stored[k] for k in choice["postprocess"]} == choice["postprocess"]
@@ -906,6 +910,7 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     mean = results["mean"]
     assert md.startswith("# Model card: brats-keras pretrained 3D U-Net, 2-fold ensemble")
     assert (f"Scored at {factor} mm" in md) == (factor > 1)
+    assert ("Enhancing tumor that is not bright in T1ce" in md) == bool(card["et_contrast"]["low"])
     assert ("| **mean over 5 cases** | " + " | ".join(f"{mean[r]['dice']:.3f}" for r in ("WT", "TC", "ET"))) in md
     assert "## Headline: the cross-validated estimate (2 folds, 5 cases, `last` checkpoints)" in md
     assert "--fold $k" in md and "for k in 0 1; do" in md and "--split-file" not in md

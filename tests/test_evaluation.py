@@ -682,6 +682,28 @@ def test_resolution_ceiling_known_answers():
     assert resolution_ceiling(c, 1) == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
 
 
+def test_label_contrast_known_answers():
+    from brats_keras.evaluation import label_contrast
+
+    image = np.zeros((10, 10, 10), np.float32)
+    image[1:9, 1:9, 1:9] = 100.0  # the brain: 512 voxels
+    classes = np.zeros(image.shape, np.uint8)
+    image[2:4, 2:4, 2:4] = 300.0  # bright enhancing tumor: 8 voxels
+    classes[2:4, 2:4, 2:4] = 3
+    classes[5:7, 5:7, 5:7] = 2  # edema as bright as the brain
+    brain = image[image > 0]
+    got = label_contrast(image, classes)
+    assert got["ET"] == pytest.approx((300 - brain.mean()) / brain.std())
+    assert got["ED"] == pytest.approx((100 - brain.mean()) / brain.std()) and got["ED"] < 0 < got["ET"]
+    assert np.isnan(got["NCR"])  # no necrosis labelled
+    mask = np.zeros(image.shape, bool)
+    mask[1:9, 1:9, 1:5] = True  # an explicit brain: half of it
+    inside = image[mask]
+    assert label_contrast(image, classes, mask)["ET"] == pytest.approx((300 - inside.mean()) / inside.std())
+    with pytest.raises(ValueError, match="shape"):
+        label_contrast(image[:-1], classes)
+
+
 def test_grid_dice_scores_both_maps_on_the_coarse_grid():
     """A 1 mm error smaller than half a 2 mm block disappears on the grid; a whole block missed does not; at
     factor 1 it is the plain Dice per region."""

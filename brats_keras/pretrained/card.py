@@ -351,6 +351,16 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
         else:
             on_grid = (f"{head}, {gains} against its 1 mm scores: the part of its error that is detail lost to the "
                        "grid, what a finer second stage could win back at most.")
+    e, dim_et = card.get("et_contrast"), ""
+    if e and e.get("low"):
+        zs = [e["cases"][c] for c in e["low"]]
+        rest = [z for c, z in e["cases"].items() if c not in e["low"]]
+        dim_et = (f"\n- Enhancing tumor that is not bright in T1ce: in {len(e['low'])} of the {len(e['cases'])} cases "
+                  f"with ET the labelled ET lies less than {e['threshold']:g} standard deviation above the brain's mean "
+                  f"T1ce (`brats_keras.evaluation.label_contrast`: z {min(zs):.2f} to {max(zs):.2f}"
+                  + (f", against {min(rest):.2f} and above in the others" if rest else "")
+                  + f"); the out-of-fold ET Dice there is {e['et_dice_low']:.2f}"
+                  + (f", against {e['et_dice_rest']:.2f} on the other {len(rest)}." if rest else "."))
     return f"""# Model card: brats-keras pretrained 3D U-Net, {title} (BraTS regions)
 
 **Not a medical device.** A research model trained on {n_cases} real BraTS cases; do not use it for diagnosis or
@@ -404,6 +414,6 @@ Reproduce:
 ## Limits
 - {n_cases} training cases from a handful of institutions: expect lower scores on scanners, protocols and tumor
   types they do not cover (the maintainers' 21 further cases come from one institution).
-- {factor} mm working resolution: thin enhancing rims and tiny lesions lose detail{ceiling}.{on_grid}
+- {factor} mm working resolution: thin enhancing rims and tiny lesions lose detail{ceiling}.{on_grid}{dim_et}
 - Not a medical device; not validated for clinical use.
 """
