@@ -24,7 +24,8 @@ WEIGHTS_MEMBER = "model.weights.h5"
 #: a member that marks a file whose kernels are stored in int8 (:func:`store_int8`): :func:`load_model` restores
 #: them; ``keras.saving.load_model`` refuses such a file (its kernels are not where Keras looks for them)
 INT8_MEMBER = "brats_keras_int8.json"
-INT8_SCHEME = {"kernels": "int8, symmetric, one float32 scale per slice along the last axis (output channels)",
+INT8_SCHEME = {"kernels": "int8, symmetric, one float32 scale per slice along the last axis (a "
+                          "convolution's output channels, a transposed convolution's input channels)",
                "suffixes": [".int8", ".scale"], "other weights": "float16"}
 WEIGHTS_DTYPES = ("float32", "float16", "int8")
 #: largest magnitude float16 holds
@@ -40,7 +41,7 @@ def save_model(model, path, info: dict | None = None, include_optimizer: bool = 
         state: training state to embed (``training_state.json``; read back with :func:`read_state`).
         weights_dtype: ``"float16"`` stores the model's float32 weights as float16 (half the size: for shipping;
             they load back into the float32 model, so prediction runs as before, see :func:`store_float16`);
-            ``"int8"`` stores its kernels as 8-bit integers with a scale per output channel and the other weights
+            ``"int8"`` stores its kernels as 8-bit integers with a scale per channel and the other weights
             as float16 (a quarter of the size; only :func:`load_model` reads it, see :func:`store_int8`); the
             optimizer's state, when included, stays float32.
     """
@@ -181,7 +182,7 @@ def quantize_int8(array):
     import numpy as np
 
     array = np.asarray(array, np.float32)
-    scale = np.abs(array).reshape(-1, array.shape[-1]).max(axis=0) / 127.0
+    scale = np.abs(array).max(axis=tuple(range(array.ndim - 1)), initial=0.0) / 127.0  # initial: an empty kernel
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
     q = np.clip(np.rint(array / scale), -127, 127).astype(np.int8)
     return q, scale
@@ -230,17 +231,21 @@ def is_int8(path) -> bool:
 
 def dequantized_copy(path, out) -> Path:
     """Write the int8 model file ``path`` to ``out`` with its kernels restored to float32 (:func:`load_model`
-    loads int8 files through such a copy; ``keras.saving.load_model`` reads the copy)."""
-    _copy_archive(path, out, {WEIGHTS_MEMBER: _dequantized_weights}, drop=(INT8_MEMBER,))
+    loads int8 files through such a copy; ``keras.saving.load_model`` reads the copy). Stored uncompressed: the
+    copy is read once and deleted, and deflating 23 MB of float32 weights would take most of the load time."""
+    _copy_archive(path, out, {WEIGHTS_MEMBER: _dequantized_weights}, drop=(INT8_MEMBER,),
+                  compression=zipfile.ZIP_STORED)
     return Path(out)
 
 
-def _copy_archive(src, dst, changes: dict | None = None, replace: dict | None = None, drop=()) -> None:
-    """Write the zip archive ``src`` (a path or a file object) to ``dst``, deflated: the members named in
-    ``changes`` pass through their function (``bytes -> bytes``), those in ``replace`` get its bytes instead
-    (added when ``src`` lacks them), those in ``drop`` are left out, the others are copied as they are."""
+def _copy_archive(src, dst, changes: dict | None = None, replace: dict | None = None, drop=(),
+                  compression: int = zipfile.ZIP_DEFLATED) -> None:
+    """Write the zip archive ``src`` (a path or a file object) to ``dst``, deflated (or as ``compression`` says):
+    the members named in ``changes`` pass through their function (``bytes -> bytes``), those in ``replace`` get
+    its bytes instead (added when ``src`` lacks them), those in ``drop`` are left out, the others are copied as
+    they are."""
     changes, replace = changes or {}, replace or {}
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as zout:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", compression) as zout:
         for item in zin.infolist():
             if item.filename in replace or item.filename in drop:
                 continue
@@ -283,8 +288,8 @@ def store_int8(path, out=None) -> Path:
     """Write the model file ``path`` with its kernels stored in int8 to ``out`` (default: in place).
 
     A quarter of the float32 size (22.8 MB, or 10.4 MB in float16, -> 5.2 MB for the shipped U-Net): every kernel as 8-bit integers with
-    one float32 scale per output channel (:func:`quantize_int8`: each weight within half a step, 1/254 of its
-    channel's largest), every other weight as float16. For shipping a larger ensemble within a size budget, once
+    one float32 scale per channel of its last axis (:func:`quantize_int8`: each weight within half a step, 1/254
+    of its channel's largest; a convolution's output channels, a transposed convolution's input channels), every other weight as float16. For shipping a larger ensemble within a size budget, once
     a cross-validation shows that its scores do not move. :func:`load_model` (and so ``predict``, ``evaluate`` and
     :class:`~brats_keras.inference.Predictor`) restores the float32 model; ``keras.saving.load_model`` refuses the
     file. The embedded info and training state are kept. Atomic.

@@ -241,3 +241,95 @@ def test_store_int8_of_a_file_equals_saving_in_int8_and_is_a_quarter_of_float32(
     assert not (tmp_path / "nan.keras").exists()
     with pytest.raises(ValueError, match="weights_dtype"):
         save_model(model, tmp_path / "x.keras", weights_dtype="int4")
+
+
+def test_quantize_int8_known_answers_a_zero_channel_and_an_empty_kernel():
+    from brats_keras.checkpoint import quantize_int8
+
+    q, s = quantize_int8(np.array([[1.0, 0.0, -2.0], [0.5, 0.0, 1.0]], np.float32))
+    np.testing.assert_allclose(s, [1 / 127, 1.0, 2 / 127], rtol=1e-7)  # a zero channel: scale 1, no 0/0
+    np.testing.assert_array_equal(q, [[127, 0, -127], [64, 0, 64]])  # 63.5 rounds to the even 64
+    assert q.dtype == np.int8 and s.dtype == np.float32
+    q, s = quantize_int8(np.zeros((0, 3), np.float32))  # no weights: nothing to scale, no error
+    assert q.shape == (0, 3) and s.tolist() == [1.0, 1.0, 1.0]
+
+
+def test_an_int8_checkpoint_keeps_the_optimizer_state_in_float32(tmp_path):
+    """A checkpoint saved with its optimizer in int8: the model's kernels become int8, the optimizer's moments
+    (arrays of the kernels' shapes) stay float32 and come back exactly, so training resumes from them."""
+    import io
+
+    import h5py
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    x = np.random.default_rng(0).standard_normal((32, 8)).astype(np.float32)
+    model.fit(x, x[:, :1], epochs=2, verbose=0)
+    i8 = save_model(model, tmp_path / "m8.keras", INFO, state={"epoch": 2}, weights_dtype="int8")
+    with zipfile.ZipFile(i8) as zf, h5py.File(io.BytesIO(zf.read(WEIGHTS_MEMBER)), "r") as h5:
+        dtypes = {}
+        h5.visititems(lambda name, obj: dtypes.__setitem__(name, str(obj.dtype))
+                      if isinstance(obj, h5py.Dataset) else None)
+    assert {d for n, d in dtypes.items() if n.startswith("optimizer/")} == {"int64", "float32"}
+    assert not any(n.startswith("optimizer/") and n.endswith((".int8", ".scale")) for n in dtypes)
+    assert {d for n, d in dtypes.items() if n.startswith("layers/") and n.endswith(".int8")} == {"int8"}
+    loaded, _ = load_model(i8)
+    assert int(loaded.optimizer.iterations.numpy()) == int(model.optimizer.iterations.numpy()) > 0
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a))
+    assert np.isfinite(loaded.train_on_batch(x, x[:, :1]))
+
+
+def test_int8_loading_names_the_file_given_in_one_line_and_leaves_no_temporary_copy(tmp_path, monkeypatch):
+    """An int8 file loads through a float32 copy in a temporary folder: removed after a load and after a failure,
+    and the one-line error names the file the user gave, never the copy."""
+    import tempfile
+
+    from brats_keras.checkpoint import _copy_archive
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    i8 = save_model(tiny(), tmp_path / "m8.keras", INFO, include_optimizer=False, weights_dtype="int8")
+    assert load_model(i8, compile=False)[1] == INFO and not list(scratch.iterdir())
+    odd = tmp_path / "m8.model"  # a name Keras refuses, and names in its message
+    odd.write_bytes(i8.read_bytes())
+    with pytest.raises(BratsInputError) as exc:
+        load_model(odd, compile=False)
+    text = str(exc.value)
+    assert text.startswith(f"{odd}: ") and "\n" not in text and str(scratch) not in text
+    assert not list(scratch.iterdir())
+
+    def without_scales(data):
+        import io
+
+        import h5py
+
+        out = io.BytesIO()
+        with h5py.File(io.BytesIO(data), "r") as src, h5py.File(out, "w") as dst:
+            src.visititems(lambda name, obj: dst.create_dataset(name, data=obj[()])
+                           if isinstance(obj, h5py.Dataset) and not name.endswith(".scale") else None)
+        return out.getvalue()
+
+    broken = tmp_path / "broken.keras"
+    _copy_archive(i8, broken, {WEIGHTS_MEMBER: without_scales})
+    with pytest.raises(BratsInputError, match=r"broken\.keras: not a Keras model file") as exc:
+        load_model(broken, compile=False)
+    assert "\n" not in str(exc.value) and str(scratch) not in str(exc.value)
+    assert not list(scratch.iterdir())
+
+
+def test_the_float32_copy_of_an_int8_file_is_stored_uncompressed(tmp_path):
+    """The copy is read once and deleted: deflating it would take most of an int8 file's load time."""
+    from brats_keras.checkpoint import dequantized_copy, is_int8
+
+    model = tiny()
+    i8 = save_model(model, tmp_path / "m8.keras", INFO, include_optimizer=False, weights_dtype="int8")
+    copy = dequantized_copy(i8, tmp_path / "copy.keras")
+    with zipfile.ZipFile(copy) as zf:
+        assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
+    assert not is_int8(copy) and stored_dtypes(copy) == {"float16", "float32"} and read_info(copy) == INFO
+    for a, b in zip(keras.saving.load_model(str(copy), compile=False).get_weights(),
+                    load_model(i8, compile=False)[0].get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -108,6 +108,7 @@ def load_model(path, compile: bool = True) -> keras.Model:
         raise BratsInputError(f"{path}: not a Keras model file (not a .keras zip archive: corrupt, truncated "
                               f"or another format)")
     _register_custom_objects()
+    copy = None  # the float32 copy of an int8 file, which errors must not name
     try:
         from ..checkpoint import dequantized_copy, is_int8
 
@@ -115,10 +116,13 @@ def load_model(path, compile: bool = True) -> keras.Model:
             import tempfile
 
             with tempfile.TemporaryDirectory(prefix="brats_int8_") as tmp:
-                return keras.saving.load_model(str(dequantized_copy(path, Path(tmp) / path.name)), compile=compile)
+                copy = Path(tmp) / path.name
+                return keras.saving.load_model(str(dequantized_copy(path, copy)), compile=compile)
         return keras.saving.load_model(str(path), compile=compile)
     except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
         text = " ".join(str(exc).split())
+        if copy is not None:
+            text = text.replace(str(copy), str(path)).replace(str(copy.parent), str(path.parent))
         if "Lambda" in text and "safe_mode" in text:
             raise BratsInputError(f"{path}: holds a Lambda layer (Python code), which Keras safe mode refuses to "
                                   f"load; rebuild the model without Lambda layers") from None
