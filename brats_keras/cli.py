@@ -520,7 +520,7 @@ def _add_ensemble(sub):
     size.add_argument("--float32", action="store_true", help="keep the weights in float32 (default: float16, half "
                                                              "the size, the same Dice)")
     size.add_argument("--int8", action="store_true",
-                      help="kernels in int8 with a scale per output channel, other weights in float16: a quarter of "
+                      help="kernels in int8 with a scale per channel, other weights in float16: a quarter of "
                            "float32, for more models within a size budget (check the Dice with crossval first); "
                            "only brats-keras reads such files")
     p.set_defaults(func=cmd_ensemble)

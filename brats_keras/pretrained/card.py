@@ -311,7 +311,7 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
                "the float32 table." if moved <= FLOAT16_DICE_TOLERANCE else
                f"Fold models in {stored} with the stored post-processing scored {len(check['cases'])} of the cases "
                f"above up to {moved:.4f} Dice away from the float32 table.")
-    weights = {"int8": "kernels stored in int8 with a scale per output channel, other weights in float16",
+    weights = {"int8": "kernels stored in int8 with a scale per channel, other weights in float16",
                "float32": "weights stored in float32"}.get(dtype, "weights stored in float16")
     letters = sorted({f["file"][len(f"fold-{f['fold']}"):-len(".keras")] for f in files})
     one_fold = "one model" if n_recipes == 1 else f"the {n_recipes} models of one fold"
