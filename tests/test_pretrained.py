@@ -92,10 +92,10 @@ def test_cli_predict_without_model_uses_every_shipped_file_and_scores_as_the_car
     scores = _predict_and_score(tmp_path, real_dir)
     assert used == [[str(p) for p in pretrained_paths()]]
     ref = card_case(CASE)
-    if pretrained_paths() != [ref["model"]]:  # an ensemble: the card scored this case with one fold
-        assert ensemble_ships(card) and ref["model"] in pretrained_paths()
-        scores = _predict_and_score(tmp_path, real_dir, "--model", str(ref["model"]), "--overlap",
-                                    str(ref["overlap"]), *(["--tta"] if ref["tta"] else []))
+    if pretrained_paths() != ref["models"]:  # an ensemble: the card scored this case with one fold's files
+        assert ensemble_ships(card) and set(ref["models"]) < set(pretrained_paths())  # one per recipe
+        scores = _predict_and_score(tmp_path, real_dir, *(f for m in ref["models"] for f in ("--model", str(m))),
+                                    "--overlap", str(ref["overlap"]), *(["--tta"] if ref["tta"] else []))
     for r in ("WT", "TC", "ET"):
         assert scores[r]["dice"] == pytest.approx(ref["scores"][r]["dice"], abs=1e-3), r
 
@@ -174,7 +174,9 @@ def test_card_markdown_rebuilds_the_shipped_card_from_its_json_and_the_history_d
         assert "| a run of ours | 0.9 / 1.0 | 0.8 / 2.0 | 0.7 / 3.0 |" in text
         assert "| target (cross-validated) | 0.95 | 0.9 | 0.85 |" in text
         assert "| target (cross-validated) | 0.88 |" not in text
-        assert text.startswith(f"# Model card: brats-keras pretrained 3D U-Net, {len(card['model_files'])}-fold")
+        n_folds, n_recipes = len(card["data"]["folds"]), len(card.get("recipes") or [None])
+        assert text.startswith("# Model card: brats-keras pretrained 3D U-Net, "
+                               + (f"{n_recipes} recipes x " if n_recipes > 1 else "") + f"{n_folds}-fold")
         return
     history["earlier_runs"], history["target"] = [row], target
     text = card_markdown(card, history)
