@@ -11,9 +11,11 @@ mirroring TTA, and writes ``model_card.json`` and ``MODEL_CARD.md`` beside it.
 
 ``--folds``: the fold ensemble. The cross-validation must have been scored and its post-processing chosen
 (``brats-keras crossval --runs ... --out CV --choose-postprocessing``). Writes ``fold-<k>.keras`` (float16
-weights, the chosen post-processing stored) in place of ``model.keras``, checks on a few out-of-fold cases that
-the float16 files with the stored post-processing score as the cross-validation table says, times the
-ensemble, and writes the card with the cross-validated estimate as its headline.
+weights, or int8 kernels with ``--int8``; the chosen post-processing stored) in place of ``model.keras``, checks
+on a few out-of-fold cases that the stored files with the stored post-processing score as the cross-validation
+table says, times the ensemble, and writes the card with the cross-validated estimate as its headline. Repeat
+``--folds`` once per recipe (with ``--crossval`` the table ``crossval --combine`` wrote from theirs) to ship
+them as one ensemble, ``fold-<k>a.keras``, ``fold-<k>b.keras``, ...; files over the 60 MB budget are refused.
 
 The card's text and the rows of earlier runs it compares with live in ``brats_keras.pretrained.card`` and
 ``card_history.json``. Unusable input (a folder that is no run, a cross-validation of other runs, fold runs
@@ -75,7 +77,7 @@ def main(argv=None):
                                                             "commands name")
     ap.add_argument("--to", help="--folds: where to write the files (default: brats_keras/pretrained)")
     ap.add_argument("--check-cases", type=int, default=3, help="--folds: out-of-fold cases predicted again to check "
-                                                               "the float16 files and time the ensemble")
+                                                               "the stored files and time the ensemble")
     ap.add_argument("--int8", action="store_true", help="--folds: kernels in int8 (ensemble --int8): twice the models "
                                                         "within the size budget")
     ap.add_argument("--checkpoint", choices=["best", "last"],
