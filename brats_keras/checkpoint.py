@@ -101,10 +101,28 @@ def _float16_weights(data: bytes, where: str = "model") -> bytes:
     Raises:
         BratsInputError naming ``where`` and the weight when a value is beyond float16's range (65504).
     """
+    import numpy as np
+
+    def convert(name, array, read):
+        if array.dtype == np.float32 and not _in_optimizer(name):
+            check_float16_range(array, f"{where}: weight {name} holds values")
+            array = array.astype(np.float16)
+        return [(name, array)]
+
+    return _rewrite_weights(data, convert)
+
+
+def _in_optimizer(name: str) -> bool:
+    return name == OPTIMIZER_GROUP or name.startswith(OPTIMIZER_GROUP + "/")
+
+
+def _rewrite_weights(data: bytes, convert) -> bytes:
+    """The HDF5 file ``data`` rewritten: groups and attributes as they are, each dataset ``name`` replaced by the
+    ``[(name, array), ...]`` that ``convert(name, array, read)`` returns (none: left out; ``read(other)`` gives
+    another dataset's array), each carrying the dataset's attributes."""
     import io
 
     import h5py
-    import numpy as np
 
     out = io.BytesIO()
     with h5py.File(io.BytesIO(data), "r") as src, h5py.File(out, "w") as dst:
@@ -113,16 +131,16 @@ def _float16_weights(data: bytes, where: str = "model") -> bytes:
 
         def copy(name, obj):
             if isinstance(obj, h5py.Dataset):
-                array = obj[()]
-                in_optimizer = name == OPTIMIZER_GROUP or name.startswith(OPTIMIZER_GROUP + "/")
-                if obj.dtype == np.float32 and not in_optimizer:
-                    check_float16_range(array, f"{where}: weight {name} holds values")
-                    array = array.astype(np.float16)
-                dst.create_dataset(name, data=array)
+                targets = []
+                for target, array in convert(name, obj[()], lambda other: src[other][()]):
+                    dst.create_dataset(target, data=array)
+                    targets.append(target)
             else:
                 dst.require_group(name)
-            for key, value in obj.attrs.items():
-                dst[name].attrs[key] = value
+                targets = [name]
+            for target in targets:
+                for key, value in obj.attrs.items():
+                    dst[target].attrs[key] = value
 
         src.visititems(copy)
     return out.getvalue()
@@ -138,42 +156,20 @@ def _int8_weights(data: bytes, where: str = "model") -> bytes:
         BratsInputError naming ``where`` and the weight when a kernel holds a value that is not finite, or
         another weight is beyond float16's range.
     """
-    import io
-
-    import h5py
     import numpy as np
 
-    out = io.BytesIO()
-    with h5py.File(io.BytesIO(data), "r") as src, h5py.File(out, "w") as dst:
-        for key, value in src.attrs.items():
-            dst.attrs[key] = value
+    def convert(name, array, read):
+        if array.dtype in (np.float32, np.float16) and not _in_optimizer(name) and array.ndim >= 2:
+            if not np.all(np.isfinite(array)):
+                raise BratsInputError(f"{where}: weight {name} holds values that are not finite")
+            q, scale = quantize_int8(array)
+            return [(name + ".int8", q), (name + ".scale", scale)]
+        if array.dtype == np.float32 and not _in_optimizer(name):
+            check_float16_range(array, f"{where}: weight {name} holds values")
+            array = array.astype(np.float16)
+        return [(name, array)]
 
-        def copy(name, obj):
-            if not isinstance(obj, h5py.Dataset):
-                dst.require_group(name)
-                targets = [name]
-            else:
-                array = obj[()]
-                in_optimizer = name == OPTIMIZER_GROUP or name.startswith(OPTIMIZER_GROUP + "/")
-                if obj.dtype in (np.float32, np.float16) and not in_optimizer and array.ndim >= 2:
-                    if not np.all(np.isfinite(array)):
-                        raise BratsInputError(f"{where}: weight {name} holds values that are not finite")
-                    q, scale = quantize_int8(array)
-                    dst.create_dataset(name + ".int8", data=q)
-                    dst.create_dataset(name + ".scale", data=scale)
-                    targets = [name + ".int8"]
-                else:
-                    if obj.dtype == np.float32 and not in_optimizer:
-                        check_float16_range(array, f"{where}: weight {name} holds values")
-                        array = array.astype(np.float16)
-                    dst.create_dataset(name, data=array)
-                    targets = [name]
-            for target in targets:
-                for key, value in obj.attrs.items():
-                    dst[target].attrs[key] = value
-
-        src.visititems(copy)
-    return out.getvalue()
+    return _rewrite_weights(data, convert)
 
 
 def quantize_int8(array):
@@ -191,33 +187,17 @@ def quantize_int8(array):
 def _dequantized_weights(data: bytes) -> bytes:
     """The inverse of :func:`_int8_weights`: each ``<name>.int8`` and ``<name>.scale`` pair back to a float32
     ``<name>``; every other array and attribute as it is (Keras assigns float16 arrays to float32 variables)."""
-    import io
-
-    import h5py
     import numpy as np
 
-    out = io.BytesIO()
-    with h5py.File(io.BytesIO(data), "r") as src, h5py.File(out, "w") as dst:
-        for key, value in src.attrs.items():
-            dst.attrs[key] = value
+    def convert(name, array, read):
+        if name.endswith(".scale"):
+            return []
+        if name.endswith(".int8"):
+            base = name[: -len(".int8")]
+            return [(base, array.astype(np.float32) * read(base + ".scale"))]
+        return [(name, array)]
 
-        def copy(name, obj):
-            if not isinstance(obj, h5py.Dataset):
-                dst.require_group(name)
-                target = name
-            elif name.endswith(".scale"):
-                return
-            elif name.endswith(".int8"):
-                target = name[: -len(".int8")]
-                dst.create_dataset(target, data=obj[()].astype(np.float32) * src[target + ".scale"][()])
-            else:
-                target = name
-                dst.create_dataset(name, data=obj[()])
-            for key, value in obj.attrs.items():
-                dst[target].attrs[key] = value
-
-        src.visititems(copy)
-    return out.getvalue()
+    return _rewrite_weights(data, convert)
 
 
 def is_int8(path) -> bool:
@@ -269,6 +249,13 @@ def store_float16(path, out=None) -> Path:
         FileNotFoundError for a missing file; BratsInputError for a file that is not a Keras model file or has no
         weights member, or a weight beyond float16's range.
     """
+    return _store_weights(path, out, _float16_weights, {}, "; convert the float32 file")
+
+
+def _store_weights(path, out, convert, extra: dict, hint: str = "") -> Path:
+    """Write the model file ``path`` to ``out`` (default: in place) with its weights member passed through
+    ``convert(data, where)`` and the members ``extra`` added; atomic. The checks of :func:`store_float16` and
+    :func:`store_int8`: a missing file, not a Keras model file, no weights member, kernels already in int8."""
     path = Path(path)
     out = Path(out) if out is not None else path
     if not path.exists():
@@ -278,9 +265,9 @@ def store_float16(path, out=None) -> Path:
         if WEIGHTS_MEMBER not in zf.namelist():
             raise BratsInputError(f"{path}: no {WEIGHTS_MEMBER} in this model file (not a Keras 3 .keras file)")
     if is_int8(path):
-        raise BratsInputError(f"{path}: its kernels are already stored in int8; convert the float32 file")
-    atomic_write(out, lambda tmp: _copy_archive(path, tmp, {WEIGHTS_MEMBER: lambda data: _float16_weights(
-        data, str(path))}), suffix=".keras")
+        raise BratsInputError(f"{path}: its kernels are already stored in int8{hint}")
+    atomic_write(out, lambda tmp: _copy_archive(path, tmp, {WEIGHTS_MEMBER: lambda data: convert(data, str(path))},
+                                                extra), suffix=".keras")
     return out
 
 
@@ -298,19 +285,7 @@ def store_int8(path, out=None) -> Path:
         FileNotFoundError for a missing file; BratsInputError for a file that is not a Keras model file, has no
         weights member or is already int8, a kernel value that is not finite or another weight beyond float16.
     """
-    path = Path(path)
-    out = Path(out) if out is not None else path
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: model file not found")
-    read_info(path)  # a readable zip, or one line naming the file
-    with zipfile.ZipFile(path) as zf:
-        if WEIGHTS_MEMBER not in zf.namelist():
-            raise BratsInputError(f"{path}: no {WEIGHTS_MEMBER} in this model file (not a Keras 3 .keras file)")
-    if is_int8(path):
-        raise BratsInputError(f"{path}: its kernels are already stored in int8")
-    atomic_write(out, lambda tmp: _copy_archive(path, tmp, {WEIGHTS_MEMBER: lambda data: _int8_weights(
-        data, str(path))}, {INT8_MEMBER: json.dumps(INT8_SCHEME).encode()}), suffix=".keras")
-    return out
+    return _store_weights(path, out, _int8_weights, {INT8_MEMBER: json.dumps(INT8_SCHEME).encode()})
 
 
 def _save_without_optimizer(model, tmp):

@@ -264,10 +264,7 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
     results = {"checkpoint": checkpoint, "tta": bool(tta), "overlap": overlap, "cases": dict(sorted(cases.items())),
                "folds": fold_table,
                "failed": failed, **_summary(list(cases.values()))}
-    _drop_stale(out, failed, log)
-    atomic_write_json(out / "crossval.json", results)
-    atomic_write_text(out / "crossval.csv", crossval_csv(results))
-    atomic_write_text(out / "crossval.md", crossval_markdown(results))
+    _write_table(out, results, failed, log)
     return results
 
 
@@ -380,11 +377,17 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
     results = {"checkpoint": same("checkpoint"), "tta": same("tta"), "overlap": same("overlap"),
                "combined": [str(p.parent.resolve()) for p in paths], "cases": cases, "folds": fold_table,
                "failed": failed, **_summary(list(cases.values()))}
+    _write_table(out, results, failed, log)
+    return results
+
+
+def _write_table(out: Path, results: dict, failed, log) -> None:
+    """Write a crossval folder's tables (``crossval.json``, ``.csv``, ``.md``), each atomically, after removing the
+    files of an earlier table that this one no longer describes (:func:`_drop_stale`)."""
     _drop_stale(out, failed, log)
     atomic_write_json(out / "crossval.json", results)
     atomic_write_text(out / "crossval.csv", crossval_csv(results))
     atomic_write_text(out / "crossval.md", crossval_markdown(results))
-    return results
 
 
 def _drop_stale(out: Path, failed, log) -> None:
