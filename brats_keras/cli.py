@@ -374,12 +374,17 @@ def _add_crossval(sub):
                      help="predict nothing: average the probabilities that these crossval folders (two or more "
                           "recipes, the same folds) stored, case by case: the ensemble of all their fold models, "
                           "scored out-of-fold")
+    src.add_argument("--ensemble", metavar="DIR",
+                     help="a fold ensemble folder written by brats-keras ensemble, or 'pretrained' (the shipped "
+                          "one): each fold's validation cases, recorded in its ensemble.json, predicted by that "
+                          "fold's file(s); the cross-validation again without the training runs (needs --data-root)")
     p.add_argument("--data-root", action="append", metavar="DIR",
                    help="folder of the original NIfTI cases with label maps (repeatable; default: where the runs' "
                         "conversion manifests say the label maps are)")
     p.add_argument("--out", required=True, help="output folder: predictions/, crossval.json, crossval.csv")
-    p.add_argument("--checkpoint", choices=["last", "best"], default="last",
-                   help="which checkpoint of each run (default last: picking by 4-5 validation cases misleads)")
+    p.add_argument("--checkpoint", choices=["last", "best"],
+                   help="which checkpoint of each run (default last: picking by 4-5 validation cases misleads; "
+                        "--runs only)")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
     p.add_argument("--reuse", action="store_true",
@@ -399,12 +404,26 @@ def _add_crossval(sub):
     p.set_defaults(func=cmd_crossval)
 
 
+def _crossval_flags(args) -> None:
+    """Refuse (BratsInputError, one line) the flags that the chosen source would silently ignore."""
+    from .io import BratsInputError
+
+    source = "--combine" if args.combine else "--ensemble" if args.ensemble else None
+    ignored = {"--combine": [("--checkpoint", args.checkpoint), ("--tta", args.tta), ("--data-root", args.data_root)],
+               "--ensemble": [("--checkpoint", args.checkpoint)]}.get(source, [])
+    given = [flag for flag, value in ignored if value]
+    if given and not args.reuse:
+        raise BratsInputError(f"{', '.join(given)} with {source}: "
+                              + ("it predicts nothing (the tables' own predictions are averaged)"
+                                 if source == "--combine" else "an ensemble holds one file per fold and recipe"))
+
+
 def cmd_crossval(args) -> int:
     from pathlib import Path
 
-    from .crossval import (choose_postprocessing_from_crossval, crossval_combine, crossval_markdown,
-                           crossval_postprocessed, crossval_predict, format_choice, format_crossval, read_crossval,
-                           set_postprocessing)
+    from .crossval import (choose_postprocessing_from_crossval, crossval_combine, crossval_ensemble,
+                           crossval_markdown, crossval_postprocessed, crossval_predict, format_choice,
+                           format_crossval, read_crossval, set_postprocessing)
     from .io import BratsInputError, atomic_write_json, atomic_write_text
 
     try:
@@ -413,12 +432,16 @@ def cmd_crossval(args) -> int:
             if not 0.0 <= args.confidence < 1.0:
                 raise BratsInputError(f"--confidence {args.confidence}: must be at least 0 and below 1")
             rule["confidence"] = args.confidence or None
+        _crossval_flags(args)
         if args.reuse:
             res = read_crossval(Path(args.out) / "crossval.json")
         elif args.combine:
             res = crossval_combine(args.combine, args.out, progress=not args.quiet)
+        elif args.ensemble:
+            res = crossval_ensemble(args.ensemble, args.out, data_roots=args.data_root, tta=args.tta,
+                                    batch_size=args.batch_size, progress=not args.quiet)
         else:
-            res = crossval_predict(args.runs, args.out, data_roots=args.data_root, checkpoint=args.checkpoint,
+            res = crossval_predict(args.runs, args.out, data_roots=args.data_root, checkpoint=args.checkpoint or "last",
                                    tta=args.tta, batch_size=args.batch_size, progress=not args.quiet)
         print(format_crossval(res))
         if args.choose_postprocessing or args.write_to:

@@ -8,6 +8,7 @@ The workflow (``K`` = 5)::
     brats-keras crossval --runs runs/cv_fold0 ... runs/cv_fold4 --out cv --choose-postprocessing
     brats-keras ensemble --runs runs/cv_fold0 ... runs/cv_fold4 --postprocessing cv/postprocessing.json --out model5
     brats-keras predict --model model5 --input new_cases --output predictions
+    brats-keras crossval --ensemble model5 --data-root cases --out cv_again   # the same table, from model5 alone
 
 Each fold run trains on the other folds' cases and keeps this fold's as validation (its ``split.json``).
 :func:`crossval_predict` predicts every fold's validation cases with that fold's checkpoint, so each case
@@ -211,21 +212,91 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
         a label map under ``data_roots``. A case that cannot be read is listed under ``"failed"`` and the
         others are still predicted and scored.
     """
+    plan = [(int(split.get("fold", k)), run, [model_path], list(split.get("val", [])))
+            for k, (run, split, model_path) in enumerate(fold_runs(runs, checkpoint))]
+    if not data_roots:
+        data_roots = sorted({r for _, run, _, _ in plan for r in _manifest_roots(run)})
+    return _predict_folds(plan, out, data_roots, {"checkpoint": checkpoint}, tta=tta, overlap=overlap,
+                          batch_size=batch_size, progress=progress, log=log)
+
+
+def ensemble_folds(ensemble) -> list[tuple]:
+    """``[(fold, ensemble folder, [its files of that fold], [the fold's validation cases])]`` of a fold ensemble
+    folder written by :func:`ensemble_from_runs` (or ``"pretrained"``: the shipped one), from its
+    ``ensemble.json``.
+
+    Raises:
+        BratsInputError (one line) for a folder without a readable ``ensemble.json``, one that records no
+        validation cases (written before they were recorded: build it again with ``brats-keras ensemble``),
+        a listed file that is missing, or two folds sharing a validation case.
+    """
+    if str(ensemble) == "pretrained":
+        from .pretrained import HERE as ensemble
+    ensemble = Path(ensemble)
+    record_path = ensemble / "ensemble.json"
+    try:
+        record = json.loads(record_path.read_text())
+        models = record["models"]
+        if not isinstance(models, dict) or not models:
+            raise ValueError("no models listed")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BratsInputError(f"{record_path}: not the record of a fold ensemble ({exc})") from None
+    folds: dict = {}
+    for name, source in sorted(models.items()):
+        val = source.get("val") if isinstance(source, dict) else None
+        if not isinstance(val, list):
+            raise BratsInputError(f"{record_path}: {name} records no validation cases; write the ensemble again "
+                                  "with brats-keras ensemble --runs ...")
+        if not (ensemble / name).is_file():
+            raise BratsInputError(f"{ensemble / name}: listed in {record_path.name} but missing")
+        try:
+            fold = int(source.get("fold", ensemble_file_fold(name)))
+        except (ValueError, TypeError) as exc:
+            raise BratsInputError(f"{record_path}: {name}: no fold ({exc})") from None
+        if fold in folds and sorted(folds[fold][1]) != sorted(val):
+            raise BratsInputError(f"{record_path}: the files of fold {fold} record different validation cases")
+        folds.setdefault(fold, ([], val))[0].append(ensemble / name)
+    return [(fold, ensemble, files, list(val)) for fold, (files, val) in sorted(folds.items())]
+
+
+def crossval_ensemble(ensemble, out, data_roots, tta: bool = False, overlap: float = 0.5, batch_size: int = 2,
+                      progress: bool = True, log=print) -> dict:
+    """The out-of-fold table of a fold ensemble folder, without its training runs: each fold's validation
+    cases (recorded in ``ensemble.json``) predicted by that fold's file(s) only (the files of several recipes
+    averaged), none of which saw them in training. The same table as :func:`crossval_predict` of the runs
+    (``"ensemble"`` names the folder; ``"run"`` of a case is the folder, ``"model"`` its first file); with
+    ``ensemble="pretrained"`` it gives the shipped model card's cross-validation again.
+
+    ``data_roots`` (required: an ensemble does not know where its cases lie) are the folders of the original
+    cases with label maps. Raises BratsInputError as :func:`ensemble_folds`, or for no ``data_roots``.
+    """
+    plan = ensemble_folds(ensemble)
+    if not data_roots:
+        raise BratsInputError("--ensemble: give --data-root, the folder(s) of the cases with label maps")
+    record = json.loads((plan[0][1] / "ensemble.json").read_text())
+    extra = {"checkpoint": record.get("checkpoint", "last"), "ensemble": str(Path(plan[0][1]).resolve())}
+    return _predict_folds(plan, out, data_roots, extra, tta=tta, overlap=overlap, batch_size=batch_size,
+                          progress=progress, log=log)
+
+
+def _predict_folds(plan, out, data_roots, extra: dict, tta, overlap, batch_size, progress, log) -> dict:
+    """Predict and score ``plan``: ``[(fold, source folder, [model files, averaged], [validation cases])]``."""
     from .evaluation import _read_classes, region_scores
     from .inference import Predictor
 
-    plan, owner = [], {}
-    for k, (run, split, model_path) in enumerate(fold_runs(runs, checkpoint)):
-        for cid in split.get("val", []):
+    owner = {}
+    one_source = len({str(source) for _, source, _, _ in plan}) == 1 < len(plan)  # an ensemble: name its files
+    for _, source, models, val in plan:
+        for cid in val:
+            name = models[0] if one_source else source
             if cid in owner:
-                raise BratsInputError(f"case {cid} is a validation case of both {owner[cid]} and {run}: "
-                                      "give the runs of one cross-validation")
-            owner[cid] = run
-        plan.append((int(split.get("fold", k)), run, model_path, list(split.get("val", []))))
+                raise BratsInputError(f"case {cid} is a validation case of both {owner[cid]} and {name}: give the "
+                                      "runs of one cross-validation")
+            owner[cid] = name
     # every model is loaded before anything is written: a corrupt checkpoint of a later fold is refused up front
-    predictors = [Predictor(model_path, tta=tta, overlap=overlap, batch_size=batch_size, postprocess=False)
-                  for _, _, model_path, _ in plan]
-    roots = [Path(r) for r in data_roots] if data_roots else sorted({r for _, run, _, _ in plan for r in _manifest_roots(run)})
+    predictors = [Predictor(models if len(models) > 1 else models[0], tta=tta, overlap=overlap,
+                            batch_size=batch_size, postprocess=False) for _, _, models, _ in plan]
+    roots = [Path(r) for r in data_roots]
     truth = _truth_cases(roots)
     missing = sorted(set(owner) - set(truth))
     if missing:
@@ -234,7 +305,7 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
     out = Path(out)
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     cases, fold_table, failed = {}, {}, {}
-    for (fold, run, model_path, val), predictor in zip(plan, predictors):
+    for (fold, source, models, val), predictor in zip(plan, predictors):
         for cid in sorted(val):
             case = truth[cid]
             try:
@@ -246,24 +317,25 @@ def crossval_predict(runs, out, data_roots=None, checkpoint: str = "last", tta: 
             pred_path = out / "predictions" / f"{cid}.nii.gz"
             save_nifti(pred_path, classes_to_labels(pred["classes"], case.label_convention), pred["affine"],
                        pred["header"])
-            extra = {}
+            row = {}
             if pred["probs"] is not None:  # region models: the probabilities, for choosing region thresholds
-                extra["probabilities"] = str(save_probabilities(out / "probabilities" / f"{cid}.npz",
-                                                                pred["probs"], pred["box"], pred["classes"].shape))
+                row["probabilities"] = str(save_probabilities(out / "probabilities" / f"{cid}.npz",
+                                                              pred["probs"], pred["box"], pred["classes"].shape))
             true, spacing = _read_classes(Path(case.seg))
             scores = region_scores(pred["classes"], true, spacing)
-            cases[cid] = {"fold": fold, "run": str(run), "model": str(model_path), "prediction": str(pred_path),
-                          "truth": str(case.seg), **extra, **{r: scores[r] for r in REGION_NAMES}}
+            cases[cid] = {"fold": fold, "run": str(source), "model": str(models[0]),
+                          **({"models": [str(m) for m in models]} if len(models) > 1 else {}),
+                          "prediction": str(pred_path), "truth": str(case.seg), **row,
+                          **{r: scores[r] for r in REGION_NAMES}}
             if progress:
                 log(f"fold {fold} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in REGION_NAMES))
         rows = [cases[c] for c in sorted(val) if c in cases]
-        fold_table[str(fold)] = {"run": str(run), "cases": sorted(val),
+        fold_table[str(fold)] = {"run": str(source), "cases": sorted(val),
                                  "mean": _summary(rows)["mean"] if rows else {}}
     if not cases:
         raise BratsInputError(f"no validation case could be predicted ({len(failed)} failed)")
-    results = {"checkpoint": checkpoint, "tta": bool(tta), "overlap": overlap, "cases": dict(sorted(cases.items())),
-               "folds": fold_table,
-               "failed": failed, **_summary(list(cases.values()))}
+    results = {**extra, "tta": bool(tta), "overlap": overlap, "cases": dict(sorted(cases.items())),
+               "folds": fold_table, "failed": failed, **_summary(list(cases.values()))}
     _write_table(out, results, failed, log)
     return results
 
@@ -1015,7 +1087,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         raise BratsInputError(f"{len(groups)} recipes: an ensemble holds at most {len(MEMBER_LETTERS)}")
     if isinstance(postprocessing, (str, Path)):
         postprocessing = read_postprocessing_file(postprocessing)
-    loaded, group_folds = [], []
+    loaded, group_folds, val_cases = [], [], {}
     for g, group in enumerate(groups):
         folds = {}
         for run, split, model_path in fold_runs(group, checkpoint):
@@ -1031,6 +1103,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
             model, info = load_model(model_path, compile=False)  # BratsInputError naming a corrupt file
             name = ensemble_file_name(fold, g if len(groups) > 1 else None)
             loaded.append((fold, run, model_path, main_output(model), info, name))  # without auxiliary heads
+            val_cases[name] = sorted(split.get("val", []))
         group_folds.append(folds)
     for folds, group in zip(group_folds[1:], groups[1:]):
         if set(folds) != set(group_folds[0]):
@@ -1063,7 +1136,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         path = save_model(float32_copy(model), out / name, info, include_optimizer=False,
                           weights_dtype=weights_dtype)
         written.append(path)
-        sources[path.name] = {"fold": fold, "run": str(run), "checkpoint": str(model_path)}
+        sources[path.name] = {"fold": fold, "run": str(run), "checkpoint": str(model_path), "val": val_cases[name]}
         if len(groups) > 1:
             sources[path.name]["recipe"] = MEMBER_LETTERS.index(name[len(f"fold-{fold}")])
         log(f"{path}: fold {fold} from {model_path} ({weights_dtype}, {path.stat().st_size / 1e6:.2f} MB)")

@@ -827,6 +827,79 @@ def test_ensemble_into_a_used_folder_leaves_no_other_model_beside_the_folds(cv, 
     assert not (tmp_path / "ens16").exists()
 
 
+def test_crossval_of_an_ensemble_folder_gives_the_runs_table_again(cv, tmp_path, capsys):
+    """crossval --ensemble: each fold's recorded validation cases predicted by that fold's file(s) alone, without
+    the training runs: the same per-case scores as crossval --runs (float32 files: the same weights)."""
+    root, runs = cv
+    assert cli_main(["crossval", "--runs", *map(str, runs), "--out", str(tmp_path / "by_runs"), "--quiet"]) == 0
+    by_runs = json.loads((tmp_path / "by_runs" / "crossval.json").read_text())
+    ens = tmp_path / "ens"
+    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(ens), "--float32"]) == 0
+    record = json.loads((ens / "ensemble.json").read_text())
+    for k, run in enumerate(runs):
+        assert record["models"][f"fold-{k}.keras"]["val"] == sorted(json.loads((run / "split.json").read_text())["val"])
+    capsys.readouterr()
+    assert cli_main(["crossval", "--ensemble", str(ens), "--data-root", str(root / "src"), "--out",
+                     str(tmp_path / "by_ens"), "--quiet"]) == 0
+    by_ens = json.loads((tmp_path / "by_ens" / "crossval.json").read_text())
+    assert by_ens["ensemble"] == str(ens.resolve()) and by_ens["cases"].keys() == by_runs["cases"].keys()
+    for cid, row in by_ens["cases"].items():
+        ref = by_runs["cases"][cid]
+        assert row["fold"] == ref["fold"] and row["model"] == str(ens / f"fold-{row['fold']}.keras")
+        for r in ("WT", "TC", "ET"):
+            assert row[r]["dice"] == pytest.approx(ref[r]["dice"], abs=1e-9)
+            assert row[r]["hd95"] == pytest.approx(ref[r]["hd95"], abs=1e-9)
+    assert by_ens["folds"]["0"]["cases"] == by_runs["folds"]["0"]["cases"]
+    # two recipes (here the same runs twice): a case is predicted by the mean of its fold's two files
+    assert cli_main(["ensemble", "--runs", *map(str, runs), "--runs", *map(str, runs), "--out", str(tmp_path / "ab"),
+                     "--float32"]) == 0
+    res = cli_main(["crossval", "--ensemble", str(tmp_path / "ab"), "--data-root", str(root / "src"), "--out",
+                    str(tmp_path / "by_ab"), "--quiet"])
+    by_ab = json.loads((tmp_path / "by_ab" / "crossval.json").read_text())
+    assert res == 0 and by_ab["cases"]["c0"]["models"] == [str(tmp_path / "ab" / f"fold-{by_ab['cases']['c0']['fold']}{m}.keras")
+                                                            for m in "ab"]
+    for cid, row in by_ab["cases"].items():
+        assert row["WT"]["dice"] == pytest.approx(by_runs["cases"][cid]["WT"]["dice"], abs=1e-6)
+
+
+def test_crossval_of_an_ensemble_refuses_what_it_cannot_score_in_one_line(cv, tmp_path, capsys):
+    root, runs = cv
+    ens = tmp_path / "ens"
+    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(ens)]) == 0
+    good = (ens / "ensemble.json").read_text()
+    record = json.loads(good)
+    old = {**record, "models": {n: {k: v for k, v in m.items() if k != "val"} for n, m in record["models"].items()}}
+    same = {**record, "models": {n: {**m, "val": record["models"]["fold-0.keras"]["val"]}
+                                 for n, m in record["models"].items()}}
+    out = tmp_path / "cv"
+    cases = [(None, ["--data-root", str(root / "src")], f"{ens / 'ensemble.json'}: fold-0.keras records no "
+                                                        "validation cases", old),
+             (None, ["--data-root", str(root / "src")], "is a validation case of both", same),
+             (None, ["--data-root", str(root / "src")], "not the record of a fold ensemble", "{not json"),
+             (None, [], "--ensemble: give --data-root", None),
+             (None, ["--data-root", str(root / "src"), "--checkpoint", "best"], "--checkpoint with --ensemble", None),
+             ("fold-1.keras", ["--data-root", str(root / "src")], f"{ens / 'fold-1.keras'}: listed in ensemble.json "
+                                                                  "but missing", None)]
+    for gone, args, message, text in cases:
+        (ens / "ensemble.json").write_text(good if text is None else text if isinstance(text, str) else json.dumps(text))
+        if gone:
+            (ens / gone).rename(tmp_path / gone)
+        capsys.readouterr()
+        rc = cli_main(["crossval", "--ensemble", str(ens), "--out", str(out), *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and message in err[0], (message, err)
+        assert not out.exists()
+        if gone:
+            (tmp_path / gone).rename(ens / gone)
+    # --combine predicts nothing: the flags of prediction are refused instead of silently ignored
+    for flags in (["--tta"], ["--checkpoint", "last"], ["--data-root", str(root / "src")]):
+        capsys.readouterr()
+        rc = cli_main(["crossval", "--combine", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out), *flags])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and f"{flags[0]} with --combine: it predicts nothing" in err[0], err
+    assert not out.exists()
+
+
 def _export_script():
     import importlib.util
     from pathlib import Path

@@ -1,6 +1,8 @@
 """The shipped model (``model.keras``, or the fold ensemble ``fold-*.keras`` that replaces it): loads, predicts a
 real case, and scores what its model card says. Every test here holds for whichever ships: the known answers come
 from the card (``brats_keras.pretrained.card_case``)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -98,6 +100,36 @@ def test_cli_predict_without_model_uses_every_shipped_file_and_scores_as_the_car
                                     "--overlap", str(ref["overlap"]), *(["--tta"] if ref["tta"] else []))
     for r in ("WT", "TC", "ET"):
         assert scores[r]["dice"] == pytest.approx(ref["scores"][r]["dice"], abs=1e-3), r
+
+
+def test_crossval_of_the_shipped_ensemble_gives_the_card_headline_again(card, real_dir, tmp_path):
+    """``crossval --ensemble pretrained``: every case predicted by the shipped fold file(s) that held it out, with
+    no training run at hand, scores as the card's cross-validation says (the shipped files are float16 or int8,
+    the card's table came from the float32 checkpoints: per case within 0.02, the means within 0.002)."""
+    import json
+
+    from conftest import SHARED, require_shared
+
+    if not ensemble_ships(card):
+        pytest.skip("a single model ships: it has no folds to cross-validate")
+    record = json.loads((HERE / "ensemble.json").read_text())
+    for name, source in record["models"].items():  # the validation cases each file records are the card's folds
+        assert source["val"] == sorted(card["data"]["folds"][str(source["fold"])]), name
+    # the card's label maps' folders (brats-real, brats-extra), found under ../shared/data wherever it lies
+    roots = sorted({str(require_shared(SHARED / Path(c["truth"]).parent.parent.name))
+                    for c in card["crossval"]["cases"].values()})
+    out = tmp_path / "cv"
+    assert cli_main(["crossval", "--ensemble", "pretrained", "--out", str(out), "--quiet",
+                     *(f for r in roots for f in ("--data-root", r))]) == 0
+    res = json.loads((out / "crossval.json").read_text())
+    assert res["cases"].keys() == card["crossval"]["cases"].keys()
+    for cid, row in res["cases"].items():
+        ref = card["crossval"]["cases"][cid]
+        assert row["fold"] == ref["fold"]
+        for r in ("WT", "TC", "ET"):
+            assert row[r]["dice"] == pytest.approx(ref[r]["dice"], abs=0.02), (cid, r)
+    for r in ("WT", "TC", "ET"):
+        assert res["mean"][r]["dice"] == pytest.approx(card["crossval"]["mean"][r]["dice"], abs=0.002), r
 
 
 def test_card_case_names_the_file_and_scores_that_give_the_card(card):
