@@ -226,9 +226,12 @@ def ensemble_folds(ensemble) -> list[tuple]:
     ``ensemble.json``.
 
     Raises:
-        BratsInputError (one line) for a folder without a readable ``ensemble.json``, one that records no
-        validation cases (written before they were recorded: build it again with ``brats-keras ensemble``),
-        a listed file that is missing, or two folds sharing a validation case.
+        BratsInputError (one line naming ``ensemble.json`` or the missing file) for a folder without a readable
+        ``ensemble.json``, an entry that records no validation cases (written before they were recorded: build it
+        again with ``brats-keras ensemble``) or whose ``"val"`` is not a non-empty list of distinct case ids, a
+        name that is not a fold file's (``fold-<k>.keras``, ``fold-<k><letter>.keras``) or a ``"fold"`` other than
+        its name's, a listed file that is missing, files of one fold that record different cases, or a case
+        held out by two folds.
     """
     if str(ensemble) == "pretrained":
         from .pretrained import HERE as ensemble
@@ -243,19 +246,38 @@ def ensemble_folds(ensemble) -> list[tuple]:
         raise BratsInputError(f"{record_path}: not the record of a fold ensemble ({exc})") from None
     folds: dict = {}
     for name, source in sorted(models.items()):
-        val = source.get("val") if isinstance(source, dict) else None
-        if not isinstance(val, list):
+        if not isinstance(source, dict):
+            raise BratsInputError(f"{record_path}: {name}: not the record of a file (a JSON object)")
+        if "val" not in source:
             raise BratsInputError(f"{record_path}: {name} records no validation cases; write the ensemble again "
                                   "with brats-keras ensemble --runs ...")
+        val = source["val"]
+        if not isinstance(val, list) or not val or not all(isinstance(c, str) and c for c in val):
+            raise BratsInputError(f"{record_path}: {name}: \"val\" is not a list of case ids")
+        twice = sorted({c for c in val if val.count(c) > 1})
+        if twice:
+            raise BratsInputError(f"{record_path}: {name} lists validation case(s) {', '.join(twice)} twice")
+        try:
+            if Path(name).name != name:
+                raise ValueError(f"{name}: not a fold file of an ensemble (a file name, not a path)")
+            fold = ensemble_file_fold(name)
+        except ValueError as exc:
+            raise BratsInputError(f"{record_path}: {exc}") from None
+        recorded = source.get("fold", fold)
+        if isinstance(recorded, bool) or recorded != fold:
+            raise BratsInputError(f"{record_path}: {name} records fold {json.dumps(recorded)}, its name fold {fold}")
         if not (ensemble / name).is_file():
             raise BratsInputError(f"{ensemble / name}: listed in {record_path.name} but missing")
-        try:
-            fold = int(source.get("fold", ensemble_file_fold(name)))
-        except (ValueError, TypeError) as exc:
-            raise BratsInputError(f"{record_path}: {name}: no fold ({exc})") from None
         if fold in folds and sorted(folds[fold][1]) != sorted(val):
             raise BratsInputError(f"{record_path}: the files of fold {fold} record different validation cases")
         folds.setdefault(fold, ([], val))[0].append(ensemble / name)
+    owner: dict = {}
+    for fold, (files, val) in sorted(folds.items()):
+        for cid in val:
+            if cid in owner:
+                raise BratsInputError(f"{record_path}: case {cid} is a validation case of both fold {owner[cid]} "
+                                      f"and fold {fold}: not the record of one cross-validation")
+            owner[cid] = fold
     return [(fold, ensemble, files, list(val)) for fold, (files, val) in sorted(folds.items())]
 
 
@@ -285,14 +307,12 @@ def _predict_folds(plan, out, data_roots, extra: dict, tta, overlap, batch_size,
     from .inference import Predictor
 
     owner = {}
-    one_source = len({str(source) for _, source, _, _ in plan}) == 1 < len(plan)  # an ensemble: name its files
-    for _, source, models, val in plan:
+    for _, source, _, val in plan:  # an ensemble's record was checked by ensemble_folds, naming its file
         for cid in val:
-            name = models[0] if one_source else source
             if cid in owner:
-                raise BratsInputError(f"case {cid} is a validation case of both {owner[cid]} and {name}: give the "
+                raise BratsInputError(f"case {cid} is a validation case of both {owner[cid]} and {source}: give the "
                                       "runs of one cross-validation")
-            owner[cid] = name
+            owner[cid] = source
     # every model is loaded before anything is written: a corrupt checkpoint of a later fold is refused up front
     predictors = [Predictor(models if len(models) > 1 else models[0], tta=tta, overlap=overlap,
                             batch_size=batch_size, postprocess=False) for _, _, models, _ in plan]

@@ -850,6 +850,13 @@ def test_crossval_of_an_ensemble_folder_gives_the_runs_table_again(cv, tmp_path,
             assert row[r]["dice"] == pytest.approx(ref[r]["dice"], abs=1e-9)
             assert row[r]["hd95"] == pytest.approx(ref[r]["hd95"], abs=1e-9)
     assert by_ens["folds"]["0"]["cases"] == by_runs["folds"]["0"]["cases"]
+    # --reuse: the table is read back (no --data-root needed, nothing predicted) and post-processing chosen on it
+    table = (tmp_path / "by_ens" / "crossval.json").read_text()
+    assert cli_main(["crossval", "--ensemble", str(ens), "--out", str(tmp_path / "by_ens"), "--reuse",
+                     "--choose-postprocessing", "--quiet"]) == 0
+    assert (tmp_path / "by_ens" / "crossval.json").read_text() == table
+    chosen = json.loads((tmp_path / "by_ens" / "postprocessing.json").read_text())
+    assert chosen["cases"] == len(by_ens["cases"]) == 5
     # two recipes (here the same runs twice): a case is predicted by the mean of its fold's two files
     assert cli_main(["ensemble", "--runs", *map(str, runs), "--runs", *map(str, runs), "--out", str(tmp_path / "ab"),
                      "--float32"]) == 0
@@ -874,7 +881,9 @@ def test_crossval_of_an_ensemble_refuses_what_it_cannot_score_in_one_line(cv, tm
     out = tmp_path / "cv"
     cases = [(None, ["--data-root", str(root / "src")], f"{ens / 'ensemble.json'}: fold-0.keras records no "
                                                         "validation cases", old),
-             (None, ["--data-root", str(root / "src")], "is a validation case of both", same),
+             (None, ["--data-root", str(root / "src")], f"{ens / 'ensemble.json'}: case "
+                                                        f"{record['models']['fold-0.keras']['val'][0]} is a validation "
+                                                        "case of both fold 0 and fold 1", same),
              (None, ["--data-root", str(root / "src")], "not the record of a fold ensemble", "{not json"),
              (None, [], "--ensemble: give --data-root", None),
              (None, ["--data-root", str(root / "src"), "--checkpoint", "best"], "--checkpoint with --ensemble", None),
@@ -898,6 +907,52 @@ def test_crossval_of_an_ensemble_refuses_what_it_cannot_score_in_one_line(cv, tm
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and f"{flags[0]} with --combine: it predicts nothing" in err[0], err
     assert not out.exists()
+
+
+def test_ensemble_folds_refuse_odd_records_in_one_line_naming_the_file(tmp_path):
+    """ensemble_folds reads ensemble.json as written by ensemble_from_runs; anything else it cannot use is one
+    BratsInputError naming ensemble.json (never a TypeError from a case id that is not a string, or a file
+    predicting the cases another fold's record lists)."""
+    from brats_keras.crossval import ensemble_folds
+
+    ens = tmp_path / "ens"
+    ens.mkdir()
+    for name in ("fold-0a.keras", "fold-0b.keras", "fold-1a.keras", "fold-1b.keras", "model.keras"):
+        (ens / name).write_bytes(b"")  # read by name only: the files are loaded later, by the Predictor
+    good = {"fold-0a.keras": {"fold": 0, "val": ["c2", "c0"]}, "fold-0b.keras": {"fold": 0, "val": ["c0", "c2"]},
+            "fold-1a.keras": {"val": ["c1"]}, "fold-1b.keras": {"fold": 1, "val": ["c1"]}}
+    (ens / "ensemble.json").write_text(json.dumps({"checkpoint": "last", "models": good}))
+    assert ensemble_folds(ens) == [(0, ens, [ens / "fold-0a.keras", ens / "fold-0b.keras"], ["c2", "c0"]),
+                                   (1, ens, [ens / "fold-1a.keras", ens / "fold-1b.keras"], ["c1"])]
+    record = str(ens / "ensemble.json")
+    bad = [([], "not the record of a fold ensemble"),
+           ({"models": ["fold-0a.keras"]}, "not the record of a fold ensemble (no models listed)"),
+           ({"models": {**good, "fold-1a.keras": "c1"}}, "fold-1a.keras: not the record of a file"),
+           ({"models": {**good, "fold-1a.keras": {"fold": 1}}}, "fold-1a.keras records no validation cases"),
+           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": "c1"}}}, 'fold-1a.keras: "val" is not a list'),
+           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": [1]}}}, 'fold-1a.keras: "val" is not a list'),
+           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": [["c1"]]}}}, '"val" is not a list of case ids'),
+           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": []}}}, '"val" is not a list of case ids'),
+           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": ["c1", "c1"]}}},
+            "lists validation case(s) c1 twice"),
+           ({"models": {**good, "fold-1a.keras": {"fold": "1", "val": ["c1"]}}}, 'records fold "1", its name fold 1'),
+           ({"models": {**good, "fold-1a.keras": {"fold": True, "val": ["c1"]}}}, "records fold true, its name fold 1"),
+           ({"models": {**good, "fold-1a.keras": {"fold": 0, "val": ["c1"]}}}, "records fold 0, its name fold 1"),
+           ({"models": {"model.keras": {"fold": 0, "val": ["c0"]}}}, "model.keras: not a fold file of an ensemble"),
+           ({"models": {"../ens/fold-0a.keras": {"fold": 0, "val": ["c0"]}}}, "a file name, not a path"),
+           ({"models": {**good, "fold-1b.keras": {"fold": 1, "val": ["c3"]}}},
+            "the files of fold 1 record different validation cases"),
+           ({"models": {**good, "fold-1a.keras": {"val": ["c2"]}, "fold-1b.keras": {"val": ["c2"]}}},
+            "case c2 is a validation case of both fold 0 and fold 1: not the record of one cross-validation")]
+    for text, message in bad:
+        (ens / "ensemble.json").write_text(json.dumps(text))
+        with pytest.raises(BratsInputError) as exc:
+            ensemble_folds(ens)
+        assert str(exc.value).startswith(record + ": ") and message in str(exc.value), (message, str(exc.value))
+        assert "\n" not in str(exc.value)
+    (ens / "ensemble.json").write_text(json.dumps({"models": {**good, "fold-2.keras": {"fold": 2, "val": ["c3"]}}}))
+    with pytest.raises(BratsInputError, match=r"fold-2.keras: listed in ensemble.json but missing$"):
+        ensemble_folds(ens)
 
 
 def _export_script():
