@@ -1013,6 +1013,14 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     results = json.loads((cv_dir / "crossval.json").read_text())
     post = json.loads((cv_dir / "crossval_postprocessed.json").read_text())
     assert card["kind"] == "fold ensemble" and [f["fold"] for f in card["model_files"]] == [0, 1]
+    # what tests/test_pretrained.py holds a shipped ensemble to: the card carries ensemble.json, whose validation
+    # cases are the card's folds, and crossval --ensemble can read it
+    from brats_keras.crossval import ensemble_folds
+
+    assert card["ensemble"] == json.loads((ship / "ensemble.json").read_text())
+    assert [(k, [p.name for p in files], val) for k, _, files, val in ensemble_folds(ship)] == [
+        (k, [f"fold-{k}.keras"], sorted(card["data"]["folds"][str(k)])) for k in (0, 1)]
+    assert sorted(card["data"]["folds"]["0"] + card["data"]["folds"]["1"]) == [f"c{i}" for i in range(5)]
     assert card["crossval"]["mean"] == results["mean"] and card["crossval_postprocessed"]["mean"] == post["mean"]
     assert len(card["check"]["cases"]) == 2 and 0 <= card["check"]["max_dice_difference"] <= 1
     assert card["check"]["ensemble_seconds_per_case"] > 0
