@@ -367,7 +367,8 @@ def _add_crossval(sub):
         description="Exit status: 0 done; 1 some cases could not be read (one line each; the others are "
                     "scored); 2 unusable input (a folder that is not a fold run, a missing or unreadable "
                     "checkpoint, overlapping folds, a case without a label map; with --combine, tables of other cases "
-                    "or folds, or without stored probabilities): one line, nothing written.")
+                    "or folds, or without stored probabilities; with --ensemble, an ensemble.json that does not "
+                    "record its folds' validation cases): one line, nothing written.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--runs", nargs="+", metavar="RUN_DIR", help="the fold run folders")
     src.add_argument("--combine", nargs="+", metavar="CV_DIR",

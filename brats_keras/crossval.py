@@ -316,7 +316,8 @@ def _predict_folds(plan, out, data_roots, extra: dict, tta, overlap, batch_size,
     # every model is loaded before anything is written: a corrupt checkpoint of a later fold is refused up front
     predictors = [Predictor(models if len(models) > 1 else models[0], tta=tta, overlap=overlap,
                             batch_size=batch_size, postprocess=False) for _, _, models, _ in plan]
-    roots = [Path(r) for r in data_roots]
+    # one folder given as a str or Path is that folder, not a sequence of one-letter folders
+    roots = [Path(data_roots)] if isinstance(data_roots, (str, Path)) else [Path(r) for r in data_roots]
     truth = _truth_cases(roots)
     missing = sorted(set(owner) - set(truth))
     if missing:

@@ -850,6 +850,13 @@ def test_crossval_of_an_ensemble_folder_gives_the_runs_table_again(cv, tmp_path,
             assert row[r]["dice"] == pytest.approx(ref[r]["dice"], abs=1e-9)
             assert row[r]["hd95"] == pytest.approx(ref[r]["hd95"], abs=1e-9)
     assert by_ens["folds"]["0"]["cases"] == by_runs["folds"]["0"]["cases"]
+    # the Python call: one data root may be given as a str or a Path (not read as a sequence of letters)
+    from brats_keras.crossval import crossval_ensemble
+
+    for roots in (str(root / "src"), root / "src"):
+        api = crossval_ensemble(ens, tmp_path / "api", data_roots=roots, progress=False)
+        assert {c: r["WT"]["dice"] for c, r in api["cases"].items()} == {c: r["WT"]["dice"]
+                                                                           for c, r in by_ens["cases"].items()}
     # --reuse: the table is read back (no --data-root needed, nothing predicted) and post-processing chosen on it
     table = (tmp_path / "by_ens" / "crossval.json").read_text()
     assert cli_main(["crossval", "--ensemble", str(ens), "--out", str(tmp_path / "by_ens"), "--reuse",
