@@ -49,7 +49,8 @@ def fold_runs(runs, checkpoint: str = "last") -> list[tuple]:
 
     Raises:
         BratsInputError (one line) for no run, an unknown ``checkpoint``, a folder without ``split.json``, a
-        ``split.json`` that is not a JSON object, or a missing checkpoint.
+        ``split.json`` that is not a JSON object or whose ``"val"`` is not a list of case ids, or a missing
+        checkpoint.
     """
     if checkpoint not in ("last", "best"):
         raise BratsInputError(f"--checkpoint {checkpoint!r}: use last or best")
@@ -67,6 +68,9 @@ def fold_runs(runs, checkpoint: str = "last") -> list[tuple]:
             raise BratsInputError(f"{split_path}: not a readable split ({exc})") from None
         if not isinstance(split, dict):
             raise BratsInputError(f"{split_path}: not the split of a fold run (train --folds K --fold k)")
+        val = split.get("val", [])
+        if not isinstance(val, list) or not all(isinstance(c, str) for c in val):
+            raise BratsInputError(f"{split_path}: its \"val\" is not a list of case ids")
         if not model_path.is_file():
             raise BratsInputError(f"{model_path}: checkpoint not found")
         out.append((run, split, model_path))
@@ -324,6 +328,7 @@ def _predict_folds(plan, out, data_roots, extra: dict, tta, overlap, batch_size,
         raise BratsInputError(f"no label map for validation case(s) {', '.join(missing)} under "
                               f"{', '.join(map(str, roots)) or 'the runs data folders'}: give --data-root")
     out = Path(out)
+    made = [d for d in (out, out / "predictions") if not d.exists()]
     (out / "predictions").mkdir(parents=True, exist_ok=True)
     cases, fold_table, failed = {}, {}, {}
     for (fold, source, models, val), predictor in zip(plan, predictors):
@@ -354,6 +359,9 @@ def _predict_folds(plan, out, data_roots, extra: dict, tta, overlap, batch_size,
         fold_table[str(fold)] = {"run": str(source), "cases": sorted(val),
                                  "mean": _summary(rows)["mean"] if rows else {}}
     if not cases:
+        for d in reversed(made):  # the folders this call made, left empty: nothing of it stays behind
+            if not any(d.iterdir()):
+                d.rmdir()
         raise BratsInputError(f"no validation case could be predicted ({len(failed)} failed)")
     results = {**extra, "tta": bool(tta), "overlap": overlap, "cases": dict(sorted(cases.items())),
                "folds": fold_table, "failed": failed, **_summary(list(cases.values()))}

@@ -239,6 +239,12 @@ def test_crossval_refuses_bad_runs_in_one_line(cv, tmp_path, capsys):
     rc = cli_main(["crossval", "--runs", str(bad), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and f"{bad / 'split.json'}: not the split of a fold run" in err[0]
+    # a "val" that is not a list of case ids (a TypeError traceback before)
+    for val in (5, [1, 2], "c0"):
+        (bad / "split.json").write_text(json.dumps({"fold": 0, "val": val}))
+        rc = cli_main(["crossval", "--runs", str(bad), "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and f'{bad / "split.json"}: its "val" is not a list of case ids' in err[0]
     assert not (tmp_path / "o").exists()
 
 
@@ -267,6 +273,15 @@ def test_crossval_corrupt_checkpoint_writes_nothing_and_a_bad_case_fails_alone(c
     res = json.loads((tmp_path / "o2" / "crossval.json").read_text())
     assert list(res["failed"]) == [victim] and victim not in res["cases"]
     assert sorted(res["cases"]) == sorted(f"c{i}" for i in range(5) if f"c{i}" != victim)
+    # no case readable: exit 2 in one line, and no empty output folder is left behind
+    for cid in (f"c{i}" for i in range(5)):
+        (src / cid / f"{cid}_flair.nii.gz").write_bytes(b"\x1f\x8b truncated")
+    capsys.readouterr()
+    rc = cli_main(["crossval", "--runs", *map(str, runs), "--data-root", str(src), "--out", str(tmp_path / "o3"),
+                   "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err[-1] == "error: no validation case could be predicted (5 failed)"
+    assert not (tmp_path / "o3").exists()
 
 
 def test_folds_refuse_val_and_split_file(cv, tmp_path, capsys):
