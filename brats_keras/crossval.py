@@ -237,6 +237,11 @@ def ensemble_folds(ensemble) -> list[tuple]:
         its name's, a listed file that is missing, files of one fold that record different cases, or a case
         held out by two folds.
     """
+    return _ensemble_record(ensemble)[1]
+
+
+def _ensemble_record(ensemble) -> tuple[dict, list[tuple]]:
+    """``(ensemble.json as read, ensemble_folds's plan)``: the record read once, for its plan and its settings."""
     if str(ensemble) == "pretrained":
         from .pretrained import HERE as ensemble
     ensemble = Path(ensemble)
@@ -282,7 +287,7 @@ def ensemble_folds(ensemble) -> list[tuple]:
                 raise BratsInputError(f"{record_path}: case {cid} is a validation case of both fold {owner[cid]} "
                                       f"and fold {fold}: not the record of one cross-validation")
             owner[cid] = fold
-    return [(fold, ensemble, files, list(val)) for fold, (files, val) in sorted(folds.items())]
+    return record, [(fold, ensemble, files, list(val)) for fold, (files, val) in sorted(folds.items())]
 
 
 def crossval_ensemble(ensemble, out, data_roots, tta: bool = False, overlap: float = 0.5, batch_size: int = 2,
@@ -296,10 +301,9 @@ def crossval_ensemble(ensemble, out, data_roots, tta: bool = False, overlap: flo
     ``data_roots`` (required: an ensemble does not know where its cases lie) are the folders of the original
     cases with label maps. Raises BratsInputError as :func:`ensemble_folds`, or for no ``data_roots``.
     """
-    plan = ensemble_folds(ensemble)
+    record, plan = _ensemble_record(ensemble)
     if not data_roots:
         raise BratsInputError("--ensemble: give --data-root, the folder(s) of the cases with label maps")
-    record = json.loads((plan[0][1] / "ensemble.json").read_text())
     extra = {"checkpoint": record.get("checkpoint", "last"), "ensemble": str(Path(plan[0][1]).resolve())}
     return _predict_folds(plan, out, data_roots, extra, tta=tta, overlap=overlap, batch_size=batch_size,
                           progress=progress, log=log)
