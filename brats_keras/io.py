@@ -476,8 +476,9 @@ def folder_lock(folder, name: str, what: str, hint: str):
             break
         os.close(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {what}\n".encode())
+        with contextlib.suppress(OSError):  # the pid is for the message only: a full disk still locks
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {what}\n".encode())
         yield
     finally:
         with contextlib.suppress(OSError):  # removed while still held, so no one locks a stale file

@@ -298,3 +298,28 @@ def test_synthetic_cases_lie_on_the_brats_grid(tmp_path):
     (case,) = bio.find_cases(tmp_path)
     assert len(bio.load_modalities(case, ["flair", "t1", "t1ce", "t2"])[0]) == 4
     assert bio.load_classes(case.seg, grid=True).shape == (32, 32, 32)
+
+
+# ----------------------------------------------------------------------------- folder locks (issue 29)
+def test_folder_lock_refuses_a_second_holder_and_never_outlives_the_first(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    lock = tmp_path / ".convert.lock"
+    lock.write_text("99999 convert\n")  # left by a killed holder: its lock ended with it
+    with bio.folder_lock(tmp_path, lock.name, "convert", "wait for it to end"):
+        assert lock.read_text() == f"{os.getpid()} convert\n"
+        with pytest.raises(bio.BratsInputError) as err:  # a second open file is a second holder, even here
+            with bio.folder_lock(tmp_path, lock.name, "merge", "give another --output"):
+                pass
+        assert str(err.value) == (f"{tmp_path}: another convert (pid {os.getpid()}) is writing this folder; "
+                                  "give another --output")
+    assert not lock.exists()
+    # no room for the pid (a full disk): the folder is locked all the same
+    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    with bio.folder_lock(tmp_path, lock.name, "convert", "wait"):
+        monkeypatch.undo()
+        with pytest.raises(bio.BratsInputError, match=r"another convert \(pid unknown\) is writing this folder"):
+            with bio.folder_lock(tmp_path, lock.name, "convert", "wait"):
+                pass
+    assert not lock.exists()
