@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-import contextlib
 from concurrent.futures import as_completed
 from pathlib import Path
 
@@ -31,6 +30,11 @@ from .pool import parent_gone, process_pool
 from .preprocessing import (box_slices, brain_crop_box, downsample_classes, downsample_image, fixed_crop_box,
                             stack_scaled)
 from .spec import MANIFEST, PreprocessingSpec, read_manifest
+
+
+#: the lock file convert and merge hold in their output folder while they write it (:func:`brats_keras.io.folder_lock`)
+LOCK = ".convert.lock"
+_CONVERT_HINT = "give another --output, or --overwrite to convert every case again with these settings"
 
 
 class ManifestWriteError(Exception):
@@ -63,7 +67,7 @@ def _setting_differences(old, new: dict) -> list[str]:
     except ValueError as exc:
         return [f"settings unreadable ({exc})"]
     keys = [k for k in ours.to_dict() if k not in ("patch_size", "output")]  # model settings, never in a manifest
-    found = [(k, a, b) for k, a, b in theirs.differences(ours, keys)]
+    found = theirs.differences(ours, keys)
     if old.get("min_tumor") != new.get("min_tumor"):
         found.append(("min_tumor", old.get("min_tumor"), new.get("min_tumor")))
     return [f"{k} {_show(a)}, asked {_show(b)}" for k, a, b in found]
@@ -282,10 +286,6 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
                 bio.atomic_write_json(output_dir / MANIFEST, manifest)
         return _convert_cases(cases, output_dir, manifest, old, workers, progress, log)
 
-
-#: the lock file convert and merge hold in their output folder while they write it (:func:`brats_keras.io.folder_lock`)
-LOCK = ".convert.lock"
-_CONVERT_HINT = "give another --output, or --overwrite to convert every case again with these settings"
 
 
 def _earlier_conversion(output_dir: Path, manifest: dict, hint: str, same_part: bool = True) -> dict | None:

@@ -628,7 +628,8 @@ def test_other_settings_into_a_converted_folder_are_refused_and_change_nothing(t
     convert = ["convert", "--input", str(src), "--output", str(out), "--crop", "brain", "--workers", "1", "--quiet"]
     assert cli_main(convert) == 0
     before = _files(out)
-    assert sorted(before) == sorted([f"{d}/c{i}.npy" for d in ("images", "masks") for i in range(3)] + ["manifest.json"])
+    arrays = [f"{d}/c{i}.npy" for d in ("images", "masks") for i in range(3)]
+    assert sorted(before) == sorted(arrays + ["manifest.json"])
     capsys.readouterr()
     assert cli_main(convert + ["--scale", "zscore", "--dtype", "float32"]) == 2
     assert _one_error_line(capsys) == (

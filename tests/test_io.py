@@ -248,7 +248,8 @@ RESAMPLE = "(resample it to the BraTS grid first)"
     (np.diag([-2.0, -2.0, 2.0, 1.0]), f"voxel size 2.0 x 2.0 x 2.0 mm, expected 1 mm {RESAMPLE}"),
     (np.eye(4), f"orientation RAS, expected LPS as in BraTS {RESAMPLE}"),
     (np.diag([-1.0, 1.0, 1.0, 1.0]), f"orientation LAS, expected LPS as in BraTS {RESAMPLE}"),
-    ([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]], f"orientation PIR, expected LPS as in BraTS {RESAMPLE}"),
+    ([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]],  # stored sagittally
+     f"orientation PIR, expected LPS as in BraTS {RESAMPLE}"),
 ])
 def test_a_modality_off_the_brats_grid_is_refused(tmp_path, affine, problem):
     folder = write_small_case(tmp_path, "c")
