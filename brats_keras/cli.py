@@ -15,8 +15,12 @@ from .labels import OUTPUTS
 def add_convert_args(p: argparse.ArgumentParser) -> None:
     """Add the ``convert`` options to a parser; ``brats-keras convert`` and ``python data_prep/convert.py`` share
     them (run the parsed arguments with :func:`cmd_convert`)."""
-    p.add_argument("--input", required=True, help="folder of BraTS cases (any supported layout)")
-    p.add_argument("--output", required=True, help="output folder: images/, masks/, manifest.json")
+    p.add_argument("--input", required=True,
+                   help="folder of BraTS cases (any supported layout) on the BraTS grid: 1 mm voxels, LPS; a case "
+                        "off it fails in one line")
+    p.add_argument("--output", required=True,
+                   help="output folder: images/, masks/, manifest.json; locked while written; one converted with "
+                        "other settings is refused (see --overwrite)")
     p.add_argument("--modalities", default="flair,t1ce,t2",
                    help="comma-separated modalities in channel order, either vocabulary (default: flair,t1ce,t2)")
     p.add_argument("--crop", choices=["fixed", "brain"], default="fixed",
@@ -31,7 +35,8 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--downsample", type=int, default=1, choices=[1, 2, 3, 4],
                    help="average NxNxN voxel blocks (2: 1 mm -> 2 mm) for fast training on a CPU")
     p.add_argument("--workers", type=int, default=None, help="processes (default: number of cores)")
-    p.add_argument("--overwrite", action="store_true", help="convert cases again even if complete")
+    p.add_argument("--overwrite", action="store_true",
+                   help="convert every case again, even if complete or converted with other settings")
     p.add_argument("--shard", metavar="K/N",
                    help="convert only part K of N (every N-th case by id), each part into its own --output, "
                         "e.g. one per machine; brats-keras merge joins the parts")

@@ -5,6 +5,7 @@ Output folder::
     OUT/images/<case>.npy   (d, h, w, C) float16 (or float32, or uint8 = round(255 * min-max value)),
                             channels in the order asked for
     OUT/masks/<case>.npy    (d, h, w) uint8 class indices 0 background, 1 NCR, 2 ED, 3 ET
+    OUT/.convert.lock       only while a convert or merge writes the folder (its pid)
     OUT/manifest.json       settings (the PreprocessingSpec of brats_keras.spec, and min_tumor), and per
                             case: source files, original shape and affine,
                             crop box, scaling parameters, label voxel counts, dtype, status and
@@ -15,6 +16,7 @@ volume; the fixed crop ``[56:184, 56:184, 13:141]``. numpy / nibabel only.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from concurrent.futures import as_completed
@@ -28,6 +30,11 @@ from .pool import parent_gone, process_pool
 from .preprocessing import (box_slices, brain_crop_box, downsample_classes, downsample_image, fixed_crop_box,
                             stack_scaled)
 from .spec import MANIFEST, PreprocessingSpec, read_manifest
+
+
+#: the lock file convert and merge hold in their output folder while they write it (:func:`brats_keras.io.folder_lock`)
+LOCK = ".convert.lock"
+_CONVERT_HINT = "give another --output, or --overwrite to convert every case again with these settings"
 
 
 class ManifestWriteError(Exception):
@@ -51,14 +58,28 @@ def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minm
     return {**spec.to_dict(), "min_tumor": min_tumor}
 
 
-def _same_settings(old, new: dict) -> bool:
-    """Whether an existing manifest's settings describe the same conversion as ``new`` (read through the spec,
-    so a manifest written before a setting was recorded, e.g. without ``downsample``, still matches)."""
+def _setting_differences(old, new: dict) -> list[str]:
+    """``"<key> <old>, asked <new>"`` for each setting in which an existing manifest's ``old`` settings differ from
+    ``new`` (read through the spec, so a manifest written before a setting was recorded, e.g. without
+    ``downsample``, still matches); empty when they describe the same conversion."""
     try:
-        return (PreprocessingSpec.from_dict(old) == PreprocessingSpec.from_dict(new)
-                and old.get("min_tumor") == new.get("min_tumor"))
-    except ValueError:
-        return False
+        theirs, ours = PreprocessingSpec.from_dict(old), PreprocessingSpec.from_dict(new)
+    except ValueError as exc:
+        return [f"settings unreadable ({exc})"]
+    keys = [k for k in ours.to_dict() if k not in ("patch_size", "output")]  # model settings, never in a manifest
+    found = theirs.differences(ours, keys)
+    if old.get("min_tumor") != new.get("min_tumor"):
+        found.append(("min_tumor", old.get("min_tumor"), new.get("min_tumor")))
+    return [f"{k} {_show(a)}, asked {_show(b)}" for k, a, b in found]
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _same_settings(old, new: dict) -> bool:
+    """Whether an existing manifest's settings describe the same conversion as ``new``."""
+    return not _setting_differences(old, new)
 
 
 def quantize_uint8(image: np.ndarray) -> np.ndarray:
@@ -87,7 +108,7 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
     shape = vols[0].shape
     classes = None
     if case.seg is not None:
-        classes = bio.load_classes(case.seg, shape=shape)
+        classes = bio.load_classes(case.seg, shape=shape, grid=True)
     if spec.crop == "fixed":
         try:
             box = fixed_crop_box(shape, spec.crop_box)
@@ -217,17 +238,22 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
     dataset; each part's folder has its own manifest (with ``"shard": {"index": K, "count": N}``) and
     :func:`merge_conversions` joins the N folders into one.
 
-    Re-running skips cases whose outputs are complete and match the manifest (shape, dtype
-    and checksum; ``overwrite=True`` redoes them) and removes temporary files a killed run left.
-    A bad case (unreadable input, two files for one modality, an output that cannot be
-    written) is reported in one line, listed under ``failed`` in the manifest, its outputs
-    are removed, and the others still convert. Worker processes end with the calling process.
+    The output folder is locked (``OUT/.convert.lock``, :func:`brats_keras.io.folder_lock`) while it is
+    written. Re-running with the same settings skips cases whose outputs are complete and match the
+    manifest (shape, dtype and checksum) and removes temporary files a killed run left; a folder
+    converted with other settings is refused unless ``overwrite=True``, which converts every case again.
+    A bad case (unreadable input, two files for one modality, a file off the BraTS grid
+    (:func:`brats_keras.io.check_grid`), an output that cannot be written) is reported in one line,
+    listed under ``failed`` in the manifest, its outputs are removed, and the others still convert.
+    Worker processes end with the calling process.
 
     Returns:
         the manifest dict (``settings``, ``cases``, ``failed``, ``dropped``).
     Raises:
-        BratsInputError if no case is found, or the output is not a folder that can be written
-        (nothing is done then); ManifestWriteError if the manifest cannot be written at the end.
+        BratsInputError if no case is found, the output is not a folder that can be written, it holds
+        a conversion with other settings (naming them) or another part's, or another convert is writing
+        it (naming its pid); nothing is done then. ManifestWriteError if the manifest cannot be written
+        at the end.
     """
     output_dir = Path(output_dir)
     settings = conversion_settings(modalities, crop, scale, dtype, margin, min_tumor, downsample)
@@ -246,25 +272,51 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
         if not cases:
             raise bio.BratsInputError(f"{input_dir}: --shard {shard[0]}/{shard[1]} has no case "
                                       f"(only {len(ids)} cases found)")
-    _prepare_output(output_dir)
-
     manifest = {"settings": settings, "cases": {}, "failed": {}, "dropped": {}}
     if shard is not None:
         manifest["shard"] = {"index": shard[0], "count": shard[1]}
-    old = None
-    if (output_dir / MANIFEST).exists() and not overwrite:
-        try:
-            old = read_manifest(output_dir)
-        except bio.BratsInputError:  # unreadable or of another shape: convert every case again
-            old = None
-        if old is not None and not isinstance(old.get("dropped", {}), dict):
-            old = None
-        if old is not None and not _same_settings(old.get("settings"), settings):
-            log(f"{output_dir}: settings differ from the existing manifest; converting every case again")
-            old = None
-        if old is not None and old.get("shard") != manifest.get("shard"):
-            raise bio.BratsInputError(f"{output_dir / MANIFEST}: written for another part (shard "
-                                      f"{old.get('shard')}); give each --shard its own output folder")
+    if not overwrite:  # refused before anything is written; checked again under the lock
+        _earlier_conversion(output_dir, manifest, _CONVERT_HINT)
+    _make_output(output_dir)
+    with bio.folder_lock(output_dir, LOCK, "convert", "wait for it to end, or give another --output"):
+        _remove_temporaries(output_dir)
+        old = None if overwrite else _earlier_conversion(output_dir, manifest, _CONVERT_HINT)
+        if overwrite and (output_dir / MANIFEST).exists():  # from now on it lists only arrays of these settings
+            with contextlib.suppress(OSError):  # a full disk: the cases fail one by one, the last write says so
+                bio.atomic_write_json(output_dir / MANIFEST, manifest)
+        return _convert_cases(cases, output_dir, manifest, old, workers, progress, log)
+
+
+
+def _earlier_conversion(output_dir: Path, manifest: dict, hint: str, same_part: bool = True) -> dict | None:
+    """The manifest an earlier conversion left in ``output_dir`` when it can be resumed into ``manifest``'s, or None
+    when there is none (or one that cannot be read: every case is converted again).
+
+    Raises:
+        BratsInputError naming the settings that differ (and ``hint``), or, with ``same_part``, another part of
+        a sharded conversion than ``manifest``'s; the caller writes nothing then.
+    """
+    if not (output_dir / MANIFEST).is_file():
+        return None
+    try:
+        old = read_manifest(output_dir)
+    except bio.BratsInputError:  # unreadable or of another shape: convert every case again
+        return None
+    if not isinstance(old.get("dropped", {}), dict):
+        return None
+    differ = _setting_differences(old.get("settings"), manifest["settings"])
+    if differ:
+        raise bio.BratsInputError(f"{output_dir / MANIFEST}: converted with other settings ({'; '.join(differ)}); "
+                                  f"{hint}")
+    if same_part and old.get("shard") != manifest.get("shard"):
+        raise bio.BratsInputError(f"{output_dir / MANIFEST}: written for another part (shard "
+                                  f"{old.get('shard')}); give each --shard its own output folder")
+    return old
+
+
+def _convert_cases(cases, output_dir: Path, manifest: dict, old: dict | None, workers, progress, log) -> dict:
+    """Convert ``cases`` into ``output_dir`` (locked by the caller), keeping those ``old`` lists complete."""
+    settings = manifest["settings"]
     todo = []
     for case in cases:
         entry = (old or {}).get("cases", {}).get(case.case_id) or (old or {}).get("dropped", {}).get(case.case_id)
@@ -285,7 +337,7 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
         nonlocal written
         if error:
             manifest["failed"][case_id] = error
-            log(f"FAILED {error}")
+            log(f"FAILED {case_id}: {error}")
         elif entry["status"] == "dropped":
             manifest["dropped"][case_id] = entry
         else:
@@ -323,11 +375,8 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
     return manifest
 
 
-def _prepare_output(output_dir: Path) -> None:
-    """Make the output folder, or refuse it in one line (BratsInputError) when it cannot hold the outputs.
-
-    Removes the temporary files (``.<name>.*.tmp``) a killed run left in it.
-    """
+def _make_output(output_dir: Path) -> None:
+    """Make the output folder, or refuse it in one line (BratsInputError) when it cannot hold the outputs."""
     if output_dir.exists() and not output_dir.is_dir():
         raise bio.BratsInputError(f"{output_dir}: the output exists and is not a folder")
     try:
@@ -335,6 +384,11 @@ def _prepare_output(output_dir: Path) -> None:
         bio.temp_path_for(output_dir / MANIFEST).unlink()  # can we write here at all?
     except OSError as exc:
         raise bio.BratsInputError(f"{output_dir}: cannot write the output folder: {bio.os_error_reason(exc)}") from None
+
+
+def _remove_temporaries(output_dir: Path) -> None:
+    """Remove the temporary files (``.<name>.*.tmp``) a killed run left (only under the folder's lock: a running
+    conversion's are its own)."""
     for folder, pattern in ((output_dir, f".{MANIFEST}.*.tmp"), (output_dir / "images", ".*.npy.*.tmp"),
                             (output_dir / "masks", ".*.npy.*.tmp")):
         for tmp in folder.glob(pattern) if folder.is_dir() else ():
@@ -359,8 +413,9 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
 
     Raises:
         BratsInputError (one line) when a folder has no manifest or was not written with ``--shard``, the
-        settings differ, a part is missing or given twice, a case id appears in two parts, or an array a
-        manifest lists is missing; nothing is written then. A copy is atomic (never half an array).
+        settings differ, a part is missing or given twice, a case id appears in two parts, an array a
+        manifest lists is missing, ``output_dir`` holds a conversion with other settings or another convert or
+        merge is writing it; nothing is written then. A copy is atomic (never half an array).
     """
     import shutil
 
@@ -410,18 +465,23 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
                     raise bio.BratsInputError(f"{folder / rel}: missing, but {folder / MANIFEST} lists it for "
                                               f"case {cid}; convert that part again")
                 arrays.append((folder / rel, output_dir / rel, entry.get("checksums", {}).get(key)))
-    _prepare_output(output_dir)
-    for src, dst, checksum in arrays:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if dst.exists() and checksum is not None and bio.file_checksum(dst) == checksum:
-            continue
-        dst.unlink(missing_ok=True)
-        try:
-            os.link(src, dst)
-        except OSError:  # another file system, or no hard links: a copy, whole or not at all
-            bio.atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
-    manifest = _sorted_manifest(merged)
-    bio.atomic_write_json(output_dir / MANIFEST, manifest)
+    hint = "give another --output, or remove that folder first"
+    _earlier_conversion(output_dir, merged, hint, same_part=False)  # refused before anything is written
+    _make_output(output_dir)
+    with bio.folder_lock(output_dir, LOCK, "merge", "wait for it to end, or give another --output"):
+        _earlier_conversion(output_dir, merged, hint, same_part=False)
+        _remove_temporaries(output_dir)
+        for src, dst, checksum in arrays:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if dst.exists() and checksum is not None and bio.file_checksum(dst) == checksum:
+                continue
+            dst.unlink(missing_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:  # another file system, or no hard links: a copy, whole or not at all
+                bio.atomic_write(dst, lambda tmp, src=src: shutil.copyfile(src, tmp))
+        manifest = _sorted_manifest(merged)
+        bio.atomic_write_json(output_dir / MANIFEST, manifest)
     log(f"merged {count} part(s): {len(manifest['cases'])} case(s), {len(manifest['failed'])} failed, "
         f"{len(manifest['dropped'])} dropped")
     return manifest

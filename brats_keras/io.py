@@ -11,6 +11,7 @@ numpy and nibabel only: no deep-learning framework is imported here.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -110,6 +111,8 @@ def find_cases(root, require_seg: bool = False) -> list[Case]:
         Cases sorted by case id. Two files for one modality or label map of a case (``_flair.nii.gz``
         and ``_FLAIR.nii.gz``, or ``.nii`` beside ``.nii.gz``) are listed in ``Case.ambiguous``:
         reading that modality (``Case.path``, ``load_modalities``) raises BratsInputError naming both.
+        Folders are walked with :func:`walk_folders`: symbolic links to folders are followed, each real
+        folder is read once and a link that loops back is not followed.
     Raises:
         BratsInputError if ``root`` does not exist.
     """
@@ -117,10 +120,8 @@ def find_cases(root, require_seg: bool = False) -> list[Case]:
     if not root.is_dir():
         raise BratsInputError(f"{root}: not a folder")
     found: dict[tuple, Case] = {}
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames.sort()
-        folder = Path(dirpath)
-        for name in sorted(filenames):
+    for folder, filenames in walk_folders(root):
+        for name in filenames:
             hit = _classify(folder, name)
             if hit is None:
                 continue
@@ -141,6 +142,36 @@ def find_cases(root, require_seg: bool = False) -> list[Case]:
     if require_seg:
         cases = [c for c in cases if c.seg is not None]
     return sorted(cases, key=lambda c: (c.case_id, str(c.folder)))
+
+
+def walk_folders(root):
+    """Yield ``(folder, sorted file names)`` for ``root`` and every folder below it, each real folder once.
+
+    Symbolic links to folders are followed (a folder of links to case folders elsewhere works), but never
+    into a loop: a link to a folder already walked (``a -> .``, two folders linking to each other) or to a
+    folder that contains the link (``b -> ..``) is skipped. Real folders below ``root`` are walked before any
+    linked one, so a case reachable both ways is found under its real path.
+    """
+    seen: set[str] = set()
+    pending = [Path(root)]
+    while pending:
+        top = pending.pop(0)
+        links = []
+        for dirpath, dirnames, filenames in os.walk(top):  # links are not entered here: they wait in ``links``
+            real = os.path.realpath(dirpath)
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
+            dirnames.sort()
+            for name in dirnames:
+                link = os.path.join(dirpath, name)
+                if os.path.islink(link):
+                    target = os.path.realpath(link)
+                    if os.path.commonpath([target, real]) != target:  # not a folder holding the link itself
+                        links.append(Path(link))
+            yield Path(dirpath), sorted(filenames)
+        pending.extend(links)
 
 
 def gunzip(data: bytes) -> bytes:
@@ -226,15 +257,48 @@ def check_volume(arr: np.ndarray, path) -> None:
         raise BratsInputError(f"{path}: volume is all zero")
 
 
+#: the BraTS grid every case is read on (until cases are resampled): 1 mm voxels, axes towards L, P and S
+#: (``nibabel.aff2axcodes`` of every real case in ../shared/data)
+BRATS_VOXEL_MM = 1.0
+BRATS_ORIENTATION = ("L", "P", "S")
+#: how far a voxel size (mm) and two modalities' affines (mm, and direction cosines) may be from each other
+VOXEL_TOLERANCE_MM = 0.02
+AFFINE_TOLERANCE = 0.01
+_RESAMPLE = "(resample it to the BraTS grid first)"
+
+
+def check_grid(path, affine, header) -> None:
+    """Raise BratsInputError unless a file lies on the BraTS grid: 1 mm isotropic voxels (header zooms,
+    within ``VOXEL_TOLERANCE_MM``) and the BraTS orientation ``BRATS_ORIENTATION``.
+
+    The networks see voxels, not millimetres: a 3 mm case or a flipped one gives a wrong (often empty)
+    segmentation, so it is refused rather than guessed at.
+    """
+    import nibabel as nib
+
+    zooms = [float(z) for z in header.get_zooms()[:3]]
+    if any(abs(z - BRATS_VOXEL_MM) > VOXEL_TOLERANCE_MM for z in zooms):
+        size = " x ".join(str(round(z, 3)) for z in zooms)
+        raise BratsInputError(f"{path}: voxel size {size} mm, expected {BRATS_VOXEL_MM:g} mm {_RESAMPLE}")
+    axes = tuple(nib.aff2axcodes(affine))
+    if axes != BRATS_ORIENTATION:
+        raise BratsInputError(f"{path}: orientation {''.join(map(str, axes))}, expected "
+                              f"{''.join(BRATS_ORIENTATION)} as in BraTS {_RESAMPLE}")
+
+
 def load_modalities(case: Case, modalities=None, check: bool = True):
     """Read the requested modalities of a case without converting them to float.
+
+    ``check=True`` (the default) refuses NaN / all-zero volumes and files off the BraTS grid
+    (:func:`check_grid`: voxel size, orientation) or on another grid than the first modality
+    (affines more than ``AFFINE_TOLERANCE`` apart); ``check=False`` reads whatever is there.
 
     Returns:
         ``(volumes, affine, header)``: a list of 3-D arrays in the order asked for,
         the affine and header of the first modality.
     Raises:
-        BratsInputError for a missing modality, unreadable file, NaN / all-zero volume
-        or modalities whose shapes differ.
+        BratsInputError for a missing modality, unreadable file, NaN / all-zero volume,
+        a file off the BraTS grid or modalities whose shapes or affines differ.
     """
     mods = parse_modalities(modalities or DEFAULT_MODALITIES)
     vols, affine, header, first = [], None, None, None
@@ -242,6 +306,7 @@ def load_modalities(case: Case, modalities=None, check: bool = True):
         path = case.path(mod)
         arr, aff, hdr = load_nifti(path)
         if check:
+            check_grid(path, aff, hdr)
             check_volume(arr, path)
         if first is None:
             first, affine, header = (path, arr.shape), aff, hdr
@@ -249,18 +314,27 @@ def load_modalities(case: Case, modalities=None, check: bool = True):
             raise BratsInputError(
                 f"{path}: shape {arr.shape} differs from {first[0].name} {first[1]}"
             )
+        elif check and not np.allclose(aff, affine, rtol=0, atol=AFFINE_TOLERANCE):
+            off = float(np.abs(np.asarray(aff) - affine).max())
+            raise BratsInputError(f"{path}: affine differs from {first[0].name}'s by up to {off:.3g}: "
+                                  f"not on one grid {_RESAMPLE}")
         vols.append(arr)
     return vols, affine, header
 
 
-def load_classes(path, shape=None, convention: str = "auto") -> np.ndarray:
+def load_classes(path, shape=None, convention: str = "auto", grid: bool = False) -> np.ndarray:
     """Read a BraTS label map and return class indices 0..3 (uint8).
+
+    ``grid=True`` also refuses a map off the BraTS grid (:func:`check_grid`); its translation is not
+    compared with the images' (some published BraTS 2017 label maps have their origin at 0).
 
     Raises:
         BratsInputError naming the file for unreadable data, a shape other than
-        ``shape`` or unexpected label values.
+        ``shape``, a map off the grid or unexpected label values.
     """
-    arr, _, _ = load_nifti(path)
+    arr, affine, header = load_nifti(path)
+    if grid:
+        check_grid(path, affine, header)
     if shape is not None and arr.shape != tuple(shape):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
     if arr.dtype.kind == "f":
@@ -355,6 +429,61 @@ def atomic_write(path, write, suffix: str = ".tmp"):
             _name_target(exc, path)
         raise
     return result
+
+
+@contextlib.contextmanager
+def folder_lock(folder, name: str, what: str, hint: str):
+    """Hold an exclusive lock on ``folder/name`` (``fcntl.flock``) while the block runs, so that two commands
+    never write one folder at once.
+
+    The file holds ``"<pid> <what>"`` of the holder and is removed on leaving. The kernel drops the lock when
+    its holder ends, even by SIGKILL: a killed run leaves the file behind but never blocks the next run,
+    which takes it over. Where ``fcntl`` does not exist (Windows) nothing is locked.
+
+    Args:
+        folder: an existing folder.
+        name: the lock file's name, e.g. ``".convert.lock"``.
+        what: the holder, named to whoever finds the folder busy (``"convert"``).
+        hint: what that one can do, e.g. ``"wait for it to end, or give another --output"``.
+    Raises:
+        BratsInputError ``<folder>: another <what> (pid <n>) is writing this folder; <hint>`` when another
+        process holds the lock, or naming the lock file when it cannot be made.
+    """
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks on this system
+        yield
+        return
+    path = Path(folder) / name
+    while True:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise BratsInputError(f"{path}: cannot make the lock file: {os_error_reason(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # held: say by whom
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+            os.close(fd)
+            pid, other = (holder + ["unknown", what])[:2]
+            raise BratsInputError(f"{folder}: another {other} (pid {pid}) is writing this folder; {hint}") from None
+        try:  # the holder before us removes the file as it lets go: lock the file that is there now
+            current = os.stat(path)
+        except FileNotFoundError:
+            current = None
+        mine = os.fstat(fd)
+        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            break
+        os.close(fd)
+    try:
+        with contextlib.suppress(OSError):  # the pid is for the message only: a full disk still locks
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()} {what}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # removed while still held, so no one locks a stale file
+            path.unlink()
+        os.close(fd)
 
 
 def atomic_save_npy(path, array: np.ndarray) -> str:

@@ -92,11 +92,34 @@ def make_small_case(rng, shape=(24, 28, 20), et_label=4):
 
 
 def write_nifti(path, arr, affine=None):
+    """Save ``arr`` as NIfTI; without ``affine``, on the BraTS grid (1 mm voxels, LPS), as convert and predict
+    require."""
     import nibabel as nib
 
-    img = nib.Nifti1Image(arr, np.eye(4) if affine is None else affine)
+    from brats_keras.synthetic import brats_affine
+
+    img = nib.Nifti1Image(arr, brats_affine(arr.shape) if affine is None else affine)
     img.set_data_dtype(arr.dtype)
     nib.save(img, str(path))
+
+
+def resave_on_grid(path, affine):
+    """Write a NIfTI file's voxels again with another ``affine`` (its header zooms follow): the same case on
+    another grid, e.g. ``np.diag([-0.9, -0.9, 3.0, 1.0])`` for 0.9 x 0.9 x 3 mm voxels."""
+    import nibabel as nib
+
+    write_nifti(path, np.asanyarray(nib.load(str(path)).dataobj), np.asarray(affine, float))
+
+
+def make_symlink_loops(root):
+    """Symbolic link loops in ``root``: ``a -> .``, ``b -> ..`` and folders ``d1``, ``d2`` linking to each other."""
+    root = Path(root)
+    for d in ("d1", "d2"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "a").symlink_to(".", target_is_directory=True)
+    (root / "b").symlink_to("..", target_is_directory=True)
+    (root / "d1" / "to_d2").symlink_to("../d2", target_is_directory=True)
+    (root / "d2" / "to_d1").symlink_to("../d1", target_is_directory=True)
 
 
 def write_small_case(root, case_id, seed=0, shape=(24, 28, 20), layout="2021", seg=True, ext=".nii.gz"):

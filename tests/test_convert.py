@@ -13,7 +13,7 @@ from brats_keras.convert import convert_folder
 from brats_keras.labels import CLASS_NAMES
 from brats_keras.spec import read_manifest
 
-from conftest import write_nifti, write_small_case
+from conftest import make_symlink_loops, resave_on_grid, write_nifti, write_small_case
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -328,7 +328,7 @@ def test_full_disk_fails_the_case_in_one_line_and_removes_its_mask(tmp_path, dis
     m = read_manifest(out)
     assert set(m["cases"]) == {"c0", "c2"}
     assert m["failed"] == {"c1": f"{out / 'images' / 'c1.npy'}: no space left on device"}
-    assert f"FAILED {m['failed']['c1']}" in capsys.readouterr().out
+    assert f"FAILED c1: {m['failed']['c1']}" in capsys.readouterr().out
     # no mask of the failed case, no temporary file
     assert sorted(_files(out)) == ["images/c0.npy", "images/c2.npy", "manifest.json", "masks/c0.npy", "masks/c2.npy"]
     disk.full = set()
@@ -443,9 +443,8 @@ def test_manifest_settings_written_before_the_spec_still_resume(tmp_path):
     said = []
     again = convert_folder(src, out, crop="brain", workers=1, progress=False, log=said.append)
     assert "skipping 2 case(s)" in " ".join(said) and again["cases"] == m["cases"]
-    said = []
-    convert_folder(src, out, crop="brain", margin=6, workers=1, progress=False, log=said.append)
-    assert said[0] == f"{out}: settings differ from the existing manifest; converting every case again"
+    with pytest.raises(bio.BratsInputError, match="margin 4, asked 6"):
+        convert_folder(src, out, crop="brain", margin=6, workers=1, progress=False)
 
 
 def test_resume_reads_only_the_cases_own_files(tmp_path):
@@ -556,7 +555,10 @@ def test_killed_conversion_takes_its_workers_and_resumes_byte_identical(tmp_path
         if proc.poll() is None:
             proc.kill()
     time.sleep(0.5)
-    assert _files(out) == at_kill and sorted(at_kill) == ["images/c0.npy", "manifest.json", "masks/c0.npy"]
+    # the killed run's lock file stays behind (its pid in it), unlocked: the resume below takes it over
+    assert _files(out) == at_kill
+    assert sorted(at_kill) == [".convert.lock", "images/c0.npy", "manifest.json", "masks/c0.npy"]
+    assert at_kill[".convert.lock"] == f"{proc.pid} convert\n".encode()
 
     said = []
     convert_folder(src, out, crop="brain", workers=2, progress=False, log=said.append)
@@ -564,3 +566,122 @@ def test_killed_conversion_takes_its_workers_and_resumes_byte_identical(tmp_path
     whole = tmp_path / "whole"
     convert_folder(src, whole, crop="brain", workers=2, progress=False)
     assert _files(out) == _files(whole)
+
+
+# ----------------------------------------------------------------------------- issue 29
+RESAMPLE = "(resample it to the BraTS grid first)"
+
+
+def test_cases_off_the_brats_grid_fail_alone(tmp_path, capsys):
+    """A 3 mm case, a flipped one, a modality on another grid and a 3 mm label map each fail in one line
+    (converted, they would train on or be scored against the wrong voxels); the synthetic case converts."""
+    from brats_keras.synthetic import write_case
+
+    src, out = tmp_path / "src", tmp_path / "out"
+    shape = (32, 32, 32)
+    write_case(src, "good", 0, shape=shape)
+    for cid, seed in (("thick", 1), ("ras", 2)):
+        folder = write_case(src, cid, seed, shape=shape)
+        for path in folder.iterdir():
+            resave_on_grid(path, np.diag([-0.9, -0.9, 3.0, 1.0]) if cid == "thick" else np.eye(4))
+    folder = write_case(src, "shifted", 3, shape=shape)
+    moved = np.diag([-1.0, -1.0, 1.0, 1.0])  # the t2 moved 31 mm off the others' grid
+    resave_on_grid(folder / "shifted_t2.nii.gz", moved)
+    folder = write_case(src, "seg3", 4, shape=shape)
+    resave_on_grid(folder / "seg3_seg.nii.gz", np.diag([-1.0, -1.0, 3.0, 1.0]))
+    rc = cli_main(["convert", "--input", str(src), "--output", str(out), "--crop", "brain", "--workers", "1",
+                   "--quiet"])
+    assert rc == 1
+    m = read_manifest(out)
+    assert set(m["cases"]) == {"good"}
+    assert m["failed"] == {
+        "thick": f"{src / 'thick' / 'thick_flair.nii.gz'}: voxel size 0.9 x 0.9 x 3.0 mm, expected 1 mm {RESAMPLE}",
+        "ras": f"{src / 'ras' / 'ras_flair.nii.gz'}: orientation RAS, expected LPS as in BraTS {RESAMPLE}",
+        "shifted": f"{src / 'shifted' / 'shifted_t2.nii.gz'}: affine differs from shifted_flair.nii.gz's by up to "
+                   f"31: not on one grid {RESAMPLE}",
+        "seg3": f"{src / 'seg3' / 'seg3_seg.nii.gz'}: voxel size 1.0 x 1.0 x 3.0 mm, expected 1 mm {RESAMPLE}",
+    }
+    printed = capsys.readouterr().out.splitlines()
+    assert all(f"FAILED {cid}: {msg}" in printed for cid, msg in m["failed"].items())
+    assert sorted(_files(out)) == ["images/good.npy", "manifest.json", "masks/good.npy"]
+
+
+def test_symlink_loops_in_the_input_end_and_find_each_case_once(tmp_path):
+    """Run as a process: without a walk that tracks real folders, this one never ends."""
+    src, out = tmp_path / "src", tmp_path / "out"
+    write_small_case(src, "c0")
+    make_symlink_loops(src)
+    write_small_case(src / "d1", "c1", seed=1)
+    res = subprocess.run([sys.executable, "-m", "brats_keras.cli", "convert", "--input", str(src), "--output",
+                          str(out), "--crop", "brain", "--workers", "1", "--quiet"], capture_output=True, text=True,
+                         timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+    assert res.returncode == 0, res.stderr
+    m = read_manifest(out)
+    assert {cid: e["source"]["flair"] for cid, e in m["cases"].items()} == {
+        "c0": str(src / "c0" / "c0_flair.nii.gz"), "c1": str(src / "d1" / "c1" / "c1_flair.nii.gz")}
+
+
+def test_other_settings_into_a_converted_folder_are_refused_and_change_nothing(tmp_path, capsys):
+    src, out = tmp_path / "src", tmp_path / "out"
+    for i in range(3):
+        write_small_case(src, f"c{i}", seed=i)
+    convert = ["convert", "--input", str(src), "--output", str(out), "--crop", "brain", "--workers", "1", "--quiet"]
+    assert cli_main(convert) == 0
+    before = _files(out)
+    arrays = [f"{d}/c{i}.npy" for d in ("images", "masks") for i in range(3)]
+    assert sorted(before) == sorted(arrays + ["manifest.json"])
+    capsys.readouterr()
+    assert cli_main(convert + ["--scale", "zscore", "--dtype", "float32"]) == 2
+    assert _one_error_line(capsys) == (
+        f"error: {out / 'manifest.json'}: converted with other settings (scale minmax, asked zscore; dtype float16, "
+        "asked float32); give another --output, or --overwrite to convert every case again with these settings\n")
+    assert _files(out) == before
+    assert cli_main(convert + ["--modalities", "flair,t1ce", "--min-tumor", "0.01"]) == 2
+    assert "(modalities flair,t1ce,t2, asked flair,t1ce; min_tumor None, asked 0.01)" in _one_error_line(capsys)
+    assert _files(out) == before
+    # the same settings resume: nothing converted again, nothing changed
+    assert cli_main(convert) == 0 and _files(out) == before
+    # --overwrite converts every case again with the new settings: the folder equals a fresh conversion
+    assert cli_main(convert + ["--scale", "zscore", "--dtype", "float32", "--overwrite"]) == 0
+    convert_folder(src, tmp_path / "fresh", crop="brain", scale="zscore", dtype="float32", workers=1, progress=False)
+    assert _files(out) == _files(tmp_path / "fresh")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_a_second_convert_while_one_runs_is_refused_naming_its_pid(tmp_path, capsys):
+    import os
+    import time
+
+    src, out, gate = tmp_path / "src", tmp_path / "out", tmp_path / "gate"
+    for i in range(3):
+        write_small_case(src, f"c{i}", seed=i, shape=(16, 18, 14))
+    script = tmp_path / "gated_cli.py"
+    script.write_text(_GATED_CLI)
+    convert = ["convert", "--input", str(src), "--output", str(out), "--crop", "brain", "--workers", "1", "--quiet"]
+    proc = subprocess.Popen([sys.executable, str(script), *convert], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "GATE": str(gate), "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 120
+        while not ((out / "manifest.json").exists() and "c0" in read_manifest(out)["cases"]):
+            assert proc.poll() is None and time.monotonic() < deadline, "the conversion did not record c0"
+            time.sleep(0.05)
+        running = _files(out)  # it waits at c1 until the gate opens
+        assert running[".convert.lock"] == f"{proc.pid} convert\n".encode()
+        capsys.readouterr()
+        assert cli_main(convert) == 2
+        assert _one_error_line(capsys) == (f"error: {out}: another convert (pid {proc.pid}) is writing this folder; "
+                                           "wait for it to end, or give another --output\n")
+        assert cli_main(convert + ["--scale", "zscore"]) == 2  # the settings its manifest records already differ
+        assert "converted with other settings (scale minmax, asked zscore)" in _one_error_line(capsys)
+        assert cli_main(convert + ["--overwrite"]) == 2 and "another convert (pid" in _one_error_line(capsys)
+        assert _files(out) == running
+    finally:
+        gate.touch()
+        try:
+            proc.wait(timeout=120)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == 0
+    convert_folder(src, tmp_path / "whole", crop="brain", workers=1, progress=False)
+    assert _files(out) == _files(tmp_path / "whole")  # one conversion, and its lock file gone

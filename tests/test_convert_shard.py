@@ -138,3 +138,45 @@ def test_merge_checks_every_array_before_writing_and_copies_whole_arrays(source,
     assert cli_main(["merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "--output", str(tmp_path / "m")]) == 0
     for rel in ("images/case3.npy", "masks/case3.npy"):
         assert np.array_equal(np.load(tmp_path / "m" / rel), np.load(tmp_path / "p2" / rel))
+
+
+def _files(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_parts_and_merge_keep_one_conversion_per_folder(source, tmp_path, capsys):
+    """A part converted again with other settings, a merge into a folder of another conversion and a merge into a
+    folder that a convert is writing are each refused in one line, exit 2, the folder unchanged."""
+    import os
+
+    from brats_keras import io as bio
+    from brats_keras.convert import LOCK
+
+    for k in (1, 2):
+        assert convert(source, tmp_path / f"p{k}", "--shard", f"{k}/2") == 0
+    part = _files(tmp_path / "p1")
+    assert convert(source, tmp_path / "p1", "--shard", "1/2", "--dtype", "float32") == 2
+    assert "converted with other settings (dtype float16, asked float32)" in capsys.readouterr().err
+    assert _files(tmp_path / "p1") == part
+    assert convert(source, tmp_path / "zs", "--scale", "zscore") == 0
+    other = _files(tmp_path / "zs")
+    capsys.readouterr()
+    merge = ["merge", str(tmp_path / "p1"), str(tmp_path / "p2"), "--output"]
+    assert cli_main(merge + [str(tmp_path / "zs")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path / 'zs' / 'manifest.json'}: converted with other settings (scale zscore, "
+                   "asked minmax); give another --output, or remove that folder first"]
+    assert _files(tmp_path / "zs") == other
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    with bio.folder_lock(busy, LOCK, "convert", "wait"):
+        assert cli_main(merge + [str(busy)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {busy}: another convert (pid {os.getpid()}) is writing this folder; wait for it to "
+                       "end, or give another --output"]
+        assert _files(busy) == {LOCK: f"{os.getpid()} convert\n".encode()}
+    assert not (busy / LOCK).exists()  # removed when its holder lets go
+    # the parts merge into a folder holding the same conversion (a rerun of the merge)
+    assert cli_main(merge + [str(busy)]) == 0 and cli_main(merge + [str(busy)]) == 0
+    assert sorted(_files(busy)) == sorted([f"{d}/case{i}.npy" for d in ("images", "masks") for i in range(5)]
+                                          + ["manifest.json"])

@@ -5,7 +5,7 @@ import pytest
 from brats_keras import io as bio
 from brats_keras.labels import classes_to_labels, labels_to_classes, parse_modalities
 
-from conftest import write_nifti, write_small_case
+from conftest import make_symlink_loops, resave_on_grid, write_nifti, write_small_case
 
 
 def test_find_real_cases(real_dir):
@@ -217,3 +217,110 @@ def test_two_files_for_one_modality_are_never_picked_silently(tmp_path):
     with pytest.raises(bio.BratsInputError, match=r"two flair files, b_FLAIR.nii.gz and b_flair.nii.gz"):
         b.path("t2f")
     assert len(bio.load_modalities(b, ["t1", "t2"])[0]) == 2
+
+
+# ----------------------------------------------------------------------------- symbolic links (issue 29)
+def test_symlink_loops_are_walked_once_and_linked_cases_found_once(tmp_path):
+    root, outside = tmp_path / "in", tmp_path / "outside"
+    write_small_case(root, "c0")
+    make_symlink_loops(root)
+    write_small_case(root / "d2", "c1", seed=1)  # a real case inside the two folders that link to each other
+    (root / "d1" / "c0_again").symlink_to("../c0", target_is_directory=True)  # a second way to c0
+    write_small_case(outside, "cx", seed=2)  # beside the input: reached through ``b -> ..`` only if it were followed
+    (root / "linked").symlink_to(outside / "cx", target_is_directory=True)  # a folder of links to cases works
+    cases = bio.find_cases(root)
+    assert [(c.case_id, c.folder) for c in cases] == [("c0", root / "c0"), ("c1", root / "d2" / "c1"),
+                                                      ("cx", root / "linked")]
+    walked = [folder for folder, _ in bio.walk_folders(root)]
+    real = [folder.resolve() for folder in walked]
+    assert len(real) == len(set(real))  # every real folder once
+    assert set(real) == {p.resolve() for p in (root, root / "c0", root / "d1", root / "d2", root / "d2" / "c1",
+                                               outside / "cx")}
+    assert walked[:5] == [root, root / "c0", root / "d1", root / "d2", root / "d2" / "c1"]  # real folders first
+
+
+# ----------------------------------------------------------------------------- the BraTS grid (issue 29)
+RESAMPLE = "(resample it to the BraTS grid first)"
+
+
+@pytest.mark.parametrize("affine,problem", [
+    (np.diag([-0.9, -0.9, 3.0, 1.0]), f"voxel size 0.9 x 0.9 x 3.0 mm, expected 1 mm {RESAMPLE}"),
+    (np.diag([-2.0, -2.0, 2.0, 1.0]), f"voxel size 2.0 x 2.0 x 2.0 mm, expected 1 mm {RESAMPLE}"),
+    (np.eye(4), f"orientation RAS, expected LPS as in BraTS {RESAMPLE}"),
+    (np.diag([-1.0, 1.0, 1.0, 1.0]), f"orientation LAS, expected LPS as in BraTS {RESAMPLE}"),
+    ([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]],  # stored sagittally
+     f"orientation PIR, expected LPS as in BraTS {RESAMPLE}"),
+])
+def test_a_modality_off_the_brats_grid_is_refused(tmp_path, affine, problem):
+    folder = write_small_case(tmp_path, "c")
+    flair = folder / "c_flair.nii.gz"
+    resave_on_grid(flair, affine)
+    (case,) = bio.find_cases(tmp_path)
+    with pytest.raises(bio.BratsInputError) as err:
+        bio.load_modalities(case, ["t1", "flair"])
+    assert str(err.value) == f"{flair}: {problem}"
+    assert len(bio.load_modalities(case, ["t1", "flair"], check=False)[0]) == 2  # read as it is when asked
+    assert len(bio.load_modalities(case, ["t1", "t2"])[0]) == 2
+
+
+def test_grid_tolerance_and_modalities_on_two_grids(tmp_path):
+    folder = write_small_case(tmp_path, "c")
+    near = np.diag([-1.01, -0.99, 1.015, 1.0])  # within 0.02 mm of 1 mm, LPS
+    for path in sorted(folder.iterdir()):
+        resave_on_grid(path, near)
+    (case,) = bio.find_cases(tmp_path)
+    assert np.allclose(bio.load_modalities(case, ["flair", "t2"])[1], near)
+    shifted = near.copy()
+    shifted[:3, 3] = [0.0, 2.0, 0.5]  # the t2 two voxels off the flair's grid
+    resave_on_grid(folder / "c_t2.nii.gz", shifted)
+    with pytest.raises(bio.BratsInputError) as err:
+        bio.load_modalities(case, ["flair", "t2"])
+    assert str(err.value) == (f"{folder / 'c_t2.nii.gz'}: affine differs from c_flair.nii.gz's by up to 2: "
+                              f"not on one grid {RESAMPLE}")
+
+
+def test_label_map_off_the_grid_is_refused_when_asked(tmp_path):
+    folder = write_small_case(tmp_path, "c")
+    seg = folder / "c_seg.nii.gz"
+    resave_on_grid(seg, np.diag([-0.9, -0.9, 3.0, 1.0]))
+    with pytest.raises(bio.BratsInputError) as err:
+        bio.load_classes(seg, grid=True)
+    assert str(err.value) == f"{seg}: voxel size 0.9 x 0.9 x 3.0 mm, expected 1 mm {RESAMPLE}"
+    assert bio.load_classes(seg).shape == (24, 28, 20)  # evaluation reads label maps in any geometry
+    moved = np.diag([-1.0, -1.0, 1.0, 1.0])  # on the grid, origin 0 (as some published BraTS 2017 label maps)
+    resave_on_grid(seg, moved)
+    assert bio.load_classes(seg, grid=True).shape == (24, 28, 20)
+
+
+def test_synthetic_cases_lie_on_the_brats_grid(tmp_path):
+    from brats_keras.synthetic import write_case
+
+    write_case(tmp_path, "s0", 0, shape=(32, 32, 32))
+    (case,) = bio.find_cases(tmp_path)
+    assert len(bio.load_modalities(case, ["flair", "t1", "t1ce", "t2"])[0]) == 4
+    assert bio.load_classes(case.seg, grid=True).shape == (32, 32, 32)
+
+
+# ----------------------------------------------------------------------------- folder locks (issue 29)
+def test_folder_lock_refuses_a_second_holder_and_never_outlives_the_first(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    lock = tmp_path / ".convert.lock"
+    lock.write_text("99999 convert\n")  # left by a killed holder: its lock ended with it
+    with bio.folder_lock(tmp_path, lock.name, "convert", "wait for it to end"):
+        assert lock.read_text() == f"{os.getpid()} convert\n"
+        with pytest.raises(bio.BratsInputError) as err:  # a second open file is a second holder, even here
+            with bio.folder_lock(tmp_path, lock.name, "merge", "give another --output"):
+                pass
+        assert str(err.value) == (f"{tmp_path}: another convert (pid {os.getpid()}) is writing this folder; "
+                                  "give another --output")
+    assert not lock.exists()
+    # no room for the pid (a full disk): the folder is locked all the same
+    monkeypatch.setattr(os, "write", lambda fd, data: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space")))
+    with bio.folder_lock(tmp_path, lock.name, "convert", "wait"):
+        monkeypatch.undo()
+        with pytest.raises(bio.BratsInputError, match=r"another convert \(pid unknown\) is writing this folder"):
+            with bio.folder_lock(tmp_path, lock.name, "convert", "wait"):
+                pass
+    assert not lock.exists()
