@@ -258,14 +258,11 @@ def load_classes(path, shape=None, convention: str = "auto") -> np.ndarray:
 
     Raises:
         BratsInputError naming the file for unreadable data, a shape other than
-        ``shape`` or unexpected label values.
+        ``shape``, non-integer or unexpected label values (:func:`brats_keras.labels.label_problem`).
     """
     arr, _, _ = load_nifti(path)
     if shape is not None and arr.shape != tuple(shape):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-            raise BratsInputError(f"{path}: label map holds non-integer values")
     try:
         return labels_to_classes(arr, convention)
     except ValueError as exc:
