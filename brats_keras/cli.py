@@ -243,12 +243,20 @@ def cmd_train(args) -> int:
 
 # ----------------------------------------------------------------------------- predict
 def _add_predict(sub):
-    p = sub.add_parser("predict", help="segment whole cases into NIfTI label maps")
+    p = sub.add_parser("predict", help="segment whole cases into NIfTI label maps",
+                       description="Exit status: 0 every case predicted; 1 some cases failed, one line FAILED "
+                                   "<case>: ... each (unreadable input, or a file that could not be written, e.g. "
+                                   "no space left on device: none of that case's files is left), the rest are "
+                                   "written; 2 unusable input or settings (no case found, a model that cannot be "
+                                   "used, an --output that is a file or cannot be written): one line, nothing "
+                                   "written.")
     p.add_argument("--model", action="append",
                    help=".keras model file or export folder (default: the shipped pretrained model); repeat it, or "
                         "give a folder of .keras files, for an ensemble that averages their probabilities")
     p.add_argument("--input", required=True, help="one case folder or a folder of cases")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True,
+                   help="folder for <case>.nii.gz (made if missing; a file there, or a folder that cannot be "
+                        "written, is refused before any work)")
     p.add_argument("--patch-size", type=int, help="window size (default: the training patch size)")
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")

@@ -460,34 +460,55 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
 
     Labels are written in the input's convention (4 for ET in 2018-2021 naming, 3 in 2023
     naming) unless ``labels`` is ``"2021"`` or ``"2023"``. ``case_ids`` limits prediction to
-    those cases (e.g. a split's test cases). A bad case is reported in one line
-    and the others are still predicted.
+    those cases (e.g. a split's test cases). A bad case, or one whose files cannot be written
+    (e.g. no space left on device), is reported in one line and the others are still predicted;
+    a case's files are written whole or not at all (:func:`brats_keras.io.atomic_write`), and
+    none of them is left when one fails.
 
     Returns:
         ``{"ok": {case: seconds}, "failed": {case: message}}``.
+    Raises:
+        BratsInputError before any work when ``output_dir`` cannot be a folder written into
+        (:func:`brats_keras.io.check_output_path`) or no case is found.
     """
     from tqdm.auto import tqdm
 
+    output_dir = bio.check_output_path(output_dir, folder=True)
     predictor = model if isinstance(model, Predictor) else Predictor(model, **predictor_kwargs)
     cases = bio.find_cases(input_path)
     if case_ids is not None:
         cases = [c for c in cases if c.case_id in set(case_ids)]
     if not cases:
         raise bio.BratsInputError(f"{input_path}: no BraTS cases found")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise bio.BratsInputError(f"{output_dir}: cannot make the output folder ({bio.os_error_reason(exc)})") from None
     result = {"ok": {}, "failed": {}}
     for case in tqdm(cases, desc="predicting", unit="case", disable=not progress):
+        written = []
         try:
             pred = predictor.predict_case(case, return_probs=save_probs)
             convention = labels or case.label_convention
             out_labels = classes_to_labels(pred["classes"], convention)
-            bio.save_nifti(output_dir / f"{case.case_id}.nii.gz", out_labels, pred["affine"], pred["header"])
+            path = output_dir / f"{case.case_id}.nii.gz"
+            bio.save_nifti(path, out_labels, pred["affine"], pred["header"])
+            written.append(path)
             if save_probs:
-                np.save(output_dir / f"{case.case_id}_probs.npy", pred["probs"].astype(np.float16))
+                path = output_dir / f"{case.case_id}_probs.npy"
+                bio.atomic_save_npy(path, pred["probs"].astype(np.float16))
+                written.append(path)
             result["ok"][case.case_id] = round(pred["seconds"], 3)
-        except (bio.BratsInputError, ValueError) as exc:
-            msg = str(exc).splitlines()[0]
+        except (bio.BratsInputError, ValueError, OSError) as exc:
+            if isinstance(exc, OSError):  # a write failed: the case's other file goes too
+                msg = bio.describe_os_error(exc)
+                for path in written:
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError:
+                        pass
+            else:
+                msg = str(exc).splitlines()[0]
             result["failed"][case.case_id] = msg
             log(f"FAILED {case.case_id}: {msg}")
     return result
