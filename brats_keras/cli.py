@@ -604,7 +604,7 @@ _EXTRA.append(_add_export)
 
 
 #: sub-commands that import Keras (and so, by default, TensorFlow)
-_KERAS_COMMANDS = {"train", "predict", "crossval", "set-postprocessing", "export", "demo"}
+_KERAS_COMMANDS = {"train", "predict", "crossval", "set-postprocessing", "ensemble", "export", "demo"}
 
 
 def import_keras_quietly() -> None:

@@ -8,7 +8,9 @@ windows laid over the brain's bounding box, background outside it).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import time
 from pathlib import Path
 
@@ -299,6 +301,29 @@ def _spec(info: dict, name) -> PreprocessingSpec:
 
 
 # ----------------------------------------------------------------------------- model wrapper
+class _RetracingFilter(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls to <function ...> triggered tf.function retracing" warning.
+
+    Each Keras model traces its own predict function once per batch shape, and TensorFlow counts the traces
+    of all models together (they share one Python function), so the 5 models of an ensemble, or the folds of a
+    cross-validation, make it warn of retracing that is needed and happens once per model.
+    """
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _no_retracing_warning():
+    """Hide :class:`_RetracingFilter`'s warning while predicting, and only then."""
+    logger, hide = logging.getLogger("tensorflow"), _RetracingFilter()
+    logger.addFilter(hide)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hide)
+
+
 class Predictor:
     """A loaded model (or an ensemble of models) plus its preprocessing info, predicting whole cases.
 
@@ -386,13 +411,14 @@ class Predictor:
         self.n_out = models[0].outputs[0].shape[-1]
 
     def predict_batch(self, batch):
-        if len(self.models) == 1:
-            return self.model.predict_on_batch(batch)
-        total = None
-        for m in self.models:
-            out = np.asarray(m.predict_on_batch(batch), dtype=np.float32)
-            total = out if total is None else total + out
-        return total / np.float32(len(self.models))
+        with _no_retracing_warning():
+            if len(self.models) == 1:
+                return self.model.predict_on_batch(batch)
+            total = None
+            for m in self.models:
+                out = np.asarray(m.predict_on_batch(batch), dtype=np.float32)
+                total = out if total is None else total + out
+            return total / np.float32(len(self.models))
 
     def predict_image(self, image: np.ndarray, progress=False) -> np.ndarray:
         """Probabilities ``(D, H, W, n_out)`` for a preprocessed image ``(D, H, W, C)``."""

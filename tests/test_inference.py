@@ -347,3 +347,25 @@ def test_cli_predict_exit_1_on_a_write_failure(tmp_path, monkeypatch, capsys):
                                    f"predicted 2 case(s) into {out}; 1 failed"]
     assert sorted(p.name for p in out.iterdir()) == ["b.nii.gz", "c.nii.gz"]
 
+
+def test_an_ensemble_predicts_without_tensorflow_retracing_warnings(tiny_model_file, tmp_path):
+    """Each model of an ensemble traces its own predict function; TensorFlow counts them together and warns
+    ("5 out of the last 5 calls to <function ...> triggered tf.function retracing") unless predict hides it."""
+    import os
+    import subprocess
+    import sys
+
+    models = tmp_path / "ensemble"
+    models.mkdir()
+    for k in range(3):
+        shutil.copy(tiny_model_file, models / f"fold-{k}.keras")
+    src = tmp_path / "in"
+    write_small_case(src, "small", shape=(40, 36, 30))  # one window: a batch of 1
+    write_small_case(src, "large", seed=1, shape=(80, 72, 70))  # several windows: batches of 4
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "brats_keras.cli", "predict", "--model", str(models), "--input",
+                           str(src), "--output", str(tmp_path / "out"), "--batch-size", "4", "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "retracing" not in proc.stderr and proc.stderr == ""
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["large.nii.gz", "small.nii.gz"]
