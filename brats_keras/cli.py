@@ -312,9 +312,11 @@ def cmd_predict(args) -> int:
 def _add_evaluate(sub):
     p = sub.add_parser(
         "evaluate", help="BraTS scores (WT/TC/ET Dice, HD95, ...) of predicted label maps",
-        description="Exit status: 0 every truth case predicted and scored; 1 some cases failed or "
-                    "predictions were missing (the rest is scored and written); 2 unusable input "
-                    "(a folder not found, no predictions, no label maps): nothing written.")
+        description="Exit status: 0 every truth case predicted and scored; 1 some cases failed (unreadable, "
+                    "or a prediction on another grid than its label map: shape, orientation, voxel size), "
+                    "predictions were missing, or --json / --csv could not be written (the rest is scored "
+                    "and written); 2 unusable input (a folder not found, no predictions, no label maps, a "
+                    "--json / --csv path that cannot be written): one line, nothing written.")
     p.add_argument("--pred", required=True, help="folder of <case>.nii.gz predictions")
     p.add_argument("--truth", required=True, help="BraTS folder with _seg files, or folder of <case>.nii.gz")
     p.add_argument("--json")
@@ -340,12 +342,16 @@ def cmd_evaluate(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(res))
+    for msg in res["notes"].values():
+        print(f"note: {msg}", file=sys.stderr)
     for msg in res["errors"].values():
         print(f"FAILED {msg}", file=sys.stderr)
     if res["missing"]:
         print(f"MISSING {len(res['missing'])} prediction(s) in {args.pred}: {', '.join(res['missing'])}",
               file=sys.stderr)
-    return 1 if res["errors"] or (res["missing"] and not args.only_predicted) else 0
+    for msg in res["write_errors"]:
+        print(f"error: {msg}", file=sys.stderr)
+    return 1 if res["errors"] or res["write_errors"] or (res["missing"] and not args.only_predicted) else 0
 
 
 # ----------------------------------------------------------------------------- demo
