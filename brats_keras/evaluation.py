@@ -553,13 +553,17 @@ def _read_classes(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
 GRID_TOLERANCE_MM = 1e-3
 
 
+def _origin(affine) -> str:
+    """``(0, 239, 0)``: the origin of an affine in mm."""
+    return "(" + ", ".join(f"{v:g}" for v in np.round(affine[:3, 3], 3) + 0.0) + ")"  # + 0.0: no "-0"
+
+
 def _grid(img) -> str:
     """``LPS, 1x1x1 mm, origin (0, 239, 0)``: the grid of a nibabel image in words."""
     import nibabel as nib
 
     zooms = "x".join(f"{z:g}" for z in img.header.get_zooms()[:3])
-    origin = ", ".join(f"{v:g}" for v in np.round(img.affine[:3, 3], 3) + 0.0)  # + 0.0: no "-0"
-    return f"{''.join(nib.aff2axcodes(img.affine))}, {zooms} mm, origin ({origin})"
+    return f"{''.join(nib.aff2axcodes(img.affine))}, {zooms} mm, origin {_origin(img.affine)}"
 
 
 def grid_difference(pred_img, truth_img) -> tuple[str | None, str | None]:
@@ -587,23 +591,20 @@ def grid_difference(pred_img, truth_img) -> tuple[str | None, str | None]:
             what = f"voxel axes (up to {np.abs(a[:3, :3] - b[:3, :3]).max():.3g} mm apart)"
         return f"{what} ({_grid(pred_img)}; {_grid(truth_img)})", None
     if not np.allclose(a[:3, 3], b[:3, 3], rtol=0, atol=GRID_TOLERANCE_MM):
-        origins = " and ".join("(" + ", ".join(f"{v:g}" for v in np.round(m[:3, 3], 3) + 0.0) + ")" for m in (a, b))
-        return None, f"origins {origins} differ on the same voxels: scored voxel by voxel"
+        return None, f"origins {_origin(a)} and {_origin(b)} differ on the same voxels: scored voxel by voxel"
     return None, None
 
 
-def _case_scores(pred_path: Path, truth_path: Path, lesion_wise: bool, notes: list | None = None) -> dict:
-    """Scores of a prediction against its label map; ValueError naming both files when their grids differ
-    (:func:`grid_difference`); a note on their origins is appended to ``notes``."""
+def _case_scores(pred_path: Path, truth_path: Path, lesion_wise: bool) -> tuple[dict, str | None]:
+    """``(scores, note)`` of a prediction against its label map: ValueError naming both files when their grids
+    differ, a note naming both when their origins alone differ (:func:`grid_difference`)."""
     true, truth_img = _read_label_map(truth_path)
     pred, pred_img = _read_label_map(pred_path)
     problem, note = grid_difference(pred_img, truth_img)
     if problem:
         raise ValueError(f"{pred_path} and {truth_path} are not on one grid: {problem}")
-    if note and notes is not None:
-        notes.append(f"{pred_path} and {truth_path}: {note}")
     spacing = tuple(float(z) for z in truth_img.header.get_zooms()[:3])
-    return score_case(pred, true, spacing, lesion_wise=lesion_wise)
+    return score_case(pred, true, spacing, lesion_wise=lesion_wise), note and f"{pred_path} and {truth_path}: {note}"
 
 
 def score_case(pred_classes, truth, spacing=None, *, report: bool = True, lesion_wise: bool = False,
@@ -788,9 +789,9 @@ def evaluate_folder(
             continue
         try:
             if case in preds:
-                found = []
-                cases[case] = _case_scores(preds[case], truth[case], lesion_wise, found)
-                notes.update({case: f"{case}: {note}" for note in found})
+                cases[case], note = _case_scores(preds[case], truth[case], lesion_wise)
+                if note:
+                    notes[case] = f"{case}: {note}"
             else:
                 cases[case] = _missing_scores(truth[case], lesion_wise)
         except Exception as exc:
