@@ -248,12 +248,20 @@ def cmd_train(args) -> int:
 
 # ----------------------------------------------------------------------------- predict
 def _add_predict(sub):
-    p = sub.add_parser("predict", help="segment whole cases into NIfTI label maps")
+    p = sub.add_parser("predict", help="segment whole cases into NIfTI label maps",
+                       description="Exit status: 0 every case predicted; 1 some cases failed, one line FAILED "
+                                   "<case>: ... each (unreadable input, or a file that could not be written, e.g. "
+                                   "no space left on device: none of that case's files is left), the rest are "
+                                   "written; 2 unusable input or settings (no case found, a model that cannot be "
+                                   "used, an --output that is a file or cannot be written): one line, nothing "
+                                   "written.")
     p.add_argument("--model", action="append",
                    help=".keras model file or export folder (default: the shipped pretrained model); repeat it, or "
                         "give a folder of .keras files, for an ensemble that averages their probabilities")
     p.add_argument("--input", required=True, help="one case folder or a folder of cases")
-    p.add_argument("--output", required=True)
+    p.add_argument("--output", required=True,
+                   help="folder for <case>.nii.gz (made if missing; a file there, or a folder that cannot be "
+                        "written, is refused before any work)")
     p.add_argument("--patch-size", type=int, help="window size (default: the training patch size)")
     p.add_argument("--overlap", type=float, default=0.5)
     p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
@@ -309,9 +317,11 @@ def cmd_predict(args) -> int:
 def _add_evaluate(sub):
     p = sub.add_parser(
         "evaluate", help="BraTS scores (WT/TC/ET Dice, HD95, ...) of predicted label maps",
-        description="Exit status: 0 every truth case predicted and scored; 1 some cases failed or "
-                    "predictions were missing (the rest is scored and written); 2 unusable input "
-                    "(a folder not found, no predictions, no label maps): nothing written.")
+        description="Exit status: 0 every truth case predicted and scored; 1 some cases failed (unreadable, "
+                    "or a prediction on another grid than its label map: shape, orientation, voxel size), "
+                    "predictions were missing, or --json / --csv could not be written (the rest is scored "
+                    "and written); 2 unusable input (a folder not found, no predictions, no label maps, a "
+                    "--json / --csv path that cannot be written): one line, nothing written.")
     p.add_argument("--pred", required=True, help="folder of <case>.nii.gz predictions")
     p.add_argument("--truth", required=True, help="BraTS folder with _seg files, or folder of <case>.nii.gz")
     p.add_argument("--json")
@@ -337,12 +347,16 @@ def cmd_evaluate(args) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(res))
+    for msg in res["notes"].values():
+        print(f"note: {msg}", file=sys.stderr)
     for msg in res["errors"].values():
         print(f"FAILED {msg}", file=sys.stderr)
     if res["missing"]:
         print(f"MISSING {len(res['missing'])} prediction(s) in {args.pred}: {', '.join(res['missing'])}",
               file=sys.stderr)
-    return 1 if res["errors"] or (res["missing"] and not args.only_predicted) else 0
+    for msg in res["write_errors"]:
+        print(f"error: {msg}", file=sys.stderr)
+    return 1 if res["errors"] or res["write_errors"] or (res["missing"] and not args.only_predicted) else 0
 
 
 # ----------------------------------------------------------------------------- demo
@@ -601,7 +615,7 @@ _EXTRA.append(_add_export)
 
 
 #: sub-commands that import Keras (and so, by default, TensorFlow)
-_KERAS_COMMANDS = {"train", "predict", "crossval", "set-postprocessing", "export", "demo"}
+_KERAS_COMMANDS = {"train", "predict", "crossval", "set-postprocessing", "ensemble", "export", "demo"}
 
 
 def import_keras_quietly() -> None:

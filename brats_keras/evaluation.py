@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .io import BratsInputError, atomic_write_text, find_cases
+from .io import BratsInputError, atomic_write_text, check_output_path, describe_os_error, find_cases
 from .labels import CLASS_NAMES, REGION_NAMES, classes_to_regions, labels_to_classes
 from .preprocessing import bounding_box, box_slices
 
@@ -527,26 +527,84 @@ def _find_truth(truth_dir: Path, pred_ids) -> dict[str, Path | None]:
     return truth or flat
 
 
-def _read_classes(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+def _read_label_map(path: Path):
+    """``(classes, image)`` of a label map: its class map (:func:`labels_to_classes`, either convention) and its
+    nibabel image (the grid: shape, affine, zooms). ValueError naming ``path`` when it is not a label map."""
     import nibabel as nib
 
-    img = nib.load(str(path))
-    labels = np.asanyarray(img.dataobj)
-    if labels.ndim != 3:
-        raise ValueError(f"expected a 3-D label map, got shape {labels.shape}")
-    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return labels_to_classes(labels, convention="auto"), spacing
-
-
-def _case_scores(pred_path: Path, truth_path: Path, lesion_wise: bool) -> dict:
-    true, spacing = _read_classes(truth_path)
     try:
-        pred, _ = _read_classes(pred_path)
-    except Exception as exc:  # name the file that failed
-        raise ValueError(f"{pred_path}: {exc}") from exc
-    if pred.shape != true.shape:
-        raise ValueError(f"{pred_path}: shape {pred.shape} differs from the truth's {true.shape}")
-    return score_case(pred, true, spacing, lesion_wise=lesion_wise)
+        img = nib.load(str(path))
+        labels = np.asanyarray(img.dataobj)
+        if labels.ndim != 3:
+            raise ValueError(f"expected a 3-D label map, got shape {labels.shape}")
+        return labels_to_classes(labels, convention="auto"), img
+    except Exception as exc:  # nibabel raises many types for broken files
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        raise ValueError(f"{path}: {message}") from None
+
+
+def _read_classes(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
+    """``(classes, spacing)`` of a label map: its class map and its voxel size in mm."""
+    classes, img = _read_label_map(path)
+    return classes, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+#: how far (mm) the voxel axes or the origins of two affines may differ on one grid (float32 header rounding)
+GRID_TOLERANCE_MM = 1e-3
+
+
+def _origin(affine) -> str:
+    """``(0, 239, 0)``: the origin of an affine in mm."""
+    return "(" + ", ".join(f"{v:g}" for v in np.round(affine[:3, 3], 3) + 0.0) + ")"  # + 0.0: no "-0"
+
+
+def _grid(img) -> str:
+    """``LPS, 1x1x1 mm, origin (0, 239, 0)``: the grid of a nibabel image in words."""
+    import nibabel as nib
+
+    zooms = "x".join(f"{z:g}" for z in img.header.get_zooms()[:3])
+    return f"{''.join(nib.aff2axcodes(img.affine))}, {zooms} mm, origin {_origin(img.affine)}"
+
+
+def grid_difference(pred_img, truth_img) -> tuple[str | None, str | None]:
+    """How the grids of two label maps (nibabel images) differ: ``(problem, note)``.
+
+    ``problem`` (None when there is none) says why the maps cannot be compared voxel by voxel: another
+    shape, orientation (``RAS`` and ``LPS``, :func:`nibabel.aff2axcodes`), voxel size or voxel axes.
+    ``note`` (None when there is none) names origins that differ by more than ``GRID_TOLERANCE_MM`` on
+    otherwise equal grids: the voxels still match (some BraTS label maps carry another origin than their
+    images), so they are scored, and the difference is worth a line.
+    """
+    if pred_img.shape[:3] != truth_img.shape[:3]:
+        return f"shape {pred_img.shape[:3]} and {truth_img.shape[:3]}", None
+    a, b = np.asarray(pred_img.affine, float), np.asarray(truth_img.affine, float)
+    if not np.allclose(a[:3, :3], b[:3, :3], rtol=0, atol=GRID_TOLERANCE_MM):
+        import nibabel as nib
+
+        codes = ["".join(nib.aff2axcodes(m)) for m in (a, b)]
+        zooms = [tuple(float(z) for z in img.header.get_zooms()[:3]) for img in (pred_img, truth_img)]
+        if codes[0] != codes[1]:
+            what = f"orientation {codes[0]} and {codes[1]}"
+        elif not np.allclose(*zooms, rtol=0, atol=GRID_TOLERANCE_MM):
+            what = "voxel size " + " and ".join("x".join(f"{z:g}" for z in zs) + " mm" for zs in zooms)
+        else:
+            what = f"voxel axes (up to {np.abs(a[:3, :3] - b[:3, :3]).max():.3g} mm apart)"
+        return f"{what} ({_grid(pred_img)}; {_grid(truth_img)})", None
+    if not np.allclose(a[:3, 3], b[:3, 3], rtol=0, atol=GRID_TOLERANCE_MM):
+        return None, f"origins {_origin(a)} and {_origin(b)} differ on the same voxels: scored voxel by voxel"
+    return None, None
+
+
+def _case_scores(pred_path: Path, truth_path: Path, lesion_wise: bool) -> tuple[dict, str | None]:
+    """``(scores, note)`` of a prediction against its label map: ValueError naming both files when their grids
+    differ, a note naming both when their origins alone differ (:func:`grid_difference`)."""
+    true, truth_img = _read_label_map(truth_path)
+    pred, pred_img = _read_label_map(pred_path)
+    problem, note = grid_difference(pred_img, truth_img)
+    if problem:
+        raise ValueError(f"{pred_path} and {truth_path} are not on one grid: {problem}")
+    spacing = tuple(float(z) for z in truth_img.header.get_zooms()[:3])
+    return score_case(pred, true, spacing, lesion_wise=lesion_wise), note and f"{pred_path} and {truth_path}: {note}"
 
 
 def score_case(pred_classes, truth, spacing=None, *, report: bool = True, lesion_wise: bool = False,
@@ -657,9 +715,11 @@ def evaluate_folder(
     every truth case. With ``only_predicted=True`` it is listed but not scored, and
     the means cover the predicted cases only.
 
-    A prediction without a label map, or a case that cannot be read, gets a one-line
-    message under ``"errors"`` naming the case and the file; the other cases are
-    still scored.
+    A prediction without a label map, a case that cannot be read, or a prediction on
+    another grid than its label map (shape, orientation, voxel size:
+    :func:`grid_difference`) gets a one-line message under ``"errors"`` naming the case
+    and the files; the other cases are still scored. A prediction whose origin alone
+    differs is scored, with a line under ``"notes"``.
 
     ``case_ids`` limits the evaluation to those cases, as ``predict_folder`` limits
     prediction (e.g. a split's test cases in a folder that also holds the training
@@ -670,7 +730,10 @@ def evaluate_folder(
         pred_dir: folder of predicted label maps.
         truth_dir: folder of true label maps or of BraTS cases.
         json_path, csv_path: where to write the results (written atomically); the CSV
-            has one row per case, then ``mean`` and ``median`` rows.
+            has one row per case, then ``mean`` and ``median`` rows. Checked before any
+            case is read (:func:`brats_keras.io.check_output_path`); a write that fails
+            all the same (e.g. no space left on device) is a line ``<file>: <reason>``
+            under ``"write_errors"`` and leaves no file behind.
         progress: show a tqdm progress bar.
         lesion_wise: also compute :func:`lesion_wise_scores` (key ``"lesion_wise"``).
         only_predicted: score only the cases that have a prediction.
@@ -679,11 +742,12 @@ def evaluate_folder(
         ``{"cases": {case: {"WT": {"dice", "hd95", "sensitivity", "specificity"},
         "TC": ..., "ET": ..., "report": {accuracy, precision, recall, mean_dice,
         dice_NCR, dice_ED, dice_ET}}}, "mean": {...}, "median": {...},
-        "missing": [case, ...], "errors": {case: message}}``.
+        "missing": [case, ...], "errors": {case: message}, "notes": {case: message},
+        "write_errors": [message, ...]}``.
     Raises:
         FileNotFoundError when a folder does not exist; BratsInputError (a ValueError)
-        when the prediction folder holds no ``<case>.nii.gz`` or the truth folder no
-        label map. Nothing is written then.
+        when the prediction folder holds no ``<case>.nii.gz``, the truth folder no
+        label map, or ``json_path`` / ``csv_path`` cannot be written. Nothing is written then.
     """
     from tqdm.auto import tqdm
 
@@ -693,6 +757,9 @@ def evaluate_folder(
             raise FileNotFoundError(f"{name} folder not found: {folder}")
         if not folder.is_dir():
             raise BratsInputError(f"{name} folder is not a folder: {folder}")
+    for flag, path in (("--json", json_path), ("--csv", csv_path)):
+        if path is not None:
+            check_output_path(path, flag=flag)
     preds = _case_files(pred_dir)
     wanted = None if case_ids is None else set(_case_id_list(case_ids))
     if wanted is not None:
@@ -707,7 +774,7 @@ def evaluate_folder(
         raise BratsInputError(
             f"no label maps (<case>/<case>_seg{_NII} or <case>{_NII}) in {truth_dir}"
         )
-    cases, errors, missing = {}, {}, []
+    cases, errors, missing, notes = {}, {}, [], {}
     for case in tqdm(sorted(set(preds) | set(truth) | (wanted or set())), desc="evaluate", disable=not progress):
         if case not in preds:
             if truth.get(case) is None:  # a case folder without a label map: not a truth case
@@ -722,7 +789,9 @@ def evaluate_folder(
             continue
         try:
             if case in preds:
-                cases[case] = _case_scores(preds[case], truth[case], lesion_wise)
+                cases[case], note = _case_scores(preds[case], truth[case], lesion_wise)
+                if note:
+                    notes[case] = f"{case}: {note}"
             else:
                 cases[case] = _missing_scores(truth[case], lesion_wise)
         except Exception as exc:
@@ -736,11 +805,16 @@ def evaluate_folder(
         "missing": missing,
         "only_predicted": bool(only_predicted),
         "errors": errors,
+        "notes": notes,
+        "write_errors": [],
     }
-    if json_path is not None:
-        atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
-    if csv_path is not None:
-        atomic_write_text(csv_path, _csv_text(results))
+    # the CSV first: a failure to write it is then in the JSON too
+    for path, text in ((csv_path, _csv_text), (json_path, lambda r: json.dumps(r, indent=2) + "\n")):
+        if path is not None:
+            try:
+                atomic_write_text(path, text(results))
+            except OSError as exc:
+                results["write_errors"].append(describe_os_error(exc))
     return results
 
 

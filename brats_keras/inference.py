@@ -8,7 +8,9 @@ windows laid over the brain's bounding box, background outside it).
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import time
 from pathlib import Path
 
@@ -299,6 +301,29 @@ def _spec(info: dict, name) -> PreprocessingSpec:
 
 
 # ----------------------------------------------------------------------------- model wrapper
+class _RetracingFilter(logging.Filter):
+    """Drops TensorFlow's "N out of the last N calls to <function ...> triggered tf.function retracing" warning.
+
+    Each Keras model traces its own predict function once per batch shape, and TensorFlow counts the traces
+    of all models together (they share one Python function), so the 5 models of an ensemble, or the folds of a
+    cross-validation, make it warn of retracing that is needed and happens once per model.
+    """
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _no_retracing_warning():
+    """Hide :class:`_RetracingFilter`'s warning while predicting, and only then."""
+    logger, hide = logging.getLogger("tensorflow"), _RetracingFilter()
+    logger.addFilter(hide)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hide)
+
+
 class Predictor:
     """A loaded model (or an ensemble of models) plus its preprocessing info, predicting whole cases.
 
@@ -386,13 +411,14 @@ class Predictor:
         self.n_out = models[0].outputs[0].shape[-1]
 
     def predict_batch(self, batch):
-        if len(self.models) == 1:
-            return self.model.predict_on_batch(batch)
-        total = None
-        for m in self.models:
-            out = np.asarray(m.predict_on_batch(batch), dtype=np.float32)
-            total = out if total is None else total + out
-        return total / np.float32(len(self.models))
+        with _no_retracing_warning():
+            if len(self.models) == 1:
+                return self.model.predict_on_batch(batch)
+            total = None
+            for m in self.models:
+                out = np.asarray(m.predict_on_batch(batch), dtype=np.float32)
+                total = out if total is None else total + out
+            return total / np.float32(len(self.models))
 
     def predict_image(self, image: np.ndarray, progress=False) -> np.ndarray:
         """Probabilities ``(D, H, W, n_out)`` for a preprocessed image ``(D, H, W, C)``."""
@@ -460,34 +486,55 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
 
     Labels are written in the input's convention (4 for ET in 2018-2021 naming, 3 in 2023
     naming) unless ``labels`` is ``"2021"`` or ``"2023"``. ``case_ids`` limits prediction to
-    those cases (e.g. a split's test cases). A bad case is reported in one line
-    and the others are still predicted.
+    those cases (e.g. a split's test cases). A bad case, or one whose files cannot be written
+    (e.g. no space left on device), is reported in one line and the others are still predicted;
+    a case's files are written whole or not at all (:func:`brats_keras.io.atomic_write`), and
+    none of them is left when one fails.
 
     Returns:
         ``{"ok": {case: seconds}, "failed": {case: message}}``.
+    Raises:
+        BratsInputError before any work when ``output_dir`` cannot be a folder written into
+        (:func:`brats_keras.io.check_output_path`) or no case is found.
     """
     from tqdm.auto import tqdm
 
+    output_dir = bio.check_output_path(output_dir, folder=True)
     predictor = model if isinstance(model, Predictor) else Predictor(model, **predictor_kwargs)
     cases = bio.find_cases(input_path)
     if case_ids is not None:
         cases = [c for c in cases if c.case_id in set(case_ids)]
     if not cases:
         raise bio.BratsInputError(f"{input_path}: no BraTS cases found")
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise bio.BratsInputError(f"{output_dir}: cannot make the output folder ({bio.os_error_reason(exc)})") from None
     result = {"ok": {}, "failed": {}}
     for case in tqdm(cases, desc="predicting", unit="case", disable=not progress):
+        written = []
         try:
             pred = predictor.predict_case(case, return_probs=save_probs)
             convention = labels or case.label_convention
             out_labels = classes_to_labels(pred["classes"], convention)
-            bio.save_nifti(output_dir / f"{case.case_id}.nii.gz", out_labels, pred["affine"], pred["header"])
+            path = output_dir / f"{case.case_id}.nii.gz"
+            bio.save_nifti(path, out_labels, pred["affine"], pred["header"])
+            written.append(path)
             if save_probs:
-                np.save(output_dir / f"{case.case_id}_probs.npy", pred["probs"].astype(np.float16))
+                path = output_dir / f"{case.case_id}_probs.npy"
+                bio.atomic_save_npy(path, pred["probs"].astype(np.float16))
+                written.append(path)
             result["ok"][case.case_id] = round(pred["seconds"], 3)
-        except (bio.BratsInputError, ValueError) as exc:
-            msg = str(exc).splitlines()[0]
+        except (bio.BratsInputError, ValueError, OSError) as exc:
+            if isinstance(exc, OSError):  # a write failed: the case's other file goes too
+                msg = bio.describe_os_error(exc)
+                for path in written:
+                    try:
+                        path.unlink(missing_ok=True)
+                    except OSError:
+                        pass
+            else:
+                msg = str(exc).splitlines()[0]
             result["failed"][case.case_id] = msg
             log(f"FAILED {case.case_id}: {msg}")
     return result

@@ -330,16 +330,14 @@ def load_classes(path, shape=None, convention: str = "auto", grid: bool = False)
 
     Raises:
         BratsInputError naming the file for unreadable data, a shape other than
-        ``shape``, a map off the grid or unexpected label values.
+        ``shape``, a map off the grid, non-integer or unexpected label values
+        (:func:`brats_keras.labels.label_problem`).
     """
     arr, affine, header = load_nifti(path)
     if grid:
         check_grid(path, affine, header)
     if shape is not None and arr.shape != tuple(shape):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-            raise BratsInputError(f"{path}: label map holds non-integer values")
     try:
         return labels_to_classes(arr, convention)
     except ValueError as exc:
@@ -527,14 +525,16 @@ def _json_default(o):
 
 
 def save_nifti(path, array: np.ndarray, affine, header=None) -> None:
-    """Write a NIfTI file atomically, keeping the reference header's geometry.
+    """Write a NIfTI file atomically (:func:`atomic_write`), keeping the reference header's geometry.
 
     The data type of the file is the array's (e.g. uint8 for label maps).
+
+    Raises:
+        OSError naming ``path`` when it cannot be written (e.g. no space left on device); nothing is left of it.
     """
     import nibabel as nib
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     hdr = header.copy() if header is not None else None
     img = nib.Nifti1Image(array, affine, hdr)
     img.set_data_dtype(array.dtype)
@@ -542,12 +542,31 @@ def save_nifti(path, array: np.ndarray, affine, header=None) -> None:
         img.header.set_slope_inter(1, 0)
         img.set_qform(affine, code=int(header["qform_code"]) or 1)
         img.set_sform(affine, code=int(header["sform_code"]) or 1)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    tmp = temp_path_for(path)
-    tmp_nii = tmp.with_name(tmp.name + suffix)
-    try:
-        nib.save(img, str(tmp_nii))
-        os.replace(tmp_nii, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-        tmp_nii.unlink(missing_ok=True)
+    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"  # nibabel compresses by the name
+    atomic_write(path, lambda tmp: nib.save(img, str(tmp)), suffix=suffix)
+
+
+def check_output_path(path, folder: bool = False, flag: str | None = None) -> Path:
+    """Refuse, before any work is done, an output path that cannot be written: BratsInputError in one line.
+
+    Refused: a file where a folder is needed (``folder=True``), a folder where a file is to be written, a path
+    below a file, and a path whose nearest existing folder cannot be written in (permission denied, read-only
+    file system). Folders that do not exist yet are fine: they are made when the output is written.
+    ``flag`` (e.g. ``"--json"``) starts the message.
+    """
+    path = Path(path)
+    name = f"{flag} {path}" if flag else str(path)
+    if folder and path.exists() and not path.is_dir():
+        raise BratsInputError(f"{name}: exists and is not a folder")
+    if not folder and path.is_dir():
+        raise BratsInputError(f"{name}: is a folder, not a file")
+    existing = path if folder else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BratsInputError(f"{name}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        read_only = hasattr(os, "statvfs") and os.statvfs(existing).f_flag & os.ST_RDONLY
+        reason = "read-only file system" if read_only else "permission denied"
+        raise BratsInputError(f"{name}: cannot write in {existing} ({reason})")
+    return path

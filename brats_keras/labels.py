@@ -61,7 +61,7 @@ def labels_to_classes(labels: np.ndarray, convention: str = "auto") -> np.ndarra
         convention: ``"2021"`` (ET stored as 4), ``"2023"`` (ET stored as 3) or
             ``"auto"``: 4 present means 2021; otherwise 3 is taken as ET (2023).
     Raises:
-        ValueError naming the unexpected values when the map holds other labels.
+        ValueError saying what the map holds that no convention allows (:func:`label_problem`).
     """
     labels = np.asarray(labels)
     small = _small_ints(labels)
@@ -70,20 +70,59 @@ def labels_to_classes(labels: np.ndarray, convention: str = "auto") -> np.ndarra
         present = np.array([v for v in range(lo, hi + 1) if v in (lo, hi) or (small == v).any()])
     else:
         present = np.unique(labels)
+    problem = label_problem(present, convention)
+    if problem:
+        raise ValueError(problem)
     if convention == "auto":
-        convention = "2023" if (3 in present and 4 not in present) else "2021"
+        convention = "2023" if 3 in present else "2021"
     et = ET_LABEL[str(convention)]
-    allowed = {0, 1, 2, et}
-    bad = [int(v) for v in present if int(v) not in allowed or v != int(v)]
-    if bad:
-        raise ValueError(
-            f"unexpected label values {bad} (expected {sorted(allowed)} in the {convention} convention)"
-        )
     lut = np.zeros(256 if small is not None else max(5, et + 1), dtype=np.uint8)
     lut[1], lut[2], lut[et] = 1, 2, 3
     if small is not None:
         return lut[small]  # uint8 indices: no 8-byte index copy of the volume
     return lut[labels.astype(np.intp, copy=False)]
+
+
+#: the labels of both conventions, as the messages of :func:`label_problem` name them
+_CONVENTIONS_TEXT = "; ".join(f"{c}: 0, 1, 2, {et}" for c, et in ET_LABEL.items())
+
+
+def label_problem(present, convention: str = "auto") -> str | None:
+    """Why the label values ``present`` (the distinct values of a map) are not a BraTS glioma label map, in one
+    line that names what was found; None when they are one.
+
+    ``convention`` ``"2021"`` allows 0, 1, 2, 4 and ``"2023"`` 0, 1, 2, 3; ``"auto"`` allows either (not both 3
+    and 4: the post-treatment maps of BraTS 2024, where 4 is the resection cavity, are not supported).
+    """
+    present = np.asarray(present)
+    if present.dtype.kind == "f":
+        finite = present[np.isfinite(present)]
+        fractions = finite[finite != np.round(finite)]
+        if fractions.size:
+            shown = ", ".join(f"{v:g}" for v in fractions[:3]) + (", ..." if fractions.size > 3 else "")
+            return (f"holds non-integer values (e.g. {shown}), not labels: a label map holds whole numbers "
+                    f"({_CONVENTIONS_TEXT})")
+        if finite.size < present.size:
+            return "holds NaN or infinite values, not labels"
+    values = sorted({int(v) for v in present})
+    others = [v for v in values if v not in (0, 1, 2, 3, 4)]
+    if 3 in values and 4 in values:
+        also = f" (and {', '.join(map(str, others))})" if others else ""
+        return (f"holds both 3 and 4{also}: not a 2021 or 2023 glioma label map "
+                f"({_CONVENTIONS_TEXT}); a post-treatment map with "
+                "4 = resection cavity is not supported yet")
+    if convention == "auto":
+        if others:
+            return (f"unexpected label values {others}: neither a 2021 nor a 2023 glioma label map "
+                    f"({_CONVENTIONS_TEXT})")
+        return None
+    et = ET_LABEL[str(convention)]
+    bad = [v for v in values if v not in (0, 1, 2, et)]
+    if not bad:
+        return None
+    other = next(c for c in ET_LABEL if c != str(convention))
+    hint = f"; {bad[0]} is ET in {other} label maps" if bad == [ET_LABEL[other]] else ""
+    return f"unexpected label values {bad} (the {convention} convention: 0, 1, 2, {et}{hint})"
 
 
 def _small_ints(labels: np.ndarray):

@@ -178,3 +178,17 @@ def counting_batches(n: int = 7, batch_size: int = 4, **loader):
             return rows, -rows
 
     return CountingBatches()
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """An empty folder that chmod makes read-only; the test is skipped as root, where chmod stops no write
+    (monkeypatch the check or the writer there)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.access(folder, os.W_OK):
+        folder.chmod(0o755)
+        pytest.skip("running as root: chmod does not stop writes (a monkeypatched test covers it)")
+    yield folder
+    folder.chmod(0o755)

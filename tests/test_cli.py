@@ -42,3 +42,12 @@ def test_a_failing_import_shows_what_was_hidden(monkeypatch, capsys):
         cli.import_keras_quietly()
     monkeypatch.setattr(builtins, "__import__", real_import)
     assert "backend says why" in capsys.readouterr().err
+
+
+def test_ensemble_hides_tensorflow_start_up_lines_too(tmp_path):
+    """``ensemble`` loads Keras: its error is the only line on stderr, as for the other Keras commands."""
+    proc = run_cli("ensemble", "--runs", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: ") and str(tmp_path / "nowhere") in line, proc.stderr
+    assert not (tmp_path / "out").exists()

@@ -457,7 +457,9 @@ def test_evaluate_folder_round_trip(folders, tmp_path):
     results = evaluate_folder(preds, truth, json_path=json_path, csv_path=csv_path, progress=False,
                               only_predicted=True)
 
-    assert set(results) == {"cases", "mean", "median", "missing", "only_predicted", "errors"}
+    assert set(results) == {"cases", "mean", "median", "missing", "only_predicted", "errors", "notes",
+                            "write_errors"}
+    assert results["notes"] == {} and results["write_errors"] == []
     assert set(results["cases"]) == {"case_a", "case_b"}
     assert results["missing"] == ["case_c"] and results["only_predicted"] is True
     assert results["errors"] == {}
@@ -587,7 +589,8 @@ def test_evaluate_folder_errors_keep_the_rest(folders):
     assert set(results["cases"]) == {"case_a", "case_b"}
     errors = results["errors"]
     assert set(errors) == {"case_c", "case_x"}
-    assert errors["case_c"].startswith("case_c: ") and "case_c.nii.gz: shape (16, 14, 5) differs" in errors["case_c"]
+    assert errors["case_c"] == (f"case_c: {preds / 'case_c.nii.gz'} and {truth / 'case_c.nii.gz'} are not on one "
+                                "grid: shape (16, 14, 5) and (16, 14, 12)")
     assert errors["case_x"] == f"case_x: label map missing in {truth} for {preds / 'case_x.nii.gz'}"
     assert all("\n" not in e for e in errors.values())
 
@@ -654,7 +657,7 @@ def test_cli_evaluate_exit_status_with_a_missing_prediction(folders, tmp_path, c
     status, out, err = run_cli(["--pred", preds, "--truth", truth, "--only-predicted"], capsys)
     assert status == 0  # asked for the predicted cases only
     assert "left out of the mean and median" in out
-    write_nifti(preds / "case_c.nii.gz", make_labels())
+    write_nifti(preds / "case_c.nii.gz", make_labels(), np.diag([2.0, 1.0, 1.0, 1.0]))  # the truth's grid
     status, out, err = run_cli(["--pred", preds, "--truth", truth], capsys)
     assert status == 0 and err == "" and "missing" not in out
 
@@ -723,3 +726,129 @@ def test_grid_dice_scores_both_maps_on_the_coarse_grid():
     assert grid_dice(pred, true, 2) == pytest.approx({"WT": 1.0, "TC": 2 * 4 / (4 + 8), "ET": 2 * 4 / (4 + 8)})
     with pytest.raises(ValueError, match="shape"):
         grid_dice(pred[:-1], true, 2)
+
+
+# ----------------------------------------------------------------------- grids, labels and outputs
+def lps(zooms=(1.0, 1.0, 1.0), origin=(0.0, 13.0, 0.0)):
+    """A BraTS-like affine: x and y flipped (LPS), voxel size ``zooms``, origin ``origin``."""
+    affine = np.diag([-zooms[0], -zooms[1], zooms[2], 1.0])
+    affine[:3, 3] = origin
+    return affine
+
+
+def test_evaluate_fails_a_prediction_on_another_grid_in_one_line(tmp_path, capsys):
+    """The same label array in RAS against an LPS truth scores Dice 0 voxel by voxel: it is refused instead,
+    naming both files and what differs; a different origin alone is scored, with a note."""
+    truth, preds = tmp_path / "truth", tmp_path / "preds"
+    truth.mkdir()
+    preds.mkdir()
+    for case in ("case_a", "case_b", "case_c", "case_d"):
+        write_nifti(truth / f"{case}.nii.gz", make_labels(), lps())
+    write_nifti(preds / "case_a.nii.gz", make_labels(), lps())  # the same grid
+    write_nifti(preds / "case_b.nii.gz", make_labels(), np.eye(4))  # RAS
+    write_nifti(preds / "case_c.nii.gz", make_labels(), lps(zooms=(2.0, 1.0, 1.0)))  # 2 mm voxels
+    write_nifti(preds / "case_d.nii.gz", make_labels(), lps(origin=(0.0, 252.0, 0.0)))  # another origin only
+    status, out, err = run_cli(["--pred", preds, "--truth", truth], capsys)
+    assert status == 1
+
+    def files(case):
+        return f"{preds / case}.nii.gz and {truth / case}.nii.gz"
+
+    assert err.splitlines() == [
+        f"note: case_d: {files('case_d')}: origins (0, 252, 0) and (0, 13, 0) differ on the same voxels: "
+        "scored voxel by voxel",
+        f"FAILED case_b: {files('case_b')} are not on one grid: orientation RAS and LPS "
+        "(RAS, 1x1x1 mm, origin (0, 0, 0); LPS, 1x1x1 mm, origin (0, 13, 0))",
+        f"FAILED case_c: {files('case_c')} are not on one grid: voxel size 2x1x1 mm and 1x1x1 mm "
+        "(LPS, 2x1x1 mm, origin (0, 13, 0); LPS, 1x1x1 mm, origin (0, 13, 0))",
+    ]
+    results = evaluate_folder(preds, truth, progress=False)
+    assert set(results["cases"]) == {"case_a", "case_d"} and results["mean"]["WT"]["dice"] == 1.0
+    assert set(results["errors"]) == {"case_b", "case_c"} and set(results["notes"]) == {"case_d"}
+
+
+@pytest.mark.parametrize("kind,message", [
+    ("halves", "holds non-integer values (e.g. 0.5), not labels: a label map holds whole numbers "
+               "(2021: 0, 1, 2, 4; 2023: 0, 1, 2, 3)"),
+    ("plus a half", "holds non-integer values (e.g. 1.5, 2.5, 4.5), not labels"),
+    ("post-treatment", "holds both 3 and 4: not a 2021 or 2023 glioma label map (2021: 0, 1, 2, 4; 2023: 0, 1, 2, "
+                       "3); a post-treatment map with 4 = resection cavity is not supported yet"),
+], ids=["halves", "plus a half", "post-treatment"])
+def test_evaluate_names_what_a_label_map_holds(folders, capsys, kind, message):
+    truth, preds = folders
+    labels = make_labels().astype(np.float32)  # 0, 1 NCR, 2 ED, 4 ET
+    if kind == "halves":
+        labels[labels == 1] = 0.5
+    elif kind == "plus a half":
+        labels[labels > 0] += 0.5
+    else:  # 3 for ET and 4 for the resection cavity (a BraTS 2024 post-treatment map)
+        labels[labels == 4] = 3
+        labels[make_labels() == 1] = 4
+    write_nifti(preds / "case_c.nii.gz", labels, np.diag([2.0, 1.0, 1.0, 1.0]))
+    status, out, err = run_cli(["--pred", preds, "--truth", truth], capsys)
+    assert status == 1
+    (line,) = err.splitlines()
+    assert line.startswith(f"FAILED case_c: {preds / 'case_c.nii.gz'}: {message}")
+
+
+@pytest.mark.parametrize("which", ["json is a folder", "csv below a file", "json in a read-only folder"])
+def test_cli_evaluate_refuses_an_output_it_cannot_write_before_scoring(folders, tmp_path, monkeypatch, capsys,
+                                                                     which):
+    from brats_keras import evaluation
+    from brats_keras import io as bio
+
+    truth, preds = folders
+    (tmp_path / "a folder").mkdir()
+    (tmp_path / "a file").write_text("mine")
+    (tmp_path / "locked").mkdir()
+    flags, message = {
+        "json is a folder": (["--json", tmp_path / "a folder"], f"--json {tmp_path / 'a folder'}: is a folder, "
+                                                                "not a file"),
+        "csv below a file": (["--json", tmp_path / "s.json", "--csv", tmp_path / "a file" / "s.csv"],
+                             f"--csv {tmp_path / 'a file' / 's.csv'}: {tmp_path / 'a file'} is not a folder"),
+        "json in a read-only folder": (["--json", tmp_path / "locked" / "s.json"],
+                                       f"--json {tmp_path / 'locked' / 's.json'}: cannot write in "
+                                       f"{tmp_path / 'locked'} (permission denied)"),
+    }[which]
+    real_access = bio.os.access  # chmod stops no write as root: the folder is reported unwritable
+    monkeypatch.setattr(bio.os, "access", lambda p, mode: p != tmp_path / "locked" and real_access(p, mode))
+    monkeypatch.setattr(evaluation, "_read_label_map", lambda path: pytest.fail(f"{path} read"))
+    before = sorted(tmp_path.rglob("*"))
+    status, out, err = run_cli(["--pred", preds, "--truth", truth, *flags], capsys)
+    assert status == 2 and out == ""
+    assert err == f"error: {message}\n"
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_evaluate_refuses_a_read_only_folder_by_its_mode(folders, read_only_dir):
+    """The same with a real chmod, where it stops writes (not as root)."""
+    truth, preds = folders
+    with pytest.raises(ValueError, match=r"--csv .*locked/s.csv: cannot write in .*locked \(permission denied\)"):
+        evaluate_folder(preds, truth, csv_path=read_only_dir / "s.csv", progress=False)
+
+
+def test_a_full_disk_under_the_json_is_one_line_and_the_scores_are_still_shown(folders, tmp_path, monkeypatch,
+                                                                              capsys):
+    import errno
+    from pathlib import Path
+
+    truth, preds = folders
+    out = tmp_path / "out"
+    json_path, csv_path = out / "s.json", out / "s.csv"
+    real_text = Path.write_text
+
+    def write_text(self, text, *args, **kwargs):  # the JSON's temporary file gets half its text
+        if self.name.startswith(".s.json."):
+            real_text(self, text[: len(text) // 2], *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_text(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    (truth / "case_c.nii.gz").unlink()  # every truth case predicted: the write failure alone makes the exit 1
+    status, stdout, err = run_cli(["--pred", preds, "--truth", truth, "--json", json_path, "--csv", csv_path],
+                                  capsys)
+    assert status == 1
+    assert err == f"error: {json_path}: no space left on device\n"
+    assert "case_a" in stdout and "mean" in stdout  # the table all the same
+    assert sorted(p.name for p in out.iterdir()) == ["s.csv"]  # whole, and nothing of the JSON
+    assert [r["case"] for r in csv.DictReader(csv_path.open())] == ["case_a", "case_b", "mean", "median"]

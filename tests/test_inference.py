@@ -1,6 +1,7 @@
 """Sliding-window prediction, post-processing and NIfTI output in the patient's geometry."""
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -223,3 +224,148 @@ def test_prediction_refuses_a_case_with_two_files_for_a_modality(tmp_path):
     assert res["failed"] == {"twice": f"{f}: case twice has two t1ce files, twice_T1CE.nii.gz and twice_t1ce.nii.gz: "
                                       "keep one"}
     assert sorted(q.name for q in (tmp_path / "out").iterdir()) == ["good.nii.gz"]
+
+
+# ----------------------------------------------------------------------------- output faults
+def background_predictor():
+    """A Predictor without a model: every voxel background, 4 softmax probabilities (no Keras, instant)."""
+    p = Predictor.__new__(Predictor)
+    p.info, p.margin, p.post = {"modalities": ["flair", "t1ce", "t2"], "scale": "zscore"}, 4, {}
+    p.spec = PreprocessingSpec.from_dict(p.info)
+    p.predict_image = lambda image, progress=False: np.zeros(image.shape[:3] + (4,), np.float32)
+    return p
+
+
+def three_cases(root):
+    for i, case in enumerate(("a", "b", "c")):
+        write_small_case(root, case, seed=i, shape=(16, 18, 14))
+    return root
+
+
+def folder_bytes(folder):
+    """Every file under ``folder`` (hidden ones too) with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["output is a file", "output below a file", "read-only folder"])
+def test_predict_refuses_an_output_it_cannot_write_before_any_work(tmp_path, monkeypatch, capsys, where):
+    """One line, exit 2, before the model is even looked for (it does not exist here), nothing made."""
+    from brats_keras.cli import main
+
+    src = three_cases(tmp_path / "in")
+    place = tmp_path / "place"
+    place.mkdir()
+    (place / "notes.txt").write_text("mine")
+    output, message = {
+        "output is a file": (place / "notes.txt", f"{place / 'notes.txt'}: exists and is not a folder"),
+        "output below a file": (place / "notes.txt" / "out", f"{place / 'notes.txt' / 'out'}: "
+                                                             f"{place / 'notes.txt'} is not a folder"),
+        "read-only folder": (place / "new" / "out", f"{place / 'new' / 'out'}: cannot write in {place} "
+                                                    "(permission denied)"),
+    }[where]
+    if where == "read-only folder":  # chmod stops no write as root: the folder is reported unwritable
+        real_access = bio.os.access
+        monkeypatch.setattr(bio.os, "access", lambda p, mode: Path(p) != place and real_access(p, mode))
+    before = folder_bytes(tmp_path)
+    status = main(["predict", "--model", str(tmp_path / "missing.keras"), "--input", str(src),
+                   "--output", str(output), "--quiet"])
+    out, err = capsys.readouterr()
+    assert status == 2 and out == ""
+    assert err == f"error: {message}\n"
+    assert folder_bytes(tmp_path) == before and not (place / "new").exists()
+
+
+def test_predict_refuses_a_read_only_output_folder_by_its_mode(tmp_path, read_only_dir):
+    """The same with a real chmod, where it stops writes (not as root)."""
+    src = three_cases(tmp_path / "in")
+    with pytest.raises(bio.BratsInputError, match=r"locked: cannot write in .*locked \(permission denied\)"):
+        predict_folder(src, read_only_dir, model=background_predictor(), progress=False)
+    assert list(read_only_dir.iterdir()) == []
+
+
+def _full_disk_for(monkeypatch, name):
+    """Writes of the output file ``name`` stop half-way with ENOSPC, where its bytes are written: NIfTI files in
+    ``nibabel.save``, arrays in the writer of :func:`brats_keras.io.atomic_save_npy`."""
+    import errno
+
+    import nibabel as nib
+
+    def is_full(tmp):  # the temporary file of <name>: .<name>.<random><suffix>
+        return Path(tmp).name.startswith(f".{name}.")
+
+    real_save, real_write = nib.save, bio._HashingWriter.write
+
+    def save(img, filename):
+        real_save(img, filename)
+        if is_full(filename):
+            data = Path(filename).read_bytes()
+            Path(filename).write_bytes(data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write(self, data):
+        if is_full(self.f.name):
+            real_write(self, memoryview(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(self, data)
+
+    monkeypatch.setattr(nib, "save", save)
+    monkeypatch.setattr(bio._HashingWriter, "write", write)
+
+
+@pytest.mark.parametrize("full", ["b.nii.gz", "b_probs.npy"])
+def test_a_full_disk_fails_that_case_in_one_line_and_leaves_nothing_of_it(tmp_path, monkeypatch, full):
+    src = three_cases(tmp_path / "in")
+    out = tmp_path / "out"
+    _full_disk_for(monkeypatch, full)
+    logs = []
+    res = predict_folder(src, out, model=background_predictor(), save_probs=True, progress=False, log=logs.append)
+    assert logs == [f"FAILED b: {out / full}: no space left on device"]
+    assert list(res["ok"]) == ["a", "c"] and list(res["failed"]) == ["b"]
+    # the other cases whole, nothing of b (no label map without its probabilities), no temporary file
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "a_probs.npy", "c.nii.gz", "c_probs.npy"]
+    labels, _, _ = bio.load_nifti(out / "c.nii.gz")
+    assert labels.shape == (16, 18, 14) and not labels.any()
+    assert np.load(out / "c_probs.npy").shape == (16, 18, 14, 4)
+
+
+def test_cli_predict_exit_1_on_a_write_failure(tmp_path, monkeypatch, capsys):
+    from brats_keras import inference
+    from brats_keras.cli import main
+
+    src = three_cases(tmp_path / "in")
+    out = tmp_path / "out"
+    _full_disk_for(monkeypatch, "a.nii.gz")
+    class NoModel(Predictor):  # what the CLI builds: a Predictor without a model
+        def __new__(cls, *args, **kwargs):
+            return background_predictor()
+
+    monkeypatch.setattr(inference, "Predictor", NoModel)
+    status = main(["predict", "--input", str(src), "--output", str(out), "--quiet"])
+    stdout, _ = capsys.readouterr()
+    assert status == 1
+    assert stdout.splitlines() == [f"FAILED a: {out / 'a.nii.gz'}: no space left on device",
+                                   f"predicted 2 case(s) into {out}; 1 failed"]
+    assert sorted(p.name for p in out.iterdir()) == ["b.nii.gz", "c.nii.gz"]
+
+
+def test_an_ensemble_predicts_without_tensorflow_retracing_warnings(tiny_model_file, tmp_path):
+    """Each model of an ensemble traces its own predict function; TensorFlow counts them together and warns
+    ("5 out of the last 5 calls to <function ...> triggered tf.function retracing") unless predict hides it."""
+    import os
+    import subprocess
+    import sys
+
+    models = tmp_path / "ensemble"
+    models.mkdir()
+    for k in range(3):
+        shutil.copy(tiny_model_file, models / f"fold-{k}.keras")
+    src = tmp_path / "in"
+    write_small_case(src, "small", shape=(40, 36, 30))  # one window: a batch of 1
+    write_small_case(src, "large", seed=1, shape=(80, 72, 70))  # several windows: batches of 4
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    proc = subprocess.run([sys.executable, "-m", "brats_keras.cli", "predict", "--model", str(models), "--input",
+                           str(src), "--output", str(tmp_path / "out"), "--batch-size", "4", "--quiet"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "retracing" not in proc.stderr and proc.stderr == ""
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["large.nii.gz", "small.nii.gz"]
