@@ -8,7 +8,8 @@ preprocessing it needs written beside it.
     deploy/brats_keras.json                       the model file's info, its PreprocessingSpec complete
                                                   (modalities in channel order, crop, scale, dtype, downsample,
                                                   patch size, output; brats_keras.spec) plus "export": the
-                                                  format, the file, and the input / output names and channels
+                                                  format, the file, the input / output names and channels,
+                                                  and the files the folder holds
 
 The exported function maps a float32 batch ``(B, D, H, W, C)`` (any sizes that are multiples of
 the model's down-sampling) to float32 probabilities ``(B, D, H, W, n_out)``, exactly as the
