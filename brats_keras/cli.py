@@ -277,6 +277,10 @@ def _add_predict(sub):
                    help="no post-processing, not even the one stored in the model file")
     p.add_argument("--labels", choices=["2021", "2023"], help="label convention of the output (default: the input's)")
     p.add_argument("--save-probs", action="store_true", help="also save <case>_probs.npy (float16)")
+    p.add_argument("--trust-export", action="store_true",
+                   help="run a SavedModel export given to --model: it is a TensorFlow program that can read and "
+                        "write files, so it runs only with this flag; give it only for exports you made or trust "
+                        "(ONNX exports run without it)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
 
@@ -305,7 +309,7 @@ def cmd_predict(args) -> int:
                              overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
                              min_component=args.min_component, keep_largest=args.keep_largest,
                              et_threshold=args.et_threshold, thresholds=args.thresholds,
-                             postprocess=not args.no_postprocess)
+                             postprocess=not args.no_postprocess, trust_export=args.trust_export)
     except (BratsInputError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -592,20 +596,26 @@ def _add_export(sub):
                                       "preprocessing spec (brats_keras.json) beside it")
     p.add_argument("--model", default="pretrained", help=".keras model file (default: the shipped pretrained model)")
     p.add_argument("--format", choices=["savedmodel", "onnx"], default="savedmodel")
-    p.add_argument("--out", required=True, help="folder to write (brats-keras predict --model accepts it)")
-    p.add_argument("--overwrite", action="store_true", help="replace a folder that is not empty")
+    p.add_argument("--out", required=True,
+                   help="a new or empty folder to write (brats-keras predict --model accepts it); never the working "
+                        "directory, the home folder or a folder holding the model file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out when it is an earlier export (its brats_keras.json has an 'export' record and "
+                        "it holds nothing else); the old one stays until the new one is complete")
     p.set_defaults(func=cmd_export)
 
 
 def cmd_export(args) -> int:
-    """Exit status 0: exported; 2: unusable input (model file, format, output folder, missing converter)."""
+    """Exit status 0: exported; 2: unusable input (model file, format, output folder, missing converter) or
+    an export that could not be written (the earlier one at --out, if any, is kept)."""
     from .export import export_model
-    from .io import BratsInputError
+    from .io import BratsInputError, describe_os_error
 
     try:
         out = export_model(args.model, args.out, format=args.format, overwrite=args.overwrite)
-    except (BratsInputError, OSError) as exc:  # OSError: e.g. an output folder that cannot be written
-        print(f"error: {exc}", file=sys.stderr)
+    except (BratsInputError, OSError) as exc:  # OSError: e.g. a model file that cannot be read
+        print(f"error: {describe_os_error(exc) if isinstance(exc, OSError) and exc.filename else exc}",
+              file=sys.stderr)
         return 2
     print(f"exported {args.model} as {args.format} into {out} (preprocessing in {out}/brats_keras.json)")
     return 0

@@ -8,35 +8,52 @@ preprocessing it needs written beside it.
     deploy/brats_keras.json                       the model file's info, its PreprocessingSpec complete
                                                   (modalities in channel order, crop, scale, dtype, downsample,
                                                   patch size, output; brats_keras.spec) plus "export": the
-                                                  format, the file, and the input / output names and channels
+                                                  format, the file, the input / output names and channels,
+                                                  and the files the folder holds
 
 The exported function maps a float32 batch ``(B, D, H, W, C)`` (any sizes that are multiples of
 the model's down-sampling) to float32 probabilities ``(B, D, H, W, n_out)``, exactly as the
 ``.keras`` model does. It runs without brats-keras and without Keras: ``tf.saved_model.load(dir).serve(x)``
 or ``onnxruntime.InferenceSession("model.onnx").run(None, {"image": x})``. ``brats-keras predict
 --model deploy/`` (:func:`load_exported`) predicts whole cases with it.
+
+An export folder is replaced only by another export (``overwrite=True``): the ``"export"`` record of
+its ``brats_keras.json`` marks it, and it holds nothing else. A SavedModel is a TensorFlow program
+(its graph may read and write files), so :func:`load_exported` runs one only when told it is trusted;
+an ONNX file runs through ONNX Runtime's own operators, without custom-op libraries or external files.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
+from . import io as bio
 from .io import BratsInputError
 from .spec import PreprocessingSpec
 
 FORMATS = ("savedmodel", "onnx")
 INFO_FILE = "brats_keras.json"
 ONNX_FILE = "model.onnx"
+#: the model file of each format (what an export folder without its brats_keras.json still shows)
+MODEL_FILES = {"savedmodel": "saved_model.pb", "onnx": ONNX_FILE}
+#: what a SavedModel export writes beside the model file (a record without "files" names these)
+SAVEDMODEL_FILES = ("saved_model.pb", "variables", "assets", "fingerprint.pb")
+#: operator domains ONNX Runtime implements itself; any other needs a custom-op library, which is never loaded
+ONNX_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 #: what the ONNX format needs beside TensorFlow (Keras 3 converts the TensorFlow function with tf2onnx)
 ONNX_INSTALL = "pip install tf2onnx==1.17.0 onnx==1.23.2 onnxruntime==1.32.0"
 
 
-def is_export(path) -> bool:
-    """True for a folder written by :func:`export_model` (it holds ``brats_keras.json``)."""
+def is_export(path, incomplete: bool = False) -> bool:
+    """True for a folder written by :func:`export_model` (it holds ``brats_keras.json``); with
+    ``incomplete``, also for one that holds only an export's model file (``saved_model.pb``, ``model.onnx``)."""
     path = Path(path)
-    return path.is_dir() and (path / INFO_FILE).is_file()
+    if not path.is_dir():
+        return False
+    return (path / INFO_FILE).is_file() or (incomplete and any((path / f).is_file() for f in MODEL_FILES.values()))
 
 
 def float32_copy(model):
@@ -72,14 +89,16 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
     Args:
         model: a ``.keras`` file saved by brats-keras, ``"pretrained"`` (the shipped model), or a
             ``keras.Model`` (then give ``info``).
-        out_dir: the folder to write (written beside, then renamed into place).
+        out_dir: the folder to write: new, empty, or (``overwrite``) an earlier export. It is written
+            as a hidden folder beside it and swapped into place, so a failed export leaves the old one.
         format: ``"savedmodel"`` (TensorFlow SavedModel) or ``"onnx"``.
         info: preprocessing info (merged over the file's).
-        overwrite: replace an existing non-empty ``out_dir``.
+        overwrite: replace ``out_dir`` when it is an earlier export (:func:`check_export_out`).
     Raises:
-        BratsInputError (one line): unknown format, ``out_dir`` not empty, a model without
-        preprocessing info, a missing converter (naming the pip command); FileNotFoundError for a
-        missing model file.
+        BratsInputError (one line naming ``out_dir`` or the model, nothing written): unknown format, an
+        ``out_dir`` that may not be replaced or cannot be written, a model without preprocessing info,
+        a missing converter (naming the pip command), a write that fails during the export;
+        FileNotFoundError for a missing model file.
     """
     import keras
 
@@ -91,12 +110,6 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
     if fmt not in FORMATS:
         raise BratsInputError(f"unknown export format {format!r}: use savedmodel or onnx")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
-        raise BratsInputError(f"{out_dir}: exists and is not an empty folder (use --overwrite to replace it)")
-    if fmt == "onnx":
-        missing = [m for m in ("tf2onnx", "onnx") if not _importable(m)]
-        if missing:
-            raise BratsInputError(f"--format onnx needs {' and '.join(missing)} ({ONNX_INSTALL})")
     source = None
     if isinstance(model, (str, Path)):
         if str(model) == "pretrained":
@@ -104,6 +117,12 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
 
             model = pretrained_path()
         source = Path(model)
+    check_export_out(out_dir, overwrite, source)
+    if fmt == "onnx":
+        missing = [m for m in ("tf2onnx", "onnx") if not _importable(m)]
+        if missing:
+            raise BratsInputError(f"--format onnx needs {' and '.join(missing)} ({ONNX_INSTALL})")
+    if source is not None:
         model, file_info = load_model(source, compile=False)
         info = {**file_info, **(info or {})}
     if not info or "modalities" not in info:
@@ -119,27 +138,140 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
     in_channels, n_out = model.inputs[0].shape[-1], model.outputs[0].shape[-1]
     # a model loaded from a file has never been called, so Keras cannot infer the signature itself
     signature = [keras.InputSpec(shape=model.inputs[0].shape, dtype="float32", name="image")]
-    tmp = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp, made = _temporary_folder(out_dir)  # before the slow conversion: can we write there at all?
     try:
-        if fmt == "savedmodel":
-            model.export(str(tmp), format="tf_saved_model", verbose=False, input_signature=signature)
-            file = "."
-        else:
-            tmp.mkdir(parents=True)
-            model.export(str(tmp / ONNX_FILE), format="onnx", verbose=False, input_signature=signature)
-            file = ONNX_FILE
-        export = {"format": fmt, "file": file, "input": "image", "in_channels": in_channels,
-                  "n_out": n_out, "source": str(source) if source else None, "keras": keras.__version__,
-                  "backend": keras.backend.backend()}
-        (tmp / INFO_FILE).write_text(json.dumps({**info, **spec.to_dict(), "export": export}, indent=2))
-        if out_dir.exists():
-            shutil.rmtree(out_dir) if out_dir.is_dir() else out_dir.unlink()
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out_dir)
-    finally:
+        try:
+            if fmt == "savedmodel":
+                model.export(str(tmp), format="tf_saved_model", verbose=False, input_signature=signature)
+                file = "."
+            else:
+                model.export(str(tmp / ONNX_FILE), format="onnx", verbose=False, input_signature=signature)
+                file = ONNX_FILE
+            export = {"format": fmt, "file": file, "input": "image", "in_channels": in_channels,
+                      "n_out": n_out, "source": str(source) if source else None, "keras": keras.__version__,
+                      "backend": keras.backend.backend(),
+                      "files": sorted([p.name for p in tmp.iterdir()] + [INFO_FILE])}
+            (tmp / INFO_FILE).write_text(json.dumps({**info, **spec.to_dict(), "export": export}, indent=2))
+            _swap_into_place(tmp, out_dir)
+        except Exception as exc:
+            raise _write_error(exc, tmp, out_dir) from None
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made:  # the parent folders this export made, deepest first
+            _rmdir(folder)
+        raise
     return out_dir
+
+
+def check_export_out(out_dir, overwrite: bool = False, source=None) -> None:
+    """Refuse, in one line (BratsInputError), an ``out_dir`` that :func:`export_model` may not write.
+
+    Never written: the working directory, the home folder, the root, or a folder that holds either of
+    them or the model file ``source``; a path that is a file or a symbolic link. A folder that is not
+    empty is replaced only with ``overwrite`` and only when it is an earlier export: its
+    ``brats_keras.json`` has an ``"export"`` record and the folder holds nothing an export does not write.
+    """
+    out = Path(out_dir)
+    real = out.resolve()
+    guarded = [(Path.cwd().resolve(), "the working directory"), (Path.home().resolve(), "the home folder")]
+    if source is not None:
+        guarded.append((Path(source).resolve(), f"the model file {source}"))
+        if guarded[-1][0] in real.parents:
+            raise BratsInputError(f"{out}: is inside the model file {source}: export into a new folder")
+    if real == real.parent or out.name == "..":
+        raise BratsInputError(f"{out}: is the root folder or a parent (..): name the export's own folder")
+    for path, what in guarded:
+        if real == path or real in path.parents:
+            raise BratsInputError(f"{out}: {'is' if real == path else 'holds'} {what}: export into a new folder")
+    if out.is_symlink():
+        raise BratsInputError(f"{out}: is a symbolic link: give the folder itself or a new one")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise BratsInputError(f"{out}: exists and is not a folder: export into a new folder")
+    if not any(out.iterdir()):
+        return
+    if not overwrite:
+        raise BratsInputError(f"{out}: exists and is not an empty folder (use --overwrite to replace an earlier export)")
+    not_ours = _not_export_files(out)
+    if not_ours:
+        raise BratsInputError(f"{out}: {not_ours}: --overwrite replaces only a folder written by brats-keras export")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise BratsInputError(f"{out}: cannot replace the earlier export: permission denied")
+
+
+def _not_export_files(folder: Path) -> str | None:
+    """Why ``folder`` is not an earlier export that may be replaced; None when it is one."""
+    try:
+        export = json.loads((folder / INFO_FILE).read_text()).get("export")
+    except (OSError, ValueError, AttributeError):
+        export = None
+    if not isinstance(export, dict) or export.get("format") not in FORMATS:
+        return f"not an export (no {INFO_FILE} with an 'export' record)"
+    files = export.get("files")
+    if not isinstance(files, list):  # an export that did not list its files: the standard ones
+        files = [INFO_FILE, ONNX_FILE] if export["format"] == "onnx" else [INFO_FILE, *SAVEDMODEL_FILES]
+    others = sorted(p.name for p in folder.iterdir() if p.name not in files)
+    if others:
+        return f"holds files an export does not write ({', '.join(others[:3])}{', ...' if len(others) > 3 else ''})"
+    return None
+
+
+def _temporary_folder(out_dir: Path):
+    """``(tmp, made)``: a new hidden folder beside ``out_dir`` to export into, and the parent folders made
+    for it (deepest first); BratsInputError naming ``out_dir`` when it cannot be made (read-only, ...)."""
+    parent = out_dir.absolute().parent
+    made = [p for p in [parent, *parent.parents] if not p.exists()]
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".export", dir=parent))
+        os.chmod(tmp, 0o777 & ~bio._umask())  # mkdtemp's folder is owner-only; an export is as readable as a new folder
+    except OSError as exc:
+        for folder in made:
+            _rmdir(folder)
+        raise BratsInputError(f"{out_dir}: cannot write the output folder: {bio.os_error_reason(exc)}") from None
+    return tmp, made
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename the finished export ``tmp`` to ``out_dir``; an earlier export there is moved aside first and
+    removed only once the new one is in place (put back if the rename fails)."""
+    old = tmp.with_name(tmp.name + ".old") if out_dir.exists() else None
+    if old is not None:
+        os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        if old is not None:
+            os.rename(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_error(exc: Exception, tmp: Path, out_dir: Path) -> Exception:
+    """One-line BratsInputError for a failure while writing the export, naming ``out_dir`` (not ``tmp``);
+    ``exc`` itself when it is not a write failure (OSError, TensorFlow's file errors)."""
+    if isinstance(exc, BratsInputError):
+        return exc
+    if isinstance(exc, OSError):
+        reason = bio.describe_os_error(exc)
+    else:
+        import sys
+
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(exc, tf.errors.OpError):
+            return exc
+        reason = str(exc.message).splitlines()[0] if exc.message else type(exc).__name__
+    reason = reason.replace(str(tmp), str(out_dir))
+    return BratsInputError(f"{out_dir}: cannot write the export: {reason}")
+
+
+def _rmdir(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
 
 
 def _importable(name: str) -> bool:
@@ -162,9 +294,16 @@ class ExportedModel:
 
     The SavedModel is run with ``tf.saved_model.load(dir).serve`` (TensorFlow, no Keras), the ONNX
     file with an ``onnxruntime.InferenceSession`` (no TensorFlow either).
+
+    Args:
+        path: the export folder.
+        trust: run a SavedModel. A SavedModel is a TensorFlow program: its graph may hold any
+            operation, reading or writing files included, and runs it when called; so it is refused
+            (BratsInputError) unless the caller trusts where the folder came from. An ONNX export needs
+            no trust: ONNX Runtime runs only its own operators (:func:`check_onnx`).
     """
 
-    def __init__(self, path):
+    def __init__(self, path, trust: bool = False):
         path = Path(path)
         self.path, self.info = path, read_export_info(path)
         export = self.info["export"]
@@ -177,10 +316,19 @@ class ExportedModel:
                 import onnxruntime
             except ImportError:
                 raise BratsInputError(f"{path}: an ONNX export needs onnxruntime (pip install onnxruntime)") from None
-            self._session = onnxruntime.InferenceSession(str(path / export["file"]),
-                                                         providers=onnxruntime.get_available_providers())
+            file = path / ONNX_FILE
+            check_onnx(file)
+            try:
+                self._session = onnxruntime.InferenceSession(str(file), providers=onnxruntime.get_available_providers())
+            except Exception as exc:  # ONNX Runtime's errors (Fail, InvalidGraph, ...) share no base class
+                raise BratsInputError(f"{file}: ONNX Runtime cannot load it: {str(exc).splitlines()[0]}") from None
             self._input = self._session.get_inputs()[0].name
         elif self.format == "savedmodel":
+            if not trust:
+                raise BratsInputError(
+                    f"{path}: a SavedModel export is a TensorFlow program that can read and write files when run; "
+                    "predict with it only if you trust where it came from (--trust-export; trust_export=True in "
+                    "Python), or use an ONNX export")
             try:
                 import tensorflow as tf
             except ImportError:
@@ -211,6 +359,10 @@ def read_export_info(path) -> dict:
     try:
         info = json.loads(file.read_text())
     except FileNotFoundError:
+        held = [f for f in MODEL_FILES.values() if (Path(path) / f).is_file()]
+        if held:
+            raise BratsInputError(f"{path}: the export's {INFO_FILE} is missing (the folder holds {held[0]}); "
+                                  f"export the model again with brats-keras export") from None
         raise BratsInputError(f"{path}: not a brats-keras export (no {INFO_FILE}; write one with brats-keras export)") from None
     except (OSError, ValueError) as exc:
         raise BratsInputError(f"{file}: unreadable ({type(exc).__name__}: {exc})") from None
@@ -223,7 +375,38 @@ def read_export_info(path) -> dict:
     return info
 
 
-def load_exported(path):
-    """``(ExportedModel, info)`` for an export folder, as :func:`brats_keras.checkpoint.load_model` gives for a file."""
-    model = ExportedModel(path)
+def check_onnx(file) -> None:
+    """Refuse (BratsInputError) an ONNX file whose operators need a custom-op library (a domain that ONNX
+    Runtime does not implement itself, ``ONNX_DOMAINS``) or whose weights live in external files (an
+    export writes them inside ``model.onnx``). ONNX Runtime would refuse both too, in a longer message;
+    without the ``onnx`` package the check is left to it."""
+    try:
+        import onnx
+    except ImportError:
+        return
+    try:
+        proto = onnx.load(str(file), load_external_data=False)
+    except Exception as exc:  # a file that is not an ONNX protobuf (DecodeError, ...)
+        raise BratsInputError(f"{file}: not a readable ONNX model ({type(exc).__name__})") from None
+    domains = ONNX_DOMAINS | {f.domain for f in proto.functions}  # functions defined in the file itself
+    graphs, nodes, k = [proto.graph], [n for f in proto.functions for n in f.node], 0
+    while graphs or k < len(nodes):  # the main graph, the functions and every subgraph (If, Loop, Scan bodies)
+        if graphs:
+            graph = graphs.pop()
+            if any(t.data_location == onnx.TensorProto.EXTERNAL for t in graph.initializer):
+                raise BratsInputError(f"{file}: keeps weights in external files, which an export never does: refused")
+            nodes += graph.node
+            continue
+        graphs += [g for a in nodes[k].attribute for g in [*([a.g] if a.HasField("g") else []), *a.graphs]]
+        k += 1
+    unknown = sorted({n.domain for n in nodes} - domains)
+    if unknown:
+        raise BratsInputError(f"{file}: uses operators of the custom domain {unknown[0]!r}, which ONNX Runtime runs "
+                              f"only from a custom-op library: refused")
+
+
+def load_exported(path, trust: bool = False):
+    """``(ExportedModel, info)`` for an export folder, as :func:`brats_keras.checkpoint.load_model` gives for a
+    file; ``trust``: run a SavedModel export (see :class:`ExportedModel`)."""
+    model = ExportedModel(path, trust=trust)
     return model, {k: v for k, v in model.info.items() if k != "export"}

@@ -266,7 +266,7 @@ def model_files(paths) -> list[Path]:
         paths = [paths]
     out = []
     for p in map(Path, paths):
-        if is_export(p):  # a folder written by brats-keras export: one model
+        if is_export(p, incomplete=True):  # a folder written by brats-keras export: one model
             out.append(p)
         elif p.is_dir():
             found = sorted(q for q in p.glob("*.keras") if q.is_file())
@@ -343,11 +343,13 @@ class Predictor:
         postprocess: True (default): apply the post-processing stored in the (first) model file's info
             (``info["postprocess"]``, written by ``brats-keras crossval --choose-postprocessing``) unless
             the four arguments above are given; False: none at all; a dict: that spec.
+        trust_export: run SavedModel exports (TensorFlow programs that may read and write files); without
+            it one is refused (BratsInputError). ONNX exports run either way (:class:`brats_keras.export.ExportedModel`).
     """
 
     def __init__(self, model=None, info=None, patch_size=None, overlap=0.5, batch_size=2, tta=False,
                  min_component=None, keep_largest=None, et_threshold=None, margin=4, postprocess=True,
-                 thresholds=None):
+                 thresholds=None, trust_export=False):
         from .checkpoint import load_model
         from .models import main_output
 
@@ -363,7 +365,7 @@ class Predictor:
             if isinstance(m, (str, Path)) and Path(m).is_dir():  # a SavedModel or ONNX export
                 from .export import load_exported
 
-                m, file_info = load_exported(m)
+                m, file_info = load_exported(m, trust=trust_export)
                 names.append(str(items[k]))
             elif isinstance(m, (str, Path)):
                 m, file_info = load_model(m, compile=False)

@@ -244,7 +244,7 @@ def test_export_writes_the_main_output_alone(runs, tmp_path):
     from brats_keras.export import export_model, load_exported
 
     root, (run, _) = runs
-    exported, info = load_exported(export_model(run / "checkpoints" / "last.keras", tmp_path / "exp"))
+    exported, info = load_exported(export_model(run / "checkpoints" / "last.keras", tmp_path / "exp"), trust=True)
     assert exported.info["export"]["n_out"] == 3 and info["deep_supervision"] == 1
     out = np.asarray(exported.predict_on_batch(batch(n=1, channels=3)))
     assert out.shape == (1, 16, 16, 16, 3)
