@@ -12,7 +12,7 @@ from brats_keras.inference import (Predictor, gaussian_weight, predict_folder, r
 from brats_keras.preprocessing import brain_crop_box, downsample_classes, downsample_image, upsample_probs
 from brats_keras.spec import PreprocessingSpec
 
-from conftest import write_small_case
+from conftest import make_symlink_loops, resave_on_grid, write_small_case
 
 
 @pytest.mark.parametrize("size,patch,overlap,expected", [
@@ -369,3 +369,22 @@ def test_an_ensemble_predicts_without_tensorflow_retracing_warnings(tiny_model_f
     assert proc.returncode == 0, proc.stderr
     assert "retracing" not in proc.stderr and proc.stderr == ""
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["large.nii.gz", "small.nii.gz"]
+
+
+def test_predict_refuses_a_3mm_case_and_walks_symlink_loops_once(tmp_path):
+    """predict finds its input cases as convert does: through symbolic link loops once, and only on the BraTS grid."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    shape = (16, 18, 14)
+    write_small_case(src, "good", shape=shape)
+    make_symlink_loops(src)
+    thick = write_small_case(src / "d2", "thick", seed=1, shape=shape)
+    for path in thick.iterdir():
+        resave_on_grid(path, np.diag([-0.9, -0.9, 3.0, 1.0]))
+    logs = []
+    res = predict_folder(src, out, model=background_predictor(), progress=False, log=logs.append)
+    assert list(res["ok"]) == ["good"]
+    message = (f"{thick / 'thick_flair.nii.gz'}: voxel size 0.9 x 0.9 x 3.0 mm, expected 1 mm "
+               "(resample it to the BraTS grid first)")
+    assert res["failed"] == {"thick": message}
+    assert logs == [f"FAILED thick: {message}"]
+    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz"]
