@@ -1056,7 +1056,11 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     # cases are the card's folds, and crossval --ensemble can read it
     from brats_keras.crossval import ensemble_folds
 
+    from brats_keras.io import file_checksum
+
     assert card["ensemble"] == json.loads((ship / "ensemble.json").read_text())
+    assert {n: m["checksum"] for n, m in card["ensemble"]["models"].items()} == {  # the shipped files' own
+        f"fold-{k}.keras": file_checksum(ship / f"fold-{k}.keras") for k in (0, 1)}
     assert [(k, [p.name for p in files], val) for k, _, files, val in ensemble_folds(ship)] == [
         (k, [f"fold-{k}.keras"], sorted(card["data"]["folds"][str(k)])) for k in (0, 1)]
     assert sorted(card["data"]["folds"]["0"] + card["data"]["folds"]["1"]) == [f"c{i}" for i in range(5)]
