@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 from .io import BratsInputError, atomic_write
+from .labels import CLASS_NAMES, REGION_NAMES, check_output
 
 INFO_MEMBER = "brats_keras.json"
 STATE_MEMBER = "training_state.json"
@@ -324,7 +325,8 @@ def load_model(path, compile: bool = True):
 
     Raises:
         FileNotFoundError for a missing file; BratsInputError (one line naming the file) for a file
-        that is not a Keras model (corrupt, truncated, another format) or holds a Lambda layer.
+        that is not a Keras model (corrupt, truncated, another format), holds a Lambda layer or an unregistered
+        class. Prediction also checks the network's head against the info (:func:`check_head`).
     """
     from .models import load_model as load_keras_model
 
@@ -332,6 +334,44 @@ def load_model(path, compile: bool = True):
     if not path.exists():
         raise FileNotFoundError(f"{path}: model file not found")
     return load_keras_model(path, compile=compile), read_info(path)
+
+
+#: the channels and the last activation of each head a model's info records (``info["output"]``): softmax over
+#: the classes (background, NCR, ED, ET), or independent sigmoids for the regions WT, TC, ET
+HEADS = {"softmax": (len(CLASS_NAMES), "softmax"), "regions": (len(REGION_NAMES), "sigmoid")}
+
+
+def check_head(model, info: dict, name) -> None:
+    """Refuse a model whose network does not end in the head its info records: prediction reads the outputs by
+    the recorded head (argmax of classes, or region thresholds), so another head would give other labels
+    (:class:`~brats_keras.inference.Predictor` checks every model it is given).
+
+    The main output's channels (``model.outputs[0]``: a Keras model or an export) must be those of the head; its
+    last activation, where it can be read (a Keras layer's ``activation``), must not be the other head's.
+    Nothing is checked when the info records no ``"output"``.
+
+    Raises:
+        BratsInputError in one line naming ``name``.
+    """
+    output = info.get("output") if isinstance(info, dict) else None
+    if output is None:
+        return
+    try:
+        output = check_output(output)
+    except ValueError as exc:
+        raise BratsInputError(f"{name}: {exc}") from None
+    channels, activation = HEADS[output]
+    tensor = model.outputs[0]
+    found = tensor.shape[-1]
+    if found is not None and found != channels:
+        raise BratsInputError(f"{name}: its info records a {output} head ({channels} channels) but the network "
+                              f"ends in {found} channels: refused (its outputs would be read as other labels)")
+    history = getattr(tensor, "_keras_history", None)
+    function = getattr(history[0], "activation", None) if history else None
+    last = getattr(function, "__name__", None)
+    if last in {a for _, a in HEADS.values()} and last != activation:
+        raise BratsInputError(f"{name}: its info records a {output} head ({activation}) but the network ends in a "
+                              f"{last}: refused (its outputs would be read as other labels)")
 
 
 def write_info(path, info: dict) -> Path:

@@ -257,7 +257,10 @@ def _add_predict(sub):
                                    "written.")
     p.add_argument("--model", action="append",
                    help=".keras model file or export folder (default: the shipped pretrained model); repeat it, or "
-                        "give a folder of .keras files, for an ensemble that averages their probabilities")
+                        "give a folder, for an ensemble that averages their probabilities: a folder with "
+                        "ensemble.json (brats-keras ensemble) uses exactly the files it lists, each checked against "
+                        "its recorded sha256 (a missing, unlisted or changed .keras file: exit 2); a folder without "
+                        "one uses all its *.keras files")
     p.add_argument("--input", required=True, help="one case folder or a folder of cases")
     p.add_argument("--output", required=True,
                    help="folder for <case>.nii.gz (made if missing; a file there, or a folder that cannot be "

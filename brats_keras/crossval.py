@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import BratsInputError, atomic_write_json, atomic_write_text, find_cases, save_nifti
+from .io import BratsInputError, atomic_write_json, atomic_write_text, file_checksum, find_cases, save_nifti
 from .labels import REGION_NAMES, classes_to_labels, classes_to_regions
 from .spec import read_manifest
 
@@ -234,8 +234,9 @@ def ensemble_folds(ensemble) -> list[tuple]:
         ``ensemble.json``, an entry that records no validation cases (written before they were recorded: build it
         again with ``brats-keras ensemble``) or whose ``"val"`` is not a non-empty list of distinct case ids, a
         name that is not a fold file's (``fold-<k>.keras``, ``fold-<k><letter>.keras``) or a ``"fold"`` other than
-        its name's, a listed file that is missing, files of one fold that record different cases, or a case
-        held out by two folds.
+        its name's, files of one fold that record different cases, a case held out by two folds; then as
+        :func:`brats_keras.ensemble_record.ensemble_files`: a listed file that is missing, a ``.keras`` file the
+        record does not list, a file whose sha256 is not the recorded one.
     """
     return _ensemble_record(ensemble)[1]
 
@@ -244,15 +245,12 @@ def _ensemble_record(ensemble) -> tuple[dict, list[tuple]]:
     """``(ensemble.json as read, ensemble_folds's plan)``: the record read once, for its plan and its settings."""
     if str(ensemble) == "pretrained":
         from .pretrained import HERE as ensemble
+    from .ensemble_record import RECORD, ensemble_files, read_record
+
     ensemble = Path(ensemble)
-    record_path = ensemble / "ensemble.json"
-    try:
-        record = json.loads(record_path.read_text())
-        models = record["models"]
-        if not isinstance(models, dict) or not models:
-            raise ValueError("no models listed")
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BratsInputError(f"{record_path}: not the record of a fold ensemble ({exc})") from None
+    record_path = ensemble / RECORD
+    record = read_record(ensemble)
+    models = record["models"]
     folds: dict = {}
     for name, source in sorted(models.items()):
         if not isinstance(source, dict):
@@ -275,8 +273,6 @@ def _ensemble_record(ensemble) -> tuple[dict, list[tuple]]:
         recorded = source.get("fold", fold)
         if isinstance(recorded, bool) or recorded != fold:
             raise BratsInputError(f"{record_path}: {name} records fold {json.dumps(recorded)}, its name fold {fold}")
-        if not (ensemble / name).is_file():
-            raise BratsInputError(f"{ensemble / name}: listed in {record_path.name} but missing")
         if fold in folds and sorted(folds[fold][1]) != sorted(val):
             raise BratsInputError(f"{record_path}: the files of fold {fold} record different validation cases")
         folds.setdefault(fold, ([], val))[0].append(ensemble / name)
@@ -287,6 +283,7 @@ def _ensemble_record(ensemble) -> tuple[dict, list[tuple]]:
                 raise BratsInputError(f"{record_path}: case {cid} is a validation case of both fold {owner[cid]} "
                                       f"and fold {fold}: not the record of one cross-validation")
             owner[cid] = fold
+    ensemble_files(ensemble, record)  # the listed files, all of them, each with its recorded checksum, no other
     return record, [(fold, ensemble, files, list(val)) for fold, (files, val) in sorted(folds.items())]
 
 
@@ -1033,8 +1030,12 @@ def set_postprocessing(model_path, choice) -> dict:
     ``choice`` is a :func:`choose_postprocessing` result (its ``postprocess`` and ``chosen_on`` are stored),
     a spec dict, or None to remove the stored choice. :class:`~brats_keras.inference.Predictor` then applies
     it to every prediction unless told otherwise (``--no-postprocess`` or explicit flags).
+
+    A file listed in an ``ensemble.json`` beside it is changed only when its folder is what the record says
+    (:func:`brats_keras.ensemble_record.ensemble_files`), and the record then gets the file's new checksum.
     """
     from .checkpoint import read_info, write_info
+    from .ensemble_record import ensemble_files, listed_in_record, update_checksum
 
     model_path = Path(model_path)
     if model_path.is_dir():
@@ -1042,6 +1043,9 @@ def set_postprocessing(model_path, choice) -> dict:
                               "exported from: set it on that file, then export again")
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: model file not found")
+    member = listed_in_record(model_path)
+    if member:  # trusted before its bytes (and so its checksum) change
+        ensemble_files(model_path.parent)
     info = read_info(model_path)
     if not info:
         raise BratsInputError(f"{model_path}: not a brats-keras model file (no preprocessing info)")
@@ -1051,6 +1055,8 @@ def set_postprocessing(model_path, choice) -> dict:
         info["postprocess"] = _postprocess_info(choice)
         _thresholds_apply(info, model_path)
     write_info(model_path, info)
+    if member:
+        update_checksum(model_path)
     return info
 
 
@@ -1100,7 +1106,10 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     mixed precision would otherwise predict in bfloat16 or float16 wherever it is loaded, and its exports would
     not give its probabilities), its preprocessing info, and the post-processing chosen on
     the out-of-fold predictions when ``postprocessing`` (a ``postprocessing.json`` path or a
-    :func:`choose_postprocessing` result) is given. ``out/ensemble.json`` records where each file came from.
+    :func:`choose_postprocessing` result) is given. ``out/ensemble.json`` records where each file came from and
+    its sha256 (``"checksum"``): prediction from ``out`` uses exactly the listed, unchanged files
+    (:func:`brats_keras.ensemble_record.ensemble_files`). It is written last, so an ensemble interrupted while
+    writing its files is refused (a checksum differs) until written again.
 
     Raises:
         BratsInputError (one line, before anything is written) for a folder that is not a fold run, a missing or
@@ -1169,7 +1178,8 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         path = save_model(float32_copy(model), out / name, info, include_optimizer=False,
                           weights_dtype=weights_dtype)
         written.append(path)
-        sources[path.name] = {"fold": fold, "run": str(run), "checkpoint": str(model_path), "val": val_cases[name]}
+        sources[path.name] = {"fold": fold, "run": str(run), "checkpoint": str(model_path), "val": val_cases[name],
+                              "checksum": file_checksum(path)}
         if len(groups) > 1:
             sources[path.name]["recipe"] = MEMBER_LETTERS.index(name[len(f"fold-{fold}")])
         log(f"{path}: fold {fold} from {model_path} ({weights_dtype}, {path.stat().st_size / 1e6:.2f} MB)")

@@ -337,6 +337,21 @@ class ExportedModel:
             self._serve = self._loaded.serve
         else:
             raise BratsInputError(f"{path}: unknown export format {self.format!r} in {INFO_FILE}")
+        found = self._network_channels()
+        if found is not None and found != export["n_out"]:  # the recorded head is checked against n_out (Predictor)
+            raise BratsInputError(f"{path}: {INFO_FILE} records {export['n_out']} output channels but the exported "
+                                  f"network gives {found}: refused (its outputs would be read as other labels)")
+
+    def _network_channels(self):
+        """The output channels the exported network itself declares (None where it does not say)."""
+        try:
+            if self.format == "onnx":
+                found = self._session.get_outputs()[0].shape[-1]
+            else:
+                found = self._serve.concrete_functions[0].structured_outputs.shape[-1]
+        except (AttributeError, IndexError, TypeError):
+            return None
+        return found if isinstance(found, int) else None
 
     def predict_on_batch(self, batch):
         import numpy as np

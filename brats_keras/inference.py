@@ -255,11 +255,15 @@ ENSEMBLE_KEYS = ("modalities", "scale", "downsample", "output", "crop")
 
 
 def model_files(paths) -> list[Path]:
-    """Expand model arguments: a ``.keras`` file stays, a folder gives its ``*.keras`` files (sorted).
+    """Expand model arguments: a ``.keras`` file stays; an ensemble folder (one with ``ensemble.json``, written by
+    ``brats-keras ensemble``) gives exactly the files its record lists, each checked against its recorded sha256
+    (:func:`brats_keras.ensemble_record.ensemble_files`); any other folder gives its ``*.keras`` files (sorted).
 
     Raises:
-        FileNotFoundError for a path that does not exist; BratsInputError for a folder without ``.keras`` files.
+        FileNotFoundError for a path that does not exist; BratsInputError for a folder without ``.keras`` files, or
+        an ensemble folder with a listed file missing, an unlisted ``.keras`` file or a changed file.
     """
+    from .ensemble_record import ensemble_files, is_ensemble
     from .export import is_export
 
     if isinstance(paths, (str, Path)):
@@ -268,6 +272,8 @@ def model_files(paths) -> list[Path]:
     for p in map(Path, paths):
         if is_export(p, incomplete=True):  # a folder written by brats-keras export: one model
             out.append(p)
+        elif is_ensemble(p):
+            out += ensemble_files(p)
         elif p.is_dir():
             found = sorted(q for q in p.glob("*.keras") if q.is_file())
             if not found:
@@ -334,7 +340,9 @@ class Predictor:
             pretrained model(s) (:func:`brats_keras.pretrained.pretrained_paths`).
         info: preprocessing info (read from the file when ``model`` is a path; merged over it when given),
             a :class:`~brats_keras.spec.PreprocessingSpec` dict; ``self.spec`` is what prediction applies.
-            The models of an ensemble must share ``ENSEMBLE_KEYS`` (else BratsInputError naming two files).
+            The models of an ensemble must share ``ENSEMBLE_KEYS`` (else BratsInputError naming two files). Each
+            network must end in the head its info records, ``"output"`` (else BratsInputError naming it,
+            :func:`brats_keras.checkpoint.check_head`).
         patch_size: window size (default: the training patch size of the first model, ``spec.window``).
         overlap, batch_size, tta: see :func:`sliding_window`.
         min_component, keep_largest, et_threshold, thresholds: see :func:`postprocessing_spec`; when any is given
@@ -350,7 +358,7 @@ class Predictor:
     def __init__(self, model=None, info=None, patch_size=None, overlap=0.5, batch_size=2, tta=False,
                  min_component=None, keep_largest=None, et_threshold=None, margin=4, postprocess=True,
                  thresholds=None, trust_export=False):
-        from .checkpoint import load_model
+        from .checkpoint import check_head, load_model
         from .models import main_output
 
         if model is None:
@@ -376,6 +384,7 @@ class Predictor:
             models.append(main_output(m))  # a deep-supervision model predicts with its main output
             file_infos.append(file_info)
             infos.append({**file_info, **(info or {})})
+            check_head(models[-1], infos[-1], names[-1])  # the head the outputs are read by is the network's
         if not models:
             raise ValueError("no model given")
         info = infos[0]

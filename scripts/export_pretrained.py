@@ -11,7 +11,8 @@ mirroring TTA, and writes ``model_card.json`` and ``MODEL_CARD.md`` beside it.
 
 ``--folds``: the fold ensemble. The cross-validation must have been scored and its post-processing chosen
 (``brats-keras crossval --runs ... --out CV --choose-postprocessing``). Writes ``fold-<k>.keras`` (float16
-weights, or int8 kernels with ``--int8``; the chosen post-processing stored) in place of ``model.keras``, checks
+weights, or int8 kernels with ``--int8``; the chosen post-processing stored) in place of ``model.keras`` and
+``ensemble.json`` (each file's run, validation cases and sha256: prediction uses exactly those files), checks
 on a few out-of-fold cases that the stored files with the stored post-processing score as the cross-validation
 table says, times the ensemble, and writes the card with the cross-validated estimate as its headline. Repeat
 ``--folds`` once per recipe (with ``--crossval`` the table ``crossval --combine`` wrote from theirs) to ship

@@ -340,3 +340,75 @@ def test_the_float32_copy_of_an_int8_file_is_stored_uncompressed(tmp_path):
     for a, b in zip(keras.saving.load_model(str(copy), compile=False).get_weights(),
                     load_model(i8, compile=False)[0].get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- files with code or unknown classes
+def double(x):
+    """A named function: a Lambda layer stores its module and name, and loading it would import that module."""
+    return x * 2.0
+
+
+def named_lambda_model(path):
+    inp = keras.Input((16, 16, 16, 3))
+    out = keras.layers.Lambda(double, name="doubler")(keras.layers.Conv3D(3, 1)(inp))
+    keras.Model(inp, out).save(path)
+    return path
+
+
+def unregistered_layer_model(path):
+    """A model with a custom layer, saved while its class was registered; the registration is then removed, as
+    in a process that never imported the module defining it."""
+    @keras.saving.register_keras_serializable(package="issue29")
+    class Scale(keras.layers.Layer):
+        def call(self, x):
+            return x * 3.0
+
+    inp = keras.Input((16, 16, 16, 3))
+    keras.Model(inp, Scale(name="scaler")(keras.layers.Conv3D(3, 1)(inp))).save(path)
+    del keras.saving.get_custom_objects()["issue29>Scale"]
+    return path
+
+
+UNSAFE = [(named_lambda_model, "layer 'doubler' is a Lambda layer (Python code), which brats-keras refuses to load "
+                               "for safety"),
+          (unregistered_layer_model, "layer 'scaler' uses the class 'Scale', which neither Keras nor brats-keras "
+                                     "knows: refused")]
+
+
+@pytest.mark.parametrize("make, message", UNSAFE)
+def test_a_named_lambda_or_unregistered_layer_is_one_line_naming_it(make, message, tmp_path):
+    """Keras raised a TypeError ('could not be deserialized properly', the whole config) for both: now one line
+    naming the file, the layer and why."""
+    path = make(tmp_path / "m.keras")
+    with pytest.raises(BratsInputError) as exc:
+        load_model(path, compile=False)
+    text = str(exc.value)
+    assert text.startswith(f"{path}: {message}") and "\n" not in text and len(text) < 400, text
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+@pytest.mark.parametrize("make, message", UNSAFE)
+def test_predict_and_init_from_refuse_a_named_lambda_or_unregistered_layer_in_one_line(make, message, tmp_path,
+                                                                                       capsys):
+    from brats_keras.cli import main as cli_main
+
+    from conftest import write_converted_cases, write_small_case
+
+    path = make(tmp_path / "m.keras")
+    write_small_case(tmp_path / "cases", "p0")
+    capsys.readouterr()
+    rc = cli_main(["predict", "--model", str(path), "--input", str(tmp_path / "cases"), "--output",
+                   str(tmp_path / "preds"), "--quiet"])
+    assert rc == 2 and _one_line(capsys).startswith(f"error: {path}: {message}")
+    assert not (tmp_path / "preds").exists()
+    data = write_converted_cases(tmp_path / "data", 3)
+    rc = cli_main(["train", "--data", str(data), "--out", str(tmp_path / "run"), "--base-filters", "4", "--depth", "2",
+                   "--patch-size", "16", "--epochs", "1", "--val", "1", "--mixed-precision", "off",
+                   "--init-from", str(path)])
+    assert rc == 2 and _one_line(capsys).startswith(f"error: {path}: {message}")
+    assert not (tmp_path / "run").exists()

@@ -737,6 +737,10 @@ def test_ensemble_command_gathers_the_folds_in_float16_with_the_chosen_postproce
     assert sorted(p.name for p in out.iterdir()) == ["ensemble.json", "fold-0.keras", "fold-1.keras"]
     record = json.loads((out / "ensemble.json").read_text())
     assert record["weights_dtype"] == "float16" and record["models"]["fold-1.keras"]["run"] == str(runs[1])
+    from brats_keras.io import file_checksum
+
+    assert {n: m["checksum"] for n, m in record["models"].items()} == {n: file_checksum(out / n)
+                                                                       for n in ("fold-0.keras", "fold-1.keras")}
     x = np.random.default_rng(0).normal(size=(2, 16, 16, 16, 3)).astype(np.float32)
     expected = []
     for k, last in enumerate(lasts):
@@ -937,12 +941,16 @@ def test_ensemble_folds_refuse_odd_records_in_one_line_naming_the_file(tmp_path)
     predicting the cases another fold's record lists)."""
     from brats_keras.crossval import ensemble_folds
 
+    from brats_keras.io import file_checksum
+
     ens = tmp_path / "ens"
     ens.mkdir()
-    for name in ("fold-0a.keras", "fold-0b.keras", "fold-1a.keras", "fold-1b.keras", "model.keras"):
-        (ens / name).write_bytes(b"")  # read by name only: the files are loaded later, by the Predictor
+    for name in ("fold-0a.keras", "fold-0b.keras", "fold-1a.keras", "fold-1b.keras"):
+        (ens / name).write_bytes(b"")  # checked by name and checksum: the files are loaded later, by the Predictor
+    empty = file_checksum(ens / "fold-0a.keras")
     good = {"fold-0a.keras": {"fold": 0, "val": ["c2", "c0"]}, "fold-0b.keras": {"fold": 0, "val": ["c0", "c2"]},
             "fold-1a.keras": {"val": ["c1"]}, "fold-1b.keras": {"fold": 1, "val": ["c1"]}}
+    good = {name: {**entry, "checksum": empty} for name, entry in good.items()}
     (ens / "ensemble.json").write_text(json.dumps({"checkpoint": "last", "models": good}))
     assert ensemble_folds(ens) == [(0, ens, [ens / "fold-0a.keras", ens / "fold-0b.keras"], ["c2", "c0"]),
                                    (1, ens, [ens / "fold-1a.keras", ens / "fold-1b.keras"], ["c1"])]
@@ -974,6 +982,15 @@ def test_ensemble_folds_refuse_odd_records_in_one_line_naming_the_file(tmp_path)
         assert "\n" not in str(exc.value)
     (ens / "ensemble.json").write_text(json.dumps({"models": {**good, "fold-2.keras": {"fold": 2, "val": ["c3"]}}}))
     with pytest.raises(BratsInputError, match=r"fold-2.keras: listed in ensemble.json but missing$"):
+        ensemble_folds(ens)
+    # the files themselves: crossval --ensemble predicts with exactly the listed, unchanged ones
+    (ens / "ensemble.json").write_text(json.dumps({"models": good}))
+    (ens / "fold-0a (copy).keras").write_bytes(b"")
+    with pytest.raises(BratsInputError, match=r"fold-0a \(copy\).keras: a model file that ensemble.json does not list"):
+        ensemble_folds(ens)
+    (ens / "fold-0a (copy).keras").unlink()
+    (ens / "fold-1b.keras").write_bytes(b"changed")
+    with pytest.raises(BratsInputError, match=r"fold-1b.keras: its sha256 differs from the one ensemble.json records"):
         ensemble_folds(ens)
 
 
@@ -1039,7 +1056,11 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     # cases are the card's folds, and crossval --ensemble can read it
     from brats_keras.crossval import ensemble_folds
 
+    from brats_keras.io import file_checksum
+
     assert card["ensemble"] == json.loads((ship / "ensemble.json").read_text())
+    assert {n: m["checksum"] for n, m in card["ensemble"]["models"].items()} == {  # the shipped files' own
+        f"fold-{k}.keras": file_checksum(ship / f"fold-{k}.keras") for k in (0, 1)}
     assert [(k, [p.name for p in files], val) for k, _, files, val in ensemble_folds(ship)] == [
         (k, [f"fold-{k}.keras"], sorted(card["data"]["folds"][str(k)])) for k in (0, 1)]
     assert sorted(card["data"]["folds"]["0"] + card["data"]["folds"]["1"]) == [f"c{i}" for i in range(5)]
@@ -1298,7 +1319,10 @@ def test_export_of_a_fold_ensemble_that_fails_after_the_fold_files_leaves_the_pa
 
 
 def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
+    """The package folder holds model.keras, or a fold ensemble in its place: the files its ensemble.json lists
+    (a fold file without that record, or model.keras beside it, is refused)."""
     import brats_keras.pretrained as pre
+    from brats_keras.io import file_checksum
 
     monkeypatch.setattr(pre, "HERE", tmp_path)  # a package folder with the single model only
     monkeypatch.setattr(pre, "MODEL_FILE", tmp_path / "model.keras")
@@ -1306,15 +1330,21 @@ def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
     assert pre.pretrained_paths() == [pre.MODEL_FILE] and pre.pretrained_path() == pre.MODEL_FILE
     for k, name in enumerate(("a", "b")):
         (tmp_path / f"fold-{k}.keras").write_bytes(models[name].read_bytes())
+    with pytest.raises(FileNotFoundError, match="ensemble.json: the record of the shipped fold ensemble is missing"):
+        pre.pretrained_paths()
+    (tmp_path / "ensemble.json").write_text(json.dumps({"models": {
+        f"fold-{k}.keras": {"fold": k, "val": [f"c{k}"], "checksum": file_checksum(tmp_path / f"fold-{k}.keras")}
+        for k in (0, 1)}}))
+    with pytest.raises(BratsInputError, match="model.keras: a model file that ensemble.json does not list"):
+        pre.pretrained_path()  # beside the ensemble, model.keras is refused (it was taken for load_pretrained)
+    pre.MODEL_FILE.unlink()  # an ensemble that replaced it
     assert pre.pretrained_paths() == [tmp_path / "fold-0.keras", tmp_path / "fold-1.keras"]
     assert len(Predictor().models) == 2
-    assert pre.pretrained_path() == pre.MODEL_FILE  # beside model.keras, load_pretrained keeps it
-    pre.MODEL_FILE.unlink()  # an ensemble that replaced it
     assert pre.pretrained_path() == tmp_path / "fold-0.keras"
     from brats_keras.models import load_pretrained
 
     assert load_pretrained().count_params() == Predictor(tmp_path / "fold-0.keras").model.count_params()
-    for f in tmp_path.glob("fold-*.keras"):
+    for f in [*tmp_path.glob("fold-*.keras"), tmp_path / "ensemble.json"]:
         f.unlink()
     with pytest.raises(FileNotFoundError, match="model.keras: the pretrained model is not installed"):
         pre.pretrained_path()

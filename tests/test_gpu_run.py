@@ -126,6 +126,10 @@ def test_inference_step_scores_a_shipped_fold_on_the_cases_it_held_out(tmp_path,
     for k in (0, 1):
         save_model(build_model("unet3d", in_channels=4, output="regions", base_filters=4, depth=2),
                    tmp_path / f"fold-{k}.keras", info, include_optimizer=False)
+    from brats_keras.io import file_checksum
+
+    (tmp_path / "ensemble.json").write_text(json.dumps({"models": {  # the record a shipped ensemble is used by
+        f"fold-{k}.keras": {"fold": k, "checksum": file_checksum(tmp_path / f"fold-{k}.keras")} for k in (0, 1)}}))
     card = {"kind": "fold ensemble", "model_files": [{"file": f"fold-{k}.keras", "fold": k} for k in (0, 1)],
             "data": {"folds": {"0": ["b", "c"], "1": ["a", "d"]}}}
     (tmp_path / "model_card.json").write_text(json.dumps(card))

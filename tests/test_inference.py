@@ -1,5 +1,6 @@
 """Sliding-window prediction, post-processing and NIfTI output in the patient's geometry."""
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -388,3 +389,63 @@ def test_predict_refuses_a_3mm_case_and_walks_symlink_loops_once(tmp_path):
     assert res["failed"] == {"thick": message}
     assert logs == [f"FAILED thick: {message}"]
     assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz"]
+
+
+# ----------------------------------------------------------------------------- the recorded head against the network
+HEAD_INFO = {"modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "patch_size": 16, "downsample": 1,
+             "crop": "brain"}
+
+
+def _network(output, n_classes=4):
+    import keras
+
+    from brats_keras.models import build_model
+
+    keras.utils.set_random_seed(0)
+    return build_model("unet3d", in_channels=4, base_filters=2, depth=2, norm="none", output=output,
+                       n_classes=n_classes)
+
+
+@pytest.mark.parametrize("network, recorded, message", [
+    (("regions",), "softmax", "its info records a softmax head (4 channels) but the network ends in 3 channels"),
+    (("softmax",), "regions", "its info records a regions head (3 channels) but the network ends in 4 channels"),
+    (("softmax", 3), "regions", "its info records a regions head (sigmoid) but the network ends in a softmax"),
+])
+def test_a_model_whose_network_is_not_its_recorded_head_is_refused(network, recorded, message, tmp_path, capsys):
+    """A file recording a softmax head on 3 sigmoid outputs predicted other labels with exit 0 (argmax over WT, TC,
+    ET read as classes): now one line naming the file, exit 2, nothing written. The same for a Keras model given
+    with such an info."""
+    from brats_keras.checkpoint import save_model
+    from brats_keras.cli import main as cli_main
+
+    model = _network(*network)
+    path = save_model(model, tmp_path / "m.keras", {**HEAD_INFO, "output": recorded}, include_optimizer=False)
+    write_small_case(tmp_path / "cases", "p0")
+    capsys.readouterr()
+    rc = cli_main(["predict", "--model", str(path), "--input", str(tmp_path / "cases"), "--output",
+                   str(tmp_path / "preds"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {path}: {message}"), err
+    assert not (tmp_path / "preds").exists()
+    with pytest.raises(bio.BratsInputError, match="^model 1: " + re.escape(message)):
+        Predictor(model, info={**HEAD_INFO, "output": recorded})
+    if len(network) == 1:  # the head the network has is accepted
+        assert Predictor(model, info={**HEAD_INFO, "output": network[0]}).n_out == model.outputs[0].shape[-1]
+
+
+def test_an_onnx_export_whose_network_is_not_its_recorded_head_is_refused(tmp_path):
+    """An export's brats_keras.json records the head ("output") and the channels ("n_out"): a softmax head recorded
+    for 3 channels, or n_out changed to match it, is refused against the exported network's own output."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    from brats_keras.export import INFO_FILE, export_model
+
+    out = export_model(_network("regions"), tmp_path / "onnx", format="onnx", info={**HEAD_INFO, "output": "regions"})
+    assert Predictor(out).n_out == 3
+    info = json.loads((out / INFO_FILE).read_text())
+    for change, message in (({"output": "softmax"}, "records a softmax head (4 channels) but the network ends in 3"),
+                            ({"output": "softmax", "export": {**info["export"], "n_out": 4}},
+                             f"{INFO_FILE} records 4 output channels but the exported network gives 3")):
+        (out / INFO_FILE).write_text(json.dumps({**info, **change}))
+        with pytest.raises(bio.BratsInputError, match=f"^{re.escape(str(out))}: .*{re.escape(message)}"):
+            Predictor(out)

@@ -13,30 +13,41 @@ def pretrained_path() -> Path:
     """Path of the shipped model file: the one place that finds it (``brats_keras.models.load_pretrained``,
     ``--init-from pretrained``, ``brats-keras export`` and prediction without ``--model`` all come here).
 
-    ``model.keras``; where a fold ensemble ships in its place (``fold-*.keras``), its first fold: one network to
-    fine-tune or export (prediction without ``--model`` uses all folds, :func:`pretrained_paths`).
+    ``model.keras``; where a fold ensemble ships in its place (``fold-*.keras`` listed in ``ensemble.json``), its
+    first fold: one network to fine-tune or export (prediction without ``--model`` uses all folds,
+    :func:`pretrained_paths`).
 
     Raises:
-        FileNotFoundError in one line naming the file when this installation lacks it.
+        FileNotFoundError in one line naming the file when this installation lacks it; BratsInputError as
+        :func:`pretrained_paths` for an ensemble that is not what its ``ensemble.json`` says.
     """
-    folds = sorted(HERE.glob("fold-*.keras"))
-    if not MODEL_FILE.exists() and folds:
-        return folds[0]
+    return pretrained_paths()[0]
+
+
+def pretrained_paths() -> list[Path]:
+    """The shipped model file(s) prediction uses when given no ``--model``: the fold ensemble that
+    ``ensemble.json`` here lists when one ships (their probabilities are averaged), else ``[model.keras]``.
+
+    ``load_pretrained()`` and ``--init-from pretrained`` use one network, :func:`pretrained_path`.
+
+    Raises:
+        FileNotFoundError in one line naming the file when this installation lacks the model (or the record of its
+        ensemble); BratsInputError (one line naming the file) when a file the record lists is missing, a ``.keras``
+        file here is not listed, or a file's sha256 is not the recorded one
+        (:func:`brats_keras.ensemble_record.ensemble_files`).
+    """
+    from ..ensemble_record import RECORD, ensemble_files, is_ensemble
+
+    if is_ensemble(HERE):
+        return ensemble_files(HERE)
+    if any(HERE.glob("fold-*.keras")):
+        raise FileNotFoundError(f"{HERE / RECORD}: the record of the shipped fold ensemble is missing (reinstall "
+                                f"brats-keras)")
     if not MODEL_FILE.exists():
         raise FileNotFoundError(f"{MODEL_FILE}: the pretrained model is not installed with this copy of brats-keras "
                                 f"(reinstall brats-keras, or train a model and load it with "
                                 f"brats_keras.models.load_model(path))")
-    return MODEL_FILE
-
-
-def pretrained_paths() -> list[Path]:
-    """The shipped model file(s) prediction uses when given no ``--model``: the fold ensemble
-    ``fold-*.keras`` here when one ships (their probabilities are averaged), else ``[model.keras]``.
-
-    ``load_pretrained()`` and ``--init-from pretrained`` use one network, :func:`pretrained_path`.
-    """
-    folds = sorted(HERE.glob("fold-*.keras"))
-    return folds or [pretrained_path()]
+    return [MODEL_FILE]
 
 
 def model_card() -> dict:
