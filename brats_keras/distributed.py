@@ -171,9 +171,9 @@ def check_tf_task(cluster: dict, task: dict) -> None:
     them (a type of the cluster, an index within its list); BratsInputError in one line otherwise."""
     for kind, addresses in cluster.items():
         if not isinstance(addresses, list) or not all(isinstance(a, str) and a for a in addresses):
-            got = "a string" if isinstance(addresses, str) else type(addresses).__name__
+            got = "a string, " if isinstance(addresses, str) else ""
             raise BratsInputError(f"TF_CONFIG: cluster {kind!r} must be a list of \"host:port\" addresses, got "
-                                  f"{got}: {json.dumps(addresses)}")
+                                  f"{got}{json.dumps(addresses)}")
     kind, index = task.get("type"), task.get("index")
     if kind not in cluster:
         raise BratsInputError(f"TF_CONFIG: task type {json.dumps(kind)} is not in the cluster: use "
