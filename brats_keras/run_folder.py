@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .io import BratsInputError
+from .io import BratsInputError, os_error_reason
 
 LOCK = ".lock"
 #: what a run writes that a new run would replace: their presence makes the folder an earlier run
@@ -90,9 +90,13 @@ class RunLock:
             import fcntl
         except ImportError:
             return self
-        self.run.mkdir(parents=True, exist_ok=True)
         while self.fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self.run.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:  # a read-only disk, a file where the folder should be, ...
+                raise BratsInputError(f"{self.run}: cannot make or lock the run folder ({os_error_reason(exc)})") \
+                    from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -103,7 +107,7 @@ class RunLock:
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
                 same = False
-            if not same:  # the holder removed the file while this one waited for it: lock the new one
+            if not same:  # removed by its holder's end between the open and the lock: lock a new one
                 os.close(fd)
                 continue
             os.ftruncate(fd, 0)

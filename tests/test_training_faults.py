@@ -354,6 +354,10 @@ def test_two_trainings_of_one_folder_in_one_process_exclude_each_other(data_dir,
     assert not (run / ".lock").exists()
     with RunLock(run):  # free again
         pass
+    (tmp_path / "a file").write_text("not a folder\n")
+    with pytest.raises(BratsInputError) as err:
+        RunLock(tmp_path / "a file").__enter__()
+    assert str(err.value).startswith(f"{tmp_path / 'a file'}: cannot make or lock the run folder (")
 
 
 @pytest.mark.parametrize("flags, named", [
