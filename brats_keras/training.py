@@ -691,6 +691,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     else:
         cfg = _absolute_paths(cfg)
     check_settings(cfg)
+    use_tensorboard(cfg)  # a --tensorboard that cannot be honoured is refused before anything is read or made
     run = Path(cfg.out)
     from . import distributed
 
@@ -739,7 +740,6 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         raise BratsInputError(f"{cfg.split_file or split_path}: no labelled converted case named "
                               f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} in {cfg.data}")
     check_patch_fits(cfg, all_cases.check_arrays(used, checksums=cfg.verify), cfg.data)
-    use_tensorboard(cfg)  # a --tensorboard that cannot be honoured is refused before the run folder is made
     distributed.refuse_unsupported(cfg, workers)
     local_batch = workers.local_batch(cfg.batch_size) if workers.multi else cfg.batch_size  # per replica
     train_ids = distributed.shard(split["train"], workers.index, workers.count) if workers.multi else split["train"]
