@@ -620,7 +620,7 @@ def _resumed_config(run: Path, cfg: TrainConfig | None) -> tuple[TrainConfig, st
         saved.epochs = max(saved.epochs, cfg.epochs or 0)
         if cfg.data and os.path.abspath(cfg.data) != saved.data:
             recorded, saved.data = saved.data, os.path.abspath(cfg.data)
-        saved.verify = saved.verify or cfg.verify
+        saved.verify = cfg.verify  # a check of this session's data, not a setting of the run
     saved.out = str(run)  # always the folder given, wherever the run was made, moved or resumed from
     return saved, recorded
 
