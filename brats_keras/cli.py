@@ -12,6 +12,32 @@ import sys
 from .labels import OUTPUTS
 
 
+# ----------------------------------------------------------------------------- argument types
+def whole_number(low: int):
+    """An argparse ``type``: a whole number of at least ``low`` (argparse names the flag in its error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value}: must be at least {low}")
+        return value
+
+    return parse
+
+
+def below_one(text: str) -> float:
+    """An argparse ``type``: a number in [0, 1) (a window overlap)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value:g}: must be at least 0 and below 1")
+    return value
+
+
 def add_convert_args(p: argparse.ArgumentParser) -> None:
     """Add the ``convert`` options to a parser; ``brats-keras convert`` and ``python data_prep/convert.py`` share
     them (run the parsed arguments with :func:`cmd_convert`)."""
@@ -109,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("synth", help="write synthetic BraTS-like cases (NIfTI, BraTS 2021 layout)")
     p.add_argument("--out", required=True)
-    p.add_argument("--cases", type=int, default=8)
+    p.add_argument("--cases", type=whole_number(1), default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", default="240,240,155", help="volume shape, default 240,240,155")
-    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--workers", type=whole_number(1), default=1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 
@@ -129,9 +155,19 @@ _EXTRA: list = []
 def _add_train(sub):
 
     p = sub.add_parser("train", help="train a model on converted cases (see brats-keras convert)")
-    p.add_argument("--data", help="conversion folder (with manifest.json)")
-    p.add_argument("--out", default="runs/unet3d", help="run folder: checkpoints, log.csv, config.json, figures")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint")
+    p.add_argument("--data", help="conversion folder (with manifest.json); with --resume: where the run's data "
+                                   "folder moved to (it must hold the run's cases, converted alike)")
+    p.add_argument("--out", help="run folder: checkpoints, log.csv, config.json, figures (default runs/unet3d); "
+                                 "a folder that holds an earlier run is refused: --resume it, or --overwrite it")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its last checkpoint with the settings in its config.json; only a "
+                        "larger --epochs, --data (a moved data folder) and --verify may be given with it")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out folder that holds an earlier one, deleting its checkpoints, "
+                        "log and TensorBoard files")
+    p.add_argument("--verify", action="store_true", default=None,
+                   help="before training, also compare every converted array's sha256 with the manifest's (the "
+                        "size and header of every array are always checked)")
     p.add_argument("--recipe", help="a named recipe (e.g. 'pretrained') that sets the defaults below")
     p.add_argument("--model", choices=["unet3d", "vnet", "residual_unet", "sm_unet", "segresnet"])
     p.add_argument("--backbone", help="segmentation-models-3D backbone for --model sm_unet")
@@ -192,7 +228,10 @@ def _add_train(sub):
     p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
                    help="TensorBoard event files in RUN/tensorboard: losses, Dice, learning rate, whole-case Dice "
                         "(default: on with the TensorFlow backend)")
-    p.set_defaults(func=cmd_train)
+    # what a resume may be given: the rest is in the run's config.json
+    p.set_defaults(func=cmd_train, flags={a.dest: (a.option_strings[0], a.default) for a in p._actions
+                                          if a.option_strings
+                                          and a.dest not in ("help", "resume", "epochs", "data", "verify")})
 
 
 def cmd_train(args) -> int:
@@ -211,7 +250,15 @@ def cmd_train(args) -> int:
             return 2
         args.output = args.old_output
     if args.resume:
-        cfg, resume = TrainConfig(epochs=args.epochs or 0), args.resume
+        given = [name for dest, (name, default) in args.flags.items() if getattr(args, dest) != default]
+        if given:
+            print(f"error: {', '.join(given)} with --resume: a resumed run keeps the settings in its config.json "
+                  f"(only a larger --epochs, --data for a moved data folder and --verify may be given)",
+                  file=sys.stderr)
+            return 2
+        cfg = TrainConfig(epochs=0 if args.epochs is None else args.epochs, data=args.data or "",
+                          verify=bool(args.verify))
+        resume = args.resume
     else:
         if not args.data:
             print("error: --data is required (or --resume RUN_DIR)", file=sys.stderr)
@@ -235,7 +282,7 @@ def cmd_train(args) -> int:
             print(f"error: --vae works with --model segresnet only, not {cfg.model}", file=sys.stderr)
             return 2
     try:
-        res = train(cfg, resume=resume)
+        res = train(cfg, resume=resume, overwrite=args.overwrite)
     except (BratsInputError, FileNotFoundError) as exc:  # bad input: one line; train() has written nothing yet
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -265,9 +312,10 @@ def _add_predict(sub):
     p.add_argument("--output", required=True,
                    help="folder for <case>.nii.gz (made if missing; a file there, or a folder that cannot be "
                         "written, is refused before any work)")
-    p.add_argument("--patch-size", type=int, help="window size (default: the training patch size)")
-    p.add_argument("--overlap", type=float, default=0.5)
-    p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
+    p.add_argument("--patch-size", type=whole_number(1), help="window size (default: the training patch size)")
+    p.add_argument("--overlap", type=below_one, default=0.5, help="share of a window its neighbour overlaps, "
+                                                                 "0 to below 1 (default 0.5)")
+    p.add_argument("--batch-size", type=whole_number(1), default=2, help="windows per forward pass")
     p.add_argument("--tta", action="store_true", help="average over the 8 mirrored copies")
     p.add_argument("--min-component", type=int, help="drop tumor islands smaller than N voxels")
     p.add_argument("--keep-largest", type=int, help="keep only the N largest tumor components")
@@ -413,7 +461,7 @@ def _add_crossval(sub):
                    help="which checkpoint of each run (default last: picking by 4-5 validation cases misleads; "
                         "--runs only)")
     p.add_argument("--tta", action="store_true")
-    p.add_argument("--batch-size", type=int, default=2, help="windows per forward pass")
+    p.add_argument("--batch-size", type=whole_number(1), default=2, help="windows per forward pass")
     p.add_argument("--reuse", action="store_true",
                    help="do not predict again: read out/crossval.json (with --choose-postprocessing)")
     p.add_argument("--choose-postprocessing", action="store_true",

@@ -117,11 +117,16 @@ class ConvertedCases:
             raise BratsInputError(f"{self.data_dir}: no labelled case to train on")
         self.case_ids = list(case_ids)
         self.entries = {c: entries[c] for c in self.case_ids}
+        root = self.data_dir.resolve()
         for c, entry in self.entries.items():
             for key in ("image", "mask"):
                 if not _inside_folder(entry.get(key)):
                     raise BratsInputError(f"{self.data_dir / MANIFEST}: case {c}: {key} {entry.get(key)!r} is not "
                                           f"a file inside {self.data_dir}; refusing to read it")
+                path = self.data_dir / entry[key]
+                target = path.resolve()  # a symbolic link (of the file or a folder above it) may lead out
+                if not target.is_relative_to(root):
+                    raise BratsInputError(f"{path}: a link to {target}, outside {self.data_dir}; refusing to read it")
         self._images, self._masks, self._fg = {}, {}, {}
 
     def __len__(self):
@@ -157,6 +162,77 @@ class ConvertedCases:
     @property
     def n_channels(self):
         return len(self.spec.modalities)
+
+    def check_arrays(self, case_ids=None, checksums: bool = False) -> tuple[int, int, int]:
+        """Check the arrays of ``case_ids`` (default: every case) before they are read; return the largest
+        ``(D, H, W)`` along each axis.
+
+        Cheap checks of every image and mask: the file exists, its ``.npy`` header reads, its size on disk is
+        what the header's shape and dtype need (a truncated copy is caught here, not by a memory map in the
+        middle of training), and shape and dtype are the manifest's (an image ``(D, H, W, C)`` of the
+        manifest's dtype with one channel per modality, a uint8 mask ``(D, H, W)``). ``checksums=True`` also
+        compares each file's sha256 with the one the manifest recorded at conversion (where it has one).
+
+        Raises:
+            BratsInputError in one line naming the file and the problem.
+        """
+        from .io import CHECKSUM, file_checksum
+
+        largest = [0, 0, 0]
+        for c in self.case_ids if case_ids is None else case_ids:
+            entry = self.entries[c]
+            want = entry.get("shape")
+            image = _npy_layout(self.data_dir / entry["image"])
+            if len(image[0]) != 4 or image[0][3] != self.n_channels or (want is not None and list(image[0]) != want):
+                expected = tuple(want) if want is not None else f"(D, H, W, {self.n_channels})"
+                raise BratsInputError(f"{self.data_dir / entry['image']}: shape {image[0]} where the manifest "
+                                      f"says {expected}; convert the data again")
+            mask = _npy_layout(self.data_dir / entry["mask"])
+            if mask[0] != image[0][:3]:
+                raise BratsInputError(f"{self.data_dir / entry['mask']}: shape {mask[0]} where its image has "
+                                      f"{image[0][:3]}; convert the data again")
+            for key, layout, dtype in (("image", image, entry.get("dtype", self.spec.dtype)), ("mask", mask, "uint8")):
+                if str(layout[1]) != dtype:
+                    raise BratsInputError(f"{self.data_dir / entry[key]}: dtype {layout[1]} where the manifest says "
+                                          f"{dtype}; convert the data again")
+            if checksums:
+                for key, digest in (entry.get("checksums") or {}).items():
+                    if key in ("image", "mask") and file_checksum(self.data_dir / entry[key]) != digest:
+                        raise BratsInputError(f"{self.data_dir / entry[key]}: its {CHECKSUM} differs from the one "
+                                              f"in {self.data_dir / MANIFEST} (changed since conversion); convert "
+                                              f"the data again")
+            largest = [max(a, b) for a, b in zip(largest, image[0][:3])]
+        return tuple(largest)
+
+
+def _npy_layout(path) -> tuple[tuple, np.dtype]:
+    """``(shape, dtype)`` of the ``.npy`` file ``path`` from its header alone, after checking that the file holds
+    all the bytes they need; BratsInputError naming the file otherwise."""
+    from .io import os_error_reason
+
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError(f"unknown .npy format version {version}")
+            shape, _, dtype = read(f)
+            offset, size = f.tell(), os.fstat(f.fileno()).st_size
+    except FileNotFoundError:
+        raise BratsInputError(f"{path}: missing (listed in the manifest); convert the data again") from None
+    except OSError as exc:
+        raise BratsInputError(f"{path}: cannot be read ({os_error_reason(exc)})") from None
+    except ValueError as exc:  # no .npy magic, a damaged header
+        raise BratsInputError(f"{path}: not a readable .npy array ({' '.join(str(exc).split())}); convert the "
+                              f"data again") from None
+    if dtype.hasobject:
+        raise BratsInputError(f"{path}: holds Python objects, not numbers; refusing to read it")
+    need = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if size != need:
+        raise BratsInputError(f"{path}: {size} bytes where its header ({shape} {dtype}) needs {need} "
+                              f"({'truncated' if size < need else 'extra bytes'}); convert the data again")
+    return tuple(int(n) for n in shape), dtype
 
 
 # ----------------------------------------------------------------------------- patches

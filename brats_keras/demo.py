@@ -41,7 +41,7 @@ def run_demo(out="demo_out", n_cases=16, minutes=6.5, seed=0, n_test=4, n_val=2,
                                              "time_limit": minutes, "verbose": 2, **(overrides or {})})
     log(f"[3/6] training a {cfg.model} (base {cfg.base_filters}, {cfg.output} output, {cfg.loss}) "
         f"on {cfg.patch_size}^3 patches for {minutes:g} minutes")
-    res = train(cfg)
+    res = train(cfg, overwrite=True)  # out/run is the demo's own: a second demo trains it again
 
     log("[4/6] predicting the held-out cases with the sliding window")
     from .inference import predict_folder

@@ -159,10 +159,28 @@ def tf_cluster_resolver():
         if set(cluster) - {"worker", "chief"}:
             raise BratsInputError(f"TF_CONFIG: only 'worker' (and 'chief') tasks are supported, not "
                                   f"{', '.join(sorted(set(cluster) - {'worker', 'chief'}))}")
+        check_tf_task(cluster, task)
         return tf.distribute.cluster_resolver.TFConfigClusterResolver()
     if _slurm_tasks() > 1:
         return tf.distribute.cluster_resolver.SlurmClusterResolver()
     return None
+
+
+def check_tf_task(cluster: dict, task: dict) -> None:
+    """TF_CONFIG's ``cluster`` lists each task type's addresses (``["host:port", ...]``) and its ``task`` is one of
+    them (a type of the cluster, an index within its list); BratsInputError in one line otherwise."""
+    for kind, addresses in cluster.items():
+        if not isinstance(addresses, list) or not all(isinstance(a, str) and a for a in addresses):
+            got = "a string, " if isinstance(addresses, str) else ""
+            raise BratsInputError(f"TF_CONFIG: cluster {kind!r} must be a list of \"host:port\" addresses, got "
+                                  f"{got}{json.dumps(addresses)}")
+    kind, index = task.get("type"), task.get("index")
+    if kind not in cluster:
+        raise BratsInputError(f"TF_CONFIG: task type {json.dumps(kind)} is not in the cluster: use "
+                              f"{' or '.join(map(repr, sorted(cluster)))}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(cluster[kind]):
+        raise BratsInputError(f"TF_CONFIG: task index {json.dumps(index)} is not a {kind} of the cluster: give "
+                              f"a whole number from 0 to {len(cluster[kind]) - 1}")
 
 
 def _tf_place(resolver) -> tuple[int, int]:

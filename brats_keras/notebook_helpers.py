@@ -55,4 +55,4 @@ def train_example_model(cases_dir, work_dir, crop: str = "fixed", workers: int =
     convert_folder(cases_dir, work_dir / "converted", crop=crop, workers=workers)
     cfg = TrainConfig(**{"data": str(work_dir / "converted"), "out": str(work_dir / "run"), "val_steps": 1,
                          "verbose": 2, **settings})
-    return Path(train(cfg)["best"])
+    return Path(train(cfg, overwrite=True)["best"])  # work_dir/run is this helper's own: a rerun trains again

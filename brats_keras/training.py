@@ -22,6 +22,8 @@ import contextlib
 import csv
 import io as _io
 import json
+import math
+import numbers
 import os
 import shutil
 import time
@@ -30,6 +32,7 @@ from pathlib import Path
 
 
 from .io import BratsInputError, atomic_copy, atomic_write_json, atomic_write_text, find_cases
+from .run_folder import RunLock, check_new_run, check_unlocked
 from .spec import PreprocessingSpec, read_manifest
 
 
@@ -86,6 +89,9 @@ class TrainConfig:
     # unet3d / residual_unet: auxiliary outputs on the N decoder levels below full resolution, trained with loss
     # weights 1, 1/2, 1/4, ... (brats_keras.deep_supervision); 0: none
     deep_supervision: int = 0
+    # before training, also compare every array's sha256 with the manifest's (the sizes and headers of every
+    # array are always checked: brats_keras.data.ConvertedCases.check_arrays)
+    verify: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -133,6 +139,112 @@ RECIPES = {
                        lr_schedule="poly", spatial_augment=0.2,
                        foreground_ratio=0.33, whole_case_every=2, mixed_precision="auto"),
 }
+
+
+# ----------------------------------------------------------------------------- settings
+#: the command-line flag of a setting whose flag is not ``--<setting with dashes>``
+_FLAGS = {"output": "--head"}
+
+
+def flag(name: str) -> str:
+    """The ``brats-keras train`` flag of the setting ``name``: ``--patch-size`` for ``patch_size``."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: whole-number settings and their least value; those marked optional may also be None (the default)
+_WHOLE = {"batch_size": 1, "epochs": 1, "workers": 1, "base_filters": 1, "depth": 1, "lr_patience": 0,
+          "whole_case_every": 0, "deep_supervision": 0, "folds": 0, "fold": 0}
+_OPTIONAL_WHOLE = {"steps_per_epoch": 1, "val_steps": 1, "early_stopping": 0}
+#: real-number settings: (low, low allowed, high, high allowed)
+_RANGES = {"lr": (0.0, False, math.inf, False), "min_lr": (0.0, True, math.inf, False),
+           "lr_factor": (0.0, False, 1.0, False), "dropout": (0.0, True, 1.0, False),
+           "foreground_ratio": (0.0, True, 1.0, True), "spatial_augment": (0.0, True, 1.0, True),
+           "val": (0.0, True, math.inf, False), "test": (0.0, True, math.inf, False)}
+
+
+def _range_text(low, low_in, high, high_in) -> str:
+    if high == math.inf:
+        return f"a number {'>=' if low_in else '>'} {low:g}"
+    return f"a number in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
+
+
+def check_settings(cfg: TrainConfig) -> None:
+    """Refuse the numeric settings a run cannot have, before anything is read or written.
+
+    Whole numbers (batch size, epochs, ... at least 1; steps when given at least 1), learning rates (``lr > 0``,
+    ``min_lr >= 0``), probabilities within [0, 1], ``val`` and ``test`` as a fraction below 1 or a whole count,
+    a ``fold`` below ``folds``, a ``time_limit`` above 0, and the patch size: whole numbers that the model's
+    down-sampling divides (:func:`brats_keras.models.size_divisor`). The patch size against the data is
+    checked where the data is read (:func:`check_patch_fits`).
+
+    Raises:
+        BratsInputError in one line naming the flag and the value: ``--patch-size 15: ...``.
+    """
+    def refuse(name, problem):
+        raise BratsInputError(f"{flag(name)} {getattr(cfg, name)}: {problem}")
+
+    for name, low in _WHOLE.items():
+        if not _whole(getattr(cfg, name)) or getattr(cfg, name) < low:
+            refuse(name, f"must be a whole number >= {low}")
+    for name, low in _OPTIONAL_WHOLE.items():
+        value = getattr(cfg, name)
+        if value is not None and (not _whole(value) or value < low):
+            refuse(name, f"must be a whole number >= {low} (or left out for the default)")
+    for name, (low, low_in, high, high_in) in _RANGES.items():
+        value = getattr(cfg, name)
+        inside = _number(value) and (low <= value if low_in else low < value) and (
+            value <= high if high_in else value < high)
+        if not inside:
+            refuse(name, f"must be {_range_text(low, low_in, high, high_in)}")
+    for name in ("val", "test"):
+        if getattr(cfg, name) >= 1 and not float(getattr(cfg, name)).is_integer():
+            refuse(name, "a fraction of the cases (below 1) or a whole number of cases")
+    if cfg.folds and cfg.fold >= cfg.folds:
+        refuse("fold", f"must be below --folds {cfg.folds}")
+    if cfg.folds == 1:
+        refuse("folds", "a cross-validation needs at least 2 folds (0: none)")
+    if cfg.time_limit is not None and not (_number(cfg.time_limit) and cfg.time_limit > 0):
+        refuse("time_limit", "must be a number of minutes > 0 (or left out)")
+    from .models import size_divisor
+
+    try:
+        divisor = size_divisor(cfg.model, cfg.depth, cfg.vae)
+    except ValueError as exc:  # an unknown model
+        raise BratsInputError(f"--model {cfg.model}: {exc}") from None
+    sizes = cfg.patch_size if isinstance(cfg.patch_size, (list, tuple)) else (cfg.patch_size,)
+    if not (len(sizes) in (1, 3) and all(_whole(p) and p >= 1 for p in sizes)):
+        refuse("patch_size", "must be a whole number >= 1 (or three of them)")
+    if any(p % divisor for p in sizes):
+        why = "its encoder's five stride-2 steps" if divisor == 32 and cfg.model == "sm_unet" else \
+            f"--depth {cfg.depth}: one halving per level" + (", and one more for --vae" if cfg.vae else "")
+        refuse("patch_size", f"must be a multiple of {divisor} for --model {cfg.model} ({why})")
+
+
+def check_patch_fits(cfg: TrainConfig, largest, data) -> None:
+    """Refuse a patch larger than the data: along an axis, more than the largest case (``largest``, ``(D, H, W)``)
+    rounded up to a multiple of the model's :func:`~brats_keras.models.size_divisor` (patches past a case's
+    edge are padded with zeros: a patch far larger than every case trains on padding, slowly).
+
+    Raises:
+        BratsInputError in one line naming ``--patch-size``, the largest case's size and the most it may be.
+    """
+    from .models import size_divisor
+
+    divisor = size_divisor(cfg.model, cfg.depth, cfg.vae)
+    sizes = tuple(cfg.patch_size) if isinstance(cfg.patch_size, (list, tuple)) else (cfg.patch_size,) * 3
+    most = tuple(-(-n // divisor) * divisor for n in largest)
+    if any(p > m for p, m in zip(sizes, most)):
+        raise BratsInputError(f"--patch-size {cfg.patch_size}: larger than the data: the largest case in {data} is "
+                              f"{' x '.join(map(str, largest))} voxels, so at most {' x '.join(map(str, most))} "
+                              f"(multiples of {divisor} that cover it)")
 
 
 # ----------------------------------------------------------------------------- precision / devices
@@ -490,14 +602,77 @@ def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
 
 
 # ----------------------------------------------------------------------------- main entry
-def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = None, extra_callbacks=()):
+def _resumed_config(run: Path, cfg: TrainConfig | None) -> tuple[TrainConfig, str | None]:
+    """The saved settings of the run folder ``run``, with what a resume may change taken from ``cfg``: a larger
+    ``epochs`` (0: the run's own; fewer refused), ``data`` (the data folder moved; checked later by
+    :func:`_check_moved_data`) and ``verify``. Returns ``(settings, the data folder the run recorded or None)``."""
+    if not (run / "config.json").is_file():
+        raise BratsInputError(f"{run}: not a run folder to resume (no config.json)")
+    try:
+        saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
+    except (OSError, ValueError, TypeError) as exc:  # damaged, hand-edited or from another tool
+        raise BratsInputError(f"{run / 'config.json'}: not a readable run configuration ({_one_line(exc)})") from None
+    recorded = None
+    if cfg is not None:
+        if cfg.epochs and cfg.epochs < saved.epochs:
+            raise BratsInputError(f"--epochs {cfg.epochs}: this run trains {saved.epochs} epochs; give more to "
+                                  f"extend it, or leave --epochs out")
+        saved.epochs = max(saved.epochs, cfg.epochs or 0)
+        if cfg.data and os.path.abspath(cfg.data) != saved.data:
+            recorded, saved.data = saved.data, os.path.abspath(cfg.data)
+        saved.verify = cfg.verify  # a check of this session's data, not a setting of the run
+    saved.out = str(run)  # always the folder given, wherever the run was made, moved or resumed from
+    return saved, recorded
+
+
+#: what a data folder given to a resumed run must share with the run's own (besides its cases)
+_DATA_KEYS = ("modalities", "crop", "crop_box", "margin", "scale", "dtype", "downsample")
+
+
+def _check_moved_data(run: Path, cases, split: dict, recorded) -> None:
+    """A data folder given to resume ``run`` (its data moved) must hold the run's cases, preprocessed as the run's
+    checkpoint records (or, without a checkpoint, as the data folder ``recorded`` in its config, when it still
+    exists); BratsInputError in one line otherwise."""
+    from .checkpoint import read_info
+
+    wanted = sorted({c for part in ("train", "val", "test") for c in split.get(part) or []})
+    missing = [c for c in wanted if c not in cases.case_ids]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise BratsInputError(f"{cases.data_dir}: not this run's data: no labelled case {', '.join(missing[:5])}"
+                              f"{more} of its split")
+    last = run / "checkpoints" / "last.keras"
+    theirs = read_info(last) if last.exists() else None
+    if not theirs and recorded and (Path(recorded) / "manifest.json").is_file():
+        theirs = read_manifest(recorded).get("settings")
+    if theirs:
+        try:
+            ours = PreprocessingSpec.from_dict(theirs)
+        except ValueError:
+            return  # nothing readable to compare with
+        for key, value, mine in cases.spec.differences(ours, _DATA_KEYS):
+            raise BratsInputError(f"{cases.data_dir}: not this run's data: {key} {value!r} where the run was "
+                                  f"trained with {mine!r}")
+
+
+def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = None, extra_callbacks=(),
+          overwrite: bool = False):
     """Train a model; return ``{"run": Path, "history": [...], "best": Path, "last": Path, "seconds": float}``.
 
+    Every setting and the data (every array's size and header, with ``cfg.verify`` its checksum) are checked
+    before the run folder is made or changed; a bad one is a BratsInputError in one line. The run folder is
+    locked while the training writes it (:mod:`brats_keras.run_folder`): a second training of the same folder is
+    refused, naming the first's pid.
+
     Args:
-        cfg: the settings (ignored when ``resume`` is given, except ``epochs`` if it is larger).
+        cfg: the settings. With ``resume``, only these count: a larger ``epochs`` (0: the run's own; fewer is
+            refused), ``data`` (the run's data folder moved there: it must hold the run's cases, preprocessed
+            alike) and ``verify``; the rest of the run's settings come from its ``config.json``.
         resume: a run folder: continue from ``checkpoints/last.keras`` with its saved config,
             optimizer state, split and log.
         extra_callbacks: more Keras callbacks (e.g. whole-case validation).
+        overwrite: start a new run in a folder that holds an earlier one, deleting its checkpoints, log and
+            TensorBoard files (without it such a folder is refused, naming ``--resume`` and ``--overwrite``).
     """
     import keras
 
@@ -506,23 +681,25 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     from .checkpoint import load_model
     from .data import ConvertedCases, PatchDataset, load_split, save_split, split_cases
 
+    recorded = None
     if resume is not None:
-        run = Path(resume)
-        if not (run / "config.json").is_file():
-            raise BratsInputError(f"{run}: not a run folder to resume (no config.json)")
-        saved = TrainConfig.from_dict(json.loads((run / "config.json").read_text()))
-        if cfg is not None and cfg.epochs > saved.epochs:
-            saved.epochs = cfg.epochs
-        saved.out = str(run)  # always the folder given, wherever the run was made, moved or resumed from
-        cfg = saved
+        if overwrite:
+            raise BratsInputError("--overwrite starts a run again, --resume continues it: give one of them")
+        cfg, recorded = _resumed_config(Path(resume), cfg)
     elif cfg is None:
         raise ValueError("give a TrainConfig or a run folder to resume")
     else:
         cfg = _absolute_paths(cfg)
+    check_settings(cfg)
+    use_tensorboard(cfg)  # a --tensorboard that cannot be honoured is refused before anything is read or made
     run = Path(cfg.out)
     from . import distributed
 
     workers = distributed.setup(cfg)  # first: JAX's processes must connect before any device is touched
+    if workers.is_chief:  # the one that writes the run folder: refused early, before the data is read
+        check_unlocked(run)
+        if resume is None:
+            check_new_run(run, overwrite)
     keras.utils.set_random_seed(cfg.seed)
     policy = choose_precision(cfg.mixed_precision)
 
@@ -555,7 +732,14 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         split = split_cases(all_cases.case_ids, val=cfg.val, test=cfg.test, seed=cfg.split_seed)
     if not split["val"]:
         raise BratsInputError(f"{cfg.split_file or cfg.data}: no validation case: use --val with at least one case")
-    use_tensorboard(cfg)  # a --tensorboard that cannot be honoured is refused before the run folder is made
+    if recorded is not None:
+        _check_moved_data(run, all_cases, split, recorded)
+    used = sorted(set(split["train"]) | set(split["val"]))
+    unknown = [c for c in used if c not in all_cases.entries]
+    if unknown:
+        raise BratsInputError(f"{cfg.split_file or split_path}: no labelled converted case named "
+                              f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''} in {cfg.data}")
+    check_patch_fits(cfg, all_cases.check_arrays(used, checksums=cfg.verify), cfg.data)
     distributed.refuse_unsupported(cfg, workers)
     local_batch = workers.local_batch(cfg.batch_size) if workers.multi else cfg.batch_size  # per replica
     train_ids = distributed.shard(split["train"], workers.index, workers.count) if workers.multi else split["train"]
@@ -581,11 +765,6 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         keras.mixed_precision.set_global_policy(previous_policy)
         raise
 
-    if workers.is_chief:  # only worker 0 writes the run folder
-        (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-        save_split(split, split_path)
-        atomic_write_json(run / "config.json", asdict(cfg))
-
     local_replicas = workers.replicas // workers.count  # this worker's devices: its batch feeds them all
     # every worker runs the same steps (a worker with one step more would wait for the others in its all-reduce
     # for ever): the single-process default from the whole training split, not from the worker's own shard
@@ -605,41 +784,49 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
     if cfg.whole_case_every:
         extra_callbacks = [whole_case_validation(cfg, split["val"], info)] + list(extra_callbacks)
-    if resume is None and workers.is_chief:  # a new run: nothing of an earlier run in this folder may be resumed
-        for name in ("log.csv", "checkpoints/last.keras", "checkpoints/best.keras"):
-            (run / name).unlink(missing_ok=True)
-        shutil.rmtree(run / "tensorboard", ignore_errors=True)  # else TensorBoard mixes both runs' curves
-    state = recover_run(run, _monitor(cfg)) if workers.is_chief else distributed.read_run_state(run, resume)
-    initial_epoch = state["epoch"]
+    with RunLock(run) if workers.is_chief else contextlib.nullcontext():  # held until the run ends, however
+        if workers.is_chief:  # only worker 0 writes the run folder
+            if resume is None:  # checked again under the lock: a training that ended since may have left a run
+                check_new_run(run, overwrite)
+            if resume is None and overwrite:  # nothing of the earlier run in this folder may be resumed or shown
+                for name in ("log.csv", "checkpoints/last.keras", "checkpoints/best.keras"):
+                    (run / name).unlink(missing_ok=True)
+                shutil.rmtree(run / "tensorboard", ignore_errors=True)  # else TensorBoard mixes both runs' curves
+            (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+            save_split(split, split_path)
+            atomic_write_json(run / "config.json", asdict(cfg))
 
-    train_ds.epoch = initial_epoch
-    feed = train_ds
-    if cfg.tf_data:
-        from .data import tf_dataset
+        state = recover_run(run, _monitor(cfg)) if workers.is_chief else distributed.read_run_state(run, resume)
+        initial_epoch = state["epoch"]
 
-        feed = tf_dataset(train_ds)
-    t0 = time.time()
-    callbacks = list(extra_callbacks) + _callbacks(cfg, run, info, state, writes=workers.is_chief,
-                                                   agree=lambda value: distributed.agree(workers, value))
-    if cfg.deep_supervision:  # a label copy per output; the main output's metrics keep their usual names
-        feed, val_ds = (deep_supervision.repeat_targets(d, len(model.outputs)) for d in (feed, val_ds))
-        callbacks.insert(0, deep_supervision.MainOutputLogs(model.output_names[0]))
-    if workers.multi:
-        callbacks.append(distributed.stop_together(workers))
-    if initial_epoch < cfg.epochs and workers.multi and workers.engine == "tensorflow":
-        distributed.fit_tensorflow(model, strategy, feed, val_ds, cfg.epochs, initial_epoch, callbacks,
-                                   local_batch, verbose=cfg.verbose and workers.is_chief)
-    elif initial_epoch < cfg.epochs:
-        model.fit(feed, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
-                  callbacks=callbacks, verbose=cfg.verbose if workers.is_chief else 0)
-    seconds = time.time() - t0
-    best = run / "checkpoints" / "best.keras"
-    if not best.exists() and workers.is_chief:
-        from .checkpoint import save_model
-        from .distributed import local_only
+        train_ds.epoch = initial_epoch
+        feed = train_ds
+        if cfg.tf_data:
+            from .data import tf_dataset
 
-        with local_only():
-            save_model(model, best, info)
-    return {"run": run, "history": read_log(run), "best": best, "last": run / "checkpoints" / "last.keras",
-            "seconds": seconds, "model": model, "split": split}
+            feed = tf_dataset(train_ds)
+        t0 = time.time()
+        callbacks = list(extra_callbacks) + _callbacks(cfg, run, info, state, writes=workers.is_chief,
+                                                       agree=lambda value: distributed.agree(workers, value))
+        if cfg.deep_supervision:  # a label copy per output; the main output's metrics keep their usual names
+            feed, val_ds = (deep_supervision.repeat_targets(d, len(model.outputs)) for d in (feed, val_ds))
+            callbacks.insert(0, deep_supervision.MainOutputLogs(model.output_names[0]))
+        if workers.multi:
+            callbacks.append(distributed.stop_together(workers))
+        if initial_epoch < cfg.epochs and workers.multi and workers.engine == "tensorflow":
+            distributed.fit_tensorflow(model, strategy, feed, val_ds, cfg.epochs, initial_epoch, callbacks,
+                                       local_batch, verbose=cfg.verbose and workers.is_chief)
+        elif initial_epoch < cfg.epochs:
+            model.fit(feed, validation_data=val_ds, epochs=cfg.epochs, initial_epoch=initial_epoch,
+                      callbacks=callbacks, verbose=cfg.verbose if workers.is_chief else 0)
+        seconds = time.time() - t0
+        best = run / "checkpoints" / "best.keras"
+        if not best.exists() and workers.is_chief:
+            from .checkpoint import save_model
+            from .distributed import local_only
+
+            with local_only():
+                save_model(model, best, info)
+        return {"run": run, "history": read_log(run), "best": best, "last": run / "checkpoints" / "last.keras",
+                "seconds": seconds, "model": model, "split": split}
 

@@ -1,7 +1,10 @@
-"""The command line as a new user meets it: TensorFlow's start-up lines stay hidden unless asked for."""
+"""The command line as a new user meets it: TensorFlow's start-up lines stay hidden unless asked for, and
+numbers out of range are refused naming their flag."""
 import os
 import subprocess
 import sys
+
+import pytest
 
 
 def run_cli(*args):
@@ -51,3 +54,30 @@ def test_ensemble_hides_tensorflow_start_up_lines_too(tmp_path):
     (line,) = proc.stderr.strip().splitlines()
     assert line.startswith("error: ") and str(tmp_path / "nowhere") in line, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--batch-size", "0"], "argument --batch-size: 0: must be at least 1"),
+    (["predict", "--batch-size", "two"], "argument --batch-size: 'two' is not a whole number"),
+    (["predict", "--patch-size", "-8"], "argument --patch-size: -8: must be at least 1"),
+    (["predict", "--overlap", "1"], "argument --overlap: 1: must be at least 0 and below 1"),
+    (["predict", "--overlap=-0.5"], "argument --overlap: -0.5: must be at least 0 and below 1"),
+    (["predict", "--overlap", "nan"], "argument --overlap: nan: must be at least 0 and below 1"),
+    (["crossval", "--runs", "r0", "--batch-size", "0"], "argument --batch-size: 0: must be at least 1"),
+    (["synth", "--cases", "-3"], "argument --cases: -3: must be at least 1"),
+    (["synth", "--cases", "0"], "argument --cases: 0: must be at least 1"),
+    (["synth", "--workers", "0"], "argument --workers: 0: must be at least 1"),
+])
+def test_numbers_out_of_range_are_refused_naming_the_flag(argv, message, tmp_path, capsys):
+    """Refused while the arguments are read (exit 2, the error line names the flag), before any folder is made:
+    not a run where every case FAILED (predict --batch-size 0) or an error naming another flag (synth)."""
+    from brats_keras.cli import main
+
+    out = tmp_path / "out"
+    paths = {"predict": ["--input", str(tmp_path), "--output", str(out)], "crossval": ["--out", str(out)],
+             "synth": ["--out", str(out)]}[argv[0]]
+    with pytest.raises(SystemExit) as exc:
+        main(argv + paths)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and err[-1] == f"brats-keras {argv[0]}: error: {message}"
+    assert not out.exists()

@@ -307,3 +307,135 @@ def test_wrapped_datasets_keep_the_length_epochs_and_loader_settings_of_what_the
     assert (BatchSlice(inner, 0, 2)[3][0][:, 0]).tolist() == [30, 31]
     with pytest.raises(BratsInputError, match="--batch-size 4 cannot be shared by 3 workers"):
         BatchSlice(inner, 0, 3)
+
+
+# ----------------------------------------------------------------------------- the arrays checked before training
+def _damage(data, kind):
+    """Damage case c0's arrays in the copy ``data`` one way; return the file named by the error and its problem."""
+    image, mask = data / "images" / "c0.npy", data / "masks" / "c0.npy"
+    if kind == "truncated image":
+        image.write_bytes(image.read_bytes()[:-100])
+        return image, "bytes where its header"
+    if kind == "truncated mask":
+        mask.write_bytes(mask.read_bytes()[:200])
+        return mask, "(truncated); convert the data again"
+    if kind == "extra bytes":
+        image.write_bytes(image.read_bytes() + b"\0" * 8)
+        return image, "(extra bytes); convert the data again"
+    if kind == "missing mask":
+        mask.unlink()
+        return mask, "missing (listed in the manifest); convert the data again"
+    if kind == "not npy":
+        image.write_bytes(b"these are not voxels\n" * 50)
+        return image, "not a readable .npy array ("
+    if kind == "other shape":
+        np.save(image, np.zeros((8, 8, 8, 3), np.float32))
+        return image, "shape (8, 8, 8, 3) where the manifest says"
+    if kind == "other mask shape":
+        np.save(mask, np.zeros((8, 8, 8), np.uint8))
+        return mask, "shape (8, 8, 8) where its image has"
+    if kind == "other dtype":
+        np.save(image, np.load(image).astype(np.float16))
+        return image, "dtype float16 where the manifest says float32"
+    raise ValueError(kind)
+
+
+KINDS = ["truncated image", "truncated mask", "extra bytes", "missing mask", "not npy", "other shape",
+         "other mask shape", "other dtype"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_check_arrays_names_a_damaged_file(small_converted, tmp_path, kind):
+    import shutil
+
+    from brats_keras.data import ConvertedCases
+    from brats_keras.io import BratsInputError
+
+    data = tmp_path / "data"
+    shutil.copytree(small_converted, data)
+    # intact: the largest case's size, the brain box [3:-3, 3:-3, 2:-2] of 40 x 36 x 30 voxels (margin 0)
+    assert ConvertedCases(data).check_arrays(checksums=True) == (34, 30, 26)
+    path, problem = _damage(data, kind)
+    with pytest.raises(BratsInputError) as err:
+        ConvertedCases(data).check_arrays()
+    assert str(err.value).startswith(f"{path}: ") and problem in str(err.value) and "\n" not in str(err.value)
+    ConvertedCases(data).check_arrays(["c1", "c2", "c3"])  # only the cases asked for are read
+
+
+def test_check_arrays_compares_checksums_when_asked(small_converted, tmp_path):
+    """A byte changed inside an array keeps its size and header: only the manifest's sha256 finds it."""
+    import shutil
+
+    from brats_keras.data import ConvertedCases
+    from brats_keras.io import BratsInputError
+
+    data = tmp_path / "data"
+    shutil.copytree(small_converted, data)
+    image = data / "images" / "c2.npy"
+    raw = bytearray(image.read_bytes())
+    raw[-3] ^= 0xFF
+    image.write_bytes(bytes(raw))
+    ConvertedCases(data).check_arrays()
+    with pytest.raises(BratsInputError) as err:
+        ConvertedCases(data).check_arrays(checksums=True)
+    assert str(err.value) == (f"{image}: its sha256 differs from the one in {data / 'manifest.json'} (changed since "
+                              "conversion); convert the data again")
+
+
+@pytest.mark.parametrize("link", ["file", "folder"])
+def test_a_link_out_of_the_data_folder_is_refused(small_converted, tmp_path, link):
+    """images/c0.npy (or all of masks/) as a symbolic link to a file outside the data folder: refused like a
+    manifest entry that climbs out with '..'."""
+    import shutil
+
+    from brats_keras.data import ConvertedCases
+    from brats_keras.io import BratsInputError
+
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    shutil.copytree(small_converted, data)
+    if link == "file":
+        outside.mkdir()
+        (data / "images" / "c0.npy").rename(outside / "c0.npy")
+        (data / "images" / "c0.npy").symlink_to(outside / "c0.npy")
+        path, target = data / "images" / "c0.npy", outside / "c0.npy"
+    else:
+        (data / "masks").rename(outside)
+        (data / "masks").symlink_to(outside, target_is_directory=True)
+        path, target = data / "masks" / "c0.npy", outside / "c0.npy"
+    with pytest.raises(BratsInputError) as err:
+        ConvertedCases(data)
+    assert str(err.value) == f"{path}: a link to {target}, outside {data}; refusing to read it"
+    # a link that stays inside the data folder is read
+    (data / "images" / "c0.npy").unlink() if link == "file" else (data / "masks").unlink()
+    if link == "file":
+        shutil.copy(outside / "c0.npy", data / "images" / "real.npy")
+        (data / "images" / "c0.npy").symlink_to("real.npy")
+    else:
+        outside.rename(data / "masks")
+    ConvertedCases(data).check_arrays(checksums=True)
+
+
+@pytest.mark.parametrize("verify", [False, True])
+def test_train_on_damaged_data_is_one_line_and_makes_no_run_folder(small_converted, tmp_path, capsys, verify):
+    """A truncated array (checked always) or a changed one (checked with --verify): one line naming the file,
+    exit 2, no run folder: not a traceback from a memory map in the middle of an epoch."""
+    import shutil
+
+    from brats_keras.cli import main
+
+    data = tmp_path / "data"
+    shutil.copytree(small_converted, data)
+    image = data / "images" / "c3.npy"
+    if verify:
+        raw = bytearray(image.read_bytes())
+        raw[-1] ^= 0xFF
+        image.write_bytes(bytes(raw))
+    else:
+        image.write_bytes(image.read_bytes()[:4096])
+    out = tmp_path / "run"
+    rc = main(["train", "--data", str(data), "--out", str(out), "--base-filters", "4", "--depth", "2", "--patch-size",
+               "16", "--epochs", "1", "--val", "1"] + (["--verify"] if verify else []))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {image}: "), err
+    assert ("sha256 differs" if verify else "(truncated)") in err[0]
+    assert not out.exists()

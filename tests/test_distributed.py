@@ -148,6 +148,20 @@ def test_jax_process_settings_from_the_environment(monkeypatch):
     ('{"cluster": {}}', "TF_CONFIG needs"),
     ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}',
      "only 'worker' \\(and 'chief'\\) tasks are supported, not ps"),
+    # a task outside its cluster, and an address list given as one string
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+     "^error: TF_CONFIG: task index 2 is not a worker of the cluster: give a whole number from 0 to 1$"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": -1}}', "task index -1 is not"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": "1"}}', 'task index "1" is not'),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker"}}', "task index null is not"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "evaluator", "index": 0}}',
+     "^error: TF_CONFIG: task type \"evaluator\" is not in the cluster: use 'worker'$"),
+    ('{"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "Worker", "index": 0}}',
+     "task type \"Worker\" is not in the cluster: use 'chief' or 'worker'"),
+    ('{"cluster": {"worker": "a:1,b:2"}, "task": {"type": "worker", "index": 0}}',
+     '^error: TF_CONFIG: cluster \'worker\' must be a list of "host:port" addresses, got a string, "a:1,b:2"$'),
+    ('{"cluster": {"worker": ["a:1", 2]}, "task": {"type": "worker", "index": 0}}',
+     'cluster \'worker\' must be a list of "host:port" addresses, got \\["a:1", 2\\]$'),
 ])
 def test_bad_tf_config_is_one_line_exit_2_and_writes_nothing(data_dir, tmp_path, capsys, monkeypatch,
                                                              tf_config, message):

@@ -268,7 +268,7 @@ def test_export_train_command_runs_as_the_run_it_describes(monkeypatch):
     cmd = train_command(cfg)
     seen = []
 
-    def fake_train(config, resume=None):
+    def fake_train(config, resume=None, **_):
         seen.append(config)
         return {"history": [], "run": config.out, "best": None, "seconds": 0.0}
 
@@ -294,7 +294,7 @@ def test_fold_train_command_loops_over_k_and_gives_back_each_fold(monkeypatch):
     from brats_keras.training import TrainConfig
 
     seen = []
-    monkeypatch.setattr(training, "train", lambda config, resume=None: seen.append(config) or
+    monkeypatch.setattr(training, "train", lambda config, resume=None, **_: seen.append(config) or
                         {"history": [], "run": config.out, "best": None, "seconds": 0.0})
     for k in (0, 3):
         cfg = asdict(TrainConfig.from_recipe("pretrained", folds=5, fold=k, epochs=64, whole_case_every=8))

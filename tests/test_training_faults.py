@@ -18,6 +18,7 @@ import pytest
 import brats_keras  # noqa: F401  (before keras: oneDNN)
 from brats_keras.checkpoint import load_model, read_state
 from brats_keras.cli import main as cli_main
+from brats_keras.io import BratsInputError
 from brats_keras.training import TrainConfig, read_log, train
 
 from conftest import write_converted_cases, write_small_case
@@ -109,7 +110,9 @@ def test_kill_during_checkpoint_then_resume_matches_an_uninterrupted_run(target,
     proc = subprocess.run([sys.executable, str(ROOT / "tests" / "scripts" / "train_killed.py"), cfg, target, str(nth)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
-    leftovers = [p.name for p in run.rglob(".*")]
+    # the killed training's lock is left behind: the resume below takes it over (the OS dropped the lock itself)
+    assert (run / ".lock").read_text().strip().isdigit()
+    leftovers = [p.name for p in run.rglob(".*") if p.name != ".lock"]
     assert leftovers and all(p.startswith(f".{target}.") for p in leftovers)  # the fault really struck there
     done = read_state(run / "checkpoints" / "last.keras")["epoch"]
     if target == "last.keras":  # the new checkpoint never landed: last.keras still holds the epoch before
@@ -210,14 +213,47 @@ def test_unusable_predict_model_is_one_line_exit_2(kind, expected, tmp_path, cap
     (["--split-file", "{tmp}/split.json"], "error: {tmp}/split.json: not a readable split file (Expecting value"),
     (["--split-file", "{tmp}/nowhere.json"], "error: {tmp}/nowhere.json: not a readable split file ("),
     (["--split-file", "{tmp}/list.json"], "error: {tmp}/list.json: a split file needs 'train' and 'val' lists"),
+    # numeric settings: each named with its value, before anything is read or written
+    (["--patch-size", "15"], "error: --patch-size 15: must be a multiple of 4 for --model unet3d (--depth 2: one "
+                             "halving per level)"),
+    (["--patch-size", "0"], "error: --patch-size 0: must be a whole number >= 1"),
+    (["--model", "sm_unet", "--patch-size", "16"], "error: --patch-size 16: must be a multiple of 32 for --model "
+                                                   "sm_unet (its encoder's five stride-2 steps)"),
+    (["--model", "segresnet", "--vae", "--patch-size", "12"], "error: --patch-size 12: must be a multiple of 8 for "
+                                                              "--model segresnet (--depth 2: one halving per level, "
+                                                              "and one more for --vae)"),
+    (["--patch-size", "64"], "error: --patch-size 64: larger than the data: the largest case in {data} is "
+                             "40 x 36 x 30 voxels, so at most 40 x 36 x 32 (multiples of 4 that cover it)"),
+    (["--batch-size", "0"], "error: --batch-size 0: must be a whole number >= 1"),
+    (["--epochs", "0"], "error: --epochs 0: must be a whole number >= 1"),
+    (["--epochs", "-1"], "error: --epochs -1: must be a whole number >= 1"),
+    (["--steps-per-epoch", "0"], "error: --steps-per-epoch 0: must be a whole number >= 1 (or left out for the "
+                                 "default)"),
+    (["--val-steps", "-2"], "error: --val-steps -2: must be a whole number >= 1 (or left out for the default)"),
+    (["--lr", "-1"], "error: --lr -1.0: must be a number > 0"),
+    (["--lr", "0"], "error: --lr 0.0: must be a number > 0"),
+    (["--lr", "nan"], "error: --lr nan: must be a number > 0"),
+    (["--min-lr=-1e-6"], "error: --min-lr -1e-06: must be a number >= 0"),
+    (["--val", "-0.2"], "error: --val -0.2: must be a number >= 0"),
+    (["--val", "1.5"], "error: --val 1.5: a fraction of the cases (below 1) or a whole number of cases"),
+    (["--test", "-1"], "error: --test -1.0: must be a number >= 0"),
+    (["--foreground-ratio", "1.5"], "error: --foreground-ratio 1.5: must be a number in [0, 1]"),
+    (["--spatial-augment", "-0.1"], "error: --spatial-augment -0.1: must be a number in [0, 1]"),
+    (["--workers", "0"], "error: --workers 0: must be a whole number >= 1"),
+    (["--dropout", "1"], "error: --dropout 1.0: must be a number in [0, 1)"),
+    (["--depth", "0"], "error: --depth 0: must be a whole number >= 1"),
+    (["--time-limit", "0"], "error: --time-limit 0.0: must be a number of minutes > 0 (or left out)"),
+    (["--folds", "3", "--fold", "3"], "error: --fold 3: must be below --folds 3"),
 ])
 def test_bad_settings_are_one_line_exit_2_and_write_nothing(flags, expected, data_dir, tmp_path, capsys):
     (tmp_path / "split.json").write_text('{"train": [')
     (tmp_path / "list.json").write_text('["c0", "c1"]')
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    val = [] if "--folds" in flags else ["--val", "1"]
     rc = cli_main(["train", "--data", str(data_dir), "--out", str(tmp_path / "run"), "--base-filters", "4",
-                   "--depth", "2", "--patch-size", "16", "--epochs", "1", "--val", "1"] + flags)
-    assert rc == 2 and one_line(capsys).startswith(expected.replace("{tmp}", str(tmp_path)))
+                   "--depth", "2", "--patch-size", "16", "--epochs", "1"] + val + flags)
+    line = one_line(capsys)
+    assert rc == 2 and line.startswith(expected.replace("{tmp}", str(tmp_path)).replace("{data}", str(data_dir))), line
     assert not (tmp_path / "run").exists()
 
 
@@ -226,3 +262,159 @@ def test_resume_of_a_folder_that_is_no_run_is_one_line_exit_2(tmp_path, capsys):
     assert cli_main(["train", "--resume", str(tmp_path / "empty")]) == 2
     assert one_line(capsys) == f"error: {tmp_path / 'empty'}: not a run folder to resume (no config.json)"
     assert list((tmp_path / "empty").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- 4. run folders: earlier runs, locks
+def snapshot(folder):
+    """Every file under ``folder``: relative path -> bytes (folders as None)."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in Path(folder).rglob("*")}
+
+
+def tiny_flags(data, out, *extra):
+    return ["train", "--data", str(data), "--out", str(out), "--base-filters", "4", "--depth", "2", "--norm",
+            "instance", "--patch-size", "16", "--batch-size", "2", "--steps-per-epoch", str(STEPS), "--val-steps",
+            "1", "--val", "1", "--mixed-precision", "off", "--head", "regions", "--loss", "dice+bce", "--lr", "1e-2",
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def finished_run(data_dir, tmp_path_factory):
+    """A run of 2 epochs (copied by the tests that change it)."""
+    run = tmp_path_factory.mktemp("finished") / "run"
+    train(tiny(data_dir, run, epochs=2))
+    return run
+
+
+@pytest.mark.parametrize("holds", ["checkpoints", "config.json only"])
+def test_a_new_run_into_an_earlier_run_is_refused_and_changes_nothing(holds, data_dir, finished_run, tmp_path,
+                                                                      capsys):
+    """A new ``train --out RUN`` where RUN holds an earlier run (a forgotten --resume) is one line naming --resume
+    and --overwrite, exit 2, and the folder stays byte for byte as it was; --overwrite starts the run again."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    if holds == "config.json only":  # a run killed before its first checkpoint, or a file of the user's
+        for name in ("checkpoints", "log.csv", "loss_curves.png"):
+            shutil.rmtree(run / name) if (run / name).is_dir() else (run / name).unlink()
+    found = "checkpoints/last.keras" if holds == "checkpoints" else "config.json"
+    before = snapshot(run)
+    assert cli_main(tiny_flags(data_dir, run, "--epochs", "1")) == 2
+    assert one_line(capsys) == (f"error: {run}: holds an earlier run ({found}): continue it with --resume {run}, "
+                                f"or start again with --overwrite (which deletes its checkpoints and log)")
+    assert snapshot(run) == before
+    with pytest.raises(BratsInputError, match="holds an earlier run"):  # from Python the same
+        train(tiny(data_dir, run, epochs=1))
+    assert snapshot(run) == before
+    # --overwrite: a new run of 1 epoch in its place (the earlier log had 2 rows)
+    assert cli_main(tiny_flags(data_dir, run, "--epochs", "1", "--overwrite")) == 0
+    assert [int(r["epoch"]) for r in read_log(run)] == [0]
+    assert read_state(run / "checkpoints" / "last.keras")["epoch"] == 1
+    assert not (run / ".lock").exists()  # released at the end
+
+
+def test_a_run_folder_held_by_another_training_is_refused_naming_its_pid_and_a_killed_ones_is_taken_over(
+        data_dir, finished_run, tmp_path, capsys):
+    """A second training (a resume or a new run) of a folder that a live training holds is one line naming that
+    training's pid, exit 2, nothing changed; the lock of a training killed with SIGKILL blocks nothing."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom brats_keras.run_folder import RunLock\n"
+                               "RunLock(sys.argv[1]).__enter__()\nprint('locked', flush=True)\ntime.sleep(600)\n",
+         str(run)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = snapshot(run)
+        busy = f"error: {run}: another training is writing this run folder (pid {holder.pid}); wait for it to end " \
+               f"or stop it"
+        assert cli_main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+        assert one_line(capsys) == busy
+        assert cli_main(tiny_flags(data_dir, run, "--epochs", "1", "--overwrite")) == 2
+        assert one_line(capsys) == busy
+        assert snapshot(run) == before
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays, with the dead training's pid
+        holder.wait()
+    assert (run / ".lock").read_text().strip() == str(holder.pid)
+    assert cli_main(["train", "--resume", str(run), "--epochs", "3"]) == 0
+    assert [int(r["epoch"]) for r in read_log(run)] == [0, 1, 2]
+    assert not (run / ".lock").exists()
+
+
+def test_two_trainings_of_one_folder_in_one_process_exclude_each_other(data_dir, finished_run, tmp_path):
+    """The lock is the file's, not the process's: even a training started inside another one is refused."""
+    from brats_keras.run_folder import RunLock
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    with RunLock(run):
+        with pytest.raises(BratsInputError, match=f"pid {os.getpid()}"):
+            train(TrainConfig(epochs=3), resume=run)
+        with pytest.raises(BratsInputError, match=f"pid {os.getpid()}"):
+            RunLock(run).__enter__()
+    assert not (run / ".lock").exists()
+    with RunLock(run):  # free again
+        pass
+    (tmp_path / "a file").write_text("not a folder\n")
+    with pytest.raises(BratsInputError) as err:
+        RunLock(tmp_path / "a file").__enter__()
+    assert str(err.value).startswith(f"{tmp_path / 'a file'}: cannot make or lock the run folder (")
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--lr", "0.1"], "--lr"),
+    (["--patch-size", "32", "--no-augment"], "--patch-size, --no-augment"),
+    (["--out", "elsewhere"], "--out"),
+    (["--overwrite"], "--overwrite"),
+    (["--recipe", "demo"], "--recipe"),
+    (["--no-tensorboard"], "--tensorboard"),
+    (["--head", "softmax"], "--head"),
+])
+def test_training_flags_given_with_resume_are_refused(flags, named, finished_run, tmp_path, capsys):
+    """A resumed run keeps its config.json: any other training flag would be ignored, so it is refused."""
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    before = snapshot(run)
+    assert cli_main(["train", "--resume", str(run), "--epochs", "3", *flags]) == 2
+    assert one_line(capsys) == (f"error: {named} with --resume: a resumed run keeps the settings in its config.json "
+                                f"(only a larger --epochs, --data for a moved data folder and --verify may be given)")
+    assert snapshot(run) == before
+    assert cli_main(["train", "--resume", str(run), "--epochs", "1"]) == 2  # fewer epochs than the run's 2
+    assert one_line(capsys) == ("error: --epochs 1: this run trains 2 epochs; give more to extend it, or leave "
+                                "--epochs out")
+    assert snapshot(run) == before
+
+
+def test_resume_with_data_that_moved(data_dir, tmp_path, capsys):
+    """--data with --resume: the run's data folder moved there; it must hold the run's cases, converted alike."""
+    from brats_keras.io import atomic_write_json
+    from brats_keras.spec import read_manifest
+
+    first = tmp_path / "first"
+    shutil.copytree(data_dir, first)
+    run = tmp_path / "run"
+    train(tiny(first, run, epochs=1))
+    moved = tmp_path / "moved"
+    first.rename(moved)
+    # another conversion of the cases (other scaling), and one that lacks a case: refused, nothing changed
+    other, fewer = tmp_path / "other", tmp_path / "fewer"
+    for folder in (other, fewer):
+        shutil.copytree(moved, folder)
+    m = read_manifest(other)
+    m["settings"]["scale"] = "minmax"
+    atomic_write_json(other / "manifest.json", m)
+    m = read_manifest(fewer)
+    del m["cases"]["c0"]
+    atomic_write_json(fewer / "manifest.json", m)
+    before = snapshot(run)
+    assert cli_main(["train", "--resume", str(run), "--epochs", "2", "--data", str(other)]) == 2
+    assert one_line(capsys) == f"error: {other}: not this run's data: scale 'minmax' where the run was trained " \
+                               f"with 'zscore'"
+    assert cli_main(["train", "--resume", str(run), "--epochs", "2", "--data", str(fewer)]) == 2
+    assert one_line(capsys) == f"error: {fewer}: not this run's data: no labelled case c0 of its split"
+    assert snapshot(run) == before
+    # without --data the recorded folder is gone: one line naming it
+    assert cli_main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    assert str(first) in one_line(capsys)
+    assert cli_main(["train", "--resume", str(run), "--epochs", "2", "--data", str(moved)]) == 0
+    assert [int(r["epoch"]) for r in read_log(run)] == [0, 1]
+    assert json.loads((run / "config.json").read_text())["data"] == str(moved)

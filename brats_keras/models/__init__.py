@@ -52,6 +52,23 @@ def build_model(name: str, **kwargs) -> keras.Model:
     return MODELS[key](**kwargs)
 
 
+def size_divisor(name: str, depth: int = 4, vae: bool = False) -> int:
+    """What every spatial size of an input of model ``name`` must be a multiple of: ``2 ** depth`` (one halving
+    per level; segresnet's VAE branch halves once more), 32 for ``sm_unet`` (five stride-2 steps of its encoders).
+
+    Raises:
+        ValueError for an unknown name, listing the known ones.
+    """
+    from .sm_unet import SIZE_DIVISOR
+
+    key = name.strip().lower().replace("-", "_") if isinstance(name, str) else name
+    if key not in MODELS:
+        raise ValueError(f"unknown model {name!r}: use one of {', '.join(MODELS)}")
+    if key == "sm_unet":
+        return SIZE_DIVISOR
+    return 2 ** (int(depth) + 1) if key == "segresnet" and vae else 2 ** int(depth)
+
+
 def main_output(model):
     """The main output of ``model`` alone: ``model`` itself when it has one output, else a ``keras.Model`` from its
     inputs to its first output that shares its layers and weights (a deep-supervision model without its
@@ -215,6 +232,7 @@ __all__ = [
     "main_output",
     "residual_unet",
     "segresnet",
+    "size_divisor",
     "sm_unet",
     "unet3d",
     "vnet",
