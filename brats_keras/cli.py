@@ -118,8 +118,17 @@ def cmd_synth(args) -> int:
     return 0
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose refusals are one line, like every other error of the command line:
+    ``brats-keras predict: error: argument --batch-size: 0: must be at least 1 (see brats-keras predict --help)``,
+    exit 2, without argparse's usage block before it."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="brats-keras", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="brats-keras", description=__doc__.splitlines()[0])
     parser.add_argument("--verbose", action="store_true",
                         help="show TensorFlow's start-up messages (hidden unless the import fails)")
     sub = parser.add_subparsers(dest="command", required=True)

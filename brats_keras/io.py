@@ -429,6 +429,41 @@ def atomic_write(path, write, suffix: str = ".tmp"):
     return result
 
 
+def _held(fd, folder, what: str, hint: str) -> BratsInputError:
+    """The one-line refusal for a folder whose lock file ``fd`` another process holds, naming that one's pid."""
+    try:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+    except OSError:
+        holder = []
+    pid, other = (holder + ["unknown", what])[:2]
+    return BratsInputError(f"{folder}: another {other} (pid {pid}) is writing this folder; {hint}")
+
+
+def check_folder_free(folder, name: str, what: str, hint: str) -> None:
+    """Refuse a folder whose lock :func:`folder_lock` holds in another process, without taking the lock or
+    writing anything (a check before the slower checks of a command that will lock the folder later).
+
+    Raises:
+        BratsInputError as :func:`folder_lock` does when the folder is busy.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return
+    try:
+        fd = os.open(Path(folder) / name, os.O_RDONLY)
+    except OSError:  # no lock file, so no holder (or one that cannot be read: the lock itself decides later)
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            raise _held(fd, folder, what, hint) from None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def folder_lock(folder, name: str, what: str, hint: str):
     """Hold an exclusive lock on ``folder/name`` (``fcntl.flock``) while the block runs, so that two commands
@@ -461,10 +496,9 @@ def folder_lock(folder, name: str, what: str, hint: str):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # held: say by whom
-            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+            error = _held(fd, folder, what, hint)
             os.close(fd)
-            pid, other = (holder + ["unknown", what])[:2]
-            raise BratsInputError(f"{folder}: another {other} (pid {pid}) is writing this folder; {hint}") from None
+            raise error from None
         try:  # the holder before us removes the file as it lets go: lock the file that is there now
             current = os.stat(path)
         except FileNotFoundError:

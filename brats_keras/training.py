@@ -32,7 +32,7 @@ from pathlib import Path
 
 
 from .io import BratsInputError, atomic_copy, atomic_write_json, atomic_write_text, find_cases
-from .run_folder import RunLock, check_new_run, check_unlocked
+from .run_folder import check_new_run, check_unlocked, run_lock
 from .spec import PreprocessingSpec, read_manifest
 
 
@@ -784,7 +784,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
     if cfg.whole_case_every:
         extra_callbacks = [whole_case_validation(cfg, split["val"], info)] + list(extra_callbacks)
-    with RunLock(run) if workers.is_chief else contextlib.nullcontext():  # held until the run ends, however
+    with run_lock(run) if workers.is_chief else contextlib.nullcontext():  # held until the run ends, however
         if workers.is_chief:  # only worker 0 writes the run folder
             if resume is None:  # checked again under the lock: a training that ended since may have left a run
                 check_new_run(run, overwrite)

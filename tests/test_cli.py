@@ -79,5 +79,6 @@ def test_numbers_out_of_range_are_refused_naming_the_flag(argv, message, tmp_pat
     with pytest.raises(SystemExit) as exc:
         main(argv + paths)
     err = capsys.readouterr().err.strip().splitlines()
-    assert exc.value.code == 2 and err[-1] == f"brats-keras {argv[0]}: error: {message}"
+    # one line, as every other refusal: no usage block before it
+    assert exc.value.code == 2 and err == [f"brats-keras {argv[0]}: error: {message} (see brats-keras {argv[0]} --help)"]
     assert not out.exists()

@@ -318,14 +318,13 @@ def test_a_run_folder_held_by_another_training_is_refused_naming_its_pid_and_a_k
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom brats_keras.run_folder import RunLock\n"
-                               "RunLock(sys.argv[1]).__enter__()\nprint('locked', flush=True)\ntime.sleep(600)\n",
+        [sys.executable, "-c", "import sys, time\nfrom brats_keras.run_folder import run_lock\n"
+                               "held = run_lock(sys.argv[1])\nheld.__enter__()\nprint('locked', flush=True)\ntime.sleep(600)\n",
          str(run)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert holder.stdout.readline().strip() == "locked"
         before = snapshot(run)
-        busy = f"error: {run}: another training is writing this run folder (pid {holder.pid}); wait for it to end " \
-               f"or stop it"
+        busy = f"error: {run}: another training (pid {holder.pid}) is writing this folder; wait for it to end or stop it"
         assert cli_main(["train", "--resume", str(run), "--epochs", "3"]) == 2
         assert one_line(capsys) == busy
         assert cli_main(tiny_flags(data_dir, run, "--epochs", "1", "--overwrite")) == 2
@@ -334,7 +333,7 @@ def test_a_run_folder_held_by_another_training_is_refused_naming_its_pid_and_a_k
     finally:
         holder.kill()  # SIGKILL: the lock file stays, with the dead training's pid
         holder.wait()
-    assert (run / ".lock").read_text().strip() == str(holder.pid)
+    assert (run / ".lock").read_text().split() == [str(holder.pid), "training"]
     assert cli_main(["train", "--resume", str(run), "--epochs", "3"]) == 0
     assert [int(r["epoch"]) for r in read_log(run)] == [0, 1, 2]
     assert not (run / ".lock").exists()
@@ -342,21 +341,21 @@ def test_a_run_folder_held_by_another_training_is_refused_naming_its_pid_and_a_k
 
 def test_two_trainings_of_one_folder_in_one_process_exclude_each_other(data_dir, finished_run, tmp_path):
     """The lock is the file's, not the process's: even a training started inside another one is refused."""
-    from brats_keras.run_folder import RunLock
+    from brats_keras.run_folder import run_lock
 
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
-    with RunLock(run):
+    with run_lock(run):
         with pytest.raises(BratsInputError, match=f"pid {os.getpid()}"):
             train(TrainConfig(epochs=3), resume=run)
         with pytest.raises(BratsInputError, match=f"pid {os.getpid()}"):
-            RunLock(run).__enter__()
+            run_lock(run).__enter__()
     assert not (run / ".lock").exists()
-    with RunLock(run):  # free again
+    with run_lock(run):  # free again
         pass
     (tmp_path / "a file").write_text("not a folder\n")
     with pytest.raises(BratsInputError) as err:
-        RunLock(tmp_path / "a file").__enter__()
+        run_lock(tmp_path / "a file").__enter__()
     assert str(err.value).startswith(f"{tmp_path / 'a file'}: cannot make or lock the run folder (")
 
 
