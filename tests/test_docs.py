@@ -183,6 +183,24 @@ def test_the_cli_docstring_and_the_library_page_name_every_subcommand():
     assert set(re.findall(r"`([a-z-]+)`", row.split("command:", 1)[1])) == subcommands
 
 
+def test_the_paired_interval_quoted_for_the_shipped_post_processing_is_the_codes():
+    """docs/crossval.md quotes the paired test on the shipped TC threshold 0.4: recomputed here from the model
+    card's per-case tables with the rule's own confidence and resamples."""
+    import json
+
+    import numpy as np
+
+    from brats_keras.crossval import PAIRED_CONFIDENCE, paired_interval
+
+    card = json.loads((ROOT / "brats_keras" / "pretrained" / "model_card.json").read_text())
+    before, after = card["crossval"]["cases"], card["crossval_postprocessed"]["cases"]
+    gain = np.array([after[c]["TC"]["dice"] - before[c]["TC"]["dice"] for c in sorted(before)])
+    low, high = paired_interval(gain)
+    stated = (f"helped {(gain > 0).sum()} cases and hurt {(gain < 0).sum()}: "
+              f"{PAIRED_CONFIDENCE:.0%} interval {low:.3f}..{high:+.3f}")
+    assert stated in " ".join((ROOT / "docs" / "crossval.md").read_text().split())
+
+
 # ----------------------------------------------------------------------------- the checks themselves
 @pytest.mark.parametrize("text, expected", [
     ("```bash\nbrats-keras train --data d --made-up-flag 3\n```", "brats-keras train has no option --made-up-flag"),
