@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one command for a lent GPU machine (see benchmarks/gpu_run.py and README "Backends"):
+# The one command for a lent GPU machine (see benchmarks/gpu_run.py and docs/backends.md):
 #   run(command="bash benchmarks/gpu_run.sh", carry=[".whl", ".gpu"], timeout_s=560)
 # There: Python 3.12 with JAX, no TensorFlow or Keras; the carried wheels (.whl/) bring Keras, namex,
 # optree and nibabel. Without .whl/ (the CPU rehearsal) the environment's own packages are used.

@@ -1,8 +1,8 @@
 """The ``brats-keras`` command line: a thin layer that parses arguments and calls the library.
 
 Sub-commands: convert, merge, synth, train, predict, evaluate, crossval, crossval-compare, set-postprocessing,
-export, demo. Keras is imported only by the sub-commands that need it, so ``convert`` and ``synth`` start in about
-a second.
+ensemble, export, demo. Keras is imported only by the sub-commands that need it, so ``convert`` and ``synth``
+start in about a second.
 """
 from __future__ import annotations
 
@@ -156,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: functions adding further sub-commands (train, predict, evaluate, demo, crossval, set-postprocessing, export)
+#: functions adding further sub-commands (train, predict, evaluate, demo, crossval, crossval-compare,
+#: set-postprocessing, ensemble, export)
 _EXTRA: list = []
 
 
@@ -224,8 +225,7 @@ def _add_train(sub):
     p.add_argument("--distribute", action="store_true",
                    help="data-parallel over the local GPUs, or over several processes / machines: TensorFlow "
                         "reads TF_CONFIG (or SLURM), JAX KERAS_DISTRIBUTION_JOB_ADDRESSES / _NUM_PROCESSES / "
-                        "_PROCESS_ID (or SLURM); worker 0 alone writes the run folder (README: Training on "
-                        "several GPUs and machines)")
+                        "_PROCESS_ID (or SLURM); worker 0 alone writes the run folder (docs/distributed.md)")
     p.add_argument("--workers", type=int, help="data loader threads")
     p.add_argument("--tf-data", action="store_true", default=None,
                    help="TensorFlow backend: feed through tf.data (parallel reads, prefetch)")

@@ -1,18 +1,41 @@
 """The steps the notebooks share: get the cases to work on, train a small model when none is given.
 
 Each notebook starts from its own folder of BraTS cases or, without one, from synthetic cases
-(:mod:`brats_keras.synthetic`); notebooks 04 and 05 need a trained model and, without one, train
-a small one first. These functions hold those steps once, so the notebooks only call them.
+(:mod:`brats_keras.synthetic`): :func:`get_data` is that step, one call per notebook. Notebooks 04
+and 05 need a trained model and, without one, train a small one first (:func:`train_example_model`).
 Nothing here imports Keras until a model is trained.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from .io import Case, find_cases
+from .io import BratsInputError, Case, find_cases
 from .synthetic import BRATS_SHAPE, make_dataset
 
-__all__ = ["get_cases", "train_example_model"]
+__all__ = ["get_data", "get_cases", "train_example_model"]
+
+
+def get_data(data_dir, work_dir, n_cases: int, shape=BRATS_SHAPE, workers: int = 1,
+             seed: int = 0) -> tuple[Path, Path, dict[str, Case]]:
+    """A notebook's "get the data" step: its work folder, and the cases of ``data_dir`` or synthetic ones.
+
+    With ``data_dir`` None, ``n_cases`` synthetic BraTS-like cases of ``shape`` are written into
+    ``work_dir/synthetic`` (:func:`get_cases`): a skull-stripped brain with grey matter, white matter and
+    ventricles, and tumors with a necrotic core, an enhancing rim and edema around them, in the BraTS 2021
+    file layout (``<case>/<case>_flair.nii.gz``, ..., ``<case>_seg.nii.gz``). Prints one line: how many
+    cases, and where.
+
+    Returns:
+        ``(work_dir, data_dir, {case_id: Case})``, the folders as Paths.
+    Raises:
+        BratsInputError: ``data_dir`` is not a folder, or holds no BraTS case.
+    """
+    work_dir = Path(work_dir)
+    folder, cases = get_cases(data_dir, work_dir, n_cases, shape=shape, workers=workers, seed=seed)
+    if not cases:
+        raise BratsInputError(f"{folder}: no BraTS case in this folder (DATA_DIR)")
+    print(f"{len(cases)} {'synthetic ' if data_dir is None else ''}cases in {folder}")
+    return work_dir, folder, cases
 
 
 def get_cases(data_dir, work_dir, n_cases: int, shape=BRATS_SHAPE, workers: int = 1,

@@ -48,7 +48,8 @@ def test_jax_backend_suite_passes_without_tensorflow(jax_run):
 def test_torch_backend_suite_passes_where_torch_is_installed(tmp_path):
     """PyTorch is not installed by requirements.txt (its PyPI wheel is a multi-GB CUDA build); where it is,
     e.g. after `pip install torch==2.13.0` on a CPU machine, the same suite must pass on it."""
-    pytest.importorskip("torch", reason="PyTorch is not installed: the torch backend is tested by hand (README)")
+    pytest.importorskip("torch",
+                        reason="PyTorch is not installed: the torch backend is tested by hand (docs/backends.md)")
     proc = run_suite("torch", tmp_path)
     tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
     assert proc.returncode == 0, tail

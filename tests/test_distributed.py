@@ -78,8 +78,8 @@ def check_workers(records, runs, data, exact_weights=True):
     diff = np.concatenate([np.abs(r0[f"w1_{i}"] - w).ravel() for i, w in enumerate(weights)])
     if exact_weights:  # float round-off through 3 Adam steps of size lr = 1e-2
         assert diff.max() < 1e-4, (diff.max(), moved)
-    else:  # JAX across processes, against this TensorFlow reference: looser, see the README (measured: median
-        # 6e-4, largest 0.023 for a move of 0.03); the losses below are the tight check
+    else:  # JAX across processes, against this TensorFlow reference: looser, see docs/distributed.md
+        # (measured: median 6e-4, largest 0.023 for a move of 0.03); the losses below are the tight check
         assert np.median(diff) < 2e-3 and diff.max() < moved, (np.median(diff), diff.max(), moved)
     from brats_keras.training import read_log
 
