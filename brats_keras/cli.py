@@ -27,6 +27,17 @@ def whole_number(low: int):
     return parse
 
 
+def positive(text: str) -> float:
+    """An argparse ``type``: a number above 0 (a time budget)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{value:g}: must be above 0")
+    return value
+
+
 def below_one(text: str) -> float:
     """An argparse ``type``: a number in [0, 1) (a window overlap)."""
     try:
@@ -427,8 +438,9 @@ def cmd_evaluate(args) -> int:
 def _add_demo(sub):
     p = sub.add_parser("demo", help="the whole workflow on synthetic cases: synth, convert, train, predict, evaluate, pictures")
     p.add_argument("--out", default="demo_out")
-    p.add_argument("--cases", type=int, default=16)
-    p.add_argument("--minutes", type=float, default=6.5, help="training time budget")
+    # 4 held-out and 2 validation cases, so at least one case to train on
+    p.add_argument("--cases", type=whole_number(7), default=16, help="synthetic cases to write (at least 7)")
+    p.add_argument("--minutes", type=positive, default=6.5, help="training time budget")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
 

@@ -70,12 +70,13 @@ def mistakes(o):
         "predict with a batch size of 0": ["predict", "--model", last, "--input", src, "--output", user,
                                            "--batch-size", "0", "--quiet"],
         "evaluate a folder without predictions": ["evaluate", "--pred", user, "--truth", src, "--json", notes],
-        "crossval of a run that is not a fold run": ["crossval", "--runs", run, "--out", user, "--quiet"],
+        "crossval of a folder that is not a run": ["crossval", "--runs", user, "--out", run, "--quiet"],
         "crossval-compare of folders that are not tables": ["crossval-compare", user, run, "--json", notes],
         "set-postprocessing from a file that is not JSON": ["set-postprocessing", "--model", last, "--from", notes],
         "synth a negative number of cases": ["synth", "--out", user, "--cases", "-3"],
         "merge a folder that is not a conversion": ["merge", user, "--output", conv],
-        "demo with no cases": ["demo", "--out", user, "--cases", "0"],
+        "demo with too few cases": ["demo", "--out", user, "--cases", "3"],
+        "demo with no time to train": ["demo", "--out", user, "--minutes", "0"],
     }
 
 
