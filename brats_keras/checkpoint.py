@@ -476,6 +476,43 @@ def load_pretrained(compile: bool = False):
     return load_model(pretrained_path(), compile=compile)[0]
 
 
+#: what a model file whose weights start a run (:func:`init_weights`) must share with the run
+INIT_KEYS = ("modalities", "scale", "downsample", "output")
+
+
+def init_weights(model, source, info: dict) -> Path:
+    """Copy the weights of ``source`` (a ``.keras`` file or ``"pretrained"``) into ``model``; return its path.
+
+    The source must have the same architecture (every weight the same shape) and have been trained on data
+    preprocessed the same way (modalities, scaling, down-sampling, output); otherwise BratsInputError in one line.
+    """
+    from .models import main_output
+
+    if str(source) == "pretrained":
+        from .pretrained import pretrained_path
+
+        source = pretrained_path()
+    source = Path(source)
+    if not source.is_file():
+        raise BratsInputError(f"{source}: --init-from model file not found")
+    src, src_info = load_model(source, compile=False)
+    if src_info:  # a plain Keras file says nothing about its preprocessing
+        try:
+            src_spec = PreprocessingSpec.from_dict(src_info)
+        except ValueError as exc:
+            raise BratsInputError(f"{source}: {exc}") from None
+        for key, value, ours in src_spec.differences(PreprocessingSpec.from_dict(info), INIT_KEYS):
+            if key in src_info:  # what the source does not record is not held against it
+                raise BratsInputError(f"{source}: trained with {key}={value!r} but this run uses {ours!r}")
+    model = main_output(model)  # deep supervision on either side: the shared layers, the auxiliary heads left alone
+    theirs, ours = main_output(src).get_weights(), model.get_weights()
+    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
+        raise BratsInputError(f"{source}: its architecture differs from this run's model "
+                              f"({len(theirs)} weight arrays against {len(ours)}, or different shapes)")
+    model.set_weights(theirs)
+    return source
+
+
 #: the channels and the last activation of each head a model's info records (``info["output"]``): softmax over
 #: the classes (background, NCR, ED, ET), or independent sigmoids for the regions WT, TC, ET
 HEADS = {"softmax": (len(CLASS_NAMES), "softmax"), "regions": (len(REGION_NAMES), "sigmoid")}

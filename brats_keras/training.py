@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 from .io import BratsInputError, atomic_write_json, find_cases
-from .checkpoint import model_info
+from .checkpoint import init_weights, model_info
 from .runs import CASE_DICE_MEAN, check_new_run, check_unlocked, read_log, recover_run, run_lock
 from .spec import PreprocessingSpec, read_manifest
 
@@ -334,43 +334,6 @@ def compile_model(model, cfg: TrainConfig, policy: str):
 
 
 #: what a model whose weights start a run (--init-from) must share with the run's data
-INIT_KEYS = ("modalities", "scale", "downsample", "output")
-
-
-def init_weights(model, source, info: dict) -> Path:
-    """Copy the weights of ``source`` (a ``.keras`` file or ``"pretrained"``) into ``model``; return its path.
-
-    The source must have the same architecture (every weight the same shape) and have been trained on data
-    preprocessed the same way (modalities, scaling, down-sampling, output); otherwise BratsInputError in one line.
-    """
-    from .checkpoint import load_model
-    from .models import main_output
-
-    if str(source) == "pretrained":
-        from .pretrained import pretrained_path
-
-        source = pretrained_path()
-    source = Path(source)
-    if not source.is_file():
-        raise BratsInputError(f"{source}: --init-from model file not found")
-    src, src_info = load_model(source, compile=False)
-    if src_info:  # a plain Keras file says nothing about its preprocessing
-        try:
-            src_spec = PreprocessingSpec.from_dict(src_info)
-        except ValueError as exc:
-            raise BratsInputError(f"{source}: {exc}") from None
-        for key, value, ours in src_spec.differences(PreprocessingSpec.from_dict(info), INIT_KEYS):
-            if key in src_info:  # what the source does not record is not held against it
-                raise BratsInputError(f"{source}: trained with {key}={value!r} but this run uses {ours!r}")
-    model = main_output(model)  # deep supervision on either side: the shared layers, the auxiliary heads left alone
-    theirs, ours = main_output(src).get_weights(), model.get_weights()
-    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
-        raise BratsInputError(f"{source}: its architecture differs from this run's model "
-                              f"({len(theirs)} weight arrays against {len(ours)}, or different shapes)")
-    model.set_weights(theirs)
-    return source
-
-
 # ----------------------------------------------------------------------------- callbacks
 def _monitor(cfg):
     """What picks the best checkpoint: whole-case Dice when it is computed, else validation loss."""

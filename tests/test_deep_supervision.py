@@ -252,7 +252,7 @@ def test_export_writes_the_main_output_alone(runs, tmp_path):
 
 
 def test_init_from_moves_the_shared_layers_between_runs_with_and_without_deep_supervision(runs):
-    from brats_keras.training import init_weights
+    from brats_keras.checkpoint import init_weights
 
     root, (run, _) = runs
     last = run / "checkpoints" / "last.keras"
