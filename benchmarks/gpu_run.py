@@ -460,7 +460,7 @@ def step_inference(ctx, box):
         arrays = {cid: {"image": a["image"][:p, :p, :p], "truth": a["truth"][:2 * p, :2 * p, :2 * p]}
                   for cid, a in arrays.items()}
     else:
-        from brats_keras.models import load_pretrained
+        from brats_keras.checkpoint import load_pretrained
 
         model = load_pretrained()
     keras.mixed_precision.set_global_policy("float32")

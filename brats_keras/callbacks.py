@@ -1,7 +1,8 @@
-"""The Keras callbacks of a training run (:func:`brats_keras.training.train` puts them together).
+"""The Keras callbacks of a training run: checkpoints and log, curves, time limit, TensorBoard, whole-case validation.
 
-Module-level classes, so that they can be read, tested and reused on their own; this module imports Keras,
-``brats_keras.training`` does only when it trains.
+:func:`brats_keras.training.train` puts them together. Module-level classes, so that they can be read, tested and
+reused on their own; this module imports Keras, ``brats_keras.training`` does only when it trains. What draws the
+curves and what predicts a whole case are passed in (by training), so that this module stays below both.
 """
 from __future__ import annotations
 
@@ -9,24 +10,27 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
+from . import io as bio
 from .checkpoint import save_model
 from .distributed import local_only
 from .io import atomic_copy
-from .training import _scalar, write_log
+from .labels import REGION_NAMES
+from .runs import CASE_DICE_MEAN, _scalar, write_log
 
 
 class Checkpoints(keras.callbacks.Callback):
     """End of epoch: last.keras with the training state, best.keras on a new best of ``monitor``, log.csv.
 
     In that order: last.keras is the commit point (one atomic rename); the other two are rebuilt from it
-    by :func:`~brats_keras.training.recover_run` when a kill comes in between.
+    by :func:`~brats_keras.runs.recover_run` when a kill comes in between.
 
     Args:
         run: the run folder.
-        info: the preprocessing info stored in every checkpoint (:func:`~brats_keras.training.model_info`).
+        info: the preprocessing info stored in every checkpoint (:func:`~brats_keras.checkpoint.model_info`).
         monitor, mode: the log key that picks the best checkpoint, and ``"min"`` or ``"max"``.
-        state: the training state so far (:func:`~brats_keras.training.recover_run`).
+        state: the training state so far (:func:`~brats_keras.runs.recover_run`).
     """
 
     def __init__(self, run, info, monitor, mode, state):
@@ -53,17 +57,21 @@ class Checkpoints(keras.callbacks.Callback):
 
 
 class Curves(keras.callbacks.Callback):
-    """End of epoch: redraw ``run/loss_curves.png`` from ``run/log.csv`` (a failed figure never stops training)."""
+    """End of epoch: redraw ``run/loss_curves.png`` from ``run/log.csv`` (a failed figure never stops training).
 
-    def __init__(self, run):
+    Args:
+        run: the run folder.
+        draw: ``draw(log_csv, save=png)`` draws the curves (training passes
+            :func:`brats_keras.visualize.plot_history`).
+    """
+
+    def __init__(self, run, draw):
         super().__init__()
-        self.run = Path(run)
+        self.run, self.draw = Path(run), draw
 
     def on_epoch_end(self, epoch, logs=None):
         try:
-            from .visualize import plot_history
-
-            plot_history(self.run / "log.csv", save=self.run / "loss_curves.png")
+            self.draw(self.run / "log.csv", save=self.run / "loss_curves.png")
         except Exception:  # a figure must never stop training
             pass
 
@@ -78,3 +86,73 @@ class TimeLimit(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if time.time() > self.deadline:
             self.model.stop_training = True
+
+
+def tensorboard_callback(log_dir):
+    """Keras' TensorBoard callback writing epoch scalars to ``log_dir/train`` and ``log_dir/validation``.
+
+    Tags are ``epoch_<log key>`` (``val_`` keys go to validation without the prefix): ``epoch_loss``,
+    ``epoch_dice_WT`` ..., ``epoch_learning_rate``, and the whole-case ``epoch_case_dice_WT`` ... on the epochs
+    that compute them (their NaN on other epochs is left out). No graph, histograms or profiling: cheap.
+    """
+
+    class TensorBoard(keras.callbacks.TensorBoard):
+        def on_epoch_end(self, epoch, logs=None):
+            kept = {}
+            for key, value in (logs or {}).items():
+                value = _scalar(value)
+                if not isinstance(value, str) and value == value:  # NaN: not computed this epoch
+                    kept[key] = value
+            super().on_epoch_end(epoch, kept)
+
+    return TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0, update_freq="epoch")
+
+
+class WholeCaseValidation(keras.callbacks.Callback):
+    """Every ``every`` epochs, predict whole validation cases with the sliding window and log
+    ``val_case_dice_WT/_TC/_ET`` and ``val_case_dice_mean`` (:data:`brats_keras.runs.CASE_DICE_MEAN`; NaN on
+    other epochs).
+
+    Put it before the checkpoint callbacks; monitor ``val_case_dice_mean`` to keep the checkpoint with the best
+    whole-case Dice.
+
+    Args:
+        cases: the validation cases (:class:`brats_keras.io.Case`); those without a label map are left out.
+        predictor: ``predictor(model)`` gives an object whose ``predict_case(case)["classes"]`` is the case's
+            predicted class map (training passes a :class:`brats_keras.inference.Predictor` with the run's info).
+        every: compute it every this many epochs.
+    """
+
+    _main = (None, None)  # (the training model, its main output): built once, rebuilt for another model
+
+    def __init__(self, cases, predictor, every: int = 1):
+        super().__init__()
+        self.cases = [c for c in cases if c.seg is not None]
+        self.predictor, self.every = predictor, every
+
+    def main_model(self):
+        """The main output of the model being trained (:func:`brats_keras.models.main_output`), built once
+        per model: it shares the model's weights, so it predicts with the current ones every epoch."""
+        from . import models
+
+        if self._main[0] is not self.model:
+            self._main = (self.model, models.main_output(self.model))
+        return self._main[1]
+
+    def on_epoch_end(self, epoch, logs=None):
+        from .evaluation import score_case
+
+        if logs is None:
+            return
+        keys = [f"val_case_dice_{r}" for r in REGION_NAMES] + [CASE_DICE_MEAN]
+        if (epoch + 1) % self.every:
+            logs.update({k: float("nan") for k in keys})
+            return
+        pred = self.predictor(self.main_model())
+        scores = []
+        for case in self.cases:
+            out = score_case(pred.predict_case(case)["classes"], bio.load_classes(case.seg), report=False,
+                             distances=False)
+            scores.append([out[r]["dice"] for r in REGION_NAMES])
+        mean = np.mean(scores, axis=0)
+        logs.update({k: float(v) for k, v in zip(keys, list(mean) + [float(mean.mean())])})

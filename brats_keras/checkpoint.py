@@ -3,7 +3,7 @@
 A brats-keras model file is an ordinary Keras ``.keras`` archive with one more
 member, ``brats_keras.json``, that records the :class:`~brats_keras.spec.PreprocessingSpec`
 of its training data (modalities in channel order, crop, scaling, dtype, resolution, patch
-size, output mode) and the model and loss names (``training.model_info``). Prediction reads
+size, output mode) and the model and loss names (:func:`model_info`, its schema). Prediction reads
 it, so it applies exactly the preprocessing used in training.
 A training checkpoint may hold a second member, ``training_state.json``: the epochs done,
 the log rows and the best value so far (see ``brats_keras.training``). It lives in the same
@@ -11,15 +11,21 @@ file as the weights, so the two can never disagree. ``keras.saving.load_model`` 
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import io as _io
 import json
+import re
 import zipfile
 from pathlib import Path
 
 from .io import BratsInputError, atomic_write
 from .labels import CLASS_NAMES, REGION_NAMES, check_output
+from .spec import PreprocessingSpec
 
 INFO_MEMBER = "brats_keras.json"
+#: the version of the info a model file embeds (:func:`model_info`)
+INFO_FORMAT = 1
 STATE_MEMBER = "training_state.json"
 WEIGHTS_MEMBER = "model.weights.h5"
 #: a member that marks a file whose kernels are stored in int8 (:func:`store_int8`): :func:`load_model` restores
@@ -297,6 +303,26 @@ def _save_without_optimizer(model, tmp):
     clone.save(tmp)
 
 
+def model_info(cfg, spec) -> dict:
+    """The info a model file embeds (its ``brats_keras.json``): what prediction needs to preprocess a new case
+    exactly as in training, and what the network is.
+
+    Args:
+        cfg: the run's settings (:class:`brats_keras.training.TrainConfig`): its ``patch_size``, ``output``,
+            ``model``, ``loss`` and ``deep_supervision`` are recorded.
+        spec: the training data's :class:`~brats_keras.spec.PreprocessingSpec` (or its dict, a manifest's
+            settings); the run's patch size and output mode are added to it.
+    Returns:
+        ``{"format": 1, **spec.to_dict(), "model": ..., "loss": ...}``, and ``"deep_supervision": N`` when the run
+        trains N auxiliary outputs.
+    """
+    if not isinstance(spec, PreprocessingSpec):
+        spec = PreprocessingSpec.from_dict(spec)
+    spec = dataclasses.replace(spec, patch_size=cfg.patch_size, output=cfg.output)
+    extra = {"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {}
+    return {"format": INFO_FORMAT, **spec.to_dict(), "model": cfg.model, "loss": cfg.loss, **extra}
+
+
 def _read_member(path, member) -> dict:
     try:
         with zipfile.ZipFile(path) as zf:
@@ -317,23 +343,174 @@ def read_state(path) -> dict:
     return _read_member(path, STATE_MEMBER)
 
 
+#: modules whose registered losses and metrics a saved model may refer to (the models' layers are registered by
+#: :func:`load_model`'s import of :mod:`brats_keras.models`)
+_SERIALIZABLE_MODULES = ("brats_keras.losses", "brats_keras.metrics")
+
+
+def _register_custom_objects() -> None:
+    """Import the modules that register the project's losses and metrics, where they exist."""
+    for module in _SERIALIZABLE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            if getattr(err, "name", None) != module:  # the module exists but is broken
+                raise
+
+
 def load_model(path, compile: bool = True):
-    """Load a ``.keras`` model (custom brats-keras objects registered) and its info.
+    """Load a ``.keras`` model saved by this package, and its info (:func:`read_info`).
+
+    The project's layers, losses and metrics are registered as Keras serializables, so a
+    compiled model loads without ``custom_objects``. A file holding a ``Lambda`` layer (Python code, whether a
+    lambda or a named function) is refused before Keras reads it, and Keras' safe mode stays on; a layer or
+    function of a class that neither Keras nor brats-keras registers is refused by name. A file whose kernels
+    are stored in int8 (:func:`store_int8`) loads through a float32 copy in a temporary
+    folder.
 
     Returns:
-        ``(model, info)``.
+        ``(model, info)``: the Keras model and the file's ``brats_keras.json`` ({} for a plain Keras file).
+        Prediction also checks the network's head against the info (:func:`check_head`).
 
     Raises:
-        FileNotFoundError for a missing file; BratsInputError (one line naming the file) for a file
-        that is not a Keras model (corrupt, truncated, another format), holds a Lambda layer or an unregistered
-        class. Prediction also checks the network's head against the info (:func:`check_head`).
+        FileNotFoundError: ``"<path>: model file not found"``.
+        brats_keras.io.BratsInputError (a ValueError), one line naming the file: not a Keras
+            model file (not a zip archive, truncated, unreadable), a Lambda layer (naming the layer), or an
+            unregistered class or function (naming it and its layer).
     """
-    from .models import load_model as load_keras_model
+    import keras
+
+    from . import models  # noqa: F401  (registers the layers of the package's models)
 
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: model file not found")
-    return load_keras_model(path, compile=compile), read_info(path)
+    legacy_h5 = path.suffix.lower() in (".h5", ".hdf5")
+    if not legacy_h5 and not zipfile.is_zipfile(path):
+        raise BratsInputError(f"{path}: not a Keras model file (not a .keras zip archive: corrupt, truncated "
+                              f"or another format)")
+    config = {} if legacy_h5 else _archive_config(path)
+    for obj, layer in _serialized_objects(config):
+        if obj.get("class_name") == "Lambda":
+            raise BratsInputError(f"{path}: layer {layer!r} is a Lambda layer (Python code), which brats-keras "
+                                  f"refuses to load for safety; rebuild the model without Lambda layers")
+    _register_custom_objects()
+    copy = None  # the float32 copy of an int8 file, which errors must not name
+    try:
+        if not legacy_h5 and is_int8(path):  # kernels stored in int8 (checkpoint.store_int8): restored first
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="brats_int8_") as tmp:
+                copy = Path(tmp) / path.name
+                return keras.saving.load_model(str(dequantized_copy(path, copy)), compile=compile), read_info(path)
+        return keras.saving.load_model(str(path), compile=compile), read_info(path)
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        text = " ".join(str(exc).split())
+        if copy is not None:
+            text = text.replace(str(copy), str(path)).replace(str(copy.parent), str(path.parent))
+        if "Lambda" in text and "safe_mode" in text:
+            raise BratsInputError(f"{path}: holds a Lambda layer (Python code), which Keras safe mode refuses to "
+                                  f"load; rebuild the model without Lambda layers") from None
+        unknown = _UNKNOWN_OBJECT.search(text)
+        if unknown:
+            kind, name = unknown.group(1), unknown.group(2)
+            layer = next((lay for obj, lay in _serialized_objects(config)
+                          if obj.get("class_name") == name or (obj.get("class_name") == "function"
+                                                               and obj.get("config") == name)), None)
+            where = f"layer {layer!r} " if layer else ""
+            raise BratsInputError(
+                f"{path}: {where}uses the {kind} {name!r}, which neither Keras nor brats-keras knows: refused (no "
+                f"code is loaded from a model file); in Python, import the module that defines it, registered with "
+                f"@keras.saving.register_keras_serializable(), before loading") from None
+        raise BratsInputError(f"{path}: not a Keras model file ({type(exc).__name__}: {text[:200]})") from None
+
+
+#: Keras' message for a class or function it cannot find (not registered, or its module not importable)
+_UNKNOWN_OBJECT = re.compile(r"Could not (?:locate|deserialize) (class|function) '([^']+)'")
+
+
+def _archive_config(path) -> dict:
+    """The model configuration (``config.json``) of a ``.keras`` archive; {} when it has none or it is not JSON
+    (Keras' own loading then says what is wrong)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return json.loads(zf.read("config.json"))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile):
+        return {}
+
+
+def _serialized_objects(config, layer=None):
+    """Every serialized object (a dict with ``class_name``) in a Keras configuration, with the name of the
+    innermost layer that holds it (a model's ``"layers"`` list; a layer's own name for itself)."""
+    if isinstance(config, dict):
+        if "class_name" in config:
+            yield config, layer
+        for key, value in config.items():
+            if key == "layers" and isinstance(value, list):
+                for item in value:
+                    inner = item.get("config") if isinstance(item, dict) else None
+                    name = inner.get("name") if isinstance(inner, dict) else None
+                    yield from _serialized_objects(item, name if isinstance(name, str) else layer)
+            else:
+                yield from _serialized_objects(value, layer)
+    elif isinstance(config, list):
+        for value in config:
+            yield from _serialized_objects(value, layer)
+
+
+def load_pretrained(compile: bool = False):
+    """The Keras model trained on real BraTS cases that ships in ``brats_keras/pretrained/``: ``model.keras``,
+    or the first fold of the fold ensemble that ships in its place.
+
+    Its preprocessing (modalities, scaling, 2 mm resolution) is in
+    ``read_info(brats_keras.pretrained.pretrained_path())``, its scores in
+    ``MODEL_CARD.md``;
+    fine-tune it like any Keras model (``model.compile(...)``, ``model.fit(...)``).
+
+    Raises:
+        FileNotFoundError in one line naming the file when this installation lacks it
+        (:func:`brats_keras.pretrained.pretrained_path`).
+    """
+    from .pretrained import pretrained_path
+
+    return load_model(pretrained_path(), compile=compile)[0]
+
+
+#: what a model file whose weights start a run (:func:`init_weights`) must share with the run
+INIT_KEYS = ("modalities", "scale", "downsample", "output")
+
+
+def init_weights(model, source, info: dict) -> Path:
+    """Copy the weights of ``source`` (a ``.keras`` file or ``"pretrained"``) into ``model``; return its path.
+
+    The source must have the same architecture (every weight the same shape) and have been trained on data
+    preprocessed the same way (modalities, scaling, down-sampling, output); otherwise BratsInputError in one line.
+    """
+    from .models import main_output
+
+    if str(source) == "pretrained":
+        from .pretrained import pretrained_path
+
+        source = pretrained_path()
+    source = Path(source)
+    if not source.is_file():
+        raise BratsInputError(f"{source}: --init-from model file not found")
+    src, src_info = load_model(source, compile=False)
+    if src_info:  # a plain Keras file says nothing about its preprocessing
+        try:
+            src_spec = PreprocessingSpec.from_dict(src_info)
+        except ValueError as exc:
+            raise BratsInputError(f"{source}: {exc}") from None
+        for key, value, ours in src_spec.differences(PreprocessingSpec.from_dict(info), INIT_KEYS):
+            if key in src_info:  # what the source does not record is not held against it
+                raise BratsInputError(f"{source}: trained with {key}={value!r} but this run uses {ours!r}")
+    model = main_output(model)  # deep supervision on either side: the shared layers, the auxiliary heads left alone
+    theirs, ours = main_output(src).get_weights(), model.get_weights()
+    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
+        raise BratsInputError(f"{source}: its architecture differs from this run's model "
+                              f"({len(theirs)} weight arrays against {len(ours)}, or different shapes)")
+    model.set_weights(theirs)
+    return source
 
 
 #: the channels and the last activation of each head a model's info records (``info["output"]``): softmax over

@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import io as bio
-from .labels import REGION_CLASSES, REGION_NAMES, classes_to_labels, regions_to_classes
+from .labels import REGION_CLASSES, classes_to_labels, regions_to_classes
 from .preprocessing import box_slices, brain_crop_box, downsample_image, stack_scaled, upsample_probs
 from .spec import PreprocessingSpec
 
@@ -549,49 +549,3 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
             result["failed"][case.case_id] = msg
             log(f"FAILED {case.case_id}: {msg}")
     return result
-
-
-# ----------------------------------------------------------------------------- training callback
-def whole_case_callback(cases, info, every: int = 1, patch_size=None, overlap=0.5, batch_size=2, prefix="val_case"):
-    """A Keras callback: every ``every`` epochs, predict whole validation cases with the sliding window
-    and log ``{prefix}_dice_WT/_TC/_ET`` and ``{prefix}_dice_mean`` (NaN on other epochs).
-
-    Put it before the CSV logger and checkpoint callbacks; monitor ``val_case_dice_mean`` to keep the
-    checkpoint with the best whole-case Dice.
-    """
-    import keras
-
-    from .evaluation import score_case
-
-    cases = [c for c in cases if c.seg is not None]
-
-    class WholeCaseValidation(keras.callbacks.Callback):
-        _main = (None, None)  # (the training model, its main output): built once, rebuilt for another model
-
-        def main_model(self):
-            """The main output of the model being trained (:func:`brats_keras.models.main_output`), built once
-            per model: it shares the model's weights, so it predicts with the current ones every epoch."""
-            from . import models
-
-            if self._main[0] is not self.model:
-                self._main = (self.model, models.main_output(self.model))
-            return self._main[1]
-
-        def on_epoch_end(self, epoch, logs=None):
-            if logs is None:
-                return
-            keys = [f"{prefix}_dice_{r}" for r in REGION_NAMES] + [f"{prefix}_dice_mean"]
-            if (epoch + 1) % every:
-                logs.update({k: float("nan") for k in keys})
-                return
-            pred = Predictor(self.main_model(), info=info, patch_size=patch_size, overlap=overlap,
-                             batch_size=batch_size)
-            scores = []
-            for case in cases:
-                out = score_case(pred.predict_case(case)["classes"], bio.load_classes(case.seg), report=False,
-                                 distances=False)
-                scores.append([out[r]["dice"] for r in REGION_NAMES])
-            mean = np.mean(scores, axis=0)
-            logs.update({k: float(v) for k, v in zip(keys, list(mean) + [float(mean.mean())])})
-
-    return WholeCaseValidation()

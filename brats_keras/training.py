@@ -1,26 +1,12 @@
 """Training a segmentation model on converted cases, with checkpoints, logs and resume.
 
-A run folder holds::
-
-    config.json          every setting of the run (re-read by ``resume``)
-    split.json           the train / val / test case ids
-    checkpoints/last.keras, checkpoints/best.keras   (with preprocessing info embedded)
-    log.csv              one row per epoch
-    loss_curves.png      training and validation loss and Dice per epoch
-
-``checkpoints/last.keras`` is the run's single source of truth: besides the weights and the
-optimizer state it holds the training state (epochs done, every log row, the best value and
-its epoch). Each epoch ends by replacing it (atomically), then copying it to ``best.keras``
-on a new best, then rewriting ``log.csv`` from its rows. A run killed at any point resumes
-from ``last.keras`` and repairs the other two to match (see :func:`recover_run`).
+It writes a run folder (what it holds, its log and its recovery after a stop: :mod:`brats_keras.runs`).
 
 ``train(TrainConfig(...))`` is what ``brats-keras train`` and the notebooks call.
 """
 from __future__ import annotations
 
 import contextlib
-import csv
-import io as _io
 import json
 import math
 import numbers
@@ -31,8 +17,9 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 
-from .io import BratsInputError, atomic_copy, atomic_write_json, atomic_write_text, find_cases
-from .run_folder import check_new_run, check_unlocked, run_lock
+from .io import BratsInputError, atomic_write_json, find_cases
+from .checkpoint import init_weights, model_info
+from .runs import CASE_DICE_MEAN, check_new_run, check_unlocked, read_log, recover_run, run_lock
 from .spec import PreprocessingSpec, read_manifest
 
 
@@ -347,70 +334,24 @@ def compile_model(model, cfg: TrainConfig, policy: str):
 
 
 #: what a model whose weights start a run (--init-from) must share with the run's data
-INIT_KEYS = ("modalities", "scale", "downsample", "output")
-
-
-def init_weights(model, source, info: dict) -> Path:
-    """Copy the weights of ``source`` (a ``.keras`` file or ``"pretrained"``) into ``model``; return its path.
-
-    The source must have the same architecture (every weight the same shape) and have been trained on data
-    preprocessed the same way (modalities, scaling, down-sampling, output); otherwise BratsInputError in one line.
-    """
-    from .checkpoint import load_model
-    from .models import main_output
-
-    if str(source) == "pretrained":
-        from .pretrained import pretrained_path
-
-        source = pretrained_path()
-    source = Path(source)
-    if not source.is_file():
-        raise BratsInputError(f"{source}: --init-from model file not found")
-    src, src_info = load_model(source, compile=False)
-    if src_info:  # a plain Keras file says nothing about its preprocessing
-        try:
-            src_spec = PreprocessingSpec.from_dict(src_info)
-        except ValueError as exc:
-            raise BratsInputError(f"{source}: {exc}") from None
-        for key, value, ours in src_spec.differences(PreprocessingSpec.from_dict(info), INIT_KEYS):
-            if key in src_info:  # what the source does not record is not held against it
-                raise BratsInputError(f"{source}: trained with {key}={value!r} but this run uses {ours!r}")
-    model = main_output(model)  # deep supervision on either side: the shared layers, the auxiliary heads left alone
-    theirs, ours = main_output(src).get_weights(), model.get_weights()
-    if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
-        raise BratsInputError(f"{source}: its architecture differs from this run's model "
-                              f"({len(theirs)} weight arrays against {len(ours)}, or different shapes)")
-    model.set_weights(theirs)
-    return source
-
-
-def model_info(cfg: TrainConfig, spec) -> dict:
-    """The info a model file embeds: what prediction needs to preprocess a new case exactly as in training.
-
-    Args:
-        spec: the training data's :class:`~brats_keras.spec.PreprocessingSpec` (or its dict, a manifest's
-            settings); the run's patch size and output mode are added to it.
-    Returns:
-        ``{"format": 1, **spec.to_dict(), "model": ..., "loss": ...}``, and ``"deep_supervision": N`` when the run
-        trains N auxiliary outputs.
-    """
-    if not isinstance(spec, PreprocessingSpec):
-        spec = PreprocessingSpec.from_dict(spec)
-    spec = replace(spec, patch_size=cfg.patch_size, output=cfg.output)
-    extra = {"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {}
-    return {"format": 1, **spec.to_dict(), "model": cfg.model, "loss": cfg.loss, **extra}
-
-
 # ----------------------------------------------------------------------------- callbacks
 def _monitor(cfg):
     """What picks the best checkpoint: whole-case Dice when it is computed, else validation loss."""
-    return "val_case_dice_mean" if cfg.whole_case_every else "val_loss"
+    return CASE_DICE_MEAN if cfg.whole_case_every else "val_loss"
+
+
+def whole_case_callback(cases, info, every: int = 1, patch_size=None, overlap=0.5, batch_size=2):
+    """A :class:`brats_keras.callbacks.WholeCaseValidation` over ``cases`` that predicts each epoch it runs with a
+    :class:`~brats_keras.inference.Predictor` of the model's main output (``info``: the run's model-file info)."""
+    from .callbacks import WholeCaseValidation
+    from .inference import Predictor
+
+    return WholeCaseValidation(cases, lambda model: Predictor(model, info=info, patch_size=patch_size,
+                                                              overlap=overlap, batch_size=batch_size), every=every)
 
 
 def whole_case_validation(cfg, val_ids, info):
     """The whole-case validation callback over the original NIfTI files of the validation cases."""
-    from .inference import whole_case_callback
-
     manifest = read_manifest(cfg.data)
     cases = []
     for cid in val_ids:
@@ -423,13 +364,6 @@ def whole_case_validation(cfg, val_ids, info):
 def _one_line(exc, limit: int = 300) -> str:
     text = " ".join(str(exc).split())
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _scalar(value):
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return str(value)
 
 
 def use_tensorboard(cfg) -> bool:
@@ -454,25 +388,12 @@ def use_tensorboard(cfg) -> bool:
     return not missing
 
 
-def tensorboard_callback(log_dir):
-    """Keras' TensorBoard callback writing epoch scalars to ``log_dir/train`` and ``log_dir/validation``.
+def _draw_curves(log_csv, save):
+    """The run's loss and Dice curves (:func:`brats_keras.visualize.plot_history`; matplotlib is imported only
+    when a run draws them)."""
+    from .visualize import plot_history
 
-    Tags are ``epoch_<log key>`` (``val_`` keys go to validation without the prefix): ``epoch_loss``,
-    ``epoch_dice_WT`` ..., ``epoch_learning_rate``, and the whole-case ``epoch_case_dice_WT`` ... on the epochs
-    that compute them (their NaN on other epochs is left out). No graph, histograms or profiling: cheap.
-    """
-    import keras
-
-    class TensorBoard(keras.callbacks.TensorBoard):
-        def on_epoch_end(self, epoch, logs=None):
-            kept = {}
-            for key, value in (logs or {}).items():
-                value = _scalar(value)
-                if not isinstance(value, str) and value == value:  # NaN: not computed this epoch
-                    kept[key] = value
-            super().on_epoch_end(epoch, kept)
-
-    return TensorBoard(log_dir=str(log_dir), write_graph=False, profile_batch=0, update_freq="epoch")
+    plot_history(log_csv, save=save)
 
 
 def _callbacks(cfg, run, info, state, writes: bool = True, agree=float):
@@ -483,7 +404,7 @@ def _callbacks(cfg, run, info, state, writes: bool = True, agree=float):
     schedule sets the same learning rate on all of them."""
     import keras
 
-    from .callbacks import Checkpoints, Curves, TimeLimit
+    from .callbacks import Checkpoints, Curves, TimeLimit, tensorboard_callback
 
     monitor = _monitor(cfg)
     mode = "max" if "dice" in monitor else "min"
@@ -507,7 +428,7 @@ def _callbacks(cfg, run, info, state, writes: bool = True, agree=float):
         cbs.append(TimeLimit(cfg.time_limit))
     if cfg.early_stopping:
         cbs.append(keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=cfg.early_stopping))
-    cbs.append(Curves(run))
+    cbs.append(Curves(run, _draw_curves))
     if not writes:  # a worker other than the chief: the same decisions, no files
         cbs = [cb for cb in cbs if not isinstance(cb, (Checkpoints, Curves, keras.callbacks.TensorBoard))]
     return cbs
@@ -524,72 +445,6 @@ def poly_lr(epoch: int, cfg: TrainConfig, elapsed_minutes: float = 0.0) -> float
     if cfg.time_limit:
         t = max(t, elapsed_minutes / cfg.time_limit)
     return max(cfg.min_lr, cfg.lr * max(0.0, 1.0 - t) ** 0.9)
-
-
-def read_log(run) -> list[dict]:
-    """Rows of a run's ``log.csv`` (``run``: the run folder or the CSV) as dicts of floats, without empty cells."""
-    path = Path(run) if Path(run).is_file() else Path(run) / "log.csv"
-    if not path.exists():
-        return []
-    with open(path) as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
-
-
-def write_log(run, rows: list[dict]) -> None:
-    """Write ``log.csv`` (atomically) from rows: ``epoch`` first, then the other columns sorted."""
-    keys = sorted({k for row in rows for k in row} - {"epoch"})
-    text = _io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=["epoch"] + keys, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(Path(run) / "log.csv", text.getvalue())
-
-
-#: files of a run folder that are written through a hidden temporary file ``.<name>.<random><suffix>``
-_RUN_FILES = ("config.json", "split.json", "log.csv", "loss_curves.png", "checkpoints/last.keras",
-              "checkpoints/best.keras")
-
-
-def recover_run(run, monitor: str = "val_loss") -> dict:
-    """Make a run folder consistent after a stop anywhere (even SIGKILL); return its training state.
-
-    ``checkpoints/last.keras`` is trusted: temporary files left by an interrupted save are deleted,
-    ``log.csv`` is rewritten from the rows stored in ``last.keras`` (dropping a row written for an
-    epoch whose checkpoint never landed, restoring one whose write was cut off), and ``best.keras``
-    is copied from ``last.keras`` when the last epoch was the best but the copy was cut off.
-    Runs saved before checkpoints carried their state fall back to ``log.csv``.
-
-    Returns:
-        ``{"epoch": epochs done, "log": rows, "best": value or None, "best_epoch": int or None}``.
-    """
-    import math
-
-    from .checkpoint import read_state
-
-    run = Path(run)
-    for name in _RUN_FILES:
-        path = run / name
-        if path.parent.is_dir():
-            for tmp in path.parent.glob(f".{path.name}.*"):
-                tmp.unlink(missing_ok=True)
-    last, best = run / "checkpoints" / "last.keras", run / "checkpoints" / "best.keras"
-    state = read_state(last) if last.exists() else {"epoch": 0, "log": []}
-    if "epoch" not in state:  # a run saved before checkpoints carried their state: trust log.csv
-        rows = [{**r, "epoch": int(r["epoch"])} for r in read_log(run)]
-        past = [(r[monitor], int(r["epoch"])) for r in rows if not math.isnan(r.get(monitor, math.nan))]
-        pick = (max if "dice" in monitor else min)(past, default=(None, None))
-        return {"epoch": len(rows), "log": rows, "best": pick[0], "best_epoch": pick[1]}
-    if state["log"]:
-        write_log(run, state["log"])
-    else:
-        (run / "log.csv").unlink(missing_ok=True)
-    best_epoch = state.get("best_epoch")
-    if best_epoch is not None and best_epoch == state["epoch"] - 1 and (
-            not best.exists() or read_state(best).get("epoch") != state["epoch"]):
-        atomic_copy(last, best)
-    state.setdefault("best", None)
-    state.setdefault("best_epoch", None)
-    return state
 
 
 def _absolute_paths(cfg: TrainConfig) -> TrainConfig:
@@ -661,7 +516,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
     Every setting and the data (every array's size and header, with ``cfg.verify`` its checksum) are checked
     before the run folder is made or changed; a bad one is a BratsInputError in one line. The run folder is
-    locked while the training writes it (:mod:`brats_keras.run_folder`): a second training of the same folder is
+    locked while the training writes it (:mod:`brats_keras.runs`): a second training of the same folder is
     refused, naming the first's pid.
 
     Args:

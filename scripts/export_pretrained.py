@@ -18,7 +18,7 @@ table says, times the ensemble, and writes the card with the cross-validated est
 ``--folds`` once per recipe (with ``--crossval`` the table ``crossval --combine`` wrote from theirs) to ship
 them as one ensemble, ``fold-<k>a.keras``, ``fold-<k>b.keras``, ...; files over the 60 MB budget are refused.
 
-The card's text and the rows of earlier runs it compares with live in ``brats_keras.pretrained.card`` and
+The card's text and the rows of earlier runs it compares with live in ``brats_keras.model_card`` and
 ``card_history.json``. Unusable input (a folder that is no run, a cross-validation of other runs, fold runs
 with different settings): one line, exit 2, nothing written.
 """
@@ -39,12 +39,12 @@ from brats_keras.crossval import (MEMBER_LETTERS, choice_rule_flags, crossval_fi
 from brats_keras.data import ConvertedCases  # noqa: E402
 from brats_keras.evaluation import grid_dice, label_contrast, resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
+from brats_keras.model_card import (augmentation_text, card_markdown, late_val_range,  # noqa: E402
+                                    loss_text, optimizer_text, train_command)
 from brats_keras.models import count_params, main_output  # noqa: E402
 from brats_keras.pretrained import CARD_FILE, CARD_JSON, MODEL_FILE  # noqa: E402
-from brats_keras.pretrained.card import (augmentation_text, card_markdown, late_val_range,  # noqa: E402
-                                         loss_text, optimizer_text, train_command)
+from brats_keras.runs import CASE_DICE_MEAN, read_log  # noqa: E402
 from brats_keras.spec import MANIFEST  # noqa: E402
-from brats_keras.training import read_log  # noqa: E402
 
 
 def score(predictor, cases):
@@ -123,7 +123,7 @@ def main(argv=None):
         last_model, last_info = load_model(last_ckpt, compile=False)
         last_scores = score(Predictor(last_model, info=last_info), cases)
         last = {"cases": last_scores[0], "mean": last_scores[1]}
-    monitor = "val_case_dice_mean"
+    monitor = CASE_DICE_MEAN
     best_epoch = int(np.nanargmax([r.get(monitor, np.nan) for r in log])) if args.checkpoint == "best" else len(log) - 1
     card = {
         "model_file": MODEL_FILE.name,

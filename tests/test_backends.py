@@ -57,7 +57,7 @@ def test_torch_backend_suite_passes_where_torch_is_installed(tmp_path):
 
 
 def _tf_window():
-    from brats_keras.models import load_pretrained
+    from brats_keras.checkpoint import load_pretrained
 
     x = np.random.default_rng(7).standard_normal((1, 64, 64, 64, 4)).astype(np.float32)
     return np.asarray(load_pretrained().predict_on_batch(x), np.float32)

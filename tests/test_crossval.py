@@ -1083,7 +1083,7 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     choice = json.loads((cv_dir / "postprocessing.json").read_text())
     assert {k: stored[k] for k in choice["postprocess"]} == choice["postprocess"]
     md = (ship / "MODEL_CARD.md").read_text()
-    from brats_keras.pretrained.card import card_markdown
+    from brats_keras.model_card import card_markdown
 
     assert md == card_markdown(card)
     mean = results["mean"]
@@ -1162,7 +1162,7 @@ def test_ensemble_and_export_of_two_recipes_scored_by_their_combined_crossval(cv
                                                              for d in (cv_a, cv_b)]
     assert card["check"]["max_dice_difference"] <= 0.02  # both recipes' fold files in float16 against the table
     md = (ship / "MODEL_CARD.md").read_text()
-    from brats_keras.pretrained.card import card_markdown
+    from brats_keras.model_card import card_markdown
 
     assert md == card_markdown(card)
     assert md.startswith("# Model card: brats-keras pretrained 3D U-Net, 2 recipes x 2-fold ensemble")
@@ -1341,7 +1341,7 @@ def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
     assert pre.pretrained_paths() == [tmp_path / "fold-0.keras", tmp_path / "fold-1.keras"]
     assert len(Predictor().models) == 2
     assert pre.pretrained_path() == tmp_path / "fold-0.keras"
-    from brats_keras.models import load_pretrained
+    from brats_keras.checkpoint import load_pretrained
 
     assert load_pretrained().count_params() == Predictor(tmp_path / "fold-0.keras").model.count_params()
     for f in [*tmp_path.glob("fold-*.keras"), tmp_path / "ensemble.json"]:

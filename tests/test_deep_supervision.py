@@ -14,7 +14,8 @@ from brats_keras.deep_supervision import MainOutputLogs, compile_arguments, loss
 from brats_keras.losses import get_loss
 from brats_keras.metrics import report_metrics
 from brats_keras.models import build_model, main_output
-from brats_keras.training import TrainConfig, read_log, train
+from brats_keras.runs import read_log
+from brats_keras.training import TrainConfig, train
 
 from conftest import counting_batches, write_converted_cases
 
@@ -122,7 +123,7 @@ def test_whole_case_validation_builds_the_main_output_once_and_predicts_with_the
     freshly built one does."""
     from brats_keras import io as bio
     from brats_keras import models
-    from brats_keras.inference import whole_case_callback
+    from brats_keras.training import whole_case_callback
 
     from conftest import write_small_case
 
@@ -251,7 +252,7 @@ def test_export_writes_the_main_output_alone(runs, tmp_path):
 
 
 def test_init_from_moves_the_shared_layers_between_runs_with_and_without_deep_supervision(runs):
-    from brats_keras.training import init_weights
+    from brats_keras.checkpoint import init_weights
 
     root, (run, _) = runs
     last = run / "checkpoints" / "last.keras"
@@ -288,7 +289,7 @@ def test_the_cli_refuses_deep_supervision_it_cannot_build_in_one_line_before_the
 
 
 def test_the_model_card_describes_the_deep_supervision():
-    from brats_keras.pretrained.card import loss_text, train_command
+    from brats_keras.model_card import loss_text, train_command
 
     cfg = {**TrainConfig.from_recipe("pretrained").__dict__, "deep_supervision": 2}
     assert loss_text(cfg) == ("dice+bce on the main output and on 2 deep-supervision outputs (decoder levels at 1/2 "

@@ -81,7 +81,7 @@ def check_workers(records, runs, data, exact_weights=True):
     else:  # JAX across processes, against this TensorFlow reference: looser, see docs/distributed.md
         # (measured: median 6e-4, largest 0.023 for a move of 0.03); the losses below are the tight check
         assert np.median(diff) < 2e-3 and diff.max() < moved, (np.median(diff), diff.max(), moved)
-    from brats_keras.training import read_log
+    from brats_keras.runs import read_log
 
     log = read_log(runs[0])
     assert len(log) == 1

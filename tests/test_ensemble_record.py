@@ -169,7 +169,7 @@ def test_the_shipped_ensemble_with_a_stray_or_missing_file_is_refused(fault, shi
     """predict without --model, --init-from pretrained and load_pretrained take the shipped ensemble as its record
     says: a stray 'fold-0 (copy).keras' (it sorted first: --init-from pretrained took it) or a deleted fold is one
     line naming the file, exit 2."""
-    from brats_keras.models import load_pretrained
+    from brats_keras.checkpoint import load_pretrained
     from brats_keras.pretrained import model_card
 
     if model_card().get("kind") != "fold ensemble":

@@ -16,7 +16,7 @@ from brats_keras.checkpoint import read_info
 from brats_keras.cli import main as cli_main
 from brats_keras.export import INFO_FILE, ONNX_FILE, export_model, load_exported
 from brats_keras.inference import Predictor
-from brats_keras.models import load_pretrained
+from brats_keras.checkpoint import load_pretrained
 from brats_keras.preprocessing import brain_crop_box, downsample_image, stack_scaled
 from brats_keras.pretrained import pretrained_path
 from brats_keras.spec import PreprocessingSpec

@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 
 from brats_keras import labels
+from brats_keras.checkpoint import load_model, load_pretrained
 from brats_keras.models import (
     MODELS,
     build_model,
     count_params,
-    load_model,
-    load_pretrained,
     residual_unet,
     sm_unet,
     unet3d,
@@ -172,7 +171,7 @@ def test_keras_file_round_trip_gives_identical_predictions(builder, kwargs, tmp_
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     path = tmp_path / "model.keras"
     model.save(path)
-    loaded = load_model(path)
+    loaded, _ = load_model(path)
     assert loaded.name == model.name
     assert count_params(loaded) == count_params(model)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)), expected)
@@ -190,7 +189,7 @@ def test_load_pretrained_names_the_missing_file(tmp_path, monkeypatch):
         load_pretrained()
     assert str(err.value) == (f"{missing}: the pretrained model is not installed with this copy of brats-keras "
                               f"(reinstall brats-keras, or train a model and load it with "
-                              f"brats_keras.models.load_model(path))")
+                              f"brats_keras.checkpoint.load_model(path))")
 
 
 def test_load_pretrained_loads_the_shipped_file(tmp_path, monkeypatch):

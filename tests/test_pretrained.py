@@ -61,7 +61,7 @@ def test_load_pretrained_for_fine_tuning(card):
     import keras
 
     from brats_keras.losses import get_loss
-    from brats_keras.models import load_pretrained
+    from brats_keras.checkpoint import load_pretrained
 
     model = load_pretrained()
     assert model.outputs[0].shape[-1] == 3 and model.inputs[0].shape[-1] == len(card["preprocessing"]["modalities"])
@@ -179,7 +179,7 @@ def _export_script(*args):
 
 
 def test_export_card_helpers_derive_their_numbers_from_the_log():
-    from brats_keras.pretrained.card import cells, late_val_range
+    from brats_keras.model_card import cells, late_val_range
 
     nan = float("nan")
     log = [{"val_case_dice_mean": v} for v in (0.1, nan, 0.9, nan, 0.6, 0.7, nan, 0.65)]
@@ -194,7 +194,7 @@ def test_card_markdown_rebuilds_the_shipped_card_from_its_json_and_the_history_d
     """MODEL_CARD.md is exactly what card_markdown writes from model_card.json and card_history.json; the rows
     of earlier runs come from the history passed in, not from code."""
     from brats_keras.pretrained import CARD_FILE
-    from brats_keras.pretrained.card import card_markdown, read_history
+    from brats_keras.model_card import card_markdown, read_history
 
     assert card_markdown(card) == CARD_FILE.read_text()
     history = read_history()
@@ -228,7 +228,7 @@ def test_export_train_command_names_only_what_differs_from_the_recipe():
     """The card's reproduce command is derived from the run's config: the recipe plus the changed flags."""
     from dataclasses import asdict
 
-    from brats_keras.pretrained.card import train_command
+    from brats_keras.model_card import train_command
     from brats_keras.training import TrainConfig
 
     cfg = asdict(TrainConfig.from_recipe("pretrained", data="/somewhere", out="/runs/x", time_limit=95.0, lr=3e-4,
@@ -260,7 +260,7 @@ def test_export_train_command_runs_as_the_run_it_describes(monkeypatch):
 
     import brats_keras.training as training
     from brats_keras.cli import main as cli_main
-    from brats_keras.pretrained.card import _NOT_RECIPE, train_command
+    from brats_keras.model_card import _NOT_RECIPE, train_command
     from brats_keras.training import TrainConfig
 
     cfg = asdict(TrainConfig.from_recipe("pretrained", output="softmax", loss="dice+ce", tensorboard=False,
@@ -290,7 +290,7 @@ def test_fold_train_command_loops_over_k_and_gives_back_each_fold(monkeypatch):
     from dataclasses import asdict
 
     import brats_keras.training as training
-    from brats_keras.pretrained.card import _NOT_RECIPE, train_command
+    from brats_keras.model_card import _NOT_RECIPE, train_command
     from brats_keras.training import TrainConfig
 
     seen = []
@@ -336,7 +336,7 @@ def _ensemble_card(checkpoint="last", steps=(2500,), moved=0.0004, stratified_by
 def test_ensemble_card_states_what_the_runs_did():
     """The card said 'last checkpoint, none chosen on validation', 'Float16 storage does not move the scores',
     one step count and 'Folds stratified by tumor size' whatever the runs, the check and the splits were."""
-    from brats_keras.pretrained.card import card_markdown
+    from brats_keras.model_card import card_markdown
 
     history = {"cv_attempts": []}
     md = " ".join(card_markdown(_ensemble_card(), history).split())
@@ -353,7 +353,7 @@ def test_ensemble_card_states_what_the_runs_did():
 def test_ensemble_card_draws_its_grid_conclusion_from_the_numbers():
     """The 2 mm scores beside the 1 mm ones: 'only ..., would gain little' while the grid explains a small part of
     the error (the shipped card's case), a neutral line when it explains much of it or the grid scores lower."""
-    from brats_keras.pretrained.card import card_markdown
+    from brats_keras.model_card import card_markdown
 
     history = {"cv_attempts": []}
     card = _ensemble_card()  # 1 mm means 0.85 / 0.75 / 0.65

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from brats_keras import labels
+from brats_keras.checkpoint import load_model
 from brats_keras.losses import get_loss
-from brats_keras.models import MODELS, build_model, count_params, load_model, segresnet
+from brats_keras.models import MODELS, build_model, count_params, segresnet
 from brats_keras.models.segresnet import TrilinearUpSampling3D
 
 
@@ -140,7 +141,7 @@ def test_keras_file_round_trip_gives_identical_predictions(tmp_path):
     x = batch(seed=3)
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     model.save(tmp_path / "m.keras")
-    loaded = load_model(tmp_path / "m.keras")
+    loaded, _ = load_model(tmp_path / "m.keras")
     assert isinstance(loaded.get_layer("dec0_up"), TrilinearUpSampling3D)
     assert count_params(loaded) == count_params(model)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)), expected)
@@ -323,7 +324,7 @@ def test_vae_keras_file_round_trip_gives_identical_predictions(tmp_path):
     x = batch(seed=4)
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     model.save(tmp_path / "m.keras")
-    loaded = load_model(tmp_path / "m.keras")
+    loaded, _ = load_model(tmp_path / "m.keras")
     assert loaded.get_layer("vae_loss").weight == 0.2
     assert count_params(loaded) == count_params(model)
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)), expected)

@@ -7,13 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from brats_keras.checkpoint import read_info
+from brats_keras.checkpoint import model_info, read_info
 from brats_keras.convert import conversion_settings
 from brats_keras.inference import check_same_preprocessing
 from brats_keras.io import BratsInputError
 from brats_keras.pretrained import MODEL_FILE, pretrained_paths
 from brats_keras.spec import DEFAULT_WINDOW, PreprocessingSpec
-from brats_keras.training import TrainConfig, model_info
+from brats_keras.training import TrainConfig
 
 REPORT_BOX = [[56, 184], [56, 184], [13, 141]]
 #: the manifest settings of the shipped model's training data (data/real_2mm), as convert wrote them before the spec

@@ -9,7 +9,8 @@ import pytest
 
 from brats_keras.cli import main as cli_main
 from brats_keras.io import BratsInputError
-from brats_keras.training import TrainConfig, read_log, train, use_tensorboard
+from brats_keras.runs import read_log
+from brats_keras.training import TrainConfig, train, use_tensorboard
 
 from conftest import write_converted_cases
 

@@ -6,7 +6,8 @@ import pytest
 
 from brats_keras.checkpoint import read_info
 from brats_keras.cli import main as cli_main
-from brats_keras.training import TrainConfig, choose_precision, read_log, train
+from brats_keras.runs import read_log
+from brats_keras.training import TrainConfig, choose_precision, train
 
 from conftest import write_converted_cases
 

@@ -19,7 +19,8 @@ import brats_keras  # noqa: F401  (before keras: oneDNN)
 from brats_keras.checkpoint import load_model, read_state
 from brats_keras.cli import main as cli_main
 from brats_keras.io import BratsInputError
-from brats_keras.training import TrainConfig, read_log, train
+from brats_keras.runs import read_log
+from brats_keras.training import TrainConfig, train
 
 from conftest import write_converted_cases, write_small_case
 
@@ -111,7 +112,8 @@ def test_kill_during_checkpoint_then_resume_matches_an_uninterrupted_run(target,
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     # the killed training's lock is left behind: the resume below takes it over (the OS dropped the lock itself)
-    assert (run / ".lock").read_text().strip().isdigit()
+    pid, holder = (run / ".lock").read_text().split()
+    assert pid.isdigit() and holder == "training"
     leftovers = [p.name for p in run.rglob(".*") if p.name != ".lock"]
     assert leftovers and all(p.startswith(f".{target}.") for p in leftovers)  # the fault really struck there
     done = read_state(run / "checkpoints" / "last.keras")["epoch"]
@@ -318,7 +320,7 @@ def test_a_run_folder_held_by_another_training_is_refused_naming_its_pid_and_a_k
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom brats_keras.run_folder import run_lock\n"
+        [sys.executable, "-c", "import sys, time\nfrom brats_keras.runs import run_lock\n"
                                "held = run_lock(sys.argv[1])\nheld.__enter__()\nprint('locked', flush=True)\ntime.sleep(600)\n",
          str(run)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
@@ -341,7 +343,7 @@ def test_a_run_folder_held_by_another_training_is_refused_naming_its_pid_and_a_k
 
 def test_two_trainings_of_one_folder_in_one_process_exclude_each_other(data_dir, finished_run, tmp_path):
     """The lock is the file's, not the process's: even a training started inside another one is refused."""
-    from brats_keras.run_folder import run_lock
+    from brats_keras.runs import run_lock
 
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)

@@ -10,7 +10,7 @@ CARD_JSON = HERE / "model_card.json"
 
 
 def pretrained_path() -> Path:
-    """Path of the shipped model file: the one place that finds it (``brats_keras.models.load_pretrained``,
+    """Path of the shipped model file: the one place that finds it (``brats_keras.checkpoint.load_pretrained``,
     ``--init-from pretrained``, ``brats-keras export`` and prediction without ``--model`` all come here).
 
     ``model.keras``; where a fold ensemble ships in its place (``fold-*.keras`` listed in ``ensemble.json``), its
@@ -46,7 +46,7 @@ def pretrained_paths() -> list[Path]:
     if not MODEL_FILE.exists():
         raise FileNotFoundError(f"{MODEL_FILE}: the pretrained model is not installed with this copy of brats-keras "
                                 f"(reinstall brats-keras, or train a model and load it with "
-                                f"brats_keras.models.load_model(path))")
+                                f"brats_keras.checkpoint.load_model(path))")
     return [MODEL_FILE]
 
 

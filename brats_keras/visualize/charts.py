@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..labels import CLASS_LONG_NAMES, CLASS_NAMES, REGION_NAMES
-from ..training import read_log
+from ..runs import read_log
 from .common import (
     _MODALITY_TITLES,
     _OTHER_COLORS,

@@ -21,11 +21,11 @@ import pytest
 import brats_keras  # noqa: F401  (before keras: oneDNN switch for TF; harmless elsewhere)
 import keras
 
-from brats_keras.checkpoint import load_model, read_info, save_model
+from brats_keras.checkpoint import load_model, load_pretrained, read_info, save_model
 from brats_keras.data import PatchDataset
 from brats_keras.losses import LOSS_NAMES, get_loss
 from brats_keras.metrics import report_metrics
-from brats_keras.models import MODELS, build_model, load_pretrained
+from brats_keras.models import MODELS, build_model
 
 from conftest import REAL, require_shared, write_converted_cases
 
@@ -200,7 +200,8 @@ def test_fit_from_patch_dataset_lowers_nothing_to_nan(converted):
 
 
 def test_train_run_folder_save_load_and_resume(converted, tmp_path):
-    from brats_keras.training import TrainConfig, read_log, train
+    from brats_keras.runs import read_log
+    from brats_keras.training import TrainConfig, train
 
     cfg = TrainConfig(data=str(converted), out=str(tmp_path / "run"), base_filters=4, depth=2, norm="batch",
                       output="regions", loss="dice+bce", patch_size=16, batch_size=2, epochs=1,
@@ -217,7 +218,8 @@ def test_train_run_folder_save_load_and_resume(converted, tmp_path):
 
 def test_deep_supervision_trains_resumes_and_predicts_with_the_main_output(converted, tmp_path):
     from brats_keras.inference import Predictor
-    from brats_keras.training import TrainConfig, read_log, train
+    from brats_keras.runs import read_log
+    from brats_keras.training import TrainConfig, train
 
     cfg = TrainConfig(data=str(converted), out=str(tmp_path / "run"), base_filters=4, depth=2, norm="batch",
                       output="regions", loss="dice+bce", patch_size=16, batch_size=2, epochs=1,

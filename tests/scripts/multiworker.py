@@ -85,7 +85,7 @@ def reference(data, run, records):
     model = build_from_config(cfg, recs[0]["x_0"].shape[-1])
     compile_model(model, cfg, "float32")
     model.set_weights([recs[0][f"w0_{i}"] for i in range(int(recs[0]["n_weights"]))])
-    from brats_keras.training import read_log
+    from brats_keras.runs import read_log
 
     model.optimizer.learning_rate = read_log(run)[0]["learning_rate"]  # the poly rate the workers agreed on
     losses = []

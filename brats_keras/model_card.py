@@ -1,8 +1,10 @@
-"""The shipped model's card: the markdown written beside ``model.keras`` and the helpers that derive its numbers.
+"""The shipped model's card: the markdown written beside the shipped model files, and the helpers behind its numbers.
 
 ``scripts/export_pretrained.py`` scores a run and calls :func:`card_markdown` on the machine-readable card
 (``model_card.json``). The rows of earlier runs that the card compares against are data, not code:
-``card_history.json`` here (:func:`read_history`), or any dict of the same shape passed in.
+``brats_keras/pretrained/card_history.json`` (:func:`read_history`), or any dict of the same shape passed in.
+The shipped files and the reading of their card (:func:`brats_keras.pretrained.card_case`) stay in
+:mod:`brats_keras.pretrained`.
 """
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from . import HERE
+from .pretrained import HERE
+from .runs import CASE_DICE_MEAN
 
 #: the comparison rows of earlier runs: {"against_targets": [row], "target": cells, "earlier_runs": [row]},
 #: a row being {"run": text, "WT": cell, "TC": cell, "ET": cell}
@@ -37,7 +40,7 @@ def cells(scores: dict, hd95=True, bold=False) -> str:
     return " | ".join(cell(scores[r]) for r in ("WT", "TC", "ET"))
 
 
-def late_val_range(log: list[dict], monitor="val_case_dice_mean") -> list[float]:
+def late_val_range(log: list[dict], monitor=CASE_DICE_MEAN) -> list[float]:
     """Lowest and highest whole-case validation Dice over the second half of training."""
     vals = [r[monitor] for r in log[len(log) // 2:] if math.isfinite(r.get(monitor, math.nan))]
     return [float(min(vals)), float(max(vals))] if vals else [float("nan")] * 2
@@ -60,7 +63,7 @@ def train_command(cfg: dict, out: str = "runs/pretrained", data: str = "data/rea
         ValueError naming the setting when the run changed one that no flag of ``brats-keras train`` sets
         (``lr_factor``, ``lr_patience``, ``split_seed``, or a value set back to None): no command reproduces it.
     """
-    from ..training import TrainConfig
+    from .training import TrainConfig
 
     base = asdict(TrainConfig.from_recipe("pretrained"))
     flags = []
@@ -137,7 +140,7 @@ def card_markdown(card: dict, history: dict | None = None) -> str:
 - Input: {', '.join(p['modalities'])} (channels in that order), each z-scored over its brain voxels, the brain's
   bounding box, down-sampled to 2 mm (2x2x2 block means); prediction slides {p['patch_size']}^3 windows
   (at 2 mm) over the brain and up-samples the probabilities to 1 mm.
-- Load it with `brats_keras.models.load_pretrained()`; `brats-keras predict --input CASE --output DIR`
+- Load it with `brats_keras.checkpoint.load_pretrained()`; `brats-keras predict --input CASE --output DIR`
   uses it when no `--model` is given.
 
 ## Data and split
@@ -267,7 +270,7 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
         history: the comparison rows (default: :func:`read_history`); its ``"cv_attempts"`` rows are the recipes
             tried, each with its cross-validated mean Dice.
     """
-    from ..crossval import crossval_markdown
+    from .crossval import crossval_markdown
 
     history = read_history() if history is None else history
     cv, post, pp = card["crossval"], card["crossval_postprocessed"], card["postprocessing"]
@@ -397,7 +400,7 @@ these same cases (mean Dice {' / '.join(f"{pp['dice_before'][r]:.3f}" for r in R
   the {n_models} models' probabilities, {back}applies the post-processing stored in the files: `{json.dumps({k: v for k, v in pp['postprocess'].items() if k != 'chosen_on'})}`.
 - `brats-keras predict --input CASE --output DIR` uses the ensemble when no `--model` is given
   ({check['ensemble_seconds_per_case']:.1f} s per case on {t['hardware'].split(',')[0]}, {one_fold}
-  {check['single_seconds_per_case']:.1f} s); `brats_keras.models.load_pretrained()` gives fold 0, one network to
+  {check['single_seconds_per_case']:.1f} s); `brats_keras.checkpoint.load_pretrained()` gives fold 0, one network to
   fine-tune.
 - {float16}
 
