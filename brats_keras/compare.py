@@ -56,8 +56,8 @@ def compare_crossval(a, b, common: bool = False, postprocessed: bool = False, re
     disagree).
 
     Args:
-        a, b: ``crossval`` output folders or their JSON files (:func:`brats_keras.crossval.read_crossval`), or the tables
-            themselves (dicts as :func:`brats_keras.crossval.crossval_predict` returns them).
+        a, b: ``crossval`` output folders or their JSON files (:func:`brats_keras.crossval.read_crossval`), or the
+            tables themselves (dicts as :func:`brats_keras.crossval.crossval_predict` returns them).
         common: compare only the cases both tables hold (the others are listed under ``"dropped"``) instead of
             refusing tables of different cases.
         postprocessed: read ``crossval_postprocessed.json`` from a folder instead of ``crossval.json``.

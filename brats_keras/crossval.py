@@ -107,7 +107,8 @@ def crossval_ensemble(ensemble, out, data_roots, tta: bool = False, overlap: flo
     ``ensemble="pretrained"`` it gives the shipped model card's cross-validation again.
 
     ``data_roots`` (required: an ensemble does not know where its cases lie) are the folders of the original
-    cases with label maps. Raises BratsInputError as :func:`brats_keras.ensemble.ensemble_folds`, or for no ``data_roots``.
+    cases with label maps. Raises BratsInputError as :func:`brats_keras.ensemble.ensemble_folds`, or for no
+    ``data_roots``.
     """
     from .ensemble import _ensemble_record
 
@@ -350,8 +351,8 @@ def read_crossval(path, postprocessed: bool = False, scores_only: bool = False) 
 
     Every table has ``"cases"``, a JSON object of rows each with an integer ``"fold"`` and finite ``"dice"`` and
     ``"hd95"`` of WT, TC and ET, and maybe ``"failed"`` (case: reason). Unless ``scores_only`` (all that
-    :func:`brats_keras.compare.compare_crossval` needs), it also has ``"folds"`` (fold: ``{"cases": [...], ...}``) and ``"mean"``,
-    ``"median"``, ``"std"``, and a ``crossval.json`` row names its ``"truth"`` and ``"prediction"`` files.
+    :func:`brats_keras.compare.compare_crossval` needs), it also has ``"folds"`` (fold: ``{"cases": [...], ...}``)
+    and ``"mean"``, ``"median"``, ``"std"``, and a ``crossval.json`` row names its ``"truth"`` and ``"prediction"`` files.
 
     Raises:
         BratsInputError, one line naming the file: missing, unreadable or not JSON, or not such a table.

@@ -61,8 +61,8 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     mixed precision would otherwise predict in bfloat16 or float16 wherever it is loaded, and its exports would
     not give its probabilities), its preprocessing info, and the post-processing chosen on
     the out-of-fold predictions when ``postprocessing`` (a ``postprocessing.json`` path or a
-    :func:`~brats_keras.postprocessing.choose_postprocessing` result) is given. ``out/ensemble.json`` records where each file came from and
-    its sha256 (``"checksum"``): prediction from ``out`` uses exactly the listed, unchanged files
+    :func:`~brats_keras.postprocessing.choose_postprocessing` result) is given. ``out/ensemble.json`` records where
+    each file came from and its sha256 (``"checksum"``): prediction from ``out`` uses exactly the listed, unchanged files
     (:func:`brats_keras.ensemble_record.ensemble_files`). It is written last, so an ensemble interrupted while
     writing its files is refused (a checksum differs) until written again.
 

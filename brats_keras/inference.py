@@ -194,7 +194,8 @@ class Predictor:
             :func:`brats_keras.checkpoint.check_head`).
         patch_size: window size (default: the training patch size of the first model, ``spec.window``).
         overlap, batch_size, tta: see :func:`sliding_window`.
-        min_component, keep_largest, et_threshold, thresholds: see :func:`~brats_keras.postprocessing.postprocessing_spec`; when any is given
+        min_component, keep_largest, et_threshold, thresholds: see
+            :func:`~brats_keras.postprocessing.postprocessing_spec`; when any is given
             (not None), they replace the post-processing stored in the model file. Thresholds other than 0.5
             given to a softmax model are refused (ValueError): it takes the most probable class.
         postprocess: True (default): apply the post-processing stored in the (first) model file's info
