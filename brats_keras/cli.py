@@ -358,7 +358,7 @@ def _add_predict(sub):
 
 def _thresholds_arg(text: str) -> list:
     """``--thresholds 0.5,0.5,0.7`` (WT, TC, ET), or one value for all three."""
-    from .inference import postprocessing_spec
+    from .postprocessing import postprocessing_spec
 
     try:
         values = [float(v) for v in text.split(",")]
@@ -518,8 +518,8 @@ def cmd_crossval(args) -> int:
     from pathlib import Path
 
     from .crossval import (choose_postprocessing_from_crossval, crossval_combine, crossval_ensemble,
-                           crossval_markdown, crossval_postprocessed, crossval_predict, format_choice,
-                           format_crossval, read_crossval, set_postprocessing)
+                           crossval_markdown, crossval_postprocessed, crossval_predict, format_crossval, read_crossval)
+    from .postprocessing import format_choice, set_postprocessing
     from .io import BratsInputError, atomic_write_json, atomic_write_text
 
     try:
@@ -576,7 +576,7 @@ def _add_crossval_compare(sub):
 
 
 def cmd_crossval_compare(args) -> int:
-    from .crossval import compare_crossval, format_comparison
+    from .compare import compare_crossval, format_comparison
     from .io import BratsInputError, atomic_write_json
 
     try:
@@ -606,7 +606,7 @@ def _add_set_postprocessing(sub):
 def cmd_set_postprocessing(args) -> int:
     import json
 
-    from .crossval import read_postprocessing_file, set_postprocessing
+    from .postprocessing import read_postprocessing_file, set_postprocessing
     from .io import BratsInputError
 
     try:
@@ -646,7 +646,7 @@ def _add_ensemble(sub):
 
 
 def cmd_ensemble(args) -> int:
-    from .crossval import ensemble_from_runs
+    from .ensemble import ensemble_from_runs
     from .io import BratsInputError
 
     try:

@@ -1,4 +1,4 @@
-"""Training data: case splits and a patch generator over converted ``.npy`` cases.
+"""Training data: case splits and cross-validation folds, and a patch generator over converted ``.npy`` cases.
 
 The generator is a ``keras.utils.PyDataset``: it memory-maps ``images/<case>.npy``
 and ``masks/<case>.npy`` written by :mod:`brats_keras.convert`, cuts random patches
@@ -57,9 +57,119 @@ def save_split(split: dict, path) -> None:
     atomic_write_json(path, split)
 
 
-def load_split(path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+def load_split(path, fold_run: bool = False) -> dict:
+    """Read and check a split file (a run's ``split.json``, a ``--split-file``): a JSON object whose ``"train"``,
+    ``"val"`` and ``"test"``, where present, are lists of case ids; ``"train"`` and ``"val"`` must be present
+    unless ``fold_run`` (the split of a fold run, read by crossval and ensemble, which use its ``"val"`` only).
+
+    Raises:
+        BratsInputError, one line naming the file: unreadable or not JSON, not a JSON object, a list missing, or
+        a list that is not of case ids.
+    """
+    try:
+        split = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BratsInputError(f"{path}: not a readable split file ({' '.join(str(exc).split())})") from None
+    needed = () if fold_run else ("train", "val")
+    if not isinstance(split, dict) or not all(k in split for k in needed):
+        raise BratsInputError(f"{path}: not the split of a fold run (train --folds K --fold k)" if fold_run else
+                              f"{path}: a split file needs 'train' and 'val' lists of case ids")
+    for part in ("train", "val", "test"):
+        ids = split.get(part, [])
+        if not isinstance(ids, list) or not all(isinstance(c, str) for c in ids):
+            raise BratsInputError(f"{path}: its \"{part}\" is not a list of case ids")
+    return split
+
+
+def tumor_sizes(entries: dict) -> dict | None:
+    """Whole-tumor voxels per case from manifest entries (their ``label_counts``); None if any case lacks them."""
+    sizes = {}
+    for cid, entry in entries.items():
+        counts = entry.get("label_counts")
+        if not counts:
+            return None
+        sizes[cid] = int(sum(counts.values()))
+    return sizes
+
+
+def fold_split(case_ids, folds: int, fold: int, seed: int = 0, sizes: dict | None = None, test=0.0) -> dict:
+    """The split of fold ``fold`` of ``folds``: ``val`` = this fold's cases, ``train`` = the other folds'.
+
+    The same ``(case_ids, folds, seed, sizes)`` always give the same folds, and the ``folds`` validation
+    sets are disjoint and cover every non-test case once.
+
+    Folds are stratified by tumor size (scikit-learn's ``StratifiedKFold`` with shuffling and ``seed``) when
+    ``sizes`` (whole-tumor voxels per case, e.g. :func:`tumor_sizes` of the manifest) are given and there
+    are at least ``2 * folds`` cases: the cases are cut into size bins (up to three: small, middle, large
+    tumors) of at least ``folds`` cases each and every fold gets its share of each bin. Tumor size drives
+    Dice and HD95 more than anything else here (small tumors score low Dice), and with 4 or 5 validation
+    cases per fold a fold of only small tumors would make its fold mean differ for reasons that have
+    nothing to do with its model. Otherwise plain ``KFold`` with shuffling and ``seed``. (``GroupKFold``
+    would be the choice when one patient has several studies, e.g. BraTS 2023's ``-000`` / ``-001`` time
+    points; the cases here are one study per patient.)
+
+    Args:
+        case_ids: the labelled case ids.
+        folds: number of folds (>= 2); fold: this fold, ``0 .. folds - 1``.
+        seed: the shuffling seed (``TrainConfig.split_seed``).
+        test: cases held out of every fold first (a fraction or a count, as in :func:`split_cases`).
+    Returns:
+        ``{"train": [...], "val": [...], "test": [...], "fold": fold, "folds": folds, "seed": seed,
+        "stratified_by": "tumor size" or None}`` (id lists sorted).
+    Raises:
+        BratsInputError for a fold out of range or more folds than cases.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    folds, fold = int(folds), int(fold)
+    if folds < 2:
+        raise BratsInputError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    if not 0 <= fold < folds:
+        raise BratsInputError(f"--fold {fold}: choose a fold from 0 to {folds - 1}")
+    held = split_cases(case_ids, val=0, test=test, seed=seed) if test else {"train": sorted(case_ids), "test": []}
+    ids = sorted(held["train"])
+    if len(ids) < folds:
+        raise BratsInputError(f"--folds {folds}: only {len(ids)} case(s) to split")
+    strata = None
+    if sizes is not None and all(c in sizes for c in ids):
+        n_bins = min(3, len(ids) // folds)
+        if n_bins >= 2:
+            order = sorted(range(len(ids)), key=lambda i: (sizes[ids[i]], ids[i]))
+            strata = np.zeros(len(ids), int)
+            for rank, i in enumerate(order):
+                strata[i] = rank * n_bins // len(ids)
+    if strata is not None:
+        splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(ids, strata)
+    else:
+        splitter = KFold(n_splits=folds, shuffle=True, random_state=seed).split(ids)
+    _, val_idx = list(splitter)[fold]
+    val = sorted(ids[i] for i in val_idx)
+    return {"train": sorted(set(ids) - set(val)), "val": val, "test": sorted(held["test"]), "fold": fold,
+            "folds": folds, "seed": int(seed), "stratified_by": "tumor size" if strata is not None else None}
+
+
+def fold_runs(runs, checkpoint: str = "last") -> list[tuple]:
+    """``[(run folder, its split.json as a dict, its checkpoints/<checkpoint>.keras)]`` of fold run folders.
+
+    Raises:
+        BratsInputError (one line) for no run, an unknown ``checkpoint``, a folder without ``split.json``, a
+        ``split.json`` that :func:`load_split` refuses, or a missing checkpoint.
+    """
+    if checkpoint not in ("last", "best"):
+        raise BratsInputError(f"--checkpoint {checkpoint!r}: use last or best")
+    runs = [Path(r) for r in runs]
+    if not runs:
+        raise BratsInputError("no fold run given")
+    out = []
+    for run in runs:
+        split_path, model_path = run / "split.json", run / "checkpoints" / f"{checkpoint}.keras"
+        if not split_path.is_file():
+            raise BratsInputError(f"{run}: not a run folder (no split.json)")
+        split = load_split(split_path, fold_run=True)
+        if not model_path.is_file():
+            raise BratsInputError(f"{model_path}: checkpoint not found")
+        out.append((run, split, model_path))
+    return out
 
 
 # ----------------------------------------------------------------------------- cases

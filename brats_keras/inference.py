@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from . import io as bio
-from .labels import REGION_CLASSES, classes_to_labels, regions_to_classes
+from .labels import classes_to_labels, regions_to_classes
+from .postprocessing import apply_postprocessing, postprocessing_spec, region_thresholds, thresholds_ignored
 from .preprocessing import box_slices, brain_crop_box, downsample_image, stack_scaled, upsample_probs
 from .spec import PreprocessingSpec
 
@@ -96,157 +96,6 @@ def sliding_window(predict_fn, image: np.ndarray, patch, n_out: int, overlap: fl
     bar.close()
     acc /= norm[..., None]
     return acc[: shape[0], : shape[1], : shape[2]]
-
-
-# ----------------------------------------------------------------------------- post-processing
-STRUCT26 = np.ones((3, 3, 3), bool)
-
-
-def remove_small_components(classes: np.ndarray, min_size: int = 0, keep_largest: int = 0) -> np.ndarray:
-    """Drop tumor islands: whole-tumor components (26-connectivity) smaller than ``min_size`` voxels,
-    and, when ``keep_largest`` > 0, all but the ``keep_largest`` biggest components (the WT rule of
-    :func:`apply_postprocessing`)."""
-    if min_size <= 0 and keep_largest <= 0:
-        return classes
-    return apply_postprocessing(classes, {"min_component": min_size, "keep_largest": keep_largest})
-
-
-def small_et_to_ncr(classes: np.ndarray, threshold: int) -> np.ndarray:
-    """The BraTS post-processing rule: if fewer than ``threshold`` voxels are predicted ET, call them NCR.
-
-    (Cases without enhancing tumor score ET Dice 1 only for an empty ET prediction.)
-    """
-    if threshold <= 0:
-        return classes
-    et = classes == 3
-    n = int(et.sum())
-    if 0 < n < threshold:
-        classes = classes.copy()
-        classes[et] = 1
-    return classes
-
-
-def postprocess(classes, min_component=0, keep_largest=0, et_threshold=0):
-    """Whole-tumor island removal, then the small-ET rule (:func:`apply_postprocessing` with whole-tumor settings)."""
-    return apply_postprocessing(classes, {"min_component": min_component, "keep_largest": keep_largest,
-                                          "et_threshold": et_threshold})
-
-
-#: the class a voxel takes when a component of its region is removed: it leaves that region and no other
-#: (WT -> background, TC -> edema, ET -> necrosis), so the nested regions stay nested
-REMOVED_BECOMES = {"WT": 0, "TC": 2, "ET": 1}
-
-
-#: the probability above which a voxel is in a region (region models); a stored choice may move it per region
-DEFAULT_THRESHOLD = 0.5
-
-
-def postprocessing_spec(spec=None, min_component=None, keep_largest=None, et_threshold=None,
-                        thresholds=None) -> dict:
-    """A complete post-processing choice: ``{"thresholds": {"WT": t, "TC": t, "ET": t}, "min_component":
-    {"WT": n, "TC": n, "ET": n}, "keep_largest": {"WT": k, "TC": k, "ET": k}, "et_threshold": n}``
-    (thresholds 0.5 and 0 elsewhere = off).
-
-    ``thresholds`` are the region probabilities above which a voxel is in that region (models with region
-    outputs; :func:`brats_keras.labels.regions_to_classes`); a softmax model takes the most probable class
-    and ignores them. ``spec`` may be such a dict (partial is fine; an int for ``min_component`` or
-    ``keep_largest`` means the whole tumor, as the ``--min-component`` / ``--keep-largest`` flags; a number or
-    three numbers for ``thresholds``), or None. The keyword arguments, when not None, replace the matching
-    entries. Other keys (e.g. ``"chosen_on"``) are dropped. A stored spec without ``thresholds`` (written before
-    they existed) reads as 0.5 for every region.
-    """
-    spec = dict(spec or {})
-    for key, value in (("min_component", min_component), ("keep_largest", keep_largest),
-                       ("et_threshold", et_threshold), ("thresholds", thresholds)):
-        if value is not None:
-            spec[key] = value
-    out = {"thresholds": _thresholds(spec.get("thresholds")), "min_component": {}, "keep_largest": {},
-           "et_threshold": int(spec.get("et_threshold") or 0)}
-    for key in ("min_component", "keep_largest"):
-        value = spec.get(key) or 0
-        if not isinstance(value, dict):
-            value = {"WT": value}
-        unknown = sorted(set(value) - set(REMOVED_BECOMES))
-        if unknown:
-            raise ValueError(f"post-processing {key}: unknown region {', '.join(unknown)} (use WT, TC, ET)")
-        out[key] = {r: int(value.get(r) or 0) for r in REMOVED_BECOMES}
-    return out
-
-
-def _thresholds(value) -> dict:
-    """``{"WT": t, "TC": t, "ET": t}`` from None (0.5 each), a number, three numbers or a partial dict."""
-    if value is None:
-        value = {}
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = dict.fromkeys(REMOVED_BECOMES, value)
-    elif isinstance(value, (list, tuple)):
-        if len(value) != 3:
-            raise ValueError(f"post-processing thresholds: three values (WT, TC, ET), not {len(value)}")
-        value = dict(zip(REMOVED_BECOMES, value))
-    elif not isinstance(value, dict):
-        raise ValueError(f"post-processing thresholds: a number, three numbers or a dict, not {value!r}")
-    unknown = sorted(set(value) - set(REMOVED_BECOMES))
-    if unknown:
-        raise ValueError(f"post-processing thresholds: unknown region {', '.join(unknown)} (use WT, TC, ET)")
-    out = {}
-    for region in REMOVED_BECOMES:
-        t = value.get(region, DEFAULT_THRESHOLD)
-        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < 1.0:
-            raise ValueError(f"post-processing thresholds: {region} {t!r} is not a probability between 0 and 1")
-        out[region] = float(t)
-    return out
-
-
-def is_postprocessing_off(spec) -> bool:
-    spec = postprocessing_spec(spec)
-    return (not spec["et_threshold"] and all(t == DEFAULT_THRESHOLD for t in spec["thresholds"].values())
-            and not any(v for k in ("min_component", "keep_largest") for v in spec[k].values()))
-
-
-def thresholds_ignored(spec, regions: bool) -> bool:
-    """True when ``spec`` sets region thresholds other than 0.5 for a model without region outputs (a softmax
-    model takes the most probable class, so it would ignore them): callers refuse that in one line."""
-    return not regions and region_thresholds(spec) != (DEFAULT_THRESHOLD,) * 3
-
-
-def region_thresholds(spec) -> tuple:
-    """``(t_WT, t_TC, t_ET)`` of a post-processing spec, for :func:`brats_keras.labels.regions_to_classes`."""
-    return tuple(postprocessing_spec(spec)["thresholds"][r] for r in REMOVED_BECOMES)
-
-
-def _kept_components(mask: np.ndarray, min_size: int, keep_largest: int) -> np.ndarray:
-    """The voxels of ``mask`` in components (26-connectivity) of at least ``min_size`` voxels and,
-    when ``keep_largest`` > 0, among the ``keep_largest`` biggest."""
-    lab, n = ndimage.label(mask, structure=STRUCT26)
-    if n == 0:
-        return mask
-    sizes = np.bincount(lab.ravel())[1:]
-    keep = sizes >= max(min_size, 1)
-    if keep_largest > 0:
-        top = np.zeros(n, bool)
-        top[np.argsort(sizes, kind="stable")[::-1][:keep_largest]] = True
-        keep &= top
-    return np.concatenate([[False], keep])[lab]
-
-
-def apply_postprocessing(classes: np.ndarray, spec) -> np.ndarray:
-    """Apply a :func:`postprocessing_spec` to a class map ``(D, H, W)``; return a new map (or ``classes``).
-
-    In order: for WT, TC and ET, components smaller than ``min_component[region]`` voxels, and all but
-    the ``keep_largest[region]`` biggest, leave that region (see ``REMOVED_BECOMES``); then a predicted
-    ET under ``et_threshold`` voxels becomes necrosis (:func:`small_et_to_ncr`).
-    """
-    spec = postprocessing_spec(spec)
-    for region, becomes in REMOVED_BECOMES.items():
-        min_size, largest = spec["min_component"][region], spec["keep_largest"][region]
-        if min_size <= 0 and largest <= 0:
-            continue
-        mask = np.isin(classes, REGION_CLASSES[region])
-        drop = mask & ~_kept_components(mask, min_size, largest)
-        if drop.any():
-            classes = classes.copy()
-            classes[drop] = becomes
-    return small_et_to_ncr(classes, spec["et_threshold"])
 
 
 # ----------------------------------------------------------------------------- model files and ensembles
@@ -345,7 +194,8 @@ class Predictor:
             :func:`brats_keras.checkpoint.check_head`).
         patch_size: window size (default: the training patch size of the first model, ``spec.window``).
         overlap, batch_size, tta: see :func:`sliding_window`.
-        min_component, keep_largest, et_threshold, thresholds: see :func:`postprocessing_spec`; when any is given
+        min_component, keep_largest, et_threshold, thresholds: see
+            :func:`~brats_keras.postprocessing.postprocessing_spec`; when any is given
             (not None), they replace the post-processing stored in the model file. Thresholds other than 0.5
             given to a softmax model are refused (ValueError): it takes the most probable class.
         postprocess: True (default): apply the post-processing stored in the (first) model file's info

@@ -51,7 +51,7 @@ class TrainConfig:
     test: float = 0.0
     split_file: str | None = None
     split_seed: int = 0
-    folds: int = 0  # cross-validation: > 1 trains fold ``fold`` of ``folds`` (brats_keras.crossval.fold_split)
+    folds: int = 0  # cross-validation: > 1 trains fold ``fold`` of ``folds`` (brats_keras.data.fold_split)
     fold: int = 0
     seed: int = 0
     foreground_ratio: float = 0.33
@@ -534,7 +534,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     from . import deep_supervision
     from .augment import check_intensity_mode
     from .checkpoint import load_model
-    from .data import ConvertedCases, PatchDataset, load_split, save_split, split_cases
+    from .data import ConvertedCases, PatchDataset, fold_split, load_split, save_split, split_cases, tumor_sizes
 
     recorded = None
     if resume is not None:
@@ -572,17 +572,10 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     if resume is not None and split_path.exists():
         split = load_split(split_path)
     elif cfg.folds:
-        from .crossval import fold_split, tumor_sizes
-
         split = fold_split(all_cases.case_ids, cfg.folds, cfg.fold, seed=cfg.split_seed,
                            sizes=tumor_sizes(all_cases.entries), test=cfg.test)
     elif cfg.split_file:
-        try:
-            split = load_split(cfg.split_file)
-        except (OSError, ValueError) as exc:
-            raise BratsInputError(f"{cfg.split_file}: not a readable split file ({_one_line(exc)})") from None
-        if not isinstance(split, dict) or not all(isinstance(split.get(k), list) for k in ("train", "val")):
-            raise BratsInputError(f"{cfg.split_file}: a split file needs 'train' and 'val' lists of case ids")
+        split = load_split(cfg.split_file)
     else:
         split = split_cases(all_cases.case_ids, val=cfg.val, test=cfg.test, seed=cfg.split_seed)
     if not split["val"]:

@@ -34,14 +34,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from brats_keras import io as bio  # noqa: E402
 from brats_keras.checkpoint import load_model, read_info, save_model  # noqa: E402
-from brats_keras.crossval import (MEMBER_LETTERS, choice_rule_flags, crossval_file, fold_runs,  # noqa: E402
-                                  member_path, read_crossval, read_postprocessing_file)
-from brats_keras.data import ConvertedCases  # noqa: E402
+from brats_keras.crossval import crossval_file, member_path, read_crossval  # noqa: E402
+from brats_keras.data import ConvertedCases, fold_runs  # noqa: E402
+from brats_keras.ensemble import MEMBER_LETTERS  # noqa: E402
 from brats_keras.evaluation import grid_dice, label_contrast, resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.model_card import (augmentation_text, card_markdown, late_val_range,  # noqa: E402
                                     loss_text, optimizer_text, train_command)
 from brats_keras.models import count_params, main_output  # noqa: E402
+from brats_keras.postprocessing import choice_rule_flags, read_postprocessing_file  # noqa: E402
 from brats_keras.pretrained import CARD_FILE, CARD_JSON, MODEL_FILE  # noqa: E402
 from brats_keras.runs import CASE_DICE_MEAN, read_log  # noqa: E402
 from brats_keras.spec import MANIFEST  # noqa: E402
@@ -358,7 +359,7 @@ def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, ta
     """Write the fold files and ensemble.json into ``staging``, check and time them, and return the card."""
     import time
 
-    from brats_keras.crossval import ensemble_file_fold, ensemble_from_runs
+    from brats_keras.ensemble import ensemble_file_fold, ensemble_from_runs
 
     links, source = convert_inputs(cfg_groups[0][0]["data"])  # first: an unreadable manifest stops it before any file
     written = ensemble_from_runs(groups if len(groups) > 1 else groups[0], staging, checkpoint=results["checkpoint"],

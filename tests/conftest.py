@@ -192,3 +192,43 @@ def read_only_dir(tmp_path):
         pytest.skip("running as root: chmod does not stop writes (a monkeypatched test covers it)")
     yield folder
     folder.chmod(0o755)
+
+
+# ----------------------------------------------------------------------------- fold runs and models of several test files
+@pytest.fixture(scope="module")
+def cv(tmp_path_factory):
+    """5 small converted cases and two 1-step fold runs of a 2-fold cross-validation (crossval, ensemble)."""
+    from brats_keras.training import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("cv")
+    write_converted_cases(root, 5)
+    runs = []
+    for k in range(2):
+        cfg = TrainConfig(data=str(root / "conv"), out=str(root / f"fold{k}"), base_filters=4, depth=2,
+                          norm="instance", output="regions", loss="dice+bce", patch_size=16, batch_size=2, epochs=1,
+                          steps_per_epoch=1, val_steps=1, verbose=0, mixed_precision="off", folds=2, fold=k,
+                          split_seed=7)
+        train(cfg)
+        runs.append(root / f"fold{k}")
+    return root, runs
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Two untrained tiny region models with the same preprocessing, and one with other scaling (post-processing,
+    ensembles)."""
+    import keras
+
+    from brats_keras.checkpoint import save_model
+    from brats_keras.models import unet3d
+
+    folder = tmp_path_factory.mktemp("ens")
+    info = {"modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "output": "regions", "patch_size": 16,
+            "downsample": 1, "crop": "brain"}
+    paths = {}
+    for name, seed, extra in (("a", 1, {}), ("b", 2, {}), ("minmax", 3, {"scale": "minmax"})):
+        keras.utils.set_random_seed(seed)
+        model = unet3d(in_channels=4, base_filters=4, depth=2, norm="none", output="regions")
+        paths[name] = save_model(model, folder / name / f"{name}.keras", {**info, **extra})
+    keras.backend.clear_session()
+    return paths

@@ -1,5 +1,5 @@
-"""Cross-validation: fold splits, out-of-fold predictions in one table, post-processing chosen on them,
-stored in the model file and applied by prediction, and fold ensembles."""
+"""Cross-validation: fold splits, out-of-fold predictions in one table (of fold runs and of fold ensembles), the
+post-processing chosen on them, and the export of a fold ensemble with its cross-validation."""
 import json
 import os
 import subprocess
@@ -7,15 +7,13 @@ import subprocess
 import numpy as np
 import pytest
 
-from brats_keras.checkpoint import read_info, save_model
+from brats_keras.checkpoint import read_info
 from brats_keras.cli import main as cli_main
-from brats_keras.crossval import (choose_postprocessing, crossval_markdown, crossval_predict, fold_split,
-                                  format_choice, format_crossval, set_postprocessing)
-from brats_keras.inference import Predictor, apply_postprocessing, postprocessing_spec
-from brats_keras.io import BratsInputError, find_cases
+from brats_keras.crossval import crossval_markdown, crossval_predict, format_crossval
+from brats_keras.data import fold_split
+from brats_keras.inference import Predictor
+from brats_keras.io import BratsInputError
 from brats_keras.training import TrainConfig, train
-
-from conftest import write_converted_cases, write_small_case
 
 IDS = [f"c{i:02d}" for i in range(23)]
 
@@ -58,20 +56,6 @@ def test_folds_hold_out_test_cases_first_and_refuse_bad_numbers():
 
 
 # ----------------------------------------------------------------------------- fold runs and the out-of-fold table
-@pytest.fixture(scope="module")
-def cv(tmp_path_factory):
-    """5 small converted cases and two 1-step fold runs of a 2-fold cross-validation."""
-    root = tmp_path_factory.mktemp("cv")
-    write_converted_cases(root, 5)
-    runs = []
-    for k in range(2):
-        cfg = TrainConfig(data=str(root / "conv"), out=str(root / f"fold{k}"), base_filters=4, depth=2,
-                          norm="instance", output="regions", loss="dice+bce", patch_size=16, batch_size=2, epochs=1,
-                          steps_per_epoch=1, val_steps=1, verbose=0, mixed_precision="off", folds=2, fold=k,
-                          split_seed=7)
-        train(cfg)
-        runs.append(root / f"fold{k}")
-    return root, runs
 
 
 def test_fold_runs_write_their_fold_split(cv):
@@ -81,7 +65,7 @@ def test_fold_runs_write_their_fold_split(cv):
     assert sorted(splits[0]["val"] + splits[1]["val"]) == [f"c{i}" for i in range(5)]
     assert splits[0]["train"] == splits[1]["val"]
     from brats_keras.spec import read_manifest
-    from brats_keras.crossval import tumor_sizes
+    from brats_keras.data import tumor_sizes
 
     sizes = tumor_sizes(read_manifest(root / "conv")["cases"])
     expected = fold_split(list(sizes), 2, 0, seed=7, sizes=sizes)
@@ -217,7 +201,7 @@ def test_crossval_markdown_known_answer():
     paired = crossval_markdown(results, {**choice, "postprocess": {}, "confidence": 0.9})
     assert "(none passed: a rise of a mean Dice over 0.001 with a paired interval of the gain not below 0)" in paired
     # a complete spec that changes nothing is "none" too (choose_postprocessing always returns a complete one)
-    from brats_keras.inference import postprocessing_spec as full
+    from brats_keras.postprocessing import postprocessing_spec as full
 
     assert "(none passed" in crossval_markdown(results, {**choice, "postprocess": full()})
     assert "(none passed" not in crossval_markdown(results, {**choice, "postprocess": full(thresholds=[0.5, 0.5, 0.7])})
@@ -299,100 +283,7 @@ def test_folds_refuse_val_and_split_file(cv, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-# ----------------------------------------------------------------------------- post-processing known answers
-def blob(shape=(30, 30, 30)):
-    """A tumor of 1000 voxels at [4:14]^3: edema, an enhancing core of 216 voxels, 8 voxels of necrosis."""
-    c = np.zeros(shape, np.uint8)
-    c[4:14, 4:14, 4:14] = 2
-    c[6:12, 6:12, 6:12] = 3
-    c[8:10, 8:10, 8:10] = 1
-    return c
-
-
-def with_island(c, label=2, at=24, size=2):
-    c = c.copy()
-    c[at:at + size, at:at + size, at:at + size] = label
-    return c
-
-
-def over_enhancing(shape=(30, 30, 30)):
-    """Region probabilities of :func:`blob` from a model that over-calls ET: the true ET core at 0.9, its
-    edema shell at 0.65 for ET (TC 0.6, WT 0.9), a far spot at 0.35 for WT. Returns (probs, box, shape) as
-    :func:`load_probabilities` gives, and the truth."""
-    truth = blob(shape)
-    p = np.zeros(shape + (3,), np.float32)
-    p[4:14, 4:14, 4:14] = (0.9, 0.6, 0.65)
-    p[6:12, 6:12, 6:12] = (0.95, 0.9, 0.9)
-    p[8:10, 8:10, 8:10] = (0.95, 0.9, 0.2)
-    p[20:22, 20:22, 20:22, 0] = 0.35
-    box = [(2, 28), (2, 28), (2, 28)]
-    q = np.rint(p[2:28, 2:28, 2:28] * 255).astype(np.uint8)
-    return (q, box, shape), truth
-
-
-def test_region_thresholds_are_chosen_on_probabilities():
-    probs, truth = over_enhancing()
-    choice = choose_postprocessing(None, [truth], probs=[probs])
-    # at 0.5 the whole shell is ET: ET's threshold goes first (0.6 still takes the shell at 0.65, 0.7 does not),
-    # then TC's (the shell's TC 0.6 is not above 0.6: it becomes edema), WT's stays
-    assert choice["postprocess"]["thresholds"] == {"WT": 0.5, "TC": 0.6, "ET": 0.7}
-    assert choice["dice_before"]["ET"] < 0.5 and choice["dice_before"]["TC"] < 0.5
-    assert choice["dice_after"] == {"WT": 1.0, "TC": 1.0, "ET": 1.0}
-    steps = [row["step"] for row in choice["tried"]]
-    assert steps[:15] == ["ET threshold"] * 5 + ["TC threshold"] * 5 + ["WT threshold"] * 5
-    # 0.3 for WT would add the far spot: not chosen
-    wt03 = next(r for r in choice["tried"] if r["step"] == "WT threshold" and r["setting"]["threshold"] == 0.3)
-    assert wt03["dice"]["WT"] < choice["dice_before"]["WT"] and not wt03["chosen"]
-    # without probabilities the label maps decide, and no threshold is tried
-    from brats_keras.labels import regions_to_classes
-
-    full = np.zeros(probs[2] + (3,), np.uint8)
-    full[2:28, 2:28, 2:28] = probs[0]
-    plain = choose_postprocessing([regions_to_classes(full, 127.5)], [truth])
-    assert plain["postprocess"]["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.5}
-    assert not any("threshold" == row["step"][-9:] for row in plain["tried"])
-
-
-def test_of_two_region_thresholds_that_score_alike_the_one_nearer_0_5_is_chosen():
-    """A model that under-calls ET (its true core at 0.45): 0.4 and 0.3 both find it; 0.3, tried first, was kept
-    although 0.4 changes less (the component sizes already went gentlest first)."""
-    truth = blob()
-    p = np.zeros(truth.shape + (3,), np.float32)
-    p[truth > 0, 0] = 0.9
-    p[(truth == 1) | (truth == 3), 1] = 0.9
-    p[truth == 3, 2] = 0.45
-    box = [(0, 30)] * 3
-    choice = choose_postprocessing(None, [truth], probs=[(np.rint(p * 255).astype(np.uint8), box, truth.shape)])
-    assert choice["dice_before"]["ET"] == 0.0 and choice["dice_after"]["ET"] == 1.0
-    assert choice["postprocess"]["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.4}
-    et = {r["setting"]["threshold"]: r["dice"]["ET"] for r in choice["tried"] if r["step"] == "ET threshold"}
-    assert et[0.3] == et[0.4] == 1.0
-
-
-def test_stored_thresholds_decode_predictions_and_the_flag_replaces_them(models, tmp_path, capsys):
-    path = tmp_path / "m.keras"
-    path.write_bytes(models["a"].read_bytes())
-    probs, truth = over_enhancing()
-    set_postprocessing(path, choose_postprocessing(None, [truth], probs=[probs]))
-    p = Predictor(path)
-    assert p.post["thresholds"] == {"WT": 0.5, "TC": 0.6, "ET": 0.7}
-    full = np.zeros(probs[2] + (3,), np.float32)
-    full[2:28, 2:28, 2:28] = probs[0] / 255
-    assert np.array_equal(p.to_classes(full), truth)
-    assert (Predictor(path, postprocess=False).to_classes(full) == 3).sum() > (truth == 3).sum()
-    assert Predictor(path, thresholds=[0.5, 0.5, 0.6]).post["thresholds"]["ET"] == 0.6
-    src = tmp_path / "in"
-    write_small_case(src, "c0", shape=(16, 18, 14))
-    assert cli_main(["predict", "--model", str(path), "--input", str(src), "--output", str(tmp_path / "o"),
-                     "--thresholds", "0.5,0.5,0.6", "--quiet"]) == 0
-    for bad in ("0.5,0.5", "0.5,x,0.5", "1.5"):
-        with pytest.raises(SystemExit) as exc:
-            cli_main(["predict", "--model", str(path), "--input", str(src), "--output", str(tmp_path / "o2"),
-                      "--thresholds", bad])
-        assert exc.value.code == 2 and "--thresholds" in capsys.readouterr().err
-    assert not (tmp_path / "o2").exists()
-
-
+# ----------------------------------------------------------------------------- stored probabilities
 def test_probabilities_file_errors_name_the_file(tmp_path):
     from brats_keras.crossval import load_probabilities, save_probabilities
 
@@ -415,437 +306,7 @@ def test_probabilities_file_errors_name_the_file(tmp_path):
             load_probabilities(f)
 
 
-def test_per_region_removal_keeps_regions_nested():
-    c = with_island(blob(), label=3, size=3)  # a 27-voxel ET island far away
-    spec = postprocessing_spec({"min_component": {"ET": 50}})
-    out = apply_postprocessing(c, spec)
-    assert (out[24:27, 24:27, 24:27] == 1).all()  # left ET, stays in TC: necrosis
-    assert (out[:20, :20, :20] == c[:20, :20, :20]).all()
-    out = apply_postprocessing(c, {"min_component": {"TC": 50}})
-    assert (out[24:27, 24:27, 24:27] == 2).all()  # left TC, stays in WT: edema
-    out = apply_postprocessing(c, {"keep_largest": {"WT": 1}})
-    assert not out[20:].any() and (out[:20, :20, :20] == c[:20, :20, :20]).all()
-    assert apply_postprocessing(c, {}) is c
-    # the old flags are whole-tumor rules
-    assert postprocessing_spec(None, min_component=5, keep_largest=1, et_threshold=9) == {
-        "thresholds": {"WT": 0.5, "TC": 0.5, "ET": 0.5},
-        "min_component": {"WT": 5, "TC": 0, "ET": 0}, "keep_largest": {"WT": 1, "TC": 0, "ET": 0}, "et_threshold": 9}
-    with pytest.raises(ValueError, match="unknown region NCR"):
-        postprocessing_spec({"min_component": {"NCR": 3}})
-
-
-def test_region_thresholds_in_the_spec_and_in_decoding():
-    from brats_keras.inference import is_postprocessing_off, region_thresholds
-    from brats_keras.labels import regions_to_classes
-
-    assert postprocessing_spec({"thresholds": 0.4})["thresholds"] == {"WT": 0.4, "TC": 0.4, "ET": 0.4}
-    assert region_thresholds({"thresholds": [0.3, 0.5, 0.7]}) == (0.3, 0.5, 0.7)
-    assert region_thresholds({"thresholds": {"ET": 0.7}}) == (0.5, 0.5, 0.7)
-    assert region_thresholds(None) == (0.5, 0.5, 0.5)  # a spec stored before thresholds existed
-    assert is_postprocessing_off({"thresholds": 0.5}) and not is_postprocessing_off({"thresholds": {"ET": 0.6}})
-    for bad, message in (({"XX": 0.5}, "unknown region XX"), ({"ET": 1.0}, "ET 1.0 is not a probability"),
-                         ([0.5, 0.5], "three values"), ("high", "a number, three numbers or a dict")):
-        with pytest.raises(ValueError, match=message):
-            postprocessing_spec({"thresholds": bad})
-    # one voxel per probability: ET at 0.65 is ET under 0.6, necrosis (TC) under 0.7
-    probs = np.array([[0.9, 0.9, 0.65], [0.9, 0.45, 0.0], [0.35, 0.0, 0.0]], np.float32)
-    assert regions_to_classes(probs).tolist() == [3, 2, 0]
-    assert regions_to_classes(probs, (0.3, 0.4, 0.6)).tolist() == [3, 1, 2]
-    assert regions_to_classes(probs, (0.5, 0.5, 0.7)).tolist() == [1, 2, 0]
-    with pytest.raises(ValueError, match="one value or three"):
-        regions_to_classes(probs, (0.5, 0.5))
-
-
-def test_far_false_island_removal_is_chosen():
-    truth = blob()
-    choice = choose_postprocessing([with_island(truth)], [truth])
-    assert choice["postprocess"]["min_component"] == {"WT": 10, "TC": 0, "ET": 0}  # the gentlest that fixes it
-    assert choice["postprocess"]["keep_largest"]["WT"] == 0 and choice["postprocess"]["et_threshold"] == 0
-    assert choice["dice_before"]["WT"] == pytest.approx(2 * 1000 / 2008) and choice["dice_after"]["WT"] == 1.0
-    # a gain under min_gain (here 0.004 < 0.01) is not worth a rule
-    assert choose_postprocessing([with_island(truth)], [truth], min_gain=0.01)["postprocess"] == postprocessing_spec()
-
-
-def test_removal_that_would_delete_a_real_lesion_is_not_chosen():
-    two = with_island(blob(), size=5)  # a real second lesion of 125 voxels
-    choice = choose_postprocessing([two], [two])
-    assert choice["postprocess"] == postprocessing_spec()
-    largest = [r for r in choice["tried"] if r["step"] == "WT components" and "keep_largest" in r["setting"]][0]
-    assert largest["dice"]["WT"] < 1 and not largest["chosen"]
-    # with a case that has a false island too: drop islands under 10 voxels, but never keep only the largest
-    truth = blob()
-    choice = choose_postprocessing([two, with_island(truth)], [two, truth])
-    assert choice["postprocess"]["min_component"]["WT"] == 10 and choice["postprocess"]["keep_largest"]["WT"] == 0
-    # equal evidence both ways (a real 8-voxel lesion beside a false 8-voxel island): nothing changes
-    choice = choose_postprocessing([with_island(truth), with_island(truth)], [truth, with_island(truth)])
-    assert choice["postprocess"] == postprocessing_spec()
-
-
-def test_paired_interval_known_answers():
-    from brats_keras.crossval import paired_interval
-
-    assert paired_interval([0.02] * 10) == pytest.approx((0.02, 0.02))  # every resample has the same mean
-    # one case gains 1, 27 gain nothing: about 36% of resamples miss it, so the 90% interval starts at 0
-    low, high = paired_interval([1.0] + [0.0] * 27)
-    assert low == 0.0 and 0.0 < high < 1.0
-    # deterministic (seeded) and wider at higher confidence
-    diff = np.linspace(-0.05, 0.07, 28)
-    assert paired_interval(diff) == paired_interval(diff)
-    lo90, hi90 = paired_interval(diff, 0.9)
-    lo99, hi99 = paired_interval(diff, 0.99)
-    assert lo99 < lo90 < diff.mean() < hi90 < hi99
-    with pytest.raises(BratsInputError, match="no cases"):
-        paired_interval([])
-
-
-def test_paired_test_refuses_a_gain_that_hurts_most_cases():
-    """Keep-largest fixes one case with a large false island but cuts a real second lesion from five others:
-    the mean rises (one big gain, five small losses), the paired interval does not stay above 0."""
-    truth = blob()
-    two = with_island(blob(), size=3)  # a real second lesion of 27 voxels
-    preds = [with_island(truth, at=18, size=9)] + [two] * 5  # a false island of 729 voxels, then five right predictions
-    truths = [truth] + [two] * 5
-    old = choose_postprocessing(preds, truths, sizes=(), et_thresholds=(), confidence=None)
-    assert old["postprocess"]["keep_largest"]["WT"] == 1 and old["confidence"] is None
-    new = choose_postprocessing(preds, truths, sizes=(), et_thresholds=())
-    assert new["postprocess"] == postprocessing_spec() and new["confidence"] == 0.9
-    row = [r for r in new["tried"] if r["step"] == "WT components"][0]
-    low, high = row["gain_interval"]
-    gains = np.array([1.0 - 2 * 1000 / (1000 + 1729)] + [2 * 1000 / 2027 - 1.0] * 5)  # per case, known
-    assert row["dice"]["WT"] - new["dice_before"]["WT"] == pytest.approx(gains.mean())
-    assert gains.mean() > 0.001 and low < 0 < high
-    assert not row["chosen"] and "paired" not in format_choice(old) and "bootstrap interval" in format_choice(new)
-
-
-def test_choice_rule_flags_repeat_the_rule():
-    from brats_keras.crossval import choice_rule_flags
-
-    assert choice_rule_flags({"min_gain": 0.001, "confidence": 0.9}) == ""
-    assert choice_rule_flags({"min_gain": 0.001}) == " --confidence 0"  # chosen before the paired test existed
-    assert choice_rule_flags({"min_gain": 0.01, "confidence": 0.95}) == " --min-gain 0.01 --confidence 0.95"
-
-
-def test_small_et_to_necrosis_is_chosen_when_et_is_false():
-    no_et = blob()
-    no_et[no_et == 3] = 2
-    false_et = no_et.copy()
-    false_et[5:7, 5:7, 5:10] = 3  # 20 voxels of ET where the truth has none
-    preds, truths = [blob(), false_et], [blob(), no_et]
-    choice = choose_postprocessing(preds, truths, sizes=())
-    assert choice["postprocess"]["et_threshold"] == 50  # 216 true ET voxels survive every threshold up to 200
-    assert choice["dice_before"]["ET"] == 0.5 and choice["dice_after"]["ET"] == 1.0
-    # with component removal allowed, dropping ET islands under 50 voxels does it first
-    choice = choose_postprocessing(preds, truths)
-    assert choice["postprocess"]["min_component"]["ET"] == 50 and choice["postprocess"]["et_threshold"] == 0
-    # a real small ET predicted right: the rule would erase it, so it is not chosen
-    small_et = blob()
-    small_et[small_et == 3] = 2
-    small_et[8:11, 8:11, 8:11] = 3
-    assert choose_postprocessing([small_et], [small_et])["postprocess"]["et_threshold"] == 0
-
-
-# ----------------------------------------------------------------------------- stored and applied by prediction
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    """Two untrained tiny region models with the same preprocessing, and one with other scaling."""
-    import keras
-
-    from brats_keras.models import unet3d
-
-    folder = tmp_path_factory.mktemp("ens")
-    info = {"modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "output": "regions", "patch_size": 16,
-            "downsample": 1, "crop": "brain"}
-    paths = {}
-    for name, seed, extra in (("a", 1, {}), ("b", 2, {}), ("minmax", 3, {"scale": "minmax"})):
-        keras.utils.set_random_seed(seed)
-        model = unet3d(in_channels=4, base_filters=4, depth=2, norm="none", output="regions")
-        paths[name] = save_model(model, folder / name / f"{name}.keras", {**info, **extra})
-    keras.backend.clear_session()
-    return paths
-
-
-def test_region_thresholds_for_a_softmax_model_are_refused_not_ignored(tmp_path, capsys):
-    """A softmax model takes the most probable class: --thresholds, or a region model's choice stored in it,
-    changed nothing and said nothing."""
-    import keras
-
-    from brats_keras.models import unet3d
-
-    keras.utils.set_random_seed(0)
-    info = {"modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "output": "softmax", "patch_size": 16,
-            "downsample": 1, "crop": "brain"}
-    path = save_model(unet3d(in_channels=4, base_filters=4, depth=2, norm="none", output="softmax"),
-                      tmp_path / "soft.keras", info)
-    with pytest.raises(ValueError, match="soft.keras: region thresholds apply to models with region outputs"):
-        Predictor(path, thresholds=[0.5, 0.5, 0.7])
-    with pytest.raises(ValueError, match="region thresholds apply"):
-        Predictor(path, postprocess={"thresholds": {"ET": 0.7}})
-    assert Predictor(path, thresholds=0.5).post == postprocessing_spec()  # 0.5 is what softmax decoding means
-    src = tmp_path / "in"
-    write_small_case(src, "c0", shape=(16, 18, 14))
-    capsys.readouterr()
-    assert cli_main(["predict", "--model", str(path), "--input", str(src), "--output", str(tmp_path / "o"),
-                     "--thresholds", "0.5,0.5,0.7", "--quiet"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "region thresholds apply" in err[0] and not (tmp_path / "o").exists()
-    probs, truth = over_enhancing()
-    with pytest.raises(BratsInputError, match="soft.keras: the post-processing sets region thresholds, which a "
-                                              "model with softmax outputs ignores"):
-        set_postprocessing(path, choose_postprocessing(None, [truth], probs=[probs]))
-    assert "postprocess" not in read_info(path)
-    set_postprocessing(path, choose_postprocessing([with_island(blob())], [blob()]))  # component rules apply
-    assert read_info(path)["postprocess"]["min_component"]["WT"] == 10
-
-
-def test_stored_postprocessing_is_applied_and_flags_override(models, tmp_path, capsys):
-    path = tmp_path / "m.keras"
-    path.write_bytes(models["a"].read_bytes())
-    choice = choose_postprocessing([with_island(blob())], [blob()])
-    set_postprocessing(path, {**choice, "chosen_on": {"crossval": "cv"}})
-    info = read_info(path)
-    assert info["postprocess"]["min_component"]["WT"] == 10 and info["scale"] == "zscore"
-    from brats_keras.checkpoint import load_model
-
-    load_model(path, compile=False)  # still a loadable Keras file
-    assert Predictor(path).post == postprocessing_spec(choice["postprocess"])
-    assert Predictor(path, et_threshold=100).post == postprocessing_spec(None, et_threshold=100)  # flags replace it
-    assert Predictor(path, postprocess=False).post == postprocessing_spec()
-    # end to end: a predicted far island is removed from the written label map
-    src = tmp_path / "in"
-    write_small_case(src, "c0", shape=(36, 36, 30))
-    p = Predictor(path)
-
-    def fake(image, progress=False):
-        probs = np.zeros(image.shape[:3] + (3,), np.float32)
-        probs[10:16, 10:16, 8:14] = 1
-        probs[2, 2, 2, 0] = 1  # a one-voxel WT island
-        return probs
-
-    p.predict_image = fake
-    case = find_cases(src)[0]
-    out = p.predict_case(case)["classes"]
-    p.post = postprocessing_spec()
-    raw = p.predict_case(case)["classes"]
-    assert (raw > 0).sum() - (out > 0).sum() == 1
-    # the command line: set-postprocessing, then predict --no-postprocess / --min-component
-    assert cli_main(["set-postprocessing", "--model", str(path), "--none"]) == 0
-    assert "postprocess" not in read_info(path)
-    (tmp_path / "pp.json").write_text(json.dumps({"min_component": {"TC": 20}}))
-    assert cli_main(["set-postprocessing", "--model", str(path), "--from", str(tmp_path / "pp.json")]) == 0
-    assert read_info(path)["postprocess"]["min_component"] == {"WT": 0, "TC": 20, "ET": 0}
-    assert cli_main(["set-postprocessing", "--model", str(tmp_path / "no.keras"), "--none"]) == 2
-    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'no.keras'}: model file not found"
-
-
-# ----------------------------------------------------------------------------- ensembles
-def test_ensemble_of_a_model_with_itself_is_the_model(models, tmp_path):
-    src = tmp_path / "in"
-    write_small_case(src, "c0", shape=(36, 36, 30))
-    case = find_cases(src)[0]
-    single = Predictor(models["a"]).predict_case(case, return_probs=True)
-    boxed = Predictor(models["a"]).predict_case(case, return_probs="box")  # crossval's: the brain box only
-    assert np.array_equal(boxed["probs"], single["probs"][tuple(slice(a, b) for a, b in single["box"])])
-    double = Predictor([models["a"], models["a"]]).predict_case(case, return_probs=True)
-    assert np.array_equal(single["probs"], double["probs"]) and np.array_equal(single["classes"], double["classes"])
-
-
-def test_ensemble_averages_probabilities(models, tmp_path):
-    from brats_keras.checkpoint import load_model
-
-    x = np.random.default_rng(0).normal(size=(2, 16, 16, 16, 4)).astype(np.float32)
-    a, _ = load_model(models["a"], compile=False)
-    b, _ = load_model(models["b"], compile=False)
-    pa, pb = np.asarray(a.predict_on_batch(x)), np.asarray(b.predict_on_batch(x))
-    assert np.abs(pa - pb).max() > 1e-3  # two different models
-    ens = Predictor([models["a"], models["b"]])
-    assert len(ens.models) == 2 and np.allclose(ens.predict_batch(x), (pa + pb) / 2, atol=1e-6)
-    # a folder of .keras files is an ensemble of them (sorted by name)
-    folder = tmp_path / "folds"
-    folder.mkdir()
-    for k, name in enumerate(("a", "b")):
-        (folder / f"fold-{k}.keras").write_bytes(models[name].read_bytes())
-    assert np.allclose(Predictor(folder).predict_batch(x), (pa + pb) / 2, atol=1e-6)
-
-
-def test_ensemble_refuses_mixed_preprocessing(models, tmp_path, capsys):
-    with pytest.raises(BratsInputError, match="trained with different scale .'zscore' and 'minmax'."):
-        Predictor([models["a"], models["minmax"]])
-    src = tmp_path / "in"
-    write_small_case(src, "c0", shape=(16, 18, 14))
-    rc = cli_main(["predict", "--model", str(models["a"]), "--model", str(models["minmax"]), "--input", str(src),
-                   "--output", str(tmp_path / "out"), "--quiet"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert rc == 2 and len(err) == 1
-    assert err[0].startswith(f"error: {models['a']} and {models['minmax']} were trained with different scale")
-    # the command with two models of one preprocessing predicts
-    rc = cli_main(["predict", "--model", str(models["a"]), "--model", str(models["b"]), "--input", str(src),
-                   "--output", str(tmp_path / "ok"), "--quiet", "--no-postprocess"])
-    assert rc == 0 and (tmp_path / "ok" / "c0.nii.gz").exists()
-
-
-def test_ensemble_of_folds_trained_in_mixed_precision_computes_in_float32(cv, tmp_path):
-    """Folds trained under mixed_bfloat16 keep that policy in their layers: shipped as they were, the ensemble
-    predicted in bfloat16 wherever it was loaded (slow on CPUs without bfloat16, and its exports, which compute
-    in float32, gave probabilities up to 0.015 away). The fold files compute in float32 with the same weights."""
-    import shutil
-
-    import keras
-
-    from brats_keras.checkpoint import load_model, read_info, save_model
-    from brats_keras.crossval import ensemble_from_runs
-    from brats_keras.models import build_model
-
-    root, runs = cv
-    mixed = []
-    for run in runs:
-        copy = tmp_path / run.name
-        shutil.copytree(run, copy)
-        last = copy / "checkpoints" / "last.keras"
-        src, info = load_model(last, compile=False)
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        try:
-            model = build_model("unet3d", in_channels=3, output="regions", base_filters=4, depth=2, norm="instance")
-        finally:
-            keras.mixed_precision.set_global_policy("float32")
-        model.set_weights(src.get_weights())
-        save_model(model, last, info, include_optimizer=False)
-        assert "mixed_bfloat16" in {layer.dtype_policy.name for layer in load_model(last, compile=False)[0].layers}
-        mixed.append(copy)
-    x = np.random.default_rng(0).normal(size=(1, 16, 16, 16, 3)).astype(np.float32)
-    for path in ensemble_from_runs(mixed, tmp_path / "ens", log=lambda line: None):
-        fold, _ = load_model(path, compile=False)
-        assert {layer.dtype_policy.name for layer in fold.layers} == {"float32"}
-        src, _ = load_model(mixed[int(path.stem[-1])] / "checkpoints" / "last.keras", compile=False)
-        for w, h in zip(src.get_weights(), fold.get_weights()):
-            np.testing.assert_array_equal(h, w.astype(np.float16).astype(np.float32))
-        assert keras.ops.convert_to_numpy(fold(x)).dtype == np.float32
-        assert read_info(path)["modalities"] == read_info(mixed[0] / "checkpoints" / "last.keras")["modalities"]
-
-
-def test_ensemble_command_gathers_the_folds_in_float16_with_the_chosen_postprocessing(cv, tmp_path, capsys):
-    from brats_keras.checkpoint import load_model
-
-    root, runs = cv
-    lasts = [r / "checkpoints" / "last.keras" for r in runs]
-    pp = tmp_path / "postprocessing.json"
-    pp.write_text(json.dumps({"postprocess": {"min_component": {"WT": 50}, "et_threshold": 100},
-                              "chosen_on": {"crossval": "cv"}, "dice_before": {"WT": 0.8}, "dice_after": {"WT": 0.81}}))
-    out = tmp_path / "ens"
-    # runs given in any order: the files are named by their fold
-    assert cli_main(["ensemble", "--runs", str(runs[1]), str(runs[0]), "--out", str(out),
-                     "--postprocessing", str(pp)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["ensemble.json", "fold-0.keras", "fold-1.keras"]
-    record = json.loads((out / "ensemble.json").read_text())
-    assert record["weights_dtype"] == "float16" and record["models"]["fold-1.keras"]["run"] == str(runs[1])
-    from brats_keras.io import file_checksum
-
-    assert {n: m["checksum"] for n, m in record["models"].items()} == {n: file_checksum(out / n)
-                                                                       for n in ("fold-0.keras", "fold-1.keras")}
-    x = np.random.default_rng(0).normal(size=(2, 16, 16, 16, 3)).astype(np.float32)
-    expected = []
-    for k, last in enumerate(lasts):
-        src, src_info = load_model(last, compile=False)
-        dst, dst_info = load_model(out / f"fold-{k}.keras", compile=False)
-        for w, h in zip(src.get_weights(), dst.get_weights()):
-            np.testing.assert_array_equal(h, w.astype(np.float16).astype(np.float32))
-        assert dst_info["postprocess"]["min_component"] == {"WT": 50, "TC": 0, "ET": 0}
-        assert dst_info["postprocess"]["et_threshold"] == 100
-        assert dst_info["postprocess"]["chosen_on"]["crossval"] == "cv"
-        assert {k: v for k, v in dst_info.items() if k != "postprocess"} == src_info
-        expected.append(np.asarray(dst.predict_on_batch(x)))
-    ens = Predictor(out)
-    assert len(ens.models) == 2 and ens.post == postprocessing_spec({"min_component": {"WT": 50}, "et_threshold": 100})
-    assert np.allclose(ens.predict_batch(x), (expected[0] + expected[1]) / 2, atol=1e-6)
-    # --float32 keeps the weights exactly
-    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(tmp_path / "f32"), "--float32"]) == 0
-    a, _ = load_model(tmp_path / "f32" / "fold-0.keras", compile=False)
-    b, _ = load_model(lasts[0], compile=False)
-    assert all(np.array_equal(u, v) for u, v in zip(a.get_weights(), b.get_weights()))
-    assert "postprocess" not in read_info(tmp_path / "f32" / "fold-0.keras")
-    # --int8: kernels as 8-bit integers, restored by predict within half a step of each output channel
-    from brats_keras.checkpoint import is_int8
-
-    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(tmp_path / "i8"), "--int8"]) == 0
-    assert json.loads((tmp_path / "i8" / "ensemble.json").read_text())["weights_dtype"] == "int8"
-    assert is_int8(tmp_path / "i8" / "fold-0.keras")
-    c, _ = load_model(tmp_path / "i8" / "fold-0.keras", compile=False)
-    for u, v in zip(c.get_weights(), b.get_weights()):
-        step = np.abs(v).reshape(-1, v.shape[-1]).max(axis=0) / 127 if v.ndim >= 2 else np.abs(v) / 1000
-        assert np.all(np.abs(u - v) <= step / 2 + 1e-6)
-    assert np.allclose(Predictor(tmp_path / "i8").predict_batch(x), ens.predict_batch(x), atol=0.02)
-
-
-def test_ensemble_command_refuses_bad_runs_in_one_line_and_writes_nothing(cv, tmp_path, capsys):
-    from brats_keras.checkpoint import write_info
-
-    root, runs = cv
-    other = tmp_path / "other"  # a copy of fold 1 trained, it says, on min-max scaled data
-    (other / "checkpoints").mkdir(parents=True)
-    (other / "split.json").write_bytes((runs[1] / "split.json").read_bytes())
-    (other / "checkpoints" / "last.keras").write_bytes((runs[1] / "checkpoints" / "last.keras").read_bytes())
-    write_info(other / "checkpoints" / "last.keras",
-               {**read_info(runs[1] / "checkpoints" / "last.keras"), "scale": "minmax"})
-    bad_pp = tmp_path / "pp.json"
-    bad_pp.write_text("{not json")
-    listed = tmp_path / "listed"  # a split.json that is a JSON list (was an AttributeError traceback)
-    (listed / "checkpoints").mkdir(parents=True)
-    (listed / "split.json").write_text("[1, 2]")
-    (listed / "checkpoints" / "last.keras").write_bytes((runs[1] / "checkpoints" / "last.keras").read_bytes())
-    cases = [([str(runs[0]), str(runs[0])], f"{runs[0]} and {runs[0]} are both fold 0"),
-             ([str(runs[0]), str(root)], f"{root}: not a run folder (no split.json)"),
-             ([str(runs[0]), str(other)], "were trained with different scale ('zscore' and 'minmax')"),
-             ([str(runs[0]), str(runs[1]), "--postprocessing", str(bad_pp)], f"{bad_pp}: not a readable post-processing"),
-             ([str(runs[0]), str(listed)], f"{listed / 'split.json'}: not the split of a fold run")]
-    for args, message in cases:
-        capsys.readouterr()
-        rc = cli_main(["ensemble", "--runs", *args, "--out", str(tmp_path / "ens")])
-        err = capsys.readouterr().err.strip().splitlines()
-        assert rc == 2 and len(err) == 1 and message in err[0], (args, err)
-        assert not (tmp_path / "ens").exists()
-    (runs[0] / "checkpoints" / "best.keras").rename(runs[0] / "checkpoints" / "best.keras.away")
-    try:
-        assert cli_main(["ensemble", "--runs", *map(str, runs), "--checkpoint", "best", "--out",
-                         str(tmp_path / "ens")]) == 2
-        assert "best.keras: checkpoint not found" in capsys.readouterr().err
-    finally:
-        (runs[0] / "checkpoints" / "best.keras.away").rename(runs[0] / "checkpoints" / "best.keras")
-    assert not (tmp_path / "ens").exists()
-
-
-def test_ensemble_into_a_used_folder_leaves_no_other_model_beside_the_folds(cv, tmp_path, capsys):
-    """predict --model OUT averages every .keras file in OUT: a fold-2.keras of an earlier 3-fold ensemble was left
-    beside the new two folds (and ensemble.json did not list it), and a model.keras there joined them silently."""
-    from brats_keras.checkpoint import load_model
-
-    root, runs = cv
-    out = tmp_path / "ens"
-    out.mkdir()
-    (out / "fold-2.keras").write_bytes((runs[0] / "checkpoints" / "last.keras").read_bytes())
-    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["ensemble.json", "fold-0.keras", "fold-1.keras"]
-    assert len(Predictor(out).models) == 2
-    (out / "model.keras").write_bytes((runs[0] / "checkpoints" / "last.keras").read_bytes())
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
-    capsys.readouterr()
-    assert cli_main(["ensemble", "--runs", *map(str, runs), "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and f"{out}: holds model.keras, which predict --model {out} would average" in err[0]
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    # a weight float16 cannot hold, in the second fold: refused before the first fold is written
-    big = tmp_path / "big"
-    (big / "checkpoints").mkdir(parents=True)
-    (big / "split.json").write_bytes((runs[1] / "split.json").read_bytes())
-    model, info = load_model(runs[1] / "checkpoints" / "last.keras", compile=False)
-    weights = model.get_weights()
-    weights[0] = np.full_like(weights[0], 1e5)
-    model.set_weights(weights)
-    save_model(model, big / "checkpoints" / "last.keras", info, include_optimizer=False)
-    assert cli_main(["ensemble", "--runs", str(runs[0]), str(big), "--out", str(tmp_path / "ens16")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "last.keras: a weight beyond float16's range" in err[0]
-    assert not (tmp_path / "ens16").exists()
-
-
+# ----------------------------------------------------------------------------- the out-of-fold table of a fold ensemble
 def test_crossval_of_an_ensemble_folder_gives_the_runs_table_again(cv, tmp_path, capsys):
     """crossval --ensemble: each fold's recorded validation cases predicted by that fold's file(s) alone, without
     the training runs: the same per-case scores as crossval --runs (float32 files: the same weights)."""
@@ -935,65 +396,6 @@ def test_crossval_of_an_ensemble_refuses_what_it_cannot_score_in_one_line(cv, tm
     assert not out.exists()
 
 
-def test_ensemble_folds_refuse_odd_records_in_one_line_naming_the_file(tmp_path):
-    """ensemble_folds reads ensemble.json as written by ensemble_from_runs; anything else it cannot use is one
-    BratsInputError naming ensemble.json (never a TypeError from a case id that is not a string, or a file
-    predicting the cases another fold's record lists)."""
-    from brats_keras.crossval import ensemble_folds
-
-    from brats_keras.io import file_checksum
-
-    ens = tmp_path / "ens"
-    ens.mkdir()
-    for name in ("fold-0a.keras", "fold-0b.keras", "fold-1a.keras", "fold-1b.keras"):
-        (ens / name).write_bytes(b"")  # checked by name and checksum: the files are loaded later, by the Predictor
-    empty = file_checksum(ens / "fold-0a.keras")
-    good = {"fold-0a.keras": {"fold": 0, "val": ["c2", "c0"]}, "fold-0b.keras": {"fold": 0, "val": ["c0", "c2"]},
-            "fold-1a.keras": {"val": ["c1"]}, "fold-1b.keras": {"fold": 1, "val": ["c1"]}}
-    good = {name: {**entry, "checksum": empty} for name, entry in good.items()}
-    (ens / "ensemble.json").write_text(json.dumps({"checkpoint": "last", "models": good}))
-    assert ensemble_folds(ens) == [(0, ens, [ens / "fold-0a.keras", ens / "fold-0b.keras"], ["c2", "c0"]),
-                                   (1, ens, [ens / "fold-1a.keras", ens / "fold-1b.keras"], ["c1"])]
-    record = str(ens / "ensemble.json")
-    bad = [([], "not the record of a fold ensemble"),
-           ({"models": ["fold-0a.keras"]}, "not the record of a fold ensemble (no models listed)"),
-           ({"models": {**good, "fold-1a.keras": "c1"}}, "fold-1a.keras: not the record of a file"),
-           ({"models": {**good, "fold-1a.keras": {"fold": 1}}}, "fold-1a.keras records no validation cases"),
-           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": "c1"}}}, 'fold-1a.keras: "val" is not a list'),
-           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": [1]}}}, 'fold-1a.keras: "val" is not a list'),
-           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": [["c1"]]}}}, '"val" is not a list of case ids'),
-           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": []}}}, '"val" is not a list of case ids'),
-           ({"models": {**good, "fold-1a.keras": {"fold": 1, "val": ["c1", "c1"]}}},
-            "lists validation case(s) c1 twice"),
-           ({"models": {**good, "fold-1a.keras": {"fold": "1", "val": ["c1"]}}}, 'records fold "1", its name fold 1'),
-           ({"models": {**good, "fold-1a.keras": {"fold": True, "val": ["c1"]}}}, "records fold true, its name fold 1"),
-           ({"models": {**good, "fold-1a.keras": {"fold": 0, "val": ["c1"]}}}, "records fold 0, its name fold 1"),
-           ({"models": {"model.keras": {"fold": 0, "val": ["c0"]}}}, "model.keras: not a fold file of an ensemble"),
-           ({"models": {"../ens/fold-0a.keras": {"fold": 0, "val": ["c0"]}}}, "a file name, not a path"),
-           ({"models": {**good, "fold-1b.keras": {"fold": 1, "val": ["c3"]}}},
-            "the files of fold 1 record different validation cases"),
-           ({"models": {**good, "fold-1a.keras": {"val": ["c2"]}, "fold-1b.keras": {"val": ["c2"]}}},
-            "case c2 is a validation case of both fold 0 and fold 1: not the record of one cross-validation")]
-    for text, message in bad:
-        (ens / "ensemble.json").write_text(json.dumps(text))
-        with pytest.raises(BratsInputError) as exc:
-            ensemble_folds(ens)
-        assert str(exc.value).startswith(record + ": ") and message in str(exc.value), (message, str(exc.value))
-        assert "\n" not in str(exc.value)
-    (ens / "ensemble.json").write_text(json.dumps({"models": {**good, "fold-2.keras": {"fold": 2, "val": ["c3"]}}}))
-    with pytest.raises(BratsInputError, match=r"fold-2.keras: listed in ensemble.json but missing$"):
-        ensemble_folds(ens)
-    # the files themselves: crossval --ensemble predicts with exactly the listed, unchanged ones
-    (ens / "ensemble.json").write_text(json.dumps({"models": good}))
-    (ens / "fold-0a (copy).keras").write_bytes(b"")
-    with pytest.raises(BratsInputError, match=r"fold-0a \(copy\).keras: a model file that ensemble.json does not list"):
-        ensemble_folds(ens)
-    (ens / "fold-0a (copy).keras").unlink()
-    (ens / "fold-1b.keras").write_bytes(b"changed")
-    with pytest.raises(BratsInputError, match=r"fold-1b.keras: its sha256 differs from the one ensemble.json records"):
-        ensemble_folds(ens)
-
-
 def _export_script():
     import importlib.util
     from pathlib import Path
@@ -1054,7 +456,7 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     assert card["kind"] == "fold ensemble" and [f["fold"] for f in card["model_files"]] == [0, 1]
     # what tests/test_pretrained.py holds a shipped ensemble to: the card carries ensemble.json, whose validation
     # cases are the card's folds, and crossval --ensemble can read it
-    from brats_keras.crossval import ensemble_folds
+    from brats_keras.ensemble import ensemble_folds
 
     from brats_keras.io import file_checksum
 
@@ -1096,16 +498,6 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
     source = os.path.relpath(cv[0] / "src")  # the one data root the runs' conversion read: no links needed
     assert f"python data_prep/convert.py --input {source} --output data/cv_2mm" in md and "ln -sfn" not in md
     assert Predictor(ship).predict_batch(np.zeros((1, 16, 16, 16, 3), np.float32)).shape == (1, 16, 16, 16, 3)
-
-
-def test_ensemble_file_names_carry_the_fold_and_the_recipe():
-    from brats_keras.crossval import ensemble_file_fold, ensemble_file_name
-
-    assert ensemble_file_name(3) == "fold-3.keras" and ensemble_file_name(3, 1) == "fold-3b.keras"
-    assert [ensemble_file_fold(n) for n in ("fold-3.keras", "fold-12a.keras", "fold-0b.keras")] == [3, 12, 0]
-    for bad in ("fold-.keras", "fold-3ab.keras", "model.keras", "fold-3a.h5", "fold-x.keras"):
-        with pytest.raises(ValueError, match="not a fold file"):
-            ensemble_file_fold(bad)
 
 
 def test_ensemble_and_export_of_two_recipes_scored_by_their_combined_crossval(cv, tmp_path, capsys, monkeypatch):
@@ -1316,38 +708,6 @@ def test_export_of_a_fold_ensemble_that_fails_after_the_fold_files_leaves_the_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and err == ["export_pretrained: c3/seg.nii.gz: not a NIfTI file (injected)"]
     assert {p.name: p.read_bytes() for p in ship.iterdir()} == before  # no fold file, no staging folder left
-
-
-def test_shipped_ensemble_is_used_when_present(monkeypatch, tmp_path, models):
-    """The package folder holds model.keras, or a fold ensemble in its place: the files its ensemble.json lists
-    (a fold file without that record, or model.keras beside it, is refused)."""
-    import brats_keras.pretrained as pre
-    from brats_keras.io import file_checksum
-
-    monkeypatch.setattr(pre, "HERE", tmp_path)  # a package folder with the single model only
-    monkeypatch.setattr(pre, "MODEL_FILE", tmp_path / "model.keras")
-    pre.MODEL_FILE.write_bytes(models["a"].read_bytes())
-    assert pre.pretrained_paths() == [pre.MODEL_FILE] and pre.pretrained_path() == pre.MODEL_FILE
-    for k, name in enumerate(("a", "b")):
-        (tmp_path / f"fold-{k}.keras").write_bytes(models[name].read_bytes())
-    with pytest.raises(FileNotFoundError, match="ensemble.json: the record of the shipped fold ensemble is missing"):
-        pre.pretrained_paths()
-    (tmp_path / "ensemble.json").write_text(json.dumps({"models": {
-        f"fold-{k}.keras": {"fold": k, "val": [f"c{k}"], "checksum": file_checksum(tmp_path / f"fold-{k}.keras")}
-        for k in (0, 1)}}))
-    with pytest.raises(BratsInputError, match="model.keras: a model file that ensemble.json does not list"):
-        pre.pretrained_path()  # beside the ensemble, model.keras is refused (it was taken for load_pretrained)
-    pre.MODEL_FILE.unlink()  # an ensemble that replaced it
-    assert pre.pretrained_paths() == [tmp_path / "fold-0.keras", tmp_path / "fold-1.keras"]
-    assert len(Predictor().models) == 2
-    assert pre.pretrained_path() == tmp_path / "fold-0.keras"
-    from brats_keras.checkpoint import load_pretrained
-
-    assert load_pretrained().count_params() == Predictor(tmp_path / "fold-0.keras").model.count_params()
-    for f in [*tmp_path.glob("fold-*.keras"), tmp_path / "ensemble.json"]:
-        f.unlink()
-    with pytest.raises(FileNotFoundError, match="model.keras: the pretrained model is not installed"):
-        pre.pretrained_path()
 
 
 def test_crossval_on_a_real_case_matches_the_model_card(real_dir, tmp_path):

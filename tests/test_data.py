@@ -31,6 +31,32 @@ def test_split_is_reproducible_and_disjoint():
         split_cases(ids[:3], val=2, test=1)
 
 
+@pytest.mark.parametrize("text, fold_run, problem", [
+    ("{", False, "not a readable split file (Expecting property name"),
+    ("[]", False, "a split file needs 'train' and 'val' lists of case ids"),
+    ('{"train": ["a"]}', False, "a split file needs 'train' and 'val' lists of case ids"),
+    ("[]", True, "not the split of a fold run (train --folds K --fold k)"),
+    ('{"train": ["a"], "val": "b"}', False, 'its "val" is not a list of case ids'),
+    ('{"val": ["a", 1]}', True, 'its "val" is not a list of case ids'),
+    ('{"train": ["a"], "val": ["b"], "test": [["c"]]}', False, 'its "test" is not a list of case ids'),
+])
+def test_one_split_file_check_for_training_crossval_and_ensemble(tmp_path, text, fold_run, problem):
+    """load_split is the one check of a split file: train --split-file, a resumed run's split.json, and the
+    fold runs that crossval and ensemble read (which need only "val")."""
+    from brats_keras.data import load_split
+    from brats_keras.io import BratsInputError
+
+    path = tmp_path / "split.json"
+    path.write_text(text)
+    with pytest.raises(BratsInputError) as exc:
+        load_split(path, fold_run=fold_run)
+    assert str(exc.value).startswith(f"{path}: {problem}") and "\n" not in str(exc.value)
+    path.write_text('{"val": ["b"]}')
+    assert load_split(path, fold_run=True) == {"val": ["b"]}
+    with pytest.raises(BratsInputError, match="not a readable split file"):
+        load_split(tmp_path / "missing.json")
+
+
 def test_targets_one_hot_and_regions():
     classes = np.array([[0, 1], [2, 3]], np.uint8)
     oh = make_targets(classes, "softmax")

@@ -215,7 +215,8 @@ def test_resume_continues_with_every_output_and_its_loss_weights(runs, tmp_path)
 
 def test_predictor_crossval_and_ensemble_see_one_output(runs, tmp_path):
     from brats_keras import io as bio
-    from brats_keras.crossval import crossval_predict, ensemble_from_runs
+    from brats_keras.crossval import crossval_predict
+    from brats_keras.ensemble import ensemble_from_runs
     from brats_keras.inference import Predictor
 
     root, fold_runs = runs

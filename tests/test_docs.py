@@ -190,7 +190,7 @@ def test_the_paired_interval_quoted_for_the_shipped_post_processing_is_the_codes
 
     import numpy as np
 
-    from brats_keras.crossval import PAIRED_CONFIDENCE, paired_interval
+    from brats_keras.postprocessing import PAIRED_CONFIDENCE, paired_interval
 
     card = json.loads((ROOT / "brats_keras" / "pretrained" / "model_card.json").read_text())
     before, after = card["crossval"]["cases"], card["crossval_postprocessed"]["cases"]

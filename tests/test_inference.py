@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from brats_keras import io as bio
-from brats_keras.inference import (Predictor, gaussian_weight, predict_folder, remove_small_components,
-                                   sliding_window, small_et_to_ncr, window_starts)
+from brats_keras.inference import Predictor, gaussian_weight, predict_folder, sliding_window, window_starts
 from brats_keras.preprocessing import brain_crop_box, downsample_classes, downsample_image, upsample_probs
 from brats_keras.spec import PreprocessingSpec
 
@@ -72,27 +71,6 @@ def test_tta_averages_mirrored_predictions():
     mirrored = sliding_window(fn, image, 8, n_out=1, tta=True)
     assert np.allclose(plain[..., 0], ramp[..., 0])
     assert np.allclose(mirrored, 3.5)  # half the passes flip axis 0: (x + 7 - x) / 2
-
-
-def test_remove_small_components_and_keep_largest():
-    c = np.zeros((20, 20, 20), np.uint8)
-    c[2:8, 2:8, 2:8] = 2       # 216 voxels
-    c[4:6, 4:6, 4:6] = 3
-    c[12:15, 12:15, 12:15] = 1  # 27 voxels
-    c[18, 18, 18] = 2           # 1 voxel
-    out = remove_small_components(c, min_size=10)
-    assert out[18, 18, 18] == 0 and out[13, 13, 13] == 1 and (out[2:8, 2:8, 2:8] == c[2:8, 2:8, 2:8]).all()
-    out = remove_small_components(c, keep_largest=1)
-    assert set(np.unique(out)) == {0, 2, 3} and (out > 0).sum() == 216
-    assert remove_small_components(c) is c
-
-
-def test_small_et_becomes_necrosis():
-    c = np.zeros((5, 5, 5), np.uint8)
-    c[1, 1, 1:4] = 3
-    assert (small_et_to_ncr(c, 5) == 1).sum() == 3
-    assert (small_et_to_ncr(c, 3) == 3).sum() == 3  # 3 voxels are not fewer than 3
-    assert small_et_to_ncr(c, 0) is c
 
 
 def test_downsample_upsample_round_trip():

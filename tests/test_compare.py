@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import wilcoxon
 
 from brats_keras.cli import main as cli_main
-from brats_keras.crossval import compare_crossval, format_comparison
+from brats_keras.compare import compare_crossval, format_comparison
 from brats_keras.io import BratsInputError
 
 REGIONS = ("WT", "TC", "ET")

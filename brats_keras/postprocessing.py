@@ -1,0 +1,493 @@
+"""Post-processing of predicted class maps: the settings (``postprocessing_spec``), applying them, and choosing
+them on out-of-fold predictions (``choose_postprocessing``).
+
+A setting removes small components of a region, keeps its largest ones, moves the region thresholds of a region
+model, or turns a small predicted ET into necrosis (the BraTS rule); :class:`brats_keras.inference.Predictor`
+applies the settings stored in a model file, and ``brats-keras crossval --choose-postprocessing`` chooses them.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .io import BratsInputError
+from .labels import REGION_CLASSES, REGION_NAMES, classes_to_regions, regions_to_classes
+
+#: candidate post-processing settings tried by :func:`choose_postprocessing` (voxels of the predicted label map)
+COMPONENT_SIZES = (10, 50, 100, 250, 500, 1000)
+ET_THRESHOLDS = (50, 100, 200, 300, 500)
+#: region thresholds tried by :func:`choose_postprocessing` besides the default 0.5 (a coarse grid: 28 cases
+#: cannot tell 0.65 from 0.7)
+REGION_THRESHOLDS = (0.3, 0.4, 0.6, 0.7, 0.8)
+#: the least rise of a region's mean Dice that makes :func:`choose_postprocessing` take a setting (0.1 Dice
+#: points): on 4 real validation cases the shipped model's gains were 0.0003-0.002, the size of noise
+MIN_GAIN = 1e-3
+#: the paired test of :func:`choose_postprocessing`: a setting is taken only if the lower end of this two-sided
+#: bootstrap interval of its per-case Dice gain is not below 0. On the 28-case cross-validation the mean-only
+#: rule took a TC threshold of 0.4 for +0.0011 that helped 11 cases and hurt 17 (90% interval -0.0038..+0.0068);
+#: a rule that helps a few cases and hurts none (the BraTS small-ET rule on cases without ET) still passes
+PAIRED_CONFIDENCE = 0.9
+PAIRED_RESAMPLES = 2000
+
+
+# ----------------------------------------------------------------------------- applying a setting
+STRUCT26 = np.ones((3, 3, 3), bool)
+
+
+def remove_small_components(classes: np.ndarray, min_size: int = 0, keep_largest: int = 0) -> np.ndarray:
+    """Drop tumor islands: whole-tumor components (26-connectivity) smaller than ``min_size`` voxels,
+    and, when ``keep_largest`` > 0, all but the ``keep_largest`` biggest components (the WT rule of
+    :func:`apply_postprocessing`)."""
+    if min_size <= 0 and keep_largest <= 0:
+        return classes
+    return apply_postprocessing(classes, {"min_component": min_size, "keep_largest": keep_largest})
+
+
+def small_et_to_ncr(classes: np.ndarray, threshold: int) -> np.ndarray:
+    """The BraTS post-processing rule: if fewer than ``threshold`` voxels are predicted ET, call them NCR.
+
+    (Cases without enhancing tumor score ET Dice 1 only for an empty ET prediction.)
+    """
+    if threshold <= 0:
+        return classes
+    et = classes == 3
+    n = int(et.sum())
+    if 0 < n < threshold:
+        classes = classes.copy()
+        classes[et] = 1
+    return classes
+
+
+#: the class a voxel takes when a component of its region is removed: it leaves that region and no other
+#: (WT -> background, TC -> edema, ET -> necrosis), so the nested regions stay nested
+REMOVED_BECOMES = {"WT": 0, "TC": 2, "ET": 1}
+
+
+#: the probability above which a voxel is in a region (region models); a stored choice may move it per region
+DEFAULT_THRESHOLD = 0.5
+
+
+def postprocessing_spec(spec=None, min_component=None, keep_largest=None, et_threshold=None,
+                        thresholds=None) -> dict:
+    """A complete post-processing choice: ``{"thresholds": {"WT": t, "TC": t, "ET": t}, "min_component":
+    {"WT": n, "TC": n, "ET": n}, "keep_largest": {"WT": k, "TC": k, "ET": k}, "et_threshold": n}``
+    (thresholds 0.5 and 0 elsewhere = off).
+
+    ``thresholds`` are the region probabilities above which a voxel is in that region (models with region
+    outputs; :func:`brats_keras.labels.regions_to_classes`); a softmax model takes the most probable class
+    and ignores them. ``spec`` may be such a dict (partial is fine; an int for ``min_component`` or
+    ``keep_largest`` means the whole tumor, as the ``--min-component`` / ``--keep-largest`` flags; a number or
+    three numbers for ``thresholds``), or None. The keyword arguments, when not None, replace the matching
+    entries. Other keys (e.g. ``"chosen_on"``) are dropped. A stored spec without ``thresholds`` (written before
+    they existed) reads as 0.5 for every region.
+    """
+    spec = dict(spec or {})
+    for key, value in (("min_component", min_component), ("keep_largest", keep_largest),
+                       ("et_threshold", et_threshold), ("thresholds", thresholds)):
+        if value is not None:
+            spec[key] = value
+    out = {"thresholds": _thresholds(spec.get("thresholds")), "min_component": {}, "keep_largest": {},
+           "et_threshold": int(spec.get("et_threshold") or 0)}
+    for key in ("min_component", "keep_largest"):
+        value = spec.get(key) or 0
+        if not isinstance(value, dict):
+            value = {"WT": value}
+        unknown = sorted(set(value) - set(REMOVED_BECOMES))
+        if unknown:
+            raise ValueError(f"post-processing {key}: unknown region {', '.join(unknown)} (use WT, TC, ET)")
+        out[key] = {r: int(value.get(r) or 0) for r in REMOVED_BECOMES}
+    return out
+
+
+def _thresholds(value) -> dict:
+    """``{"WT": t, "TC": t, "ET": t}`` from None (0.5 each), a number, three numbers or a partial dict."""
+    if value is None:
+        value = {}
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = dict.fromkeys(REMOVED_BECOMES, value)
+    elif isinstance(value, (list, tuple)):
+        if len(value) != 3:
+            raise ValueError(f"post-processing thresholds: three values (WT, TC, ET), not {len(value)}")
+        value = dict(zip(REMOVED_BECOMES, value))
+    elif not isinstance(value, dict):
+        raise ValueError(f"post-processing thresholds: a number, three numbers or a dict, not {value!r}")
+    unknown = sorted(set(value) - set(REMOVED_BECOMES))
+    if unknown:
+        raise ValueError(f"post-processing thresholds: unknown region {', '.join(unknown)} (use WT, TC, ET)")
+    out = {}
+    for region in REMOVED_BECOMES:
+        t = value.get(region, DEFAULT_THRESHOLD)
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < 1.0:
+            raise ValueError(f"post-processing thresholds: {region} {t!r} is not a probability between 0 and 1")
+        out[region] = float(t)
+    return out
+
+
+def is_postprocessing_off(spec) -> bool:
+    spec = postprocessing_spec(spec)
+    return (not spec["et_threshold"] and all(t == DEFAULT_THRESHOLD for t in spec["thresholds"].values())
+            and not any(v for k in ("min_component", "keep_largest") for v in spec[k].values()))
+
+
+def thresholds_ignored(spec, regions: bool) -> bool:
+    """True when ``spec`` sets region thresholds other than 0.5 for a model without region outputs (a softmax
+    model takes the most probable class, so it would ignore them): callers refuse that in one line."""
+    return not regions and region_thresholds(spec) != (DEFAULT_THRESHOLD,) * 3
+
+
+def region_thresholds(spec) -> tuple:
+    """``(t_WT, t_TC, t_ET)`` of a post-processing spec, for :func:`brats_keras.labels.regions_to_classes`."""
+    return tuple(postprocessing_spec(spec)["thresholds"][r] for r in REMOVED_BECOMES)
+
+
+def _kept_components(mask: np.ndarray, min_size: int, keep_largest: int) -> np.ndarray:
+    """The voxels of ``mask`` in components (26-connectivity) of at least ``min_size`` voxels and,
+    when ``keep_largest`` > 0, among the ``keep_largest`` biggest."""
+    lab, n = ndimage.label(mask, structure=STRUCT26)
+    if n == 0:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = sizes >= max(min_size, 1)
+    if keep_largest > 0:
+        top = np.zeros(n, bool)
+        top[np.argsort(sizes, kind="stable")[::-1][:keep_largest]] = True
+        keep &= top
+    return np.concatenate([[False], keep])[lab]
+
+
+def apply_postprocessing(classes: np.ndarray, spec) -> np.ndarray:
+    """Apply a :func:`postprocessing_spec` to a class map ``(D, H, W)``; return a new map (or ``classes``).
+
+    In order: for WT, TC and ET, components smaller than ``min_component[region]`` voxels, and all but
+    the ``keep_largest[region]`` biggest, leave that region (see ``REMOVED_BECOMES``); then a predicted
+    ET under ``et_threshold`` voxels becomes necrosis (:func:`small_et_to_ncr`).
+    """
+    spec = postprocessing_spec(spec)
+    for region, becomes in REMOVED_BECOMES.items():
+        min_size, largest = spec["min_component"][region], spec["keep_largest"][region]
+        if min_size <= 0 and largest <= 0:
+            continue
+        mask = np.isin(classes, REGION_CLASSES[region])
+        drop = mask & ~_kept_components(mask, min_size, largest)
+        if drop.any():
+            classes = classes.copy()
+            classes[drop] = becomes
+    return small_et_to_ncr(classes, spec["et_threshold"])
+
+
+# ----------------------------------------------------------------------------- choosing the settings
+def read_postprocessing_file(path) -> dict:
+    """A post-processing choice from a JSON file (``postprocessing.json`` of crossval, or a spec).
+
+    Raises:
+        BratsInputError naming the file when it cannot be read, is not JSON or is not a JSON object.
+    """
+    try:
+        choice = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise BratsInputError(f"{path}: not a readable post-processing file ({exc})") from None
+    if not isinstance(choice, dict):
+        raise BratsInputError(f"{path}: a post-processing file holds a JSON object, not {type(choice).__name__}")
+    return choice
+
+
+def _tumor_crop(pred: np.ndarray, true: np.ndarray):
+    """Both maps cut to the box of their tumor voxels (:func:`brats_keras.evaluation._tumor_box`): post-processing
+    only removes voxels and connectivity stays inside the box, so every Dice is that of the whole volume, faster."""
+    from .evaluation import _tumor_box
+
+    box = _tumor_box(pred, true)
+    if box is None:
+        return pred[:1, :1, :1], true[:1, :1, :1]
+    return pred[box], true[box]
+
+
+def _threshold_crop(probs_q: np.ndarray, box, shape, truth: np.ndarray):
+    """The quantized probabilities and the truth cut to one box: the brain box grown to hold every true
+    tumor voxel (outside the brain box the probabilities are 0), so every Dice is that of the whole volume."""
+    from .preprocessing import bounding_box
+
+    lo = [a for a, _ in box]
+    hi = [b for _, b in box]
+    if (truth > 0).any():
+        tbox = bounding_box(truth > 0)
+        lo = [min(a, b[0]) for a, b in zip(lo, tbox)]
+        hi = [max(a, b[1]) for a, b in zip(hi, tbox)]
+    if tuple(truth.shape) != tuple(shape):
+        raise BratsInputError(f"probabilities of shape {tuple(shape)} for a label map of shape {truth.shape}")
+    p = _paste(probs_q, box, lo, [h - l for l, h in zip(lo, hi)])
+    return p, truth[tuple(slice(l, h) for l, h in zip(lo, hi))]
+
+
+def _paste(q: np.ndarray, box, lo, size) -> np.ndarray:
+    """A zero uint8 array of ``size`` (plus ``q``'s channel axis) holding ``q``, the values of ``box``, where that
+    box lies when ``lo`` is the array's corner: ``lo = (0, 0, 0)`` and ``size`` the volume's shape give the whole
+    volume of a stored box (outside the brain box the probabilities are 0)."""
+    out = np.zeros(tuple(size) + q.shape[3:], np.uint8)
+    out[tuple(slice(a - l, b - l) for (a, b), l in zip(box, lo))] = q
+    return out
+
+
+def _decode(probs_q: np.ndarray, thresholds: dict) -> np.ndarray:
+    return regions_to_classes(probs_q, [thresholds[r] * 255 for r in REGION_NAMES])
+
+
+def _case_dice(preds, truths) -> dict:
+    """Dice per region and case, ``{region: array (cases,)}`` (BraTS convention: both empty scores 1)."""
+    from .evaluation import dice
+
+    per = {r: [] for r in REGION_NAMES}
+    for p, t in zip(preds, truths):
+        pr, tr = classes_to_regions(p), classes_to_regions(t)
+        for i, r in enumerate(REGION_NAMES):
+            per[r].append(dice(pr[..., i], tr[..., i]))
+    return {r: np.asarray(v, float) for r, v in per.items()}
+
+
+def _means(per_case: dict) -> dict:
+    return {r: float(np.mean(v)) for r, v in per_case.items()}
+
+
+def _bootstrap_indices(n: int, resamples: int, seed: int) -> np.ndarray:
+    """``resamples`` draws of ``n`` case positions with replacement; the same draws serve every region and
+    score, so each resample is one re-drawn set of cases."""
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def paired_interval(diff, confidence: float = PAIRED_CONFIDENCE, resamples: int = PAIRED_RESAMPLES,
+                    seed: int = 0) -> tuple:
+    """Two-sided percentile-bootstrap interval ``(low, high)`` of the mean of paired per-case differences
+    (``resamples`` draws of the cases with replacement from ``seed``: the same answer every call)."""
+    diff = np.asarray(diff, float)
+    if diff.size == 0:
+        raise BratsInputError("no cases to compare")
+    means = diff[_bootstrap_indices(diff.size, int(resamples), seed)].mean(axis=1)
+    tail = (1.0 - float(confidence)) / 2.0
+    return float(np.quantile(means, tail)), float(np.quantile(means, 1.0 - tail))
+
+
+def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET_THRESHOLDS,
+                          min_gain: float = MIN_GAIN, probs=None, thresholds=REGION_THRESHOLDS,
+                          confidence: float | None = PAIRED_CONFIDENCE) -> dict:
+    """Choose, on out-of-fold predictions, the post-processing that raises the mean Dice.
+
+    With ``probs`` (region models), first the region thresholds: per region in the order ET, TC, WT (inner
+    first: a voxel above the ET threshold is in all three regions), each on top of the choices already made, try
+    each of ``thresholds`` (nearest 0.5 first, so ties go to the gentler one) instead of 0.5 as the probability
+    above which a voxel is in that region, under the test below; the class maps decoded with the chosen thresholds replace
+    ``preds``. Then per region, in the order WT, TC, ET and each on top of the choices already made (nnU-Net's
+    sequential rule): try removing components under each of ``sizes`` voxels and keeping only the largest component
+    (see :func:`apply_postprocessing`); keep the candidate with the highest mean Dice
+    of that region if it beats doing nothing by more than ``min_gain`` and lowers no region's mean Dice by more
+    than ``min_gain`` (ties go to the gentler candidate: smaller sizes first, keeping the largest last). Then
+    the BraTS rule: a predicted ET under each of ``et_thresholds`` voxels becomes necrosis; the best threshold
+    is kept under the same test on the ET Dice.
+
+    With ``confidence`` (the default), a candidate must also pass a paired test against doing nothing: the lower
+    end of the two-sided ``confidence`` bootstrap interval (:func:`paired_interval`) of its per-case Dice gain in
+    that region must not be below 0. A setting whose small mean gain comes from helping some cases and hurting
+    about as many is left out; one that helps a few cases and hurts none is kept. ``confidence=None`` (or 0)
+    is the mean-only rule.
+
+    Only Dice decides (HD95 is reported by :func:`crossval_predict`, not used here).
+
+    Args:
+        preds, truths: class maps ``(D, H, W)`` uint8 (classes 0..3), one pair per case, same shapes (``preds``
+            is not used when ``probs`` is given).
+        sizes, et_thresholds: the grids tried (voxels of the label maps: mm^3 at BraTS' 1 mm).
+        min_gain: the least rise of the mean Dice a setting must bring (see ``MIN_GAIN``).
+        probs: None, or per case ``(probs uint8, box, shape)`` as :func:`load_probabilities` gives (the region
+            probabilities x 255 inside ``box`` of a volume of ``shape``); the maps they decode to at 0.5 stand for
+            ``preds``.
+        thresholds: the region thresholds tried besides 0.5.
+        confidence: the paired test's interval (see above), or None for none.
+    Returns:
+        ``{"min_gain", "confidence", "postprocess": spec for :func:`postprocessing_spec`,
+        "dice_before": {region: mean}, "dice_after": {region: mean}, "tried": [{"step", "setting", "dice":
+        {region: mean}, "gain_interval": [low, high] of that step's region against doing nothing, "chosen"}],
+        "cases": n}``.
+    """
+    spec = postprocessing_spec()
+    tried = []
+
+    def interval(cand_cases, region):
+        return list(paired_interval(cand_cases[region] - base[region], confidence or PAIRED_CONFIDENCE))
+
+    def accept(cand_cases, best_score, region, row):
+        """``cand_cases`` beats the best so far by ``min_gain``, lowers no region's mean by more than
+        ``min_gain`` against doing nothing (``base``), and passes the paired test in ``region``."""
+        cand = _means(cand_cases)
+        score = _means(base)
+        return (cand[region] > best_score[region] + min_gain
+                and all(cand[r] >= score[r] - min_gain for r in REGION_NAMES)
+                and (not confidence or row["gain_interval"][0] >= 0.0))
+
+    if probs is not None:
+        crops = [_threshold_crop(np.asarray(q), box, shape, np.asarray(t)) for (q, box, shape), t in zip(probs, truths)]
+        if not crops:
+            raise BratsInputError("no predictions to choose post-processing on")
+        chosen = dict(spec["thresholds"])
+        full_truths = [t for _, t in crops]
+        current = [_decode(q, chosen) for q, _ in crops]
+        base = _case_dice(current, full_truths)
+        before = score = _means(base)
+        for region in reversed(REGION_NAMES):  # inner first: ET voxels are TC and WT whatever their thresholds
+            best = None
+            # nearest to 0.5 first: of two thresholds within min_gain of each other the gentler one stays
+            for t in sorted(thresholds, key=lambda t: (abs(t - DEFAULT_THRESHOLD), t)):
+                if t == DEFAULT_THRESHOLD:
+                    continue
+                trial = {**chosen, region: float(t)}
+                outs = [_decode(q, trial) for q, _ in crops]
+                cases = _case_dice(outs, full_truths)
+                cand = _means(cases)
+                row = {"step": f"{region} threshold", "setting": {"threshold": float(t)}, "dice": cand,
+                       "gain_interval": interval(cases, region), "chosen": False}
+                tried.append(row)
+                if accept(cases, best[1] if best else score, region, row):
+                    best = (float(t), cand, outs, len(tried) - 1, cases)
+            if best:
+                chosen[region], score, current, base = best[0], best[1], best[2], best[4]
+                tried[best[3]]["chosen"] = True
+        spec["thresholds"] = chosen
+        preds, truths = current, full_truths
+    pairs = [_tumor_crop(np.asarray(p), np.asarray(t)) for p, t in zip(preds, truths)]
+    if not pairs:
+        raise BratsInputError("no predictions to choose post-processing on")
+    current, truths = [p for p, _ in pairs], [t for _, t in pairs]
+    base = _case_dice(current, truths)
+    score = _means(base)
+    if probs is None:
+        before = score
+
+    for region in REGION_NAMES:
+        candidates = [("min_component", s) for s in sizes] + [("keep_largest", 1)]
+        best = None
+        for key, value in candidates:
+            one = postprocessing_spec({key: {region: value}})
+            outs = [apply_postprocessing(p, one) for p in current]
+            cases = _case_dice(outs, truths)
+            cand = _means(cases)
+            row = {"step": f"{region} components", "setting": {key: value}, "dice": cand,
+                   "gain_interval": interval(cases, region), "chosen": False}
+            tried.append(row)
+            if accept(cases, best[2] if best else score, region, row):
+                best = (key, value, cand, outs, len(tried) - 1, cases)
+        if best:
+            key, value, score, current, row, base = best
+            spec[key][region] = value
+            tried[row]["chosen"] = True
+    best = None
+    for t in et_thresholds:
+        outs = [small_et_to_ncr(p, t) for p in current]
+        cases = _case_dice(outs, truths)
+        cand = _means(cases)
+        row = {"step": "ET under N voxels to necrosis", "setting": {"et_threshold": t}, "dice": cand,
+               "gain_interval": interval(cases, "ET"), "chosen": False}
+        tried.append(row)
+        if accept(cases, best[1] if best else score, "ET", row):
+            best = (t, cand, len(tried) - 1)
+    if best:
+        spec["et_threshold"], score = best[0], best[1]
+        tried[best[2]]["chosen"] = True
+    return {"min_gain": min_gain, "confidence": confidence or None, "postprocess": spec, "dice_before": before, "dice_after": score, "tried": tried, "cases": len(pairs)}
+
+
+def format_choice(choice: dict) -> str:
+    """The tried settings with the mean Dice they give, the chosen ones marked with ``*``."""
+    b = choice["dice_before"]
+    lines = [f"post-processing chosen on {choice['cases']} out-of-fold case(s); mean Dice WT / TC / ET",
+             f"  {'none':<48} {b['WT']:.4f} {b['TC']:.4f} {b['ET']:.4f}"]
+    for row in choice["tried"]:
+        (key, value), = row["setting"].items()
+        d = row["dice"]
+        label = f"{row['step']}: {key} {value}"
+        gain = row.get("gain_interval")
+        gain = f"  gain {gain[0]:+.4f}..{gain[1]:+.4f}" if gain else ""
+        lines.append(f"{'*' if row['chosen'] else ' '} {label:<48} {d['WT']:.4f} {d['TC']:.4f} {d['ET']:.4f}{gain}")
+    if choice.get("note"):
+        lines.append(choice["note"])
+    a = choice["dice_after"]
+    lines.append(f"  {'chosen together':<48} {a['WT']:.4f} {a['TC']:.4f} {a['ET']:.4f}")
+    rule = f"a setting must raise a mean Dice by more than {choice.get('min_gain', MIN_GAIN)}"
+    if choice.get("confidence"):
+        rule += (f" and the lower end of the {choice['confidence']:.0%} bootstrap interval of its per-case gain"
+                 " (gain ..) must not be below 0")
+    lines.append(f"chosen ({rule}): "
+                 f"{json.dumps(choice['postprocess'])}")
+    return "\n".join(lines)
+
+
+def choice_rule_flags(choice: dict) -> str:
+    """The ``brats-keras crossval`` flags that repeat the rule a :func:`choose_postprocessing` result was made
+    under, where it differs from today's defaults ("" when it does not). A choice made before the paired test
+    (no ``"confidence"`` key) was made by the mean-only rule: ``--confidence 0``."""
+    flags = []
+    min_gain = choice.get("min_gain", MIN_GAIN)
+    if min_gain != MIN_GAIN:
+        flags.append(f"--min-gain {min_gain:g}")
+    confidence = choice.get("confidence") or 0.0
+    if confidence != PAIRED_CONFIDENCE:
+        flags.append(f"--confidence {confidence:g}")
+    return "".join(" " + f for f in flags)
+
+
+def set_postprocessing(model_path, choice) -> dict:
+    """Store a post-processing choice in a model file's info (``info["postprocess"]``); return the new info.
+
+    ``choice`` is a :func:`choose_postprocessing` result (its ``postprocess`` and ``chosen_on`` are stored),
+    a spec dict, or None to remove the stored choice. :class:`~brats_keras.inference.Predictor` then applies
+    it to every prediction unless told otherwise (``--no-postprocess`` or explicit flags).
+
+    A file listed in an ``ensemble.json`` beside it is changed only when its folder is what the record says
+    (:func:`brats_keras.ensemble_record.ensemble_files`), and the record then gets the file's new checksum.
+    """
+    from .checkpoint import read_info, write_info
+    from .ensemble_record import ensemble_files, listed_in_record, update_checksum
+
+    model_path = Path(model_path)
+    if model_path.is_dir():
+        raise BratsInputError(f"{model_path}: an export folder keeps the post-processing of the .keras file it was "
+                              "exported from: set it on that file, then export again")
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path}: model file not found")
+    member = listed_in_record(model_path)
+    if member:  # trusted before its bytes (and so its checksum) change
+        ensemble_files(model_path.parent)
+    info = read_info(model_path)
+    if not info:
+        raise BratsInputError(f"{model_path}: not a brats-keras model file (no preprocessing info)")
+    if choice is None:
+        info.pop("postprocess", None)
+    else:
+        info["postprocess"] = _postprocess_info(choice)
+        _thresholds_apply(info, model_path)
+    write_info(model_path, info)
+    if member:
+        update_checksum(model_path)
+    return info
+
+
+def _postprocess_info(choice: dict) -> dict:
+    """The ``info["postprocess"]`` that :func:`set_postprocessing` would store for ``choice``."""
+    if not isinstance(choice, dict):
+        raise BratsInputError(f"a post-processing choice is a JSON object, not {type(choice).__name__}")
+    try:
+        spec = postprocessing_spec(choice.get("postprocess", choice))
+    except (ValueError, TypeError) as exc:
+        raise BratsInputError(f"post-processing: {exc}") from None
+    if "chosen_on" in choice:
+        spec["chosen_on"] = {**choice["chosen_on"], "dice_before": choice.get("dice_before"),
+                             "dice_after": choice.get("dice_after")}
+    return spec
+
+
+def _thresholds_apply(info: dict, name) -> None:
+    """Refuse (BratsInputError naming ``name``) region thresholds other than 0.5 in the post-processing of a model
+    without region outputs: a softmax model takes the most probable class and would ignore them."""
+    if thresholds_ignored(info.get("postprocess"), info.get("output") == "regions"):
+        raise BratsInputError(f"{name}: the post-processing sets region thresholds, which a model with "
+                              f"{info.get('output') or 'no'} outputs ignores (chosen for a region model?)")
