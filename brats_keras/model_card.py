@@ -261,6 +261,25 @@ def _training_paragraph(t: dict, who: str, at: str, checkpoint: str) -> str:
             f"about {t['minutes_per_fold']:.0f} minutes on {t['hardware']}.")
 
 
+
+def _undersegmentation_text(u: dict | None) -> str:
+    """The Limits bullet on under-segmentation from the card's ``undersegmentation`` (scripts/undersegmentation.py):
+    recall against precision, where the missed tumor lies, and what recall follows and what it does not."""
+    if not u:
+        return ""
+    wt = u["WT"]
+    rho = {k: v for k, v in wt["spearman"].items()}
+    strongest = max((k for k in rho if k.endswith("contrast")), key=lambda k: rho[k][0])
+    return ("\n- Under-segmentation: out-of-fold recall is below precision in every region ("
+            + ", ".join(f"{r} {u[r]['recall']:.3f} / {u[r]['precision']:.3f}" for r in REGIONS)
+            + f"). Of the WT voxels it misses, {wt['missed_within_2mm']:.0%} lie within 2 mm of its predicted tumor and "
+            f"{wt['missed_sure']:.0%} had a probability under 0.1, so a lower threshold does not bring them back "
+            f"(WT Dice {wt['dice_at']['0.4']:.4f} at 0.4 against {wt['dice_at']['0.5']:.4f} at 0.5). WT recall does not "
+            f"follow the tumor's size (Spearman rho {rho['true volume'][0]:+.2f}) or its share of the brain "
+            f"({rho['tumor share of the brain'][0]:+.2f}: the brain z-score is not skewed by a large lesion); it "
+            f"follows the lesion's {strongest.split()[0].upper()} contrast (rho {rho[strongest][0]:+.2f}, "
+            f"p {rho[strongest][1]:.3f}): the faint outer edge of the edema is left out (`scripts/undersegmentation.py`).")
+
 def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
     """The model card (``MODEL_CARD.md``) of a shipped fold ensemble (``model_card.json`` with ``"kind": "fold
     ensemble"``, written by ``scripts/export_pretrained.py --folds``): the cross-validated estimate first.
@@ -364,6 +383,7 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
                   + (f", against {min(rest):.2f} and above in the others" if rest else "")
                   + f"); the out-of-fold ET Dice there is {e['et_dice_low']:.2f}"
                   + (f", against {e['et_dice_rest']:.2f} on the other {len(rest)}." if rest else "."))
+    under = _undersegmentation_text(card.get("undersegmentation"))
     return f"""# Model card: brats-keras pretrained 3D U-Net, {title} (BraTS regions)
 
 **Not a medical device.** A research model trained on {n_cases} real BraTS cases; do not use it for diagnosis or
@@ -417,6 +437,6 @@ Reproduce:
 ## Limits
 - {n_cases} training cases from a handful of institutions: expect lower scores on scanners, protocols and tumor
   types they do not cover (the maintainers' 21 further cases come from one institution).
-- {factor} mm working resolution: thin enhancing rims and tiny lesions lose detail{ceiling}.{on_grid}{dim_et}
+- {factor} mm working resolution: thin enhancing rims and tiny lesions lose detail{ceiling}.{on_grid}{dim_et}{under}
 - Not a medical device; not validated for clinical use.
 """

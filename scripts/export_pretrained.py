@@ -14,7 +14,8 @@ mirroring TTA, and writes ``model_card.json`` and ``MODEL_CARD.md`` beside it.
 weights, or int8 kernels with ``--int8``; the chosen post-processing stored) in place of ``model.keras`` and
 ``ensemble.json`` (each file's run, validation cases and sha256: prediction uses exactly those files), checks
 on a few out-of-fold cases that the stored files with the stored post-processing score as the cross-validation
-table says, times the ensemble, and writes the card with the cross-validated estimate as its headline. Repeat
+table says, times the ensemble, and writes the card with the cross-validated estimate as its headline and where
+the out-of-fold predictions under-segment (scripts/undersegmentation.py). Repeat
 ``--folds`` once per recipe (with ``--crossval`` the table ``crossval --combine`` wrote from theirs) to ship
 them as one ensemble, ``fold-<k>a.keras``, ``fold-<k>b.keras``, ...; files over the 60 MB budget are refused.
 
@@ -46,6 +47,20 @@ from brats_keras.postprocessing import choice_rule_flags, read_postprocessing_fi
 from brats_keras.pretrained import CARD_FILE, CARD_JSON, MODEL_FILE  # noqa: E402
 from brats_keras.runs import CASE_DICE_MEAN, read_log  # noqa: E402
 from brats_keras.spec import MANIFEST  # noqa: E402
+
+
+def undersegmentation(cv_dir: Path, data) -> dict | None:
+    """The card's ``undersegmentation`` (scripts/undersegmentation.py, beside this script) from the out-of-fold
+    table; None for a table without stored probabilities (a softmax model)."""
+    import importlib.util
+
+    table = read_crossval(cv_dir)
+    if not all(r.get("probabilities") for r in table["cases"].values()):
+        return None
+    spec = importlib.util.spec_from_file_location("undersegmentation", Path(__file__).with_name("undersegmentation.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.card_summary(module.analyse(cv_dir, data))
 
 
 def score(predictor, cases):
@@ -438,6 +453,7 @@ def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, ta
         "resolution_ceiling": {r: float(np.mean([c[r] for c in ceiling])) for r in ("WT", "TC", "ET")},
         "grid_dice": {r: float(np.mean([c[r] for c in on_grid])) for r in ("WT", "TC", "ET")},
         "et_contrast": et_contrast_summary(contrast, results["cases"]),
+        "undersegmentation": undersegmentation(cv_dir, args.data),
         "check": {"cases": ids, "max_dice_difference": float(max(diffs)) if diffs else 0.0,
                   "single_seconds_per_case": float(np.mean(single)) if single else float("nan"),
                   "ensemble_seconds_per_case": float(np.mean(seconds)) if seconds else float("nan")},

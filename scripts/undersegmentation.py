@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,13 @@ def case_features(data: Path, entry: dict, modalities) -> dict:
             "height": float(np.nonzero(tumor)[2].mean() / tumor.shape[2])}
 
 
+def _spearman(x, y) -> list[float]:
+    """Spearman's ``[rho, p]``; NaN for a constant input (a few cases can all have the same recall)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return [float(v) for v in stats.spearmanr(x, y)]
+
+
 def analyse(cv_dir, data) -> dict:
     cv_dir, data = Path(cv_dir), Path(data)
     table = json.loads((cv_dir / "crossval.json").read_text())
@@ -103,10 +111,24 @@ def analyse(cv_dir, data) -> dict:
             "missed_distance_share": (distance / max(distance.sum(), 1)).tolist(),
             "thresholds": {th: {k: float(np.nanmean([r["thresholds"][th][k] for r in rows.values()]))
                                 for k in ("dice", "recall", "precision")} for th in map(str, THRESHOLDS)},
-            "spearman": {name: [float(v) for v in stats.spearmanr(values, recall)] for name, values in drivers.items()},
+            "spearman": {name: _spearman(values, recall) for name, values in drivers.items()},
             "lowest_recall": sorted(rows, key=lambda c: rows[c]["recall"])[:6],
         }
     return {"cases": cases, "features": features, "summary": summary}
+
+
+def card_summary(res: dict) -> dict:
+    """What the model card says of under-segmentation (``model_card.json["undersegmentation"]``): per region the
+    mean recall and precision, the share of missed voxels the model was sure of (p < 0.1) and of those within 2 mm
+    of its predicted region, Dice at threshold 0.4 against 0.5, and Spearman's rho (with p) of recall against the
+    true volume, the tumor's share of the brain and the lesion's contrast in each modality."""
+    out = {}
+    for region, s in res["summary"].items():
+        out[region] = {"recall": s["recall"], "precision": s["precision"], "missed_sure": s["missed_sure"],
+                       "missed_within_2mm": s["missed_distance_share"][0],
+                       "dice_at": {th: s["thresholds"][th]["dice"] for th in ("0.4", "0.5")},
+                       "spearman": {k: v for k, v in s["spearman"].items() if k != "tumor height"}}
+    return out
 
 
 def report(res: dict) -> str:
