@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from .labels import OUTPUTS
+from .preprocessing import DEFAULT_MARGIN
 
 
 # ----------------------------------------------------------------------------- argument types
@@ -62,7 +63,7 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated modalities in channel order, either vocabulary (default: flair,t1ce,t2)")
     p.add_argument("--crop", choices=["fixed", "brain"], default="fixed",
                    help="fixed: the report's [56:184, 56:184, 13:141]; brain: nonzero bounding box + margin")
-    p.add_argument("--margin", type=int, default=4, help="voxels around the brain box with --crop brain")
+    p.add_argument("--margin", type=int, default=DEFAULT_MARGIN, help="voxels around the brain box with --crop brain")
     p.add_argument("--scale", choices=["minmax", "zscore"], default="minmax",
                    help="minmax over the whole volume (report) or z-score over brain voxels")
     p.add_argument("--dtype", choices=["float16", "float32", "uint8"], default="float16",

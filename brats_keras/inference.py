@@ -356,7 +356,7 @@ class Predictor:
     """
 
     def __init__(self, model=None, info=None, patch_size=None, overlap=0.5, batch_size=2, tta=False,
-                 min_component=None, keep_largest=None, et_threshold=None, margin=4, postprocess=True,
+                 min_component=None, keep_largest=None, et_threshold=None, postprocess=True,
                  thresholds=None, trust_export=False):
         from .checkpoint import check_head, load_model
         from .models import main_output
@@ -415,7 +415,6 @@ class Predictor:
         if given and thresholds_ignored(self.post, self.spec.regions):
             raise ValueError(f"{names[0]}: region thresholds apply to models with region outputs (WT, TC, ET); "
                              "this one has softmax classes (the most probable class is taken)")
-        self.margin = margin
         n_in = models[0].inputs[0].shape[-1]
         if n_in is not None and n_in != len(self.spec.modalities):
             raise ValueError(f"model expects {n_in} channels but its info lists {len(self.spec.modalities)} modalities")
@@ -448,7 +447,7 @@ class Predictor:
         """
         vols, _, _ = bio.load_modalities(case, self.spec.modalities)
         factor = self.spec.downsample
-        shape = tuple(-(-(b - a) // factor) for a, b in brain_crop_box(vols, margin=self.margin))
+        shape = tuple(-(-(b - a) // factor) for a, b in brain_crop_box(vols))
         patch = (self.patch,) * 3 if np.isscalar(self.patch) else tuple(self.patch)
         padded = tuple(max(s, p) for s, p in zip(shape, patch))  # sliding_window pads a smaller box
         return {"factor": factor, "shape": shape, "patch": patch,
@@ -472,7 +471,7 @@ class Predictor:
         """
         t0 = time.time()
         vols, affine, header = bio.load_modalities(case, self.spec.modalities)
-        box = brain_crop_box(vols, margin=self.margin)
+        box = brain_crop_box(vols)
         image, _ = stack_scaled(vols, box, self.spec.scale)
         factor = self.spec.downsample
         probs = self.predict_image(downsample_image(image, factor), progress=progress)

@@ -1,4 +1,4 @@
-"""Keras metrics of segmentation quality for ``model.compile(metrics=...)``, and the BraTS scores.
+"""Keras metrics of segmentation quality for ``model.compile(metrics=...)``.
 
 The metrics are stateful ``keras.metrics.Metric`` objects written with ``keras.ops``.
 They decode each batch into hard class and region masks, add up voxel counts over
@@ -15,30 +15,14 @@ Empty masks follow :mod:`brats_keras.evaluation`: both empty scores 1, exactly o
 empty scores 0. Counts are float32 (exact up to 2**24 voxels per batch; an epoch's
 totals are rounded to about 7 digits). ``sample_weight`` is ignored.
 
-The per-volume numpy scores (:func:`dice`, :func:`hd95`, :func:`region_scores`,
-:func:`evaluate_folder`, ...) live in :mod:`brats_keras.evaluation` and are
-re-exported here.
+The per-volume numpy scores (``dice``, ``hd95``, ``region_scores``, ``evaluate_folder``, ...)
+live in :mod:`brats_keras.evaluation` only.
 """
 from __future__ import annotations
 
 import keras
 from keras import ops
 
-from .evaluation import (  # noqa: F401  (re-exported)
-    HD95_EMPTY,
-    REPORT_NAMES,
-    SCORE_NAMES,
-    dice,
-    evaluate_folder,
-    format_table,
-    hd95,
-    lesion_wise_scores,
-    region_scores,
-    report_scores,
-    sensitivity,
-    specificity,
-    surface_distances,
-)
 from .labels import CLASS_NAMES, REGION_NAMES, check_output
 
 __all__ = [
@@ -50,20 +34,6 @@ __all__ = [
     "Recall",
     "report_metrics",
     "decode",
-    # re-exported from brats_keras.evaluation
-    "HD95_EMPTY",
-    "SCORE_NAMES",
-    "REPORT_NAMES",
-    "dice",
-    "hd95",
-    "surface_distances",
-    "sensitivity",
-    "specificity",
-    "region_scores",
-    "report_scores",
-    "lesion_wise_scores",
-    "evaluate_folder",
-    "format_table",
 ]
 
 _PACKAGE = "brats_keras"

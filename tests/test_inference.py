@@ -187,7 +187,7 @@ def test_window_layout_is_the_one_predict_case_uses(tiny_model_file, tmp_path):
     p = Predictor(tiny_model_file, batch_size=1, overlap=0.5)
     layout = p.window_layout(case)
     vols, _, _ = bio.load_modalities(case, p.info["modalities"])
-    box = brain_crop_box(vols, margin=p.margin)
+    box = brain_crop_box(vols)
     assert layout["factor"] == 2 and layout["patch"] == (32, 32, 32)
     assert layout["shape"] == tuple(-(-(b - a) // 2) for a, b in box)
     windows = []
@@ -449,3 +449,16 @@ def test_an_onnx_export_whose_network_is_not_its_recorded_head_is_refused(tmp_pa
         (out / INFO_FILE).write_text(json.dumps({**info, **change}))
         with pytest.raises(bio.BratsInputError, match=f"^{re.escape(str(out))}: .*{re.escape(message)}"):
             Predictor(out)
+
+
+def test_predictor_crops_the_brain_with_the_one_margin(tiny_model_file):
+    """Prediction's brain box is preprocessing's DEFAULT_MARGIN, the conversion's default: no margin keyword."""
+    import inspect
+
+    from brats_keras import convert, preprocessing
+
+    assert "margin" not in inspect.signature(Predictor).parameters
+    assert inspect.signature(preprocessing.brain_crop_box).parameters["margin"].default == preprocessing.DEFAULT_MARGIN
+    assert inspect.signature(convert.convert_folder).parameters["margin"].default == preprocessing.DEFAULT_MARGIN
+    with pytest.raises(TypeError):
+        Predictor(tiny_model_file, margin=4)
