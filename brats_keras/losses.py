@@ -123,8 +123,8 @@ class SegLoss(keras.losses.Loss):
     scalar of ``batch=True`` too.
     """
 
-    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
-        # The arithmetic is float32 whatever the global policy: dtype is fixed.
+    def __init__(self, name=None, reduction="sum_over_batch_size"):
+        # The arithmetic is float32 whatever the global policy: the dtype is fixed, not a setting.
         super().__init__(name=name, reduction=reduction, dtype="float32")
 
     def __add__(self, other):
@@ -173,7 +173,7 @@ class CombinedLoss(SegLoss):
         whatever the parts accept, typically ``(B, D, H, W, C)`` for both tensors.
     """
 
-    def __init__(self, parts, name=None, reduction="sum_over_batch_size", dtype=None):
+    def __init__(self, parts, name=None, reduction="sum_over_batch_size"):
         flat = []
         for weight, loss in parts:
             if isinstance(loss, dict):
@@ -212,21 +212,20 @@ class CombinedLoss(SegLoss):
 
     __rmul__ = __mul__
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def _weighted_sum(self, value_of):
+        """``sum_i w_i * value_of(part_i)`` in float32 (a weight of 1 multiplies nothing)."""
         total = None
         for weight, part in self.parts:
-            value = ops.cast(part(y_true, y_pred, sample_weight=sample_weight), "float32")
+            value = ops.cast(value_of(part), "float32")
             value = value if weight == 1.0 else weight * value
             total = value if total is None else total + value
         return total
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return self._weighted_sum(lambda part: part(y_true, y_pred, sample_weight=sample_weight))
+
     def call(self, y_true, y_pred):
-        total = None
-        for weight, part in self.parts:
-            value = ops.cast(part.call(y_true, y_pred), "float32")
-            value = value if weight == 1.0 else weight * value
-            total = value if total is None else total + value
-        return total
+        return self._weighted_sum(lambda part: part.call(y_true, y_pred))
 
     def get_config(self):
         config = super().get_config()
@@ -283,7 +282,6 @@ class DiceLoss(SegLoss):
         batch=False,
         reduction="sum_over_batch_size",
         name="dice",
-        dtype=None,
     ):
         super().__init__(name=name, reduction=reduction)
         self.include_background = bool(include_background)
@@ -339,7 +337,6 @@ class TverskyLoss(SegLoss):
         batch=False,
         reduction="sum_over_batch_size",
         name="tversky",
-        dtype=None,
     ):
         super().__init__(name=name, reduction=reduction)
         if alpha < 0 or beta < 0:
@@ -443,7 +440,6 @@ class FocalLoss(_ModeLoss):
         include_background=True,
         reduction="sum_over_batch_size",
         name="focal",
-        dtype=None,
     ):
         super().__init__(mode, include_background, name, reduction)
         if gamma < 0:
@@ -495,7 +491,6 @@ class CrossEntropyLoss(_ModeLoss):
         include_background=True,
         reduction="sum_over_batch_size",
         name=None,
-        dtype=None,
     ):
         mode = check_output(mode)
         if name is None:

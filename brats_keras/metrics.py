@@ -83,7 +83,7 @@ class _CountMetric(keras.metrics.Metric):
     ``self.tp``, ``self.n_true`` and ``self.n_pred`` (float32 vectors).
     """
 
-    def __init__(self, output, name, dtype=None):
+    def __init__(self, output, name):
         super().__init__(name=name, dtype="float32")
         self.output = check_output(output)
 
@@ -141,7 +141,7 @@ class ClassDice(_CountMetric):
         ``y_true``, ``y_pred``: ``(B, D, H, W, C)`` with C = 4 (softmax) or 3 (regions).
     """
 
-    def __init__(self, cls="ET", output="softmax", name=None, dtype=None):
+    def __init__(self, cls="ET", output="softmax", name=None):
         index = _class_index(cls)
         self.cls = CLASS_NAMES[index]
         super().__init__(output, name or f"dice_{self.cls}")
@@ -169,7 +169,7 @@ class RegionDice(_CountMetric):
         ``y_true``, ``y_pred``: ``(B, D, H, W, C)`` with C = 4 (softmax) or 3 (regions).
     """
 
-    def __init__(self, region="WT", output="softmax", name=None, dtype=None):
+    def __init__(self, region="WT", output="softmax", name=None):
         if region not in REGION_NAMES:
             raise ValueError(f"unknown region {region!r}: use one of {', '.join(REGION_NAMES)}")
         self.region = region
@@ -192,7 +192,7 @@ class MeanDice(_CountMetric):
         name: ``"mean_dice"``.
     """
 
-    def __init__(self, output="softmax", name="mean_dice", dtype=None):
+    def __init__(self, output="softmax", name="mean_dice"):
         super().__init__(output, name)
         self._build("classes", [1, 2, 3])
 
@@ -209,7 +209,7 @@ class Precision(_CountMetric):
         name: ``"precision"``.
     """
 
-    def __init__(self, output="softmax", name="precision", dtype=None):
+    def __init__(self, output="softmax", name="precision"):
         super().__init__(output, name)
         self._build("classes", [1, 2, 3])
 
@@ -226,7 +226,7 @@ class Recall(_CountMetric):
         name: ``"recall"``.
     """
 
-    def __init__(self, output="softmax", name="recall", dtype=None):
+    def __init__(self, output="softmax", name="recall"):
         super().__init__(output, name)
         self._build("classes", [1, 2, 3])
 
@@ -243,7 +243,7 @@ class VoxelAccuracy(_CountMetric):
         name: ``"accuracy"``.
     """
 
-    def __init__(self, output="softmax", name="accuracy", dtype=None):
+    def __init__(self, output="softmax", name="accuracy"):
         super().__init__(output, name)
         self._build("classes", [0, 1, 2, 3])
 

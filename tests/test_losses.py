@@ -511,3 +511,39 @@ def test_batch_losses_are_divided_by_the_replica_count_as_keras_divides_the_othe
     assert [r[0] for r in rows] == ["dice", "dice", "tversky", "dice+tversky"]
     for name, summed, expected in rows:
         assert float(summed) == pytest.approx(float(expected), rel=1e-5), (name, summed, expected)
+
+
+def test_losses_and_metrics_take_no_dtype_and_round_trip_their_config():
+    """Their arithmetic is float32 whatever the policy: no dtype keyword, and get_config / from_config rebuild
+    each one (what a saved model file and a resumed run hold)."""
+    import inspect
+
+    import keras
+
+    from brats_keras import losses, metrics
+
+    kinds = [losses.DiceLoss(), losses.TverskyLoss(), losses.FocalLoss(), losses.CrossEntropyLoss(mode="regions"),
+             losses.DiceLoss() + 0.5 * losses.FocalLoss(), *metrics.report_metrics("regions")]
+    for obj in kinds:
+        assert "dtype" not in inspect.signature(type(obj)).parameters, type(obj).__name__
+        assert obj.dtype == "float32"
+        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
+        assert type(again) is type(obj) and again.get_config() == obj.get_config()
+    with pytest.raises(TypeError):
+        losses.DiceLoss(dtype="float16")
+
+
+def test_combined_loss_call_and_dunder_call_share_one_sum():
+    """``loss(y, p)`` (reduced) and ``loss.call(y, p)`` (per sample) are the same weighted sum of the parts."""
+    import numpy as np
+
+    from brats_keras import losses
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((2, 4, 4, 4, 3)) > 0.5).astype("float32")
+    p = rng.random((2, 4, 4, 4, 3)).astype("float32")
+    dice, focal = losses.DiceLoss(), losses.FocalLoss(mode="regions")
+    both = dice + 0.25 * focal
+    per_sample = np.asarray(dice.call(y, p)) + 0.25 * np.asarray(focal.call(y, p))
+    np.testing.assert_allclose(np.asarray(both.call(y, p)), per_sample, rtol=1e-6)
+    np.testing.assert_allclose(float(both(y, p)), float(dice(y, p)) + 0.25 * float(focal(y, p)), rtol=1e-6)
