@@ -33,9 +33,6 @@ MODELS = {
 #: models whose builder takes ``deep_supervision`` (auxiliary outputs on decoder levels, for training)
 DEEP_SUPERVISION_MODELS = ("unet3d", "residual_unet")
 
-#: where the shipped pretrained model lives (brats_keras/pretrained/model.keras)
-from ..pretrained import MODEL_FILE as PRETRAINED_PATH  # noqa: E402
-
 #: modules whose registered losses and metrics a saved model may refer to
 _SERIALIZABLE_MODULES = ("brats_keras.losses", "brats_keras.metrics")
 
@@ -224,7 +221,6 @@ def load_pretrained(compile: bool = False) -> keras.Model:
 __all__ = [
     "DEEP_SUPERVISION_MODELS",
     "MODELS",
-    "PRETRAINED_PATH",
     "build_model",
     "count_params",
     "load_model",
