@@ -378,6 +378,15 @@ def _thresholds_arg(text: str) -> list:
     return values
 
 
+def _postprocess_arg(args):
+    """Predictor's one post-processing value from the flags: False for --no-postprocess, the flags given
+    (they replace the model file's choice), else True (the model file's choice)."""
+    if args.no_postprocess:
+        return False
+    given = {k: getattr(args, k) for k in ("min_component", "keep_largest", "et_threshold", "thresholds")}
+    return {k: v for k, v in given.items() if v is not None} or True
+
+
 def cmd_predict(args) -> int:
     from .inference import predict_folder
 
@@ -385,9 +394,7 @@ def cmd_predict(args) -> int:
         res = predict_folder(args.input, args.output, model=args.model, labels=args.labels,
                              save_probs=args.save_probs, progress=not args.quiet, patch_size=args.patch_size,
                              overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
-                             min_component=args.min_component, keep_largest=args.keep_largest,
-                             et_threshold=args.et_threshold, thresholds=args.thresholds,
-                             postprocess=not args.no_postprocess, trust_export=args.trust_export)
+                             postprocess=_postprocess_arg(args), trust_export=args.trust_export)
     print(f"predicted {len(res['ok'])} case(s) into {args.output}; {len(res['failed'])} failed")
     return 1 if res["failed"] else 0
 

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -345,12 +346,14 @@ class Predictor:
             :func:`brats_keras.checkpoint.check_head`).
         patch_size: window size (default: the training patch size of the first model, ``spec.window``).
         overlap, batch_size, tta: see :func:`sliding_window`.
-        min_component, keep_largest, et_threshold, thresholds: see :func:`postprocessing_spec`; when any is given
-            (not None), they replace the post-processing stored in the model file. Thresholds other than 0.5
-            given to a softmax model are refused (ValueError): it takes the most probable class.
-        postprocess: True (default): apply the post-processing stored in the (first) model file's info
-            (``info["postprocess"]``, written by ``brats-keras crossval --choose-postprocessing``) unless
-            the four arguments above are given; False: none at all; a dict: that spec.
+        postprocess: the post-processing, one value: True (default): the one stored in the (first) model file's
+            info (``info["postprocess"]``, written by ``brats-keras crossval --choose-postprocessing``); False: none
+            at all; a dict: that choice, in the stored form (:func:`postprocessing_spec`: ``{"min_component": ...,
+            "keep_largest": ..., "et_threshold": ..., "thresholds": ...}``, partial is fine: the rest is off),
+            e.g. ``{"thresholds": [0.5, 0.5, 0.7]}``. Thresholds other than 0.5 given to a softmax model are
+            refused (ValueError): it takes the most probable class.
+        min_component, keep_largest, et_threshold, thresholds: deprecated (DeprecationWarning): the same as
+            ``postprocess={...}`` with the ones given (not None).
         trust_export: run SavedModel exports (TensorFlow programs that may read and write files); without
             it one is refused (BratsInputError). ONNX exports run either way (:class:`brats_keras.export.ExportedModel`).
     """
@@ -403,15 +406,21 @@ class Predictor:
         self.spec = _spec(info, names[0])
         self.patch = patch_size or self.spec.window
         self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
+        flags = {k: v for k, v in (("min_component", min_component), ("keep_largest", keep_largest),
+                                   ("et_threshold", et_threshold), ("thresholds", thresholds)) if v is not None}
+        if flags:
+            warnings.warn(f"Predictor({', '.join(f'{k}=' for k in flags)}) is deprecated: pass "
+                          f"postprocess={{{', '.join(repr(k) + ': ...' for k in flags)}}}", DeprecationWarning,
+                          stacklevel=2)
+            if postprocess is True:  # a dict or False given beside them wins
+                postprocess = flags
         if postprocess is False:
             self.post = postprocessing_spec()
         elif isinstance(postprocess, dict):
             self.post = postprocessing_spec(postprocess)
-        elif any(v is not None for v in (min_component, keep_largest, et_threshold, thresholds)):
-            self.post = postprocessing_spec(None, min_component, keep_largest, et_threshold, thresholds)
         else:
             self.post = postprocessing_spec(info.get("postprocess"))
-        given = thresholds is not None or isinstance(postprocess, dict)
+        given = isinstance(postprocess, dict)
         if given and thresholds_ignored(self.post, self.spec.regions):
             raise ValueError(f"{names[0]}: region thresholds apply to models with region outputs (WT, TC, ET); "
                              "this one has softmax classes (the most probable class is taken)")
