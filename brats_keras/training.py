@@ -68,7 +68,7 @@ class TrainConfig:
     fold: int = 0
     seed: int = 0
     foreground_ratio: float = 0.33
-    augment: bool = True
+    augment: bool = True  # False: no augmentation at all, spatial_augment included
     spatial_augment: float = 0.0  # probability of a random rotation and of a random zoom per training patch
     intensity_augment: str = "basic"  # basic: scale / shift / gamma; strong: brats_keras.augment (noise, blur, ...)
     mixed_precision: str = "auto"
@@ -796,7 +796,8 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
                             batch_size=local_batch * local_replicas if workers.multi else cfg.batch_size,
                             output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=cfg.augment,
                             steps_per_epoch=steps, seed=workers.seed(cfg.seed),
-                            spatial=cfg.spatial_augment, intensity=cfg.intensity_augment, workers=cfg.workers,
+                            augmentation={"spatial": cfg.spatial_augment, "intensity": cfg.intensity_augment},
+                            workers=cfg.workers,
                             use_multiprocessing=False)
     val_ds = PatchDataset(cfg.data, split["val"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                           output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=False,
