@@ -25,7 +25,7 @@ brain crop, z-score, 2 mm), images quantized to int8 steps of 1/16 and compresse
 (tiny sizes, JAX on the CPU; ``tests/test_gpu_run.py`` runs it in CI).
 
     python benchmarks/gpu_run.py --pack --real ../shared/data/brats-real ../shared/data/brats-extra \\
-        --split brats_keras/pretrained/split.json --to .gpu/pack             # here, before the call
+        --fold 0 --to .gpu/pack                                              # here, before the call
     python benchmarks/gpu_run.py --check-trip      # here: the tree, .whl and .gpu fit in one call's 64 MiB?
     bash benchmarks/gpu_run.sh                                               # there (OUT is set)
     python benchmarks/gpu_run.py --import-weights DIR --to runs/gpu/model.keras   # here, afterwards
@@ -73,19 +73,32 @@ BOXES = {"env": 60, "throughput": 240, "max_batch": 90, "inference": 90}
 
 
 # ============================================================================ packing (here, on the CPU)
+def fold_split(fold: int) -> dict:
+    """``{"val": [...]}``: the cases fold ``fold`` of the shipped ensemble held out, as its ``ensemble.json``
+    records them (the cases it can be scored on unseen). ValueError when no shipped model is that fold."""
+    from brats_keras.ensemble_record import read_record
+    from brats_keras.pretrained import HERE
+
+    for entry in read_record(HERE)["models"].values():
+        if entry.get("fold") == fold:
+            return {"val": list(entry["val"])}
+    raise ValueError(f"{HERE / 'ensemble.json'}: no shipped model is fold {fold}")
+
+
 def pack(roots, split_file, to, limit_mib: float = 36.0) -> dict:
     """Convert the cases under ``roots`` the shipped model's way and pack them small into ``to``.
 
     Writes ``to/<case>.npz`` (``image`` int8 ``(d, h, w, 4)`` = round(16 * z), ``mask`` uint8 classes at
     2 mm, ``truth`` uint8 classes at 1 mm inside the crop box) and ``to/pack.json`` (conversion
-    settings, per-case crop box and shapes, the split). Raises ValueError when the pack exceeds
+    settings, per-case crop box and shapes, the split). ``split_file``: a split JSON file or such a dict
+    (:func:`fold_split`); its ``val`` cases are scored, the rest but ``test`` train. Raises ValueError when the pack exceeds
     ``limit_mib``; whether it travels beside the working tree and the wheels is :func:`check_trip`'s answer.
     """
     from brats_keras import io as bio
     from brats_keras.convert import convert_folder
     from brats_keras.preprocessing import box_slices
 
-    split = json.loads(Path(split_file).read_text())
+    split = split_file if isinstance(split_file, dict) else json.loads(Path(split_file).read_text())
     to = Path(to)
     to.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -424,9 +437,9 @@ def _mean_scores(per_case):
 
 
 def _unseen_cases(ids, packed, model_file) -> list:
-    """The packed cases to score the shipped network on: ``ids`` (the pack's val cases) for ``model.keras``, whose
-    split the pack's default split is; for a fold of a shipped ensemble the ``packed`` cases that its model card
-    says that fold held out (the pack's val cases are the single model's, mostly training cases of the fold)."""
+    """The packed cases to score the shipped network on: ``ids`` (the pack's val cases) for a single ``model.keras``;
+    for a fold of a shipped ensemble the ``packed`` cases that its model card says that fold held out (the pack's
+    val cases are those of the fold chosen when packing, ``--fold``, mostly training cases of the other folds)."""
     from brats_keras.pretrained import card_file_fold, model_card
 
     card = model_card()
@@ -595,10 +608,13 @@ def main(argv=None) -> int:
     ap.add_argument("--budget-s", type=float, default=480, help="seconds for all steps (default %(default)s)")
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on any device: the CPU rehearsal")
     ap.add_argument("--only", nargs="+", choices=list(STEPS), help="run only these steps")
-    ap.add_argument("--pack", action="store_true", help="pack real cases for the trip (see --real, --split, --to)")
+    ap.add_argument("--pack", action="store_true",
+                    help="pack real cases for the trip (see --real, --fold or --split, --to)")
     ap.add_argument("--real", nargs="+", help="folders of labelled BraTS cases to pack")
-    ap.add_argument("--split", default=str(REPO / "brats_keras" / "pretrained" / "split.json"),
-                    help="split whose val cases are scored (default: the shipped model's)")
+    ap.add_argument("--fold", type=int, default=0,
+                    help="score the cases this fold of the shipped ensemble held out (its ensemble.json; "
+                         "default %(default)s)")
+    ap.add_argument("--split", help="a split file whose val cases are scored, instead of --fold")
     ap.add_argument("--limit-mib", type=float, default=36.0, help="largest pack allowed (default %(default)s)")
     ap.add_argument("--check-trip", action="store_true",
                     help=f"whether the working tree, {' and '.join(CARRY)} fit in one device call ({TRIP_MIB:g} MiB; "
@@ -613,7 +629,7 @@ def main(argv=None) -> int:
     if args.pack:
         if not args.real or not args.to:
             ap.error("--pack needs --real FOLDER... and --to FOLDER")
-        meta = pack(args.real, args.split, args.to, args.limit_mib)
+        meta = pack(args.real, args.split or fold_split(args.fold), args.to, args.limit_mib)
         print(f"packed {len(meta['cases'])} cases ({len(meta['split']['train'])} train, "
               f"{len(meta['split']['val'])} val) into {args.to}: {meta['size_mib']} MiB")
         args.check_trip = True

@@ -7,9 +7,32 @@ start in about a second.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 
 from .labels import OUTPUTS
+from .preprocessing import DEFAULT_MARGIN
+
+
+class _Refused(Exception):
+    """A command refused its input: its one line is on stderr, :func:`main` returns 2."""
+
+
+@contextlib.contextmanager
+def _one_line_errors(*errors, describe_os: bool = False):
+    """Bad input raised inside (BratsInputError, or one of ``errors``) becomes the one line
+    ``error: <message>`` on stderr and exit status 2 (raised as :class:`_Refused`, which :func:`main` turns
+    into 2); the command writes nothing further. ``describe_os``: an OSError naming a file reads as
+    :func:`brats_keras.io.describe_os_error` words (``<file>: permission denied``)."""
+    from .io import BratsInputError, describe_os_error
+
+    try:
+        yield
+    except (BratsInputError, *errors) as exc:
+        if describe_os and isinstance(exc, OSError) and exc.filename:
+            exc = describe_os_error(exc)
+        print(f"error: {exc}", file=sys.stderr)
+        raise _Refused from None
 
 
 # ----------------------------------------------------------------------------- argument types
@@ -62,7 +85,7 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated modalities in channel order, either vocabulary (default: flair,t1ce,t2)")
     p.add_argument("--crop", choices=["fixed", "brain"], default="fixed",
                    help="fixed: the report's [56:184, 56:184, 13:141]; brain: nonzero bounding box + margin")
-    p.add_argument("--margin", type=int, default=4, help="voxels around the brain box with --crop brain")
+    p.add_argument("--margin", type=int, default=DEFAULT_MARGIN, help="voxels around the brain box with --crop brain")
     p.add_argument("--scale", choices=["minmax", "zscore"], default="minmax",
                    help="minmax over the whole volume (report) or z-score over brain voxels")
     p.add_argument("--dtype", choices=["float16", "float32", "uint8"], default="float16",
@@ -83,17 +106,13 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
 def cmd_convert(args) -> int:
     """Exit status 0: every case converted; 1: some failed and the rest were written; 2: nothing done."""
     from .convert import ManifestWriteError, convert_folder
-    from .io import BratsInputError
 
     try:
-        manifest = convert_folder(args.input, args.output, modalities=args.modalities, crop=args.crop,
-                                  scale=args.scale, dtype=args.dtype, margin=args.margin,
-                                  min_tumor=args.min_tumor, workers=args.workers,
-                                  overwrite=args.overwrite, progress=not args.quiet, downsample=args.downsample,
-                                  shard=args.shard)
-    except (BratsInputError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        with _one_line_errors(ValueError):
+            manifest = convert_folder(args.input, args.output, modalities=args.modalities, crop=args.crop,
+                                      scale=args.scale, dtype=args.dtype, margin=args.margin,
+                                      min_tumor=args.min_tumor, workers=args.workers, overwrite=args.overwrite,
+                                      progress=not args.quiet, downsample=args.downsample, shard=args.shard)
     except ManifestWriteError as exc:  # the cases written stay; a rerun finds them by their outputs
         print(f"error: {exc}", file=sys.stderr)
         return 1 if exc.manifest["cases"] else 2
@@ -105,13 +124,9 @@ def cmd_convert(args) -> int:
 def cmd_merge(args) -> int:
     """Exit status 0: merged; 2: unusable input (one line naming the folder), nothing written."""
     from .convert import merge_conversions
-    from .io import BratsInputError
 
-    try:
+    with _one_line_errors(OSError):
         merge_conversions(args.inputs, args.output)
-    except (BratsInputError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     return 0
 
 
@@ -259,7 +274,6 @@ def cmd_train(args) -> int:
     naming the file or setting, and no run folder written or changed."""
     from dataclasses import fields
 
-    from .io import BratsInputError
     from .training import TrainConfig, train
 
     if args.old_output:
@@ -293,19 +307,13 @@ def cmd_train(args) -> int:
                  if f.name != "augment" and getattr(args, f.name, None) is not None}
         if args.no_augment:
             flags["augment"] = False
-        try:
+        with _one_line_errors(ValueError):  # an unknown recipe
             cfg, resume = TrainConfig.from_recipe(args.recipe, **flags), None
-        except ValueError as exc:  # an unknown recipe
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
         if cfg.vae and cfg.model != "segresnet":
             print(f"error: --vae works with --model segresnet only, not {cfg.model}", file=sys.stderr)
             return 2
-    try:
+    with _one_line_errors(FileNotFoundError):  # bad input: one line; train() has written nothing yet
         res = train(cfg, resume=resume, overwrite=args.overwrite)
-    except (BratsInputError, FileNotFoundError) as exc:  # bad input: one line; train() has written nothing yet
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     last = res["history"][-1] if res["history"] else {}
     shown = {k: round(v, 4) for k, v in last.items() if "dice" in k or "loss" in k}
     print(f"run folder: {res['run']}  best: {res['best']}  ({res['seconds']:.0f} s)")
@@ -370,20 +378,23 @@ def _thresholds_arg(text: str) -> list:
     return values
 
 
+def _postprocess_arg(args):
+    """Predictor's one post-processing value from the flags: False for --no-postprocess, the flags given
+    (they replace the model file's choice), else True (the model file's choice)."""
+    if args.no_postprocess:
+        return False
+    given = {k: getattr(args, k) for k in ("min_component", "keep_largest", "et_threshold", "thresholds")}
+    return {k: v for k, v in given.items() if v is not None} or True
+
+
 def cmd_predict(args) -> int:
     from .inference import predict_folder
-    from .io import BratsInputError
 
-    try:
+    with _one_line_errors(FileNotFoundError, ValueError):
         res = predict_folder(args.input, args.output, model=args.model, labels=args.labels,
                              save_probs=args.save_probs, progress=not args.quiet, patch_size=args.patch_size,
                              overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
-                             min_component=args.min_component, keep_largest=args.keep_largest,
-                             et_threshold=args.et_threshold, thresholds=args.thresholds,
-                             postprocess=not args.no_postprocess, trust_export=args.trust_export)
-    except (BratsInputError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+                             postprocess=_postprocess_arg(args), trust_export=args.trust_export)
     print(f"predicted {len(res['ok'])} case(s) into {args.output}; {len(res['failed'])} failed")
     return 1 if res["failed"] else 0
 
@@ -412,15 +423,11 @@ def _add_evaluate(sub):
 
 def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_folder, format_table
-    from .io import BratsInputError
 
-    try:
+    with _one_line_errors(FileNotFoundError):  # bad input: one line, nothing written
         res = evaluate_folder(args.pred, args.truth, json_path=args.json, csv_path=args.csv,
                               progress=not args.quiet, lesion_wise=args.lesion_wise,
                               only_predicted=args.only_predicted)
-    except (BratsInputError, FileNotFoundError) as exc:  # bad input: one line, nothing written
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     print(format_table(res))
     for msg in res["notes"].values():
         print(f"note: {msg}", file=sys.stderr)
@@ -522,7 +529,7 @@ def cmd_crossval(args) -> int:
     from .postprocessing import format_choice, set_postprocessing
     from .io import BratsInputError, atomic_write_json, atomic_write_text
 
-    try:
+    with _one_line_errors(FileNotFoundError):
         rule = {} if args.min_gain is None else {"min_gain": args.min_gain}
         if args.confidence is not None:  # checked before any case is predicted
             if not 0.0 <= args.confidence < 1.0:
@@ -550,9 +557,6 @@ def cmd_crossval(args) -> int:
             for model in args.write_to or []:
                 set_postprocessing(model, choice)
                 print(f"stored in {model}")
-    except (BratsInputError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     return 1 if res.get("failed") else 0  # each failed case was reported in one line as it failed
 
 
@@ -577,18 +581,15 @@ def _add_crossval_compare(sub):
 
 def cmd_crossval_compare(args) -> int:
     from .compare import compare_crossval, format_comparison
-    from .io import BratsInputError, atomic_write_json
+    from .io import atomic_write_json
 
-    try:
+    with _one_line_errors(OSError):
         result = compare_crossval(args.a, args.b, common=args.common, postprocessed=args.postprocessed,
                                   resamples=args.resamples, seed=args.seed)
         print(format_comparison(result))
         if args.json:
             atomic_write_json(args.json, result)
             print(f"wrote {args.json}")
-    except (BratsInputError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     return 0
 
 
@@ -607,16 +608,12 @@ def cmd_set_postprocessing(args) -> int:
     import json
 
     from .postprocessing import read_postprocessing_file, set_postprocessing
-    from .io import BratsInputError
 
-    try:
+    with _one_line_errors(FileNotFoundError, ValueError):
         choice = read_postprocessing_file(args.source) if args.source else None
         for model in args.model:
             info = set_postprocessing(model, choice)
             print(f"{model}: post-processing {json.dumps(info.get('postprocess', 'none'))}")
-    except (BratsInputError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     return 0
 
 
@@ -647,15 +644,11 @@ def _add_ensemble(sub):
 
 def cmd_ensemble(args) -> int:
     from .ensemble import ensemble_from_runs
-    from .io import BratsInputError
 
-    try:
+    with _one_line_errors(FileNotFoundError):
         ensemble_from_runs(args.runs if len(args.runs) > 1 else args.runs[0], args.out, checkpoint=args.checkpoint,
                            postprocessing=args.postprocessing,
                            weights_dtype="float32" if args.float32 else "int8" if args.int8 else "float16")
-    except (BratsInputError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     return 0
 
 
@@ -681,14 +674,9 @@ def cmd_export(args) -> int:
     """Exit status 0: exported; 2: unusable input (model file, format, output folder, missing converter) or
     an export that could not be written (the earlier one at --out, if any, is kept)."""
     from .export import export_model
-    from .io import BratsInputError, describe_os_error
 
-    try:
+    with _one_line_errors(OSError, describe_os=True):  # OSError: e.g. a model file that cannot be read
         out = export_model(args.model, args.out, format=args.format, overwrite=args.overwrite)
-    except (BratsInputError, OSError) as exc:  # OSError: e.g. a model file that cannot be read
-        print(f"error: {describe_os_error(exc) if isinstance(exc, OSError) and exc.filename else exc}",
-              file=sys.stderr)
-        return 2
     print(f"exported {args.model} as {args.format} into {out} (preprocessing in {out}/brats_keras.json)")
     return 0
 
@@ -733,7 +721,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command in _KERAS_COMMANDS and not args.verbose:
         import_keras_quietly()
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except _Refused:
+        return 2
 
 
 if __name__ == "__main__":

@@ -27,8 +27,8 @@ import numpy as np
 from . import io as bio
 from .labels import CLASS_NAMES, DEFAULT_MODALITIES
 from .pool import parent_gone, process_pool
-from .preprocessing import (box_slices, brain_crop_box, downsample_classes, downsample_image, fixed_crop_box,
-                            stack_scaled)
+from .preprocessing import (DEFAULT_MARGIN, box_slices, brain_crop_box, downsample_classes, downsample_image,
+                            fixed_crop_box, stack_scaled)
 from .spec import MANIFEST, PreprocessingSpec, read_manifest
 
 
@@ -46,7 +46,7 @@ class ManifestWriteError(Exception):
 
 
 def conversion_settings(modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax", dtype="float16",
-                        margin=4, min_tumor=None, downsample=1) -> dict:
+                        margin=DEFAULT_MARGIN, min_tumor=None, downsample=1) -> dict:
     """Validated settings dict, as stored in the manifest (and compared on resume): the
     :class:`~brats_keras.spec.PreprocessingSpec` (``margin`` counts for ``crop="brain"`` only) plus ``min_tumor``.
 
@@ -230,7 +230,7 @@ def shard_cases(cases, shard):
 
 
 def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax",
-                   dtype="float16", margin=4, min_tumor=None, workers=None, overwrite=False,
+                   dtype="float16", margin=DEFAULT_MARGIN, min_tumor=None, workers=None, overwrite=False,
                    progress=True, log=print, downsample=1, shard=None) -> dict:
     """Convert every case below ``input_dir`` into ``output_dir``.
 

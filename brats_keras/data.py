@@ -464,7 +464,12 @@ class PatchDataset(keras.utils.PyDataset):
         batch_size: patches per batch.
         output: ``"softmax"`` (one-hot targets, 4 channels) or ``"regions"`` (WT, TC, ET).
         foreground_ratio: share of patches centred on a tumor voxel (nnU-Net uses 1/3).
-        augment: random flips, intensity scale / shift and gamma.
+        augment: True: random flips and intensity changes, plus the spatial ones when ``spatial`` > 0; False: no
+            augmentation at all (spatial included); None (default): True when ``augmentation`` is given, else
+            the spatial augmentation alone (when ``spatial`` > 0).
+        augmentation: the augmentation settings in one value, ``{"spatial": p, "intensity": mode}`` (either key
+            may be left out), named as :class:`~brats_keras.training.TrainConfig`'s ``spatial_augment`` and
+            ``intensity_augment``; in place of the two keywords below, which still work on their own.
         intensity: with ``augment``, ``"basic"`` (the intensity scale / shift and gamma above) or ``"strong"``
             (:func:`brats_keras.augment.intensity_augment`: noise, blur, brightness, contrast, simulated low
             resolution, gamma and inverted gamma, per channel, in place of the basic ones).
@@ -479,8 +484,9 @@ class PatchDataset(keras.utils.PyDataset):
     """
 
     def __init__(self, data_dir, case_ids=None, patch_size=128, batch_size=4, output="softmax",
-                 foreground_ratio=0.33, augment=False, steps_per_epoch=None, seed=0, spatial=0.0,
-                 workers=1, use_multiprocessing=False, max_queue_size=8, intensity="basic", fixed=False):
+                 foreground_ratio=0.33, augment=None, steps_per_epoch=None, seed=0, spatial=0.0,
+                 workers=1, use_multiprocessing=False, max_queue_size=8, intensity="basic", fixed=False,
+                 augmentation=None):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if not 0.0 <= foreground_ratio <= 1.0:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
@@ -489,9 +495,18 @@ class PatchDataset(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.output = check_output(output)
         self.foreground_ratio = float(foreground_ratio)
-        self.augment = augment
+        if augmentation is not None:
+            unknown = sorted(set(augmentation) - {"spatial", "intensity"})
+            if unknown:
+                raise ValueError(f"augmentation: unknown setting {', '.join(unknown)} (use spatial, intensity)")
+            if spatial != 0.0 or intensity != "basic":
+                raise ValueError("give the augmentation settings once: augmentation={...} or spatial= / intensity=")
+            spatial, intensity = augmentation.get("spatial", 0.0), augmentation.get("intensity", "basic")
+            augment = True if augment is None else augment
+        self.augment = bool(augment)
         self.intensity = check_intensity_mode(intensity)
-        self.spatial = float(spatial)
+        self.spatial = float(spatial) if augment is not False else 0.0  # augment=False turns every kind off
+        self.augmentation = {"spatial": self.spatial, "intensity": self.intensity}
         self.steps = int(steps_per_epoch or max(1, len(self.cases) // self.batch_size))
         self.seed = int(seed)
         self.epoch = 0

@@ -31,8 +31,9 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from .io import BratsInputError, atomic_write_text, check_output_path, describe_os_error, find_cases
-from .labels import CLASS_NAMES, REGION_NAMES, classes_to_regions, labels_to_classes
+from .io import (BratsInputError, atomic_write_text, check_output_path, describe_os_error, find_cases,
+                 read_label_map)
+from .labels import CLASS_NAMES, REGION_NAMES, classes_to_regions
 from .preprocessing import bounding_box, box_slices
 
 __all__ = [
@@ -527,25 +528,9 @@ def _find_truth(truth_dir: Path, pred_ids) -> dict[str, Path | None]:
     return truth or flat
 
 
-def _read_label_map(path: Path):
-    """``(classes, image)`` of a label map: its class map (:func:`labels_to_classes`, either convention) and its
-    nibabel image (the grid: shape, affine, zooms). ValueError naming ``path`` when it is not a label map."""
-    import nibabel as nib
-
-    try:
-        img = nib.load(str(path))
-        labels = np.asanyarray(img.dataobj)
-        if labels.ndim != 3:
-            raise ValueError(f"expected a 3-D label map, got shape {labels.shape}")
-        return labels_to_classes(labels, convention="auto"), img
-    except Exception as exc:  # nibabel raises many types for broken files
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        raise ValueError(f"{path}: {message}") from None
-
-
 def _read_classes(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     """``(classes, spacing)`` of a label map: its class map and its voxel size in mm."""
-    classes, img = _read_label_map(path)
+    classes, img = read_label_map(path)
     return classes, tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
@@ -598,8 +583,8 @@ def grid_difference(pred_img, truth_img) -> tuple[str | None, str | None]:
 def _case_scores(pred_path: Path, truth_path: Path, lesion_wise: bool) -> tuple[dict, str | None]:
     """``(scores, note)`` of a prediction against its label map: ValueError naming both files when their grids
     differ, a note naming both when their origins alone differ (:func:`grid_difference`)."""
-    true, truth_img = _read_label_map(truth_path)
-    pred, pred_img = _read_label_map(pred_path)
+    true, truth_img = read_label_map(truth_path)
+    pred, pred_img = read_label_map(pred_path)
     problem, note = grid_difference(pred_img, truth_img)
     if problem:
         raise ValueError(f"{pred_path} and {truth_path} are not on one grid: {problem}")

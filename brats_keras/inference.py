@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import logging
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -194,19 +195,20 @@ class Predictor:
             :func:`brats_keras.checkpoint.check_head`).
         patch_size: window size (default: the training patch size of the first model, ``spec.window``).
         overlap, batch_size, tta: see :func:`sliding_window`.
-        min_component, keep_largest, et_threshold, thresholds: see
-            :func:`~brats_keras.postprocessing.postprocessing_spec`; when any is given
-            (not None), they replace the post-processing stored in the model file. Thresholds other than 0.5
-            given to a softmax model are refused (ValueError): it takes the most probable class.
-        postprocess: True (default): apply the post-processing stored in the (first) model file's info
-            (``info["postprocess"]``, written by ``brats-keras crossval --choose-postprocessing``) unless
-            the four arguments above are given; False: none at all; a dict: that spec.
+        postprocess: the post-processing, one value: True (default): the one stored in the (first) model file's
+            info (``info["postprocess"]``, written by ``brats-keras crossval --choose-postprocessing``); False: none
+            at all; a dict: that choice, in the stored form (:func:`~brats_keras.postprocessing.postprocessing_spec`: ``{"min_component": ...,
+            "keep_largest": ..., "et_threshold": ..., "thresholds": ...}``, partial is fine: the rest is off),
+            e.g. ``{"thresholds": [0.5, 0.5, 0.7]}``. Thresholds other than 0.5 given to a softmax model are
+            refused (ValueError): it takes the most probable class.
+        min_component, keep_largest, et_threshold, thresholds: deprecated (DeprecationWarning): the same as
+            ``postprocess={...}`` with the ones given (not None).
         trust_export: run SavedModel exports (TensorFlow programs that may read and write files); without
             it one is refused (BratsInputError). ONNX exports run either way (:class:`brats_keras.export.ExportedModel`).
     """
 
     def __init__(self, model=None, info=None, patch_size=None, overlap=0.5, batch_size=2, tta=False,
-                 min_component=None, keep_largest=None, et_threshold=None, margin=4, postprocess=True,
+                 min_component=None, keep_largest=None, et_threshold=None, postprocess=True,
                  thresholds=None, trust_export=False):
         from .checkpoint import check_head, load_model
         from .models import main_output
@@ -253,19 +255,24 @@ class Predictor:
         self.spec = _spec(info, names[0])
         self.patch = patch_size or self.spec.window
         self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
+        flags = {k: v for k, v in (("min_component", min_component), ("keep_largest", keep_largest),
+                                   ("et_threshold", et_threshold), ("thresholds", thresholds)) if v is not None}
+        if flags:
+            warnings.warn(f"Predictor({', '.join(f'{k}=' for k in flags)}) is deprecated: pass "
+                          f"postprocess={{{', '.join(repr(k) + ': ...' for k in flags)}}}", DeprecationWarning,
+                          stacklevel=2)
+            if postprocess is True:  # a dict or False given beside them wins
+                postprocess = flags
         if postprocess is False:
             self.post = postprocessing_spec()
         elif isinstance(postprocess, dict):
             self.post = postprocessing_spec(postprocess)
-        elif any(v is not None for v in (min_component, keep_largest, et_threshold, thresholds)):
-            self.post = postprocessing_spec(None, min_component, keep_largest, et_threshold, thresholds)
         else:
             self.post = postprocessing_spec(info.get("postprocess"))
-        given = thresholds is not None or isinstance(postprocess, dict)
+        given = isinstance(postprocess, dict)
         if given and thresholds_ignored(self.post, self.spec.regions):
             raise ValueError(f"{names[0]}: region thresholds apply to models with region outputs (WT, TC, ET); "
                              "this one has softmax classes (the most probable class is taken)")
-        self.margin = margin
         n_in = models[0].inputs[0].shape[-1]
         if n_in is not None and n_in != len(self.spec.modalities):
             raise ValueError(f"model expects {n_in} channels but its info lists {len(self.spec.modalities)} modalities")
@@ -298,7 +305,7 @@ class Predictor:
         """
         vols, _, _ = bio.load_modalities(case, self.spec.modalities)
         factor = self.spec.downsample
-        shape = tuple(-(-(b - a) // factor) for a, b in brain_crop_box(vols, margin=self.margin))
+        shape = tuple(-(-(b - a) // factor) for a, b in brain_crop_box(vols))
         patch = (self.patch,) * 3 if np.isscalar(self.patch) else tuple(self.patch)
         padded = tuple(max(s, p) for s, p in zip(shape, patch))  # sliding_window pads a smaller box
         return {"factor": factor, "shape": shape, "patch": patch,
@@ -322,7 +329,7 @@ class Predictor:
         """
         t0 = time.time()
         vols, affine, header = bio.load_modalities(case, self.spec.modalities)
-        box = brain_crop_box(vols, margin=self.margin)
+        box = brain_crop_box(vols)
         image, _ = stack_scaled(vols, box, self.spec.scale)
         factor = self.spec.downsample
         probs = self.predict_image(downsample_image(image, factor), progress=progress)

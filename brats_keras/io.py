@@ -226,6 +226,14 @@ def load_nifti(path, dtype=None):
     Raises:
         BratsInputError naming the file when it is missing, unreadable, truncated or not 3-D.
     """
+    arr, img = _read_nifti(path)
+    if dtype is not None:
+        arr = arr.astype(dtype, copy=False)
+    return arr, img.affine, img.header
+
+
+def _read_nifti(path):
+    """``(array, nibabel image)`` of a 3-D NIfTI file: :func:`load_nifti` without the cast."""
     import nibabel as nib
 
     path = Path(path)
@@ -244,9 +252,7 @@ def load_nifti(path, dtype=None):
         arr = arr[..., 0]
     if arr.ndim != 3:
         raise BratsInputError(f"{path}: expected a 3-D volume, got shape {arr.shape}")
-    if dtype is not None:
-        arr = arr.astype(dtype, copy=False)
-    return arr, img.affine, img.header
+    return arr, img
 
 
 def check_volume(arr: np.ndarray, path) -> None:
@@ -333,13 +339,25 @@ def load_classes(path, shape=None, convention: str = "auto", grid: bool = False)
         ``shape``, a map off the grid, non-integer or unexpected label values
         (:func:`brats_keras.labels.label_problem`).
     """
-    arr, affine, header = load_nifti(path)
+    classes, img = read_label_map(path, convention, shape=shape)
     if grid:
-        check_grid(path, affine, header)
+        check_grid(path, img.affine, img.header)
+    return classes
+
+
+def read_label_map(path, convention: str = "auto", shape=None):
+    """``(classes, image)`` of a label map: its class indices 0..3 (uint8) and its nibabel image (the grid:
+    shape, affine, zooms). The one reader of label maps: :func:`load_classes` and the scoring use it.
+
+    Raises:
+        BratsInputError naming the file for unreadable data, a shape other than ``shape``,
+        non-integer or unexpected label values (:func:`brats_keras.labels.label_problem`).
+    """
+    arr, img = _read_nifti(path)
     if shape is not None and arr.shape != tuple(shape):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
     try:
-        return labels_to_classes(arr, convention)
+        return labels_to_classes(arr, convention), img
     except ValueError as exc:
         raise BratsInputError(f"{path}: {exc}") from None
 

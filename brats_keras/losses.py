@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numbers
 import re
+import warnings
 
 import keras
 from keras import ops
@@ -123,8 +124,8 @@ class SegLoss(keras.losses.Loss):
     scalar of ``batch=True`` too.
     """
 
-    def __init__(self, name=None, reduction="sum_over_batch_size", dtype=None):
-        # The arithmetic is float32 whatever the global policy: dtype is fixed.
+    def __init__(self, name=None, reduction="sum_over_batch_size"):
+        # The arithmetic is float32 whatever the global policy: the dtype is fixed, not a setting.
         super().__init__(name=name, reduction=reduction, dtype="float32")
 
     def __add__(self, other):
@@ -173,7 +174,7 @@ class CombinedLoss(SegLoss):
         whatever the parts accept, typically ``(B, D, H, W, C)`` for both tensors.
     """
 
-    def __init__(self, parts, name=None, reduction="sum_over_batch_size", dtype=None):
+    def __init__(self, parts, name=None, reduction="sum_over_batch_size"):
         flat = []
         for weight, loss in parts:
             if isinstance(loss, dict):
@@ -212,21 +213,20 @@ class CombinedLoss(SegLoss):
 
     __rmul__ = __mul__
 
-    def __call__(self, y_true, y_pred, sample_weight=None):
+    def _weighted_sum(self, value_of):
+        """``sum_i w_i * value_of(part_i)`` in float32 (a weight of 1 multiplies nothing)."""
         total = None
         for weight, part in self.parts:
-            value = ops.cast(part(y_true, y_pred, sample_weight=sample_weight), "float32")
+            value = ops.cast(value_of(part), "float32")
             value = value if weight == 1.0 else weight * value
             total = value if total is None else total + value
         return total
 
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        return self._weighted_sum(lambda part: part(y_true, y_pred, sample_weight=sample_weight))
+
     def call(self, y_true, y_pred):
-        total = None
-        for weight, part in self.parts:
-            value = ops.cast(part.call(y_true, y_pred), "float32")
-            value = value if weight == 1.0 else weight * value
-            total = value if total is None else total + value
-        return total
+        return self._weighted_sum(lambda part: part.call(y_true, y_pred))
 
     def get_config(self):
         config = super().get_config()
@@ -283,7 +283,6 @@ class DiceLoss(SegLoss):
         batch=False,
         reduction="sum_over_batch_size",
         name="dice",
-        dtype=None,
     ):
         super().__init__(name=name, reduction=reduction)
         self.include_background = bool(include_background)
@@ -339,7 +338,6 @@ class TverskyLoss(SegLoss):
         batch=False,
         reduction="sum_over_batch_size",
         name="tversky",
-        dtype=None,
     ):
         super().__init__(name=name, reduction=reduction)
         if alpha < 0 or beta < 0:
@@ -374,13 +372,27 @@ def _alpha_config(alpha):
     return [float(a) for a in alpha]
 
 
+def _output_of(output, mode):
+    """``output``, or the deprecated spelling ``mode`` when it is given (DeprecationWarning)."""
+    if mode is None:
+        return output
+    warnings.warn("the losses' mode= is deprecated: pass output= (softmax or regions), as models and metrics take",
+                  DeprecationWarning, stacklevel=3)
+    return mode
+
+
 class _ModeLoss(SegLoss):
     """Shared parts of the voxel-wise losses (focal, cross-entropy)."""
 
-    def __init__(self, mode, include_background, name, reduction):
+    def __init__(self, output, include_background, name, reduction):
         super().__init__(name=name, reduction=reduction)
-        self.mode = check_output(mode)
+        self.output = check_output(output)
         self.include_background = bool(include_background)
+
+    @property
+    def mode(self) -> str:
+        """The model's head, ``output`` (the name models, data, metrics and TrainConfig use)."""
+        return self.output
 
     def _prepare(self, y_true, y_pred):
         y_true, y_pred = _float32(y_true, y_pred)
@@ -390,7 +402,7 @@ class _ModeLoss(SegLoss):
 
     def _mean_over_voxels(self, per_voxel):
         """``per_voxel`` is ``(B, *spatial, C)``: channels summed (softmax) or averaged (regions)."""
-        if self.mode == "softmax":
+        if self.output == "softmax":
             per_voxel = ops.sum(per_voxel, axis=-1)
         else:
             per_voxel = ops.mean(per_voxel, axis=-1)
@@ -398,8 +410,15 @@ class _ModeLoss(SegLoss):
 
     def get_config(self):
         config = super().get_config()
-        config.update(mode=self.mode, include_background=self.include_background)
+        config.update(output=self.output, include_background=self.include_background)
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if "mode" in config:  # the key of model files and run checkpoints saved with the head named mode
+            config["output"] = config.pop("mode")
+        return cls(**config)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -427,7 +446,7 @@ class FocalLoss(_ModeLoss):
             class; regions: ``a_t = alpha`` on positives and ``1 - alpha`` on
             negatives, as in the paper); or one number per channel (kept after
             ``include_background``) used the same way per channel.
-        mode: ``"softmax"`` or ``"regions"``, the model's output.
+        output: ``"softmax"`` or ``"regions"``, the model's head (``mode=``: deprecated spelling).
         include_background: keep channel 0 (softmax mode).
         reduction: Keras reduction of the per-sample values.
         name: loss name, ``"focal"``.
@@ -439,13 +458,13 @@ class FocalLoss(_ModeLoss):
         self,
         gamma=2.0,
         alpha=None,
-        mode="softmax",
+        output="softmax",
         include_background=True,
         reduction="sum_over_batch_size",
         name="focal",
-        dtype=None,
+        mode=None,
     ):
-        super().__init__(mode, include_background, name, reduction)
+        super().__init__(_output_of(output, mode), include_background, name, reduction)
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma = float(gamma)
@@ -454,7 +473,7 @@ class FocalLoss(_ModeLoss):
     def call(self, y_true, y_pred):
         y_true, y_pred = self._prepare(y_true, y_pred)
         alpha = None if self.alpha is None else ops.convert_to_tensor(self.alpha, "float32")
-        if self.mode == "softmax":
+        if self.output == "softmax":
             per_voxel = -y_true * ops.power(1.0 - y_pred, self.gamma) * ops.log(y_pred)
             if alpha is not None:
                 per_voxel = alpha * per_voxel
@@ -481,7 +500,8 @@ class CrossEntropyLoss(_ModeLoss):
     ``[eps, 1 - eps]`` with ``eps = keras.config.epsilon()``.
 
     Args:
-        mode: ``"softmax"`` (categorical) or ``"regions"`` (binary).
+        output: ``"softmax"`` (categorical) or ``"regions"`` (binary), the model's head (``mode=``: deprecated
+            spelling).
         include_background: keep channel 0 (softmax mode).
         reduction: Keras reduction of the per-sample values.
         name: ``"ce"`` for softmax, ``"bce"`` for regions by default.
@@ -491,20 +511,20 @@ class CrossEntropyLoss(_ModeLoss):
 
     def __init__(
         self,
-        mode="softmax",
+        output="softmax",
         include_background=True,
         reduction="sum_over_batch_size",
         name=None,
-        dtype=None,
+        mode=None,
     ):
-        mode = check_output(mode)
+        output = check_output(_output_of(output, mode))
         if name is None:
-            name = "ce" if mode == "softmax" else "bce"
-        super().__init__(mode, include_background, name, reduction)
+            name = "ce" if output == "softmax" else "bce"
+        super().__init__(output, include_background, name, reduction)
 
     def call(self, y_true, y_pred):
         y_true, y_pred = self._prepare(y_true, y_pred)
-        if self.mode == "softmax":
+        if self.output == "softmax":
             per_voxel = -y_true * ops.log(y_pred)
         else:
             per_voxel = -(y_true * ops.log(y_pred) + (1.0 - y_true) * ops.log(1.0 - y_pred))
@@ -525,18 +545,18 @@ def _one_loss(name: str, output: str) -> SegLoss:
         # with 0.5 / 0.5 "dice+tversky" would only be twice the Dice loss
         return TverskyLoss(alpha=0.3, beta=0.7, include_background=True)
     if name == "focal":
-        return FocalLoss(mode=output)
+        return FocalLoss(output=output)
     if name == "ce":
-        return CrossEntropyLoss(mode=output)
+        return CrossEntropyLoss(output=output)
     if name == "bce":
-        return CrossEntropyLoss(mode="regions")
+        return CrossEntropyLoss(output="regions")
     if name == "cce":
         if output != "softmax":
             raise ValueError(
                 "'cce' (categorical cross-entropy) needs output='softmax': region "
                 "channels overlap; use 'ce' or 'bce' for output='regions'"
             )
-        return CrossEntropyLoss(mode="softmax")
+        return CrossEntropyLoss(output="softmax")
     raise ValueError(f"unknown loss {name!r}: use one of {', '.join(LOSS_NAMES)}")
 
 

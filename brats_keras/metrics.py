@@ -1,4 +1,4 @@
-"""Keras metrics of segmentation quality for ``model.compile(metrics=...)``, and the BraTS scores.
+"""Keras metrics of segmentation quality for ``model.compile(metrics=...)``.
 
 The metrics are stateful ``keras.metrics.Metric`` objects written with ``keras.ops``.
 They decode each batch into hard class and region masks, add up voxel counts over
@@ -15,30 +15,14 @@ Empty masks follow :mod:`brats_keras.evaluation`: both empty scores 1, exactly o
 empty scores 0. Counts are float32 (exact up to 2**24 voxels per batch; an epoch's
 totals are rounded to about 7 digits). ``sample_weight`` is ignored.
 
-The per-volume numpy scores (:func:`dice`, :func:`hd95`, :func:`region_scores`,
-:func:`evaluate_folder`, ...) live in :mod:`brats_keras.evaluation` and are
-re-exported here.
+The per-volume numpy scores (``dice``, ``hd95``, ``region_scores``, ``evaluate_folder``, ...)
+live in :mod:`brats_keras.evaluation` only.
 """
 from __future__ import annotations
 
 import keras
 from keras import ops
 
-from .evaluation import (  # noqa: F401  (re-exported)
-    HD95_EMPTY,
-    REPORT_NAMES,
-    SCORE_NAMES,
-    dice,
-    evaluate_folder,
-    format_table,
-    hd95,
-    lesion_wise_scores,
-    region_scores,
-    report_scores,
-    sensitivity,
-    specificity,
-    surface_distances,
-)
 from .labels import CLASS_NAMES, REGION_NAMES, check_output
 
 __all__ = [
@@ -50,20 +34,6 @@ __all__ = [
     "Recall",
     "report_metrics",
     "decode",
-    # re-exported from brats_keras.evaluation
-    "HD95_EMPTY",
-    "SCORE_NAMES",
-    "REPORT_NAMES",
-    "dice",
-    "hd95",
-    "surface_distances",
-    "sensitivity",
-    "specificity",
-    "region_scores",
-    "report_scores",
-    "lesion_wise_scores",
-    "evaluate_folder",
-    "format_table",
 ]
 
 _PACKAGE = "brats_keras"
@@ -113,7 +83,7 @@ class _CountMetric(keras.metrics.Metric):
     ``self.tp``, ``self.n_true`` and ``self.n_pred`` (float32 vectors).
     """
 
-    def __init__(self, output, name, dtype=None):
+    def __init__(self, output, name):
         super().__init__(name=name, dtype="float32")
         self.output = check_output(output)
 
@@ -171,7 +141,7 @@ class ClassDice(_CountMetric):
         ``y_true``, ``y_pred``: ``(B, D, H, W, C)`` with C = 4 (softmax) or 3 (regions).
     """
 
-    def __init__(self, cls="ET", output="softmax", name=None, dtype=None):
+    def __init__(self, cls="ET", output="softmax", name=None):
         index = _class_index(cls)
         self.cls = CLASS_NAMES[index]
         super().__init__(output, name or f"dice_{self.cls}")
@@ -199,7 +169,7 @@ class RegionDice(_CountMetric):
         ``y_true``, ``y_pred``: ``(B, D, H, W, C)`` with C = 4 (softmax) or 3 (regions).
     """
 
-    def __init__(self, region="WT", output="softmax", name=None, dtype=None):
+    def __init__(self, region="WT", output="softmax", name=None):
         if region not in REGION_NAMES:
             raise ValueError(f"unknown region {region!r}: use one of {', '.join(REGION_NAMES)}")
         self.region = region
@@ -222,7 +192,7 @@ class MeanDice(_CountMetric):
         name: ``"mean_dice"``.
     """
 
-    def __init__(self, output="softmax", name="mean_dice", dtype=None):
+    def __init__(self, output="softmax", name="mean_dice"):
         super().__init__(output, name)
         self._build("classes", [1, 2, 3])
 
@@ -239,7 +209,7 @@ class Precision(_CountMetric):
         name: ``"precision"``.
     """
 
-    def __init__(self, output="softmax", name="precision", dtype=None):
+    def __init__(self, output="softmax", name="precision"):
         super().__init__(output, name)
         self._build("classes", [1, 2, 3])
 
@@ -256,7 +226,7 @@ class Recall(_CountMetric):
         name: ``"recall"``.
     """
 
-    def __init__(self, output="softmax", name="recall", dtype=None):
+    def __init__(self, output="softmax", name="recall"):
         super().__init__(output, name)
         self._build("classes", [1, 2, 3])
 
@@ -273,7 +243,7 @@ class VoxelAccuracy(_CountMetric):
         name: ``"accuracy"``.
     """
 
-    def __init__(self, output="softmax", name="accuracy", dtype=None):
+    def __init__(self, output="softmax", name="accuracy"):
         super().__init__(output, name)
         self._build("classes", [0, 1, 2, 3])
 

@@ -53,7 +53,7 @@ _FLAG = {"output": "--head"}
 
 
 def train_command(cfg: dict, out: str = "runs/pretrained", data: str = "data/real_2mm",
-                  split_file: str = "brats_keras/pretrained/split.json") -> str:
+                  split_file: str | None = None) -> str:
     """The ``brats-keras train`` command that reproduces a run: the recipe plus the flags it changed.
 
     A fold run of a cross-validation (``cfg["folds"]`` set) gets ``--fold $k`` and no ``--split-file`` (the fold

@@ -13,6 +13,8 @@ import numpy as np
 #: the report's fixed crop of a 240 x 240 x 155 BraTS volume to 128^3
 REPORT_CROP = ((56, 184), (56, 184), (13, 141))
 SCALINGS = ("minmax", "zscore")
+#: margin (voxels) around the brain's bounding box for ``crop="brain"``: the one default of conversion and prediction
+DEFAULT_MARGIN = 4
 
 
 def fixed_crop_box(shape, box=REPORT_CROP):
@@ -23,7 +25,7 @@ def fixed_crop_box(shape, box=REPORT_CROP):
     return tuple((int(a), int(b)) for a, b in box)
 
 
-def brain_crop_box(volumes, margin: int = 4, multiple: int = 1):
+def brain_crop_box(volumes, margin: int = DEFAULT_MARGIN, multiple: int = 1):
     """Bounding box of voxels that are nonzero in any modality, grown by ``margin``.
 
     Args:

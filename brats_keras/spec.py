@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from .labels import check_output, parse_modalities
-from .preprocessing import REPORT_CROP, SCALINGS
+from .preprocessing import DEFAULT_MARGIN, REPORT_CROP, SCALINGS
 
 #: crop modes: the report's fixed box, or the brain's bounding box plus a margin
 CROPS = ("fixed", "brain")
@@ -34,8 +34,6 @@ IMAGE_DTYPES = ("float16", "float32", "uint8")
 DOWNSAMPLES = (1, 2, 3, 4)
 #: sliding-window size for a model whose info gives no patch size (the report's 128^3 training patch)
 DEFAULT_WINDOW = 128
-#: margin (voxels) around the brain's bounding box for ``crop="brain"``
-DEFAULT_MARGIN = 4
 #: the conversion's file name in its output folder
 MANIFEST = "manifest.json"
 

@@ -55,7 +55,7 @@ class TrainConfig:
     fold: int = 0
     seed: int = 0
     foreground_ratio: float = 0.33
-    augment: bool = True
+    augment: bool = True  # False: no augmentation at all, spatial_augment included
     spatial_augment: float = 0.0  # probability of a random rotation and of a random zoom per training patch
     intensity_augment: str = "basic"  # basic: scale / shift / gamma; strong: brats_keras.augment (noise, blur, ...)
     mixed_precision: str = "auto"
@@ -317,6 +317,18 @@ def build_from_config(cfg: TrainConfig, n_channels: int):
     return build_model(cfg.model, **kwargs)
 
 
+def _check_given_model(model, cfg: TrainConfig, n_channels: int, multi: bool) -> None:
+    """Refuse (BratsInputError, one line) a user-built model that cannot train on this run's data."""
+    from .checkpoint import check_head
+
+    if multi:
+        raise BratsInputError("train(model=...) trains on one process: with several workers give cfg.model")
+    given = model.inputs[0].shape[-1]
+    if given is not None and given != n_channels:
+        raise BratsInputError(f"the model given takes {given} channels, the data at {cfg.data} has {n_channels}")
+    check_head(model, {"output": cfg.output}, "the model given")
+
+
 def compile_model(model, cfg: TrainConfig, policy: str):
     import keras
 
@@ -511,7 +523,7 @@ def _check_moved_data(run: Path, cases, split: dict, recorded) -> None:
 
 
 def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = None, extra_callbacks=(),
-          overwrite: bool = False):
+          overwrite: bool = False, model=None):
     """Train a model; return ``{"run": Path, "history": [...], "best": Path, "last": Path, "seconds": float}``.
 
     Every setting and the data (every array's size and header, with ``cfg.verify`` its checksum) are checked
@@ -528,6 +540,11 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         extra_callbacks: more Keras callbacks (e.g. whole-case validation).
         overwrite: start a new run in a folder that holds an earlier one, deleting its checkpoints, log and
             TensorBoard files (without it such a folder is refused, naming ``--resume`` and ``--overwrite``).
+        model: a Keras model you built, trained instead of the one ``cfg.model`` names (``train(cfg,
+            model=my_unet)``); compiled with ``cfg``'s loss, metrics and optimizer unless it is compiled already.
+            It must take the data's channels and end in ``cfg.output``'s head (else BratsInputError); a resumed
+            run continues from its checkpoint instead. Not with several workers (their model is built inside
+            the distribution strategy).
     """
     import keras
 
@@ -599,6 +616,12 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
         with strategy.scope() if strategy is not None else contextlib.nullcontext():
             if resume is not None and (run / "checkpoints" / "last.keras").exists():
                 model, _ = load_model(run / "checkpoints" / "last.keras", compile=True)
+            elif model is not None:
+                _check_given_model(model, cfg, all_cases.n_channels, workers.multi)
+                if not getattr(model, "compiled", False):
+                    compile_model(model, cfg, policy)
+                if cfg.init_from:
+                    init_weights(model, cfg.init_from, info)
             else:
                 try:
                     model = build_from_config(cfg, all_cases.n_channels)
@@ -621,7 +644,8 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
                             batch_size=local_batch * local_replicas if workers.multi else cfg.batch_size,
                             output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=cfg.augment,
                             steps_per_epoch=steps, seed=workers.seed(cfg.seed),
-                            spatial=cfg.spatial_augment, intensity=cfg.intensity_augment, workers=cfg.workers,
+                            augmentation={"spatial": cfg.spatial_augment, "intensity": cfg.intensity_augment},
+                            workers=cfg.workers,
                             use_multiprocessing=False)
     val_ds = PatchDataset(cfg.data, split["val"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
                           output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=False,

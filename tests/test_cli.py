@@ -82,3 +82,30 @@ def test_numbers_out_of_range_are_refused_naming_the_flag(argv, message, tmp_pat
     # one line, as every other refusal: no usage block before it
     assert exc.value.code == 2 and err == [f"brats-keras {argv[0]}: error: {message} (see brats-keras {argv[0]} --help)"]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("error, expected", [
+    ("bad input", "error: x.nii.gz: bad input\n"),
+    ("os error", "error: x.nii.gz: permission denied\n"),
+])
+def test_every_refusal_goes_through_one_helper(monkeypatch, capsys, error, expected):
+    """The commands' bad-input blocks are one helper: the error's one line on stderr, nothing on stdout, exit 2;
+    an OSError naming a file reads in words where the command asks for it (export); other errors propagate."""
+    import errno
+    import inspect
+
+    from brats_keras import cli, export
+    from brats_keras.io import BratsInputError
+
+    def refuse(*a, **k):
+        if error == "bad input":
+            raise BratsInputError("x.nii.gz: bad input")
+        raise PermissionError(errno.EACCES, "Permission denied", "x.nii.gz")
+
+    monkeypatch.setattr(export, "export_model", refuse)
+    assert cli.main(["export", "--model", "m.keras", "--out", "o"]) == 2
+    assert capsys.readouterr() == ("", expected)
+    monkeypatch.setattr(export, "export_model", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["export", "--model", "m.keras", "--out", "o"])
+    assert inspect.getsource(cli).count('print(f"error: {exc}", file=sys.stderr)') == 2  # the helper, convert's manifest

@@ -465,3 +465,24 @@ def test_train_on_damaged_data_is_one_line_and_makes_no_run_folder(small_convert
     assert rc == 2 and len(err) == 1 and err[0].startswith(f"error: {image}: "), err
     assert ("sha256 differs" if verify else "(truncated)") in err[0]
     assert not out.exists()
+
+
+def test_augmentation_settings_in_one_value_and_augment_false_turns_every_kind_off(small_converted):
+    """augmentation={"spatial", "intensity"} is the grouped form of spatial= / intensity= (same batches);
+    augment=False turns spatial augmentation off too."""
+    kw = dict(patch_size=16, batch_size=2, steps_per_epoch=2, seed=3)
+    grouped = PatchDataset(small_converted, augmentation={"spatial": 1.0, "intensity": "strong"}, **kw)
+    loose = PatchDataset(small_converted, augment=True, spatial=1.0, intensity="strong", **kw)
+    assert grouped.augmentation == loose.augmentation == {"spatial": 1.0, "intensity": "strong"}
+    for (xa, ya), (xb, yb) in zip((grouped[i] for i in range(2)), (loose[i] for i in range(2))):
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(ya, yb)
+    off = PatchDataset(small_converted, augment=False, spatial=1.0, **kw)
+    plain = PatchDataset(small_converted, augment=False, **kw)
+    assert off.spatial == 0.0
+    np.testing.assert_array_equal(off[0][0], plain[0][0])
+    assert PatchDataset(small_converted, spatial=1.0, **kw).spatial == 1.0  # the current call still warps
+    with pytest.raises(ValueError, match="unknown setting flips"):
+        PatchDataset(small_converted, augmentation={"flips": True}, **kw)
+    with pytest.raises(ValueError, match="give the augmentation settings once"):
+        PatchDataset(small_converted, augmentation={"spatial": 0.5}, spatial=0.5, **kw)

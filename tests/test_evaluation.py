@@ -812,7 +812,7 @@ def test_cli_evaluate_refuses_an_output_it_cannot_write_before_scoring(folders, 
     }[which]
     real_access = bio.os.access  # chmod stops no write as root: the folder is reported unwritable
     monkeypatch.setattr(bio.os, "access", lambda p, mode: p != tmp_path / "locked" and real_access(p, mode))
-    monkeypatch.setattr(evaluation, "_read_label_map", lambda path: pytest.fail(f"{path} read"))
+    monkeypatch.setattr(evaluation, "read_label_map", lambda path: pytest.fail(f"{path} read"))
     before = sorted(tmp_path.rglob("*"))
     status, out, err = run_cli(["--pred", preds, "--truth", truth, *flags], capsys)
     assert status == 2 and out == ""
@@ -852,3 +852,21 @@ def test_a_full_disk_under_the_json_is_one_line_and_the_scores_are_still_shown(f
     assert "case_a" in stdout and "mean" in stdout  # the table all the same
     assert sorted(p.name for p in out.iterdir()) == ["s.csv"]  # whole, and nothing of the JSON
     assert [r["case"] for r in csv.DictReader(csv_path.open())] == ["case_a", "case_b", "mean", "median"]
+
+
+@pytest.mark.parametrize("content", [b"not a nifti", None])
+def test_label_maps_have_one_reader_with_one_error(tmp_path, content):
+    """Scoring reads a label map with io's reader: a broken or missing file is the same BratsInputError line."""
+    from brats_keras import evaluation
+    from brats_keras.io import BratsInputError, load_classes, read_label_map
+
+    path = tmp_path / "seg.nii.gz"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(BratsInputError) as from_io:
+        load_classes(path)
+    with pytest.raises(BratsInputError) as from_scoring:
+        score_case(np.zeros((4, 4, 4), np.uint8), path)
+    assert str(from_scoring.value) == str(from_io.value)
+    assert str(from_io.value).startswith(f"{path}: ")
+    assert evaluation.read_label_map is read_label_map

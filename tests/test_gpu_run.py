@@ -239,3 +239,16 @@ def test_wheels_for_another_python_fall_back_to_its_own_keras_or_stop(tmp_path, 
         assert proc.returncode == 3 and "gpu_run.py ran" not in proc.stdout
         assert proc.stderr.strip().splitlines()[-1] == (f"error: installing the carried wheels failed, and {stub} "
                                                         "has no Keras and nibabel of its own")
+
+
+def test_the_pack_scores_the_held_out_cases_of_a_shipped_fold():
+    """No old single-model split ships: --pack's default split is fold 0's held-out cases in ensemble.json."""
+    from brats_keras.ensemble_record import read_record
+    from brats_keras.pretrained import HERE
+
+    assert not (HERE / "split.json").exists()
+    record = read_record(HERE)["models"]
+    for name, entry in record.items():
+        assert G.fold_split(entry["fold"]) == {"val": entry["val"]}, name
+    with pytest.raises(ValueError, match="no shipped model is fold 99"):
+        G.fold_split(99)

@@ -165,7 +165,7 @@ def test_window_layout_is_the_one_predict_case_uses(tiny_model_file, tmp_path):
     p = Predictor(tiny_model_file, batch_size=1, overlap=0.5)
     layout = p.window_layout(case)
     vols, _, _ = bio.load_modalities(case, p.info["modalities"])
-    box = brain_crop_box(vols, margin=p.margin)
+    box = brain_crop_box(vols)
     assert layout["factor"] == 2 and layout["patch"] == (32, 32, 32)
     assert layout["shape"] == tuple(-(-(b - a) // 2) for a, b in box)
     windows = []
@@ -427,3 +427,45 @@ def test_an_onnx_export_whose_network_is_not_its_recorded_head_is_refused(tmp_pa
         (out / INFO_FILE).write_text(json.dumps({**info, **change}))
         with pytest.raises(bio.BratsInputError, match=f"^{re.escape(str(out))}: .*{re.escape(message)}"):
             Predictor(out)
+
+
+def test_predictor_crops_the_brain_with_the_one_margin(tiny_model_file):
+    """Prediction's brain box is preprocessing's DEFAULT_MARGIN, the conversion's default: no margin keyword."""
+    import inspect
+
+    from brats_keras import convert, preprocessing
+
+    assert "margin" not in inspect.signature(Predictor).parameters
+    assert inspect.signature(preprocessing.brain_crop_box).parameters["margin"].default == preprocessing.DEFAULT_MARGIN
+    assert inspect.signature(convert.convert_folder).parameters["margin"].default == preprocessing.DEFAULT_MARGIN
+    with pytest.raises(TypeError):
+        Predictor(tiny_model_file, margin=4)
+
+
+def test_predictor_takes_one_post_processing_value_and_the_four_flags_still_work(tiny_model_file):
+    """``postprocess={...}`` (the stored form) is the one value; the four keywords still give the same choice,
+    with a DeprecationWarning naming the dict to pass; a dict or False given beside them wins."""
+    from brats_keras.inference import postprocessing_spec
+
+    choice = {"min_component": 5, "keep_largest": 1, "et_threshold": 7}
+    one = Predictor(tiny_model_file, postprocess=choice)
+    assert one.post == postprocessing_spec(choice)
+    with pytest.warns(DeprecationWarning, match=r"postprocess=\{'min_component': \.\.\., 'keep_largest'"):
+        old = Predictor(tiny_model_file, min_component=5, keep_largest=1, et_threshold=7)
+    assert old.post == one.post
+    with pytest.warns(DeprecationWarning):
+        assert Predictor(tiny_model_file, postprocess=False, min_component=5).post == postprocessing_spec()
+    with pytest.warns(DeprecationWarning):
+        assert Predictor(tiny_model_file, postprocess={"et_threshold": 3}, min_component=5).post == \
+            postprocessing_spec({"et_threshold": 3})
+
+
+def test_the_predict_flags_become_one_post_processing_value():
+    from brats_keras.cli import _postprocess_arg, build_parser
+
+    def value(*flags):
+        return _postprocess_arg(build_parser().parse_args(["predict", "--input", "i", "--output", "o", *flags]))
+
+    assert value() is True
+    assert value("--no-postprocess", "--min-component", "5") is False
+    assert value("--min-component", "5", "--et-threshold", "3") == {"min_component": 5, "et_threshold": 3}

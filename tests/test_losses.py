@@ -60,13 +60,13 @@ KNOWN = [
     ("focal class alpha", FocalLoss(alpha=[0.25, 0.75]), [[[0, 1]]], [[[0.2, 0.8]]],
      -0.75 * 0.04 * math.log(0.8)),
     # binary focal: y=1, p=.8 -> -(0.2^2) log .8; y=0, p=.8 -> -(0.8^2) log .2; mean of 2 voxels
-    ("focal regions", FocalLoss(mode="regions"), [[1, 0]], [[0.8, 0.8]],
+    ("focal regions", FocalLoss(output="regions"), [[1, 0]], [[0.8, 0.8]],
      (-0.04 * math.log(0.8) - 0.64 * math.log(0.2)) / 2),
-    ("focal regions alpha", FocalLoss(alpha=0.25, mode="regions"), [[1, 0]], [[0.8, 0.8]],
+    ("focal regions alpha", FocalLoss(alpha=0.25, output="regions"), [[1, 0]], [[0.8, 0.8]],
      (-0.25 * 0.04 * math.log(0.8) - 0.75 * 0.64 * math.log(0.2)) / 2),
     ("ce softmax", CrossEntropyLoss(), [[[0, 1, 0, 0]]], [[[0.1, 0.6, 0.2, 0.1]]], -math.log(0.6)),
     # binary CE per channel averaged: -log .9, -log .8, -log .6
-    ("bce regions", CrossEntropyLoss(mode="regions"), [[[1, 0, 1]]], [[[0.9, 0.2, 0.6]]],
+    ("bce regions", CrossEntropyLoss(output="regions"), [[[1, 0, 1]]], [[[0.9, 0.2, 0.6]]],
      -(math.log(0.9) + math.log(0.8) + math.log(0.6)) / 3),
     ("ce no background", CrossEntropyLoss(include_background=False),
      [[[1, 0, 0], [0, 0, 1]]], [[[0.5, 0.25, 0.25], [0.5, 0.25, 0.25]]], -math.log(0.25) / 2),
@@ -114,8 +114,8 @@ def test_perfect_prediction_is_zero(loss):
 
 @pytest.mark.parametrize(
     "loss",
-    [DiceLoss(), DiceLoss(batch=True), TverskyLoss(0.3, 0.7), FocalLoss(), FocalLoss(mode="regions", alpha=0.25),
-     CrossEntropyLoss(), CrossEntropyLoss(mode="regions"), DiceLoss() + 0.5 * FocalLoss()],
+    [DiceLoss(), DiceLoss(batch=True), TverskyLoss(0.3, 0.7), FocalLoss(), FocalLoss(output="regions", alpha=0.25),
+     CrossEntropyLoss(), CrossEntropyLoss(output="regions"), DiceLoss() + 0.5 * FocalLoss()],
     ids=lambda l: l.name,
 )
 def test_gradients_finite_with_empty_channels_and_hard_probabilities(loss):
@@ -184,7 +184,7 @@ def test_get_loss(spec, output, name, parts):
     for (w, part), (weight, cls, mode) in zip(got, parts):
         assert w == weight and type(part) is cls
         if mode is not None:
-            assert part.mode == mode
+            assert part.output == mode
         if cls in (DiceLoss, TverskyLoss):
             assert part.include_background  # the report's plain Dice over all classes
 
@@ -213,7 +213,7 @@ def test_get_loss_errors(spec, output, message):
 
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown output"):
-        FocalLoss(mode="sigmoid")
+        FocalLoss(output="sigmoid")
     with pytest.raises(ValueError, match="gamma"):
         FocalLoss(gamma=-1)
     with pytest.raises(ValueError, match="alpha and beta"):
@@ -226,8 +226,8 @@ ALL_LOSSES = [
     DiceLoss(include_background=False, smooth=1e-3, batch=True, reduction="sum", name="d"),
     TverskyLoss(alpha=0.3, beta=0.7),
     FocalLoss(gamma=1.5, alpha=[0.1, 0.2, 0.3, 0.4]),
-    FocalLoss(alpha=0.25, mode="regions"),
-    CrossEntropyLoss(mode="regions"),
+    FocalLoss(alpha=0.25, output="regions"),
+    CrossEntropyLoss(output="regions"),
     get_loss("dice+0.5*focal"),
     2.0 * (DiceLoss() + TverskyLoss(0.2, 0.8)),
 ]
@@ -365,7 +365,7 @@ def test_binary_cross_entropy_matches_keras(seed, reduction):
     """Regions cross-entropy is Keras' BinaryCrossentropy (which already averages the channels)."""
     y_true, y_pred = region_pair(seed)
     expected = reduce_like_ours(keras_per_voxel(keras.losses.BinaryCrossentropy, y_true, y_pred), reduction)
-    np.testing.assert_allclose(ours(CrossEntropyLoss(mode="regions", reduction=reduction), y_true, y_pred),
+    np.testing.assert_allclose(ours(CrossEntropyLoss(output="regions", reduction=reduction), y_true, y_pred),
                                expected, rtol=1e-5)
 
 
@@ -417,7 +417,7 @@ def test_binary_focal_matches_keras(gamma, alpha, reduction):
     if alpha is not None:
         kwargs["alpha"] = alpha
     expected = keras_per_voxel(keras.losses.BinaryFocalCrossentropy, y_true, y_pred, **kwargs)
-    got = ours(FocalLoss(gamma=gamma, alpha=alpha, mode="regions", reduction=reduction), y_true, y_pred)
+    got = ours(FocalLoss(gamma=gamma, alpha=alpha, output="regions", reduction=reduction), y_true, y_pred)
     np.testing.assert_allclose(got, reduce_like_ours(expected, reduction), rtol=1e-5)
 
 
@@ -431,7 +431,7 @@ def test_binary_focal_channel_alpha_from_keras():
                         gamma=2.0, alpha=a, apply_class_balancing=True)
         for c, a in enumerate(alpha)
     ], axis=0)
-    np.testing.assert_allclose(ours(FocalLoss(gamma=2.0, alpha=alpha, mode="regions"), y_true, y_pred),
+    np.testing.assert_allclose(ours(FocalLoss(gamma=2.0, alpha=alpha, output="regions"), y_true, y_pred),
                                reduce_like_ours(per_voxel, "sum_over_batch_size"), rtol=1e-5)
 
 
@@ -446,12 +446,12 @@ def test_every_module_checks_the_output_mode_the_same_way():
     classes = np.array([[0, 1], [2, 3]], np.uint8)
     np.testing.assert_array_equal(data.make_targets(classes, "Regions"), data.make_targets(classes, "regions"))
     assert data.make_targets(classes, "SOFTMAX").shape == (2, 2, 4)
-    assert blocks.output_channels("Regions", 4) == 3 and get_loss("dice+ce", "Regions").parts[1][1].mode == "regions"
+    assert blocks.output_channels("Regions", 4) == 3 and get_loss("dice+ce", "Regions").parts[1][1].output == "regions"
     assert metrics.MeanDice("Softmax").output == "softmax"
     assert PreprocessingSpec(modalities=["t1"], output="Regions").output == "regions"
     refusals = [lambda: labels.check_output("sigmoid"), lambda: data.make_targets(classes, "sigmoid"),
                 lambda: blocks.output_channels("sigmoid", 4), lambda: get_loss("dice", "sigmoid"),
-                lambda: CrossEntropyLoss(mode="sigmoid"), lambda: metrics.report_metrics("sigmoid"),
+                lambda: CrossEntropyLoss(output="sigmoid"), lambda: metrics.report_metrics("sigmoid"),
                 lambda: PreprocessingSpec(modalities=["t1"], output="sigmoid")]
     for refuse in refusals:
         with pytest.raises(ValueError) as err:
@@ -511,3 +511,62 @@ def test_batch_losses_are_divided_by_the_replica_count_as_keras_divides_the_othe
     assert [r[0] for r in rows] == ["dice", "dice", "tversky", "dice+tversky"]
     for name, summed, expected in rows:
         assert float(summed) == pytest.approx(float(expected), rel=1e-5), (name, summed, expected)
+
+
+def test_losses_and_metrics_take_no_dtype_and_round_trip_their_config():
+    """Their arithmetic is float32 whatever the policy: no dtype keyword, and get_config / from_config rebuild
+    each one (what a saved model file and a resumed run hold)."""
+    import inspect
+
+    import keras
+
+    from brats_keras import losses, metrics
+
+    kinds = [losses.DiceLoss(), losses.TverskyLoss(), losses.FocalLoss(), losses.CrossEntropyLoss(output="regions"),
+             losses.DiceLoss() + 0.5 * losses.FocalLoss(), *metrics.report_metrics("regions")]
+    for obj in kinds:
+        assert "dtype" not in inspect.signature(type(obj)).parameters, type(obj).__name__
+        assert obj.dtype == "float32"
+        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(obj))
+        assert type(again) is type(obj) and again.get_config() == obj.get_config()
+    with pytest.raises(TypeError):
+        losses.DiceLoss(dtype="float16")
+
+
+def test_combined_loss_call_and_dunder_call_share_one_sum():
+    """``loss(y, p)`` (reduced) and ``loss.call(y, p)`` (per sample) are the same weighted sum of the parts."""
+    import numpy as np
+
+    from brats_keras import losses
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((2, 4, 4, 4, 3)) > 0.5).astype("float32")
+    p = rng.random((2, 4, 4, 4, 3)).astype("float32")
+    dice, focal = losses.DiceLoss(), losses.FocalLoss(output="regions")
+    both = dice + 0.25 * focal
+    per_sample = np.asarray(dice.call(y, p)) + 0.25 * np.asarray(focal.call(y, p))
+    np.testing.assert_allclose(np.asarray(both.call(y, p)), per_sample, rtol=1e-6)
+    np.testing.assert_allclose(float(both(y, p)), float(dice(y, p)) + 0.25 * float(focal(y, p)), rtol=1e-6)
+
+
+def test_the_head_is_output_in_the_losses_too_and_mode_still_works():
+    """FocalLoss / CrossEntropyLoss take output= like models and metrics; mode= works with a DeprecationWarning,
+    and a config saved with the key "mode" (earlier model files and run checkpoints) still loads, silently."""
+    import warnings
+
+    import keras
+
+    from brats_keras import losses
+
+    for cls in (losses.FocalLoss, losses.CrossEntropyLoss):
+        assert cls(output="regions").get_config()["output"] == "regions"
+        with pytest.warns(DeprecationWarning, match="pass output="):
+            old = cls(mode="regions")
+        assert old.output == old.mode == "regions" and old.get_config() == cls(output="regions").get_config()
+        config = {**cls(output="regions").get_config()}
+        config["mode"] = config.pop("output")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", DeprecationWarning)
+            saved = keras.saving.deserialize_keras_object(
+                {**keras.saving.serialize_keras_object(cls(output="regions")), "config": config})
+        assert type(saved) is cls and saved.output == "regions"

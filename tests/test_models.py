@@ -358,3 +358,11 @@ def test_sm_unet_missing_package_names_the_install_command(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install --no-deps segmentation-models-3D==1.1.1 "
                                           r"classification-models-3D==1.1.0"):
         sm_unet()
+
+
+def test_models_names_no_pretrained_file():
+    """The shipped models are found by brats_keras.pretrained (pretrained_paths), not by a path in models."""
+    import brats_keras.models as models
+
+    assert not hasattr(models, "PRETRAINED_PATH")
+    assert "PRETRAINED_PATH" not in models.__all__

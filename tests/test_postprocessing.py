@@ -117,7 +117,7 @@ def test_stored_thresholds_decode_predictions_and_the_flag_replaces_them(models,
     full[2:28, 2:28, 2:28] = probs[0] / 255
     assert np.array_equal(p.to_classes(full), truth)
     assert (Predictor(path, postprocess=False).to_classes(full) == 3).sum() > (truth == 3).sum()
-    assert Predictor(path, thresholds=[0.5, 0.5, 0.6]).post["thresholds"]["ET"] == 0.6
+    assert Predictor(path, postprocess={"thresholds": [0.5, 0.5, 0.6]}).post["thresholds"]["ET"] == 0.6
     src = tmp_path / "in"
     write_small_case(src, "c0", shape=(16, 18, 14))
     assert cli_main(["predict", "--model", str(path), "--input", str(src), "--output", str(tmp_path / "o"),
@@ -272,10 +272,11 @@ def test_region_thresholds_for_a_softmax_model_are_refused_not_ignored(tmp_path,
     path = save_model(unet3d(in_channels=4, base_filters=4, depth=2, norm="none", output="softmax"),
                       tmp_path / "soft.keras", info)
     with pytest.raises(ValueError, match="soft.keras: region thresholds apply to models with region outputs"):
-        Predictor(path, thresholds=[0.5, 0.5, 0.7])
+        Predictor(path, postprocess={"thresholds": [0.5, 0.5, 0.7]})
     with pytest.raises(ValueError, match="region thresholds apply"):
         Predictor(path, postprocess={"thresholds": {"ET": 0.7}})
-    assert Predictor(path, thresholds=0.5).post == postprocessing_spec()  # 0.5 is what softmax decoding means
+    # 0.5 is what softmax decoding means
+    assert Predictor(path, postprocess={"thresholds": 0.5}).post == postprocessing_spec()
     src = tmp_path / "in"
     write_small_case(src, "c0", shape=(16, 18, 14))
     capsys.readouterr()
@@ -303,7 +304,7 @@ def test_stored_postprocessing_is_applied_and_flags_override(models, tmp_path, c
 
     load_model(path, compile=False)  # still a loadable Keras file
     assert Predictor(path).post == postprocessing_spec(choice["postprocess"])
-    assert Predictor(path, et_threshold=100).post == postprocessing_spec(None, et_threshold=100)  # flags replace it
+    assert Predictor(path, postprocess={"et_threshold": 100}).post == postprocessing_spec(None, et_threshold=100)
     assert Predictor(path, postprocess=False).post == postprocessing_spec()
     # end to end: a predicted far island is removed from the written label map
     src = tmp_path / "in"

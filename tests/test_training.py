@@ -222,3 +222,36 @@ def test_init_from_copies_weights_and_refuses_mismatches(data_dir, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == f"error: {tmp_path / 'missing.keras'}: --init-from model file not found"
     assert not (tmp_path / "e4").exists()
+
+
+def test_train_trains_the_model_the_user_built(data_dir, tmp_path):
+    """train(cfg, model=...) trains that network (compiled with cfg's loss when it is not), not cfg.model's."""
+    import keras
+
+    from brats_keras.checkpoint import load_model
+    from brats_keras.models import unet3d
+
+    keras.utils.set_random_seed(0)
+    mine = unet3d(in_channels=3, base_filters=2, depth=2, norm="none", output="softmax")
+    before = [w.copy() for w in mine.get_weights()]
+    res = train(tiny(data_dir, tmp_path / "run", epochs=1), model=mine)
+    assert mine.compiled and mine.optimizer.iterations.numpy() == 2  # cfg's two steps
+    assert any(not np.array_equal(a, b) for a, b in zip(before, mine.get_weights()))  # trained in place
+    saved, _ = load_model(res["last"], compile=False)
+    assert saved.count_params() == mine.count_params()
+    assert saved.count_params() != unet3d(in_channels=3, base_filters=4, depth=2, norm="none").count_params()
+
+
+@pytest.mark.parametrize("channels, output, message", [
+    (2, "softmax", "the model given takes 2 channels, the data at "),
+    (3, "regions", "the model given"),
+])
+def test_train_refuses_a_given_model_that_does_not_fit_before_the_run_folder(data_dir, tmp_path, channels, output,
+                                                                             message):
+    from brats_keras.io import BratsInputError
+    from brats_keras.models import unet3d
+
+    mine = unet3d(in_channels=channels, base_filters=2, depth=2, norm="none", output=output)
+    with pytest.raises(BratsInputError, match=message):
+        train(tiny(data_dir, tmp_path / "run", epochs=1), model=mine)
+    assert not (tmp_path / "run").exists()

@@ -29,8 +29,6 @@ MODELS = {
 #: models whose builder takes ``deep_supervision`` (auxiliary outputs on decoder levels, for training)
 DEEP_SUPERVISION_MODELS = ("unet3d", "residual_unet")
 
-#: where the shipped pretrained model lives (brats_keras/pretrained/model.keras)
-from ..pretrained import MODEL_FILE as PRETRAINED_PATH  # noqa: E402
 
 def build_model(name: str, **kwargs) -> keras.Model:
     """Build the model called ``name`` (a key of :data:`MODELS`) with the builder's keyword arguments.
@@ -86,7 +84,6 @@ def count_params(model: keras.Model, trainable_only: bool = False) -> int:
 __all__ = [
     "DEEP_SUPERVISION_MODELS",
     "MODELS",
-    "PRETRAINED_PATH",
     "build_model",
     "count_params",
     "main_output",
