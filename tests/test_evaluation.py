@@ -812,7 +812,7 @@ def test_cli_evaluate_refuses_an_output_it_cannot_write_before_scoring(folders, 
     }[which]
     real_access = bio.os.access  # chmod stops no write as root: the folder is reported unwritable
     monkeypatch.setattr(bio.os, "access", lambda p, mode: p != tmp_path / "locked" and real_access(p, mode))
-    monkeypatch.setattr(evaluation, "read_label_map", lambda path: pytest.fail(f"{path} read"))
+    monkeypatch.setattr(evaluation.folders, "read_label_map", lambda path: pytest.fail(f"{path} read"))
     before = sorted(tmp_path.rglob("*"))
     status, out, err = run_cli(["--pred", preds, "--truth", truth, *flags], capsys)
     assert status == 2 and out == ""
@@ -869,4 +869,4 @@ def test_label_maps_have_one_reader_with_one_error(tmp_path, content):
         score_case(np.zeros((4, 4, 4), np.uint8), path)
     assert str(from_scoring.value) == str(from_io.value)
     assert str(from_io.value).startswith(f"{path}: ")
-    assert evaluation.read_label_map is read_label_map
+    assert evaluation.folders.read_label_map is read_label_map
