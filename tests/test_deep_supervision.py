@@ -276,7 +276,7 @@ def test_init_from_moves_the_shared_layers_between_runs_with_and_without_deep_su
     (["--model", "vnet", "--deep-supervision", "1"], "--deep-supervision works with --model unet3d or residual_unet "
                                                      "only, not vnet"),
     (["--depth", "2", "--deep-supervision", "2"], "deep_supervision 2 needs a depth above 2"),
-    (["--deep-supervision", "-1"], "--deep-supervision must be a number of auxiliary outputs"),
+    (["--deep-supervision", "-1"], "--deep-supervision -1: must be a whole number >= 0"),
 ])
 def test_the_cli_refuses_deep_supervision_it_cannot_build_in_one_line_before_the_run_folder(runs, tmp_path, capsys,
                                                                                              argv, message):
