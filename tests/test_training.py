@@ -7,7 +7,8 @@ import pytest
 from brats_keras.checkpoint import read_info
 from brats_keras.cli import main as cli_main
 from brats_keras.runs import read_log
-from brats_keras.training import TrainConfig, choose_precision, train
+from brats_keras.precision import choose_precision
+from brats_keras.training import TrainConfig, train
 
 from conftest import write_converted_cases
 
@@ -70,7 +71,7 @@ def test_whole_case_validation_is_logged(data_dir, tmp_path):
 
 
 def test_precision_choice(monkeypatch):
-    import brats_keras.training as t
+    import brats_keras.precision as t
 
     assert choose_precision("off") == "float32"
     assert choose_precision("bfloat16") == "mixed_bfloat16"
