@@ -179,7 +179,7 @@ def test_the_cli_docstring_and_the_library_page_name_every_subcommand():
     listed = re.search(r"Sub-commands: (.*?)\.", brats_keras.cli.__doc__, re.S).group(1)
     assert set(re.split(r",\s*", listed.strip())) == subcommands
     row = next(line for line in (ROOT / "docs" / "library.md").read_text().splitlines()
-               if line.startswith("| `brats_keras.cli`"))
+               if "| `brats_keras.cli` |" in line)
     assert set(re.findall(r"`([a-z-]+)`", row.split("command:", 1)[1])) == subcommands
 
 
@@ -246,3 +246,15 @@ def test_a_broken_link_or_heading_is_caught(tmp_path):
     page.write_text(text)
     assert link_problems(page, text) == [f"nothere.md: no file {tmp_path / 'nothere.md'}",
                                          "other.md#nope: no heading #nope in other.md"]
+
+
+def test_the_library_page_names_every_module_of_the_package():
+    """docs/library.md has a row for every module and package directly under brats_keras/."""
+    import pkgutil
+
+    import brats_keras
+
+    text = (ROOT / "docs" / "library.md").read_text()
+    modules = [m.name for m in pkgutil.iter_modules(brats_keras.__path__)]
+    missing = [m for m in modules if f"`brats_keras.{m}`" not in text]
+    assert len(modules) > 25 and not missing, missing
