@@ -52,26 +52,23 @@ def whole_number(low: int):
     return parse
 
 
-def positive(text: str) -> float:
-    """An argparse ``type``: a number above 0 (a time budget)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{value:g}: must be above 0")
-    return value
+def _number(ok, words: str, what: str):
+    """An argparse ``type``: a number for which ``ok(value)`` holds, else the error ``<value>: must be <words>``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not ok(value):  # NaN fails every comparison, so it is refused too
+            raise argparse.ArgumentTypeError(f"{value:g}: must be {words}")
+        return value
+
+    parse.__doc__ = f"An argparse ``type``: a number {words} ({what})."
+    return parse
 
 
-def below_one(text: str) -> float:
-    """An argparse ``type``: a number in [0, 1) (a window overlap)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{value:g}: must be at least 0 and below 1")
-    return value
+positive = _number(lambda v: v > 0, "above 0", "a time budget")
+below_one = _number(lambda v: 0.0 <= v < 1.0, "at least 0 and below 1", "a window overlap")
 
 
 def import_keras_quietly() -> None:
