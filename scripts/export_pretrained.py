@@ -453,7 +453,7 @@ def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, ta
         "resolution_ceiling": {r: float(np.mean([c[r] for c in ceiling])) for r in ("WT", "TC", "ET")},
         "grid_dice": {r: float(np.mean([c[r] for c in on_grid])) for r in ("WT", "TC", "ET")},
         "et_contrast": et_contrast_summary(contrast, results["cases"]),
-        "undersegmentation": undersegmentation(cv_dir, args.data),
+        "undersegmentation": undersegmentation(cv_dir, cfg["data"]),  # the conversion the folds trained on
         "check": {"cases": ids, "max_dice_difference": float(max(diffs)) if diffs else 0.0,
                   "single_seconds_per_case": float(np.mean(single)) if single else float("nan"),
                   "ensemble_seconds_per_case": float(np.mean(seconds)) if seconds else float("nan")},

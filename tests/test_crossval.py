@@ -467,6 +467,10 @@ def test_export_of_a_fold_ensemble_writes_the_files_and_a_card_headed_by_the_cro
         (k, [f"fold-{k}.keras"], sorted(card["data"]["folds"][str(k)])) for k in (0, 1)]
     assert sorted(card["data"]["folds"]["0"] + card["data"]["folds"]["1"]) == [f"c{i}" for i in range(5)]
     assert card["crossval"]["mean"] == results["mean"] and card["crossval_postprocessed"]["mean"] == post["mean"]
+    # where the out-of-fold predictions under-segment: recall is the table's sensitivity, averaged over the cases
+    for r in ("WT", "TC", "ET"):
+        rows = [c[r] for c in results["cases"].values() if r in c]
+        assert card["undersegmentation"][r]["recall"] == pytest.approx(np.mean([c["sensitivity"] for c in rows]))
     assert len(card["check"]["cases"]) == 2 and 0 <= card["check"]["max_dice_difference"] <= 1
     assert card["check"]["ensemble_seconds_per_case"] > 0
     assert all(0 < card["resolution_ceiling"][r] <= 1 for r in ("WT", "TC", "ET"))
