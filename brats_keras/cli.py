@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_support import (OneLineParser, _one_line_errors, _Refused, below_one, import_keras_quietly, positive,
+from .cli_support import (OneLineParser, _one_line_errors, below_one, import_keras_quietly, positive, run_command,
                           whole_number)
 from .labels import OUTPUTS
 from .preprocessing import DEFAULT_MARGIN
@@ -627,10 +627,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command in _KERAS_COMMANDS and not args.verbose:
         import_keras_quietly()
-    try:
-        return int(args.func(args) or 0)
-    except _Refused:
-        return 2
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def run_command(func, args) -> int:
+    """Run a command's function on its parsed arguments: its exit status, or 2 when it refused its input in one
+    line (:func:`_one_line_errors`). :func:`brats_keras.cli.main` and ``data_prep/convert.py`` run commands so."""
+    try:
+        return int(func(args) or 0)
+    except _Refused:
+        return 2
+
+
 def whole_number(low: int):
     """An argparse ``type``: a whole number of at least ``low`` (argparse names the flag in its error)."""
     def parse(text: str) -> int:

@@ -9,14 +9,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from brats_keras.cli import add_convert_args, cmd_convert  # noqa: E402
+from brats_keras.cli_support import OneLineParser, run_command  # noqa: E402
 
 
 def main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python data_prep/convert.py", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="python data_prep/convert.py", description=__doc__.splitlines()[0])
     add_convert_args(parser)
-    return cmd_convert(parser.parse_args(argv))
+    return run_command(cmd_convert, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
