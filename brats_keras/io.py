@@ -267,7 +267,8 @@ def check_volume(arr: np.ndarray, path) -> None:
 #: (``nibabel.aff2axcodes`` of every real case in ../shared/data)
 BRATS_VOXEL_MM = 1.0
 BRATS_ORIENTATION = ("L", "P", "S")
-#: how far a voxel size (mm) and two modalities' affines (mm, and direction cosines) may be from each other
+#: how far a voxel size (mm) may be from 1 mm, and two files on one grid (two modalities, or a prediction and its
+#: truth) may differ in their affines (mm, and direction cosines)
 VOXEL_TOLERANCE_MM = 0.02
 AFFINE_TOLERANCE = 0.01
 _RESAMPLE = "(resample it to the BraTS grid first)"

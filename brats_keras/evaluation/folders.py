@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import (BratsInputError, atomic_write_text, check_output_path, describe_os_error, find_cases,
-                  read_label_map)
+from ..io import (AFFINE_TOLERANCE, BratsInputError, atomic_write_text, check_output_path, describe_os_error,
+                  find_cases, read_label_map)
 from ..labels import CLASS_NAMES, REGION_NAMES
 from .scores import HD95_EMPTY, LESION_HD95_MISS, REPORT_NAMES, lesion_wise_scores, region_scores, report_scores
 
@@ -52,10 +52,6 @@ def _read_classes(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
     return classes, tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
-#: how far (mm) the voxel axes or the origins of two affines may differ on one grid (float32 header rounding)
-GRID_TOLERANCE_MM = 1e-3
-
-
 def _origin(affine) -> str:
     """``(0, 239, 0)``: the origin of an affine in mm."""
     return "(" + ", ".join(f"{v:g}" for v in np.round(affine[:3, 3], 3) + 0.0) + ")"  # + 0.0: no "-0"
@@ -74,26 +70,26 @@ def grid_difference(pred_img, truth_img) -> tuple[str | None, str | None]:
 
     ``problem`` (None when there is none) says why the maps cannot be compared voxel by voxel: another
     shape, orientation (``RAS`` and ``LPS``, :func:`nibabel.aff2axcodes`), voxel size or voxel axes.
-    ``note`` (None when there is none) names origins that differ by more than ``GRID_TOLERANCE_MM`` on
+    ``note`` (None when there is none) names origins that differ by more than ``AFFINE_TOLERANCE`` on
     otherwise equal grids: the voxels still match (some BraTS label maps carry another origin than their
     images), so they are scored, and the difference is worth a line.
     """
     if pred_img.shape[:3] != truth_img.shape[:3]:
         return f"shape {pred_img.shape[:3]} and {truth_img.shape[:3]}", None
     a, b = np.asarray(pred_img.affine, float), np.asarray(truth_img.affine, float)
-    if not np.allclose(a[:3, :3], b[:3, :3], rtol=0, atol=GRID_TOLERANCE_MM):
+    if not np.allclose(a[:3, :3], b[:3, :3], rtol=0, atol=AFFINE_TOLERANCE):
         import nibabel as nib
 
         codes = ["".join(nib.aff2axcodes(m)) for m in (a, b)]
         zooms = [tuple(float(z) for z in img.header.get_zooms()[:3]) for img in (pred_img, truth_img)]
         if codes[0] != codes[1]:
             what = f"orientation {codes[0]} and {codes[1]}"
-        elif not np.allclose(*zooms, rtol=0, atol=GRID_TOLERANCE_MM):
+        elif not np.allclose(*zooms, rtol=0, atol=AFFINE_TOLERANCE):
             what = "voxel size " + " and ".join("x".join(f"{z:g}" for z in zs) + " mm" for zs in zooms)
         else:
             what = f"voxel axes (up to {np.abs(a[:3, :3] - b[:3, :3]).max():.3g} mm apart)"
         return f"{what} ({_grid(pred_img)}; {_grid(truth_img)})", None
-    if not np.allclose(a[:3, 3], b[:3, 3], rtol=0, atol=GRID_TOLERANCE_MM):
+    if not np.allclose(a[:3, 3], b[:3, 3], rtol=0, atol=AFFINE_TOLERANCE):
         return None, f"origins {_origin(a)} and {_origin(b)} differ on the same voxels: scored voxel by voxel"
     return None, None
 
