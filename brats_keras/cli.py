@@ -270,7 +270,8 @@ def _add_predict(sub):
                         "ensemble.json (brats-keras ensemble) uses exactly the files it lists, each checked against "
                         "its recorded sha256 (a missing, unlisted or changed .keras file: exit 2); a folder without "
                         "one uses all its *.keras files")
-    p.add_argument("--input", required=True, help="one case folder or a folder of cases")
+    p.add_argument("--input", required=True, help="one case folder, a folder of cases, or one image file (e.g. "
+                                                   "a Decathlon 4-D image, imagesTs/BRATS_001.nii.gz)")
     p.add_argument("--output", required=True,
                    help="folder for <case>.nii.gz (made if missing; a file there, or a folder that cannot be "
                         "written, is refused before any work)")

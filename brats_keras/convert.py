@@ -108,7 +108,9 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
     shape = vols[0].shape
     classes = None
     if case.seg is not None:
-        classes = bio.load_classes(case.seg, shape=shape, grid=True)
+        # a Decathlon label map holds its own values (1 edema, 2 non-enhancing, 3 enhancing): read it so
+        classes = bio.load_classes(case.seg, shape=shape, grid=True,
+                                   convention="msd" if case.naming == "msd" else "auto")
     if spec.crop == "fixed":
         try:
             box = fixed_crop_box(shape, spec.crop_box)
@@ -126,6 +128,7 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
         "status": "ok",
         "layout": case.layout,
         "source": {m: str(Path(case.images[m]).resolve()) for m in spec.modalities},
+        **({"channels": {m: case.channels[m] for m in spec.modalities}} if case.channels else {}),
         "seg": str(Path(case.seg).resolve()) if case.seg else None,
         "original_shape": list(shape),
         "affine": np.asarray(affine).round(6).tolist(),

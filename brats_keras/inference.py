@@ -22,6 +22,7 @@ from .labels import classes_to_labels, regions_to_classes
 from .postprocessing import apply_postprocessing, postprocessing_spec, region_thresholds, thresholds_ignored
 from .preprocessing import box_slices, brain_crop_box, downsample_image, stack_scaled, upsample_probs
 from .spec import PreprocessingSpec
+from .tasks import MSD_TASK01
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -353,7 +354,7 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
     """Predict every case under ``input_path`` into ``output_dir/<case>.nii.gz``.
 
     Labels are written in the input's convention (4 for ET in 2018-2021 naming, 3 in 2023
-    naming) unless ``labels`` is ``"2021"`` or ``"2023"``. ``case_ids`` limits prediction to
+    naming, the Decathlon's values for its cases) unless ``labels`` is ``"2021"`` or ``"2023"``. ``case_ids`` limits prediction to
     those cases (e.g. a split's test cases). A bad case, or one whose files cannot be written
     (e.g. no space left on device), is reported in one line and the others are still predicted;
     a case's files are written whole or not at all (:func:`brats_keras.io.atomic_write`), and
@@ -384,7 +385,10 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
         try:
             pred = predictor.predict_case(case, return_probs=save_probs)
             convention = labels or case.label_convention
-            out_labels = classes_to_labels(pred["classes"], convention)
+            if convention == "msd":  # a Decathlon case gets the Decathlon's values (1 edema, 2 non-enh., 3 enh.)
+                out_labels = MSD_TASK01.to_labels(pred["classes"])
+            else:
+                out_labels = classes_to_labels(pred["classes"], convention)
             path = output_dir / f"{case.case_id}.nii.gz"
             bio.save_nifti(path, out_labels, pred["affine"], pred["header"])
             written.append(path)

@@ -4,8 +4,13 @@ Supported layouts (``.nii`` and ``.nii.gz``), found anywhere below a folder:
 
 * BraTS 2018-2021: ``<case>_flair``, ``_t1``, ``_t1ce``, ``_t2``, ``_seg`` (ET label 4)
 * BraTS 2023+:     ``<case>-t2f``, ``-t1n``, ``-t1c``, ``-t2w``, ``-seg`` (ET label 3)
+* BraTS 2024 MEN-RT: ``BraTS-MEN-RT-0000-1_t1c`` with the label map ``_gtv`` (underscore separator)
 * a case folder whose files carry no case prefix: ``t1c.nii.gz``, ``flair.nii.gz``,
   ``seg.nii.gz`` / ``segmentation.nii.gz``; the folder name is the case id.
+* the Medical Segmentation Decathlon (Task01_BrainTumour): ``imagesTr/BRATS_001.nii.gz``, one 4-D image whose
+  channels are the modalities (FLAIR, T1w, t1gd, T2w, or the order ``dataset.json`` names), the label map
+  ``labelsTr/BRATS_001.nii.gz``; ``imagesTs/`` holds cases without labels. nnU-Net's raw layout, one 3-D file
+  per channel (``BRATS_001_0000.nii.gz`` ... ``_0003``), is read the same way.
 
 numpy and nibabel only: no deep-learning framework is imported here.
 """
@@ -25,10 +30,14 @@ import numpy as np
 
 from .labels import (DEFAULT_MODALITIES, MODALITIES, MODALITY_ALIASES, canonical_modality, labels_to_classes,
                      parse_modalities)
+from .tasks import MSD_TASK01
 
 _NII = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$", re.IGNORECASE)
 _RE_2021 = re.compile(r"^(?P<case>.+)_(?P<key>flair|t1ce|t1|t2|seg)$", re.IGNORECASE)
 _RE_2023 = re.compile(r"^(?P<case>.+)-(?P<key>t2f|t1n|t1c|t2w|seg)$", re.IGNORECASE)
+#: 2023+ modality names after an underscore, as BraTS 2024 MEN-RT writes them (``BraTS-MEN-RT-0000-1_t1c``), whose
+#: label map is the gross tumour volume ``_gtv``
+_RE_2023_UNDERSCORE = re.compile(r"^(?P<case>BraTS-[A-Za-z]+-.+)_(?P<key>t2f|t1n|t1c|t2w|seg|gtv)$", re.IGNORECASE)
 _PLAIN_SEG = ("seg", "segmentation", "label", "labels", "mask")
 
 
@@ -45,9 +54,18 @@ class Case:
         folder: the folder holding the files.
         images: canonical modality name -> path.
         seg: path of the label map, or None (test / validation data).
-        layout: ``"2021"``, ``"2023"`` or ``"plain"``.
+        layout: the label values the files use: ``"2021"`` (ET = 4: 2018-2021 names, and unprefixed files with
+            2021 modality names), ``"2023"``, ``"plain"`` (unprefixed files with 2023 modality names) or ``"msd"``.
+        naming: how the files are named (:data:`brats_keras.tasks.NAMINGS`): ``"2021"`` (``<case>_flair``),
+            ``"2023"`` (``BraTS-GLI-00000-000-t1c``, the 2024-2025 ``-100`` time points and ``BraTS-MEN-RT-..._t1c``),
+            ``"msd"`` (the Decathlon's ``imagesTr`` / ``labelsTr``) or ``"plain"`` (no case prefix); with the label
+            values it tells the case's task (:func:`brats_keras.tasks.detect_task`).
+        channels: modality -> channel index, for modalities stored as channels of one 4-D image (the Decathlon's);
+            ``images`` maps each of them to that image.
         ambiguous: modality name or ``"seg"`` -> every file found for it, where there is more than one
             (``_flair.nii.gz`` beside ``_FLAIR.nii.gz`` or ``_flair.nii``); reading it raises BratsInputError.
+        problems: modality name or ``"seg"`` -> why it cannot be read (a Decathlon training image without its
+            label map); reading it raises BratsInputError with that line.
     """
 
     case_id: str
@@ -56,19 +74,29 @@ class Case:
     seg: Path | None = None
     layout: str = "2021"
     ambiguous: dict = field(default_factory=dict)
+    naming: str = "2021"
+    channels: dict = field(default_factory=dict)
+    problems: dict = field(default_factory=dict)
 
     @property
     def label_convention(self) -> str:
-        """The label convention files of this case use: ``"2021"`` (ET = 4) or ``"2023"`` (ET = 3)."""
+        """The label convention files of this case use: ``"2021"`` (ET = 4), ``"2023"`` (ET = 3) or ``"msd"`` (the
+        Decathlon's values: 1 edema, 2 non-enhancing tumour, 3 enhancing tumour)."""
+        if self.layout == "msd":
+            return "msd"
         return "2021" if self.layout == "2021" else "2023"
 
     def check(self, keys) -> None:
-        """Raise BratsInputError naming the files when one of ``keys`` (modalities or ``"seg"``) has two files."""
+        """Raise BratsInputError naming the files when one of ``keys`` (modalities or ``"seg"``) has two files, or
+        saying why it cannot be read (:attr:`problems`)."""
         for key in keys:
             key = key if key == "seg" else canonical_modality(key)
             if key in self.ambiguous:
+                what = "image" if key in self.channels else key
                 names = " and ".join(p.name for p in self.ambiguous[key])
-                raise BratsInputError(f"{self.folder}: case {self.case_id} has two {key} files, {names}: keep one")
+                raise BratsInputError(f"{self.folder}: case {self.case_id} has two {what} files, {names}: keep one")
+            if key in self.problems:
+                raise BratsInputError(self.problems[key])
 
     def path(self, modality: str) -> Path:
         """Path of one modality (either vocabulary); BratsInputError if the case lacks it or has two files for it."""
@@ -81,31 +109,135 @@ class Case:
 
 
 def _classify(folder: Path, filename: str):
-    """Return (case_id, key, layout) for a NIfTI file name, or None."""
+    """Return (case_id, key, layout, naming) for a NIfTI file name, or None."""
     m = _NII.match(filename)
     if not m:
         return None
     stem = m.group("stem")
     m21 = _RE_2021.match(stem)
     if m21:
-        return m21.group("case"), m21.group("key").lower(), "2021"
-    m23 = _RE_2023.match(stem)
+        return m21.group("case"), m21.group("key").lower(), "2021", "2021"
+    m23 = _RE_2023.match(stem) or _RE_2023_UNDERSCORE.match(stem)
     if m23:
-        return m23.group("case"), m23.group("key").lower(), "2023"
+        key = m23.group("key").lower()
+        return m23.group("case"), "seg" if key == "gtv" else key, "2023", "2023"
     low = stem.lower()
     if low in MODALITIES or low in MODALITY_ALIASES:
         layout = "plain" if low in MODALITY_ALIASES else "2021"
-        return folder.name, canonical_modality(low), layout
+        return folder.name, canonical_modality(low), layout, "plain"
     if low in _PLAIN_SEG:
-        return folder.name, "seg", None
+        return folder.name, "seg", None, None
     return None
 
 
+# ---------------------------------------------------------------------------------------------------- Decathlon
+#: the Decathlon's image folders (cases with labels in ``labelsTr``, test cases in ``imagesTs``)
+MSD_IMAGE_FOLDERS = ("imagesTr", "imagesTs")
+#: the channel order of Task01_BrainTumour's 4-D images (its dataset.json: 0 FLAIR, 1 T1w, 2 t1gd, 3 T2w)
+MSD_MODALITIES = ("flair", "t1", "t1ce", "t2")
+#: modality names a dataset.json may give (lower case, without spaces, ``-`` and ``_``) -> canonical names
+_MSD_NAMES = {"flair": "flair", "t2flair": "flair", "t2f": "flair", "t1": "t1", "t1w": "t1", "t1n": "t1",
+              "t1native": "t1", "t1gd": "t1ce", "t1ce": "t1ce", "t1c": "t1ce", "t1contrast": "t1ce", "t2": "t2",
+              "t2w": "t2"}
+#: nnU-Net's raw layout: one 3-D file per channel, ``<case>_0000`` ...
+_CHANNEL_FILE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+def msd_modalities(task_folder) -> tuple:
+    """The modalities of a Decathlon task's channels, in channel order: those ``task_folder/dataset.json`` names
+    (``"modality"``, or nnU-Net's ``"channel_names"``), Task01's order when there is no dataset.json.
+
+    Raises:
+        BratsInputError naming dataset.json when it cannot be read or names a modality this library does not know.
+    """
+    path = Path(task_folder) / "dataset.json"
+    if not path.is_file():
+        return MSD_MODALITIES
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BratsInputError(f"{path}: cannot read it ({getattr(exc, 'strerror', None) or exc})") from None
+    names = meta.get("modality", meta.get("channel_names")) if isinstance(meta, dict) else None
+    if names is None:
+        return MSD_MODALITIES
+    if not isinstance(names, dict) or sorted(names, key=str) != [str(i) for i in range(len(names))]:
+        raise BratsInputError(f"{path}: \"modality\" must map the channels 0, 1, ... to modality names")
+    mods = []
+    for i in range(len(names)):
+        name = names[str(i)]
+        key = re.sub(r"[\s_-]", "", str(name).lower())
+        if key not in _MSD_NAMES:
+            raise BratsInputError(f"{path}: modality {i} {name!r} is not one this library reads (FLAIR, T1w, "
+                                  "t1gd, T2w, or flair, t1, t1ce, t2 and the 2023 names t2f, t1n, t1c, t2w)")
+        if _MSD_NAMES[key] in mods:
+            raise BratsInputError(f"{path}: modality {i} {name!r} is {_MSD_NAMES[key]} again")
+        mods.append(_MSD_NAMES[key])
+    return tuple(mods)
+
+
+def _nifti_stems(folder: Path, filenames) -> dict:
+    """stem -> the NIfTI files of ``folder`` with that stem (two for ``.nii`` beside ``.nii.gz``); hidden files
+    (the ``._`` companions macOS leaves in the Decathlon's archives) are not images."""
+    stems: dict = {}
+    for name in filenames:
+        m = _NII.match(name)
+        if m and not name.startswith("."):
+            stems.setdefault(m.group("stem"), []).append(folder / name)
+    return stems
+
+
+def _channel_groups(stems: dict, n: int):
+    """``{case: {channel: files}}`` when every stem is ``<case>_0000`` ... and every case has all ``n`` channels
+    (nnU-Net's raw layout); None otherwise (one 4-D image per case)."""
+    groups: dict = {}
+    for stem, paths in stems.items():
+        m = _CHANNEL_FILE.match(stem)
+        if not m or int(m.group("channel")) >= n:
+            return None
+        groups.setdefault(m.group("case"), {})[int(m.group("channel"))] = paths
+    if not groups or any(len(g) != n for g in groups.values()):
+        return None
+    return groups
+
+
+def _msd_cases(folder: Path, filenames, modalities: tuple) -> list:
+    """The Decathlon cases of one ``imagesTr`` / ``imagesTs`` folder, each with its label map from the sibling
+    ``labelsTr`` / ``labelsTs`` (same file name)."""
+    cases = []
+    stems = _nifti_stems(folder, filenames)
+    groups = _channel_groups(stems, len(modalities))
+    for case_id, files in (groups or stems).items():
+        case = Case(case_id=case_id, folder=folder, layout="msd", naming="msd")
+        for k, mod in enumerate(modalities):
+            paths = files[k] if groups else files
+            case.images[mod] = paths[0]
+            if not groups:
+                case.channels[mod] = k
+            if len(paths) > 1:  # never pick one of two files silently
+                case.ambiguous[mod] = paths
+        cases.append(case)
+    labels = folder.parent / ("labels" + folder.name[len("images"):])
+    if labels.is_dir():
+        label_stems = _nifti_stems(labels, sorted(os.listdir(labels)))
+        for case in cases:
+            paths = label_stems.get(case.case_id, [])
+            if paths:
+                case.seg = paths[0]
+                if len(paths) > 1:
+                    case.ambiguous["seg"] = paths
+            elif folder.name == "imagesTr":
+                case.problems["seg"] = (f"{labels / case.case_id}.nii.gz: not found; every image in imagesTr has "
+                                        "its label map in labelsTr (put unlabelled cases in imagesTs)")
+    return cases
+
+
 def find_cases(root, require_seg: bool = False) -> list[Case]:
-    """Find every BraTS case below ``root`` (``root`` may itself be one case folder).
+    """Find every BraTS case below ``root`` (``root`` may itself be one case folder, or one image file).
 
     Args:
-        root: a folder of cases, one case folder, or a flat folder of prefixed files.
+        root: a folder of cases, one case folder, a flat folder of prefixed files, a Decathlon task folder (or
+            its ``imagesTr`` / ``imagesTs``), or one NIfTI file: the case that file belongs to (a Decathlon
+            4-D image, or one modality of a case).
         require_seg: keep only cases that have a label map.
     Returns:
         Cases sorted by case id. Two files for one modality or label map of a case (``_flair.nii.gz``
@@ -114,18 +246,26 @@ def find_cases(root, require_seg: bool = False) -> list[Case]:
         Folders are walked with :func:`walk_folders`: symbolic links to folders are followed, each real
         folder is read once and a link that loops back is not followed.
     Raises:
-        BratsInputError if ``root`` does not exist.
+        BratsInputError if ``root`` does not exist, or a Decathlon ``dataset.json`` cannot be read or names
+        an unknown modality (:func:`msd_modalities`).
     """
     root = Path(root)
+    if root.is_file() and _NII.match(root.name):
+        return [c for c in find_cases(root.parent, require_seg)
+                if root in c.images.values() or any(root in paths for paths in c.ambiguous.values())]
     if not root.is_dir():
         raise BratsInputError(f"{root}: not a folder")
     found: dict[tuple, Case] = {}
     for folder, filenames in walk_folders(root):
+        if folder.name in MSD_IMAGE_FOLDERS:
+            for case in _msd_cases(folder, filenames, msd_modalities(folder.parent)):
+                found[(folder, case.case_id)] = case
+            continue
         for name in filenames:
             hit = _classify(folder, name)
             if hit is None:
                 continue
-            case_id, key, layout = hit
+            case_id, key, layout, naming = hit
             case = found.setdefault((folder, case_id), Case(case_id=case_id, folder=folder))
             key = key if key == "seg" else canonical_modality(key)
             first = case.seg if key == "seg" else case.images.get(key)
@@ -137,7 +277,7 @@ def find_cases(root, require_seg: bool = False) -> list[Case]:
             else:
                 case.images[key] = folder / name
                 if layout:
-                    case.layout = layout
+                    case.layout, case.naming = layout, naming
     cases = [c for c in found.values() if c.images]
     if require_seg:
         cases = [c for c in cases if c.seg is not None]
@@ -185,11 +325,12 @@ def gunzip(data: bytes) -> bytes:
     return igzip.decompress(data)
 
 
-def _read_gz(path: Path):
+def _read_gz(path: Path, lazy: bool = False):
     """A ``.nii.gz`` decompressed in one call (instead of nibabel's streamed reads); ``(array, image)``.
 
     Single-file NIfTI-1/2 without intensity scaling become a read-only array over the decompressed bytes
-    (no copy); scaled data go through nibabel's proxy, anything else through ``nib.load``.
+    (no copy); scaled data go through nibabel's proxy, anything else through ``nib.load``. ``lazy=True`` returns
+    the proxy itself for those (sliced, it scales only the part taken).
     """
     import nibabel as nib
 
@@ -200,7 +341,7 @@ def _read_gz(path: Path):
         img = nib.Nifti2Image.from_bytes(raw)
     else:
         img = nib.load(str(path))
-        return np.asanyarray(img.dataobj), img
+        return (img.dataobj if lazy else np.asanyarray(img.dataobj)), img
     proxy = img.dataobj
     slope, inter = proxy.slope, proxy.inter
     if slope == 1 and inter == 0:
@@ -211,7 +352,7 @@ def _read_gz(path: Path):
             raise ValueError(f"file ends {proxy.offset + count * dtype.itemsize - len(raw)} bytes early")
         arr = np.frombuffer(raw, dtype=dtype, count=count, offset=proxy.offset).reshape(shape, order="F")
         return arr, img
-    return np.asanyarray(proxy), img
+    return (proxy if lazy else np.asanyarray(proxy)), img
 
 
 def load_nifti(path, dtype=None):
@@ -232,19 +373,34 @@ def load_nifti(path, dtype=None):
     return arr, img.affine, img.header
 
 
-def _read_nifti(path):
-    """``(array, nibabel image)`` of a 3-D NIfTI file: :func:`load_nifti` without the cast."""
+def _read_nifti(path, channels=None, n_channels=None):
+    """``(array, nibabel image)`` of a 3-D NIfTI file: :func:`load_nifti` without the cast.
+
+    ``channels`` (a list of indices) reads a 4-D image of ``n_channels`` channels instead and returns the list
+    of those channels' 3-D arrays: views of one decompressed file where it has no scaling, else only those
+    channels are scaled (no float64 copy of the whole 4-D image).
+    """
     import nibabel as nib
 
     path = Path(path)
     try:
         if path.name.endswith(".gz"):
-            arr, img = _read_gz(path)
+            arr, img = _read_gz(path, lazy=channels is not None)
         else:
             img = nib.load(str(path))
-            arr = np.asanyarray(img.dataobj)
+            arr = img.dataobj if channels is not None else np.asanyarray(img.dataobj)
+        if channels is not None:
+            if len(arr.shape) != 4:
+                raise BratsInputError(f"{path}: expected a 4-D image (one channel per modality), got shape "
+                                      f"{tuple(arr.shape)}")
+            if arr.shape[3] != n_channels:
+                raise BratsInputError(f"{path}: {arr.shape[3]} channels, expected {n_channels} (one per modality "
+                                      "its task's dataset.json names, or FLAIR, T1w, t1gd, T2w)")
+            return [np.asanyarray(arr[..., c]) for c in channels], img
     except FileNotFoundError:
         raise BratsInputError(f"{path}: file not found") from None
+    except BratsInputError:
+        raise
     except Exception as exc:  # nibabel raises many types for broken files
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise BratsInputError(f"{path}: cannot read NIfTI ({msg})") from None
@@ -308,13 +464,17 @@ def load_modalities(case: Case, modalities=None, check: bool = True):
         a file off the BraTS grid or modalities whose shapes or affines differ.
     """
     mods = parse_modalities(modalities or DEFAULT_MODALITIES)
+    channels = _read_channels(case, mods)
     vols, affine, header, first = [], None, None, None
     for mod in mods:
         path = case.path(mod)
-        arr, aff, hdr = load_nifti(path)
+        if mod in channels:
+            arr, aff, hdr = channels[mod]
+        else:
+            arr, aff, hdr = load_nifti(path)
         if check:
             check_grid(path, aff, hdr)
-            check_volume(arr, path)
+            check_volume(arr, f"{path} (channel {case.channels[mod]}, {mod})" if mod in channels else path)
         if first is None:
             first, affine, header = (path, arr.shape), aff, hdr
         elif arr.shape != first[1]:
@@ -327,6 +487,24 @@ def load_modalities(case: Case, modalities=None, check: bool = True):
                                   f"not on one grid {_RESAMPLE}")
         vols.append(arr)
     return vols, affine, header
+
+
+def _read_channels(case: Case, mods) -> dict:
+    """``{modality: (array, affine, 3-D header)}`` for the modalities ``mods`` that ``case`` stores as channels of
+    a 4-D image: each such image read once, its channels views of it (:func:`_read_nifti`)."""
+    wanted = [m for m in mods if m in case.channels]
+    if not wanted:
+        return {}
+    case.check(wanted)
+    out = {}
+    for path in dict.fromkeys(case.images[m] for m in wanted):
+        here = [m for m in wanted if case.images[m] == path]
+        n = sum(1 for m in case.channels if case.images[m] == path)
+        arrays, img = _read_nifti(path, [case.channels[m] for m in here], n)
+        header = img.header.copy()
+        header.set_data_shape(arrays[0].shape)  # the header of one channel: what predictions are written with
+        out.update({m: (a, img.affine, header) for m, a in zip(here, arrays)})
+    return out
 
 
 def load_classes(path, shape=None, convention: str = "auto", grid: bool = False) -> np.ndarray:
@@ -349,6 +527,8 @@ def load_classes(path, shape=None, convention: str = "auto", grid: bool = False)
 def read_label_map(path, convention: str = "auto", shape=None):
     """``(classes, image)`` of a label map: its class indices 0..3 (uint8) and its nibabel image (the grid:
     shape, affine, zooms). The one reader of label maps: :func:`load_classes` and the scoring use it.
+    ``convention``: ``"2021"``, ``"2023"``, ``"auto"`` (:func:`brats_keras.labels.labels_to_classes`) or ``"msd"``
+    (the Decathlon's values, :data:`brats_keras.tasks.MSD_TASK01`).
 
     Raises:
         BratsInputError naming the file for unreadable data, a shape other than ``shape``,
@@ -358,6 +538,8 @@ def read_label_map(path, convention: str = "auto", shape=None):
     if shape is not None and arr.shape != tuple(shape):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
     try:
+        if convention == "msd":  # the Decathlon's values (1 edema, 2 non-enhancing, 3 enhancing) -> the classes
+            return MSD_TASK01.to_classes(arr), img
         return labels_to_classes(arr, convention), img
     except ValueError as exc:
         raise BratsInputError(f"{path}: {exc}") from None
