@@ -469,3 +469,29 @@ def test_the_predict_flags_become_one_post_processing_value():
     assert value() is True
     assert value("--no-postprocess", "--min-component", "5") is False
     assert value("--min-component", "5", "--et-threshold", "3") == {"min_component": 5, "et_threshold": 3}
+
+
+def test_a_decathlon_image_is_predicted_as_its_3d_source_and_written_in_the_decathlons_values(tiny_model_file,
+                                                                                               tmp_path):
+    import nibabel as nib
+
+    from brats_keras.tasks import get_task
+
+    src = write_small_case(tmp_path / "in3d", "c1", shape=(40, 36, 30))
+    imgs = [nib.load(str(src / f"c1_{m}.nii.gz")) for m in ("flair", "t1", "t1ce", "t2")]  # the Decathlon's order
+    four_d = tmp_path / "Task01" / "imagesTs" / "BRATS_001.nii.gz"
+    four_d.parent.mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.stack([np.asanyarray(i.dataobj) for i in imgs], -1), imgs[0].affine), str(four_d))
+    p = Predictor(tiny_model_file, batch_size=2)
+    p.post["et_threshold"] = 0
+    # region probabilities from the z-scored channels flair, t1, t1ce, t2 themselves: the labels written depend on
+    # every channel being read as its modality
+    p.predict_batch = lambda b: np.stack([b[..., 0] > 0, b[..., 2] > 0.3, b[..., 3] > 0.8], -1).astype(np.float32)
+    predict_folder(src.parent, tmp_path / "o3d", model=p, progress=False)
+    res = predict_folder(four_d, tmp_path / "o4d", model=p, progress=False)  # one image file as the input
+    assert list(res["ok"]) == ["BRATS_001"]
+    a, b = nib.load(str(tmp_path / "o3d" / "c1.nii.gz")), nib.load(str(tmp_path / "o4d" / "BRATS_001.nii.gz"))
+    assert b.shape == a.shape == imgs[0].shape and np.allclose(b.affine, imgs[0].affine)
+    labels_3d, labels_msd = np.asanyarray(a.dataobj), np.asanyarray(b.dataobj)
+    assert set(np.unique(labels_3d)) == {0, 1, 2, 4}
+    assert np.array_equal(labels_msd, get_task("msd-task01").to_labels(get_task().to_classes(labels_3d)))
