@@ -451,6 +451,21 @@ PEDIATRIC_2024 = _register(_task(
            "2023 values (task brats2023). The region head's decoding order is this library's: the sources give none",
 ))
 
+#: BraTS 2024 meningioma radiotherapy planning: one label, the gross tumour volume, on the post-contrast T1 alone
+MEN_RT_2024 = _register(_task(
+    name="men-rt2024",
+    title="BraTS 2024 meningioma radiotherapy (MEN-RT): the gross tumour volume",
+    labels={"GTV": 1},
+    long_names={"GTV": "GROSS TUMOR VOLUME"},
+    colors={"GTV": [255, 0, 255]},
+    regions={"GTV": ["GTV"]},
+    modalities=["t1ce"],
+    source="The official BraTS 2024 scorer (github.com/rachitsaluja/BraTS-2024-Metrics, metrics_MEN_RT.py: "
+           "label_values GTV with GTV = 1) and the organisers' Synapse workflow "
+           "(github.com/Sage-Bionetworks-Challenges/brats2023, evaluation/lesionwise/score.py: BraTS-MEN-RT scores "
+           "the gold standard <case>_gtv.nii.gz); cases BraTS-MEN-RT-0000-1 with the one image _t1c",
+))
+
 #: the Medical Segmentation Decathlon's brain tumours: BraTS 2016-2017 cases with their labels renumbered
 MSD_TASK01 = _register(_task(
     name="msd-task01", family="glioma",
@@ -502,7 +517,8 @@ def detect_task(present, case_id: str = "", naming: str | None = None, given=Non
     ``given`` (a task or its name) wins and is only checked. Otherwise the naming decides where it says enough:
     the Decathlon's layout is ``msd-task01``; 2018-2021 names are ``glioma2021``; in 2023+ names ET is 3, so a
     ``BraTS-GLI-`` map holding 4 is the 2024 post-treatment task (4 = resection cavity), any other 2023+ map is
-    ``brats2023``, and a ``BraTS-PED-`` map is ``pediatric2024`` when it holds 4 (edema) and ambiguous when not.
+    ``brats2023``, a ``BraTS-MEN-RT-`` map is ``men-rt2024`` (its ``_gtv`` file), and a ``BraTS-PED-`` map is
+    ``pediatric2024`` when it holds 4 (edema) and ambiguous when not.
     Plain names go by the values: 4 without 3 is 2021, 3 without 4 is 2023, neither is the default task.
     Never a guess: where several tasks fit, TaskError names the values and the tasks that fit.
     """
@@ -520,6 +536,8 @@ def detect_task(present, case_id: str = "", naming: str | None = None, given=Non
         name = MSD_TASK01.name
     elif naming == "2021":
         name = GLIOMA_2021.name
+    elif naming == "2023" and "-MEN-RT-" in case_id.upper():
+        name = MEN_RT_2024.name
     elif naming == "2023" and "-PED-" in case_id.upper():
         if 4 not in values:
             return _refuse(present, "a BraTS-PED map without 4 fits the 2023 values (brats2023) and the 2024 ones "

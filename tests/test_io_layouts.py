@@ -179,7 +179,7 @@ def test_nnunet_raw_channel_files_are_one_case(tmp_path, small):
     (["BraTS-MET-00001-000-t1n", "BraTS-MET-00001-000-t1c"], "BraTS-MET-00001-000", "2023", None, None, None),
     (["BraTS-SSA-00002-000-t1c", "BraTS-MEN-00004-000-t1c"], "BraTS-MEN-00004-000", "2023", None, None, None),
     (["BraTS-MEN-RT-0000-1_t1c", "BraTS-MEN-RT-0000-1_gtv"], "BraTS-MEN-RT-0000-1", "2023",
-     "BraTS-MEN-RT-0000-1_gtv", None, None),
+     "BraTS-MEN-RT-0000-1_gtv", [0, 1], "men-rt2024"),
     (["t1c", "t2f", "seg"], "plaincase", "plain", "seg", [0, 1, 2, 3], "brats2023"),
     (["flair", "t1ce", "segmentation"], "plaincase", "plain", "segmentation", [0, 1, 2, 4], "glioma2021"),
 ])

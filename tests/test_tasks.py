@@ -18,6 +18,8 @@ SOURCED = {
     "pediatric2024": ({1: "ET", 2: "NETC", 3: "CC", 4: "ED"},
                       {"WT": {1, 2, 3, 4}, "TC": {1, 2, 3}, "ET": {1}, "NETC": {2}, "CC": {3}, "ED": {4}}),
     "msd-task01": ({1: "ED", 2: "NET", 3: "ET"}, {"WT": {1, 2, 3}, "TC": {2, 3}, "ET": {3}}),
+    # BraTS-2024-Metrics metrics_MEN_RT.py: label_values ['GTV'], GTV = 1
+    "men-rt2024": ({1: "GTV"}, {"GTV": {1}}),
 }
 
 
@@ -146,6 +148,8 @@ DETECT = [
     ([0, 1, 4], "BraTS-GLI-02073-100", "2023", "glioma2024-post"),
     ([0, 1, 2, 3, 4], "BraTS-PED-00001-000", "2023", "pediatric2024"),
     ([0, 1, 2, 3], "BRATS_001", "msd", "msd-task01"),
+    ([0, 1], "BraTS-MEN-RT-0000-1", "2023", "men-rt2024"),
+    ([0, 1], "BraTS-MEN-00001-000", "2023", "brats2023"),
 ]
 
 
@@ -160,6 +164,7 @@ def test_a_label_maps_task_is_detected_where_naming_and_values_say_it(values, ca
     ([0, 1, 2, 3], "BraTS-PED-00001-000", "2023", "--task brats2023 or --task pediatric2024"),
     ([0, 1, 2, 3, 4], "BraTS-MET-00001-000", "2023", "unexpected label values [4] for task brats2023"),
     ([0, 1, 7], "case", "plain", "unexpected label values [7]"),
+    ([0, 1, 2], "BraTS-MEN-RT-0000-1", "2023", "unexpected label values [2] for task men-rt2024"),
 ])
 def test_a_map_with_no_single_task_is_refused_naming_the_choice(values, case_id, naming, expected):
     with pytest.raises(TaskError, match=None) as err:
