@@ -110,6 +110,20 @@ def test_a_dataset_json_naming_an_unknown_modality_is_refused_in_one_line(tmp_pa
     assert "\n" not in str(err.value)
 
 
+def test_convert_refuses_a_dataset_json_it_cannot_use_in_one_line_before_making_anything(tmp_path, small, capsys):
+    from brats_keras.cli import main
+
+    task = tmp_path / "Task01"
+    write_msd_case(task, "BRATS_001", small[0])
+    (task / "dataset.json").write_text(json.dumps({"modality": {"0": "FLAIR", "1": "DWI"}}))
+    out = tmp_path / "out"
+    assert main(["convert", "--input", str(task), "--output", str(out), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"error: {task / 'dataset.json'}: modality 1 'DWI' is not one this library "
+                                       "reads (FLAIR, T1w, t1gd, T2w, or flair, t1, t1ce, t2 and the 2023 names t2f, "
+                                       "t1n, t1c, t2w)\n")
+    assert not out.exists()
+
+
 def test_a_4d_image_with_another_channel_count_or_a_3d_image_is_refused_in_one_line(tmp_path, small):
     vols, _ = small
     task = tmp_path / "Task01"
