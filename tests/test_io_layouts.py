@@ -82,6 +82,26 @@ def test_the_4d_image_is_read_once_per_case_and_its_channels_are_not_copied(tmp_
     assert all(not v.flags.owndata and not v.flags.writeable for v in got)  # views of the one decompressed file
 
 
+@pytest.mark.parametrize("name,slope", [("BRATS_001.nii", 1.0), ("BRATS_001.nii.gz", 0.5), ("BRATS_001.nii", 0.5)])
+def test_uncompressed_and_scaled_4d_images_read_as_nibabel_reads_each_channel(tmp_path, small, name, slope):
+    import nibabel as nib
+
+    from brats_keras.synthetic import brats_affine
+
+    vols, _ = small
+    stacked = np.stack([vols[m] for m in MSD_ORDER], axis=-1)
+    img = nib.Nifti1Image(stacked, brats_affine(stacked.shape[:3]))
+    img.header.set_slope_inter(slope, 0)
+    (tmp_path / "T" / "imagesTs").mkdir(parents=True)
+    nib.save(img, str(tmp_path / "T" / "imagesTs" / name))
+    (case,) = bio.find_cases(tmp_path / "T")
+    got, _, _ = bio.load_modalities(case, ["t1ce", "flair"])
+    ref = nib.load(str(tmp_path / "T" / "imagesTs" / name))
+    for g, c in zip(got, (2, 0)):
+        assert np.array_equal(g, np.asanyarray(ref.dataobj[..., c])) and g.dtype == ref.dataobj[..., c].dtype
+    assert slope == 1 or np.array_equal(got[1], vols["flair"] * np.float32(slope))
+
+
 def test_dataset_json_gives_the_channel_order(tmp_path, small):
     vols, _ = small
     task = tmp_path / "Task01"
