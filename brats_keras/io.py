@@ -187,17 +187,15 @@ def _nifti_stems(folder: Path, filenames) -> dict:
 
 
 def _channel_groups(stems: dict, n: int):
-    """``{case: {channel: files}}`` when every stem is ``<case>_0000`` ... and every case has all ``n`` channels
-    (nnU-Net's raw layout); None otherwise (one 4-D image per case)."""
+    """``{case: {channel: files}}`` when every stem is ``<case>_NNNN`` with a channel below ``n`` (nnU-Net's raw
+    layout; a case missing a channel file then misses that modality); None otherwise (one 4-D image per case)."""
     groups: dict = {}
     for stem, paths in stems.items():
         m = _CHANNEL_FILE.match(stem)
         if not m or int(m.group("channel")) >= n:
             return None
         groups.setdefault(m.group("case"), {})[int(m.group("channel"))] = paths
-    if not groups or any(len(g) != n for g in groups.values()):
-        return None
-    return groups
+    return groups or None
 
 
 def _msd_cases(folder: Path, filenames, modalities: tuple) -> list:
@@ -209,7 +207,9 @@ def _msd_cases(folder: Path, filenames, modalities: tuple) -> list:
     for case_id, files in (groups or stems).items():
         case = Case(case_id=case_id, folder=folder, layout="msd", naming="msd")
         for k, mod in enumerate(modalities):
-            paths = files[k] if groups else files
+            paths = files.get(k) if groups else files
+            if not paths:
+                continue
             case.images[mod] = paths[0]
             if not groups:
                 case.channels[mod] = k

@@ -199,6 +199,13 @@ def test_nnunet_raw_channel_files_are_one_case(tmp_path, small):
     got, _, _ = bio.load_modalities(case, MSD_ORDER)
     assert all(np.array_equal(g, vols[m]) for g, m in zip(got, MSD_ORDER))
     assert np.array_equal(bio.load_classes(case.seg, convention="msd"), labels_to_classes(labels))
+    # a case without one of its channel files misses that modality
+    write_nifti(task / "imagesTr" / "BraTS2021_00001_0000.nii.gz", vols["t1"])
+    second = bio.find_cases(task)[1]
+    assert set(second.images) == {"t1"}
+    with pytest.raises(bio.BratsInputError, match="BraTS2021_00001: missing modality flair in .*imagesTr "
+                                                  r"\(found: t1\)"):
+        bio.load_modalities(second, MSD_ORDER)
 
 
 @pytest.mark.parametrize("files,case_id,naming,seg,values,task", [
