@@ -109,6 +109,16 @@ def _resample(array: np.ndarray, affine, to: tuple, order: int) -> np.ndarray:
     return np.asarray(out.dataobj)
 
 
+def _reorientation(grid: Grid) -> tuple:
+    """``(ornt, shape, affine)``: the flips and transposes (``nibabel.orientations``) that take a grid's axes to
+    ``BRATS_ORIENTATION``, and the grid they give (the same voxels, reordered)."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, inv_ornt_aff, io_orientation, ornt_transform
+
+    ornt = ornt_transform(io_orientation(grid.affine), axcodes2ornt(BRATS_ORIENTATION))
+    shape = apply_orientation(np.broadcast_to(np.uint8(0), grid.shape), ornt).shape  # a view: nothing allocated
+    return ornt, shape, np.asarray(grid.affine, float) @ inv_ornt_aff(ornt, grid.shape)
+
+
 @dataclass(eq=False)
 class Regrid:
     """How a volume on a source grid goes onto the working grid (:meth:`to_working`) and back (:meth:`from_working`).
@@ -124,20 +134,6 @@ class Regrid:
     shape: tuple
     affine: np.ndarray
     resampled: bool
-
-    @property
-    def _ornt(self) -> np.ndarray:
-        from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
-
-        return ornt_transform(io_orientation(self.source.affine), axcodes2ornt(BRATS_ORIENTATION))
-
-    @property
-    def _reoriented(self) -> tuple:
-        """``(shape, affine)`` of the source grid with its axes flipped and transposed to the working orientation."""
-        from nibabel.orientations import apply_orientation, inv_ornt_aff
-
-        shape = apply_orientation(np.broadcast_to(np.uint8(0), self.source.shape), self._ornt).shape  # no copy
-        return shape, np.asarray(self.source.affine, float) @ inv_ornt_aff(self._ornt, self.source.shape)
 
     @property
     def header(self):
@@ -160,10 +156,11 @@ class Regrid:
         the dtype."""
         from nibabel.orientations import apply_orientation
 
-        out = apply_orientation(np.asarray(array), self._ornt)
+        ornt, _, affine = _reorientation(self.source)
+        out = apply_orientation(np.asarray(array), ornt)
         if not self.resampled:
             return np.ascontiguousarray(out)
-        return _resample(out, self._reoriented[1], (self.shape, self.affine), order)
+        return _resample(out, affine, (self.shape, self.affine), order)
 
     def from_working(self, array: np.ndarray, order: int, start=(0, 0, 0)) -> np.ndarray:
         """A volume of the working grid back on the source grid (0 outside what ``array`` covers).
@@ -179,7 +176,7 @@ class Regrid:
         from nibabel.affines import from_matvec
         from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
-        shape, affine = self._reoriented
+        _, shape, affine = _reorientation(self.source)
         if self.resampled:
             moved = np.asarray(self.affine, float) @ from_matvec(np.eye(3), [float(s) for s in start])
             out = _resample(array, moved, (shape, affine), order)
@@ -203,8 +200,7 @@ def working_grid(grid: Grid) -> Regrid | None:
     zooms = grid.header.get_zooms() if grid.header is not None else None
     if grid_problem(grid.affine, zooms) is None:
         return None
-    plan = Regrid(grid, (), np.eye(4), False)
-    shape, affine = plan._reoriented
+    _, shape, affine = _reorientation(grid)
     sizes = np.asarray(voxel_mm(affine))
     if np.all(np.abs(sizes - BRATS_VOXEL_MM) <= VOXEL_TOLERANCE_MM):  # 1 mm already: a reorientation
         return Regrid(grid, tuple(shape), affine, False)
