@@ -19,8 +19,9 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
     """Add the ``convert`` options to a parser; ``brats-keras convert`` and ``python data_prep/convert.py`` share
     them (run the parsed arguments with :func:`cmd_convert`)."""
     p.add_argument("--input", required=True,
-                   help="folder of BraTS cases (any supported layout) on the BraTS grid: 1 mm voxels, LPS; a case "
-                        "off it fails in one line")
+                   help="folder of BraTS cases (any supported layout), co-registered modalities in any voxel size "
+                        "and orientation (resampled onto the 1 mm LPS grid); a case whose files lie on different "
+                        "grids fails in one line")
     p.add_argument("--output", required=True,
                    help="output folder: images/, masks/, manifest.json; locked while written; one converted with "
                         "other settings is refused (see --overwrite)")
@@ -270,8 +271,10 @@ def _add_predict(sub):
                         "ensemble.json (brats-keras ensemble) uses exactly the files it lists, each checked against "
                         "its recorded sha256 (a missing, unlisted or changed .keras file: exit 2); a folder without "
                         "one uses all its *.keras files")
-    p.add_argument("--input", required=True, help="one case folder, a folder of cases, or one image file (e.g. "
-                                                   "a Decathlon 4-D image, imagesTs/BRATS_001.nii.gz)")
+    p.add_argument("--input", required=True,
+                   help="one case folder, a folder of cases, or one image file (e.g. a Decathlon 4-D image, "
+                        "imagesTs/BRATS_001.nii.gz); co-registered modalities, any voxel size and orientation: "
+                        "predicted on the 1 mm LPS grid, written back on the input's own")
     p.add_argument("--output", required=True,
                    help="folder for <case>.nii.gz (made if missing; a file there, or a folder that cannot be "
                         "written, is refused before any work)")

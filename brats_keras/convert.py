@@ -7,7 +7,8 @@ Output folder::
     OUT/masks/<case>.npy    (d, h, w) uint8 class indices 0 background, 1 NCR, 2 ED, 3 ET
     OUT/.convert.lock       only while a convert or merge writes the folder (its pid)
     OUT/manifest.json       settings (the PreprocessingSpec of brats_keras.spec, and min_tumor), and per
-                            case: source files, original shape and affine,
+                            case: source files, original shape and affine (of the working grid: 1 mm, LPS;
+                            a case on another grid is resampled onto it and ``resampled_from`` notes its own),
                             crop box, scaling parameters, label voxel counts, dtype, status and
                             the checksum of each output (``"sha256:<hex>"``, checked on resume)
 
@@ -25,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import io as bio
+from .geometry import resampled_note
 from .labels import CLASS_NAMES, DEFAULT_MODALITIES
 from .pool import parent_gone, process_pool
 from .preprocessing import (DEFAULT_MARGIN, box_slices, brain_crop_box, downsample_classes, downsample_image,
@@ -104,13 +106,13 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
     out_dir = Path(out_dir)
     spec = PreprocessingSpec.from_dict(settings)
     case.check(["seg"])
-    vols, affine, _ = bio.load_modalities(case, spec.modalities)
+    volumes = bio.read_modalities(case, spec.modalities)  # on the working grid (resampled where off it)
+    vols, affine = volumes.arrays, volumes.affine
     shape = vols[0].shape
     classes = None
     if case.seg is not None:
         # a Decathlon label map holds its own values (1 edema, 2 non-enhancing, 3 enhancing): read it so
-        classes = bio.load_classes(case.seg, shape=shape, grid=True,
-                                   convention="msd" if case.naming == "msd" else "auto")
+        classes = bio.load_case_classes(case.seg, volumes, convention="msd" if case.naming == "msd" else "auto")
     if spec.crop == "fixed":
         try:
             box = fixed_crop_box(shape, spec.crop_box)
@@ -140,6 +142,8 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
         "mask": None,
         "checksums": {},
     }
+    if volumes.regrid is not None:  # original_shape, affine and crop_box are those of the working grid
+        entry["resampled_from"] = volumes.regrid.describe()
     if classes is not None:
         crop_cls = downsample_classes(classes[box_slices(box)], factor)
         counts, full = class_counts(crop_cls), class_counts(classes)
@@ -245,8 +249,10 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
     written. Re-running with the same settings skips cases whose outputs are complete and match the
     manifest (shape, dtype and checksum) and removes temporary files a killed run left; a folder
     converted with other settings is refused unless ``overwrite=True``, which converts every case again.
-    A bad case (unreadable input, two files for one modality, a file off the BraTS grid
-    (:func:`brats_keras.io.check_grid`), an output that cannot be written) is reported in one line,
+    A case off the working grid (voxels not 1 mm, orientation not LPS) is resampled onto it
+    (:func:`brats_keras.io.read_modalities`), noted in one line and in its manifest entry (``resampled_from``).
+    A bad case (unreadable input, two files for one modality, modalities or a label map not co-registered,
+    an output that cannot be written) is reported in one line,
     listed under ``failed`` in the manifest, its outputs are removed, and the others still convert.
     Worker processes end with the calling process.
 
@@ -345,6 +351,8 @@ def _convert_cases(cases, output_dir: Path, manifest: dict, old: dict | None, wo
             manifest["dropped"][case_id] = entry
         else:
             manifest["cases"][case_id] = entry
+        if entry and entry.get("resampled_from"):
+            log(f"note: {case_id}: {resampled_note(entry['resampled_from'], entry['original_shape'])}")
         # keep the manifest current for a resume after a kill, but at most once a second: rewriting it
         # after every case costs the parent ~8 ms per case on 23 cases, more on a full BraTS folder
         if time.monotonic() - written >= 1.0:

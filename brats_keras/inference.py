@@ -19,7 +19,9 @@ import numpy as np
 
 from . import io as bio
 from .labels import classes_to_labels, regions_to_classes
-from .postprocessing import apply_postprocessing, postprocessing_spec, region_thresholds, thresholds_ignored
+from .geometry import resampled_note, voxel_mm
+from .postprocessing import (apply_postprocessing, postprocessing_for_voxels, postprocessing_spec, region_thresholds,
+                             thresholds_ignored)
 from .preprocessing import box_slices, brain_crop_box, downsample_image, stack_scaled, upsample_probs
 from .spec import PreprocessingSpec
 from .tasks import MSD_TASK01
@@ -321,6 +323,10 @@ class Predictor:
     def predict_case(self, case: bio.Case, return_probs=False, progress=False) -> dict:
         """Segment one case in its original geometry.
 
+        A case off the working grid (voxels not 1 mm, orientation not LPS) is predicted on it
+        (:func:`brats_keras.io.read_modalities`) and its result comes back on the input's own grid
+        (:meth:`_on_input_grid`, which adds ``"resampled_from"`` and ``"working_shape"``).
+
         Returns:
             ``{"classes": (D, H, W) uint8, "probs": (D, H, W, n_out) or None, "affine", "header", "box", "seconds"}``;
             with ``return_probs="box"`` the probabilities of the brain box ``box`` only (outside it they are 0):
@@ -329,13 +335,16 @@ class Predictor:
             BratsInputError for missing modalities or unreadable / inconsistent files.
         """
         t0 = time.time()
-        vols, affine, header = bio.load_modalities(case, self.spec.modalities)
+        volumes = bio.read_modalities(case, self.spec.modalities)  # on the working grid (resampled where off it)
+        vols, affine, header = volumes.arrays, volumes.affine, volumes.header
         box = brain_crop_box(vols)
         image, _ = stack_scaled(vols, box, self.spec.scale)
         factor = self.spec.downsample
         probs = self.predict_image(downsample_image(image, factor), progress=progress)
         if factor > 1:
             probs = upsample_probs(probs, image.shape[:3], factor)
+        if volumes.regrid is not None:
+            return self._on_input_grid(volumes.regrid, probs, box, return_probs, t0)
         classes = np.zeros(vols[0].shape, np.uint8)
         classes[box_slices(box)] = self.to_classes(probs)
         classes = apply_postprocessing(classes, self.post)
@@ -348,6 +357,23 @@ class Predictor:
         return {"classes": classes, "probs": full_probs, "affine": affine, "header": header, "box": box,
                 "seconds": time.time() - t0}
 
+    def _on_input_grid(self, regrid, probs: np.ndarray, box, return_probs, t0) -> dict:
+        """:meth:`predict_case`'s result for a case resampled onto the working grid, back on the input's own grid.
+
+        The brain box's probabilities are resampled linearly onto the input grid and decoded there (rather than
+        the decoded labels by nearest neighbour: region borders fall between the working grid's voxels, and a
+        thick slice takes the labels its whole thickness predicts, not those of one 1 mm slice); the
+        post-processing's sizes are mm^3 (:func:`~brats_keras.postprocessing.postprocessing_for_voxels`).
+        Its ``box`` is the whole input grid, ``resampled_from`` the input grid
+        (:func:`brats_keras.geometry.describe_grid`), ``working_shape`` the working grid's shape.
+        """
+        probs = regrid.from_working(probs, order=1, start=[a for a, _ in box])
+        voxel_mm3 = float(np.prod(voxel_mm(regrid.source.affine)))
+        classes = apply_postprocessing(self.to_classes(probs), postprocessing_for_voxels(self.post, voxel_mm3))
+        return {"classes": classes, "probs": probs if return_probs else None, "affine": regrid.source.affine,
+                "header": regrid.source.header, "box": tuple((0, s) for s in regrid.source.shape),
+                "seconds": time.time() - t0, "resampled_from": regrid.describe(), "working_shape": regrid.shape}
+
 
 def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=False, progress=True,
                    log=print, case_ids=None, **predictor_kwargs) -> dict:
@@ -358,10 +384,13 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
     those cases (e.g. a split's test cases). A bad case, or one whose files cannot be written
     (e.g. no space left on device), is reported in one line and the others are still predicted;
     a case's files are written whole or not at all (:func:`brats_keras.io.atomic_write`), and
-    none of them is left when one fails.
+    none of them is left when one fails. A case off the working grid is resampled onto it to be predicted, and
+    its label map (and probabilities) written back on its own grid, with its own affine and header: a note
+    says so in one line.
 
     Returns:
-        ``{"ok": {case: seconds}, "failed": {case: message}}``.
+        ``{"ok": {case: seconds}, "failed": {case: message}, "resampled": {case: its own grid}}`` (the grid as
+        :func:`brats_keras.geometry.describe_grid` gives it: shape, voxel size, orientation, affine).
     Raises:
         BratsInputError before any work when ``output_dir`` cannot be a folder written into
         (:func:`brats_keras.io.check_output_path`) or no case is found.
@@ -379,7 +408,7 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise bio.BratsInputError(f"{output_dir}: cannot make the output folder ({bio.os_error_reason(exc)})") from None
-    result = {"ok": {}, "failed": {}}
+    result = {"ok": {}, "failed": {}, "resampled": {}}
     for case in tqdm(cases, desc="predicting", unit="case", disable=not progress):
         written = []
         try:
@@ -397,6 +426,10 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
                 bio.atomic_save_npy(path, pred["probs"].astype(np.float16))
                 written.append(path)
             result["ok"][case.case_id] = round(pred["seconds"], 3)
+            if "resampled_from" in pred:
+                result["resampled"][case.case_id] = pred["resampled_from"]
+                log(f"note: {case.case_id}: {resampled_note(pred['resampled_from'], pred['working_shape'])} to "
+                    "predict; the prediction is on the input's own grid")
         except (bio.BratsInputError, ValueError, OSError) as exc:
             if isinstance(exc, OSError):  # a write failed: the case's other file goes too
                 msg = bio.describe_os_error(exc)

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+# the grid's constants stay importable from here, where convert, predict and evaluate read cases
+from .geometry import (AFFINE_TOLERANCE, BRATS_ORIENTATION, BRATS_VOXEL_MM, VOXEL_TOLERANCE_MM,  # noqa: F401
+                       Grid, Regrid, format_size, grid_problem, orientation, working_grid)
 from .labels import (DEFAULT_MODALITIES, MODALITIES, MODALITY_ALIASES, canonical_modality, labels_to_classes,
                      parse_modalities)
 from .tasks import MSD_TASK01
@@ -419,53 +422,63 @@ def check_volume(arr: np.ndarray, path) -> None:
         raise BratsInputError(f"{path}: volume is all zero")
 
 
-#: the BraTS grid every case is read on (until cases are resampled): 1 mm voxels, axes towards L, P and S
-#: (``nibabel.aff2axcodes`` of every real case in ../shared/data)
-BRATS_VOXEL_MM = 1.0
-BRATS_ORIENTATION = ("L", "P", "S")
-#: how far a voxel size (mm) may be from 1 mm, and two files on one grid (two modalities, or a prediction and its
-#: truth) may differ in their affines (mm, and direction cosines)
-VOXEL_TOLERANCE_MM = 0.02
-AFFINE_TOLERANCE = 0.01
 _RESAMPLE = "(resample it to the BraTS grid first)"
+#: what a case whose files do not share one grid is told to do
+REGISTER = "register the modalities first (e.g. ANTs, FSL FLIRT, SimpleITK)"
 
 
 def check_grid(path, affine, header) -> None:
     """Raise BratsInputError unless a file lies on the BraTS grid: 1 mm isotropic voxels (header zooms,
-    within ``VOXEL_TOLERANCE_MM``) and the BraTS orientation ``BRATS_ORIENTATION``.
+    within ``VOXEL_TOLERANCE_MM``) and the BraTS orientation ``BRATS_ORIENTATION``
+    (:func:`brats_keras.geometry.grid_problem`). Convert and predict do not need it: they resample such a case
+    (:func:`read_modalities`)."""
+    problem = grid_problem(affine, header.get_zooms())
+    if problem:
+        raise BratsInputError(f"{path}: {problem} {_RESAMPLE}")
 
-    The networks see voxels, not millimetres: a 3 mm case or a flipped one gives a wrong (often empty)
-    segmentation, so it is refused rather than guessed at.
+
+@dataclass(eq=False)
+class CaseVolumes:
+    """A case's modalities on the working grid (1 mm, ``BRATS_ORIENTATION``; :mod:`brats_keras.geometry`).
+
+    Attributes:
+        arrays: the 3-D volumes ``(D, H, W)`` in the order asked for. On the working grid already: the files'
+            own arrays, untouched; else reoriented and resampled (linear, float32).
+        affine, header: the working grid's (on it already: the first modality's own).
+        path: the first modality's file; every other shares its grid.
+        source: the files' own :class:`~brats_keras.geometry.Grid`.
+        regrid: None on the working grid; else the :class:`~brats_keras.geometry.Regrid` that brought the arrays
+            there, which takes a label map onto it and a prediction back.
     """
-    import nibabel as nib
 
-    zooms = [float(z) for z in header.get_zooms()[:3]]
-    if any(abs(z - BRATS_VOXEL_MM) > VOXEL_TOLERANCE_MM for z in zooms):
-        size = " x ".join(str(round(z, 3)) for z in zooms)
-        raise BratsInputError(f"{path}: voxel size {size} mm, expected {BRATS_VOXEL_MM:g} mm {_RESAMPLE}")
-    axes = tuple(nib.aff2axcodes(affine))
-    if axes != BRATS_ORIENTATION:
-        raise BratsInputError(f"{path}: orientation {''.join(map(str, axes))}, expected "
-                              f"{''.join(BRATS_ORIENTATION)} as in BraTS {_RESAMPLE}")
+    arrays: list
+    affine: np.ndarray
+    header: object
+    path: Path
+    source: Grid
+    regrid: Regrid | None = None
 
 
-def load_modalities(case: Case, modalities=None, check: bool = True):
-    """Read the requested modalities of a case without converting them to float.
+def _not_coregistered(path, first, problem: str) -> BratsInputError:
+    return BratsInputError(f"{path}: {problem}: not co-registered with {Path(first).name}; {REGISTER}")
 
-    ``check=True`` (the default) refuses NaN / all-zero volumes and files off the BraTS grid
-    (:func:`check_grid`: voxel size, orientation) or on another grid than the first modality
-    (affines more than ``AFFINE_TOLERANCE`` apart); ``check=False`` reads whatever is there.
 
-    Returns:
-        ``(volumes, affine, header)``: a list of 3-D arrays in the order asked for,
-        the affine and header of the first modality.
+def read_modalities(case: Case, modalities=None, check: bool = True) -> CaseVolumes:
+    """Read the requested modalities of a case onto the working grid.
+
+    Every modality must share the first one's grid: its shape, and its affine within ``AFFINE_TOLERANCE``
+    (else the case is not co-registered: BratsInputError naming both files). A case off the working grid (voxels
+    not 1 mm, another orientation) is reoriented and resampled onto it (:func:`brats_keras.geometry.working_grid`);
+    one on it is read as it is (no float copy: the stored integer type stays).
+    ``check=False`` reads whatever is there, as it is: no checks of values or grids, nothing resampled.
+
     Raises:
-        BratsInputError for a missing modality, unreadable file, NaN / all-zero volume,
-        a file off the BraTS grid or modalities whose shapes or affines differ.
+        BratsInputError for a missing modality, unreadable file, NaN / all-zero volume, or modalities whose
+        shapes or affines differ.
     """
     mods = parse_modalities(modalities or DEFAULT_MODALITIES)
     channels = _read_channels(case, mods)
-    vols, affine, header, first = [], None, None, None
+    vols, first = [], None
     for mod in mods:
         path = case.path(mod)
         if mod in channels:
@@ -473,20 +486,54 @@ def load_modalities(case: Case, modalities=None, check: bool = True):
         else:
             arr, aff, hdr = load_nifti(path)
         if check:
-            check_grid(path, aff, hdr)
             check_volume(arr, f"{path} (channel {case.channels[mod]}, {mod})" if mod in channels else path)
         if first is None:
-            first, affine, header = (path, arr.shape), aff, hdr
-        elif arr.shape != first[1]:
-            raise BratsInputError(
-                f"{path}: shape {arr.shape} differs from {first[0].name} {first[1]}"
-            )
-        elif check and not np.allclose(aff, affine, rtol=0, atol=AFFINE_TOLERANCE):
-            off = float(np.abs(np.asarray(aff) - affine).max())
-            raise BratsInputError(f"{path}: affine differs from {first[0].name}'s by up to {off:.3g}: "
-                                  f"not on one grid {_RESAMPLE}")
+            first, source = path, Grid(arr.shape, aff, hdr)
+        elif arr.shape != source.shape:
+            raise _not_coregistered(path, first, f"shape {arr.shape} differs from {first.name}'s {source.shape}")
+        elif check and not np.allclose(aff, source.affine, rtol=0, atol=AFFINE_TOLERANCE):
+            off = float(np.abs(np.asarray(aff) - source.affine).max())
+            raise _not_coregistered(path, first, f"affine differs from {first.name}'s by up to {off:.3g}")
         vols.append(arr)
-    return vols, affine, header
+    regrid = working_grid(source) if check else None
+    if regrid is None:
+        return CaseVolumes(vols, source.affine, source.header, first, source)
+    return CaseVolumes([regrid.to_working(v, order=1) for v in vols], regrid.affine, regrid.header, first, source,
+                       regrid)
+
+
+def load_modalities(case: Case, modalities=None, check: bool = True):
+    """Read the requested modalities of a case onto the working grid (:func:`read_modalities`).
+
+    Returns:
+        ``(volumes, affine, header)``: a list of 3-D arrays in the order asked for, the affine and header of the
+        working grid (on it already: the first modality's own).
+    Raises:
+        BratsInputError as :func:`read_modalities` does.
+    """
+    volumes = read_modalities(case, modalities, check)
+    return volumes.arrays, volumes.affine, volumes.header
+
+
+def load_case_classes(path, volumes: CaseVolumes, convention: str = "auto") -> np.ndarray:
+    """A case's label map as class indices 0..3 (uint8) on its images' working grid (nearest neighbour, order 0,
+    where they were resampled).
+
+    The map must lie on the images' grid: their shape, voxel size (within ``VOXEL_TOLERANCE_MM``) and
+    orientation; its translation is not compared (some published BraTS 2017 label maps have their origin at 0).
+
+    Raises:
+        BratsInputError naming the file as :func:`read_label_map` does, or for a map not co-registered with the
+        images.
+    """
+    classes, img = read_label_map(path, convention, shape=volumes.source.shape)
+    zooms, theirs = img.header.get_zooms()[:3], volumes.source.header.get_zooms()[:3]
+    if (orientation(img.affine) != orientation(volumes.source.affine)
+            or not np.allclose(zooms, theirs, rtol=0, atol=VOXEL_TOLERANCE_MM)):
+        raise _not_coregistered(path, volumes.path, f"voxel size {format_size(zooms)} mm "
+                                f"{orientation(img.affine)}, {volumes.path.name}'s {format_size(theirs)} mm "
+                                f"{orientation(volumes.source.affine)}")
+    return classes if volumes.regrid is None else volumes.regrid.to_working(classes, order=0)
 
 
 def _read_channels(case: Case, mods) -> dict:

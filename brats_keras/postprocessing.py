@@ -178,6 +178,22 @@ def apply_postprocessing(classes: np.ndarray, spec) -> np.ndarray:
     return small_et_to_ncr(classes, spec["et_threshold"])
 
 
+def postprocessing_for_voxels(spec, voxel_mm3: float) -> dict:
+    """A :func:`postprocessing_spec` for a label map of ``voxel_mm3`` mm^3 voxels (a prediction written back on
+    an input's own grid, :class:`brats_keras.inference.Predictor`).
+
+    Its sizes (``min_component``, ``et_threshold``) count voxels of the 1 mm grid they are chosen on, so they are
+    mm^3: on this grid they become ``ceil(n / voxel_mm3)`` voxels (``keep_largest`` counts components, and stays).
+    """
+    spec = postprocessing_spec(spec)
+
+    def voxels(n: int) -> int:
+        return int(np.ceil(n / voxel_mm3 - 1e-9)) if n > 0 else 0
+
+    return {**spec, "min_component": {r: voxels(n) for r, n in spec["min_component"].items()},
+            "et_threshold": voxels(spec["et_threshold"])}
+
+
 # ----------------------------------------------------------------------------- choosing the settings
 def read_postprocessing_file(path) -> dict:
     """A post-processing choice from a JSON file (``postprocessing.json`` of crossval, or a spec).

@@ -92,8 +92,8 @@ def make_small_case(rng, shape=(24, 28, 20), et_label=4):
 
 
 def write_nifti(path, arr, affine=None):
-    """Save ``arr`` as NIfTI; without ``affine``, on the BraTS grid (1 mm voxels, LPS), as convert and predict
-    require."""
+    """Save ``arr`` as NIfTI; without ``affine``, on the BraTS grid (1 mm voxels, LPS), the working grid convert and
+    predict read cases on (a case on another grid is resampled)."""
     import nibabel as nib
 
     from brats_keras.synthetic import brats_affine

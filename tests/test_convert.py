@@ -568,19 +568,20 @@ def test_killed_conversion_takes_its_workers_and_resumes_byte_identical(tmp_path
     assert _files(out) == _files(whole)
 
 
-# ----------------------------------------------------------------------------- issue 29
-RESAMPLE = "(resample it to the BraTS grid first)"
+# ----------------------------------------------------------------------------- issue 29, issue 31
+REGISTER = "register the modalities first (e.g. ANTs, FSL FLIRT, SimpleITK)"
 
 
-def test_cases_off_the_brats_grid_fail_alone(tmp_path, capsys):
-    """A 3 mm case, a flipped one, a modality on another grid and a 3 mm label map each fail in one line
-    (converted, they would train on or be scored against the wrong voxels); the synthetic case converts."""
+def test_cases_off_the_brats_grid_are_resampled_and_cases_not_coregistered_fail_alone(tmp_path, capsys):
+    """A 3 mm case and a RAS one are resampled onto the 1 mm LPS grid (a note each, their own grid in the
+    manifest); the RAS one is the LPS case flipped, so its arrays are that case's flipped, exactly. A modality on
+    another grid and a 3 mm label map beside 1 mm images are not co-registered: each fails in one line."""
     from brats_keras.synthetic import write_case
 
     src, out = tmp_path / "src", tmp_path / "out"
     shape = (32, 32, 32)
     write_case(src, "good", 0, shape=shape)
-    for cid, seed in (("thick", 1), ("ras", 2)):
+    for cid, seed in (("thick", 1), ("ras", 0)):
         folder = write_case(src, cid, seed, shape=shape)
         for path in folder.iterdir():
             resave_on_grid(path, np.diag([-0.9, -0.9, 3.0, 1.0]) if cid == "thick" else np.eye(4))
@@ -593,17 +594,30 @@ def test_cases_off_the_brats_grid_fail_alone(tmp_path, capsys):
                    "--quiet"])
     assert rc == 1
     m = read_manifest(out)
-    assert set(m["cases"]) == {"good"}
+    assert set(m["cases"]) == {"good", "thick", "ras"}
     assert m["failed"] == {
-        "thick": f"{src / 'thick' / 'thick_flair.nii.gz'}: voxel size 0.9 x 0.9 x 3.0 mm, expected 1 mm {RESAMPLE}",
-        "ras": f"{src / 'ras' / 'ras_flair.nii.gz'}: orientation RAS, expected LPS as in BraTS {RESAMPLE}",
         "shifted": f"{src / 'shifted' / 'shifted_t2.nii.gz'}: affine differs from shifted_flair.nii.gz's by up to "
-                   f"31: not on one grid {RESAMPLE}",
-        "seg3": f"{src / 'seg3' / 'seg3_seg.nii.gz'}: voxel size 1.0 x 1.0 x 3.0 mm, expected 1 mm {RESAMPLE}",
+                   f"31: not co-registered with shifted_flair.nii.gz; {REGISTER}",
+        "seg3": f"{src / 'seg3' / 'seg3_seg.nii.gz'}: voxel size 1.0 x 1.0 x 3.0 mm LPS, seg3_flair.nii.gz's "
+                f"1.0 x 1.0 x 1.0 mm LPS: not co-registered with seg3_flair.nii.gz; {REGISTER}",
     }
+    thick, ras = m["cases"]["thick"], m["cases"]["ras"]
+    assert "resampled_from" not in m["cases"]["good"]
+    assert {k: thick["resampled_from"][k] for k in ("shape", "voxel_mm", "orientation")} == {
+        "shape": [32, 32, 32], "voxel_mm": [0.9, 0.9, 3.0], "orientation": "LPS"}
+    assert thick["original_shape"] == [29, 29, 96]  # the working grid's: 1 mm over the same field of view
+    assert ras["resampled_from"]["orientation"] == "RAS" and ras["original_shape"] == [32, 32, 32]
+    for sub in ("images", "masks"):  # x and y flipped back, nothing interpolated
+        assert np.array_equal(np.load(out / sub / "ras.npy"), np.load(out / sub / "good.npy")[::-1, ::-1])
     printed = capsys.readouterr().out.splitlines()
     assert all(f"FAILED {cid}: {msg}" in printed for cid, msg in m["failed"].items())
-    assert sorted(_files(out)) == ["images/good.npy", "manifest.json", "masks/good.npy"]
+    assert [line for line in printed if line.startswith("note: ")] == [
+        "note: ras: resampled from 1.0 x 1.0 x 1.0 mm RAS, 32 x 32 x 32 voxels onto the 1 mm LPS grid, "
+        "32 x 32 x 32 voxels",
+        "note: thick: resampled from 0.9 x 0.9 x 3.0 mm LPS, 32 x 32 x 32 voxels onto the 1 mm LPS grid, "
+        "29 x 29 x 96 voxels"]
+    assert sorted(_files(out)) == ["images/good.npy", "images/ras.npy", "images/thick.npy", "manifest.json",
+                                   "masks/good.npy", "masks/ras.npy", "masks/thick.npy"]
 
 
 def test_symlink_loops_in_the_input_end_and_find_each_case_once(tmp_path):

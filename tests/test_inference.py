@@ -350,8 +350,11 @@ def test_an_ensemble_predicts_without_tensorflow_retracing_warnings(tiny_model_f
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["large.nii.gz", "small.nii.gz"]
 
 
-def test_predict_refuses_a_3mm_case_and_walks_symlink_loops_once(tmp_path):
-    """predict finds its input cases as convert does: through symbolic link loops once, and only on the BraTS grid."""
+def test_predict_resamples_a_3mm_case_and_walks_symlink_loops_once(tmp_path):
+    """predict finds its input cases as convert does: through symbolic link loops once; a 3 mm case is predicted
+    on the working grid and written back on its own (tests/test_geometry.py checks the voxels)."""
+    import nibabel as nib
+
     src, out = tmp_path / "in", tmp_path / "out"
     shape = (16, 18, 14)
     write_small_case(src, "good", shape=shape)
@@ -361,12 +364,12 @@ def test_predict_refuses_a_3mm_case_and_walks_symlink_loops_once(tmp_path):
         resave_on_grid(path, np.diag([-0.9, -0.9, 3.0, 1.0]))
     logs = []
     res = predict_folder(src, out, model=background_predictor(), progress=False, log=logs.append)
-    assert list(res["ok"]) == ["good"]
-    message = (f"{thick / 'thick_flair.nii.gz'}: voxel size 0.9 x 0.9 x 3.0 mm, expected 1 mm "
-               "(resample it to the BraTS grid first)")
-    assert res["failed"] == {"thick": message}
-    assert logs == [f"FAILED thick: {message}"]
-    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz"]
+    assert list(res["ok"]) == ["good", "thick"] and not res["failed"] and list(res["resampled"]) == ["thick"]
+    assert logs == ["note: thick: resampled from 0.9 x 0.9 x 3.0 mm LPS, 16 x 18 x 14 voxels onto the 1 mm LPS "
+                    "grid, 15 x 17 x 42 voxels to predict; the prediction is on the input's own grid"]
+    written = nib.load(str(out / "thick.nii.gz"))
+    assert written.shape == shape and np.array_equal(written.affine, nib.load(str(thick / "thick_t2.nii.gz")).affine)
+    assert sorted(p.name for p in out.iterdir()) == ["good.nii.gz", "thick.nii.gz"]
 
 
 # ----------------------------------------------------------------------------- the recorded head against the network

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from brats_keras import geometry
 from brats_keras import io as bio
 from brats_keras.labels import classes_to_labels, labels_to_classes, parse_modalities
 
@@ -241,26 +242,37 @@ def test_symlink_loops_are_walked_once_and_linked_cases_found_once(tmp_path):
 
 # ----------------------------------------------------------------------------- the BraTS grid (issue 29)
 RESAMPLE = "(resample it to the BraTS grid first)"
+REGISTER = "register the modalities first (e.g. ANTs, FSL FLIRT, SimpleITK)"
 
 
-@pytest.mark.parametrize("affine,problem", [
-    (np.diag([-0.9, -0.9, 3.0, 1.0]), f"voxel size 0.9 x 0.9 x 3.0 mm, expected 1 mm {RESAMPLE}"),
-    (np.diag([-2.0, -2.0, 2.0, 1.0]), f"voxel size 2.0 x 2.0 x 2.0 mm, expected 1 mm {RESAMPLE}"),
-    (np.eye(4), f"orientation RAS, expected LPS as in BraTS {RESAMPLE}"),
-    (np.diag([-1.0, 1.0, 1.0, 1.0]), f"orientation LAS, expected LPS as in BraTS {RESAMPLE}"),
+@pytest.mark.parametrize("affine,grid", [
+    (np.diag([-0.9, -0.9, 3.0, 1.0]), {"voxel_mm": [0.9, 0.9, 3.0], "orientation": "LPS"}),
+    (np.diag([-2.0, -2.0, 2.0, 1.0]), {"voxel_mm": [2.0, 2.0, 2.0], "orientation": "LPS"}),
+    (np.eye(4), {"voxel_mm": [1.0, 1.0, 1.0], "orientation": "RAS"}),
+    (np.diag([-1.0, 1.0, 1.0, 1.0]), {"voxel_mm": [1.0, 1.0, 1.0], "orientation": "LAS"}),
     ([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 0], [0, 0, 0, 1]],  # stored sagittally
-     f"orientation PIR, expected LPS as in BraTS {RESAMPLE}"),
+     {"voxel_mm": [1.0, 1.0, 1.0], "orientation": "PIR"}),
 ])
-def test_a_modality_off_the_brats_grid_is_refused(tmp_path, affine, problem):
+def test_a_case_off_the_brats_grid_is_resampled_and_one_modality_off_it_refused(tmp_path, affine, grid):
+    """A case whose modalities share a grid other than the BraTS one is read onto the working grid (its own
+    grid noted); one modality alone on that grid is not co-registered with the others."""
     folder = write_small_case(tmp_path, "c")
     flair = folder / "c_flair.nii.gz"
     resave_on_grid(flair, affine)
     (case,) = bio.find_cases(tmp_path)
     with pytest.raises(bio.BratsInputError) as err:
         bio.load_modalities(case, ["t1", "flair"])
-    assert str(err.value) == f"{flair}: {problem}"
+    assert str(err.value).startswith(f"{flair}: affine differs from c_t1.nii.gz's by up to ")
+    assert str(err.value).endswith(f": not co-registered with c_t1.nii.gz; {REGISTER}")
     assert len(bio.load_modalities(case, ["t1", "flair"], check=False)[0]) == 2  # read as it is when asked
     assert len(bio.load_modalities(case, ["t1", "t2"])[0]) == 2
+    for path in folder.iterdir():
+        resave_on_grid(path, affine)
+    volumes = bio.read_modalities(case, ["t1", "flair"])
+    assert {k: volumes.regrid.describe()[k] for k in grid} == grid
+    assert volumes.regrid.describe()["shape"] == [24, 28, 20]
+    assert [v.shape for v in volumes.arrays] == [volumes.regrid.shape] * 2
+    assert np.allclose(geometry.voxel_mm(volumes.affine), 1.0) and geometry.orientation(volumes.affine) == "LPS"
 
 
 def test_grid_tolerance_and_modalities_on_two_grids(tmp_path):
@@ -269,14 +281,15 @@ def test_grid_tolerance_and_modalities_on_two_grids(tmp_path):
     for path in sorted(folder.iterdir()):
         resave_on_grid(path, near)
     (case,) = bio.find_cases(tmp_path)
-    assert np.allclose(bio.load_modalities(case, ["flair", "t2"])[1], near)
+    volumes = bio.read_modalities(case, ["flair", "t2"])
+    assert volumes.regrid is None and np.allclose(volumes.affine, near)  # on the grid: read as it is
     shifted = near.copy()
     shifted[:3, 3] = [0.0, 2.0, 0.5]  # the t2 two voxels off the flair's grid
     resave_on_grid(folder / "c_t2.nii.gz", shifted)
     with pytest.raises(bio.BratsInputError) as err:
         bio.load_modalities(case, ["flair", "t2"])
     assert str(err.value) == (f"{folder / 'c_t2.nii.gz'}: affine differs from c_flair.nii.gz's by up to 2: "
-                              f"not on one grid {RESAMPLE}")
+                              f"not co-registered with c_flair.nii.gz; {REGISTER}")
 
 
 def test_label_map_off_the_grid_is_refused_when_asked(tmp_path):

@@ -10,8 +10,8 @@ from brats_keras.cli import main as cli_main
 from brats_keras.inference import Predictor
 from brats_keras.io import BratsInputError, find_cases
 from brats_keras.postprocessing import (apply_postprocessing, choose_postprocessing, format_choice,
-                                        postprocessing_spec, remove_small_components, set_postprocessing,
-                                        small_et_to_ncr)
+                                        postprocessing_for_voxels, postprocessing_spec, remove_small_components,
+                                        set_postprocessing, small_et_to_ncr)
 
 from conftest import write_small_case
 
@@ -35,6 +35,20 @@ def test_small_et_becomes_necrosis():
     assert (small_et_to_ncr(c, 5) == 1).sum() == 3
     assert (small_et_to_ncr(c, 3) == 3).sum() == 3  # 3 voxels are not fewer than 3
     assert small_et_to_ncr(c, 0) is c
+
+
+def test_sizes_are_mm3_on_a_grid_of_other_voxels():
+    """On 0.9 x 0.9 x 3 mm voxels (2.43 mm^3) a size of 100 voxels of 1 mm is ceil(100 / 2.43) = 42 voxels; the
+    count of components kept and the thresholds stay; on 1 mm voxels nothing changes."""
+    spec = postprocessing_spec({"min_component": {"WT": 100, "ET": 10}, "keep_largest": 2, "et_threshold": 50,
+                                "thresholds": [0.5, 0.4, 0.6]})
+    thick = postprocessing_for_voxels(spec, 0.9 * 0.9 * 3.0)
+    assert thick == {**spec, "min_component": {"WT": 42, "TC": 0, "ET": 5}, "et_threshold": 21}
+    assert postprocessing_for_voxels(spec, 1.0) == spec
+    c = np.zeros((8, 8, 8), np.uint8)
+    c[1, 1, 1:4] = 3  # 3 voxels of 2.43 mm^3: 7.3 mm^3 of ET, under the 10 mm^3 rule of the spec below
+    assert (apply_postprocessing(c, postprocessing_for_voxels({"et_threshold": 10}, 2.43)) == 1).sum() == 3
+    assert (apply_postprocessing(c, postprocessing_for_voxels({"et_threshold": 10}, 4.0)) == 3).sum() == 3  # 12 mm^3
 
 
 def blob(shape=(30, 30, 30)):
