@@ -1,0 +1,206 @@
+"""brats_keras.visualize.view (visualize/widget.py): the NiiVue widget's volumes and colours, the static figure's
+pixels, which of the two a kernel gets, and bad input in one line."""
+from __future__ import annotations
+
+import gzip
+
+import nbformat
+import nibabel as nib
+import numpy as np
+import pytest
+from conftest import execute_notebook, write_nifti, write_small_case
+
+from brats_keras.io import BratsInputError
+from brats_keras.labels import labels_to_classes
+from brats_keras.synthetic import brats_affine
+from brats_keras.visualize import CLASS_COLORS, view, widget_frontend
+from brats_keras.visualize.widget import OVERLAY_OPACITY, VIEW_ENV
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+@pytest.fixture(autouse=True)
+def _auto_detection(monkeypatch):
+    """Each test starts with neither switch of a widget front end set (a test sets the one it needs)."""
+    monkeypatch.delenv(VIEW_ENV, raising=False)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory):
+    """A small case on disk (24 x 28 x 20, BraTS 2021 names, ET stored as 4), its truth as classes, and a
+    prediction that differs from the truth (the tumour shifted by 2 voxels along x)."""
+    folder = write_small_case(tmp_path_factory.mktemp("view"), "c0")
+    seg = folder / "c0_seg.nii.gz"
+    truth = labels_to_classes(np.asarray(nib.load(seg).dataobj))
+    return folder, seg, truth, np.roll(truth, 2, axis=0)
+
+
+def _nifti(volume):
+    """(array, affine) of a widget volume's in-memory .nii.gz."""
+    img = nib.Nifti1Image.from_bytes(gzip.decompress(volume.data))
+    return np.asanyarray(img.dataobj), img.affine
+
+
+def _rgb255(hex_colour):
+    from matplotlib.colors import to_rgb
+
+    return [round(255 * v) for v in to_rgb(hex_colour)]
+
+
+# --------------------------------------------------------------------------- the widget
+
+
+def test_widget_holds_the_modality_then_truth_and_prediction_in_the_class_colours(case):
+    from ipyniivue import NiiVue
+
+    folder, seg, truth, pred = case
+    nv = view(folder, prediction=pred, truth=seg, widget=True)
+    assert isinstance(nv, NiiVue)
+    assert [v.name for v in nv.volumes] == ["flair.nii.gz", "truth.nii.gz", "prediction.nii.gz"]
+    flair_img = nib.load(folder / "c0_flair.nii.gz")
+    image, affine = _nifti(nv.volumes[0])
+    np.testing.assert_array_equal(image, np.asarray(flair_img.dataobj))
+    np.testing.assert_allclose(affine, flair_img.affine)
+    brain = image[image != 0]
+    assert nv.volumes[0].colormap == "gray"
+    assert (nv.volumes[0].cal_min, nv.volumes[0].cal_max) == pytest.approx(np.percentile(brain, [1, 99]))
+    want_lut = [0, 0, 0, 0]
+    for c in (1, 2, 3):
+        want_lut += _rgb255(CLASS_COLORS[c]) + [255]
+    for volume, classes in zip(nv.volumes[1:], (truth, pred)):
+        data, overlay_affine = _nifti(volume)
+        assert data.dtype == np.uint8 and data.shape == (24, 28, 20)
+        np.testing.assert_array_equal(data, classes)  # classes 0..3: the truth's ET 4 is class 3
+        np.testing.assert_allclose(overlay_affine, flair_img.affine)
+        lut = volume.colormap_label
+        assert (lut.lut, lut.min, lut.max) == (want_lut, 0, 3)
+        assert lut.labels == ["", "NCR", "ED", "ET"]
+        assert volume.opacity == OVERLAY_OPACITY
+
+
+def test_widget_of_an_array_lies_on_the_brats_grid_and_leaves_absent_overlays_out():
+    volume = np.arange(6 * 7 * 5, dtype=np.float32).reshape(6, 7, 5) + 1
+    nv = view(volume, modality="t2w", widget=True)
+    assert [v.name for v in nv.volumes] == ["t2.nii.gz"]
+    data, affine = _nifti(nv.volumes[0])
+    np.testing.assert_array_equal(data, volume)
+    np.testing.assert_allclose(affine, brats_affine(volume.shape))
+
+
+# --------------------------------------------------------------------------- the static figure
+
+
+def test_static_figure_draws_the_tumour_in_its_class_colour_where_it_is():
+    """The axial panel of show_planes: the ET block is ET's colour at 45 % over the grey of a uniform brain
+    (grey 128: the window of a uniform image is its value +-0.5), and grey elsewhere, the transposed spot too."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    image = np.full((32, 32, 16), 100, np.int16)
+    classes = np.zeros(image.shape, np.uint8)
+    classes[8:20, 4:12, 6:10] = 3  # x 8..19, y 4..11
+    fig = view(image, prediction=classes, widget=False)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba())[..., :3].astype(float)
+    (axial,) = [ax for ax in fig.axes if ax.get_title().startswith("axial")]
+
+    def pixel(x, y):  # axial panels have rows along y and columns along x (uncropped: the brain fills the box)
+        px, py = axial.transData.transform((x, y))
+        return pixels[int(round(pixels.shape[0] - py)), int(round(px))]
+
+    et = np.array(_rgb255(CLASS_COLORS[3]), float)
+    np.testing.assert_allclose(pixel(14, 8), 0.45 * et + 0.55 * 128, atol=4)
+    for x, y in ((26, 24), (8, 14), (3, 3)):
+        np.testing.assert_allclose(pixel(x, y), [128, 128, 128], atol=3)
+
+
+def test_static_figure_sets_truth_beside_prediction_when_both_are_given(case):
+    folder, seg, truth, pred = case
+    fig = view(folder, prediction=pred, truth=seg, widget=False)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:2] == ["ground truth", "prediction"]
+    assert fig.get_suptitle().startswith("c0\n")
+
+
+# --------------------------------------------------------------------------- which of the two
+
+
+@pytest.mark.parametrize("value, want", [("widget", True), ("static", False), (" Static ", False)])
+def test_the_environment_variable_decides(monkeypatch, value, want):
+    monkeypatch.setenv(VIEW_ENV, value)
+    assert widget_frontend() is want
+
+
+def test_plain_python_gets_the_static_figure(monkeypatch):
+    """No kernel here (pytest): the figure, even with the variable a notebook server sets."""
+    monkeypatch.setenv("JPY_SESSION_NAME", "x.ipynb")
+    assert widget_frontend() is False
+    assert type(view(np.ones((8, 8, 8)), widget=None)).__name__ == "Figure"
+
+
+def test_a_notebook_server_kernel_gets_the_widget_and_nbclient_the_picture(tmp_path, kernel_specs, monkeypatch):
+    """The same cell in two real kernels: started as nbclient starts one, its result is the PNG of the figure;
+    started as JupyterLab's server starts one ($JPY_SESSION_NAME), the NiiVue widget's view and state."""
+    cell = ("import numpy as np\nfrom brats_keras.visualize import view\n"
+            "v = np.full((16, 16, 8), 100, np.int16)\nc = np.zeros(v.shape, np.uint8)\nc[4:8, 4:8, 2:5] = 2\n"
+            "view(v, prediction=c)")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # the kernel's own (inline) backend, as in a notebook
+    outputs = {}
+    for server in (False, True):
+        if server:
+            monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "view.ipynb"))
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell)])
+        execute_notebook(nb, tmp_path, kernel_specs, timeout=120)
+        (result,) = [o for o in nb.cells[0].outputs if o.output_type == "execute_result"]
+        outputs[server] = result.data, nb.metadata.get("widgets", {})
+    static, no_state = outputs[False]
+    assert "image/png" in static and WIDGET_VIEW not in static and not no_state
+    widget, state = outputs[True]
+    assert WIDGET_VIEW in widget and "image/png" not in widget
+    models = state["application/vnd.jupyter.widget-state+json"]["state"]
+    names = sorted(m["state"].get("name", "") for m in models.values() if m["model_name"] == "AnyModel")
+    assert names == ["", "flair.nii.gz", "prediction.nii.gz"]  # the NiiVue widget and its two volumes
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _bad_inputs(case, tmp):
+    folder, seg, truth, pred = case
+    lonely = tmp / "lonely" / "c9"
+    lonely.mkdir(parents=True)
+    write_nifti(lonely / "c9_t1.nii.gz", np.ones((24, 28, 20), np.int16))
+    write_nifti(tmp / "coarse.nii.gz", np.zeros((24, 28, 20), np.uint8), np.diag([-1.0, -1.0, 3.0, 1.0]))
+    write_nifti(tmp / "small.nii.gz", np.zeros((24, 28, 19), np.uint8))
+    two = tmp / "two"
+    for i in (1, 2):
+        write_small_case(two, f"c{i}", seed=i)
+    return {
+        "missing modality": (dict(case=lonely), "c9: missing modality flair"),
+        "unknown modality": (dict(case=folder, modality="dwi"), "modality: unknown modality 'dwi'"),
+        "two cases": (dict(case=two), "holds 2 cases (c1, c2); give one case folder"),
+        "prediction shape": (dict(case=folder, prediction=pred[:, :, :-1]),
+                             "prediction: shape (24, 28, 19) differs from the case's (24, 28, 20)"),
+        "truth labels": (dict(case=folder, truth=np.where(truth == 3, 4, truth)), "truth: truth holds values [4]"),
+        "float prediction": (dict(case=folder, prediction=pred.astype(float)), "prediction: an integer array"),
+        "prediction grid": (dict(case=folder, prediction=tmp / "coarse.nii.gz"),
+                            "coarse.nii.gz: not on the case's grid: voxel size 1x1x3 mm and 1x1x1 mm"),
+        "truth file shape": (dict(case=folder, truth=tmp / "small.nii.gz"),
+                             "small.nii.gz: not on the case's grid: shape (24, 28, 19) and (24, 28, 20)"),
+        "4-D array": (dict(case=np.ones((4, 4, 4, 2))), "case: an array must be one modality (D, H, W)"),
+    }
+
+
+def test_bad_input_is_one_line_naming_the_problem(case, tmp_path):
+    for what, (kwargs, message) in _bad_inputs(case, tmp_path).items():
+        for widget in (True, False):
+            with pytest.raises(BratsInputError) as err:
+                view(**kwargs, widget=widget)
+            assert message in str(err.value) and "\n" not in str(err.value), (what, str(err.value))
+
+
+def test_a_bad_switch_is_one_line(monkeypatch):
+    monkeypatch.setenv(VIEW_ENV, "3d")
+    with pytest.raises(BratsInputError, match=r"^\$BRATS_KERAS_VIEW: '3d' is not 'widget' or 'static'"):
+        view(np.ones((8, 8, 8)))
