@@ -169,8 +169,11 @@ def test_readme_states_what_quick_mode_does(monkeypatch):
 # ----------------------------------------------------------------------------- execution
 @pytest.fixture
 def quick_env(monkeypatch):
-    """QUICK mode and a non-interactive matplotlib, inherited by the kernel from os.environ."""
+    """QUICK mode and a non-interactive matplotlib, inherited by the kernel from os.environ; no sign of a widget
+    front end (visualize.view: a pytest run from a JupyterLab kernel inherits its $JPY_SESSION_NAME)."""
     monkeypatch.setenv("BRATS_KERAS_QUICK", "1")
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv("BRATS_KERAS_VIEW", raising=False)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
 
@@ -196,3 +199,9 @@ def test_notebook_runs(path, tmp_path, kernel_specs, quick_env):
         # the executed copy, with outputs, for reading what went wrong
         nbformat.write(nb, tmp_path / path.name)
     print(f"{path.name}: {time.perf_counter() - start:.0f} s in QUICK mode")
+    # nbclient is no widget front end: visualize.view shows its static figure there (tests/test_view.py)
+    for i, cell in enumerate(_code_cells(nb)):
+        if re.search(r"\bview\(", cell.source):
+            shown = [o.data for o in cell.outputs if o.output_type == "execute_result"]
+            assert shown and shown[-1]["text/plain"].startswith("<Figure"), f"{path.name}: code cell {i}: {shown}"
+            assert not any("application/vnd.jupyter.widget-view+json" in data for data in shown), path.name
