@@ -240,12 +240,13 @@ def kernel_specs(tmp_path_factory):
     """A kernel spec named ``python3`` that runs this very interpreter (the venv's python).
 
     Kernel specs installed elsewhere (user or system folders) may point to another Python
-    without brats_keras; this one is the only spec the test's kernel manager sees.
+    without brats_keras; this one is the only spec the test's kernel manager sees. The parent of its
+    ``kernels`` folder, as ``$JUPYTER_PATH``, puts it first for a Jupyter server too.
     """
     from jupyter_client.kernelspec import KernelSpecManager
 
-    folder = tmp_path_factory.mktemp("kernels")
-    (folder / "python3").mkdir()
+    folder = tmp_path_factory.mktemp("jupyter") / "kernels"
+    (folder / "python3").mkdir(parents=True)
     spec = {
         "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": "Python 3 (brats-keras tests)",

@@ -3,6 +3,16 @@ pixels, which of the two a kernel gets, and bad input in one line."""
 from __future__ import annotations
 
 import gzip
+import io
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import nbformat
 import nibabel as nib
@@ -14,7 +24,7 @@ from brats_keras.io import BratsInputError
 from brats_keras.labels import labels_to_classes
 from brats_keras.synthetic import brats_affine
 from brats_keras.visualize import CLASS_COLORS, view, widget_frontend
-from brats_keras.visualize.widget import OVERLAY_OPACITY, VIEW_ENV
+from brats_keras.visualize.widget import OVERLAY_OPACITY, VIEW_ENV, crosshair_fractions
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -86,6 +96,22 @@ def test_widget_of_an_array_lies_on_the_brats_grid_and_leaves_absent_overlays_ou
     data, affine = _nifti(nv.volumes[0])
     np.testing.assert_array_equal(data, volume)
     np.testing.assert_allclose(affine, brats_affine(volume.shape))
+
+
+@pytest.mark.parametrize("affine, want", [
+    (brats_affine((6, 7, 5)), [1 - 1.5 / 6, 1 - 2.5 / 7, 3.5 / 5]),  # LPS: x and y run against RAS
+    (np.eye(4), [1.5 / 6, 2.5 / 7, 3.5 / 5]),
+    (np.array([[0, 0, 2, 0], [-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 1.0]]), [3.5 / 5, 1 - 1.5 / 6, 2.5 / 7]),
+])
+def test_the_crosshair_starts_at_the_tumour_in_niivue_fractions(affine, want):
+    """NiiVue's crosshair_pos: fractions along the RAS-ordered axes, voxel centres at (i + 0.5) / n."""
+    volume = np.ones((6, 7, 5), np.int16)
+    prediction = np.zeros(volume.shape, np.uint8)
+    prediction[1, 2, 3] = 2
+    assert crosshair_fractions((1, 2, 3), volume.shape, affine) == pytest.approx(want)
+    if np.allclose(affine, brats_affine(volume.shape)):
+        assert view(volume, prediction=prediction, widget=True).scene.crosshair_pos == pytest.approx(want)
+        assert view(volume, widget=True).scene.crosshair_pos == [0.5, 0.5, 0.5]  # no tumour: the centre
 
 
 # --------------------------------------------------------------------------- the static figure
@@ -204,3 +230,111 @@ def test_a_bad_switch_is_one_line(monkeypatch):
     monkeypatch.setenv(VIEW_ENV, "3d")
     with pytest.raises(BratsInputError, match=r"^\$BRATS_KERAS_VIEW: '3d' is not 'widget' or 'static'"):
         view(np.ones((8, 8, 8)))
+
+
+# --------------------------------------------------------------------------- in JupyterLab, in a real browser
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def jupyterlab(tmp_path, kernel_specs):
+    """``(url of a notebook, folder)``: a JupyterLab server on this checkout, its kernels this interpreter, its
+    settings and workspaces in ``tmp_path``; stopped after the test."""
+    pytest.importorskip("playwright.sync_api", reason="the browser test drives Chromium with Playwright")
+    if shutil.which("chromium") is None:
+        pytest.skip("no chromium on PATH (Debian's chromium package)")
+    port, token, root = _free_port(), secrets.token_hex(8), Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in (VIEW_ENV, "MPLBACKEND", "JPY_SESSION_NAME")}
+    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
+               JUPYTER_PATH=str(Path(kernel_specs.kernel_dirs[0]).parent),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"))
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}"],
+        env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"))
+    try:
+        for _ in range(240):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=5)
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
+                time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/lab/tree/view.ipynb?token={token}", tmp_path
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _class_pixels(png: bytes) -> dict:
+    """How many pixels of a screenshot carry each class's hue (a colour over grey keeps its hue), in each quarter
+    of its width (a wide NiiVue canvas: axial, coronal, sagittal, 3-D rendering side by side)."""
+    from matplotlib.colors import rgb_to_hsv, to_rgb
+    from matplotlib.image import imread
+
+    hsv = rgb_to_hsv(imread(io.BytesIO(png), format="png")[..., :3])
+    counts = {}
+    for c, colour in CLASS_COLORS.items():
+        hue = rgb_to_hsv(np.array(to_rgb(colour)))[0]
+        off = np.abs(hsv[..., 0] - hue)
+        found = (np.minimum(off, 1 - off) < 0.03) & (hsv[..., 1] > 0.3) & (hsv[..., 2] > 0.2)
+        counts[c] = [int(quarter.sum()) for quarter in np.array_split(found, 4, axis=1)]
+    return counts
+
+
+def test_jupyterlab_draws_the_widget_with_the_classes_and_hides_the_prediction_on_request(jupyterlab):
+    """JupyterLab in headless Chromium runs a notebook that calls view(): the widget (not the figure) is drawn,
+    with the colours of the three classes; setting the prediction's opacity to 0 takes them away."""
+    from playwright.sync_api import sync_playwright
+
+    url, folder = jupyterlab
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from brats_keras.synthetic import make_case\nfrom brats_keras.labels import labels_to_classes\n"
+        "from brats_keras.visualize import view\nc = make_case(7, shape=(64, 64, 48))\n"
+        "nv = view(c['flair'], prediction=labels_to_classes(c['seg']))\n"
+        "nv.set_crosshair_width(0)  # its red over yellow edema would blend to NCR's orange\nnv"),
+        nbformat.v4.new_code_cell("nv.volumes[-1].opacity = 0")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, folder / "view.ipynb")
+    errors = []
+
+    def settle(canvas, done):
+        for _ in range(120):
+            time.sleep(0.5)
+            counts = _class_pixels(canvas.screenshot())
+            if done(counts):
+                break
+        return counts
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
+                                    args=["--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+            page.goto(url)
+            cells = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor")
+            cells.first.wait_for(timeout=120_000)
+            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            cells.first.click()
+            page.keyboard.press("Shift+Enter")
+            canvas = page.locator(".jp-OutputArea-output canvas").first
+            canvas.wait_for(timeout=180_000)
+            shown = settle(canvas, lambda n: min(sum(q) for q in n.values()) > 20)
+            canvas.screenshot(path=str(folder / "widget.png"))  # the artefact, beside the server's log
+            assert min(sum(q) for q in shown.values()) > 20, shown
+            assert min(shown[3][:3]) > 20, shown  # the three planes cross at the tumour: ET in each
+            assert not page.locator(".jp-OutputArea-output img").count()  # no static figure
+            page.keyboard.press("Shift+Enter")  # the second cell is selected now
+            hidden = settle(canvas, lambda n: max(sum(q) for q in n.values()) < 5)
+            assert max(sum(q) for q in hidden.values()) < 5, hidden
+        finally:
+            browser.close()
+    assert not errors, errors

@@ -27,7 +27,7 @@ import numpy as np
 from ..io import BratsInputError, Case, find_cases, load_modalities, read_label_map
 from ..labels import CLASS_NAMES, canonical_modality
 from .common import CLASS_COLORS, _check_classes
-from .slices import _window, compare, show_planes
+from .slices import _centre_of_mass, _window, compare, show_planes
 
 __all__ = ["view", "widget_frontend", "VIEW_ENV"]
 
@@ -142,6 +142,19 @@ def class_colormap() -> dict:
             "A": [0, 255, 255, 255], "I": [0, 1, 2, 3], "labels": [CLASS_NAMES[c] if c else "" for c in range(4)]}
 
 
+def crosshair_fractions(voxel, shape, affine) -> list[float]:
+    """NiiVue's crosshair position (``scene.crosshair_pos``) at a voxel: fractions 0..1 along the volume's axes
+    reordered and flipped to RAS, as NiiVue lays a volume out (``nibabel.io_orientation``), voxel centres at
+    ``(i + 0.5) / n``."""
+    import nibabel as nib
+
+    fractions = [0.5, 0.5, 0.5]
+    for i, n, (ras, sign) in zip(voxel, shape, nib.io_orientation(np.asarray(affine, float))):
+        f = (int(i) + 0.5) / n
+        fractions[int(ras)] = f if sign > 0 else 1.0 - f
+    return fractions
+
+
 def _widget(volume, affine, modality, overlays, height):
     from ipyniivue import NiiVue, ShowRender, Volume
 
@@ -152,9 +165,13 @@ def _widget(volume, affine, modality, overlays, height):
         overlay = Volume(data=_nifti_bytes(classes, affine), name=f"{name}.nii.gz", opacity=OVERLAY_OPACITY)
         overlay.set_colormap_label(class_colormap())
         volumes.append(overlay)
-    # radiological convention: the patient's right on the left, as the static views draw it
-    nv = NiiVue(height=height, multiplanar_show_render=ShowRender.ALWAYS, is_radiological_convention=True)
+    # as the static views draw them: the patient's right on the left (radiological), sagittal slices face left
+    nv = NiiVue(height=height, multiplanar_show_render=ShowRender.ALWAYS, is_radiological_convention=True,
+                sagittal_nose_left=True)
     nv.load_volumes(volumes)
+    tumour = [classes > 0 for _, classes in overlays[::-1] if classes.any()]  # the prediction's, else the truth's
+    if tumour:  # the planes cross at the tumour's centre, as show_planes cuts them
+        nv.scene.crosshair_pos = crosshair_fractions(_centre_of_mass(tumour[0]), volume.shape, affine)
     return nv
 
 
