@@ -320,11 +320,11 @@ def test_jupyterlab_draws_the_widget_with_the_classes_and_hides_the_prediction_o
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("console", lambda m: m.type == "error" and errors.append(m.text))
             page.goto(url)
-            cells = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-editor")
-            cells.first.wait_for(timeout=120_000)
-            page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-            cells.first.click()
-            page.keyboard.press("Shift+Enter")
+            page.wait_for_function(  # the status bar's kernel item: "<kernel name> | Idle" once it is connected
+                "[...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => e.textContent.endsWith('| Idle'))",
+                timeout=120_000)
+            run = page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']")
+            run.click()  # the first cell
             canvas = page.locator(".jp-OutputArea-output canvas").first
             canvas.wait_for(timeout=180_000)
             shown = settle(canvas, lambda n: min(sum(q) for q in n.values()) > 20)
@@ -332,7 +332,7 @@ def test_jupyterlab_draws_the_widget_with_the_classes_and_hides_the_prediction_o
             assert min(sum(q) for q in shown.values()) > 20, shown
             assert min(shown[3][:3]) > 20, shown  # the three planes cross at the tumour: ET in each
             assert not page.locator(".jp-OutputArea-output img").count()  # no static figure
-            page.keyboard.press("Shift+Enter")  # the second cell is selected now
+            run.click()  # the second cell, selected now
             hidden = settle(canvas, lambda n: max(sum(q) for q in n.values()) < 5)
             assert max(sum(q) for q in hidden.values()) < 5, hidden
         finally:
