@@ -1,6 +1,7 @@
 """Shared test fixtures: paths to the real cases and small hand-made NIfTI cases."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -232,3 +233,36 @@ def models(tmp_path_factory):
         paths[name] = save_model(model, folder / name / f"{name}.keras", {**info, **extra})
     keras.backend.clear_session()
     return paths
+
+
+@pytest.fixture(scope="session")
+def kernel_specs(tmp_path_factory):
+    """A kernel spec named ``python3`` that runs this very interpreter (the venv's python).
+
+    Kernel specs installed elsewhere (user or system folders) may point to another Python
+    without brats_keras; this one is the only spec the test's kernel manager sees. The parent of its
+    ``kernels`` folder, as ``$JUPYTER_PATH``, puts it first for a Jupyter server too.
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    folder = tmp_path_factory.mktemp("jupyter") / "kernels"
+    (folder / "python3").mkdir(parents=True)
+    spec = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (brats-keras tests)",
+        "language": "python",
+    }
+    (folder / "python3" / "kernel.json").write_text(json.dumps(spec))
+    return KernelSpecManager(kernel_dirs=[str(folder)], ensure_native_kernel=False)
+
+
+def execute_notebook(nb, cwd: Path, kernel_specs, timeout: int = 600):
+    """Run every cell of ``nb`` (outputs stored in it) in a fresh kernel of ``kernel_specs`` started in ``cwd``;
+    the kernel inherits os.environ."""
+    from jupyter_client.manager import KernelManager
+    from nbclient import NotebookClient
+
+    km = KernelManager(kernel_name="python3", kernel_spec_manager=kernel_specs)
+    client = NotebookClient(nb, km=km, kernel_name="python3", timeout=timeout,
+                            resources={"metadata": {"path": str(cwd)}})
+    return client.execute()

@@ -7,7 +7,6 @@ temporary folder, so its ``notebook_runs/`` outputs never land in the checkout.
 from __future__ import annotations
 
 import ast
-import json
 import os
 import re
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import execute_notebook
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -167,40 +167,13 @@ def test_readme_states_what_quick_mode_does(monkeypatch):
 
 
 # ----------------------------------------------------------------------------- execution
-@pytest.fixture(scope="session")
-def kernel_specs(tmp_path_factory):
-    """A kernel spec named ``python3`` that runs this very interpreter (the venv's python).
-
-    Kernel specs installed elsewhere (user or system folders) may point to another Python
-    without brats_keras; this one is the only spec the test's kernel manager sees.
-    """
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    folder = tmp_path_factory.mktemp("kernels")
-    (folder / "python3").mkdir()
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (brats-keras tests)",
-        "language": "python",
-    }
-    (folder / "python3" / "kernel.json").write_text(json.dumps(spec))
-    return KernelSpecManager(kernel_dirs=[str(folder)], ensure_native_kernel=False)
-
-
-def _execute(nb, cwd: Path, kernel_specs):
-    from jupyter_client.manager import KernelManager
-    from nbclient import NotebookClient
-
-    km = KernelManager(kernel_name="python3", kernel_spec_manager=kernel_specs)
-    client = NotebookClient(nb, km=km, kernel_name="python3", timeout=CELL_TIMEOUT,
-                            resources={"metadata": {"path": str(cwd)}})
-    return client.execute()
-
-
 @pytest.fixture
 def quick_env(monkeypatch):
-    """QUICK mode and a non-interactive matplotlib, inherited by the kernel from os.environ."""
+    """QUICK mode and a non-interactive matplotlib, inherited by the kernel from os.environ; no sign of a widget
+    front end (visualize.view: a pytest run from a JupyterLab kernel inherits its $JPY_SESSION_NAME)."""
     monkeypatch.setenv("BRATS_KERAS_QUICK", "1")
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    monkeypatch.delenv("BRATS_KERAS_VIEW", raising=False)
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3"))
 
@@ -209,7 +182,7 @@ def test_kernel_runs_this_python(tmp_path, kernel_specs, quick_env):
     nb = nbformat.v4.new_notebook()
     nb.cells.append(nbformat.v4.new_code_cell(
         "import os, sys\nprint(sys.executable)\nprint(os.environ['BRATS_KERAS_QUICK'])\nprint(os.getcwd())"))
-    _execute(nb, tmp_path, kernel_specs)
+    execute_notebook(nb, tmp_path, kernel_specs, CELL_TIMEOUT)
     lines = "".join(out.get("text", "") for out in nb.cells[0].outputs).split()
     assert lines[0] == sys.executable
     assert lines[1] == "1"
@@ -221,8 +194,14 @@ def test_notebook_runs(path, tmp_path, kernel_specs, quick_env):
     nb = nbformat.read(path, as_version=4)
     start = time.perf_counter()
     try:
-        _execute(nb, tmp_path, kernel_specs)
+        execute_notebook(nb, tmp_path, kernel_specs, CELL_TIMEOUT)
     finally:
         # the executed copy, with outputs, for reading what went wrong
         nbformat.write(nb, tmp_path / path.name)
     print(f"{path.name}: {time.perf_counter() - start:.0f} s in QUICK mode")
+    # nbclient is no widget front end: visualize.view shows its static figure there (tests/test_view.py)
+    for i, cell in enumerate(_code_cells(nb)):
+        if re.search(r"\bview\(", cell.source):
+            shown = [o.data for o in cell.outputs if o.output_type == "execute_result"]
+            assert shown and shown[-1]["text/plain"].startswith("<Figure"), f"{path.name}: code cell {i}: {shown}"
+            assert not any("application/vnd.jupyter.widget-view+json" in data for data in shown), path.name

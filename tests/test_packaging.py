@@ -40,10 +40,19 @@ def test_test_only_packages_are_the_test_extra_and_not_installed_for_users():
     assert install <= requirements  # the README's install (requirements.txt) covers the package's own needs
     # ISA-L is an optional speed-up (brats_keras.io.gunzip falls back to zlib: tests/test_io.py)
     assert "isal" not in install and extras["fast"] == {"isal"}
-    assert "jupyterlab" in requirements and extras["notebooks"] == {"jupyterlab"}
+    assert extras["notebooks"] == {"jupyterlab", "ipyniivue"} <= requirements
     # a package install (pip install brats-keras[onnx,tensorboard]) gets what requirements.txt gives for these
     assert extras["onnx"] == {"tf2onnx", "onnx", "onnxruntime"} <= requirements
     assert extras["tensorboard"] == {"tensorboard"} <= requirements
+
+
+def test_the_widget_is_pinned_alike_for_users_notebooks_and_tests():
+    """visualize.view's widget (ipyniivue) is one pinned version in requirements.txt, the notebooks extra and the
+    test extra (tests/test_view.py imports it)."""
+    extras = {k: v.split() for k, v in setup_cfg()["options.extras_require"].items()}
+    pins = [line for line in (ROOT / "requirements.txt").read_text().splitlines() if line.startswith("ipyniivue")]
+    assert len(pins) == 1 and re.fullmatch(r"ipyniivue==[\d.]+", pins[0])
+    assert pins[0] in extras["notebooks"] and pins[0] in extras["test"]
 
 
 def test_tensorflow_is_an_extra_that_requirements_txt_installs():

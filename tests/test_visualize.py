@@ -522,9 +522,9 @@ def test_picture_boxes_are_the_shared_bounding_box(margin):
     assert _crop_box(np.zeros((4, 4), bool)) == (slice(None), slice(None))
 
 
-def test_import_pulls_no_deep_learning_framework_and_no_pyplot():
-    code = ("import sys; import brats_keras.visualize; "
-            "print(sorted(m for m in ('keras', 'tensorflow', 'matplotlib.pyplot') if m in sys.modules))")
+def test_import_pulls_no_deep_learning_framework_no_pyplot_and_no_widget():
+    code = ("import sys; import brats_keras.visualize; print(sorted(m for m in ('keras', 'tensorflow', "
+            "'matplotlib.pyplot', 'ipyniivue', 'anywidget', 'ipywidgets', 'IPython') if m in sys.modules))")
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -28,6 +28,9 @@ The package holds the slice views in :mod:`brats_keras.visualize.slices` (``disp
 charts in :mod:`brats_keras.visualize.charts` (``plot_history``, ``bar_chart``,
 ``intensity_histograms``, ``label_statistics``); every public name is imported from
 ``brats_keras.visualize`` itself.
+:func:`view` (in :mod:`brats_keras.visualize.widget`) shows a case with its prediction and truth in a notebook:
+an interactive NiiVue widget (``ipyniivue``, imported only then) where a widget front end runs, the static
+slice figure elsewhere.
 
 numpy and matplotlib only: no deep-learning framework is imported here.
 """
@@ -36,6 +39,7 @@ from __future__ import annotations
 from .charts import bar_chart, intensity_histograms, label_statistics, plot_history
 from .common import CLASS_COLORS, PLANE_NAMES, REGION_COLORS, class_legend
 from .slices import best_slice, compare, display_slice, montage, overlay, show_case, show_planes
+from .widget import view, widget_frontend
 
 __all__ = [
     "CLASS_COLORS",
@@ -53,4 +57,6 @@ __all__ = [
     "bar_chart",
     "intensity_histograms",
     "label_statistics",
+    "view",
+    "widget_frontend",
 ]
