@@ -347,12 +347,27 @@ def _add_evaluate(sub):
     p.add_argument("--json")
     p.add_argument("--csv")
     p.add_argument("--lesion-wise", action="store_true",
-                   help="also BraTS 2023 lesion-wise Dice and HD95 (glioma settings: dilation 3, lesions over 50 mm^3)")
+                   help="also BraTS lesion-wise Dice and HD95, with the official settings of the task (glioma: "
+                        "dilation 3, lesions over 50 mm^3)")
+    p.add_argument("--task", type=_task_arg, metavar="NAME|FILE",
+                   help="the task whose labels the maps hold and whose regions are scored: a built-in task "
+                        "(glioma2021, brats2023, glioma2024-post, pediatric2024, msd-task01) or a task JSON file "
+                        "(default: told by the first label map's values and file names)")
     p.add_argument("--only-predicted", action="store_true",
                    help="score only the cases that have a prediction (default: a truth case without one "
                         "scores Dice 0 and HD95 373.13, as in BraTS)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _task_arg(text: str):
+    """``--task NAME|FILE``: a built-in task or a task JSON file (:func:`brats_keras.tasks.get_task`)."""
+    from .tasks import TaskError, get_task
+
+    try:
+        return get_task(text)
+    except TaskError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_evaluate(args) -> int:
@@ -361,7 +376,7 @@ def cmd_evaluate(args) -> int:
     with _one_line_errors(FileNotFoundError):  # bad input: one line, nothing written
         res = evaluate_folder(args.pred, args.truth, json_path=args.json, csv_path=args.csv,
                               progress=not args.quiet, lesion_wise=args.lesion_wise,
-                              only_predicted=args.only_predicted)
+                              only_predicted=args.only_predicted, task=args.task)
     print(format_table(res))
     for msg in res["notes"].values():
         print(f"note: {msg}", file=sys.stderr)
