@@ -288,7 +288,10 @@ def _add_predict(sub):
                         "each); any of these four flags replaces the post-processing stored in the model file")
     p.add_argument("--no-postprocess", action="store_true",
                    help="no post-processing, not even the one stored in the model file")
-    p.add_argument("--labels", choices=["2021", "2023"], help="label convention of the output (default: the input's)")
+    p.add_argument("--labels", metavar="TASK",
+                   help="write the label values of this task, one with the model's classes (the model of a glioma "
+                        "task: glioma2021, brats2023, msd-task01; 2021 and 2023 stand for glioma2021 and "
+                        "brats2023; default: the values of each case's own naming, else of the model's task)")
     p.add_argument("--save-probs", action="store_true", help="also save <case>_probs.npy (float16)")
     p.add_argument("--trust-export", action="store_true",
                    help="run a SavedModel export given to --model: it is a TensorFlow program that can read and "
