@@ -48,12 +48,13 @@ def _find_truth(truth_dir: Path, pred_ids) -> dict[str, Path | None]:
 
 
 def _read_classes(path: Path, task=None) -> tuple[np.ndarray, tuple[float, ...]]:
-    """``(classes, spacing)`` of a label map: its class map and its voxel size in mm. Without ``task``, the 2021
-    or 2023 glioma values (:func:`brats_keras.io.read_label_map`); with one, the values of that task."""
-    if task is None:
+    """``(classes, spacing)`` of a label map: its class map and its voxel size in mm. For the default task (or
+    None), the 2021 or 2023 glioma values (:func:`brats_keras.io.read_label_map`); for another, the values of that
+    task or of one with its classes."""
+    if task is None or get_task(task).name == DEFAULT_TASK:
         classes, img = read_label_map(path)
     else:
-        classes, img = _task_classes(path, [get_task(task)])
+        classes, img = _task_classes(path, _family(get_task(task)))
     return classes, tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
