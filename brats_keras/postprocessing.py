@@ -150,7 +150,7 @@ def _thresholds(value, regions) -> dict:
 
 
 def _count(n: int) -> str:
-    return {3: "three", 4: "four"}.get(n, str(n))
+    return {3: "three", 4: "four", 5: "five", 6: "six"}.get(n, str(n))
 
 
 def is_postprocessing_off(spec, task=None) -> bool:
