@@ -284,8 +284,9 @@ def _add_predict(sub):
     p.add_argument("--et-threshold", type=int,
                    help="predicted ET below N voxels becomes necrosis (BraTS rule)")
     p.add_argument("--thresholds", type=_thresholds_arg, metavar="WT,TC,ET",
-                   help="region probabilities above which a voxel is in WT, TC, ET (region models; default 0.5 "
-                        "each); any of these four flags replaces the post-processing stored in the model file")
+                   help="region probabilities above which a voxel is in WT, TC, ET (region models: one per region "
+                        "of the model's task, or one for all; default 0.5 each); any of these four flags replaces "
+                        "the post-processing stored in the model file")
     p.add_argument("--no-postprocess", action="store_true",
                    help="no post-processing, not even the one stored in the model file")
     p.add_argument("--labels", metavar="TASK",
@@ -301,18 +302,22 @@ def _add_predict(sub):
     p.set_defaults(func=cmd_predict)
 
 
-def _thresholds_arg(text: str) -> list:
-    """``--thresholds 0.5,0.5,0.7`` (WT, TC, ET), or one value for all three."""
+def _thresholds_arg(text: str):
+    """``--thresholds 0.5,0.5,0.7`` (WT, TC, ET: one per head region of the model's task, which the model's
+    Predictor checks), or one value for all of them."""
     from .postprocessing import postprocessing_spec
 
     try:
         values = [float(v) for v in text.split(",")]
-        values = values * 3 if len(values) == 1 else values
-        postprocessing_spec(thresholds=values)  # the one check of what a threshold may be
+        if len(values) == 2:  # no built-in task's region head has two (a user task of two: one value for both)
+            raise ValueError("two values")
+        for value in values:
+            postprocessing_spec(thresholds=value)  # the one check of what a threshold may be
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: one or three probabilities between 0 and 1 (WT,TC,ET), "
-                                         "e.g. 0.5,0.5,0.7") from None
-    return values
+        raise argparse.ArgumentTypeError(f"{text!r}: one probability between 0 and 1, or one per region the model "
+                                         "predicts (WT,TC,ET; WT,TC,ET,RC for post-treatment), e.g. "
+                                         "0.5,0.5,0.7") from None
+    return values[0] if len(values) == 1 else values
 
 
 def _postprocess_arg(args):
