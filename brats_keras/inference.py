@@ -422,12 +422,12 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
     """Predict every case under ``input_path`` into ``output_dir/<case>.nii.gz``.
 
     Labels are written with the values of the case's own task (:func:`case_output_task`: 4 for ET in 2018-2021
-    naming, 3 in 2023 naming, the model's task's values where the naming says nothing more) unless ``labels``
-    names a task with the model's classes (``"2021"`` and ``"2023"`` stand for ``glioma2021`` and ``brats2023``;
-    :func:`output_task`). ``case_ids`` limits prediction to those cases (e.g. a split's test cases). A bad case, or one whose files cannot be written
-    (e.g. no space left on device), is reported in one line and the others are still predicted;
-    a case's files are written whole or not at all (:func:`brats_keras.io.atomic_write`), and
-    none of them is left when one fails.
+    naming, 3 in 2023 naming, the model's task's values where the naming says nothing more) unless ``labels`` names
+    a task with the model's classes (``"2021"`` and ``"2023"`` stand for ``glioma2021`` and ``brats2023``;
+    :func:`output_task`). ``case_ids`` limits prediction to those cases (e.g. a split's test cases). A bad case, or
+    one whose files cannot be written (e.g. no space left on device), is reported in one line and the others are
+    still predicted; a case's files are written whole or not at all (:func:`brats_keras.io.atomic_write`), and none
+    of them is left when one fails.
 
     Returns:
         ``{"ok": {case: seconds}, "failed": {case: message}, "task": the model's task, "labels": {case: the task

@@ -95,14 +95,13 @@ def postprocessing_spec(spec=None, min_component=None, keep_largest=None, et_thr
     (thresholds 0.5 and 0 elsewhere = off), one entry per head region of ``task``
     (:attr:`~brats_keras.tasks.Task.region_order`; None: the default task's WT, TC, ET).
 
-    ``thresholds`` are the region probabilities above which a voxel is in that region (models with region
-    outputs; :func:`brats_keras.labels.regions_to_classes`); a softmax model takes the most probable class
-    and ignores them. ``spec`` may be such a dict (partial is fine; an int for ``min_component`` or
-    ``keep_largest`` means the first head region, the whole tumor, as the ``--min-component`` /
-    ``--keep-largest`` flags; a number or one number per head region for ``thresholds``), or None. The keyword arguments, when not None, replace the matching
-    entries. Other keys (e.g. ``"chosen_on"``) are dropped. A stored spec without ``thresholds`` (written before
-    they existed) reads as 0.5 for every region.
-    """
+    ``thresholds`` are the region probabilities above which a voxel is in that region (models with region outputs;
+    :func:`brats_keras.labels.regions_to_classes`); a softmax model takes the most probable class and ignores them.
+    ``spec`` may be such a dict (partial is fine; an int for ``min_component`` or ``keep_largest`` means the first
+    head region, the whole tumor, as the ``--min-component`` / ``--keep-largest`` flags; a number or one number per
+    head region for ``thresholds``), or None. The keyword arguments, when not None, replace the matching entries.
+    Other keys (e.g. ``"chosen_on"``) are dropped. A stored spec without ``thresholds`` (written before they
+    existed) reads as 0.5 for every region. """
     regions = get_task(task).region_order
     spec = dict(spec or {})
     for key, value in (("min_component", min_component), ("keep_largest", keep_largest),

@@ -146,9 +146,9 @@ def grid_difference(pred_img, truth_img) -> tuple[str | None, str | None]:
 
 def _case_scores(pred_path: Path, truth_path: Path, truth, lesion_wise: bool, task) -> tuple[dict, str | None]:
     """``(scores, note)`` of a prediction against its label map at ``truth_path``, read as ``truth`` (``(task,
-    classes, image)`` of :func:`_case_task`), scored by the regions of ``task``: ValueError naming both files when their grids differ,
-    a note naming both when their origins alone differ (:func:`grid_difference`). The prediction holds the
-    values of the truth's task or of one with the same classes (BratsInputError naming it when not)."""
+    classes, image)`` of :func:`_case_task`), scored by the regions of ``task``: ValueError naming both files when
+    their grids differ, a note naming both when their origins alone differ (:func:`grid_difference`). The prediction
+    holds the values of the truth's task or of one with the same classes (BratsInputError naming it when not)."""
     case_task, true, truth_img = truth
     pred, pred_img = _task_classes(pred_path, _family(case_task))
     problem, note = grid_difference(pred_img, truth_img)

@@ -93,9 +93,10 @@ def dice(pred, true) -> float:
 
 
 def resolution_ceiling(classes, factor: int = 2, task=None) -> dict:
-    """Dice per scored region of ``task`` (default WT, TC, ET) of a true class map ``(D, H, W)`` taken to ``factor`` mm and back, as a region
-    model predicts: each region's block fraction (:func:`~brats_keras.preprocessing.downsample_image`, the best a
-    model working at that resolution can output), up-sampled trilinearly
+    """Dice per scored region of ``task`` (default WT, TC, ET) of a true class map ``(D, H, W)`` taken to ``factor``
+    mm and back, as a region model predicts: each region's block fraction
+    (:func:`~brats_keras.preprocessing.downsample_image`, the best a model working at that resolution can output),
+    up-sampled trilinearly
     (:func:`~brats_keras.preprocessing.upsample_probs`) and decoded at 0.5 (the task's head regions, in its
     decoding order). The most such a model can score.
     """
@@ -110,9 +111,9 @@ def resolution_ceiling(classes, factor: int = 2, task=None) -> dict:
 
 
 def grid_dice(pred, true, factor: int = 2, task=None) -> dict:
-    """Dice per scored region of ``task`` (default WT, TC, ET) of a predicted and a true class map ``(D, H, W)``, both taken to ``factor`` mm
-    (as :func:`~brats_keras.preprocessing.downsample_classes`: a region where it fills half a block): the score at a
-    model's working resolution. Beside the 1 mm score it tells how much of a model's error is detail its grid
+    """Dice per scored region of ``task`` (default WT, TC, ET) of a predicted and a true class map ``(D, H, W)``,
+    both taken to ``factor`` mm (as :func:`~brats_keras.preprocessing.downsample_classes`: a region where it fills
+    half a block): the score at a model's working resolution. Beside the 1 mm score it tells how much of a model's error is detail its grid
     cannot hold (a large gap) and how much is regions missed or confused (a small one)."""
     from ..preprocessing import downsample_image
 
@@ -130,8 +131,8 @@ def grid_dice(pred, true, factor: int = 2, task=None) -> dict:
 
 
 def label_contrast(image, classes, brain=None, task=None) -> dict:
-    """How bright each labelled class of ``task`` (default NCR, ED, ET) is in one modality ``image`` ``(D, H, W)``, against the brain:
-    ``(mean over the class's voxels - mean over the brain) / std over the brain``, the brain being ``brain`` (a
+    """How bright each labelled class of ``task`` (default NCR, ED, ET) is in one modality ``image`` ``(D, H, W)``,
+    against the brain: ``(mean over the class's voxels - mean over the brain) / std over the brain``, the brain being ``brain`` (a
     mask) or the voxels where ``image > 0``. NaN for a class with no voxel (or a constant brain).
 
     In T1ce, enhancing tumor is normally well above the brain (z 1.2 to 3 in the real cases the shipped recipe
