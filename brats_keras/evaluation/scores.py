@@ -111,10 +111,10 @@ def resolution_ceiling(classes, factor: int = 2, task=None) -> dict:
 
 
 def grid_dice(pred, true, factor: int = 2, task=None) -> dict:
-    """Dice per scored region of ``task`` (default WT, TC, ET) of a predicted and a true class map ``(D, H, W)``,
-    both taken to ``factor`` mm (as :func:`~brats_keras.preprocessing.downsample_classes`: a region where it fills
-    half a block): the score at a model's working resolution. Beside the 1 mm score it tells how much of a model's error is detail its grid
-    cannot hold (a large gap) and how much is regions missed or confused (a small one)."""
+    """Dice per scored region of ``task`` (default WT, TC, ET) of a predicted and a true class map ``(D, H, W)``, both
+    taken to ``factor`` mm (as :func:`~brats_keras.preprocessing.downsample_classes`: a region where it fills half a
+    block): the score at a model's working resolution. Beside the 1 mm score it tells how much of a model's error is
+    detail its grid cannot hold (a large gap) and how much is regions missed or confused (a small one)."""
     from ..preprocessing import downsample_image
 
     task = get_task(task)
@@ -132,8 +132,8 @@ def grid_dice(pred, true, factor: int = 2, task=None) -> dict:
 
 def label_contrast(image, classes, brain=None, task=None) -> dict:
     """How bright each labelled class of ``task`` (default NCR, ED, ET) is in one modality ``image`` ``(D, H, W)``,
-    against the brain: ``(mean over the class's voxels - mean over the brain) / std over the brain``, the brain being ``brain`` (a
-    mask) or the voxels where ``image > 0``. NaN for a class with no voxel (or a constant brain).
+    against the brain: ``(mean over the class's voxels - mean over the brain) / std over the brain``, the brain being
+    ``brain`` (a mask) or the voxels where ``image > 0``. NaN for a class with no voxel (or a constant brain).
 
     In T1ce, enhancing tumor is normally well above the brain (z 1.2 to 3 in the real cases the shipped recipe
     segments well); a labelled ET below 1 is enhancement a model barely sees, which bounds what it can score."""
