@@ -21,15 +21,17 @@ REPORT_NAMES = (
 
 #: the official lesion-wise parameters per task, ``(dilation, min_volume, {region: min_volume})``: the BraTS 2023
 #: scorer (GLI, SSA: 3 and 50; MEN: 1 and 50; MET: 1 and 2) and the 2024 one (post-treatment GLI: 3 and 20, ET 10;
-#: PED: 5 and 10), github.com/rachitsaluja/BraTS-2023-Metrics and BraTS-2024-Metrics. A task not named here takes
-#: the 2023 glioma values (3 and 50); ``brats2023`` cases of MEN or MET are scored by their own values only when
-#: ``dilation`` / ``min_volume`` are given.
+#: PED: 5 and 10; MEN-RT: 1 and 50), github.com/rachitsaluja/BraTS-2023-Metrics and BraTS-2024-Metrics. A task not
+#: named here takes the 2023 glioma values (3 and 50); ``brats2023`` cases of MEN or MET are scored by their own
+#: values only when ``dilation`` / ``min_volume`` are given. (The MEN-RT scorer also leaves false positives
+#: unscored; here they count, as in every other task.)
 LESION_PARAMETERS = {
     "glioma2021": (3, 50.0, {}),
     "brats2023": (3, 50.0, {}),
     "msd-task01": (3, 50.0, {}),
     "glioma2024-post": (3, 20.0, {"ET": 10.0}),
     "pediatric2024": (5, 10.0, {}),
+    "men-rt2024": (1, 50.0, {}),
 }
 
 
