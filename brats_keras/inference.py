@@ -150,7 +150,9 @@ def check_same_preprocessing(infos, names) -> None:
 
 def model_task(info: dict, name):
     """The task a model's info records (``info["task"]``: a task record or name); the default task for a model
-    that records none. BratsInputError naming the model for a record that is not a valid task."""
+    that records none. BratsInputError naming the model for a record that is not a valid task. (The model files'
+    own reader of this record, ``checkpoint.info_task``, comes with the task-model branch: this is a shim until
+    then.)"""
     try:
         return get_task(info.get("task"))
     except TaskError as exc:
