@@ -564,3 +564,14 @@ def test_labels_of_another_task_are_refused_before_any_folder_is_made(tmp_path, 
         predict_folder(src, tmp_path / "out", model=task_predictor("glioma2021", [[0, 0, 0]]), labels=labels,
                        progress=False)
     assert str(err.value) == message and not (tmp_path / "out").exists()
+
+
+def test_the_predictors_task_is_the_one_its_model_records(tiny_model_file):
+    """A model without a task record is of the default task; a record names the task decoded and written; one
+    whose head does not fit its task, or an unknown task, is refused naming it."""
+    assert Predictor(tiny_model_file).task.name == "glioma2021"
+    assert Predictor(tiny_model_file, info={"task": "brats2023"}).task.name == "brats2023"
+    with pytest.raises(bio.BratsInputError, match="glioma2024-post"):  # 3 region outputs, the task has 4
+        Predictor(tiny_model_file, info={"task": "glioma2024-post"})
+    with pytest.raises(bio.BratsInputError, match="unknown task 'nope'"):
+        Predictor(tiny_model_file, info={"task": "nope"})
