@@ -288,11 +288,15 @@ def _add_predict(sub):
     p.add_argument("--et-threshold", type=int,
                    help="predicted ET below N voxels becomes necrosis (BraTS rule)")
     p.add_argument("--thresholds", type=_thresholds_arg, metavar="WT,TC,ET",
-                   help="region probabilities above which a voxel is in WT, TC, ET (region models; default 0.5 "
-                        "each); any of these four flags replaces the post-processing stored in the model file")
+                   help="region probabilities above which a voxel is in WT, TC, ET (region models: one per region "
+                        "of the model's task, or one for all; default 0.5 each); any of these four flags replaces "
+                        "the post-processing stored in the model file")
     p.add_argument("--no-postprocess", action="store_true",
                    help="no post-processing, not even the one stored in the model file")
-    p.add_argument("--labels", choices=["2021", "2023"], help="label convention of the output (default: the input's)")
+    p.add_argument("--labels", metavar="TASK",
+                   help="write the label values of this task, one with the model's classes (the model of a glioma "
+                        "task: glioma2021, brats2023, msd-task01; 2021 and 2023 stand for glioma2021 and "
+                        "brats2023; default: the values of each case's own naming, else of the model's task)")
     p.add_argument("--save-probs", action="store_true", help="also save <case>_probs.npy (float16)")
     p.add_argument("--trust-export", action="store_true",
                    help="run a SavedModel export given to --model: it is a TensorFlow program that can read and "
@@ -302,18 +306,22 @@ def _add_predict(sub):
     p.set_defaults(func=cmd_predict)
 
 
-def _thresholds_arg(text: str) -> list:
-    """``--thresholds 0.5,0.5,0.7`` (WT, TC, ET), or one value for all three."""
+def _thresholds_arg(text: str):
+    """``--thresholds 0.5,0.5,0.7`` (WT, TC, ET: one per head region of the model's task, which the model's
+    Predictor checks), or one value for all of them."""
     from .postprocessing import postprocessing_spec
 
     try:
         values = [float(v) for v in text.split(",")]
-        values = values * 3 if len(values) == 1 else values
-        postprocessing_spec(thresholds=values)  # the one check of what a threshold may be
+        if len(values) == 2:  # no built-in task's region head has two (a user task of two: one value for both)
+            raise ValueError("two values")
+        for value in values:
+            postprocessing_spec(thresholds=value)  # the one check of what a threshold may be
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: one or three probabilities between 0 and 1 (WT,TC,ET), "
-                                         "e.g. 0.5,0.5,0.7") from None
-    return values
+        raise argparse.ArgumentTypeError(f"{text!r}: one probability between 0 and 1, or one per region the model "
+                                         "predicts (WT,TC,ET; WT,TC,ET,RC for post-treatment), e.g. "
+                                         "0.5,0.5,0.7") from None
+    return values[0] if len(values) == 1 else values
 
 
 def _postprocess_arg(args):
@@ -351,12 +359,27 @@ def _add_evaluate(sub):
     p.add_argument("--json")
     p.add_argument("--csv")
     p.add_argument("--lesion-wise", action="store_true",
-                   help="also BraTS 2023 lesion-wise Dice and HD95 (glioma settings: dilation 3, lesions over 50 mm^3)")
+                   help="also BraTS lesion-wise Dice and HD95, with the official settings of the task (glioma: "
+                        "dilation 3, lesions over 50 mm^3)")
+    p.add_argument("--task", type=_task_arg, metavar="NAME|FILE",
+                   help="the task whose labels the maps hold and whose regions are scored: a built-in task "
+                        "(glioma2021, brats2023, glioma2024-post, pediatric2024, msd-task01) or a task JSON file "
+                        "(default: told by the first label map's values and file names)")
     p.add_argument("--only-predicted", action="store_true",
                    help="score only the cases that have a prediction (default: a truth case without one "
                         "scores Dice 0 and HD95 373.13, as in BraTS)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _task_arg(text: str):
+    """``--task NAME|FILE``: a built-in task or a task JSON file (:func:`brats_keras.tasks.get_task`)."""
+    from .tasks import TaskError, get_task
+
+    try:
+        return get_task(text)
+    except TaskError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_evaluate(args) -> int:
@@ -365,7 +388,7 @@ def cmd_evaluate(args) -> int:
     with _one_line_errors(FileNotFoundError):  # bad input: one line, nothing written
         res = evaluate_folder(args.pred, args.truth, json_path=args.json, csv_path=args.csv,
                               progress=not args.quiet, lesion_wise=args.lesion_wise,
-                              only_predicted=args.only_predicted)
+                              only_predicted=args.only_predicted, task=args.task)
     print(format_table(res))
     for msg in res["notes"].values():
         print(f"note: {msg}", file=sys.stderr)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .crossval import SCORES, _TABLES, _check_table, crossval_file, read_crossval
+from .crossval import SCORES, _TABLES, _check_table, crossval_file, read_crossval, table_task
 from .io import BratsInputError
-from .labels import REGION_NAMES
 from .postprocessing import paired_interval
 
 #: whether a rise of the score is an improvement (Dice) or a worsening (HD95: lower is better)
@@ -46,7 +45,8 @@ def compare_crossval(a, b, common: bool = False, postprocessed: bool = False, re
     """A paired comparison of two cross-validations of the same cases: ``a`` the baseline, ``b`` the candidate.
 
     With 28 cases and a per-case ET Dice standard deviation near 0.27, a difference of the means of 0.01-0.02
-    can be noise; pairing each case with itself removes the spread between cases. Per region (WT, TC, ET) and
+    can be noise; pairing each case with itself removes the spread between cases. Per region (of the tables' task:
+    WT, TC, ET for the default one) and
     score (Dice, HD95): the means of A and B, the mean paired difference B - A, its ``confidence`` interval by a
     percentile bootstrap over cases (``resamples`` draws of the cases with replacement, from ``seed``: the same
     call gives the same interval), the two-sided Wilcoxon signed-rank p-value (``scipy.stats.wilcoxon``; ``None``
@@ -85,6 +85,10 @@ def compare_crossval(a, b, common: bool = False, postprocessed: bool = False, re
             tables.append(read_crossval(path, postprocessed, scores_only=True))
             names.append(str(path))
     ta, tb = tables
+    task = table_task(ta)
+    if not task.same_classes(table_task(tb)):
+        raise BratsInputError(f"{names[0]} is a table of task {task.name}, {names[1]} of {table_task(tb).name}: "
+                              "compare cross-validations of one task")
     ids_a = set(ta["cases"]) | set(ta.get("failed", {}))
     ids_b = set(tb["cases"]) | set(tb.get("failed", {}))
     only_a, only_b = sorted(ids_a - ids_b), sorted(ids_b - ids_a)
@@ -102,7 +106,7 @@ def compare_crossval(a, b, common: bool = False, postprocessed: bool = False, re
         raise BratsInputError(f"no case to compare between {names[0]} and {names[1]}"
                               + (f" ({len(failed)} failed)" if failed else ""))
     regions, differences = {}, {cid: {} for cid in cases}
-    for r in REGION_NAMES:
+    for r in task.region_names:
         regions[r] = {}
         for s in SCORES:
             va = np.array([float(ta["cases"][c][r][s]) for c in cases])

@@ -28,12 +28,29 @@ import numpy as np
 
 from .data import fold_runs
 from .io import BratsInputError, atomic_write_json, atomic_write_text, find_cases, save_nifti
-from .labels import REGION_NAMES, classes_to_labels
-from .postprocessing import (DEFAULT_THRESHOLD, MIN_GAIN, _decode, _paste, apply_postprocessing, choose_postprocessing,
-                             is_postprocessing_off, postprocessing_spec)
+from .postprocessing import (DEFAULT_THRESHOLD, MIN_GAIN, _count, _decode, _paste, apply_postprocessing,
+                             choose_postprocessing, is_postprocessing_off, postprocessing_spec)
 from .spec import read_manifest
+from .tasks import DEFAULT_TASK, TaskError, get_task
 
 SCORES = ("dice", "hd95")
+
+
+def table_task(table: dict):
+    """The task of a crossval table (its ``"task"`` record; a table without one is of the default task).
+
+    Raises:
+        BratsInputError for a record that is not a valid task.
+    """
+    try:
+        return get_task(table.get("task"))
+    except TaskError as exc:
+        raise BratsInputError(f"crossval table: {exc}") from None
+
+
+def _task_record(task) -> dict:
+    """``{"task": record}`` for a table of another task than the default, ``{}`` for the default (unchanged)."""
+    return {} if task.name == DEFAULT_TASK else {"task": task.to_dict()}
 
 
 # ----------------------------------------------------------------------------- out-of-fold predictions
@@ -56,11 +73,11 @@ def _manifest_roots(run: Path) -> list[Path]:
     return sorted({Path(e["seg"]).parent.parent for e in manifest["cases"].values() if e.get("seg")})
 
 
-def _summary(rows: list[dict]) -> dict:
-    """mean / median / std (population) of Dice and HD95 per region over case rows."""
+def _summary(rows: list[dict], regions) -> dict:
+    """mean / median / std (population) of Dice and HD95 per region (``regions``) over case rows."""
     from .evaluation import _aggregate
 
-    scores = [{r: {s: row[r][s] for s in SCORES} for r in REGION_NAMES} for row in rows]
+    scores = [{r: {s: row[r][s] for s in SCORES} for r in regions} for row in rows]
     return {name: _aggregate(scores, reduce) for name, reduce in (("mean", np.mean), ("median", np.median),
                                                                   ("std", np.std))}
 
@@ -123,7 +140,7 @@ def crossval_ensemble(ensemble, out, data_roots, tta: bool = False, overlap: flo
 def _predict_folds(plan, out, data_roots, extra: dict, tta, overlap, batch_size, progress, log) -> dict:
     """Predict and score ``plan``: ``[(fold, source folder, [model files, averaged], [validation cases])]``."""
     from .evaluation import _read_classes, region_scores
-    from .inference import Predictor
+    from .inference import Predictor, case_output_task
 
     owner = {}
     for _, source, _, val in plan:  # an ensemble's record was checked by ensemble_folds, naming its file
@@ -135,6 +152,12 @@ def _predict_folds(plan, out, data_roots, extra: dict, tta, overlap, batch_size,
     # every model is loaded before anything is written: a corrupt checkpoint of a later fold is refused up front
     predictors = [Predictor(models if len(models) > 1 else models[0], tta=tta, overlap=overlap,
                             batch_size=batch_size, postprocess=False) for _, _, models, _ in plan]
+    task = predictors[0].task
+    for (_, source, _, _), predictor in zip(plan[1:], predictors[1:]):
+        if not task.same_classes(predictor.task):
+            raise BratsInputError(f"{source}: a model of task {predictor.task.name}, the first fold's is of "
+                                  f"{task.name}: give the runs of one cross-validation")
+    regions = task.region_names
     # one folder given as a str or Path is that folder, not a sequence of one-letter folders
     roots = [Path(data_roots)] if isinstance(data_roots, (str, Path)) else [Path(r) for r in data_roots]
     truth = _truth_cases(roots)
@@ -156,30 +179,31 @@ def _predict_folds(plan, out, data_roots, extra: dict, tta, overlap, batch_size,
                 log(f"FAILED {cid}: {failed[cid]}")
                 continue
             pred_path = out / "predictions" / f"{cid}.nii.gz"
-            save_nifti(pred_path, classes_to_labels(pred["classes"], case.label_convention), pred["affine"],
+            save_nifti(pred_path, case_output_task(task, case).to_labels(pred["classes"]), pred["affine"],
                        pred["header"])
             row = {}
             if pred["probs"] is not None:  # region models: the probabilities, for choosing region thresholds
                 row["probabilities"] = str(save_probabilities(out / "probabilities" / f"{cid}.npz",
                                                               pred["probs"], pred["box"], pred["classes"].shape))
-            true, spacing = _read_classes(Path(case.seg))
-            scores = region_scores(pred["classes"], true, spacing)
+            true, spacing = _read_classes(Path(case.seg), task)
+            scores = region_scores(pred["classes"], true, spacing, task=task)
             cases[cid] = {"fold": fold, "run": str(source), "model": str(models[0]),
                           **({"models": [str(m) for m in models]} if len(models) > 1 else {}),
                           "prediction": str(pred_path), "truth": str(case.seg), **row,
-                          **{r: scores[r] for r in REGION_NAMES}}
+                          **{r: scores[r] for r in regions}}
             if progress:
-                log(f"fold {fold} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in REGION_NAMES))
+                log(f"fold {fold} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in regions))
         rows = [cases[c] for c in sorted(val) if c in cases]
         fold_table[str(fold)] = {"run": str(source), "cases": sorted(val),
-                                 "mean": _summary(rows)["mean"] if rows else {}}
+                                 "mean": _summary(rows, regions)["mean"] if rows else {}}
     if not cases:
         for d in reversed(made):  # the folders this call made, left empty: nothing of it stays behind
             if not any(d.iterdir()):
                 d.rmdir()
         raise BratsInputError(f"no validation case could be predicted ({len(failed)} failed)")
-    results = {**extra, "tta": bool(tta), "overlap": overlap, "cases": dict(sorted(cases.items())),
-               "folds": fold_table, "failed": failed, **_summary(list(cases.values()))}
+    results = {**_task_record(task), **extra, "tta": bool(tta), "overlap": overlap,
+               "cases": dict(sorted(cases.items())), "folds": fold_table, "failed": failed,
+               **_summary(list(cases.values()), regions)}
     _write_table(out, results, failed, log)
     return results
 
@@ -208,6 +232,7 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
     import nibabel as nib
 
     from .evaluation import _read_classes, region_scores
+    from .inference import case_output_task
 
     from nibabel.filebasedimages import ImageFileError
 
@@ -222,7 +247,12 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
         seen[path.resolve()] = path
     tables = [read_crossval(p) for p in paths]
     first, first_path = tables[0], paths[0]
+    task = table_task(first)
+    regions = task.region_names
     for path, table in zip(paths, tables):
+        if not task.same_classes(table_task(table)):
+            raise BratsInputError(f"{path}: a table of task {table_task(table).name}, {first_path} of {task.name}: "
+                                  "combine cross-validations of one task")
         if set(table["cases"]) != set(first["cases"]):
             missing = sorted(set(first["cases"]) ^ set(table["cases"]))
             raise BratsInputError(f"{path}: scores other cases than {first_path} (e.g. {missing[0]}): combine "
@@ -248,7 +278,7 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
             if any(tuple(q[2]) != tuple(shape) for q in loaded):
                 raise BratsInputError(f"{cid}: the tables' probabilities are of different shapes")
             truth_path = Path(rows[0]["truth"]).resolve()
-            true, spacing = _read_classes(truth_path)
+            true, spacing = _read_classes(truth_path, task)
             if true.shape != tuple(shape):
                 raise BratsInputError(f"{truth_path}: label map of shape {true.shape}, the stored probabilities "
                                       f"of {tuple(shape)}")
@@ -258,40 +288,41 @@ def crossval_combine(cv_dirs, out, progress: bool = True, log=print) -> dict:
             box = list(zip(lo, hi))
             total = sum(_paste(q, qbox, lo, [b - a for a, b in box]).astype(np.float32) for q, qbox, _ in loaded)
             mean_q = np.rint(total / len(loaded)).astype(np.uint8)
-            classes = _decode(_paste(mean_q, box, (0, 0, 0), shape), {r: DEFAULT_THRESHOLD for r in REGION_NAMES})
+            classes = _decode(_paste(mean_q, box, (0, 0, 0), shape),
+                              {r: DEFAULT_THRESHOLD for r in task.region_order}, task)
             ref = nib.load(str(member_path(paths[0].parent, "predictions", rows[0]["prediction"])))
-            convention = next((c.label_convention for c in find_cases(truth_path.parent) if c.case_id == cid),
-                              "2021")
+            case = next((c for c in find_cases(truth_path.parent) if c.case_id == cid), None)
+            written = case_output_task(task, case) if case is not None else task
         except (BratsInputError, OSError, ValueError, ImageFileError) as exc:
             failed[cid] = str(exc).splitlines()[0]
             log(f"FAILED {cid}: {failed[cid]}")
             continue
         pred_path = out / "predictions" / f"{cid}.nii.gz"
-        save_nifti(pred_path, classes_to_labels(classes, convention), ref.affine, ref.header)
+        save_nifti(pred_path, written.to_labels(classes), ref.affine, ref.header)
         probs_path = save_probabilities(out / "probabilities" / f"{cid}.npz", mean_q.astype(np.float32) / 255, box,
                                         tuple(shape))  # quantized again to the same bytes
-        scores = region_scores(classes, true, spacing)
+        scores = region_scores(classes, true, spacing, task=task)
         cases[cid] = {"fold": rows[0]["fold"], "run": [r.get("run") for r in rows],
                       "model": [r.get("model") for r in rows], "prediction": str(pred_path),
                       "truth": str(truth_path), "probabilities": str(probs_path),
-                      **{r: scores[r] for r in REGION_NAMES}}
+                      **{r: scores[r] for r in regions}}
         if progress:
-            log(f"fold {rows[0]['fold']} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in REGION_NAMES))
+            log(f"fold {rows[0]['fold']} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in regions))
     if not cases:
         raise BratsInputError(f"no case could be combined ({len(failed)} failed)")
     fold_table = {}
     for fold, f in first["folds"].items():
         rows = [cases[c] for c in f["cases"] if c in cases]
         fold_table[fold] = {"run": [t["folds"].get(fold, {}).get("run") for t in tables], "cases": f["cases"],
-                            "mean": _summary(rows)["mean"] if rows else {}}
+                            "mean": _summary(rows, regions)["mean"] if rows else {}}
 
     def same(key):
         values = {json.dumps(t.get(key)) for t in tables}
         return tables[0].get(key) if len(values) == 1 else "mixed"
 
-    results = {"checkpoint": same("checkpoint"), "tta": same("tta"), "overlap": same("overlap"),
+    results = {**_task_record(task), "checkpoint": same("checkpoint"), "tta": same("tta"), "overlap": same("overlap"),
                "combined": [str(p.parent.resolve()) for p in paths], "cases": cases, "folds": fold_table,
-               "failed": failed, **_summary(list(cases.values()))}
+               "failed": failed, **_summary(list(cases.values()), regions)}
     _write_table(out, results, failed, log)
     return results
 
@@ -350,7 +381,8 @@ def read_crossval(path, postprocessed: bool = False, scores_only: bool = False) 
     ``crossval_postprocessed.json`` (:func:`crossval_postprocessed`).
 
     Every table has ``"cases"``, a JSON object of rows each with an integer ``"fold"`` and finite ``"dice"`` and
-    ``"hd95"`` of WT, TC and ET, and maybe ``"failed"`` (case: reason). Unless ``scores_only`` (all that
+    ``"hd95"`` of each region of its task (WT, TC and ET; ``"task"``, :func:`table_task`), and maybe ``"failed"``
+    (case: reason). Unless ``scores_only`` (all that
     :func:`brats_keras.compare.compare_crossval` needs), it also has ``"folds"`` (fold: ``{"cases": [...], ...}``)
     and ``"mean"``, ``"median"``, ``"std"``, and a ``crossval.json`` row names its ``"truth"`` and ``"prediction"`` files.
 
@@ -371,6 +403,10 @@ def _check_table(table, name: str, files: bool = False, summaries: bool = False)
     describes; ``files``: rows name their truth and prediction files; ``summaries``: folds, mean, median, std."""
     if not isinstance(table, dict) or not isinstance(table.get("cases"), dict):
         raise BratsInputError(f"{name}: not a crossval table (no \"cases\")")
+    try:
+        regions = get_task(table.get("task")).region_names
+    except TaskError as exc:
+        raise BratsInputError(f"{name}: {exc}") from None
     if not isinstance(table.get("failed", {}), dict):
         raise BratsInputError(f"{name}: \"failed\" is not a table of case: reason")
     for key in ("folds", "mean", "median", "std") if summaries else ():
@@ -388,7 +424,7 @@ def _check_table(table, name: str, files: bool = False, summaries: bool = False)
         for key in ("truth", "prediction") if files else ():
             if not isinstance(row.get(key), str) or not row[key]:
                 raise BratsInputError(f"{name}: case {cid} names no {key} file")
-        for r in REGION_NAMES:
+        for r in regions:
             for s in SCORES:
                 value = row.get(r, {}).get(s) if isinstance(row.get(r), dict) else None
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
@@ -396,36 +432,49 @@ def _check_table(table, name: str, files: bool = False, summaries: bool = False)
 
 
 def crossval_csv(results: dict) -> str:
-    """One row per case (fold, Dice and HD95 per region), then a row per fold mean, then mean / median / std."""
-    columns = [f"{s}_{r}" for s in SCORES for r in REGION_NAMES]
+    """One row per case (fold, Dice and HD95 per region of the table's task), then a row per fold mean, then mean /
+    median / std."""
+    regions = table_task(results).region_names
+    columns = [f"{s}_{r}" for s in SCORES for r in regions]
     buf = _io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["case", "fold", *columns])
     for cid, row in results["cases"].items():
-        writer.writerow([cid, row["fold"], *(repr(float(row[r][s])) for s in SCORES for r in REGION_NAMES)])
+        writer.writerow([cid, row["fold"], *(repr(float(row[r][s])) for s in SCORES for r in regions)])
     for fold, f in results["folds"].items():
         if f["mean"]:
-            writer.writerow([f"fold {fold} mean", fold, *(repr(f["mean"][r][s]) for s in SCORES for r in REGION_NAMES)])
+            writer.writerow([f"fold {fold} mean", fold, *(repr(f["mean"][r][s]) for s in SCORES for r in regions)])
     for name in ("mean", "median", "std"):
-        writer.writerow([name, "", *(repr(results[name][r][s]) for s in SCORES for r in REGION_NAMES)])
+        writer.writerow([name, "", *(repr(results[name][r][s]) for s in SCORES for r in regions)])
     return buf.getvalue()
 
 
 def format_crossval(results: dict) -> str:
-    """A text table of :func:`crossval_predict` results: cases, fold means, then mean / median / std."""
+    """A text table of :func:`crossval_predict` results: cases, fold means, then mean / median / std (columns: the
+    regions of the table's task)."""
+    regions = table_task(results).region_names
     rows = [(cid, str(r["fold"]), r) for cid, r in results["cases"].items()]
     folds = [(f"fold {k} mean", k, f["mean"]) for k, f in results["folds"].items() if f["mean"]]
     totals = [(name, "all", results[name]) for name in ("mean", "median", "std")]
     width = max(len(name) for name, _, _ in rows + folds + totals + [("case", "", None)])
-    head = f"{'case':<{width}}  fold  {'Dice WT':>7} {'TC':>6} {'ET':>6}  {'HD95 WT':>7} {'TC':>6} {'ET':>6}"
+    # the first column of a group names the score: "Dice WT" in 7 characters, the others 6 or their name's length
+    cols = [(f"{'Dice ' if k == 0 else ''}{r}", "dice", ".4f") for k, r in enumerate(regions)]
+    cols += [(f"{'HD95 ' if k == 0 else ''}{r}", "hd95", ".2f") for k, r in enumerate(regions)]
+    widths = [max(7 if k % len(regions) == 0 else 6, len(h)) for k, (h, _, _) in enumerate(cols)]
+
+    def cells(values):
+        n = len(regions)
+        return "  ".join(" ".join(values[g * n:(g + 1) * n]) for g in range(2))
+
+    head = f"{'case':<{width}}  fold  " + cells([f"{h:>{w}}" for (h, _, _), w in zip(cols, widths)])
     lines = [head, "-" * len(head)]
     for i, block in enumerate((rows, folds, totals)):
         if i and block:
             lines.append("-" * len(head))
         for name, fold, s in block:
-            lines.append(f"{name:<{width}}  {fold:>4}  {s['WT']['dice']:>7.4f} {s['TC']['dice']:>6.4f} "
-                         f"{s['ET']['dice']:>6.4f}  {s['WT']['hd95']:>7.2f} {s['TC']['hd95']:>6.2f} "
-                         f"{s['ET']['hd95']:>6.2f}")
+            lines.append(f"{name:<{width}}  {fold:>4}  "
+                         + cells([f"{s[r][score]:>{w}{fmt}}" for (_, score, fmt), w, r
+                                  in zip(cols, widths, regions + regions)]))
     return "\n".join(lines)
 
 
@@ -439,12 +488,14 @@ def crossval_markdown(results: dict, choice: dict | None = None, command: str | 
     ``command`` (the commands that reproduce the numbers) is shown as a code block when given.
     """
     n, folds = len(results["cases"]), [f for f in results["folds"].values() if f["mean"]]
+    regions = table_task(results).region_names
 
     def row(name, s, hd=True):
-        dice = " | ".join(f"{s[r]['dice']:.3f}" for r in REGION_NAMES)
-        return f"| {name} | {dice} | " + " | ".join(f"{s[r]['hd95']:.1f}" for r in REGION_NAMES) + " |"
+        dice = " | ".join(f"{s[r]['dice']:.3f}" for r in regions)
+        return f"| {name} | {dice} | " + " | ".join(f"{s[r]['hd95']:.1f}" for r in regions) + " |"
 
-    head = "| | Dice WT | TC | ET | HD95 WT (mm) | TC | ET |\n| --- | --- | --- | --- | --- | --- | --- |"
+    names = [f"Dice {regions[0]}", *regions[1:], f"HD95 {regions[0]} (mm)", *regions[1:]]
+    head = "| | " + " | ".join(names) + " |\n|" + " --- |" * (len(names) + 1)
     lines = [f"## Cross-validated estimate ({len(folds)} folds, {n} cases, `{results['checkpoint']}` checkpoints)",
              "", ("Every case scored once, by the mean of the probabilities of the fold models (one per "
                   f"cross-validation combined: {', '.join(results['combined'])}) that did not train on it"
@@ -459,9 +510,9 @@ def crossval_markdown(results: dict, choice: dict | None = None, command: str | 
     for k, f in results["folds"].items():
         if f["mean"]:
             lines.append(row(f"fold {k} ({len(f['cases'])} cases)", f["mean"]))
-    weakest = sorted(results["cases"].items(), key=lambda kv: np.mean([kv[1][r]["dice"] for r in REGION_NAMES]))
-    lines += ["", "Weakest cases (mean Dice of the three regions): " + ", ".join(
-        f"{cid} (fold {c['fold']}: " + " / ".join(f"{c[r]['dice']:.2f}" for r in REGION_NAMES) + ")"
+    weakest = sorted(results["cases"].items(), key=lambda kv: np.mean([kv[1][r]["dice"] for r in regions]))
+    lines += ["", f"Weakest cases (mean Dice of the {_count(len(regions))} regions): " + ", ".join(
+        f"{cid} (fold {c['fold']}: " + " / ".join(f"{c[r]['dice']:.2f}" for r in regions) + ")"
         for cid, c in weakest[:3]) + "."]
     if results.get("failed"):
         lines += ["", "Not scored (unreadable): " + ", ".join(sorted(results["failed"])) + "."]
@@ -471,9 +522,9 @@ def crossval_markdown(results: dict, choice: dict | None = None, command: str | 
         lines += ["", f"Post-processing chosen on these out-of-fold predictions: `{json.dumps(chosen)}`"
                   + ((" (none passed: a rise of a mean Dice over " + f"{choice.get('min_gain', MIN_GAIN):g}"
                       + (" with a paired interval of the gain not below 0)" if choice.get("confidence") else ")"))
-                     if is_postprocessing_off(chosen) else "")
-                  + "; mean Dice WT / TC / ET " + " / ".join(f"{b[r]:.3f}" for r in REGION_NAMES) + " before, "
-                  + " / ".join(f"{a[r]:.3f}" for r in REGION_NAMES) + " after."]
+                     if is_postprocessing_off(chosen, table_task(results)) else "")
+                  + f"; mean Dice {' / '.join(regions)} " + " / ".join(f"{b[r]:.3f}" for r in regions) + " before, "
+                  + " / ".join(f"{a[r]:.3f}" for r in regions) + " after."]
     if command:
         lines += ["", "Reproduce:", "", "```bash", command.strip(), "```"]
     return "\n".join(lines) + "\n"
@@ -528,15 +579,16 @@ def choose_postprocessing_from_crossval(cv_dir, **kwargs) -> dict:
     cv_dir = Path(cv_dir)
     path = cv_dir / _TABLES[False]
     results = read_crossval(path)
+    task = table_task(results)
     rows = list(results["cases"].values())
-    truths = [_read_classes(Path(row["truth"]))[0] for row in rows]
+    truths = [_read_classes(Path(row["truth"]), task)[0] for row in rows]
     if rows and all("probabilities" in row for row in rows):  # region models: thresholds are chosen too
         probs = [load_probabilities(member_path(cv_dir, "probabilities", row["probabilities"])) for row in rows]
         preds = None
     else:
         probs = None
-        preds = [_read_classes(member_path(cv_dir, "predictions", row["prediction"]))[0] for row in rows]
-    choice = choose_postprocessing(preds, truths, probs=probs, **kwargs)
+        preds = [_read_classes(member_path(cv_dir, "predictions", row["prediction"]), task)[0] for row in rows]
+    choice = choose_postprocessing(preds, truths, probs=probs, task=task, **kwargs)
     if probs is None:
         choice["note"] = (f"region thresholds not tried: {path} keeps no probabilities (a softmax model, or "
                           "predicted by a crossval older than region thresholds: run crossval again without --reuse)")
@@ -558,25 +610,27 @@ def crossval_postprocessed(cv_dir, choice, log=None) -> dict:
 
     cv_dir = Path(cv_dir)
     results = read_crossval(cv_dir / _TABLES[False])
-    spec = postprocessing_spec((choice or {}).get("postprocess", choice))
+    task = table_task(results)
+    regions = task.region_names
+    spec = postprocessing_spec((choice or {}).get("postprocess", choice), task=task)
     cases = {}
     for cid, row in results["cases"].items():
-        truth, spacing = _read_classes(Path(row["truth"]))
+        truth, spacing = _read_classes(Path(row["truth"]), task)
         if "probabilities" in row:
             q, box, shape = load_probabilities(member_path(cv_dir, "probabilities", row["probabilities"]))
-            pred = _decode(_paste(q, box, (0, 0, 0), shape), spec["thresholds"])
+            pred = _decode(_paste(q, box, (0, 0, 0), shape), spec["thresholds"], task)
         else:
-            pred = _read_classes(member_path(cv_dir, "predictions", row["prediction"]))[0]
-        scores = region_scores(apply_postprocessing(pred, spec), truth, spacing)
-        cases[cid] = {"fold": row["fold"], **{r: scores[r] for r in REGION_NAMES}}
+            pred = _read_classes(member_path(cv_dir, "predictions", row["prediction"]), task)[0]
+        scores = region_scores(apply_postprocessing(pred, spec, task), truth, spacing, task=task)
+        cases[cid] = {"fold": row["fold"], **{r: scores[r] for r in regions}}
         if log:
-            log(f"fold {row['fold']} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in REGION_NAMES))
+            log(f"fold {row['fold']} {cid}: Dice " + " ".join(f"{r} {scores[r]['dice']:.3f}" for r in regions))
     folds = {}
     for k, f in results["folds"].items():
         rows = [cases[c] for c in f["cases"] if c in cases]
-        folds[k] = {**f, "mean": _summary(rows)["mean"] if rows else {}}
-    return {"checkpoint": results.get("checkpoint"), "postprocess": spec, "cases": cases, "folds": folds,
-            "failed": results.get("failed", {}), **_summary(list(cases.values()))}
+        folds[k] = {**f, "mean": _summary(rows, regions)["mean"] if rows else {}}
+    return {**_task_record(task), "checkpoint": results.get("checkpoint"), "postprocess": spec, "cases": cases,
+            "folds": folds, "failed": results.get("failed", {}), **_summary(list(cases.values()), regions)}
 
 
 def member_path(cv_dir: Path, folder: str, recorded: str) -> Path:

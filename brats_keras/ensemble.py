@@ -108,7 +108,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
                                   f"{sorted(group_folds[0])}: give every recipe's runs of the same folds")
     check_same_preprocessing([t[4] for t in loaded], [str(t[2]) for t in loaded])
     if postprocessing is not None:
-        postprocessing = _postprocess_info(postprocessing)
+        postprocessing = _postprocess_info(postprocessing, loaded[0][4].get("task"))
         _thresholds_apply({**loaded[0][4], "postprocess": postprocessing}, loaded[0][2])
     if weights_dtype in ("float16", "int8"):  # checked for every fold before the first file is written
         for _, _, model_path, model, _, _ in loaded:

@@ -18,13 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from . import io as bio
-from .labels import classes_to_labels, regions_to_classes
 from .geometry import resampled_note, voxel_mm
 from .postprocessing import (apply_postprocessing, postprocessing_for_voxels, postprocessing_spec, region_thresholds,
                              thresholds_ignored)
 from .preprocessing import box_slices, brain_crop_box, downsample_image, stack_scaled, upsample_probs
 from .spec import PreprocessingSpec
-from .tasks import MSD_TASK01
+from .tasks import DEFAULT_TASK, TASKS, TaskError, get_task
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -151,6 +150,17 @@ def check_same_preprocessing(infos, names) -> None:
                 f"{this!r}): the models of an ensemble need the same preprocessing")
 
 
+def model_task(info: dict, name):
+    """The task a model's info records (``info["task"]``: a task record or name); the default task for a model
+    that records none. BratsInputError naming the model for a record that is not a valid task. (The model files'
+    own reader of this record, ``checkpoint.info_task``, comes with the task-model branch: this is a shim until
+    then.)"""
+    try:
+        return get_task(info.get("task"))
+    except TaskError as exc:
+        raise bio.BratsInputError(f"{name}: {exc}") from None
+
+
 def _spec(info: dict, name) -> PreprocessingSpec:
     """The spec of a model's info; BratsInputError naming the model when the info is not a valid spec."""
     try:
@@ -198,6 +208,9 @@ class Predictor:
             :func:`brats_keras.checkpoint.check_head`).
         patch_size: window size (default: the training patch size of the first model, ``spec.window``).
         overlap, batch_size, tta: see :func:`sliding_window`.
+        The task (its classes, head regions and label values, :mod:`brats_keras.tasks`) is the one the (first)
+        model file records (``info["task"]``; the default task for a file that records none): ``self.task``. The
+        models of an ensemble must share it (else BratsInputError naming two files).
         postprocess: the post-processing, one value: True (default): the one stored in the (first) model file's
             info (``info["postprocess"]``, written by ``brats-keras crossval --choose-postprocessing``); False: none
             at all; a dict: that choice, in the stored form (:func:`~brats_keras.postprocessing.postprocessing_spec`: ``{"min_component": ...,
@@ -209,6 +222,9 @@ class Predictor:
         trust_export: run SavedModel exports (TensorFlow programs that may read and write files); without
             it one is refused (BratsInputError). ONNX exports run either way (:class:`brats_keras.export.ExportedModel`).
     """
+
+    #: the models' task (set from their info; the default task unless told otherwise)
+    task = TASKS[DEFAULT_TASK]
 
     def __init__(self, model=None, info=None, patch_size=None, overlap=0.5, batch_size=2, tta=False,
                  min_component=None, keep_largest=None, et_threshold=None, postprocess=True,
@@ -252,9 +268,15 @@ class Predictor:
         for m, name in zip(models[1:], names[1:]):
             if m.outputs[0].shape[-1] != models[0].outputs[0].shape[-1]:
                 raise bio.BratsInputError(f"{names[0]} and {name} have different numbers of outputs")
+        tasks = [model_task(i, n) for i, n in zip(infos, names)]
+        for task, name in zip(tasks[1:], names[1:]):
+            if not tasks[0].same_classes(task):
+                raise bio.BratsInputError(f"{names[0]} and {name} were trained for different tasks ({tasks[0].name} "
+                                          f"and {task.name}): the models of an ensemble need the same classes")
         self.models, self.names = models, names
         self.model = models[0]
         self.info = info
+        self.task = tasks[0]
         self.spec = _spec(info, names[0])
         self.patch = patch_size or self.spec.window
         self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
@@ -267,19 +289,24 @@ class Predictor:
             if postprocess is True:  # a dict or False given beside them wins
                 postprocess = flags
         if postprocess is False:
-            self.post = postprocessing_spec()
+            self.post = postprocessing_spec(task=self.task)
         elif isinstance(postprocess, dict):
-            self.post = postprocessing_spec(postprocess)
+            self.post = postprocessing_spec(postprocess, task=self.task)
         else:
-            self.post = postprocessing_spec(info.get("postprocess"))
+            self.post = postprocessing_spec(info.get("postprocess"), task=self.task)
         given = isinstance(postprocess, dict)
-        if given and thresholds_ignored(self.post, self.spec.regions):
-            raise ValueError(f"{names[0]}: region thresholds apply to models with region outputs (WT, TC, ET); "
-                             "this one has softmax classes (the most probable class is taken)")
+        if given and thresholds_ignored(self.post, self.spec.regions, self.task):
+            raise ValueError(f"{names[0]}: region thresholds apply to models with region outputs "
+                             f"({', '.join(self.task.region_order)}); this one has softmax classes (the most "
+                             "probable class is taken)")
         n_in = models[0].inputs[0].shape[-1]
         if n_in is not None and n_in != len(self.spec.modalities):
             raise ValueError(f"model expects {n_in} channels but its info lists {len(self.spec.modalities)} modalities")
         self.n_out = models[0].outputs[0].shape[-1]
+        expected = self.task.output_channels("regions" if self.spec.regions else "softmax")
+        if self.n_out is not None and self.n_out != expected:
+            raise bio.BratsInputError(f"{names[0]}: {self.n_out} output channels, but its task {self.task.name} "
+                                      f"has {expected} ({'regions' if self.spec.regions else 'classes'})")
 
     def predict_batch(self, batch):
         with _no_retracing_warning():
@@ -315,9 +342,11 @@ class Predictor:
                 "starts": [window_starts(s, p, self.overlap) for s, p in zip(padded, patch)]}
 
     def to_classes(self, probs: np.ndarray) -> np.ndarray:
-        """Class map of probabilities: region models use the post-processing's region thresholds."""
+        """Class map of probabilities: region models decode the task's head regions in its order with the
+        post-processing's region thresholds (:meth:`~brats_keras.tasks.Task.regions_to_classes`); softmax models
+        take the most probable of the task's classes."""
         if self.spec.regions:
-            return regions_to_classes(probs, region_thresholds(self.post))
+            return self.task.regions_to_classes(probs, region_thresholds(self.post, self.task))
         return np.argmax(probs, axis=-1).astype(np.uint8)
 
     def predict_case(self, case: bio.Case, return_probs=False, progress=False) -> dict:
@@ -347,7 +376,7 @@ class Predictor:
             return self._on_input_grid(volumes.regrid, probs, box, return_probs, t0)
         classes = np.zeros(vols[0].shape, np.uint8)
         classes[box_slices(box)] = self.to_classes(probs)
-        classes = apply_postprocessing(classes, self.post)
+        classes = apply_postprocessing(classes, self.post, self.task)
         full_probs = None
         if return_probs == "box":
             full_probs = probs
@@ -369,36 +398,82 @@ class Predictor:
         """
         probs = regrid.from_working(probs, order=1, start=[a for a, _ in box])
         voxel_mm3 = float(np.prod(voxel_mm(regrid.source.affine)))
-        classes = apply_postprocessing(self.to_classes(probs), postprocessing_for_voxels(self.post, voxel_mm3))
+        classes = apply_postprocessing(self.to_classes(probs), postprocessing_for_voxels(self.post, voxel_mm3, self.task),
+                                       self.task)
         return {"classes": classes, "probs": probs if return_probs else None, "affine": regrid.source.affine,
                 "header": regrid.source.header, "box": tuple((0, s) for s in regrid.source.shape),
                 "seconds": time.time() - t0, "resampled_from": regrid.describe(), "working_shape": regrid.shape}
+
+
+#: label aliases of ``predict --labels``: the conventions' names for their tasks
+LABEL_ALIASES = {"2021": "glioma2021", "2023": "brats2023"}
+#: the task whose values a case's naming says it stores, for a model of that task's family
+_NAMING_TASKS = {"2021": "glioma2021", "2023": "brats2023", "msd": "msd-task01"}
+
+
+def output_task(model_task, labels=None):
+    """The task whose label values ``predict --labels`` asks for: ``labels`` (a task, its name or task file, or
+    ``"2021"`` / ``"2023"`` for ``glioma2021`` / ``brats2023``), which must have the classes of ``model_task``
+    (:meth:`~brats_keras.tasks.Task.same_classes`); None when ``labels`` is None (each case's own values,
+    :func:`case_output_task`).
+
+    Raises:
+        BratsInputError ``--labels: ...`` for an unknown task or one with other classes.
+    """
+    if labels is None:
+        return None
+    try:
+        task = get_task(LABEL_ALIASES.get(str(labels), labels))
+    except TaskError as exc:
+        raise bio.BratsInputError(f"--labels: {exc} (or 2021, 2023)") from None
+    if not model_task.same_classes(task):
+        same = [t.name for t in TASKS.values() if model_task.same_classes(t)]
+        raise bio.BratsInputError(f"--labels: {task.name} has other classes than the model's task "
+                                  f"{model_task.name}: use {', '.join(same)}")
+    return task
+
+
+def case_output_task(model_task, case: bio.Case):
+    """The task whose label values a prediction of ``case`` is written with: the one its naming says
+    (2018-2021 names: ``glioma2021``, ET 4; 2023+ names: ``brats2023``, ET 3; the Decathlon's: ``msd-task01``)
+    where that task has the model's classes, else the model's own. A plain-named case gets the 2023 values from a
+    default-task model (ET 3) and the model's own values from any other."""
+    naming = getattr(case, "naming", None) or case.layout
+    name = _NAMING_TASKS.get(naming)
+    if name is None:
+        name = "brats2023" if model_task.name == DEFAULT_TASK else model_task.name
+    task = TASKS.get(name, model_task)
+    return task if model_task.same_classes(task) else model_task
 
 
 def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=False, progress=True,
                    log=print, case_ids=None, **predictor_kwargs) -> dict:
     """Predict every case under ``input_path`` into ``output_dir/<case>.nii.gz``.
 
-    Labels are written in the input's convention (4 for ET in 2018-2021 naming, 3 in 2023
-    naming, the Decathlon's values for its cases) unless ``labels`` is ``"2021"`` or ``"2023"``. ``case_ids`` limits prediction to
-    those cases (e.g. a split's test cases). A bad case, or one whose files cannot be written
-    (e.g. no space left on device), is reported in one line and the others are still predicted;
-    a case's files are written whole or not at all (:func:`brats_keras.io.atomic_write`), and
-    none of them is left when one fails. A case off the working grid is resampled onto it to be predicted, and
-    its label map (and probabilities) written back on its own grid, with its own affine and header: a note
-    says so in one line.
+    Labels are written with the values of the case's own task (:func:`case_output_task`: 4 for ET in 2018-2021
+    naming, 3 in 2023 naming, the model's task's values where the naming says nothing more) unless ``labels`` names
+    a task with the model's classes (``"2021"`` and ``"2023"`` stand for ``glioma2021`` and ``brats2023``;
+    :func:`output_task`). ``case_ids`` limits prediction to those cases (e.g. a split's test cases). A bad case, or
+    one whose files cannot be written (e.g. no space left on device), is reported in one line and the others are
+    still predicted; a case's files are written whole or not at all (:func:`brats_keras.io.atomic_write`), and none
+    of them is left when one fails. A case off the working grid is resampled onto it to be predicted, and its
+    label map (and probabilities) written back on its own grid, with its own affine and header: a note says so
+    in one line.
 
     Returns:
-        ``{"ok": {case: seconds}, "failed": {case: message}, "resampled": {case: its own grid}}`` (the grid as
+        ``{"ok": {case: seconds}, "failed": {case: message}, "task": the model's task, "labels": {case: the task
+        whose values were written}, "resampled": {case: its own grid}}`` (task names; the grid as
         :func:`brats_keras.geometry.describe_grid` gives it: shape, voxel size, orientation, affine).
     Raises:
         BratsInputError before any work when ``output_dir`` cannot be a folder written into
-        (:func:`brats_keras.io.check_output_path`) or no case is found.
+        (:func:`brats_keras.io.check_output_path`), ``labels`` is not a task with the model's classes, or no case
+        is found.
     """
     from tqdm.auto import tqdm
 
     output_dir = bio.check_output_path(output_dir, folder=True)
     predictor = model if isinstance(model, Predictor) else Predictor(model, **predictor_kwargs)
+    asked = output_task(predictor.task, labels)
     cases = bio.find_cases(input_path)
     if case_ids is not None:
         cases = [c for c in cases if c.case_id in set(case_ids)]
@@ -408,16 +483,13 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise bio.BratsInputError(f"{output_dir}: cannot make the output folder ({bio.os_error_reason(exc)})") from None
-    result = {"ok": {}, "failed": {}, "resampled": {}}
+    result = {"ok": {}, "failed": {}, "task": predictor.task.name, "labels": {}, "resampled": {}}
     for case in tqdm(cases, desc="predicting", unit="case", disable=not progress):
         written = []
         try:
             pred = predictor.predict_case(case, return_probs=save_probs)
-            convention = labels or case.label_convention
-            if convention == "msd":  # a Decathlon case gets the Decathlon's values (1 edema, 2 non-enh., 3 enh.)
-                out_labels = MSD_TASK01.to_labels(pred["classes"])
-            else:
-                out_labels = classes_to_labels(pred["classes"], convention)
+            task = asked or case_output_task(predictor.task, case)
+            out_labels = task.to_labels(pred["classes"])
             path = output_dir / f"{case.case_id}.nii.gz"
             bio.save_nifti(path, out_labels, pred["affine"], pred["header"])
             written.append(path)
@@ -426,6 +498,7 @@ def predict_folder(input_path, output_dir, model=None, labels=None, save_probs=F
                 bio.atomic_save_npy(path, pred["probs"].astype(np.float16))
                 written.append(path)
             result["ok"][case.case_id] = round(pred["seconds"], 3)
+            result["labels"][case.case_id] = task.name
             if "resampled_from" in pred:
                 result["resampled"][case.case_id] = pred["resampled_from"]
                 log(f"note: {case.case_id}: {resampled_note(pred['resampled_from'], pred['working_shape'])} to "

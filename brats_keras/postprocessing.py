@@ -4,6 +4,9 @@ them on out-of-fold predictions (``choose_postprocessing``).
 A setting removes small components of a region, keeps its largest ones, moves the region thresholds of a region
 model, or turns a small predicted ET into necrosis (the BraTS rule); :class:`brats_keras.inference.Predictor`
 applies the settings stored in a model file, and ``brats-keras crossval --choose-postprocessing`` chooses them.
+
+Settings are per region a region head predicts (the task's :attr:`~brats_keras.tasks.Task.region_order`: WT, TC,
+ET for the default task), keyed by region name; choices are scored by the task's scored regions.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .io import BratsInputError
-from .labels import REGION_CLASSES, REGION_NAMES, classes_to_regions, regions_to_classes
+from .tasks import get_task
 
 #: candidate post-processing settings tried by :func:`choose_postprocessing` (voxels of the predicted label map)
 COMPONENT_SIZES = (10, 50, 100, 250, 500, 1000)
@@ -37,33 +40,48 @@ PAIRED_RESAMPLES = 2000
 STRUCT26 = np.ones((3, 3, 3), bool)
 
 
-def remove_small_components(classes: np.ndarray, min_size: int = 0, keep_largest: int = 0) -> np.ndarray:
-    """Drop tumor islands: whole-tumor components (26-connectivity) smaller than ``min_size`` voxels,
-    and, when ``keep_largest`` > 0, all but the ``keep_largest`` biggest components (the WT rule of
-    :func:`apply_postprocessing`)."""
+def remove_small_components(classes: np.ndarray, min_size: int = 0, keep_largest: int = 0, task=None) -> np.ndarray:
+    """Drop tumor islands: components (26-connectivity) of the task's first head region (the whole tumor)
+    smaller than ``min_size`` voxels, and, when ``keep_largest`` > 0, all but the ``keep_largest`` biggest
+    components (the WT rule of :func:`apply_postprocessing`)."""
     if min_size <= 0 and keep_largest <= 0:
         return classes
-    return apply_postprocessing(classes, {"min_component": min_size, "keep_largest": keep_largest})
+    return apply_postprocessing(classes, {"min_component": min_size, "keep_largest": keep_largest}, task)
 
 
-def small_et_to_ncr(classes: np.ndarray, threshold: int) -> np.ndarray:
-    """The BraTS post-processing rule: if fewer than ``threshold`` voxels are predicted ET, call them NCR.
+def small_et_to_ncr(classes: np.ndarray, threshold: int, task=None) -> np.ndarray:
+    """The BraTS post-processing rule: if fewer than ``threshold`` voxels are predicted ET, call them NCR (the
+    class of the region around ET, :func:`removed_becomes`; a task without a head region ET is left as it is).
 
     (Cases without enhancing tumor score ET Dice 1 only for an empty ET prediction.)
     """
-    if threshold <= 0:
+    task = get_task(task)
+    if threshold <= 0 or "ET" not in task.region_order:
         return classes
-    et = classes == 3
+    (et_class,) = task.region_classes("ET")
+    et = classes == et_class
     n = int(et.sum())
     if 0 < n < threshold:
         classes = classes.copy()
-        classes[et] = 1
+        classes[et] = removed_becomes(task)["ET"]
     return classes
 
 
-#: the class a voxel takes when a component of its region is removed: it leaves that region and no other
-#: (WT -> background, TC -> edema, ET -> necrosis), so the nested regions stay nested
-REMOVED_BECOMES = {"WT": 0, "TC": 2, "ET": 1}
+def removed_becomes(task=None) -> dict:
+    """Head region -> the class a voxel takes when a component of that region is removed: it leaves that region
+    and no other, taking the class of the nearest head region before it that holds it (0 where none does), so
+    nested regions stay nested (default task: WT -> background, TC -> edema, ET -> necrosis)."""
+    task = get_task(task)
+    out = {}
+    for j, name in enumerate(task.region_order):
+        mine = set(task.region_classes(name))
+        parents = [k for k in range(j) if mine < set(task.region_classes(task.region_order[k]))]
+        out[name] = task.decoded_classes[parents[-1]] if parents else 0
+    return out
+
+
+#: :func:`removed_becomes` of the default task
+REMOVED_BECOMES = removed_becomes()
 
 
 #: the probability above which a voxel is in a region (region models); a stored choice may move it per region
@@ -71,54 +89,58 @@ DEFAULT_THRESHOLD = 0.5
 
 
 def postprocessing_spec(spec=None, min_component=None, keep_largest=None, et_threshold=None,
-                        thresholds=None) -> dict:
+                        thresholds=None, task=None) -> dict:
     """A complete post-processing choice: ``{"thresholds": {"WT": t, "TC": t, "ET": t}, "min_component":
     {"WT": n, "TC": n, "ET": n}, "keep_largest": {"WT": k, "TC": k, "ET": k}, "et_threshold": n}``
-    (thresholds 0.5 and 0 elsewhere = off).
+    (thresholds 0.5 and 0 elsewhere = off), one entry per head region of ``task``
+    (:attr:`~brats_keras.tasks.Task.region_order`; None: the default task's WT, TC, ET).
 
-    ``thresholds`` are the region probabilities above which a voxel is in that region (models with region
-    outputs; :func:`brats_keras.labels.regions_to_classes`); a softmax model takes the most probable class
-    and ignores them. ``spec`` may be such a dict (partial is fine; an int for ``min_component`` or
-    ``keep_largest`` means the whole tumor, as the ``--min-component`` / ``--keep-largest`` flags; a number or
-    three numbers for ``thresholds``), or None. The keyword arguments, when not None, replace the matching
-    entries. Other keys (e.g. ``"chosen_on"``) are dropped. A stored spec without ``thresholds`` (written before
-    they existed) reads as 0.5 for every region.
-    """
+    ``thresholds`` are the region probabilities above which a voxel is in that region (models with region outputs;
+    :func:`brats_keras.labels.regions_to_classes`); a softmax model takes the most probable class and ignores them.
+    ``spec`` may be such a dict (partial is fine; an int for ``min_component`` or ``keep_largest`` means the first
+    head region, the whole tumor, as the ``--min-component`` / ``--keep-largest`` flags; a number or one number per
+    head region for ``thresholds``), or None. The keyword arguments, when not None, replace the matching entries.
+    Other keys (e.g. ``"chosen_on"``) are dropped. A stored spec without ``thresholds`` (written before they
+    existed) reads as 0.5 for every region. """
+    regions = get_task(task).region_order
     spec = dict(spec or {})
     for key, value in (("min_component", min_component), ("keep_largest", keep_largest),
                        ("et_threshold", et_threshold), ("thresholds", thresholds)):
         if value is not None:
             spec[key] = value
-    out = {"thresholds": _thresholds(spec.get("thresholds")), "min_component": {}, "keep_largest": {},
+    out = {"thresholds": _thresholds(spec.get("thresholds"), regions), "min_component": {}, "keep_largest": {},
            "et_threshold": int(spec.get("et_threshold") or 0)}
     for key in ("min_component", "keep_largest"):
         value = spec.get(key) or 0
         if not isinstance(value, dict):
-            value = {"WT": value}
-        unknown = sorted(set(value) - set(REMOVED_BECOMES))
+            value = {regions[0]: value}
+        unknown = sorted(set(value) - set(regions))
         if unknown:
-            raise ValueError(f"post-processing {key}: unknown region {', '.join(unknown)} (use WT, TC, ET)")
-        out[key] = {r: int(value.get(r) or 0) for r in REMOVED_BECOMES}
+            raise ValueError(f"post-processing {key}: unknown region {', '.join(unknown)} (use {', '.join(regions)})")
+        out[key] = {r: int(value.get(r) or 0) for r in regions}
     return out
 
 
-def _thresholds(value) -> dict:
-    """``{"WT": t, "TC": t, "ET": t}`` from None (0.5 each), a number, three numbers or a partial dict."""
+def _thresholds(value, regions) -> dict:
+    """``{"WT": t, "TC": t, "ET": t}`` (one per head region in ``regions``) from None (0.5 each), a number, one
+    number per region or a partial dict."""
+    names = ", ".join(regions)
     if value is None:
         value = {}
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = dict.fromkeys(REMOVED_BECOMES, value)
+        value = dict.fromkeys(regions, value)
     elif isinstance(value, (list, tuple)):
-        if len(value) != 3:
-            raise ValueError(f"post-processing thresholds: three values (WT, TC, ET), not {len(value)}")
-        value = dict(zip(REMOVED_BECOMES, value))
+        if len(value) != len(regions):
+            raise ValueError(f"post-processing thresholds: {_count(len(regions))} values ({names}), not {len(value)}")
+        value = dict(zip(regions, value))
     elif not isinstance(value, dict):
-        raise ValueError(f"post-processing thresholds: a number, three numbers or a dict, not {value!r}")
-    unknown = sorted(set(value) - set(REMOVED_BECOMES))
+        raise ValueError(f"post-processing thresholds: a number, {_count(len(regions))} numbers or a dict, "
+                         f"not {value!r}")
+    unknown = sorted(set(value) - set(regions))
     if unknown:
-        raise ValueError(f"post-processing thresholds: unknown region {', '.join(unknown)} (use WT, TC, ET)")
+        raise ValueError(f"post-processing thresholds: unknown region {', '.join(unknown)} (use {names})")
     out = {}
-    for region in REMOVED_BECOMES:
+    for region in regions:
         t = value.get(region, DEFAULT_THRESHOLD)
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < 1.0:
             raise ValueError(f"post-processing thresholds: {region} {t!r} is not a probability between 0 and 1")
@@ -126,21 +148,27 @@ def _thresholds(value) -> dict:
     return out
 
 
-def is_postprocessing_off(spec) -> bool:
-    spec = postprocessing_spec(spec)
+def _count(n: int) -> str:
+    return {3: "three", 4: "four", 5: "five", 6: "six"}.get(n, str(n))
+
+
+def is_postprocessing_off(spec, task=None) -> bool:
+    spec = postprocessing_spec(spec, task=task)
     return (not spec["et_threshold"] and all(t == DEFAULT_THRESHOLD for t in spec["thresholds"].values())
             and not any(v for k in ("min_component", "keep_largest") for v in spec[k].values()))
 
 
-def thresholds_ignored(spec, regions: bool) -> bool:
+def thresholds_ignored(spec, regions: bool, task=None) -> bool:
     """True when ``spec`` sets region thresholds other than 0.5 for a model without region outputs (a softmax
     model takes the most probable class, so it would ignore them): callers refuse that in one line."""
-    return not regions and region_thresholds(spec) != (DEFAULT_THRESHOLD,) * 3
+    return not regions and any(t != DEFAULT_THRESHOLD for t in region_thresholds(spec, task))
 
 
-def region_thresholds(spec) -> tuple:
-    """``(t_WT, t_TC, t_ET)`` of a post-processing spec, for :func:`brats_keras.labels.regions_to_classes`."""
-    return tuple(postprocessing_spec(spec)["thresholds"][r] for r in REMOVED_BECOMES)
+def region_thresholds(spec, task=None) -> tuple:
+    """``(t_WT, t_TC, t_ET)`` of a post-processing spec, one per head region of ``task``, for
+    :meth:`brats_keras.tasks.Task.regions_to_classes`."""
+    task = get_task(task)
+    return tuple(postprocessing_spec(spec, task=task)["thresholds"][r] for r in task.region_order)
 
 
 def _kept_components(mask: np.ndarray, min_size: int, keep_largest: int) -> np.ndarray:
@@ -158,34 +186,36 @@ def _kept_components(mask: np.ndarray, min_size: int, keep_largest: int) -> np.n
     return np.concatenate([[False], keep])[lab]
 
 
-def apply_postprocessing(classes: np.ndarray, spec) -> np.ndarray:
+def apply_postprocessing(classes: np.ndarray, spec, task=None) -> np.ndarray:
     """Apply a :func:`postprocessing_spec` to a class map ``(D, H, W)``; return a new map (or ``classes``).
 
-    In order: for WT, TC and ET, components smaller than ``min_component[region]`` voxels, and all but
-    the ``keep_largest[region]`` biggest, leave that region (see ``REMOVED_BECOMES``); then a predicted
-    ET under ``et_threshold`` voxels becomes necrosis (:func:`small_et_to_ncr`).
+    In order: for each head region of ``task`` (WT, TC and ET), components smaller than
+    ``min_component[region]`` voxels, and all but the ``keep_largest[region]`` biggest, leave that region (see
+    :func:`removed_becomes`); then a predicted ET under ``et_threshold`` voxels becomes necrosis
+    (:func:`small_et_to_ncr`).
     """
-    spec = postprocessing_spec(spec)
-    for region, becomes in REMOVED_BECOMES.items():
+    task = get_task(task)
+    spec = postprocessing_spec(spec, task=task)
+    for region, becomes in removed_becomes(task).items():
         min_size, largest = spec["min_component"][region], spec["keep_largest"][region]
         if min_size <= 0 and largest <= 0:
             continue
-        mask = np.isin(classes, REGION_CLASSES[region])
+        mask = np.isin(classes, task.region_classes(region))
         drop = mask & ~_kept_components(mask, min_size, largest)
         if drop.any():
             classes = classes.copy()
             classes[drop] = becomes
-    return small_et_to_ncr(classes, spec["et_threshold"])
+    return small_et_to_ncr(classes, spec["et_threshold"], task)
 
 
-def postprocessing_for_voxels(spec, voxel_mm3: float) -> dict:
+def postprocessing_for_voxels(spec, voxel_mm3: float, task=None) -> dict:
     """A :func:`postprocessing_spec` for a label map of ``voxel_mm3`` mm^3 voxels (a prediction written back on
     an input's own grid, :class:`brats_keras.inference.Predictor`).
 
     Its sizes (``min_component``, ``et_threshold``) count voxels of the 1 mm grid they are chosen on, so they are
     mm^3: on this grid they become ``ceil(n / voxel_mm3)`` voxels (``keep_largest`` counts components, and stays).
     """
-    spec = postprocessing_spec(spec)
+    spec = postprocessing_spec(spec, task=task)
 
     def voxels(n: int) -> int:
         return int(np.ceil(n / voxel_mm3 - 1e-9)) if n > 0 else 0
@@ -247,18 +277,20 @@ def _paste(q: np.ndarray, box, lo, size) -> np.ndarray:
     return out
 
 
-def _decode(probs_q: np.ndarray, thresholds: dict) -> np.ndarray:
-    return regions_to_classes(probs_q, [thresholds[r] * 255 for r in REGION_NAMES])
+def _decode(probs_q: np.ndarray, thresholds: dict, task=None) -> np.ndarray:
+    task = get_task(task)
+    return task.regions_to_classes(probs_q, [thresholds[r] * 255 for r in task.region_order])
 
 
-def _case_dice(preds, truths) -> dict:
-    """Dice per region and case, ``{region: array (cases,)}`` (BraTS convention: both empty scores 1)."""
+def _case_dice(preds, truths, task=None) -> dict:
+    """Dice per scored region and case, ``{region: array (cases,)}`` (BraTS convention: both empty scores 1)."""
     from .evaluation import dice
 
-    per = {r: [] for r in REGION_NAMES}
+    task = get_task(task)
+    per = {r: [] for r in task.region_names}
     for p, t in zip(preds, truths):
-        pr, tr = classes_to_regions(p), classes_to_regions(t)
-        for i, r in enumerate(REGION_NAMES):
+        pr, tr = task.classes_to_regions(p), task.classes_to_regions(t)
+        for i, r in enumerate(task.region_names):
             per[r].append(dice(pr[..., i], tr[..., i]))
     return {r: np.asarray(v, float) for r, v in per.items()}
 
@@ -287,8 +319,11 @@ def paired_interval(diff, confidence: float = PAIRED_CONFIDENCE, resamples: int 
 
 def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET_THRESHOLDS,
                           min_gain: float = MIN_GAIN, probs=None, thresholds=REGION_THRESHOLDS,
-                          confidence: float | None = PAIRED_CONFIDENCE) -> dict:
+                          confidence: float | None = PAIRED_CONFIDENCE, task=None) -> dict:
     """Choose, on out-of-fold predictions, the post-processing that raises the mean Dice.
+
+    The settings are those of ``task``'s head regions (:attr:`~brats_keras.tasks.Task.region_order`; default WT,
+    TC, ET, as below), the Dice those of its scored regions.
 
     With ``probs`` (region models), first the region thresholds: per region in the order ET, TC, WT (inner
     first: a voxel above the ET threshold is in all three regions), each on top of the choices already made, try
@@ -320,13 +355,15 @@ def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET
             ``preds``.
         thresholds: the region thresholds tried besides 0.5.
         confidence: the paired test's interval (see above), or None for none.
+        task: a :class:`~brats_keras.tasks.Task` or its name; None: the default task.
     Returns:
         ``{"min_gain", "confidence", "postprocess": spec for :func:`postprocessing_spec`,
         "dice_before": {region: mean}, "dice_after": {region: mean}, "tried": [{"step", "setting", "dice":
         {region: mean}, "gain_interval": [low, high] of that step's region against doing nothing, "chosen"}],
         "cases": n}``.
     """
-    spec = postprocessing_spec()
+    task = get_task(task)
+    spec = postprocessing_spec(task=task)
     tried = []
 
     def interval(cand_cases, region):
@@ -338,7 +375,7 @@ def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET
         cand = _means(cand_cases)
         score = _means(base)
         return (cand[region] > best_score[region] + min_gain
-                and all(cand[r] >= score[r] - min_gain for r in REGION_NAMES)
+                and all(cand[r] >= score[r] - min_gain for r in task.region_names)
                 and (not confidence or row["gain_interval"][0] >= 0.0))
 
     if probs is not None:
@@ -347,18 +384,18 @@ def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET
             raise BratsInputError("no predictions to choose post-processing on")
         chosen = dict(spec["thresholds"])
         full_truths = [t for _, t in crops]
-        current = [_decode(q, chosen) for q, _ in crops]
-        base = _case_dice(current, full_truths)
+        current = [_decode(q, chosen, task) for q, _ in crops]
+        base = _case_dice(current, full_truths, task)
         before = score = _means(base)
-        for region in reversed(REGION_NAMES):  # inner first: ET voxels are TC and WT whatever their thresholds
+        for region in reversed(task.region_order):  # inner first: ET voxels are TC and WT whatever their thresholds
             best = None
             # nearest to 0.5 first: of two thresholds within min_gain of each other the gentler one stays
             for t in sorted(thresholds, key=lambda t: (abs(t - DEFAULT_THRESHOLD), t)):
                 if t == DEFAULT_THRESHOLD:
                     continue
                 trial = {**chosen, region: float(t)}
-                outs = [_decode(q, trial) for q, _ in crops]
-                cases = _case_dice(outs, full_truths)
+                outs = [_decode(q, trial, task) for q, _ in crops]
+                cases = _case_dice(outs, full_truths, task)
                 cand = _means(cases)
                 row = {"step": f"{region} threshold", "setting": {"threshold": float(t)}, "dice": cand,
                        "gain_interval": interval(cases, region), "chosen": False}
@@ -374,18 +411,18 @@ def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET
     if not pairs:
         raise BratsInputError("no predictions to choose post-processing on")
     current, truths = [p for p, _ in pairs], [t for _, t in pairs]
-    base = _case_dice(current, truths)
+    base = _case_dice(current, truths, task)
     score = _means(base)
     if probs is None:
         before = score
 
-    for region in REGION_NAMES:
+    for region in task.region_order:
         candidates = [("min_component", s) for s in sizes] + [("keep_largest", 1)]
         best = None
         for key, value in candidates:
-            one = postprocessing_spec({key: {region: value}})
-            outs = [apply_postprocessing(p, one) for p in current]
-            cases = _case_dice(outs, truths)
+            one = postprocessing_spec({key: {region: value}}, task=task)
+            outs = [apply_postprocessing(p, one, task) for p in current]
+            cases = _case_dice(outs, truths, task)
             cand = _means(cases)
             row = {"step": f"{region} components", "setting": {key: value}, "dice": cand,
                    "gain_interval": interval(cases, region), "chosen": False}
@@ -397,9 +434,9 @@ def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET
             spec[key][region] = value
             tried[row]["chosen"] = True
     best = None
-    for t in et_thresholds:
-        outs = [small_et_to_ncr(p, t) for p in current]
-        cases = _case_dice(outs, truths)
+    for t in et_thresholds if "ET" in task.region_order else ():
+        outs = [small_et_to_ncr(p, t, task) for p in current]
+        cases = _case_dice(outs, truths, task)
         cand = _means(cases)
         row = {"step": "ET under N voxels to necrosis", "setting": {"et_threshold": t}, "dice": cand,
                "gain_interval": interval(cases, "ET"), "chosen": False}
@@ -413,21 +450,25 @@ def choose_postprocessing(preds, truths, sizes=COMPONENT_SIZES, et_thresholds=ET
 
 
 def format_choice(choice: dict) -> str:
-    """The tried settings with the mean Dice they give, the chosen ones marked with ``*``."""
+    """The tried settings with the mean Dice they give (per scored region, in the order the choice holds them),
+    the chosen ones marked with ``*``."""
     b = choice["dice_before"]
-    lines = [f"post-processing chosen on {choice['cases']} out-of-fold case(s); mean Dice WT / TC / ET",
-             f"  {'none':<48} {b['WT']:.4f} {b['TC']:.4f} {b['ET']:.4f}"]
+    regions = list(b)
+
+    def dice(d):
+        return " ".join(f"{d[r]:.4f}" for r in regions)
+
+    lines = [f"post-processing chosen on {choice['cases']} out-of-fold case(s); mean Dice {' / '.join(regions)}",
+             f"  {'none':<48} {dice(b)}"]
     for row in choice["tried"]:
         (key, value), = row["setting"].items()
-        d = row["dice"]
         label = f"{row['step']}: {key} {value}"
         gain = row.get("gain_interval")
         gain = f"  gain {gain[0]:+.4f}..{gain[1]:+.4f}" if gain else ""
-        lines.append(f"{'*' if row['chosen'] else ' '} {label:<48} {d['WT']:.4f} {d['TC']:.4f} {d['ET']:.4f}{gain}")
+        lines.append(f"{'*' if row['chosen'] else ' '} {label:<48} {dice(row['dice'])}{gain}")
     if choice.get("note"):
         lines.append(choice["note"])
-    a = choice["dice_after"]
-    lines.append(f"  {'chosen together':<48} {a['WT']:.4f} {a['TC']:.4f} {a['ET']:.4f}")
+    lines.append(f"  {'chosen together':<48} {dice(choice['dice_after'])}")
     rule = f"a setting must raise a mean Dice by more than {choice.get('min_gain', MIN_GAIN)}"
     if choice.get("confidence"):
         rule += (f" and the lower end of the {choice['confidence']:.0%} bootstrap interval of its per-case gain"
@@ -479,7 +520,7 @@ def set_postprocessing(model_path, choice) -> dict:
     if choice is None:
         info.pop("postprocess", None)
     else:
-        info["postprocess"] = _postprocess_info(choice)
+        info["postprocess"] = _postprocess_info(choice, info.get("task"))
         _thresholds_apply(info, model_path)
     write_info(model_path, info)
     if member:
@@ -487,12 +528,13 @@ def set_postprocessing(model_path, choice) -> dict:
     return info
 
 
-def _postprocess_info(choice: dict) -> dict:
-    """The ``info["postprocess"]`` that :func:`set_postprocessing` would store for ``choice``."""
+def _postprocess_info(choice: dict, task=None) -> dict:
+    """The ``info["postprocess"]`` that :func:`set_postprocessing` would store for ``choice`` (the settings of
+    ``task``'s head regions: the task a model file records, None for one that records none)."""
     if not isinstance(choice, dict):
         raise BratsInputError(f"a post-processing choice is a JSON object, not {type(choice).__name__}")
     try:
-        spec = postprocessing_spec(choice.get("postprocess", choice))
+        spec = postprocessing_spec(choice.get("postprocess", choice), task=task)
     except (ValueError, TypeError) as exc:
         raise BratsInputError(f"post-processing: {exc}") from None
     if "chosen_on" in choice:
@@ -504,6 +546,6 @@ def _postprocess_info(choice: dict) -> dict:
 def _thresholds_apply(info: dict, name) -> None:
     """Refuse (BratsInputError naming ``name``) region thresholds other than 0.5 in the post-processing of a model
     without region outputs: a softmax model takes the most probable class and would ignore them."""
-    if thresholds_ignored(info.get("postprocess"), info.get("output") == "regions"):
+    if thresholds_ignored(info.get("postprocess"), info.get("output") == "regions", info.get("task")):
         raise BratsInputError(f"{name}: the post-processing sets region thresholds, which a model with "
                               f"{info.get('output') or 'no'} outputs ignores (chosen for a region model?)")

@@ -764,3 +764,38 @@ def test_crossval_on_a_real_case_matches_the_model_card(real_dir, tmp_path):
         assert np.array_equal(ens, single)  # crossval predicts without post-processing
     else:  # the combination decides on probabilities stored to 1/255: a voxel within that of 0.5 may differ
         assert np.mean(ens == single) > 0.9999
+
+
+def test_crossval_tables_of_another_task_have_its_regions():
+    """A table records its task; its CSV, text and markdown columns are that task's scored regions."""
+    from brats_keras.crossval import crossval_csv, format_crossval, table_task
+    from brats_keras.tasks import get_task
+
+    task = get_task("glioma2024-post")
+    regions = task.region_names  # WT TC NETC SNFH ET RC
+
+    def s(v):
+        return {r: {"dice": v, "hd95": 2.0} for r in regions}
+
+    results = {"task": task.to_dict(), "checkpoint": "last", "failed": {},
+               "cases": {"a": {"fold": 0, **s(0.5)}}, "folds": {"0": {"cases": ["a"], "mean": s(0.5)}},
+               "mean": s(0.5), "median": s(0.5), "std": s(0.0)}
+    assert table_task(results).name == "glioma2024-post"
+    assert crossval_csv(results).splitlines()[0] == (
+        "case,fold,dice_WT,dice_TC,dice_NETC,dice_SNFH,dice_ET,dice_RC,"
+        "hd95_WT,hd95_TC,hd95_NETC,hd95_SNFH,hd95_ET,hd95_RC")
+    head, _, row = format_crossval(results).splitlines()[:3]
+    assert head.split() == ["case", "fold", "Dice", *regions, "HD95", *regions]
+    assert row.split() == ["a", "0", *["0.5000"] * 6, *["2.00"] * 6]
+    md = crossval_markdown(results)
+    assert "| | Dice WT | TC | NETC | SNFH | ET | RC | HD95 WT (mm) | TC | NETC | SNFH | ET | RC |" in md
+    assert "Weakest cases (mean Dice of the six regions): a (fold 0: 0.50 / 0.50 / 0.50 / 0.50 / 0.50 / 0.50)." in md
+    # a row without one of the task's regions is not a table of that task
+    from brats_keras.crossval import _check_table
+
+    no_rc = {**results, "cases": {"a": {"fold": 0, **{r: v for r, v in s(0.5).items() if r != "RC"}}}}
+    with pytest.raises(BratsInputError, match="^t: case a has no finite RC dice$"):
+        _check_table(no_rc, "t")
+    # a table without a task record is the default task's: WT, TC, ET
+    default = {k: v for k, v in results.items() if k != "task"}
+    assert crossval_csv(default).splitlines()[0] == "case,fold,dice_WT,dice_TC,dice_ET,hd95_WT,hd95_TC,hd95_ET"

@@ -768,11 +768,11 @@ def test_evaluate_fails_a_prediction_on_another_grid_in_one_line(tmp_path, capsy
 
 
 @pytest.mark.parametrize("kind,message", [
-    ("halves", "holds non-integer values (e.g. 0.5), not labels: a label map holds whole numbers "
-               "(2021: 0, 1, 2, 4; 2023: 0, 1, 2, 3)"),
+    ("halves", "holds non-integer values (e.g. 0.5), not labels"),
     ("plus a half", "holds non-integer values (e.g. 1.5, 2.5, 4.5), not labels"),
-    ("post-treatment", "holds both 3 and 4: not a 2021 or 2023 glioma label map (2021: 0, 1, 2, 4; 2023: 0, 1, 2, "
-                       "3); a post-treatment map with 4 = resection cavity is not supported yet"),
+    # the truth is a 2021 map: a prediction holds its values or those of a task with its classes (ET 3)
+    ("post-treatment", "unexpected label values [3] for task glioma2021 (0 background, 1 NCR, 2 ED, 4 ET); nor "
+                       "those of brats2023, msd-task01 (the same classes)"),
 ], ids=["halves", "plus a half", "post-treatment"])
 def test_evaluate_names_what_a_label_map_holds(folders, capsys, kind, message):
     truth, preds = folders
@@ -870,3 +870,103 @@ def test_label_maps_have_one_reader_with_one_error(tmp_path, content):
     assert str(from_scoring.value) == str(from_io.value)
     assert str(from_io.value).startswith(f"{path}: ")
     assert evaluation.folders.read_label_map is read_label_map
+
+
+# ----------------------------------------------------------------------- tasks: their regions and classes
+def line_map(values, shape=(3, 3, 20)):
+    """A label map holding ``values`` along one row of voxels (each its own voxel)."""
+    seg = np.zeros(shape, np.uint8)
+    seg[1, 1, :len(values)] = values
+    return seg
+
+
+#: post-treatment (NETC 1, SNFH 2, ET 3, RC 4): two of the four cavity voxels predicted as SNFH
+POST_TRUTH = [1, 1, 2, 2, 3, 3, 4, 4, 4, 4]
+POST_PRED = [1, 1, 2, 2, 3, 3, 4, 4, 2, 2]
+#: WT = NETC + SNFH + ET (not RC): 6 true voxels, 8 predicted, 6 shared; RC scored on its own: 4 true, 2 predicted
+POST_DICE = {"WT": 12 / 14, "TC": 1.0, "NETC": 1.0, "SNFH": 4 / 6, "ET": 1.0, "RC": 4 / 6}
+#: pediatric 2024 (ET 1, NETC 2, CC 3, ED 4): the cyst predicted as edema
+PED_TRUTH = [1, 1, 2, 2, 3, 3, 4, 4]
+PED_PRED = [1, 1, 2, 2, 4, 4, 4, 4]
+#: TC = ET + NETC + CC: 6 true, 4 predicted, 4 shared; WT holds all four labels
+PED_DICE = {"WT": 1.0, "TC": 0.8, "ET": 1.0, "NETC": 1.0, "CC": 0.0, "ED": 4 / 6}
+
+
+@pytest.mark.parametrize("task_name,truth,pred,expected", [
+    ("glioma2024-post", POST_TRUTH, POST_PRED, POST_DICE),
+    ("pediatric2024", PED_TRUTH, PED_PRED, PED_DICE),
+])
+def test_region_scores_are_the_tasks_regions(task_name, truth, pred, expected):
+    from brats_keras.tasks import get_task
+
+    task = get_task(task_name)
+    true, predicted = task.to_classes(line_map(truth)), task.to_classes(line_map(pred))
+    scores = score_case(predicted, true, task=task)
+    assert list(scores) == [*expected, "report"]
+    assert {r: scores[r]["dice"] for r in expected} == pytest.approx(expected)
+    names = [f"dice_{c}" for c in task.class_names[1:]]
+    assert [k for k in scores["report"] if k.startswith("dice_")] == names
+
+
+@pytest.mark.parametrize("task_name,case,truth,pred,expected", [
+    ("glioma2024-post", "BraTS-GLI-00001-100", POST_TRUTH, POST_PRED, POST_DICE),
+    ("pediatric2024", "BraTS-PED-00001-000", PED_TRUTH, PED_PRED, PED_DICE),
+])
+def test_evaluate_detects_the_task_from_the_truths_values_and_names(tmp_path, capsys, task_name, case, truth, pred,
+                                                                   expected):
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "preds").mkdir()
+    write_nifti(tmp_path / "truth" / f"{case}.nii.gz", line_map(truth))
+    write_nifti(tmp_path / "preds" / f"{case}.nii.gz", line_map(pred))
+    status, out, err = run_cli(["--pred", tmp_path / "preds", "--truth", tmp_path / "truth",
+                                "--json", tmp_path / "scores.json"], capsys)
+    assert status == 0, err
+    res = json.loads((tmp_path / "scores.json").read_text())
+    assert res["task"]["name"] == task_name
+    assert {r: res["cases"][case][r]["dice"] for r in expected} == pytest.approx(expected)
+    assert out.splitlines()[0].split()[:len(expected) + 2] == ["case", "Dice", *expected]
+
+
+def test_evaluate_refuses_a_prediction_outside_the_task_and_a_truth_of_no_task(tmp_path, capsys):
+    (tmp_path / "truth").mkdir()
+    (tmp_path / "preds").mkdir()
+    for case in ("BraTS-PED-00001-000", "BraTS-PED-00002-000", "plain_case"):
+        write_nifti(tmp_path / "preds" / f"{case}.nii.gz", line_map(PED_TRUTH))
+    write_nifti(tmp_path / "truth" / "BraTS-PED-00001-000.nii.gz", line_map(PED_TRUTH))
+    write_nifti(tmp_path / "truth" / "BraTS-PED-00002-000.nii.gz", line_map(PED_TRUTH))
+    write_nifti(tmp_path / "preds" / "BraTS-PED-00002-000.nii.gz", line_map([1, 5]))
+    write_nifti(tmp_path / "truth" / "plain_case.nii.gz", line_map([3, 4]))  # 3 and 4: post-treatment or PED
+    status, out, err = run_cli(["--pred", tmp_path / "preds", "--truth", tmp_path / "truth"], capsys)
+    assert status == 1
+    assert err.splitlines() == [
+        f"FAILED BraTS-PED-00002-000: {tmp_path / 'preds' / 'BraTS-PED-00002-000.nii.gz'}: unexpected label values "
+        "[5] for task pediatric2024 (0 background, 1 ET, 2 NETC, 3 CC, 4 ED)",
+        f"FAILED plain_case: {tmp_path / 'truth' / 'plain_case.nii.gz'}: label values [0, 3, 4]: 3 and 4 together "
+        "are the 2024 post-treatment glioma (4 = resection cavity) or the 2024 pediatric labels (4 = edema), never "
+        "2021's; give the task: --task glioma2024-post or --task pediatric2024"]
+    # told the task, the plain-named map is scored by it
+    status, out, err = run_cli(["--pred", tmp_path / "preds", "--truth", tmp_path / "truth", "--task",
+                                "pediatric2024"], capsys)
+    assert "FAILED plain_case" not in err and "plain_case" in out
+
+
+def test_evaluate_task_flag_refuses_an_unknown_task_in_one_line(folders, capsys):
+    truth, preds = folders
+    with pytest.raises(SystemExit) as exc:
+        run_cli(["--pred", preds, "--truth", truth, "--task", "nope"], capsys)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert "argument --task: unknown task 'nope': use one of glioma2021" in err
+
+
+def test_lesion_wise_scores_take_the_tasks_official_volumes():
+    """BraTS 2024 post-treatment: lesions over 20 mm^3 count, ET ones over 10 (the 2021 task: over 50)."""
+    true = np.zeros((12, 12, 12), np.uint8)
+    true[3:6, 3:6, 3:5] = 3  # an 18-voxel ET lesion (post-treatment values), missed
+    pred = np.zeros_like(true)
+    post = lesion_wise_scores(pred, true, task="glioma2024-post")
+    assert post["ET"]["n_lesions"] == 1 and post["ET"]["n_missed"] == 1 and post["ET"]["dice"] == 0.0
+    assert post["WT"]["n_lesions"] == 0 and post["WT"]["dice"] == 1.0  # 18 voxels: not over 20
+    assert list(post) == ["WT", "TC", "NETC", "SNFH", "ET", "RC"]
+    assert lesion_wise_scores(pred, true)["ET"]["n_lesions"] == 0  # default task: over 50 only
+    assert lesion_wise_scores(pred, true, task="glioma2024-post", min_volume=50)["ET"]["n_lesions"] == 0

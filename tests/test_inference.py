@@ -498,3 +498,109 @@ def test_a_decathlon_image_is_predicted_as_its_3d_source_and_written_in_the_deca
     labels_3d, labels_msd = np.asanyarray(a.dataobj), np.asanyarray(b.dataobj)
     assert set(np.unique(labels_3d)) == {0, 1, 2, 4}
     assert np.array_equal(labels_msd, get_task("msd-task01").to_labels(get_task().to_classes(labels_3d)))
+
+
+# ----------------------------------------------------------------------------- tasks: decoding and label values
+#: per built-in task, the head regions' probabilities of a few voxels (in its region_order) and the label values a
+#: prediction of a plain-named case writes for them (each task's own values; the tasks' cited definitions)
+TASK_DECODING = {
+    # WT TC ET -> background, ED 2, NCR 1, ET 4
+    "glioma2021": ([[0, 0, 0], [.9, 0, 0], [.9, .9, 0], [.9, .9, .9]], [0, 2, 1, 3]),  # plain names: ET 3
+    "brats2023": ([[0, 0, 0], [.9, 0, 0], [.9, .9, 0], [.9, .9, .9]], [0, 2, 1, 3]),
+    # the Decathlon: 1 edema, 2 non-enhancing tumour, 3 enhancing
+    "msd-task01": ([[0, 0, 0], [.9, 0, 0], [.9, .9, 0], [.9, .9, .9]], [0, 1, 2, 3]),
+    # WT TC ET RC -> SNFH 2, NETC 1, ET 3, and the resection cavity 4 outside the tumour regions
+    "glioma2024-post": ([[0, 0, 0, 0], [.9, 0, 0, 0], [.9, .9, 0, 0], [.9, .9, .9, 0], [0, 0, 0, .9]],
+                        [0, 2, 1, 3, 4]),
+    # WT TC CC ET -> ED 4, NETC 2, CC 3, ET 1
+    "pediatric2024": ([[0, 0, 0, 0], [.9, 0, 0, 0], [.9, .9, 0, 0], [.9, .9, .9, 0], [.9, .9, 0, .9]],
+                      [0, 4, 2, 3, 1]),
+}
+
+
+def task_predictor(task_name, rows):
+    """A region-head Predictor of ``task_name`` without a model: voxel i along the first axis of the brain box gets
+    the head-region probabilities ``rows[i % len(rows)]``."""
+    from brats_keras.postprocessing import postprocessing_spec
+    from brats_keras.tasks import get_task
+
+    p = Predictor.__new__(Predictor)
+    p.task = get_task(task_name)
+    p.info = {"modalities": ["flair", "t1ce", "t2"], "scale": "zscore", "output": "regions"}
+    p.spec = PreprocessingSpec.from_dict(p.info)
+    p.post = postprocessing_spec(task=p.task)
+    table = np.asarray(rows, np.float32)
+
+    def predict_image(image, progress=False):
+        out = np.zeros(image.shape[:3] + (table.shape[1],), np.float32)
+        for i in range(image.shape[0]):
+            out[i] = table[i % len(table)]
+        return out
+
+    p.predict_image = predict_image
+    return p
+
+
+def written_rows(path, case_dir, n):
+    """The label value written at each of the first ``n`` slabs of the case's brain box, and all values written."""
+    labels = bio.load_nifti(path)[0]
+    vols, _, _ = bio.load_modalities(bio.find_cases(case_dir)[0], ["flair", "t1ce", "t2"])
+    (a, _), (b0, b1), (c0, c1) = brain_crop_box(vols)
+    return [int(np.unique(labels[a + i, b0:b1, c0:c1]).item()) for i in range(n)], set(np.unique(labels).tolist())
+
+
+@pytest.mark.parametrize("task_name", list(TASK_DECODING))
+def test_a_region_head_is_decoded_and_written_in_its_tasks_label_values(tmp_path, task_name):
+    rows, expected = TASK_DECODING[task_name]
+    src = tmp_path / "in"
+    case_dir = write_small_case(src, "case", shape=(16, 18, 14), layout="plain")
+    res = predict_folder(src, tmp_path / "out", model=task_predictor(task_name, rows), progress=False)
+    got, values = written_rows(tmp_path / "out" / "case.nii.gz", case_dir, len(rows))
+    assert got == expected and values == set(expected)
+    own = task_name if task_name != "glioma2021" else "brats2023"  # a plain-named case of the default task: ET 3
+    assert res["task"] == task_name and res["labels"] == {"case": own}
+
+
+def test_a_glioma2021_model_writes_each_cases_own_values_and_labels_names_a_task(tmp_path):
+    rows, _ = TASK_DECODING["glioma2021"]
+    src = tmp_path / "in"
+    old = write_small_case(src, "Brats18_A_1", shape=(16, 18, 14), layout="2021")
+    new = write_small_case(src, "BraTS-GLI-00001-000", shape=(16, 18, 14), layout="2023")
+    model = task_predictor("glioma2021", rows)
+    res = predict_folder(src, tmp_path / "out", model=model, progress=False)
+    assert res["labels"] == {"Brats18_A_1": "glioma2021", "BraTS-GLI-00001-000": "brats2023"}
+    assert written_rows(tmp_path / "out" / "Brats18_A_1.nii.gz", old, 4)[0] == [0, 2, 1, 4]
+    assert written_rows(tmp_path / "out" / "BraTS-GLI-00001-000.nii.gz", new, 4)[0] == [0, 2, 1, 3]  # ET 3
+    # --labels: a task of the model's classes (2021 / 2023 are aliases)
+    for labels, et in (("2021", 4), ("glioma2021", 4), ("2023", 3), ("msd-task01", 3)):
+        predict_folder(src, tmp_path / labels, model=model, labels=labels, progress=False)
+        assert written_rows(tmp_path / labels / "BraTS-GLI-00001-000.nii.gz", new, 4)[0][3] == et
+    assert written_rows(tmp_path / "msd-task01" / "Brats18_A_1.nii.gz", old, 4)[0] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("labels,message", [
+    ("pediatric2024", "--labels: pediatric2024 has other classes than the model's task glioma2021: use glioma2021, "
+                      "brats2023, msd-task01"),
+    ("2022", "--labels: unknown task '2022': use one of {built_in} or a task JSON file (or 2021, 2023)"),
+])
+def test_labels_of_another_task_are_refused_before_any_folder_is_made(tmp_path, labels, message):
+    from brats_keras.tasks import TASKS
+
+    message = message.format(built_in=", ".join(TASKS))
+    src = tmp_path / "in"
+    write_small_case(src, "case", shape=(16, 18, 14))
+    with pytest.raises(bio.BratsInputError) as err:
+        predict_folder(src, tmp_path / "out", model=task_predictor("glioma2021", [[0, 0, 0]]), labels=labels,
+                       progress=False)
+    assert str(err.value) == message and not (tmp_path / "out").exists()
+
+
+def test_the_predictors_task_is_the_one_its_model_records(tiny_model_file):
+    """A model without a task record is of the default task; a record names the task decoded and written; one
+    whose head does not fit its task, or an unknown task, is refused naming it."""
+    assert Predictor(tiny_model_file).task.name == "glioma2021"
+    assert Predictor(tiny_model_file, info={"task": "brats2023"}).task.name == "brats2023"
+    with pytest.raises(bio.BratsInputError, match="glioma2024-post"):  # 3 region outputs, the task has 4
+        Predictor(tiny_model_file, info={"task": "glioma2024-post"})
+    with pytest.raises(bio.BratsInputError, match="unknown task 'nope'"):
+        Predictor(tiny_model_file, info={"task": "nope"})

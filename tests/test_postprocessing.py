@@ -359,3 +359,55 @@ def test_the_choice_scores_on_the_tumor_box_with_one_voxel_of_margin():
     p, t = _tumor_crop(pred, true)
     assert p.shape == t.shape == (4, 5, 7)  # axis 0: 0..4 (clipped at 0), axis 1: 2..7, axis 2: 3..10 (clipped)
     assert p[0, 1, 1] == 2 and t[2, 3, 6] == 1 and p.sum() == 2 and t.sum() == 1
+
+
+# ----------------------------------------------------------------------------- tasks: per head region
+@pytest.mark.parametrize("task_name,expected", [
+    # a removed component leaves its region only: the class of the head region around it, background for none
+    ("glioma2021", {"WT": 0, "TC": 2, "ET": 1}),
+    ("msd-task01", {"WT": 0, "TC": 2, "ET": 1}),  # class 2 = ED (label 1), class 1 = NET (label 2)
+    ("glioma2024-post", {"WT": 0, "TC": 2, "ET": 1, "RC": 0}),  # the cavity is in no tumour region
+    ("pediatric2024", {"WT": 0, "TC": 4, "CC": 2, "ET": 2}),  # ED 4 around TC; NETC 2 around CC and ET
+])
+def test_removed_components_take_the_class_of_the_region_around_them(task_name, expected):
+    from brats_keras.postprocessing import removed_becomes
+
+    assert removed_becomes(task_name) == expected
+
+
+def test_postprocessing_of_the_post_treatment_task_keeps_its_regions_apart():
+    from brats_keras.postprocessing import region_thresholds
+
+    c = np.zeros((20, 20, 20), np.uint8)
+    c[2:8, 2:8, 2:8] = 2          # SNFH, 216 voxels
+    c[4:6, 4:6, 4:6] = 3          # ET inside it, 8 voxels
+    c[12:16, 12:16, 12:16] = 4    # a resection cavity, 64 voxels
+    c[18, 18, 18] = 4             # a one-voxel cavity
+    spec = postprocessing_spec({"min_component": {"RC": 10}, "et_threshold": 10,
+                                "thresholds": [0.5, 0.5, 0.5, 0.7]}, task="glioma2024-post")
+    assert spec["thresholds"] == {"WT": 0.5, "TC": 0.5, "ET": 0.5, "RC": 0.7}
+    assert region_thresholds(spec, "glioma2024-post") == (0.5, 0.5, 0.5, 0.7)
+    out = apply_postprocessing(c, spec, "glioma2024-post")
+    assert out[18, 18, 18] == 0 and (out[12:16, 12:16, 12:16] == 4).all()  # the small cavity only
+    assert (out[4:6, 4:6, 4:6] == 1).all()  # 8 ET voxels under 10: the BraTS rule makes them NETC
+    with pytest.raises(ValueError, match=r"four values \(WT, TC, ET, RC\), not 3"):
+        postprocessing_spec(thresholds=[0.5, 0.5, 0.7], task="glioma2024-post")
+    with pytest.raises(ValueError, match=r"unknown region RC \(use WT, TC, ET\)"):
+        postprocessing_spec({"min_component": {"RC": 10}})
+    # the default task's spec reads as before: keyed WT, TC, ET
+    assert list(postprocessing_spec({"thresholds": [0.5, 0.5, 0.7]})["thresholds"]) == ["WT", "TC", "ET"]
+
+
+def test_choosing_postprocessing_for_the_pediatric_task_scores_its_six_regions():
+    true = np.zeros((16, 16, 16), np.uint8)
+    true[2:6, 2:6, 2:6] = 4      # ED
+    true[3:5, 3:5, 3:5] = 2      # NETC
+    true[3, 3, 3] = 1            # ET
+    pred = true.copy()
+    pred[14, 14, 14] = 3         # a one-voxel cyst: the truth has none
+    choice = choose_postprocessing([pred] * 3, [true] * 3, sizes=(5,), et_thresholds=(), confidence=None,
+                                   task="pediatric2024")
+    assert list(choice["dice_before"]) == ["WT", "TC", "ET", "NETC", "CC", "ED"]
+    assert choice["dice_before"]["CC"] == 0.0 and choice["dice_after"]["CC"] == 1.0
+    assert choice["postprocess"]["min_component"] == {"WT": 5, "TC": 0, "CC": 0, "ET": 0}  # WT first takes it
+    assert "mean Dice WT / TC / ET / NETC / CC / ED" in format_choice(choice)

@@ -228,6 +228,30 @@ def test_class_legend_names_the_three_classes():
     assert colours == [to_rgb(V.CLASS_COLORS[c]) for c in (1, 2, 3)]
 
 
+def test_class_legend_and_overlay_of_the_post_treatment_task_use_its_names_and_colours():
+    from matplotlib.colors import to_rgb
+    from matplotlib.figure import Figure
+
+    from brats_keras.tasks import get_task
+
+    task = get_task("glioma2024-post")
+    legend = V.class_legend(Figure(), task=task)
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "NON-ENHANCING CORE (NETC)", "FLAIR HYPERINTENSITY (SNFH)", "ENHANCING (ET)", "RESECTION CAVITY (RC)"]
+    # the cited colours: NETC as NCR, SNFH as edema, ET sky blue, RC reddish purple (Okabe-Ito)
+    assert [tuple(p.get_facecolor()[:3]) for p in legend.legend_handles] == [
+        to_rgb(c) for c in ("#D55E00", "#F0E442", "#56B4E9", "#CC79A7")]
+    ax = Figure().subplots()
+    classes = np.zeros((6, 6), np.uint8)
+    classes[1:3, 1:3], classes[3:5, 3:5] = 4, 3  # a resection cavity beside enhancing tissue
+    V.overlay(ax, np.ones((6, 6)), classes, task=task)
+    layers = {im.get_gid(): im for im in ax.images}
+    assert set(layers) == {"image", "class-3", "class-4"}
+    assert to_rgb(layers["class-4"].get_cmap()(1.0)) == to_rgb("#CC79A7")
+    with pytest.raises(ValueError, match="outside the classes 0..3"):
+        V.overlay(ax, np.ones((6, 6)), classes)  # class 4 is not one of the default task's
+
+
 # --------------------------------------------------------------------------- case pictures
 
 

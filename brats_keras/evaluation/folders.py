@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import (AFFINE_TOLERANCE, BratsInputError, atomic_write_text, check_output_path, describe_os_error,
-                  find_cases, read_label_map)
-from ..labels import CLASS_NAMES, REGION_NAMES
-from .scores import HD95_EMPTY, LESION_HD95_MISS, REPORT_NAMES, lesion_wise_scores, region_scores, report_scores
+from ..io import (AFFINE_TOLERANCE, BratsInputError, _read_nifti, atomic_write_text, check_output_path,
+                  describe_os_error, find_cases, read_label_map)
+from ..labels import _small_ints
+from ..tasks import DEFAULT_TASK, TASKS, TaskError, detect_task, get_task
+from .scores import HD95_EMPTY, LESION_HD95_MISS, lesion_wise_scores, region_scores, report_names, report_scores
 
 # --------------------------------------------------------------------------- folders
 
@@ -46,10 +47,59 @@ def _find_truth(truth_dir: Path, pred_ids) -> dict[str, Path | None]:
     return truth or flat
 
 
-def _read_classes(path: Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """``(classes, spacing)`` of a label map: its class map and its voxel size in mm."""
-    classes, img = read_label_map(path)
+def _read_classes(path: Path, task=None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """``(classes, spacing)`` of a label map: its class map and its voxel size in mm. For the default task (or
+    None), the 2021 or 2023 glioma values (:func:`brats_keras.io.read_label_map`); for another, the values of that
+    task or of one with its classes."""
+    if task is None or get_task(task).name == DEFAULT_TASK:
+        classes, img = read_label_map(path)
+    else:
+        classes, img = _task_classes(path, _family(get_task(task)))
     return classes, tuple(float(z) for z in img.header.get_zooms()[:3])
+
+
+def _present(arr: np.ndarray) -> np.ndarray:
+    """The distinct values of a label map (a count per value for a small-integer map: no sort of ~9 M voxels)."""
+    small = _small_ints(arr)
+    return np.flatnonzero(np.bincount(small.ravel(), minlength=1)) if small is not None else np.unique(arr)
+
+
+def _naming(case_id: str, path: Path) -> str:
+    """How a label map's case is named (:data:`brats_keras.tasks.NAMINGS`), from its case id and file name."""
+    if case_id.upper().startswith("BRATS-") or path.name.endswith(f"-seg{_NII}"):
+        return "2023"
+    if path.name.endswith(f"_seg{_NII}") or case_id.upper().startswith("BRATS"):
+        return "msd" if case_id.startswith("BRATS_") else "2021"
+    return "plain"
+
+
+def _task_classes(path: Path, tasks) -> tuple[np.ndarray, object]:
+    """``(classes, image)`` of a label map read with the first of ``tasks`` whose values it holds; BratsInputError
+    naming the file and what the first task allows when none fits."""
+    arr, img = _read_nifti(path)
+    present = _present(arr)
+    for task in tasks:
+        if task.label_problem(present) is None:
+            return task.to_classes(arr), img
+    others = f"; nor those of {', '.join(t.name for t in tasks[1:])} (the same classes)" if tasks[1:] else ""
+    raise BratsInputError(f"{path}: {tasks[0].label_problem(present)}{others}")
+
+
+def _case_task(truth_path: Path, case_id: str, given) -> tuple:
+    """``(task, classes, image)`` of a true label map: the task given, else the one its values and naming say
+    (:func:`brats_keras.tasks.detect_task`); BratsInputError naming the file where they say none or several."""
+    arr, img = _read_nifti(truth_path)
+    try:
+        task = detect_task(_present(arr), case_id, _naming(case_id, truth_path), given=given)
+    except TaskError as exc:
+        raise BratsInputError(f"{truth_path}: {exc}") from None
+    return task, task.to_classes(arr), img
+
+
+def _family(task) -> list:
+    """``task``, then the built-in tasks whose classes are its own with other stored values (a 2021-valued
+    prediction of a 2023-named case)."""
+    return [task] + [t for t in TASKS.values() if t.name != task.name and task.same_classes(t)]
 
 
 def _origin(affine) -> str:
@@ -94,20 +144,23 @@ def grid_difference(pred_img, truth_img) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _case_scores(pred_path: Path, truth_path: Path, lesion_wise: bool) -> tuple[dict, str | None]:
-    """``(scores, note)`` of a prediction against its label map: ValueError naming both files when their grids
-    differ, a note naming both when their origins alone differ (:func:`grid_difference`)."""
-    true, truth_img = read_label_map(truth_path)
-    pred, pred_img = read_label_map(pred_path)
+def _case_scores(pred_path: Path, truth_path: Path, truth, lesion_wise: bool, task) -> tuple[dict, str | None]:
+    """``(scores, note)`` of a prediction against its label map at ``truth_path``, read as ``truth`` (``(task,
+    classes, image)`` of :func:`_case_task`), scored by the regions of ``task``: ValueError naming both files when
+    their grids differ, a note naming both when their origins alone differ (:func:`grid_difference`). The prediction
+    holds the values of the truth's task or of one with the same classes (BratsInputError naming it when not)."""
+    case_task, true, truth_img = truth
+    pred, pred_img = _task_classes(pred_path, _family(case_task))
     problem, note = grid_difference(pred_img, truth_img)
     if problem:
         raise ValueError(f"{pred_path} and {truth_path} are not on one grid: {problem}")
     spacing = tuple(float(z) for z in truth_img.header.get_zooms()[:3])
-    return score_case(pred, true, spacing, lesion_wise=lesion_wise), note and f"{pred_path} and {truth_path}: {note}"
+    scores = score_case(pred, true, spacing, lesion_wise=lesion_wise, task=task)
+    return scores, note and f"{pred_path} and {truth_path}: {note}"
 
 
 def score_case(pred_classes, truth, spacing=None, *, report: bool = True, lesion_wise: bool = False,
-               distances: bool = True, connectivity: int = 3) -> dict:
+               distances: bool = True, connectivity: int = 3, task=None) -> dict:
     """Every score of one case, as :func:`evaluate_folder` gives each case: the one place that scores a prediction.
 
     Args:
@@ -119,31 +172,36 @@ def score_case(pred_classes, truth, spacing=None, *, report: bool = True, lesion
         lesion_wise: add :func:`lesion_wise_scores` under ``"lesion_wise"``.
         distances: False leaves HD95 out of the region scores (much faster: Dice during training).
         connectivity: of the surface used by :func:`hd95`.
+        task: the task whose classes the maps hold and whose regions are scored (a
+            :class:`~brats_keras.tasks.Task` or its name; None: the default task); a path ``truth`` is read with
+            its values.
     Returns:
         ``{"WT": {"dice", "hd95", "sensitivity", "specificity"}, "TC": ..., "ET": ...,
-        "report": {...}, "lesion_wise": {...}}`` (:func:`region_scores` alone with ``report=False``).
+        "report": {...}, "lesion_wise": {...}}`` (:func:`region_scores` alone with ``report=False``), one entry
+        per region of the task.
     """
     if isinstance(truth, (str, Path)):
-        truth, file_spacing = _read_classes(Path(truth))
+        truth, file_spacing = _read_classes(Path(truth), task)
         spacing = file_spacing if spacing is None else spacing
-    scores = region_scores(pred_classes, truth, spacing, connectivity, distances=distances)
+    scores = region_scores(pred_classes, truth, spacing, connectivity, distances=distances, task=task)
     if report:
-        scores["report"] = report_scores(pred_classes, truth)
+        scores["report"] = report_scores(pred_classes, truth, task=task)
     if lesion_wise:
-        scores["lesion_wise"] = lesion_wise_scores(pred_classes, truth, spacing, connectivity)
+        scores["lesion_wise"] = lesion_wise_scores(pred_classes, truth, spacing, connectivity, task=task)
     return scores
 
 
-def _missing_scores(truth_path: Path, lesion_wise: bool) -> dict:
+def _missing_scores(truth, lesion_wise: bool, task) -> dict:
     """Scores of a truth case without a prediction: the BraTS rule, Dice 0 and HD95 373.13.
 
     Every region gets Dice 0 and HD95 ``HD95_EMPTY`` (lesion-wise: Dice 0, HD95 374),
     even a region the truth does not have; the other scores are those of an empty
-    prediction (all background).
+    prediction (all background). ``truth``: ``(task, classes, image)`` of :func:`_case_task`.
     """
-    true, spacing = _read_classes(truth_path)
-    scores = score_case(np.zeros_like(true), true, spacing, lesion_wise=lesion_wise)
-    for region in REGION_NAMES:
+    _, true, img = truth
+    spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+    scores = score_case(np.zeros_like(true), true, spacing, lesion_wise=lesion_wise, task=task)
+    for region in task.region_names:
         scores[region].update(dice=0.0, hd95=HD95_EMPTY)
         if lesion_wise:
             scores["lesion_wise"][region].update(dice=0.0, hd95=LESION_HD95_MISS)
@@ -198,15 +256,24 @@ def evaluate_folder(
     lesion_wise: bool = False,
     only_predicted: bool = False,
     case_ids=None,
+    task=None,
 ) -> dict:
     """Score the predictions of a folder against every label map of the truth folder.
 
-    Predictions are ``pred_dir/<case>.nii.gz`` label maps (2021 or 2023 labels).
-    The truth is either a folder of ``<case>.nii.gz`` label maps or a BraTS folder of
-    cases (``<case>/<case>_seg.nii.gz``; :func:`brats_keras.io.find_cases` where it
-    exists); every case with a label map there is a truth case. Label maps are read
-    with nibabel as stored (never as float64), converted with
-    ``labels_to_classes(convention="auto")``; spacing comes from the truth's zooms.
+    Predictions are ``pred_dir/<case>.nii.gz`` label maps. The truth is either a folder of
+    ``<case>.nii.gz`` label maps or a BraTS folder of cases (``<case>/<case>_seg.nii.gz``;
+    :func:`brats_keras.io.find_cases` where it exists); every case with a label map there is
+    a truth case. Label maps are read with nibabel as stored (never as float64); spacing
+    comes from the truth's zooms.
+
+    The task (its label values, classes and scored regions, :mod:`brats_keras.tasks`) is
+    ``task`` when given, else the one the first truth case's values and naming say
+    (:func:`brats_keras.tasks.detect_task`: 2018-2021 names are the 2021 glioma task,
+    2023+ names the 2023 one, ...). Every truth map must hold the values of its task (a
+    case whose values fit another task is an error line); a prediction holds those of its
+    case's task or of one with the same classes (2021 values for a 2023-named case: ET 4 or
+    3), else it is an error line naming it. The results name the task (``"task"``, its
+    record) unless it is the default one.
 
     A truth case without a prediction is listed under ``"missing"`` and, as BraTS
     does, scored Dice 0 and HD95 373.13 in every region (lesion-wise: 0 and 374; its
@@ -237,6 +304,7 @@ def evaluate_folder(
         lesion_wise: also compute :func:`lesion_wise_scores` (key ``"lesion_wise"``).
         only_predicted: score only the cases that have a prediction.
         case_ids: the case ids to score; None: every case of both folders.
+        task: a :class:`~brats_keras.tasks.Task`, its name or task file, or None (detected).
     Returns:
         ``{"cases": {case: {"WT": {"dice", "hd95", "sensitivity", "specificity"},
         "TC": ..., "ET": ..., "report": {accuracy, precision, recall, mean_dice,
@@ -250,6 +318,10 @@ def evaluate_folder(
     """
     from tqdm.auto import tqdm
 
+    try:
+        task = given = None if task is None else get_task(task)
+    except TaskError as exc:
+        raise BratsInputError(f"task: {exc}") from None
     pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
     for name, folder in (("prediction", pred_dir), ("truth", truth_dir)):
         if not folder.exists():
@@ -287,17 +359,24 @@ def evaluate_folder(
             errors[case] = f"{case}: label map missing in {truth_dir} for {preds[case]}"
             continue
         try:
+            true = _case_task(truth[case], case, given)
+            task = task or true[0]  # the folder's task: the one given, else the first case's
+            if not task.same_classes(true[0]):
+                raise BratsInputError(f"{truth[case]}: a label map of task {true[0].name}, not of the folder's "
+                                      f"task {task.name} (give --task)")
             if case in preds:
-                cases[case], note = _case_scores(preds[case], truth[case], lesion_wise)
+                cases[case], note = _case_scores(preds[case], truth[case], true, lesion_wise, task)
                 if note:
                     notes[case] = f"{case}: {note}"
             else:
-                cases[case] = _missing_scores(truth[case], lesion_wise)
+                cases[case] = _missing_scores(true, lesion_wise, task)
         except Exception as exc:
             message = " ".join(str(exc).split())
             errors[case] = f"{case}: {message}"
     scored = list(cases.values())
+    task = task or get_task(None)
     results = {
+        **({"task": task.to_dict()} if task.name != DEFAULT_TASK else {}),
         "cases": cases,
         "mean": _aggregate(scored, np.mean),
         "median": _aggregate(scored, np.median),
@@ -323,20 +402,29 @@ def _case_id_list(case_ids) -> list[str]:
     return list(case_ids)
 
 
-#: column groups of :func:`format_table`: name -> [(header, width, format, path into a case's scores)]
-TABLE_COLUMNS = {
-    "dice": [("Dice WT", 7, ".4f", ("WT", "dice")), ("TC", 6, ".4f", ("TC", "dice")),
-             ("ET", 6, ".4f", ("ET", "dice"))],
-    "hd95": [("HD95 WT", 7, ".2f", ("WT", "hd95")), ("TC", 6, ".2f", ("TC", "hd95")),
-             ("ET", 6, ".2f", ("ET", "hd95"))],
-    "class_dice": [("class Dice", 10, ".4f", ("report", "mean_dice"))],
-    "classes": [(f"Dice {c}" if k == 0 else c, 8 if k == 0 else 6, ".4f", ("report", f"dice_{c}"))
-                for k, c in enumerate(CLASS_NAMES[1:])],
-    "report": [(name, max(len(name), 6), ".4f", ("report", name)) for name in REPORT_NAMES],
-}
+def table_columns(task=None) -> dict:
+    """The column groups of :func:`format_table` for ``task``'s regions and classes: name -> [(header, width,
+    format, path into a case's scores)]."""
+    task = get_task(task)
+
+    def per(items, first, width, fmt, path):
+        return [(f"{first} {x}" if k == 0 else x, max(width if k == 0 else 6, len(x) + (len(first) + 1) * (k == 0)),
+                 fmt, path(x)) for k, x in enumerate(items)]
+
+    return {
+        "dice": per(task.region_names, "Dice", 7, ".4f", lambda r: (r, "dice")),
+        "hd95": per(task.region_names, "HD95", 7, ".2f", lambda r: (r, "hd95")),
+        "class_dice": [("class Dice", 10, ".4f", ("report", "mean_dice"))],
+        "classes": per(task.class_names[1:], "Dice", 8, ".4f", lambda c: ("report", f"dice_{c}")),
+        "report": [(name, max(len(name), 6), ".4f", ("report", name)) for name in report_names(task)],
+    }
 
 
-def format_table(results: dict, columns=("dice", "hd95", "class_dice"), label: str = "case") -> str:
+#: column groups of :func:`format_table` for the default task (:func:`table_columns`)
+TABLE_COLUMNS = table_columns()
+
+
+def format_table(results: dict, columns=("dice", "hd95", "class_dice"), label: str = "case", task=None) -> str:
     """A compact text table of scores, one row per case (or per run), one group of columns per score.
 
     Args:
@@ -348,13 +436,16 @@ def format_table(results: dict, columns=("dice", "hd95", "class_dice"), label: s
             (Dice of NCR, ED and ET), ``"report"`` (the report's Table 4: accuracy, precision, recall,
             mean Dice, Dice per class).
         label: the header of the first column.
+        task: whose regions and classes the columns show (default: the results' ``"task"``, else the default
+            task's WT, TC and ET).
     """
-    columns = (columns,) if isinstance(columns, str) else tuple(columns)
-    unknown = [c for c in columns if c not in TABLE_COLUMNS]
-    if unknown or not columns:
-        raise ValueError(f"unknown column group(s) {unknown}: use {', '.join(TABLE_COLUMNS)}")
-    groups = [TABLE_COLUMNS[c] for c in columns]
     folder = isinstance(results.get("cases"), dict) and "mean" in results
+    groups_of = table_columns(task if task is not None or not folder else results.get("task"))
+    columns = (columns,) if isinstance(columns, str) else tuple(columns)
+    unknown = [c for c in columns if c not in groups_of]
+    if unknown or not columns:
+        raise ValueError(f"unknown column group(s) {unknown}: use {', '.join(groups_of)}")
+    groups = [groups_of[c] for c in columns]
     cases = results.get("cases", {}) if folder else results
     rows = list(cases.items())
     if folder:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from ..labels import CLASS_NAMES, REGION_NAMES, classes_to_regions
 from ..preprocessing import bounding_box, box_slices
+from ..tasks import get_task
 
 #: HD95 in mm given when exactly one of the two masks is empty (the BraTS value)
 HD95_EMPTY = 373.13
@@ -18,7 +18,28 @@ SCORE_NAMES = ("dice", "hd95", "sensitivity", "specificity")
 REPORT_NAMES = (
     "accuracy", "precision", "recall", "mean_dice", "dice_NCR", "dice_ED", "dice_ET",
 )
-_TUMOR_CLASSES = (1, 2, 3)
+
+#: the official lesion-wise parameters per task, ``(dilation, min_volume, {region: min_volume})``: the BraTS 2023
+#: scorer (GLI, SSA: 3 and 50; MEN: 1 and 50; MET: 1 and 2) and the 2024 one (post-treatment GLI: 3 and 20, ET 10;
+#: PED: 5 and 10; MEN-RT: 1 and 50), github.com/rachitsaluja/BraTS-2023-Metrics and BraTS-2024-Metrics. A task not
+#: named here takes the 2023 glioma values (3 and 50); ``brats2023`` cases of MEN or MET are scored by their own
+#: values only when ``dilation`` / ``min_volume`` are given. (The MEN-RT scorer also leaves false positives
+#: unscored; here they count, as in every other task.)
+LESION_PARAMETERS = {
+    "glioma2021": (3, 50.0, {}),
+    "brats2023": (3, 50.0, {}),
+    "msd-task01": (3, 50.0, {}),
+    "glioma2024-post": (3, 20.0, {"ET": 10.0}),
+    "pediatric2024": (5, 10.0, {}),
+    "men-rt2024": (1, 50.0, {}),
+}
+
+
+def report_names(task=None) -> tuple:
+    """The report's Table 4 columns of ``task`` (:func:`report_scores`): :data:`REPORT_NAMES` for the default
+    task, ``dice_<class>`` for each of the task's tumour classes."""
+    task = get_task(task)
+    return ("accuracy", "precision", "recall", "mean_dice") + tuple(f"dice_{c}" for c in task.class_names[1:])
 
 
 # --------------------------------------------------------------------------- counts
@@ -73,41 +94,48 @@ def dice(pred, true) -> float:
     return _dice_counts(tp, np.count_nonzero(true), np.count_nonzero(pred))
 
 
-def resolution_ceiling(classes, factor: int = 2) -> dict:
-    """Dice per region (WT, TC, ET) of a true class map ``(D, H, W)`` taken to ``factor`` mm and back, as a region
-    model predicts: each region's block fraction (:func:`~brats_keras.preprocessing.downsample_image`, the best a
-    model working at that resolution can output), up-sampled trilinearly
-    (:func:`~brats_keras.preprocessing.upsample_probs`) and decoded at 0.5. The most such a model can score.
+def resolution_ceiling(classes, factor: int = 2, task=None) -> dict:
+    """Dice per scored region of ``task`` (default WT, TC, ET) of a true class map ``(D, H, W)`` taken to ``factor``
+    mm and back, as a region model predicts: each region's block fraction
+    (:func:`~brats_keras.preprocessing.downsample_image`, the best a model working at that resolution can output),
+    up-sampled trilinearly
+    (:func:`~brats_keras.preprocessing.upsample_probs`) and decoded at 0.5 (the task's head regions, in its
+    decoding order). The most such a model can score.
     """
-    from ..labels import regions_to_classes
     from ..preprocessing import downsample_image, upsample_probs
 
+    task = get_task(task)
     classes = np.asarray(classes)
-    regions = downsample_image(classes_to_regions(classes).astype(np.float32), factor)
-    back = regions_to_classes(upsample_probs(regions, classes.shape, factor))
-    pr, tr = classes_to_regions(back), classes_to_regions(classes)
-    return {r: dice(pr[..., i], tr[..., i]) for i, r in enumerate(REGION_NAMES)}
+    regions = downsample_image(task.classes_to_regions(classes, task.region_order).astype(np.float32), factor)
+    back = task.regions_to_classes(upsample_probs(regions, classes.shape, factor))
+    pr, tr = task.classes_to_regions(back), task.classes_to_regions(classes)
+    return {r: dice(pr[..., i], tr[..., i]) for i, r in enumerate(task.region_names)}
 
 
-def grid_dice(pred, true, factor: int = 2) -> dict:
-    """Dice per region (WT, TC, ET) of a predicted and a true class map ``(D, H, W)``, both taken to ``factor`` mm
-    (:func:`~brats_keras.preprocessing.downsample_classes`: a region where it fills half a block): the score at a
-    model's working resolution. Beside the 1 mm score it tells how much of a model's error is detail its grid
-    cannot hold (a large gap) and how much is regions missed or confused (a small one)."""
-    from ..preprocessing import downsample_classes
+def grid_dice(pred, true, factor: int = 2, task=None) -> dict:
+    """Dice per scored region of ``task`` (default WT, TC, ET) of a predicted and a true class map ``(D, H, W)``, both
+    taken to ``factor`` mm (as :func:`~brats_keras.preprocessing.downsample_classes`: a region where it fills half a
+    block): the score at a model's working resolution. Beside the 1 mm score it tells how much of a model's error is
+    detail its grid cannot hold (a large gap) and how much is regions missed or confused (a small one)."""
+    from ..preprocessing import downsample_image
 
+    task = get_task(task)
     pred, true = np.asarray(pred), np.asarray(true)
     if pred.shape != true.shape:
         raise ValueError(f"prediction of shape {pred.shape} for a label map of shape {true.shape}")
-    pr = classes_to_regions(downsample_classes(pred, factor))
-    tr = classes_to_regions(downsample_classes(true, factor))
-    return {r: dice(pr[..., i], tr[..., i]) for i, r in enumerate(REGION_NAMES)}
+
+    def coarse(classes):  # the task's head regions where they fill half a block, decoded back to classes
+        regions = downsample_image(task.classes_to_regions(classes, task.region_order).astype(np.float32), factor)
+        return task.regions_to_classes(regions, threshold=0.4999) if factor > 1 else classes
+
+    pr, tr = task.classes_to_regions(coarse(pred)), task.classes_to_regions(coarse(true))
+    return {r: dice(pr[..., i], tr[..., i]) for i, r in enumerate(task.region_names)}
 
 
-def label_contrast(image, classes, brain=None) -> dict:
-    """How bright each labelled class (NCR, ED, ET) is in one modality ``image`` ``(D, H, W)``, against the brain:
-    ``(mean over the class's voxels - mean over the brain) / std over the brain``, the brain being ``brain`` (a
-    mask) or the voxels where ``image > 0``. NaN for a class with no voxel (or a constant brain).
+def label_contrast(image, classes, brain=None, task=None) -> dict:
+    """How bright each labelled class of ``task`` (default NCR, ED, ET) is in one modality ``image`` ``(D, H, W)``,
+    against the brain: ``(mean over the class's voxels - mean over the brain) / std over the brain``, the brain being
+    ``brain`` (a mask) or the voxels where ``image > 0``. NaN for a class with no voxel (or a constant brain).
 
     In T1ce, enhancing tumor is normally well above the brain (z 1.2 to 3 in the real cases the shipped recipe
     segments well); a labelled ET below 1 is enhancement a model barely sees, which bounds what it can score."""
@@ -119,7 +147,7 @@ def label_contrast(image, classes, brain=None) -> dict:
     values = image[brain]
     mean, std = (float(values.mean()), float(values.std())) if values.size else (np.nan, np.nan)
     out = {}
-    for k, name in enumerate(CLASS_NAMES[1:], start=1):
+    for k, name in enumerate(get_task(task).class_names[1:], start=1):
         voxels = image[classes == k]
         out[name] = float((voxels.mean() - mean) / std) if voxels.size and std > 0 else float("nan")
     return out
@@ -220,16 +248,17 @@ def hd95(pred, true, spacing=None, connectivity: int = 3) -> float:
 # --------------------------------------------------------------------------- class maps
 
 
-def _classes_pair(pred_classes, true_classes) -> tuple[np.ndarray, np.ndarray]:
+def _classes_pair(pred_classes, true_classes, task=None) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred_classes)
     true = np.asarray(true_classes)
     if pred.shape != true.shape:
         raise ValueError(f"shapes differ: prediction {pred.shape}, truth {true.shape}")
+    last = get_task(task).n_classes - 1
     for name, arr in (("prediction", pred), ("truth", true)):
-        if arr.size and (arr.min() < 0 or arr.max() > 3):
+        if arr.size and (arr.min() < 0 or arr.max() > last):
             raise ValueError(
-                f"{name} holds values outside the classes 0..3 "
-                f"(min {arr.min()}, max {arr.max()}): convert labels with labels_to_classes"
+                f"{name} holds values outside the classes 0..{last} "
+                f"(min {arr.min()}, max {arr.max()}): convert labels with labels_to_classes or Task.to_classes"
             )
     return pred.astype(np.uint8, copy=False), true.astype(np.uint8, copy=False)
 
@@ -245,28 +274,31 @@ def _tumor_box(pred: np.ndarray, true: np.ndarray) -> tuple[slice, ...] | None:
 
 
 def region_scores(pred_classes, true_classes, spacing=None, connectivity: int = 3, *,
-                  distances: bool = True) -> dict:
-    """Dice, HD95, sensitivity and specificity of the BraTS regions WT, TC and ET.
+                  distances: bool = True, task=None) -> dict:
+    """Dice, HD95, sensitivity and specificity of the regions ``task`` scores (default: the BraTS regions WT, TC
+    and ET; :attr:`brats_keras.tasks.Task.region_names`).
 
     Args:
-        pred_classes, true_classes: class maps ``(D, H, W)`` with values 0..3.
+        pred_classes, true_classes: class maps ``(D, H, W)`` with the task's classes (default 0..3).
         spacing: voxel size in mm per axis; ``None`` is 1 mm.
         connectivity: of the surface used by :func:`hd95`.
         distances: False leaves HD95 out (the counts alone are much faster).
+        task: a :class:`~brats_keras.tasks.Task` or its name; None is the default task.
     Returns:
-        ``{"WT": {"dice", "hd95", "sensitivity", "specificity"}, "TC": {...}, "ET": {...}}``
-        (no ``"hd95"`` with ``distances=False``).
+        ``{"WT": {"dice", "hd95", "sensitivity", "specificity"}, "TC": {...}, "ET": {...}}``, one entry per
+        region of the task (no ``"hd95"`` with ``distances=False``).
     """
-    pred, true = _classes_pair(pred_classes, true_classes)
+    task = get_task(task)
+    pred, true = _classes_pair(pred_classes, true_classes, task)
     spacing = _spacing(spacing, pred.ndim)
     size = pred.size
     box = _tumor_box(pred, true)
     if box is not None:
         pred, true = pred[box], true[box]
-    pred_regions = classes_to_regions(pred)
-    true_regions = classes_to_regions(true)
+    pred_regions = task.classes_to_regions(pred)
+    true_regions = task.classes_to_regions(true)
     scores = {}
-    for i, region in enumerate(REGION_NAMES):
+    for i, region in enumerate(task.region_names):
         p, t = pred_regions[..., i], true_regions[..., i]
         tp = np.count_nonzero(p & t)
         n_true, n_pred = np.count_nonzero(t), np.count_nonzero(p)
@@ -284,22 +316,25 @@ def _confusion(pred: np.ndarray, true: np.ndarray, n: int = 4) -> np.ndarray:
     return np.bincount((true * n + pred).ravel(), minlength=n * n).reshape(n, n)
 
 
-def report_scores(pred_classes, true_classes) -> dict:
+def report_scores(pred_classes, true_classes, task=None) -> dict:
     """The report's Table 4 columns for one case: voxel accuracy, macro precision and recall, Dice.
 
     * ``accuracy``: fraction of voxels whose class (background included) is right;
-    * ``precision``, ``recall``: voxel-wise, per tumor class NCR, ED, ET, then their mean;
-    * ``dice_NCR``, ``dice_ED``, ``dice_ET`` and their mean ``mean_dice``.
+    * ``precision``, ``recall``: voxel-wise, per tumor class (NCR, ED, ET; the task's classes), then their mean;
+    * ``dice_<class>`` (``dice_NCR``, ``dice_ED``, ``dice_ET``) and their mean ``mean_dice``.
 
     Empty classes follow the conventions in the module docstring (both empty: 1).
 
     Args:
-        pred_classes, true_classes: class maps of the same shape, values 0..3.
+        pred_classes, true_classes: class maps of the same shape, the task's classes (default 0..3).
+        task: a :class:`~brats_keras.tasks.Task` or its name; None is the default task.
     Returns:
-        dict with the keys of ``REPORT_NAMES``.
+        dict with the keys of :func:`report_names` (``REPORT_NAMES`` for the default task).
     """
-    pred, true = _classes_pair(pred_classes, true_classes)
-    cm = _confusion(pred, true)
+    task = get_task(task)
+    pred, true = _classes_pair(pred_classes, true_classes, task)
+    tumor = range(1, task.n_classes)
+    cm = _confusion(pred, true, task.n_classes)
     tp = np.diag(cm)
     n_true = cm.sum(axis=1)
     n_pred = cm.sum(axis=0)
@@ -309,16 +344,16 @@ def report_scores(pred_classes, true_classes) -> dict:
             _precision_counts(tp[c], n_true[c], n_pred[c]),
             _recall_counts(tp[c], n_true[c], n_pred[c]),
         )
-        for c in _TUMOR_CLASSES
+        for c in tumor
     }
     scores = {
         "accuracy": float(tp.sum() / max(cm.sum(), 1)),
-        "precision": float(np.mean([per_class[c][1] for c in _TUMOR_CLASSES])),
-        "recall": float(np.mean([per_class[c][2] for c in _TUMOR_CLASSES])),
-        "mean_dice": float(np.mean([per_class[c][0] for c in _TUMOR_CLASSES])),
+        "precision": float(np.mean([per_class[c][1] for c in tumor])),
+        "recall": float(np.mean([per_class[c][2] for c in tumor])),
+        "mean_dice": float(np.mean([per_class[c][0] for c in tumor])),
     }
-    for c in _TUMOR_CLASSES:
-        scores[f"dice_{CLASS_NAMES[c]}"] = per_class[c][0]
+    for c in tumor:
+        scores[f"dice_{task.class_names[c]}"] = per_class[c][0]
     return scores
 
 
@@ -331,12 +366,13 @@ def lesion_wise_scores(
     true_classes,
     spacing=None,
     connectivity: int = 3,
-    dilation: int = 3,
-    min_volume: float = 50.0,
+    dilation: int | None = None,
+    min_volume: float | None = None,
+    task=None,
 ) -> dict:
-    """Lesion-wise Dice and HD95 of WT, TC and ET, as the BraTS 2023 glioma challenge scores them.
+    """Lesion-wise Dice and HD95 of the task's regions (default WT, TC and ET), as the BraTS challenges score them.
 
-    Per region, following the official BraTS 2023 lesion-wise metric:
+    Per region, following the official BraTS 2023 (and 2024) lesion-wise metric:
 
     1. The prediction is split into 26-connected components.
     2. True lesions: the true mask is dilated ``dilation`` times with the 18-neighbour
@@ -366,38 +402,49 @@ def lesion_wise_scores(
     component matches a lesion only by overlapping it, and every lesion counts.
 
     Saluja et al., BraTS 2023 lesion-wise performance metrics (BraTS-GLI: ``dilation=3``,
-    ``min_volume=50``; BraTS-MEN: 1 and 50; BraTS-MET: 1 and 2).
+    ``min_volume=50``; BraTS-MEN: 1 and 50; BraTS-MET: 1 and 2); the 2024 scorer (post-treatment GLI: 3 and 20,
+    ET 10; PED: 5 and 10). Unless given, ``dilation`` and ``min_volume`` are the task's
+    (:data:`LESION_PARAMETERS`).
 
     Args:
-        pred_classes, true_classes: class maps ``(D, H, W)`` with values 0..3.
+        pred_classes, true_classes: class maps ``(D, H, W)`` with the task's classes (default 0..3).
         spacing: voxel size in mm per axis; ``None`` is 1 mm. Used by HD95 and for the
             lesion volumes; the dilation counts voxels, as in the official code.
         connectivity: of the surface used by :func:`hd95`.
-        dilation: dilation iterations that group true islands and reach predicted ones.
-        min_volume: lesions of this volume in mm^3 or less are not scored.
+        dilation: dilation iterations that group true islands and reach predicted ones (None: the task's).
+        min_volume: lesions of this volume in mm^3 or less are not scored (None: the task's, per region).
+        task: a :class:`~brats_keras.tasks.Task` or its name; None is the default task.
     Returns:
         ``{"WT": {"dice", "hd95", "n_lesions", "n_missed", "n_false_positives"}, "TC": ...,
-        "ET": ...}``; ``n_lesions`` counts the lesions above ``min_volume``, ``n_missed``
-        those of them that no component touches.
+        "ET": ...}`` (the task's regions); ``n_lesions`` counts the lesions above ``min_volume``,
+        ``n_missed`` those of them that no component touches.
     """
+    task = get_task(task)
+    own_dilation, own_volume, region_volumes = LESION_PARAMETERS.get(task.name, LESION_PARAMETERS["brats2023"])
+    if min_volume is None:
+        min_volume = own_volume
+    else:
+        region_volumes = {}
+    dilation = own_dilation if dilation is None else dilation
     if int(dilation) != dilation or dilation < 0:
         raise ValueError(f"dilation must be a whole number >= 0, got {dilation}")
     if min_volume < 0:
         raise ValueError(f"min_volume must be >= 0, got {min_volume}")
     dilation = int(dilation)
-    pred, true = _classes_pair(pred_classes, true_classes)
+    pred, true = _classes_pair(pred_classes, true_classes, task)
     spacing = _spacing(spacing, pred.ndim)
     voxel_volume = float(np.prod(spacing))
     tumor = (pred > 0) | (true > 0)
     if tumor.any():  # every mask and every dilation stays inside this box
         box = box_slices(bounding_box(tumor, margin=dilation + 1))
         pred, true = pred[box], true[box]
-    pred_regions = classes_to_regions(pred)
-    true_regions = classes_to_regions(true)
+    pred_regions = task.classes_to_regions(pred)
+    true_regions = task.classes_to_regions(true)
     full = np.ones((3,) * pred.ndim, dtype=bool)
     grow = ndimage.generate_binary_structure(pred.ndim, 2)
     scores = {}
-    for i, region in enumerate(REGION_NAMES):
+    for i, region in enumerate(task.region_names):
+        least = region_volumes.get(region, min_volume)
         truth = true_regions[..., i]
         pred_lab, n_pred = ndimage.label(pred_regions[..., i], structure=full)
         if dilation:
@@ -417,7 +464,7 @@ def lesion_wise_scores(
             ids = np.unique(pred_lab[reach_box][reach])
             ids = ids[ids > 0]
             matched[ids] = True
-            if np.count_nonzero(lesion) * voxel_volume <= min_volume:
+            if np.count_nonzero(lesion) * voxel_volume <= least:
                 continue
             if ids.size == 0:
                 dices.append(0.0)

@@ -5,18 +5,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..labels import CLASS_LONG_NAMES, CLASS_NAMES, REGION_NAMES
 from ..runs import read_log
+from ..tasks import get_task
 from .common import (
     _MODALITY_TITLES,
     _OTHER_COLORS,
-    CLASS_COLORS,
     REGION_COLORS,
     _as_image,
     _check_classes,
     _finish,
     _new_figure,
     _same_shape,
+    region_colors,
 )
 
 __all__ = ["plot_history", "bar_chart", "intensity_histograms", "label_statistics"]
@@ -156,27 +156,31 @@ def plot_history(csv_path_or_dict, save=None, title: str | None = None):
     return _finish(fig, save)
 
 
-def _metric_color(metric, k):
-    return REGION_COLORS.get(metric, _OTHER_COLORS[k % len(_OTHER_COLORS)])
+def _metric_color(metric, k, colors=REGION_COLORS):
+    return colors.get(metric, _OTHER_COLORS[k % len(_OTHER_COLORS)])
 
 
-def bar_chart(results: dict, metrics=REGION_NAMES, title: str | None = None, save=None,
-              ylabel: str = "Dice", fmt: str = "{:.3f}"):
+def bar_chart(results: dict, metrics=None, title: str | None = None, save=None,
+              ylabel: str = "Dice", fmt: str = "{:.3f}", task=None):
     """Grouped bars comparing runs: one group per run, one bar per metric, the value above each bar.
 
     Args:
         results: ``{run name: {metric: value}}``, e.g. ``{"flair+t1ce+t2": {"WT": 0.90, ...}}``.
             A metric missing from a run is drawn as an empty slot marked "n/a".
-        metrics: the metrics to show, in order (default WT, TC, ET).
+        metrics: the metrics to show, in order (default: the task's regions, WT, TC, ET).
         title, ylabel: texts.
         save: PNG path, written atomically.
         fmt: format of the values written above the bars.
+        task: whose regions are the default metrics and give the region colours; None: the default task.
     Returns:
         the matplotlib Figure; ``fig.axes[0].containers`` holds one bar container per metric,
         labelled with the metric's name, its bars in the order of ``results``.
     """
     if not isinstance(results, dict) or not results:
         raise ValueError("results must be a non-empty dict {run name: {metric: value}}")
+    task = get_task(task)
+    colors = region_colors(task)
+    metrics = task.region_names if metrics is None else metrics
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if not metrics:
         raise ValueError("no metric to show")
@@ -197,7 +201,7 @@ def bar_chart(results: dict, metrics=REGION_NAMES, title: str | None = None, sav
     vertical = nbars > 12
     for m, metric in enumerate(metrics):
         pos = x - 0.4 + width * (m + 0.5)
-        bars = ax.bar(pos, values[:, m], width, label=metric, color=_metric_color(metric, m), edgecolor="0.25",
+        bars = ax.bar(pos, values[:, m], width, label=metric, color=_metric_color(metric, m, colors), edgecolor="0.25",
                       linewidth=0.6)
         for rect, v in zip(bars, values[:, m]):
             ax.annotate("n/a" if not np.isfinite(v) else fmt.format(v),
@@ -220,7 +224,8 @@ def bar_chart(results: dict, metrics=REGION_NAMES, title: str | None = None, sav
     return _finish(fig, save)
 
 
-def intensity_histograms(image, modalities, mask=None, save=None, bins: int = 100, title: str | None = None):
+def intensity_histograms(image, modalities, mask=None, save=None, bins: int = 100, title: str | None = None,
+                         task=None):
     """Histogram of the brain (nonzero) voxels of each modality, and of each tumour class.
 
     Histograms are densities, so the small tumour classes compare with the whole brain;
@@ -234,12 +239,15 @@ def intensity_histograms(image, modalities, mask=None, save=None, bins: int = 10
         save: PNG path, written atomically.
         bins: number of bins.
         title: e.g. the case id.
+        task: whose classes ``mask`` holds (colours and names); None: the default task.
     Returns:
         the matplotlib Figure, one panel per modality.
     """
+    task = get_task(task)
+    tumour = range(1, task.n_classes)
     image, names = _as_image(image, modalities)
     if mask is not None:
-        mask = _check_classes(mask, "mask")
+        mask = _check_classes(mask, "mask", task=task)
         _same_shape(image, mask, "image", "mask")
     fig = _new_figure((3.4 * len(names) + 0.4, 3.4))
     axes = np.atleast_1d(fig.subplots(1, len(names)))
@@ -252,7 +260,7 @@ def intensity_histograms(image, modalities, mask=None, save=None, bins: int = 10
         else:
             lo, hi = np.percentile(v, [0.5, 99.5])
             if mask is not None:  # tumour voxels are often brighter than 99.5 % of the brain
-                for k in (1, 2, 3):
+                for k in tumour:
                     sel = mask == k
                     if sel.any():
                         klo, khi = np.percentile(ch[sel].astype(np.float64), [0.5, 99.5])
@@ -262,11 +270,11 @@ def intensity_histograms(image, modalities, mask=None, save=None, bins: int = 10
             ax.hist(v, bins=bins, range=(lo, hi), density=True, histtype="stepfilled", color="0.7",
                     edgecolor="0.45", label="brain")
             if mask is not None:
-                for k in (1, 2, 3):
+                for k in tumour:
                     sel = mask == k
                     if sel.any():
                         ax.hist(ch[sel].astype(np.float64), bins=bins, range=(lo, hi), density=True, histtype="step",
-                                lw=1.6, color=CLASS_COLORS[k], label=CLASS_LONG_NAMES[k],
+                                lw=1.6, color=task.colors[k], label=task.class_long_names[k],
                                 path_effects=_edge_effect())
         ax.set_title(_MODALITY_TITLES.get(name, name))
         ax.set_xlabel("intensity")
@@ -286,54 +294,55 @@ def _edge_effect():
     return [patheffects.Stroke(linewidth=2.6, foreground="0.2"), patheffects.Normal()]
 
 
-_CLASS_KEYS = {}
-for _c in (1, 2, 3):
-    for _key in (_c, str(_c), CLASS_NAMES[_c].lower(), CLASS_LONG_NAMES[_c].lower()):
-        _CLASS_KEYS[_key] = _c
-
-
-def _class_of(key):
+def _class_of(key, task):
+    """The class index of ``key`` (its index, name or long name in ``task``)."""
+    keys = {}
+    for c in range(1, task.n_classes):
+        for k in (c, str(c), task.class_names[c].lower(), task.class_long_names[c].lower()):
+            keys[k] = c
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         key = int(key)
     elif isinstance(key, str):
         key = key.strip().lower()
     if key in (0, "0", "background"):
         return 0
-    if key not in _CLASS_KEYS:
+    if key not in keys:
         raise ValueError(
-            f"unknown class {key!r}: use 1/2/3, NCR/ED/ET or {'/'.join(CLASS_LONG_NAMES[1:])} "
-            "(classes, not BraTS labels)"
+            f"unknown class {key!r}: use {'/'.join(map(str, range(1, task.n_classes)))}, "
+            f"{'/'.join(task.class_names[1:])} or {'/'.join(task.class_long_names[1:])} (classes, not BraTS labels)"
         )
-    return _CLASS_KEYS[key]
+    return keys[key]
 
 
-def label_statistics(counts: dict, save=None, title: str | None = None, log: bool = False):
-    """Stacked bars of the NCR, ED and ET voxel counts of each case.
+def label_statistics(counts: dict, save=None, title: str | None = None, log: bool = False, task=None):
+    """Stacked bars of the voxel counts of each tumour class (default task: NCR, ED and ET) of each case.
 
     Args:
         counts: ``{case_id: {class: voxel count}}``; a class is 1/2/3, ``"NCR"``/``"ED"``/``"ET"``
-            or the long names; background entries are ignored, missing classes count 0.
+            or the long names (the task's); background entries are ignored, missing classes count 0.
         save: PNG path, written atomically.
         title: a title.
         log: log-scaled counts (for cohorts whose tumours differ by orders of magnitude).
+        task: whose classes are counted (colours and names); None: the default task.
     Returns:
-        the matplotlib Figure; ``fig.axes[0].containers`` holds the NCR, ED and ET bars.
+        the matplotlib Figure; ``fig.axes[0].containers`` holds the bars of each class (NCR, ED and ET).
     """
     if not isinstance(counts, dict) or not counts:
         raise ValueError("counts must be a non-empty dict {case_id: {class: voxel count}}")
+    task = get_task(task)
     cases = list(counts)
-    table = np.zeros((len(cases), 4))
+    table = np.zeros((len(cases), task.n_classes))
     for i, case in enumerate(cases):
         if not isinstance(counts[case], dict):
             raise ValueError(f"counts[{case!r}] must be a dict {{class: voxel count}}")
         for key, value in counts[case].items():
-            table[i, _class_of(key)] += float(value)
+            table[i, _class_of(key, task)] += float(value)
     fig = _new_figure((min(max(5.0, 0.32 * len(cases) + 2.0), 30.0), 4.4))
     ax = fig.subplots()
     bottom = np.zeros(len(cases))
-    for c in (1, 2, 3):
-        ax.bar(np.arange(len(cases)), table[:, c], 0.75, bottom=bottom, color=CLASS_COLORS[c], edgecolor="0.25",
-               linewidth=0.5, label=f"{CLASS_LONG_NAMES[c]} ({CLASS_NAMES[c]})")
+    for c in range(1, task.n_classes):
+        ax.bar(np.arange(len(cases)), table[:, c], 0.75, bottom=bottom, color=task.colors[c], edgecolor="0.25",
+               linewidth=0.5, label=f"{task.class_long_names[c]} ({task.class_names[c]})")
         bottom += table[:, c]
     upright = len(cases) > 6 or max(len(str(c)) for c in cases) > 12
     ax.set_xticks(np.arange(len(cases)), [str(c) for c in cases], rotation=90 if upright else 0,

@@ -10,13 +10,42 @@ import sys
 import numpy as np
 
 from ..io import atomic_write
-from ..labels import CLASS_LONG_NAMES, CLASS_NAMES, parse_modalities
+from ..labels import parse_modalities
+from ..tasks import get_task
 
-#: one colour per tumour class (Okabe-Ito palette, readable with colour-blindness):
+
+def class_colors(task=None) -> dict:
+    """Class index -> ``#RRGGBB`` of every tumour class of ``task`` (its labels' colours; None: the default
+    task's)."""
+    return dict(get_task(task).colors)
+
+
+def region_colors(task=None) -> dict:
+    """Region name -> colour for ``task``'s regions: the colour of the class a head region decodes to (the class
+    that dominates the region's picture), or of a scored region's one class."""
+    task = get_task(task)
+    colors = task.colors
+    out = {r: colors[c] for r, c in zip(task.region_order, task.decoded_classes)}
+    for r in task.region_names:
+        classes = task.region_classes(r)
+        if r not in out and len(classes) == 1:
+            out[r] = colors[classes[0]]
+    return out
+
+
+def class_draw_order(task=None) -> tuple:
+    """The tumour classes of ``task`` from the outermost to the innermost (in the fewest head regions first):
+    outlines drawn in this order keep the inner ones on top (default task: ED, NCR, ET)."""
+    task = get_task(task)
+    depth = task.region_membership.sum(axis=1)
+    return tuple(sorted(range(1, task.n_classes), key=lambda c: depth[c]))
+
+
+#: one colour per tumour class of the default task (Okabe-Ito palette, readable with colour-blindness):
 #: NCR vermillion, ED yellow, ET sky blue
-CLASS_COLORS = {1: "#D55E00", 2: "#F0E442", 3: "#56B4E9"}
-#: colours of the BraTS regions, matching the class that dominates each region's picture
-REGION_COLORS = {"WT": CLASS_COLORS[2], "TC": CLASS_COLORS[1], "ET": CLASS_COLORS[3]}
+CLASS_COLORS = class_colors()
+#: colours of the default task's regions, matching the class that dominates each region's picture
+REGION_COLORS = region_colors()
 #: further colours for metrics that are not a region (Okabe-Ito)
 _OTHER_COLORS = ("#009E73", "#CC79A7", "#0072B2", "#E69F00", "#999999", "#000000")
 #: plane seen when slicing perpendicular to each axis of a BraTS volume
@@ -80,8 +109,9 @@ def _finish(fig, save):
     return fig
 
 
-def class_legend(target, loc="outside lower center", **kwargs):
-    """Add a legend naming the three tumour classes in their colours to a Figure or an Axes.
+def class_legend(target, loc="outside lower center", task=None, **kwargs):
+    """Add a legend naming the tumour classes of ``task`` (default: the three of the default task) in their
+    colours to a Figure or an Axes.
 
     Returns the matplotlib ``Legend``. ``loc`` defaults to below the panels of a figure
     (``"lower right"`` is used for an Axes).
@@ -89,13 +119,16 @@ def class_legend(target, loc="outside lower center", **kwargs):
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    task = get_task(task)
+    colors = task.colors
     handles = [
-        Patch(facecolor=CLASS_COLORS[c], edgecolor=_CONTOUR_OUTLINE, label=f"{CLASS_LONG_NAMES[c]} ({CLASS_NAMES[c]})")
-        for c in (1, 2, 3)
+        Patch(facecolor=colors[c], edgecolor=_CONTOUR_OUTLINE,
+              label=f"{task.class_long_names[c]} ({task.class_names[c]})")
+        for c in range(1, task.n_classes)
     ]
     if not isinstance(target, Figure) and loc.startswith("outside"):
         loc = "lower right"
-    kwargs.setdefault("ncols", 3 if isinstance(target, Figure) else 1)
+    kwargs.setdefault("ncols", min(len(handles), 4) if isinstance(target, Figure) else 1)
     kwargs.setdefault("frameon", False if isinstance(target, Figure) else True)
     return target.legend(handles=handles, loc=loc, **kwargs)
 
@@ -117,15 +150,16 @@ def _check_volume(arr, name, ndim=3):
     return arr
 
 
-def _check_classes(classes, name="classes", ndim=3):
+def _check_classes(classes, name="classes", ndim=3, task=None):
     classes = _check_volume(classes, name, ndim)
     if classes.dtype == bool:
         return classes.astype(np.uint8)
-    if classes.size and (classes.min() < 0 or classes.max() > 3):
-        bad = sorted(int(v) for v in np.unique(classes) if not 0 <= v <= 3)
+    last = get_task(task).n_classes - 1
+    if classes.size and (classes.min() < 0 or classes.max() > last):
+        bad = sorted(int(v) for v in np.unique(classes) if not 0 <= v <= last)
         raise ValueError(
-            f"{name} holds values {bad[:10]} outside the classes 0..3; "
-            "convert BraTS labels with brats_keras.labels.labels_to_classes first"
+            f"{name} holds values {bad[:10]} outside the classes 0..{last}; "
+            "convert BraTS labels with brats_keras.labels.labels_to_classes (or the task's to_classes) first"
         )
     return classes
 

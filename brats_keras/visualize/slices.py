@@ -8,13 +8,13 @@ import math
 
 import numpy as np
 
-from ..labels import CLASS_LONG_NAMES, parse_modalities
+from ..labels import parse_modalities
 from ..preprocessing import bounding_box, box_slices
+from ..tasks import get_task
 from .common import (
     _AXIS_LETTERS,
     _CONTOUR_OUTLINE,
     _MODALITY_TITLES,
-    CLASS_COLORS,
     PLANE_NAMES,
     _as_image,
     _check_axis,
@@ -23,6 +23,7 @@ from .common import (
     _finish,
     _new_figure,
     _same_shape,
+    class_draw_order,
     class_legend,
 )
 
@@ -66,12 +67,13 @@ def _window(values):
 
 
 def overlay(ax, image_slice, class_slice=None, alpha: float = 0.45, *, axis: int | None = None,
-            vmin=None, vmax=None, contour: bool = True, linewidth: float = 1.2):
+            vmin=None, vmax=None, contour: bool = True, linewidth: float = 1.2, task=None):
     """Draw an MRI slice in grey with each tumour class as a transparent fill and an outline.
 
     The grey window is the 1-99 % percentile range of the slice's nonzero voxels unless
-    ``vmin``/``vmax`` are given. Each class 1..3 is drawn as its own masked layer in
-    :data:`CLASS_COLORS` (an ``AxesImage`` with gid ``"class-<c>"``, its mask true where the
+    ``vmin``/``vmax`` are given. Each tumour class of ``task`` (default: 1..3) is drawn as its own masked
+    layer in the task's colour (:data:`CLASS_COLORS` for the default task; an ``AxesImage`` with gid
+    ``"class-<c>"``, its mask true where the
     class is absent) and outlined with a contour of the same colour edged in black
     (gid ``"contour-<c>"``), so edema around the core and the necrotic and enhancing parts
     inside it all stay visible.
@@ -87,15 +89,18 @@ def overlay(ax, image_slice, class_slice=None, alpha: float = 0.45, *, axis: int
         vmin, vmax: grey window.
         contour: draw the outlines.
         linewidth: outline width in points.
+        task: whose classes ``class_slice`` holds (their colours and names); None: the default task.
     Returns:
         ``ax``.
     """
     from matplotlib import patheffects
     from matplotlib.colors import ListedColormap
 
+    task = get_task(task)
+    colors = task.colors
     image_slice = _check_volume(image_slice, "image_slice", 2)
     if class_slice is not None:
-        class_slice = _check_classes(class_slice, "class_slice", 2)
+        class_slice = _check_classes(class_slice, "class_slice", 2, task)
         if class_slice.shape != image_slice.shape:
             raise ValueError(f"image_slice {image_slice.shape} and class_slice {class_slice.shape} differ in shape")
     if not 0.0 <= alpha <= 1.0:
@@ -112,20 +117,20 @@ def overlay(ax, image_slice, class_slice=None, alpha: float = 0.45, *, axis: int
     ax.imshow(image_slice, cmap="gray", vmin=vmin, vmax=vmax, interpolation="antialiased", gid="image")
     ax.set_facecolor("black")
     if class_slice is not None:
-        for c in (1, 2, 3):
+        for c in range(1, task.n_classes):
             mask = class_slice == c
             if not mask.any():
                 continue
             layer = np.ma.masked_array(mask.astype(np.uint8), mask=~mask)
-            ax.imshow(layer, cmap=ListedColormap([CLASS_COLORS[c]]), vmin=0, vmax=1, alpha=alpha,
-                      interpolation="nearest", gid=f"class-{c}", label=CLASS_LONG_NAMES[c])
+            ax.imshow(layer, cmap=ListedColormap([colors[c]]), vmin=0, vmax=1, alpha=alpha,
+                      interpolation="nearest", gid=f"class-{c}", label=task.class_long_names[c])
         if contour:
             outline = [patheffects.withStroke(linewidth=linewidth + 1.2, foreground=_CONTOUR_OUTLINE)]
-            for c in (2, 1, 3):  # outer class first, so inner outlines sit on top
+            for c in class_draw_order(task):  # outer class first, so inner outlines sit on top
                 mask = class_slice == c
                 if not mask.any() or mask.all():
                     continue
-                cs = ax.contour(mask.astype(np.float32), levels=[0.5], colors=[CLASS_COLORS[c]],
+                cs = ax.contour(mask.astype(np.float32), levels=[0.5], colors=[colors[c]],
                                 linewidths=linewidth)
                 cs.set_gid(f"contour-{c}")
                 cs.set_path_effects(outline)
@@ -185,7 +190,8 @@ def _slice_title(axis, index):
 
 
 def show_case(image, classes=None, modalities=("flair", "t1ce", "t2"), axis: int = 2, index: int | None = None,
-              save=None, title: str | None = None, overlay_on: str | int | None = None, crop: bool = True):
+              save=None, title: str | None = None, overlay_on: str | int | None = None, crop: bool = True,
+              task=None):
     """One slice of every modality side by side in grey, and a last panel with the labels overlaid.
 
     Args:
@@ -200,13 +206,14 @@ def show_case(image, classes=None, modalities=("flair", "t1ce", "t2"), axis: int
         overlay_on: modality name or channel index under the labels; default FLAIR when
             present, else the first channel.
         crop: zoom every panel on the brain (the nonzero voxels of the image).
+        task: whose classes ``classes`` holds (colours and legend); None: the default task.
     Returns:
         the matplotlib Figure.
     """
     image, names = _as_image(image, modalities)
     axis = _check_axis(axis)
     if classes is not None:
-        classes = _check_classes(classes)
+        classes = _check_classes(classes, task=task)
         _same_shape(image, classes, "image", "classes")
     if index is None:
         index = best_slice(classes, axis) if classes is not None else image.shape[axis] // 2
@@ -235,15 +242,16 @@ def show_case(image, classes=None, modalities=("flair", "t1ce", "t2"), axis: int
         ch = image[..., base]
         vmin, vmax = _window(ch)
         overlay(axes[-1], display_slice(ch, axis, index)[rows, cols], display_slice(classes, axis, index)[rows, cols],
-                vmin=vmin, vmax=vmax)
+                vmin=vmin, vmax=vmax, task=task)
         axes[-1].set_title(f"labels on {_MODALITY_TITLES.get(names[base], names[base])}")
-        class_legend(fig)
+        class_legend(fig, task=task)
     desc = _slice_title(axis, index)
     fig.suptitle(f"{title}: {desc}" if title else desc)
     return _finish(fig, save)
 
 
-def show_planes(image_channel, classes, index=None, save=None, title: str | None = None, crop: bool = True):
+def show_planes(image_channel, classes, index=None, save=None, title: str | None = None, crop: bool = True,
+                task=None):
     """The labels over one modality in axial, coronal and sagittal planes through one point.
 
     Args:
@@ -254,12 +262,13 @@ def show_planes(image_channel, classes, index=None, save=None, title: str | None
         save: PNG path, written atomically.
         title: e.g. the case id.
         crop: zoom every panel on the brain.
+        task: whose classes ``classes`` holds (colours and legend); None: the default task.
     Returns:
         the matplotlib Figure.
     """
     image_channel = _check_volume(image_channel, "image_channel")
     if classes is not None:
-        classes = _check_classes(classes)
+        classes = _check_classes(classes, task=task)
         _same_shape(image_channel, classes, "image_channel", "classes")
     if index is None:
         index = _centre_of_mass(classes > 0) if classes is not None else tuple(s // 2 for s in image_channel.shape)
@@ -273,10 +282,10 @@ def show_planes(image_channel, classes, index=None, save=None, title: str | None
     for ax, axis in zip(axes, (2, 1, 0)):
         rows, cols = _plane_box(brain, axis, crop)
         cls = None if classes is None else display_slice(classes, axis, index[axis])[rows, cols]
-        overlay(ax, display_slice(image_channel, axis, index[axis])[rows, cols], cls, vmin=vmin, vmax=vmax)
+        overlay(ax, display_slice(image_channel, axis, index[axis])[rows, cols], cls, vmin=vmin, vmax=vmax, task=task)
         ax.set_title(_slice_title(axis, index[axis]))
     if classes is not None:
-        class_legend(fig)
+        class_legend(fig, task=task)
     desc = f"planes through voxel (x, y, z) = {index}"
     fig.suptitle(f"{title}: {desc}" if title else desc)
     return _finish(fig, save)
@@ -292,7 +301,7 @@ def _plane_widths(shape, brain, crop):
 
 
 def compare(image_channel, truth, pred, index: int | None = None, axis: int = 2, save=None,
-            title: str | None = None, crop: bool = True):
+            title: str | None = None, crop: bool = True, task=None):
     """The ground truth beside a prediction on the same slice of one modality, with the legend.
 
     Args:
@@ -304,12 +313,13 @@ def compare(image_channel, truth, pred, index: int | None = None, axis: int = 2,
         save: PNG path, written atomically.
         title: e.g. the case id and its Dice scores.
         crop: zoom both panels on the brain.
+        task: whose classes the maps hold (colours and legend); None: the default task.
     Returns:
         the matplotlib Figure; its two image axes are titled "ground truth" and "prediction".
     """
     image_channel = _check_volume(image_channel, "image_channel")
-    truth = _check_classes(truth, "truth")
-    pred = _check_classes(pred, "pred")
+    truth = _check_classes(truth, "truth", task=task)
+    pred = _check_classes(pred, "pred", task=task)
     _same_shape(image_channel, truth, "image_channel", "truth")
     _same_shape(image_channel, pred, "image_channel", "pred")
     axis = _check_axis(axis)
@@ -321,9 +331,9 @@ def compare(image_channel, truth, pred, index: int | None = None, axis: int = 2,
     fig = _new_figure((8.0, 4.6))
     axes = fig.subplots(1, 2)
     for ax, cls, name in zip(axes, (truth, pred), ("ground truth", "prediction")):
-        overlay(ax, img, display_slice(cls, axis, index)[rows, cols], vmin=vmin, vmax=vmax)
+        overlay(ax, img, display_slice(cls, axis, index)[rows, cols], vmin=vmin, vmax=vmax, task=task)
         ax.set_title(name)
-    class_legend(fig)
+    class_legend(fig, task=task)
     desc = _slice_title(axis, index)
     fig.suptitle(f"{title}\n{desc}" if title else desc)
     return _finish(fig, save)
@@ -336,7 +346,7 @@ def _extent(mask, axis):
 
 
 def montage(image_channel, classes, n: int = 12, axis: int = 2, save=None, pred=None, title: str | None = None,
-            ncols: int | None = None, crop: bool = True):
+            ncols: int | None = None, crop: bool = True, task=None):
     """Evenly spaced slices through the tumour's extent, with the labels overlaid.
 
     With ``pred`` the slices come in pairs of rows: the ground truth above the
@@ -352,14 +362,15 @@ def montage(image_channel, classes, n: int = 12, axis: int = 2, save=None, pred=
         title: e.g. the case id.
         ncols: panels per row; default 4 (6 with ``pred``), never more than the slices.
         crop: zoom every panel on the brain.
+        task: whose classes the maps hold (colours and legend); None: the default task.
     Returns:
         the matplotlib Figure.
     """
     image_channel = _check_volume(image_channel, "image_channel")
-    classes = _check_classes(classes)
+    classes = _check_classes(classes, task=task)
     _same_shape(image_channel, classes, "image_channel", "classes")
     if pred is not None:
-        pred = _check_classes(pred, "pred")
+        pred = _check_classes(pred, "pred", task=task)
         _same_shape(image_channel, pred, "image_channel", "pred")
     axis = _check_axis(axis)
     if int(n) < 1:
@@ -387,13 +398,14 @@ def montage(image_channel, classes, n: int = 12, axis: int = 2, save=None, pred=
         for m, (name, cls) in enumerate(maps):
             ax = axes[block * len(maps) + m, col]
             ax.set_axis_on()
-            overlay(ax, img, display_slice(cls, axis, int(idx))[rows, cols], vmin=vmin, vmax=vmax, linewidth=0.8)
+            overlay(ax, img, display_slice(cls, axis, int(idx))[rows, cols], vmin=vmin, vmax=vmax, linewidth=0.8,
+                    task=task)
             ax.set_title(f"{_AXIS_LETTERS[axis]}={idx}", fontsize=8, pad=2)
             for spine in ax.spines.values():
                 spine.set_visible(False)
             if col == 0 and name:
                 ax.set_ylabel(name, fontsize=9)
-    class_legend(fig)
+    class_legend(fig, task=task)
     desc = f"{PLANE_NAMES[axis]} slices through the tumour"
     fig.suptitle(f"{title}: {desc}" if title else desc)
     return _finish(fig, save)
