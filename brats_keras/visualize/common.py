@@ -17,6 +17,10 @@ from ..labels import CLASS_LONG_NAMES, CLASS_NAMES, parse_modalities
 CLASS_COLORS = {1: "#D55E00", 2: "#F0E442", 3: "#56B4E9"}
 #: colours of the BraTS regions, matching the class that dominates each region's picture
 REGION_COLORS = {"WT": CLASS_COLORS[2], "TC": CLASS_COLORS[1], "ET": CLASS_COLORS[3]}
+#: colours of where a prediction and its truth disagree (the HTML report's disagreement overlay, Okabe-Ito):
+#: 1 false positive (tumour predicted on background) reddish purple, 2 false negative (tumour missed) bluish
+#: green, 3 tumour in both but of another class blue
+DISAGREEMENT_COLORS = {1: "#CC79A7", 2: "#009E73", 3: "#0072B2"}
 #: further colours for metrics that are not a region (Okabe-Ito)
 _OTHER_COLORS = ("#009E73", "#CC79A7", "#0072B2", "#E69F00", "#999999", "#000000")
 #: plane seen when slicing perpendicular to each axis of a BraTS volume
