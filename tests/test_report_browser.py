@@ -89,7 +89,8 @@ class Page:
     console error and uncaught exception kept."""
 
     def __init__(self, browser, path: Path):
-        self.page = browser.new_page(viewport={"width": 1400, "height": 900})
+        self.page = browser.new_page(viewport={"width": 1400, "height": 730})
+        self.page.set_default_timeout(LOAD_MS)  # SwiftShader draws on the CPU: slow on a busy machine
         self.errors, self.remote = [], []
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
@@ -205,6 +206,7 @@ def test_evaluate_report_draws_truth_and_disagreement_where_they_are(evaluated_p
                                                                       "truth"]
     shot = page.shot(artefacts / "evaluate_report.png")
     assert shot.std() > 20
+    page.page.screenshot(path=artefacts / "evaluate_page.png")  # the whole page: docs/img/report.png
     page.js("bratsReport.setView('axial'); bratsReport.setOpacity(1);"
             "bratsReport.setOverlay('prediction', false); bratsReport.setOverlay('truth', true)")
     truth, _ = read_label_map(reports["truth"] / CASE / f"{CASE}_seg.nii.gz")

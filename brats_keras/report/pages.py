@@ -23,8 +23,8 @@ DEFAULT_OPACITY = 0.6
 _DISAGREEMENT_NAMES = {1: "false positive (predicted, not true)", 2: "false negative (true, missed)",
                        3: "other class (both tumour)"}
 _MODALITY_TITLES = {"flair": "FLAIR", "t1": "T1", "t1ce": "T1ce", "t2": "T2"}
-_SCORE_COLUMNS = (("dice", "Dice", 4), ("hd95", "HD95 (mm)", 2), ("sensitivity", "sensitivity", 4),
-                  ("specificity", "specificity", 4))
+_SCORE_COLUMNS = (("dice", "Dice", 4), ("hd95", "HD95 (mm)", 2), ("sensitivity", "sens.", 4),
+                  ("specificity", "spec.", 4))
 
 
 @lru_cache(maxsize=None)
@@ -102,7 +102,7 @@ def case_page(data: dict) -> str:
     up = "<a href=\"index.html\">all cases</a>" if data.get("index") else ""
     body = f"""<header><h1>{_e(data['case_id'])}</h1>{up}</header>
 <main>
-<div class="viewer"><canvas id="viewer" width="800" height="640"></canvas><p id="location"></p></div>
+<div class="viewer"><div class="canvas"><canvas id="viewer"></canvas></div><p id="location"></p></div>
 <aside>
 <fieldset><legend>modality</legend>{modalities}</fieldset>
 <fieldset><legend>overlays</legend>{overlays}</fieldset>
