@@ -214,3 +214,29 @@ def test_the_vendored_niivue_is_the_pinned_release_and_ships_with_its_license():
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     assert "report/static/*" in cfg["options.package_data"]["brats_keras"]  # a pip install carries them
+
+
+def test_predict_report_pages_the_predicted_cases_and_lists_the_failed(cases, tmp_path):
+    """What ``predict --report`` writes after predict_folder: a page per predicted case, a failed row for each case
+    it could not predict (the browser test runs the command itself with the shipped model)."""
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    (pred / "c0.nii.gz").write_bytes((cases / "pred" / "c0.nii.gz").read_bytes())
+    lines = []
+    res = report.report_predictions(cases / "cases", pred, ok={"c0": 1.0}, failed={"c1": "cannot read"},
+                                    log=lines.append)
+    assert sorted(p.name for p in (pred / "report").iterdir()) == ["c0.html", "index.html"] and not lines
+    index = index_data(pred / "report" / "index.html")
+    assert set(index) == {"c0", "c1"} and index["c1"]["failed"] == "cannot read"
+    assert index["c0"]["prediction.WT"] == page_data(pred / "report" / "c0.html")["region_volumes"]["prediction"]["WT"]
+    assert set(page_data(pred / "report" / "c0.html")["volumes"]) == {"box", "images", "prediction"}  # no truth
+
+
+def test_predict_report_refuses_a_report_path_that_is_a_file_before_predicting(cases, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "report").write_text("not a folder")
+    assert cli_main(["predict", "--input", str(cases / "cases"), "--output", str(out), "--report",
+                     "--model", str(tmp_path / "none.keras")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --report {out / 'report'}: exists and is not a folder"
+    assert sorted(p.name for p in out.iterdir()) == ["report"]
