@@ -225,6 +225,7 @@ def test_predict_report_pages_the_predicted_cases_and_lists_the_failed(cases, tm
     lines = []
     res = report.report_predictions(cases / "cases", pred, ok={"c0": 1.0}, failed={"c1": "cannot read"},
                                     log=lines.append)
+    assert list(res["ok"]) == ["c0"] and res["failed"] == {"c1": "cannot read"}
     assert sorted(p.name for p in (pred / "report").iterdir()) == ["c0.html", "index.html"] and not lines
     index = index_data(pred / "report" / "index.html")
     assert set(index) == {"c0", "c1"} and index["c1"]["failed"] == "cannot read"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from brats_keras.cli import main as cli_main
-from brats_keras.io import find_cases, read_label_map
+from brats_keras.io import read_label_map
 from brats_keras.report import PAGE_LIMIT, disagreement
 from brats_keras.visualize.common import CLASS_COLORS, DISAGREEMENT_COLORS
 

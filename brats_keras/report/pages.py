@@ -109,8 +109,8 @@ def case_page(data: dict) -> str:
 <fieldset><legend>classes</legend>{classes}</fieldset>
 <fieldset><legend>overlay opacity</legend><input type="range" id="opacity" min="0" max="1" step="0.05"
  value="{DEFAULT_OPACITY}"></fieldset>
-<fieldset><legend>view</legend><select id="view"><option value="multiplanar" selected>axial, coronal, sagittal, 3D</option>
-<option value="axial">axial</option><option value="coronal">coronal</option><option value="sagittal">sagittal</option>
+<fieldset><legend>view</legend><select id="view">
+<option value="multiplanar" selected>axial, coronal, sagittal, 3D</option><option value="axial">axial</option><option value="coronal">coronal</option><option value="sagittal">sagittal</option>
 <option value="render">3D</option></select></fieldset>
 {disagreement}
 <h2>Scores and volumes</h2>
