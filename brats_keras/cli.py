@@ -1,7 +1,7 @@
 """The ``brats-keras`` command line: a thin layer that parses arguments and calls the library.
 
 Sub-commands: convert, merge, synth, train, predict, evaluate, crossval, crossval-compare, set-postprocessing,
-ensemble, export, demo. Keras is imported only by the sub-commands that need it, so ``convert`` and ``synth``
+ensemble, export, demo, view. Keras is imported only by the sub-commands that need it, so ``convert`` and ``synth``
 start in about a second.
 """
 from __future__ import annotations
@@ -302,6 +302,9 @@ def _add_predict(sub):
                    help="run a SavedModel export given to --model: it is a TensorFlow program that can read and "
                         "write files, so it runs only with this flag; give it only for exports you made or trust "
                         "(ONNX exports run without it)")
+    p.add_argument("--report", action="store_true",
+                   help="also write OUTPUT/report/index.html and OUTPUT/report/<case>.html: each case with its "
+                        "prediction in a 3D viewer that opens offline (brats-keras view; docs/report.md)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_predict)
 
@@ -334,15 +337,30 @@ def _postprocess_arg(args):
 
 
 def cmd_predict(args) -> int:
+    from pathlib import Path
+
     from .inference import predict_folder
+    from .io import check_output_path
 
     with _one_line_errors(FileNotFoundError, ValueError):
+        if args.report:
+            check_output_path(Path(args.output) / "report", folder=True, flag="--report")
         res = predict_folder(args.input, args.output, model=args.model, labels=args.labels,
                              save_probs=args.save_probs, progress=not args.quiet, patch_size=args.patch_size,
                              overlap=args.overlap, batch_size=args.batch_size, tta=args.tta,
                              postprocess=_postprocess_arg(args), trust_export=args.trust_export)
     print(f"predicted {len(res['ok'])} case(s) into {args.output}; {len(res['failed'])} failed")
+    if args.report:
+        from .report import report_predictions
+
+        rep = report_predictions(args.input, args.output, ok=res["ok"], failed=res["failed"], log=_stderr)
+        print(f"report: {rep['index']} ({len(rep['ok'])} case page(s))")
+        return 1 if rep["failed"] else 0
     return 1 if res["failed"] else 0
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -368,6 +386,10 @@ def _add_evaluate(sub):
     p.add_argument("--only-predicted", action="store_true",
                    help="score only the cases that have a prediction (default: a truth case without one "
                         "scores Dice 0 and HD95 373.13, as in BraTS)")
+    p.add_argument("--report", nargs="?", const="", metavar="DIR",
+                   help="also write DIR/index.html and DIR/<case>.html (default DIR: PRED/report): each case with "
+                        "its prediction, truth and their disagreement in a 3D viewer, with these scores; --truth "
+                        "must then be a folder of BraTS cases (the images are drawn; docs/report.md)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -386,6 +408,14 @@ def cmd_evaluate(args) -> int:
     from .evaluation import evaluate_folder, format_table
 
     with _one_line_errors(FileNotFoundError):  # bad input: one line, nothing written
+        if args.report is not None:
+            from pathlib import Path
+
+            from .io import check_output_path
+            from .report import report_cases_of
+
+            report_dir = check_output_path(args.report or Path(args.pred) / "report", folder=True, flag="--report")
+            report_cases_of(args.truth)
         res = evaluate_folder(args.pred, args.truth, json_path=args.json, csv_path=args.csv,
                               progress=not args.quiet, lesion_wise=args.lesion_wise,
                               only_predicted=args.only_predicted, task=args.task)
@@ -399,7 +429,16 @@ def cmd_evaluate(args) -> int:
               file=sys.stderr)
     for msg in res["write_errors"]:
         print(f"error: {msg}", file=sys.stderr)
-    return 1 if res["errors"] or res["write_errors"] or (res["missing"] and not args.only_predicted) else 0
+    failed = bool(res["errors"] or res["write_errors"] or (res["missing"] and not args.only_predicted))
+    if args.report is not None:
+        from .report import report_evaluation
+
+        # evaluate's own FAILED and MISSING lines above name the cases it could not score
+        # a FAILED line for each case whose page fails; evaluate's lines above name the cases it could not score
+        rep = report_evaluation(res, args.pred, args.truth, report_dir, log=_stderr)
+        print(f"report: {rep['index']} ({len(rep['ok'])} case page(s))")
+        failed = failed or bool(set(rep["failed"]) - set(res["errors"]) - set(res["missing"]))
+    return 1 if failed else 0
 
 
 # ----------------------------------------------------------------------------- demo
@@ -420,7 +459,39 @@ def cmd_demo(args) -> int:
     return 0 if metrics else 1
 
 
-_EXTRA.extend([_add_train, _add_predict, _add_evaluate, _add_demo])
+# ----------------------------------------------------------------------------- view
+def _add_view(sub):
+    p = sub.add_parser(
+        "view", help="write one case's page: its modalities with a prediction and / or truth in a 3D viewer "
+                     "(one HTML file that opens offline)",
+        description="Exit status: 0 written; 2 unusable input (not one case folder, a missing modality, a "
+                    "prediction or truth on another grid than the case's images, an --out that cannot be "
+                    "written): one line, nothing written.")
+    p.add_argument("case", metavar="CASE", help="one case folder (any supported layout)")
+    p.add_argument("--pred", metavar="FILE", help="a predicted label map of the case (either label convention)")
+    p.add_argument("--truth", metavar="FILE",
+                   help="the true label map (default: the case's own, if it has one); with --pred the page adds "
+                        "their disagreement and the case's scores")
+    p.add_argument("--out", metavar="FILE", help="the page to write (default: ./<case>.html)")
+    p.set_defaults(func=cmd_view)
+
+
+def cmd_view(args) -> int:
+    from .io import BratsInputError, check_output_path, find_cases
+    from .report import write_case_page
+
+    with _one_line_errors(FileNotFoundError):
+        cases = find_cases(args.case)
+        if len(cases) != 1:
+            raise BratsInputError(f"{args.case}: not one case folder ({len(cases)} cases found)")
+        case = cases[0]
+        out = check_output_path(args.out or f"{case.case_id}.html", flag="--out" if args.out else None)
+        row = write_case_page(case, out, prediction=args.pred, truth=args.truth or case.seg)
+    print(f"wrote {out} ({row['bytes'] / 1e6:.1f} MB)")
+    return 0
+
+
+_EXTRA.extend([_add_train, _add_predict, _add_evaluate, _add_demo, _add_view])
 
 
 # ----------------------------------------------------------------------------- cross-validation

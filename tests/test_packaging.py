@@ -11,7 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: imported by the tests only, never by brats_keras
-TEST_ONLY = {"pytest", "nbclient", "nbformat", "ipykernel", "jax", "medpy", "import-linter"}
+TEST_ONLY = {"pytest", "nbclient", "nbformat", "ipykernel", "jax", "medpy", "import-linter", "playwright"}
 
 
 def names(lines) -> set[str]:

@@ -46,6 +46,10 @@ def class_draw_order(task=None) -> tuple:
 CLASS_COLORS = class_colors()
 #: colours of the default task's regions, matching the class that dominates each region's picture
 REGION_COLORS = region_colors()
+#: colours of where a prediction and its truth disagree (the HTML report's disagreement overlay, Okabe-Ito):
+#: 1 false positive (tumour predicted on background) reddish purple, 2 false negative (tumour missed) bluish
+#: green, 3 tumour in both but of another class blue
+DISAGREEMENT_COLORS = {1: "#CC79A7", 2: "#009E73", 3: "#0072B2"}
 #: further colours for metrics that are not a region (Okabe-Ito)
 _OTHER_COLORS = ("#009E73", "#CC79A7", "#0072B2", "#E69F00", "#999999", "#000000")
 #: plane seen when slicing perpendicular to each axis of a BraTS volume
