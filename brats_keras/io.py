@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .labels import (DEFAULT_MODALITIES, MODALITIES, MODALITY_ALIASES, canonical_modality, labels_to_classes,
-                     parse_modalities)
+from .labels import (DEFAULT_MODALITIES, MODALITIES, MODALITY_ALIASES, _small_ints, canonical_modality,
+                     labels_to_classes, parse_modalities)
+from .tasks import TaskError, detect_task, get_task
 
 _NII = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$", re.IGNORECASE)
 _RE_2021 = re.compile(r"^(?P<case>.+)_(?P<key>flair|t1ce|t1|t2|seg)$", re.IGNORECASE)
@@ -329,38 +330,110 @@ def load_modalities(case: Case, modalities=None, check: bool = True):
     return vols, affine, header
 
 
-def load_classes(path, shape=None, convention: str = "auto", grid: bool = False) -> np.ndarray:
-    """Read a BraTS label map and return class indices 0..3 (uint8).
+def load_classes(path, shape=None, task=None, grid: bool = False, case=None) -> np.ndarray:
+    """Read a label map and return its class indices (uint8, 0 background, then the task's classes).
 
+    ``task`` and ``case`` pick how the values are read, as in :func:`read_labels`.
     ``grid=True`` also refuses a map off the BraTS grid (:func:`check_grid`); its translation is not
     compared with the images' (some published BraTS 2017 label maps have their origin at 0).
 
     Raises:
         BratsInputError naming the file for unreadable data, a shape other than
-        ``shape``, a map off the grid, non-integer or unexpected label values
-        (:func:`brats_keras.labels.label_problem`).
+        ``shape``, a map off the grid, non-integer values or values of no task that fits.
     """
-    classes, img = read_label_map(path, convention, shape=shape)
+    classes, img, _ = read_labels(path, task, shape=shape, case=case)
     if grid:
         check_grid(path, img.affine, img.header)
     return classes
 
 
-def read_label_map(path, convention: str = "auto", shape=None):
-    """``(classes, image)`` of a label map: its class indices 0..3 (uint8) and its nibabel image (the grid:
-    shape, affine, zooms). The one reader of label maps: :func:`load_classes` and the scoring use it.
+def read_label_map(path, task=None, shape=None, case=None):
+    """``(classes, image)`` of a label map: its class indices (uint8) and its nibabel image (the grid:
+    shape, affine, zooms). :func:`read_labels` without the task; :func:`load_classes` and the scoring use it.
+    """
+    classes, img, _ = read_labels(path, task, shape=shape, case=case)
+    return classes, img
 
+
+def read_labels(path, task=None, shape=None, case=None):
+    """``(classes, image, task)`` of a label map: the one reader of label maps.
+
+    How its values are read:
+
+    * ``task`` given (a :class:`~brats_keras.tasks.Task`, a built-in name, a task file or record): the values are
+      that task's, or, with ``case``, those of the task its naming and values say (:func:`label_task`) when that
+      one has the same classes (a 2023-named case read for the 2021 task keeps ET = 3);
+    * ``case`` alone: the task detected from the case's naming (:func:`case_naming`) and the map's values
+      (:func:`brats_keras.tasks.detect_task`); where that is ambiguous, refused naming the tasks that fit;
+    * neither: the 2021 / 2023 glioma values told apart by ET (``labels.labels_to_classes(convention="auto")``;
+      a map holding both 3 and 4 is refused).
+
+    Returns:
+        the classes ``(D, H, W)`` uint8, the nibabel image, and the task whose values were read.
     Raises:
-        BratsInputError naming the file for unreadable data, a shape other than ``shape``,
-        non-integer or unexpected label values (:func:`brats_keras.labels.label_problem`).
+        BratsInputError, one line naming the file: unreadable data, a shape other than ``shape``, non-integer
+        values, values the task does not have or that fit several tasks (naming the values and the tasks).
     """
     arr, img = _read_nifti(path)
     if shape is not None and arr.shape != tuple(shape):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
     try:
-        return labels_to_classes(arr, convention), img
-    except ValueError as exc:
+        if task is None and case is None:
+            return labels_to_classes(arr, "auto"), img, get_task(None)
+        own = label_task(label_values(arr), case, task)
+        return own.to_classes(arr), img, own
+    except (TaskError, ValueError) as exc:
         raise BratsInputError(f"{path}: {exc}") from None
+
+
+def label_values(labels) -> np.ndarray:
+    """The distinct values of a label map (a count per value for uint8-sized integers: no sort of ~9 M voxels)."""
+    labels = np.asarray(labels)
+    small = _small_ints(labels)
+    return np.flatnonzero(np.bincount(small.ravel(), minlength=1)) if small is not None else np.unique(labels)
+
+
+#: the naming a case layout stands for, until a case says its own (``Case.naming``)
+_LAYOUT_NAMING = {"2021": "2021", "2023": "2023", "plain": "plain", "msd": "msd"}
+
+
+def case_naming(case) -> str:
+    """How a case's files are named, as :func:`brats_keras.tasks.detect_task` reads it: the case's ``naming``
+    where it has one, else ``"plain"`` for an unprefixed label map (``seg.nii.gz``) and otherwise its layout."""
+    naming = getattr(case, "naming", None)
+    if naming:
+        return naming
+    seg = getattr(case, "seg", None)
+    if seg is not None:
+        m = _NII.match(Path(seg).name)
+        if m and m.group("stem").lower() in _PLAIN_SEG:
+            return "plain"
+    return _LAYOUT_NAMING.get(getattr(case, "layout", None), "plain")
+
+
+def label_task(present, case=None, task=None):
+    """The task whose values a label map with the distinct values ``present`` holds.
+
+    Without ``task``: detected from ``case``'s naming and the values (:func:`brats_keras.tasks.detect_task`).
+    With ``task``: where the case's naming is a BraTS or Decathlon one (not plain names), the task it and the
+    values say when that has ``task``'s classes (one family: the case's own stored values are read, e.g. ET = 3
+    in a 2023-named case read for the 2021 task); else ``task`` itself, checked: the values must be its labels.
+
+    Raises:
+        TaskError in one line naming the values and the tasks that fit.
+    """
+    case_id, naming = (getattr(case, "case_id", ""), case_naming(case)) if case is not None else ("", "plain")
+    if task is None:
+        return detect_task(present, case_id, naming)
+    task = get_task(task)
+    if naming != "plain":  # plain names say nothing about the values: the task given decides
+        try:
+            own = detect_task(present, case_id, naming)
+        except TaskError:
+            own = None
+        if own is not None and own.same_classes(task):
+            return own
+    return detect_task(present, case_id, naming, given=task)
 
 
 def _umask() -> int:
