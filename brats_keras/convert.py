@@ -106,13 +106,21 @@ def class_counts(classes: np.ndarray, n_classes: int = 4) -> list[int]:
     return [classes.size - sum(counts)] + counts
 
 
+def tumour_classes(task) -> tuple:
+    """The classes of ``task``'s whole tumour: its region ``WT`` where it has one (a resection cavity is not
+    tumour), else every class but the background."""
+    task = get_task(task)
+    return task.region_classes("WT") if "WT" in task.region_names else tuple(range(1, task.n_classes))
+
+
 def case_label_task(case: bio.Case, task: Task, given: bool = True, shape=None):
     """``(classes, task)`` of a case's label map read for a conversion of ``task``: the classes and the task whose
     values it holds (:func:`brats_keras.io.read_labels`), which has ``task``'s classes.
 
     ``given``: ``task`` was named by the user, so a map whose naming and values say nothing else is read as
     ``task``'s; otherwise (a detected task) the case's own detected task must have ``task``'s classes.
-    ``shape``: the images' shape the map must have. The map must be on the BraTS grid (:func:`brats_keras.io.check_grid`).
+    ``shape``: the images' shape the map must have. The map must be on the BraTS grid
+    (:func:`brats_keras.io.check_grid`).
 
     Raises:
         BratsInputError, one line naming the label file.
@@ -180,7 +188,7 @@ def convert_case(case: bio.Case, out_dir, settings: dict, task=None, given: bool
         names = task.class_names
         entry["label_counts"] = {names[i]: int(counts[i]) for i in range(1, task.n_classes)}
         entry["label_counts_full"] = {names[i]: int(full[i]) for i in range(1, task.n_classes)}
-        frac = float(sum(counts[1:])) / crop_cls.size
+        frac = float(sum(counts[k] for k in tumour_classes(task))) / crop_cls.size
         entry["tumor_fraction"] = round(frac, 6)
         if settings.get("min_tumor") is not None and frac < settings["min_tumor"]:
             entry["status"] = "dropped"
@@ -356,7 +364,8 @@ def detect_conversion_task(cases) -> tuple[Task, dict]:
             continue
         naming = bio.case_naming(case)
         try:
-            if naming in ("2021", "msd") and "seg" not in case.ambiguous:  # the naming alone says it
+            case.check(["seg"])
+            if naming in ("2021", "msd"):  # the naming alone says it
                 own[case.case_id] = (case, detect_task([0], case.case_id, naming))
             else:
                 own[case.case_id] = (case, bio.read_labels(case.seg, case=case)[2])

@@ -83,14 +83,21 @@ def load_split(path, fold_run: bool = False) -> dict:
     return split
 
 
-def tumor_sizes(entries: dict) -> dict | None:
-    """Whole-tumor voxels per case from manifest entries (their ``label_counts``); None if any case lacks them."""
+def tumor_sizes(entries: dict, task=None) -> dict | None:
+    """Whole-tumor voxels per case from manifest entries (their ``label_counts``); None if any case lacks them.
+
+    ``task``: the manifest's task (:attr:`ConvertedCases.task`), whose whole tumour's classes are counted
+    (:func:`brats_keras.convert.tumour_classes`: a resection cavity is not tumour); None counts every class.
+    """
+    from .convert import tumour_classes
+
+    names = None if task is None else [get_task(task).class_names[k] for k in tumour_classes(task)]
     sizes = {}
     for cid, entry in entries.items():
         counts = entry.get("label_counts")
         if not counts:
             return None
-        sizes[cid] = int(sum(counts.values()))
+        sizes[cid] = int(sum(counts.values()) if names is None else sum(counts.get(n, 0) for n in names))
     return sizes
 
 

@@ -378,9 +378,10 @@ def read_labels(path, task=None, shape=None, case=None):
     if shape is not None and arr.shape != tuple(shape):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
     try:
-        if task is None and case is None:
-            return labels_to_classes(arr, "auto"), img, get_task(None)
-        own = label_task(label_values(arr), case, task)
+        present = label_values(arr)
+        if task is None and case is None:  # ET 4 is 2021's, ET 3 the 2023 one's (one family: the same classes)
+            return labels_to_classes(arr, "auto"), img, get_task("brats2023" if 3 in present else None)
+        own = label_task(present, case, task)
         return own.to_classes(arr), img, own
     except (TaskError, ValueError) as exc:
         raise BratsInputError(f"{path}: {exc}") from None

@@ -102,6 +102,16 @@ def test_targets_known_answers(name):
         assert tuple(regions[cls]) == expected, (cls, tuple(regions[cls]))
 
 
+def test_tumour_sizes_count_the_task_s_whole_tumour():
+    """Fold stratification counts the whole tumour of the task: a resection cavity is not tumour."""
+    from brats_keras.convert import tumour_classes
+    from brats_keras.data import tumor_sizes
+
+    entries = {"a": {"label_counts": {"NETC": 1, "SNFH": 2, "ET": 3, "RC": 100}}}
+    assert tumour_classes("glioma2024-post") == (1, 2, 3) and tumour_classes("pediatric2024") == (1, 2, 3, 4)
+    assert tumor_sizes(entries, "glioma2024-post") == {"a": 6} and tumor_sizes(entries) == {"a": 106}
+
+
 def _plain_copy(case, folder):
     """The case's files under plain names (``flair.nii.gz``, ``seg.nii.gz``) in ``folder``: names that say nothing
     about its label values."""
@@ -230,3 +240,20 @@ def test_mixed_2021_and_2023_named_real_cases_convert_as_before(real_dir, tmp_pa
         seg = np.asarray(nib.load(bio.find_cases(src / cid)[0].seg).dataobj)
         box = tuple(slice(a, b) for a, b in entry["crop_box"])
         np.testing.assert_array_equal(np.load(tmp_path / "a" / entry["mask"]), labels_to_classes(seg, "auto")[box])
+
+
+def test_the_docs_table_of_tasks_is_the_code_s():
+    """docs/converting.md lists every built-in task with its labels, regions, decoding order and source, as
+    brats_keras.tasks defines them."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "converting.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    expected = []
+    for t in TASKS.values():
+        labels = ", ".join(f"{lab.value} {lab.name}" for lab in t.labels)
+        regions = "; ".join(f"{r.name} = {' + '.join(t._name_of(v) for v in r.labels)}" for r in t.regions)
+        expected.append(f"| `{t.name}` | {labels} | {regions} | {', '.join(t.region_order)} |")
+    assert rows == expected
+    for t in TASKS.values():
+        assert f"- `{t.name}` ({t.title}): {t.source}." in text
