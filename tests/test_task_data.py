@@ -42,7 +42,7 @@ CONVERT = ["--crop", "brain", "--scale", "zscore", "--workers", "1", "--quiet"]
 def sets(tmp_path_factory):
     """One tiny synthetic case of every built-in task, written by `brats-keras synth --task`."""
     root = tmp_path_factory.mktemp("synth")
-    for name in TASKS:
+    for name in LABEL_TO_CLASS:
         args = ["synth", "--out", str(root / name), "--cases", "1", "--shape", ",".join(map(str, SHAPE)),
                 "--seed", "0", "--task", name, "--quiet"]
         assert cli_main(args) == 0
@@ -55,7 +55,7 @@ def _only_case(folder):
 
 
 # a Decathlon case is written in plain 3-D files, whose values alone say 2023: it converts with --task only
-@pytest.mark.parametrize("name,how", [(name, how) for name in TASKS for how in ("given", "detected")
+@pytest.mark.parametrize("name,how", [(name, how) for name in LABEL_TO_CLASS for how in ("given", "detected")
                                       if not (name == "msd-task01" and how == "detected")])
 def test_each_task_converts_with_its_classes_targets_and_record(sets, tmp_path, name, how):
     case = _only_case(sets / name)
@@ -201,8 +201,12 @@ def test_synthetic_cases_of_each_task_and_their_names(tmp_path):
         np.testing.assert_array_equal(other["seg"], TASKS[name].to_labels(labels_to_classes(base["seg"], "2021")))
     assert task_files("glioma2024-post")[1].format(prefix="BraTS-GLI", i=7) == "BraTS-GLI-00007-100"
     assert case_files(tmp_path, "BraTS-PED-00000-000", naming="2023")["flair"].name == "BraTS-PED-00000-000-t2f.nii.gz"
+    # a task of one label: the tumours' core
+    one = make_case(5, SHAPE, task={"name": "one", "labels": {"GTV": 1}, "regions": {"GTV": ["GTV"]}})
+    np.testing.assert_array_equal(one["seg"], np.isin(base["seg"], (1, 4)).astype(np.uint8))
+    np.testing.assert_array_equal(one["t1ce"], base["t1ce"])
     with pytest.raises(ValueError, match="no synthetic cases of task two"):
-        make_case(0, SHAPE, task={"name": "two", "labels": {"A": 1}, "regions": {"A": ["A"]}})
+        make_case(0, SHAPE, task={"name": "two", "labels": {"A": 1, "B": 2}, "regions": {"AB": ["A", "B"], "B": ["B"]}})
 
 
 @pytest.mark.parametrize("name,fluid", [("glioma2024-post", "RC"), ("pediatric2024", "CC")])
@@ -249,11 +253,8 @@ def test_the_docs_table_of_tasks_is_the_code_s():
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "converting.md").read_text()
     rows = [line for line in text.splitlines() if line.startswith("| `")]
-    expected = []
     for t in TASKS.values():
         labels = ", ".join(f"{lab.value} {lab.name}" for lab in t.labels)
         regions = "; ".join(f"{r.name} = {' + '.join(t._name_of(v) for v in r.labels)}" for r in t.regions)
-        expected.append(f"| `{t.name}` | {labels} | {regions} | {', '.join(t.region_order)} |")
-    assert rows == expected
-    for t in TASKS.values():
-        assert f"- `{t.name}` ({t.title}): {t.source}." in text
+        assert f"| `{t.name}` | {labels} | {regions} | {', '.join(t.region_order)} |" in rows, t.name
+        assert f"- `{t.name}` ({t.title}): {t.source}." in text, t.name

@@ -56,6 +56,9 @@ part of its rim non-enhancing (the side of a random plane through the core, bent
 * ``pediatric2024``: the fluid is a cyst (CC: dark on T1, bright on T2, brighter than CSF on FLAIR), in a core
   about 60 % non-enhancing (NETC), the rest enhancing (ET), in oedema (ED).
 
+A task of one label (the BraTS 2024 meningioma radiotherapy task's gross tumour volume) draws the glioma tumours
+and labels their core (the enhancing rim and the necrosis within it).
+
 So every case with a tumour holds every label of its task. Files are named the way
 :func:`brats_keras.tasks.detect_task` recognises the task (:data:`TASK_FILES`).
 """
@@ -175,8 +178,11 @@ def make_case(seed: int, shape=BRATS_SHAPE, n_tumors: int | None = None, with_ti
     if fluid is None:
         contrast = {m: np.asarray(_CONTRAST[m]) * rng.uniform(0.95, 1.05, 7) for m in MODALITIES}
         coef = np.array([[c[4], c[3] - c[4], c[5], c[6]] for c in contrast.values()], dtype=_F32)
-        labels = task.to_labels([2, 3, 1])  # ED, ET, NCR: painted in this order (2021: 2, 4, 1)
-        layers = [(wt, labels[0]), (tc, labels[1]), (ncr, labels[2])]
+        if len(task.labels) == 1:  # the tumour core
+            layers = [(tc, task.label_values[0])]
+        else:
+            labels = task.to_labels([2, 3, 1])  # ED, ET, NCR: painted in this order (2021: 2, 4, 1)
+            layers = [(wt, labels[0]), (tc, labels[1]), (ncr, labels[2])]
     else:
         # the fluid takes the necrotic core's column, the non-enhancing rim one more: weights ED, ED * q,
         # enhancing rim, fluid, non-enhancing rim
@@ -208,12 +214,12 @@ def check_task(task=None):
 
 
 def _fluid_of(task):
-    """The fluid compartment of ``task``'s tumours (:data:`_FLUID_TASKS`), or None for the glioma family; a
-    ValueError for a task drawn by neither."""
+    """The fluid compartment of ``task``'s tumours (:data:`_FLUID_TASKS`), or None for the glioma family and tasks
+    of one label; a ValueError for a task drawn by none of them."""
     fluid = _FLUID_TASKS.get(task.name)
-    if fluid is None and not task.same_classes(GLIOMA_2021):
+    if fluid is None and not task.same_classes(GLIOMA_2021) and len(task.labels) != 1:
         raise ValueError(f"no synthetic cases of task {task.name}: they are drawn for the glioma family (the classes "
-                         f"of glioma2021) and for {', '.join(_FLUID_TASKS)}")
+                         f"of glioma2021), for {', '.join(_FLUID_TASKS)} and for tasks of one label")
     return fluid
 
 
