@@ -16,9 +16,9 @@ Output folder::
 The task: the one given (``task=``, ``--task``), or the one detected from each case's naming and label values
 (:func:`brats_keras.io.label_task`). Every case of a conversion is of that task or of one with the same classes
 (a family: the 2021 and 2023+ glioma values and the Decathlon's are one; a 2023-named case in a 2021 conversion
-keeps its own stored values, ET = 3, and its classes are the task's). Detected cases of several tasks of one
-family make a conversion of the family's first task (``glioma2021`` for the glioma family); a case of a task of
-other classes fails in one line, as does one whose values fit no task or several.
+keeps its own stored values, ET = 3, and its classes are the task's). Detected cases make a conversion of their
+family's first task (``glioma2021`` for 2021, 2023+ and Decathlon glioma cases, alone or mixed); a case of a task
+of other classes fails in one line, as does one whose values fit no task or several.
 
 The defaults reproduce the report: FLAIR, T1ce, T2; min-max scaling over the whole
 volume; the fixed crop ``[56:184, 56:184, 13:141]``. numpy / nibabel only.
@@ -353,10 +353,10 @@ def detect_conversion_task(cases) -> tuple[Task, dict]:
 
     Each labelled case's task comes from its naming alone where that decides it (2018-2021 names, the Decathlon's),
     else from its naming and values (:func:`brats_keras.io.label_task`). The task of most cases wins (ties: the
-    order of :data:`brats_keras.tasks.TASKS`); when cases of several tasks with the same classes are found, the
-    conversion's task is the first of them in that order (``glioma2021`` for the glioma family), and each case
-    keeps its own values. ``failed``: case id -> one line, for a case whose values fit no task or several, or
-    whose task has other classes than the winner's. No labelled case: the default task.
+    order of :data:`brats_keras.tasks.TASKS`), and the conversion's task is the first task of its family in that
+    order (``glioma2021`` for 2021, 2023+ and Decathlon glioma cases, alone or mixed: the classes are the same and
+    each case keeps its own values). ``failed``: case id -> one line, for a case whose values fit no task or
+    several, or whose task has other classes than the winner's. No labelled case: the default task.
     """
     own, failed = {}, {}
     for case in cases:
@@ -378,8 +378,7 @@ def detect_conversion_task(cases) -> tuple[Task, dict]:
     for _, t in own.values():
         counts[t.name] = counts.get(t.name, 0) + 1
     winner = TASKS[min(counts, key=lambda n: (-counts[n], names.index(n)))]
-    same = sorted({n for n in counts if TASKS[n].same_classes(winner)}, key=names.index)
-    task = TASKS[same[0]]
+    task = next(t for t in TASKS.values() if t.same_classes(winner))  # the first of its family
     for case_id, (case, t) in own.items():
         if not t.same_classes(task):
             failed[case_id] = _other_task(case, t, task)

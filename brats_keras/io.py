@@ -330,10 +330,10 @@ def load_modalities(case: Case, modalities=None, check: bool = True):
     return vols, affine, header
 
 
-def load_classes(path, shape=None, task=None, grid: bool = False, case=None) -> np.ndarray:
+def load_classes(path, shape=None, task=None, grid: bool = False, case=None, convention=None) -> np.ndarray:
     """Read a label map and return its class indices (uint8, 0 background, then the task's classes).
 
-    ``task`` and ``case`` pick how the values are read, as in :func:`read_labels`.
+    ``task``, ``case`` and ``convention`` pick how the values are read, as in :func:`read_labels`.
     ``grid=True`` also refuses a map off the BraTS grid (:func:`check_grid`); its translation is not
     compared with the images' (some published BraTS 2017 label maps have their origin at 0).
 
@@ -341,21 +341,21 @@ def load_classes(path, shape=None, task=None, grid: bool = False, case=None) -> 
         BratsInputError naming the file for unreadable data, a shape other than
         ``shape``, a map off the grid, non-integer values or values of no task that fits.
     """
-    classes, img, _ = read_labels(path, task, shape=shape, case=case)
+    classes, img, _ = read_labels(path, task, shape=shape, case=case, convention=convention)
     if grid:
         check_grid(path, img.affine, img.header)
     return classes
 
 
-def read_label_map(path, task=None, shape=None, case=None):
+def read_label_map(path, task=None, shape=None, case=None, convention=None):
     """``(classes, image)`` of a label map: its class indices (uint8) and its nibabel image (the grid:
     shape, affine, zooms). :func:`read_labels` without the task; :func:`load_classes` and the scoring use it.
     """
-    classes, img, _ = read_labels(path, task, shape=shape, case=case)
+    classes, img, _ = read_labels(path, task, shape=shape, case=case, convention=convention)
     return classes, img
 
 
-def read_labels(path, task=None, shape=None, case=None):
+def read_labels(path, task=None, shape=None, case=None, convention=None):
     """``(classes, image, task)`` of a label map: the one reader of label maps.
 
     How its values are read:
@@ -366,7 +366,8 @@ def read_labels(path, task=None, shape=None, case=None):
     * ``case`` alone: the task detected from the case's naming (:func:`case_naming`) and the map's values
       (:func:`brats_keras.tasks.detect_task`); where that is ambiguous, refused naming the tasks that fit;
     * neither: the 2021 / 2023 glioma values told apart by ET (``labels.labels_to_classes(convention="auto")``;
-      a map holding both 3 and 4 is refused).
+      a map holding both 3 and 4 is refused), or those of ``convention``: ``"2021"`` or ``"2023"``
+      (:func:`brats_keras.labels.labels_to_classes`), or ``"msd"``, the Decathlon's (task ``msd-task01``).
 
     Returns:
         the classes ``(D, H, W)`` uint8, the nibabel image, and the task whose values were read.
@@ -379,8 +380,12 @@ def read_labels(path, task=None, shape=None, case=None):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
     try:
         present = label_values(arr)
-        if task is None and case is None:  # ET 4 is 2021's, ET 3 the 2023 one's (one family: the same classes)
-            return labels_to_classes(arr, "auto"), img, get_task("brats2023" if 3 in present else None)
+        if convention == "msd":
+            task = "msd-task01"
+        elif task is None and case is None:  # ET 4 is 2021's, ET 3 the 2023 one's (one family: the same classes)
+            convention = convention or "auto"
+            et3 = convention == "2023" or (convention == "auto" and 3 in present)
+            return labels_to_classes(arr, convention), img, get_task("brats2023" if et3 else None)
         own = label_task(present, case, task)
         return own.to_classes(arr), img, own
     except (TaskError, ValueError) as exc:

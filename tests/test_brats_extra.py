@@ -47,11 +47,8 @@ def test_2023_float_labels_convert_to_classes(only_2023, tmp_path):
     res = convert_folder(only_2023, tmp_path / "conv", modalities="flair,t1,t1ce,t2", crop="brain", scale="zscore",
                          workers=1, progress=False)
     entry = res["cases"][CASE_2023]
-    # alone, the 2023-named case makes a conversion of the 2023 task, whose classes are named NETC, SNFH, ET
-    counts = dict(zip(("NETC", "SNFH", "ET"), COUNTS.values()))
-    assert res["task"]["name"] == "brats2023" and entry["label_task"] == "brats2023"
-    assert entry["status"] == "ok" and entry["label_counts_full"] == counts
-    assert entry["label_counts"] == counts  # the brain box holds the whole tumor
+    assert entry["status"] == "ok" and entry["label_counts_full"] == COUNTS
+    assert entry["label_counts"] == COUNTS  # the brain box holds the whole tumor
     mask = np.load(tmp_path / "conv" / entry["mask"])
     assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1, 2, 3}
     assert [int((mask == k).sum()) for k in (1, 2, 3)] == list(COUNTS.values())
