@@ -375,9 +375,12 @@ def read_labels(path, task=None, shape=None, case=None, convention=None):
         BratsInputError, one line naming the file: unreadable data, a shape other than ``shape``, non-integer
         values, values the task does not have or that fit several tasks (naming the values and the tasks).
     """
+    if isinstance(task, str) and task in _CONVENTIONS:  # read_label_map(path, "msd"): a convention, as callers wrote
+        task, convention = None, task
     arr, img = _read_nifti(path)
     if shape is not None and arr.shape != tuple(shape):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
+    arr = _whole_numbers_as_uint8(arr)
     try:
         present = label_values(arr)
         if convention == "msd":
@@ -386,17 +389,38 @@ def read_labels(path, task=None, shape=None, case=None, convention=None):
             convention = convention or "auto"
             et3 = convention == "2023" or (convention == "auto" and 3 in present)
             return labels_to_classes(arr, convention), img, get_task("brats2023" if et3 else None)
-        own = label_task(present, case, task)
-        return own.to_classes(arr), img, own
+        own = label_task(present, case, task)  # its values are checked: whole numbers 0..255, the task's labels
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[list(own.label_values)] = np.arange(1, own.n_classes)
+        return lut[_small_ints(arr)], img, own
     except (TaskError, ValueError) as exc:
         raise BratsInputError(f"{path}: {exc}") from None
 
 
+#: the label conventions :func:`read_labels` takes by name (``convention``, or in ``task``'s place)
+_CONVENTIONS = ("auto", "2021", "2023", "msd")
+
+
+def _whole_numbers_as_uint8(arr: np.ndarray) -> np.ndarray:
+    """A float label map holding only whole numbers 0..255 (some published maps are float32) as uint8, so that its
+    values are counted rather than sorted; any other array as it is."""
+    if arr.dtype.kind != "f" or arr.size == 0 or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
+        return arr
+    small = arr.astype(np.uint8)
+    return small if np.array_equal(small, arr) else arr
+
+
 def label_values(labels) -> np.ndarray:
-    """The distinct values of a label map (a count per value for uint8-sized integers: no sort of ~9 M voxels)."""
+    """The distinct values of a label map: for integers 0..255 a comparison per value between the smallest and the
+    largest (no sort, nor an 8-byte copy for ``np.bincount``, of ~9 M voxels), else ``np.unique``."""
     labels = np.asarray(labels)
     small = _small_ints(labels)
-    return np.flatnonzero(np.bincount(small.ravel(), minlength=1)) if small is not None else np.unique(labels)
+    if small is None:
+        return np.unique(labels)
+    lo, hi = int(small.min()), int(small.max())
+    if hi - lo > 16:
+        return np.flatnonzero(np.bincount(small.ravel()))
+    return np.array([v for v in range(lo, hi + 1) if v in (lo, hi) or (small == v).any()])
 
 
 #: the naming a case layout stands for, until a case says its own (``Case.naming``)

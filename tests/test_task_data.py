@@ -105,6 +105,18 @@ def test_targets_known_answers(name):
         assert tuple(regions[cls]) == expected, (cls, tuple(regions[cls]))
 
 
+def test_label_maps_read_by_convention_name_as_before(sets):
+    """A convention named in the task's place (the readers' former argument) reads as it did."""
+    seg = _only_case(sets / "msd-task01").seg
+    labels = np.asarray(nib.load(seg).dataobj)
+    expected = TASKS["msd-task01"].to_classes(labels)
+    np.testing.assert_array_equal(bio.load_classes(seg, convention="msd"), expected)
+    classes, _, task = bio.read_labels(seg, "msd")
+    assert task.name == "msd-task01" and np.array_equal(classes, expected)
+    classes, _, task = bio.read_labels(seg, "2023")  # the same values read as 2023's: 1 NETC, 2 SNFH, 3 ET
+    assert task.name == "brats2023" and np.array_equal(classes, labels)
+
+
 def test_tumour_sizes_count_the_task_s_whole_tumour():
     """Fold stratification counts the whole tumour of the task: a resection cavity is not tumour."""
     from brats_keras.convert import tumour_classes
