@@ -182,6 +182,22 @@ def test_a_conversion_of_cases_of_two_tasks_keeps_the_majority_and_fails_the_oth
         convert_folder(src, tmp_path / "out", crop="brain", workers=1, progress=False, task="glioma2024-post")
 
 
+def test_merged_parts_keep_their_task_and_parts_of_two_tasks_are_refused(sets, tmp_path):
+    from brats_keras.convert import merge_conversions
+
+    src = tmp_path / "src"
+    for name in ("glioma2021", "brats2023"):
+        shutil.copytree(sets / name, src, dirs_exist_ok=True)
+    parts = [tmp_path / "p1", tmp_path / "p2", tmp_path / "p2b"]
+    for part, shard, task in zip(parts, ("1/2", "2/2", "2/2"), ("brats2023", "brats2023", "glioma2021")):
+        convert_folder(src, part, crop="brain", workers=1, progress=False, shard=shard, task=task)
+    merged = merge_conversions(parts[:2], tmp_path / "m", log=lambda line: None)
+    assert merged["task"] == TASKS["brats2023"].to_dict() == read_manifest(tmp_path / "m")["task"]
+    with pytest.raises(bio.BratsInputError, match="converted for another task than"):
+        merge_conversions([parts[0], parts[2]], tmp_path / "m2", log=lambda line: None)
+    assert not (tmp_path / "m2").exists()
+
+
 def test_a_user_task_file_converts_and_one_with_a_mistake_is_refused(sets, tmp_path, capsys):
     good = {"name": "core-study", "labels": {"NCR": 1, "ED": 2, "ET": 4},
             "regions": {"WT": ["NCR", "ED", "ET"], "CORE": ["NCR", "ET"], "ENH": ["ET"]}}
