@@ -44,6 +44,10 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard", metavar="K/N",
                    help="convert only part K of N (every N-th case by id), each part into its own --output, "
                         "e.g. one per machine; brats-keras merge joins the parts")
+    p.add_argument("--task", metavar="NAME|FILE",
+                   help="the cases' task: a built-in task (glioma2021, brats2023, glioma2024-post, pediatric2024, "
+                        "msd-task01) or a task JSON file (default: detected from each case's naming and labels; "
+                        "see docs/convert.md)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -56,7 +60,8 @@ def cmd_convert(args) -> int:
             manifest = convert_folder(args.input, args.output, modalities=args.modalities, crop=args.crop,
                                       scale=args.scale, dtype=args.dtype, margin=args.margin,
                                       min_tumor=args.min_tumor, workers=args.workers, overwrite=args.overwrite,
-                                      progress=not args.quiet, downsample=args.downsample, shard=args.shard)
+                                      progress=not args.quiet, downsample=args.downsample, shard=args.shard,
+                                      task=args.task)
     except ManifestWriteError as exc:  # the cases written stay; a rerun finds them by their outputs
         print(f"error: {exc}", file=sys.stderr)
         return 1 if exc.manifest["cases"] else 2
@@ -77,10 +82,14 @@ def cmd_merge(args) -> int:
 def cmd_synth(args) -> int:
     from .synthetic import make_dataset
 
+    from .synthetic import check_task
+
+    with _one_line_errors(ValueError):  # an unknown task, a task file with a mistake, a task not drawn here
+        task = check_task(args.task)
     try:
         shape = tuple(int(s) for s in args.shape.split(","))
         make_dataset(args.out, args.cases, seed=args.seed, shape=shape, workers=args.workers,
-                     progress=not args.quiet)
+                     progress=not args.quiet, task=task)
     except ValueError as exc:  # a shape that is not three sizes, or too small for a brain
         print(f"error: --shape {args.shape}: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 2
@@ -103,12 +112,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the joined conversion folder (arrays hard-linked or copied)")
     p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser("synth", help="write synthetic BraTS-like cases (NIfTI, BraTS 2021 layout)")
+    p = sub.add_parser("synth", help="write synthetic BraTS-like cases (NIfTI, in the task's naming)")
     p.add_argument("--out", required=True)
     p.add_argument("--cases", type=whole_number(1), default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", default="240,240,155", help="volume shape, default 240,240,155")
     p.add_argument("--workers", type=whole_number(1), default=1)
+    p.add_argument("--task", metavar="NAME|FILE",
+                   help="draw this task's structures and write its label values (default glioma2021; see "
+                        "docs/converting.md)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_synth)
 

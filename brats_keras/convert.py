@@ -4,13 +4,23 @@ Output folder::
 
     OUT/images/<case>.npy   (d, h, w, C) float16 (or float32, or uint8 = round(255 * min-max value)),
                             channels in the order asked for
-    OUT/masks/<case>.npy    (d, h, w) uint8 class indices 0 background, 1 NCR, 2 ED, 3 ET
+    OUT/masks/<case>.npy    (d, h, w) uint8 class indices: 0 background, then the task's classes (the 2021
+                            glioma task: 1 NCR, 2 ED, 3 ET)
     OUT/.convert.lock       only while a convert or merge writes the folder (its pid)
-    OUT/manifest.json       settings (the PreprocessingSpec of brats_keras.spec, and min_tumor), and per
-                            case: source files, original shape and affine (of the working grid: 1 mm, LPS;
-                            a case on another grid is resampled onto it and ``resampled_from`` notes its own),
+    OUT/manifest.json       settings (the PreprocessingSpec of brats_keras.spec, and min_tumor), the task
+                            (``Task.to_dict()``, see brats_keras.tasks), and per case: source files, the task
+                            whose values its label map holds (``label_task``), original shape and affine (of the
+                            working grid: 1 mm, LPS; a case on another grid is resampled onto it and
+                            ``resampled_from`` notes its own),
                             crop box, scaling parameters, label voxel counts, dtype, status and
                             the checksum of each output (``"sha256:<hex>"``, checked on resume)
+
+The task: the one given (``task=``, ``--task``), or the one detected from each case's naming and label values
+(:func:`brats_keras.io.label_task`). Every case of a conversion is of that task or of one with the same classes
+(a family: the 2021 and 2023+ glioma values and the Decathlon's are one; a 2023-named case in a 2021 conversion
+keeps its own stored values, ET = 3, and its classes are the task's). Detected cases make a conversion of their
+family's first task (``glioma2021`` for 2021, 2023+ and Decathlon glioma cases, alone or mixed); a case of a task
+of other classes fails in one line, as does one whose values fit no task or several.
 
 The defaults reproduce the report: FLAIR, T1ce, T2; min-max scaling over the whole
 volume; the fixed crop ``[56:184, 56:184, 13:141]``. numpy / nibabel only.
@@ -27,11 +37,12 @@ import numpy as np
 
 from . import io as bio
 from .geometry import resampled_note
-from .labels import CLASS_NAMES, DEFAULT_MODALITIES
+from .labels import DEFAULT_MODALITIES
 from .pool import parent_gone, process_pool
 from .preprocessing import (DEFAULT_MARGIN, box_slices, brain_crop_box, downsample_classes, downsample_image,
                             fixed_crop_box, stack_scaled)
 from .spec import MANIFEST, PreprocessingSpec, read_manifest
+from .tasks import TASKS, Task, detect_task, get_task
 
 
 #: the lock file convert and merge hold in their output folder while they write it (:func:`brats_keras.io.folder_lock`)
@@ -91,28 +102,59 @@ def quantize_uint8(image: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def class_counts(classes: np.ndarray) -> list[int]:
-    """Voxels of each class 0..3 (``np.bincount`` would first copy a uint8 map into 8-byte integers)."""
-    counts = [int(np.count_nonzero(classes == k)) for k in (1, 2, 3)]
+def class_counts(classes: np.ndarray, n_classes: int = 4) -> list[int]:
+    """Voxels of each class ``0 .. n_classes - 1`` (``np.bincount`` would first copy a uint8 map into 8-byte
+    integers)."""
+    counts = [int(np.count_nonzero(classes == k)) for k in range(1, n_classes)]
     return [classes.size - sum(counts)] + counts
 
 
-def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
-    """Convert one case; return its manifest entry. Raises BratsInputError on bad input.
+def tumour_classes(task) -> tuple:
+    """The classes of ``task``'s whole tumour: its region ``WT`` where it has one (a resection cavity is not
+    tumour), else every class but the background."""
+    task = get_task(task)
+    return task.region_classes("WT") if "WT" in task.region_names else tuple(range(1, task.n_classes))
+
+
+def case_label_task(case: bio.Case, task: Task, given: bool = True, volumes=None):
+    """``(classes, task)`` of a case's label map read for a conversion of ``task``: the classes, on the working
+    grid of the case's images ``volumes`` (:func:`brats_keras.io.load_case_labels`), and the task whose values it
+    holds (:func:`brats_keras.io.read_labels`), which has ``task``'s classes.
+
+    ``given``: ``task`` was named by the user, so a map whose naming and values say nothing else is read as
+    ``task``'s; otherwise (a detected task) the case's own detected task must have ``task``'s classes.
+
+    Raises:
+        BratsInputError, one line naming the label file.
+    """
+    classes, own = bio.load_case_labels(case.seg, volumes, task if given else None, case=case)
+    if not own.same_classes(task):
+        raise bio.BratsInputError(_other_task(case, own, task))
+    return classes, own
+
+
+def _other_task(case: bio.Case, own: Task, task: Task) -> str:
+    return (f"{case.seg}: a {own.name} label map ({bio.case_naming(case)} naming; {own.describe_labels()}), but "
+            f"this conversion's task is {task.name}, of other classes: convert it apart, or give --task")
+
+
+def convert_case(case: bio.Case, out_dir, settings: dict, task=None, given: bool = True) -> dict:
+    """Convert one case of the conversion task ``task`` (default: the 2021 glioma task); return its manifest entry.
+    Raises BratsInputError on bad input (a label map of another task: :func:`case_label_task`, with ``given``).
 
     Outputs go through temporary files and renames, so nothing half-written stays behind.
     Raises OSError naming the output file when it cannot be written (e.g. no space left on device).
     """
     out_dir = Path(out_dir)
+    task = get_task(task)
     spec = PreprocessingSpec.from_dict(settings)
     case.check(["seg"])
     volumes = bio.read_modalities(case, spec.modalities)  # on the working grid (resampled where off it)
     vols, affine = volumes.arrays, volumes.affine
     shape = vols[0].shape
-    classes = None
+    classes = own = None
     if case.seg is not None:
-        # a Decathlon label map holds its own values (1 edema, 2 non-enhancing, 3 enhancing): read it so
-        classes = bio.load_case_classes(case.seg, volumes, convention="msd" if case.naming == "msd" else "auto")
+        classes, own = case_label_task(case, task, given, volumes)
     if spec.crop == "fixed":
         try:
             box = fixed_crop_box(shape, spec.crop_box)
@@ -129,6 +171,7 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
     entry = {
         "status": "ok",
         "layout": case.layout,
+        "label_task": own.name if own is not None else None,
         "source": {m: str(Path(case.images[m]).resolve()) for m in spec.modalities},
         **({"channels": {m: case.channels[m] for m in spec.modalities}} if case.channels else {}),
         "seg": str(Path(case.seg).resolve()) if case.seg else None,
@@ -146,10 +189,11 @@ def convert_case(case: bio.Case, out_dir, settings: dict) -> dict:
         entry["resampled_from"] = volumes.regrid.describe()
     if classes is not None:
         crop_cls = downsample_classes(classes[box_slices(box)], factor)
-        counts, full = class_counts(crop_cls), class_counts(classes)
-        entry["label_counts"] = {CLASS_NAMES[i]: int(counts[i]) for i in range(1, 4)}
-        entry["label_counts_full"] = {CLASS_NAMES[i]: int(full[i]) for i in range(1, 4)}
-        frac = float(sum(counts[1:])) / crop_cls.size
+        counts, full = class_counts(crop_cls, task.n_classes), class_counts(classes, task.n_classes)
+        names = task.class_names
+        entry["label_counts"] = {names[i]: int(counts[i]) for i in range(1, task.n_classes)}
+        entry["label_counts_full"] = {names[i]: int(full[i]) for i in range(1, task.n_classes)}
+        frac = float(sum(counts[k] for k in tumour_classes(task))) / crop_cls.size
         entry["tumor_fraction"] = round(frac, 6)
         if settings.get("min_tumor") is not None and frac < settings["min_tumor"]:
             entry["status"] = "dropped"
@@ -201,11 +245,11 @@ def _outputs_complete(out_dir: Path, entry: dict, case_id: str) -> bool:
 
 
 def _worker(args):
-    case, out_dir, settings = args
+    case, out_dir, settings, task, given = args
     if parent_gone():  # the conversion that started this worker is gone: convert nothing more
         os._exit(1)
     try:
-        entry = convert_case(case, out_dir, settings)
+        entry = convert_case(case, out_dir, settings, task, given)
         if entry["status"] == "dropped":  # an earlier run's arrays of it would be stale
             _remove_outputs(Path(out_dir), case.case_id)
         return case.case_id, entry, None
@@ -238,8 +282,12 @@ def shard_cases(cases, shard):
 
 def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="fixed", scale="minmax",
                    dtype="float16", margin=DEFAULT_MARGIN, min_tumor=None, workers=None, overwrite=False,
-                   progress=True, log=print, downsample=1, shard=None) -> dict:
+                   progress=True, log=print, downsample=1, shard=None, task=None) -> dict:
     """Convert every case below ``input_dir`` into ``output_dir``.
+
+    ``task`` (a built-in name, a task JSON file, a record or a :class:`~brats_keras.tasks.Task`): the task of every
+    case; None: detected from the cases (:func:`detect_conversion_task`, see the module docstring). The manifest
+    records it (``"task"``) and, per case, the task whose values the case's label map holds (``"label_task"``).
 
     ``shard=(K, N)`` converts only part K of N (:func:`shard_cases`), so that N machines share a large
     dataset; each part's folder has its own manifest (with ``"shard": {"index": K, "count": N}``) and
@@ -260,12 +308,15 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
         the manifest dict (``settings``, ``cases``, ``failed``, ``dropped``).
     Raises:
         BratsInputError if no case is found, the output is not a folder that can be written, it holds
-        a conversion with other settings (naming them) or another part's, or another convert is writing
-        it (naming its pid); nothing is done then. ManifestWriteError if the manifest cannot be written
-        at the end.
+        a conversion with other settings or another task (naming them) or another part's, or another convert is
+        writing it (naming its pid); TaskError for a task that cannot be used (an unknown name, a task file with a
+        mistake); nothing is done then. ManifestWriteError if the manifest cannot be written at the end.
     """
     output_dir = Path(output_dir)
     settings = conversion_settings(modalities, crop, scale, dtype, margin, min_tumor, downsample)
+    given = task is not None
+    if given:
+        task = get_task(task)
     if shard is not None:  # "K/N" or (K, N)
         shard = parse_shard(shard if isinstance(shard, str) else "/".join(map(str, shard)))
     cases = bio.find_cases(input_dir)
@@ -281,7 +332,10 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
         if not cases:
             raise bio.BratsInputError(f"{input_dir}: --shard {shard[0]}/{shard[1]} has no case "
                                       f"(only {len(ids)} cases found)")
-    manifest = {"settings": settings, "cases": {}, "failed": {}, "dropped": {}}
+    failed = {}
+    if not given:
+        task, failed = detect_conversion_task(cases)
+    manifest = {"settings": settings, "task": task.to_dict(), "cases": {}, "failed": {}, "dropped": {}}
     if shard is not None:
         manifest["shard"] = {"index": shard[0], "count": shard[1]}
     if not overwrite:  # refused before anything is written; checked again under the lock
@@ -293,7 +347,49 @@ def convert_folder(input_dir, output_dir, modalities=DEFAULT_MODALITIES, crop="f
         if overwrite and (output_dir / MANIFEST).exists():  # from now on it lists only arrays of these settings
             with contextlib.suppress(OSError):  # a full disk: the cases fail one by one, the last write says so
                 bio.atomic_write_json(output_dir / MANIFEST, manifest)
-        return _convert_cases(cases, output_dir, manifest, old, workers, progress, log)
+        for case_id, error in failed.items():  # cases of no task or another one: refused before converting
+            manifest["failed"][case_id] = error
+            log(f"FAILED {case_id}: {error}")
+            _remove_outputs(output_dir, case_id)
+        todo = [c for c in cases if c.case_id not in failed]
+        return _convert_cases(todo, output_dir, manifest, old, workers, progress, log, task, given)
+
+
+def detect_conversion_task(cases) -> tuple[Task, dict]:
+    """The task of a conversion not told one, from its cases' label maps: ``(task, failed)``.
+
+    Each labelled case's task comes from its naming alone where that decides it (2018-2021 names, the Decathlon's),
+    else from its naming and values (:func:`brats_keras.io.label_task`). The task of most cases wins (ties: the
+    order of :data:`brats_keras.tasks.TASKS`), and the conversion's task is the first task of its family in that
+    order (``glioma2021`` for 2021, 2023+ and Decathlon glioma cases, alone or mixed: the classes are the same and
+    each case keeps its own values). ``failed``: case id -> one line, for a case whose values fit no task or
+    several, or whose task has other classes than the winner's. No labelled case: the default task.
+    """
+    own, failed = {}, {}
+    for case in cases:
+        if case.seg is None:
+            continue
+        naming = bio.case_naming(case)
+        try:
+            case.check(["seg"])
+            if naming in ("2021", "msd"):  # the naming alone says it
+                own[case.case_id] = (case, detect_task([0], case.case_id, naming))
+            else:
+                own[case.case_id] = (case, bio.read_labels(case.seg, case=case)[2])
+        except bio.BratsInputError as exc:
+            failed[case.case_id] = str(exc)
+    if not own:
+        return get_task(None), failed
+    names = list(TASKS)
+    counts = {}
+    for _, t in own.values():
+        counts[t.name] = counts.get(t.name, 0) + 1
+    winner = TASKS[min(counts, key=lambda n: (-counts[n], names.index(n)))]
+    task = next(t for t in TASKS.values() if t.same_classes(winner))  # the first of its family
+    for case_id, (case, t) in own.items():
+        if not t.same_classes(task):
+            failed[case_id] = _other_task(case, t, task)
+    return task, dict(sorted(failed.items()))
 
 
 
@@ -314,6 +410,11 @@ def _earlier_conversion(output_dir: Path, manifest: dict, hint: str, same_part: 
     if not isinstance(old.get("dropped", {}), dict):
         return None
     differ = _setting_differences(old.get("settings"), manifest["settings"])
+    theirs = old.get("task") or get_task(None).to_dict()
+    if theirs != manifest.get("task", get_task(None).to_dict()):
+        name = theirs.get("name") if isinstance(theirs, dict) else None
+        asked = manifest["task"]["name"]
+        differ.append(f"task {name}, asked {asked}" if name != asked else f"task {name} of another definition")
     if differ:
         raise bio.BratsInputError(f"{output_dir / MANIFEST}: converted with other settings ({'; '.join(differ)}); "
                                   f"{hint}")
@@ -323,8 +424,10 @@ def _earlier_conversion(output_dir: Path, manifest: dict, hint: str, same_part: 
     return old
 
 
-def _convert_cases(cases, output_dir: Path, manifest: dict, old: dict | None, workers, progress, log) -> dict:
-    """Convert ``cases`` into ``output_dir`` (locked by the caller), keeping those ``old`` lists complete."""
+def _convert_cases(cases, output_dir: Path, manifest: dict, old: dict | None, workers, progress, log, task=None,
+                   given=True) -> dict:
+    """Convert ``cases`` of ``task`` (:func:`convert_case`, with ``given``) into ``output_dir`` (locked by the caller),
+    keeping those ``old`` lists complete."""
     settings = manifest["settings"]
     todo = []
     for case in cases:
@@ -338,7 +441,7 @@ def _convert_cases(cases, output_dir: Path, manifest: dict, old: dict | None, wo
         log(f"skipping {skipped} case(s) already converted (use --overwrite to redo them)")
 
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    jobs = [(c, output_dir, settings) for c in todo]
+    jobs = [(c, output_dir, settings, task, given) for c in todo]
 
     written = float("-inf")  # the first case done is recorded at once, then at most once a second
 
@@ -407,7 +510,7 @@ def _remove_temporaries(output_dir: Path) -> None:
 
 
 def _sorted_manifest(m: dict) -> dict:
-    return {k: (dict(sorted(v.items())) if k != "settings" else v) for k, v in m.items()}
+    return {k: (dict(sorted(v.items())) if k not in ("settings", "task") else v) for k, v in m.items()}
 
 
 def _progress(total, enabled):
@@ -431,7 +534,7 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
     import shutil
 
     output_dir = Path(output_dir)
-    merged = {"settings": None, "cases": {}, "failed": {}, "dropped": {}}
+    merged = {"settings": None, "task": None, "cases": {}, "failed": {}, "dropped": {}}
     parts = {}
     for folder in map(Path, inputs):
         m = read_manifest(folder)  # one line naming it: missing, unreadable, not a manifest's shape
@@ -442,10 +545,13 @@ def merge_conversions(inputs, output_dir, log=print) -> dict:
             raise bio.BratsInputError(f"{folder / MANIFEST}: not written with --shard K/N; nothing to merge")
         if not all(isinstance(shard.get(k), int) for k in ("index", "count")):
             raise bio.BratsInputError(f"{folder / MANIFEST}: shard {shard!r} is not {{'index': K, 'count': N}}")
+        task = m.get("task") or get_task(None).to_dict()
         if merged["settings"] is None:
-            merged["settings"], count = m["settings"], shard["count"]
+            merged["settings"], merged["task"], count = m["settings"], task, shard["count"]
         elif not _same_settings(m["settings"], merged["settings"]):
             raise bio.BratsInputError(f"{folder / MANIFEST}: converted with other settings than {inputs[0]}")
+        elif task != merged["task"]:
+            raise bio.BratsInputError(f"{folder / MANIFEST}: converted for another task than {inputs[0]}")
         if shard["count"] != count:
             raise bio.BratsInputError(f"{folder / MANIFEST}: part {shard['index']}/{shard['count']}, "
                                       f"but {inputs[0]} is a part of {count}")

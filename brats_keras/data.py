@@ -3,8 +3,9 @@
 The generator is a ``keras.utils.PyDataset``: it memory-maps ``images/<case>.npy``
 and ``masks/<case>.npy`` written by :mod:`brats_keras.convert`, cuts random patches
 (a share of them centred on tumor voxels), optionally augments them, and yields
-``(x, y)`` with ``x`` of shape ``(B, p, p, p, C)`` float32 and ``y`` one-hot
-``(B, p, p, p, 4)`` (softmax models) or region masks ``(B, p, p, p, 3)`` (region models).
+``(x, y)`` with ``x`` of shape ``(B, p, p, p, C)`` float32 and ``y`` one-hot over the conversion task's classes
+``(B, p, p, p, task.n_classes)`` (softmax models; 4 for the 2021 glioma task) or its head regions
+``(B, p, p, p, len(task.region_order))`` (region models; WT, TC, ET for the 2021 glioma task).
 Every batch is a pure function of ``(seed, epoch, batch index)``, so runs repeat exactly.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ import numpy as np
 from .augment import check_intensity_mode, intensity_augment
 from .io import BratsInputError, atomic_write_json
 from .labels import OUTPUTS, check_output  # noqa: F401  (OUTPUTS: importable from here as before)
-from .spec import MANIFEST, PreprocessingSpec, read_manifest
+from .spec import MANIFEST, PreprocessingSpec, manifest_task, read_manifest
+from .tasks import get_task
 
 
 # ----------------------------------------------------------------------------- splits
@@ -81,14 +83,21 @@ def load_split(path, fold_run: bool = False) -> dict:
     return split
 
 
-def tumor_sizes(entries: dict) -> dict | None:
-    """Whole-tumor voxels per case from manifest entries (their ``label_counts``); None if any case lacks them."""
+def tumor_sizes(entries: dict, task=None) -> dict | None:
+    """Whole-tumor voxels per case from manifest entries (their ``label_counts``); None if any case lacks them.
+
+    ``task``: the manifest's task (:attr:`ConvertedCases.task`), whose whole tumour's classes are counted
+    (:func:`brats_keras.convert.tumour_classes`: a resection cavity is not tumour); None counts every class.
+    """
+    from .convert import tumour_classes
+
+    names = None if task is None else [get_task(task).class_names[k] for k in tumour_classes(task)]
     sizes = {}
     for cid, entry in entries.items():
         counts = entry.get("label_counts")
         if not counts:
             return None
-        sizes[cid] = int(sum(counts.values()))
+        sizes[cid] = int(sum(counts.values()) if names is None else sum(counts.get(n, 0) for n in names))
     return sizes
 
 
@@ -203,7 +212,8 @@ def _inside_folder(rel) -> bool:
 class ConvertedCases:
     """Memory-mapped access to the cases of a conversion folder (needs masks).
 
-    ``spec`` is the folder's :class:`~brats_keras.spec.PreprocessingSpec` (the manifest's settings).
+    ``spec`` is the folder's :class:`~brats_keras.spec.PreprocessingSpec` (the manifest's settings), ``task`` its
+    :class:`~brats_keras.tasks.Task` (the manifest's ``"task"``; the default task for a manifest without one).
     Reads only files inside ``data_dir``: a manifest whose image or mask entry is an absolute path
     or climbs out with ``..`` is refused (BratsInputError naming the manifest and the entry), and so
     are settings that are not a valid spec.
@@ -216,6 +226,7 @@ class ConvertedCases:
             self.spec = PreprocessingSpec.from_dict(manifest.get("settings"))
         except ValueError as exc:
             raise BratsInputError(f"{self.data_dir / MANIFEST}: settings: {exc}") from None
+        self.task = manifest_task(manifest, self.data_dir / MANIFEST)
         entries = manifest["cases"]
         labelled = sorted(k for k, e in entries.items() if e.get("mask"))
         if case_ids is None:
@@ -255,12 +266,12 @@ class ConvertedCases:
         return self._masks[case_id]
 
     def foreground(self, case_id, max_points=20000):
-        """Coordinates ``(n, 3)`` of up to ``max_points`` tumor voxels per class, for oversampling."""
+        """Coordinates ``(n, 3)`` of up to ``max_points`` tumor voxels per class of the task, for oversampling."""
         if case_id not in self._fg:
             m = np.asarray(self.mask(case_id))
             pts = []
             rng = np.random.default_rng(0)
-            for c in (1, 2, 3):
+            for c in range(1, self.task.n_classes):
                 idx = np.flatnonzero(m.ravel() == c)
                 if idx.size > max_points:
                     idx = rng.choice(idx, max_points, replace=False)
@@ -444,14 +455,16 @@ def augment_patch(x, y, rng, flip=True, intensity=True, gamma=True):
     return x, y
 
 
-def make_targets(classes: np.ndarray, output: str) -> np.ndarray:
-    """Class map ``(...)`` -> one-hot ``(..., 4)`` (softmax) or regions ``(..., 3)`` (regions), float32."""
-    from .labels import classes_to_regions, one_hot
+def make_targets(classes: np.ndarray, output: str, task=None) -> np.ndarray:
+    """Class map ``(...)`` -> float32 targets of ``task`` (default: the 2021 glioma task): one-hot
+    ``(..., task.n_classes)`` (softmax) or the head regions ``(..., len(task.region_order))`` (regions)."""
+    from .labels import one_hot
 
     output = check_output(output)
+    task = get_task(task)
     if output == "softmax":
-        return one_hot(classes, 4)
-    return classes_to_regions(classes).astype(np.float32)
+        return one_hot(classes, task.n_classes)
+    return task.classes_to_regions(classes, task.region_order).astype(np.float32)
 
 
 class PatchDataset(keras.utils.PyDataset):
@@ -462,7 +475,8 @@ class PatchDataset(keras.utils.PyDataset):
         case_ids: cases to use (default: every labelled case).
         patch_size: int or 3-tuple (default 128).
         batch_size: patches per batch.
-        output: ``"softmax"`` (one-hot targets, 4 channels) or ``"regions"`` (WT, TC, ET).
+        output: ``"softmax"`` (one-hot targets, one channel per class of the conversion's task) or ``"regions"``
+            (the task's head regions, ``task.region_order``: WT, TC, ET for the 2021 glioma task).
         foreground_ratio: share of patches centred on a tumor voxel (nnU-Net uses 1/3).
         augment: True: random flips and intensity changes, plus the spatial ones when ``spatial`` > 0; False: no
             augmentation at all (spatial included); None (default): True when ``augmentation`` is given, else
@@ -480,7 +494,7 @@ class PatchDataset(keras.utils.PyDataset):
         fixed: the same batches every epoch (validation): ``on_epoch_end`` leaves the epoch counter alone.
         workers / use_multiprocessing / max_queue_size: passed to ``keras.utils.PyDataset``.
     Yields:
-        ``x`` ``(B, p, p, p, C)`` float32, ``y`` ``(B, p, p, p, 4 or 3)`` float32.
+        ``x`` ``(B, p, p, p, C)`` float32, ``y`` ``(B, p, p, p, task.output_channels(output))`` float32.
     """
 
     def __init__(self, data_dir, case_ids=None, patch_size=128, batch_size=4, output="softmax",
@@ -491,6 +505,7 @@ class PatchDataset(keras.utils.PyDataset):
         if not 0.0 <= foreground_ratio <= 1.0:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
         self.cases = ConvertedCases(data_dir, case_ids)
+        self.task = self.cases.task
         self.patch = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
         self.batch_size = int(batch_size)
         self.output = check_output(output)
@@ -549,7 +564,7 @@ class PatchDataset(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self.epoch, idx % self.steps])
         xs, ys = zip(*(self.sample(rng) for _ in range(self.batch_size)))
         x = np.stack(xs)
-        y = make_targets(np.stack(ys), self.output)
+        y = make_targets(np.stack(ys), self.output, self.task)
         return x, y
 
 

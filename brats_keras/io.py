@@ -31,9 +31,9 @@ import numpy as np
 # the grid's constants stay importable from here, where convert, predict and evaluate read cases
 from .geometry import (AFFINE_TOLERANCE, BRATS_ORIENTATION, BRATS_VOXEL_MM, VOXEL_TOLERANCE_MM,  # noqa: F401
                        Grid, Regrid, format_size, grid_problem, orientation, working_grid)
-from .labels import (DEFAULT_MODALITIES, MODALITIES, MODALITY_ALIASES, canonical_modality, labels_to_classes,
-                     parse_modalities)
-from .tasks import MSD_TASK01
+from .labels import (DEFAULT_MODALITIES, MODALITIES, MODALITY_ALIASES, _small_ints, canonical_modality,
+                     labels_to_classes, parse_modalities)
+from .tasks import TaskError, detect_task, get_task
 
 _NII = re.compile(r"^(?P<stem>.+?)\.nii(\.gz)?$", re.IGNORECASE)
 _RE_2021 = re.compile(r"^(?P<case>.+)_(?P<key>flair|t1ce|t1|t2|seg)$", re.IGNORECASE)
@@ -516,24 +516,30 @@ def load_modalities(case: Case, modalities=None, check: bool = True):
 
 
 def load_case_classes(path, volumes: CaseVolumes, convention: str = "auto") -> np.ndarray:
-    """A case's label map as class indices 0..3 (uint8) on its images' working grid (nearest neighbour, order 0,
-    where they were resampled).
+    """A case's label map as class indices 0..3 (uint8) on its images' working grid: :func:`load_case_labels`
+    of a ``convention`` (:func:`read_labels`)."""
+    return load_case_labels(path, volumes, convention=convention)[0]
+
+
+def load_case_labels(path, volumes: CaseVolumes, task=None, case=None, convention=None):
+    """``(classes, task)`` of a case's label map (:func:`read_labels`: ``task``, ``case``, ``convention``), the
+    classes on its images' working grid (nearest neighbour, order 0, where they were resampled).
 
     The map must lie on the images' grid: their shape, voxel size (within ``VOXEL_TOLERANCE_MM``) and
     orientation; its translation is not compared (some published BraTS 2017 label maps have their origin at 0).
 
     Raises:
-        BratsInputError naming the file as :func:`read_label_map` does, or for a map not co-registered with the
+        BratsInputError naming the file as :func:`read_labels` does, or for a map not co-registered with the
         images.
     """
-    classes, img = read_label_map(path, convention, shape=volumes.source.shape)
+    classes, img, own = read_labels(path, task, shape=volumes.source.shape, case=case, convention=convention)
     zooms, theirs = img.header.get_zooms()[:3], volumes.source.header.get_zooms()[:3]
     if (orientation(img.affine) != orientation(volumes.source.affine)
             or not np.allclose(zooms, theirs, rtol=0, atol=VOXEL_TOLERANCE_MM)):
         raise _not_coregistered(path, volumes.path, f"voxel size {format_size(zooms)} mm "
                                 f"{orientation(img.affine)}, {volumes.path.name}'s {format_size(theirs)} mm "
                                 f"{orientation(volumes.source.affine)}")
-    return classes if volumes.regrid is None else volumes.regrid.to_working(classes, order=0)
+    return (classes if volumes.regrid is None else volumes.regrid.to_working(classes, order=0)), own
 
 
 def _read_channels(case: Case, mods) -> dict:
@@ -554,42 +560,140 @@ def _read_channels(case: Case, mods) -> dict:
     return out
 
 
-def load_classes(path, shape=None, convention: str = "auto", grid: bool = False) -> np.ndarray:
-    """Read a BraTS label map and return class indices 0..3 (uint8).
+def load_classes(path, shape=None, task=None, grid: bool = False, case=None, convention=None) -> np.ndarray:
+    """Read a label map and return its class indices (uint8, 0 background, then the task's classes).
 
+    ``task``, ``case`` and ``convention`` pick how the values are read, as in :func:`read_labels`.
     ``grid=True`` also refuses a map off the BraTS grid (:func:`check_grid`); its translation is not
     compared with the images' (some published BraTS 2017 label maps have their origin at 0).
 
     Raises:
         BratsInputError naming the file for unreadable data, a shape other than
-        ``shape``, a map off the grid, non-integer or unexpected label values
-        (:func:`brats_keras.labels.label_problem`).
+        ``shape``, a map off the grid, non-integer values or values of no task that fits.
     """
-    classes, img = read_label_map(path, convention, shape=shape)
+    classes, img, _ = read_labels(path, task, shape=shape, case=case, convention=convention)
     if grid:
         check_grid(path, img.affine, img.header)
     return classes
 
 
-def read_label_map(path, convention: str = "auto", shape=None):
-    """``(classes, image)`` of a label map: its class indices 0..3 (uint8) and its nibabel image (the grid:
-    shape, affine, zooms). The one reader of label maps: :func:`load_classes` and the scoring use it.
-    ``convention``: ``"2021"``, ``"2023"``, ``"auto"`` (:func:`brats_keras.labels.labels_to_classes`) or ``"msd"``
-    (the Decathlon's values, :data:`brats_keras.tasks.MSD_TASK01`).
-
-    Raises:
-        BratsInputError naming the file for unreadable data, a shape other than ``shape``,
-        non-integer or unexpected label values (:func:`brats_keras.labels.label_problem`).
+def read_label_map(path, task=None, shape=None, case=None, convention=None):
+    """``(classes, image)`` of a label map: its class indices (uint8) and its nibabel image (the grid:
+    shape, affine, zooms). :func:`read_labels` without the task; :func:`load_classes` and the scoring use it.
     """
+    classes, img, _ = read_labels(path, task, shape=shape, case=case, convention=convention)
+    return classes, img
+
+
+def read_labels(path, task=None, shape=None, case=None, convention=None):
+    """``(classes, image, task)`` of a label map: the one reader of label maps.
+
+    How its values are read:
+
+    * ``task`` given (a :class:`~brats_keras.tasks.Task`, a built-in name, a task file or record): the values are
+      that task's, or, with ``case``, those of the task its naming and values say (:func:`label_task`) when that
+      one has the same classes (a 2023-named case read for the 2021 task keeps ET = 3);
+    * ``case`` alone: the task detected from the case's naming (:func:`case_naming`) and the map's values
+      (:func:`brats_keras.tasks.detect_task`); where that is ambiguous, refused naming the tasks that fit;
+    * neither: the 2021 / 2023 glioma values told apart by ET (``labels.labels_to_classes(convention="auto")``;
+      a map holding both 3 and 4 is refused), or those of ``convention``: ``"2021"`` or ``"2023"``
+      (:func:`brats_keras.labels.labels_to_classes`), or ``"msd"``, the Decathlon's (task ``msd-task01``).
+
+    Returns:
+        the classes ``(D, H, W)`` uint8, the nibabel image, and the task whose values were read.
+    Raises:
+        BratsInputError, one line naming the file: unreadable data, a shape other than ``shape``, non-integer
+        values, values the task does not have or that fit several tasks (naming the values and the tasks).
+    """
+    if isinstance(task, str) and task in _CONVENTIONS:  # read_label_map(path, "msd"): a convention, as callers wrote
+        task, convention = None, task
     arr, img = _read_nifti(path)
     if shape is not None and arr.shape != tuple(shape):
         raise BratsInputError(f"{path}: label shape {arr.shape} differs from image shape {tuple(shape)}")
+    arr = _whole_numbers_as_uint8(arr)
     try:
-        if convention == "msd":  # the Decathlon's values (1 edema, 2 non-enhancing, 3 enhancing) -> the classes
-            return MSD_TASK01.to_classes(arr), img
-        return labels_to_classes(arr, convention), img
-    except ValueError as exc:
+        present = label_values(arr)
+        if convention == "msd":
+            task = "msd-task01"
+        elif task is None and case is None:  # ET 4 is 2021's, ET 3 the 2023 one's (one family: the same classes)
+            convention = convention or "auto"
+            et3 = convention == "2023" or (convention == "auto" and 3 in present)
+            return labels_to_classes(arr, convention), img, get_task("brats2023" if et3 else None)
+        own = label_task(present, case, task)  # its values are checked: whole numbers 0..255, the task's labels
+        lut = np.zeros(256, dtype=np.uint8)
+        lut[list(own.label_values)] = np.arange(1, own.n_classes)
+        return lut[_small_ints(arr)], img, own
+    except (TaskError, ValueError) as exc:
         raise BratsInputError(f"{path}: {exc}") from None
+
+
+#: the label conventions :func:`read_labels` takes by name (``convention``, or in ``task``'s place)
+_CONVENTIONS = ("auto", "2021", "2023", "msd")
+
+
+def _whole_numbers_as_uint8(arr: np.ndarray) -> np.ndarray:
+    """A float label map holding only whole numbers 0..255 (some published maps are float32) as uint8, so that its
+    values are counted rather than sorted; any other array as it is."""
+    if arr.dtype.kind != "f" or arr.size == 0 or not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 255:
+        return arr
+    small = arr.astype(np.uint8)
+    return small if np.array_equal(small, arr) else arr
+
+
+def label_values(labels) -> np.ndarray:
+    """The distinct values of a label map: for integers 0..255 a comparison per value between the smallest and the
+    largest (no sort, nor an 8-byte copy for ``np.bincount``, of ~9 M voxels), else ``np.unique``."""
+    labels = np.asarray(labels)
+    small = _small_ints(labels)
+    if small is None:
+        return np.unique(labels)
+    lo, hi = int(small.min()), int(small.max())
+    if hi - lo > 16:
+        return np.flatnonzero(np.bincount(small.ravel()))
+    return np.array([v for v in range(lo, hi + 1) if v in (lo, hi) or (small == v).any()])
+
+
+#: the naming a case layout stands for, until a case says its own (``Case.naming``)
+_LAYOUT_NAMING = {"2021": "2021", "2023": "2023", "plain": "plain", "msd": "msd"}
+
+
+def case_naming(case) -> str:
+    """How a case's files are named, as :func:`brats_keras.tasks.detect_task` reads it: the case's ``naming``
+    where it has one, else ``"plain"`` for an unprefixed label map (``seg.nii.gz``) and otherwise its layout."""
+    naming = getattr(case, "naming", None)
+    if naming:
+        return naming
+    seg = getattr(case, "seg", None)
+    if seg is not None:
+        m = _NII.match(Path(seg).name)
+        if m and m.group("stem").lower() in _PLAIN_SEG:
+            return "plain"
+    return _LAYOUT_NAMING.get(getattr(case, "layout", None), "plain")
+
+
+def label_task(present, case=None, task=None):
+    """The task whose values a label map with the distinct values ``present`` holds.
+
+    Without ``task``: detected from ``case``'s naming and the values (:func:`brats_keras.tasks.detect_task`).
+    With ``task``: where the case's naming is a BraTS or Decathlon one (not plain names), the task it and the
+    values say when that has ``task``'s classes (one family: the case's own stored values are read, e.g. ET = 3
+    in a 2023-named case read for the 2021 task); else ``task`` itself, checked: the values must be its labels.
+
+    Raises:
+        TaskError in one line naming the values and the tasks that fit.
+    """
+    case_id, naming = (getattr(case, "case_id", ""), case_naming(case)) if case is not None else ("", "plain")
+    if task is None:
+        return detect_task(present, case_id, naming)
+    task = get_task(task)
+    if naming != "plain":  # plain names say nothing about the values: the task given decides
+        try:
+            own = detect_task(present, case_id, naming)
+        except TaskError:
+            own = None
+        if own is not None and own.same_classes(task):
+            return own
+    return detect_task(present, case_id, naming, given=task)
 
 
 def _umask() -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from .labels import check_output, parse_modalities
 from .preprocessing import DEFAULT_MARGIN, REPORT_CROP, SCALINGS
+from .tasks import TASKS, TaskError, get_task
 
 #: crop modes: the report's fixed box, or the brain's bounding box plus a margin
 CROPS = ("fixed", "brain")
@@ -207,3 +208,31 @@ def _patch_size(patch):
     if isinstance(patch, (list, tuple)) and len(patch) == 3 and all(_is_int(p) and int(p) > 0 for p in patch):
         return tuple(int(p) for p in patch)
     raise ValueError(f"patch_size must be a positive integer or three of them, got {patch!r}")
+
+
+def manifest_task(manifest: dict, where="manifest"):
+    """The task a conversion manifest records (``"task"``, :meth:`brats_keras.tasks.Task.to_dict`); a manifest
+    without one is of the default task (:data:`brats_keras.tasks.DEFAULT_TASK`).
+
+    Raises:
+        BratsInputError naming ``where`` when the record is not a usable task.
+    """
+    from .io import BratsInputError
+
+    try:
+        return get_task(manifest.get("task"))
+    except TaskError as exc:
+        raise BratsInputError(f"{where}: task: {exc}") from None
+
+
+def case_label_task(manifest: dict, case_id: str, where="manifest"):
+    """The task whose values case ``case_id``'s label map holds (its entry's ``"label_task"``, e.g. ``brats2023``
+    for a 2023-named case of a ``glioma2021`` conversion): what a prediction of that case is written back in. A case
+    without one is of the manifest's task (:func:`manifest_task`)."""
+    task = manifest_task(manifest, where)
+    entry = manifest.get("cases", {}).get(case_id) or {}
+    name = entry.get("label_task")
+    if not name or name == task.name:
+        return task
+    return TASKS.get(name, task)
+

@@ -472,12 +472,12 @@ import brats_keras.convert as conv
 _convert_case = conv.convert_case
 
 
-def gated(case, out_dir, settings):  # spawned workers import this file too: every case after c0 waits for GATE
+def gated(case, out_dir, settings, *task):  # spawned workers import this file too: every case after c0 waits for GATE
     if case.case_id != "c0":
         gate, deadline = Path(os.environ["GATE"]), time.monotonic() + 300
         while not gate.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-    return _convert_case(case, out_dir, settings)
+    return _convert_case(case, out_dir, settings, *task)
 
 
 conv.convert_case = gated

@@ -381,3 +381,37 @@ def _oedema(rng, anat, sl, rho, core, r_core: float, r_ed: float):
     np.divide(dist, margin, out=dist)
     q = np.clip(np.subtract(1, dist, out=dist), 0, 1, out=dist)
     return m_wt, q
+
+
+# --------------------------------------------------------------------------- task structures
+def _ensure_fluid(tc, ncr) -> None:
+    """Give a tumour box whose core holds no fluid voxel (``ncr >= 0.5``: a small core may be all rim) one, in
+    place: its core's deepest voxel (the largest distance to the core's edge)."""
+    core = tc >= 0.5
+    if core.any() and not (ncr >= 0.5).any():
+        deepest = np.unravel_index(np.argmax(ndimage.distance_transform_edt(core)), core.shape)
+        ncr[deepest] = 1
+
+
+def _rim_split(rng, tc, ncr, share: float, scale: float) -> np.ndarray:
+    """Membership (float32, tumour box) of the non-enhancing part of the core's rim (the core less its fluid).
+
+    The rim voxels beyond a random plane through the core's centre, bent by a smooth field, are non-enhancing:
+    ``share`` of them, and at least one rim voxel on each side where the rim has two.
+    """
+    rim = (tc >= 0.5) & (ncr < 0.5)
+    if rim.sum() < 2:
+        return np.zeros(tc.shape, dtype=_F32)
+    centre = np.argwhere(tc >= 0.5).mean(axis=0)
+    normal = rng.normal(size=3)
+    normal /= np.linalg.norm(normal)
+    side = _noise(rng, tc.shape, max(4.0, 8 * scale))
+    side *= _F32(2.0 * scale + 1)
+    for ax in range(3):
+        shape = [1, 1, 1]
+        shape[ax] = tc.shape[ax]
+        side += (_F32(normal[ax]) * (np.arange(tc.shape[ax], dtype=_F32) - _F32(centre[ax]))).reshape(shape)
+    values = np.sort(side[rim])
+    k = min(len(values) - 1, max(1, int(round(share * len(values)))))  # rim voxels above the threshold
+    side -= (values[-k - 1] + values[-k]) / 2
+    return _ramp(side)
