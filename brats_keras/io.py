@@ -267,6 +267,9 @@ def check_volume(arr: np.ndarray, path) -> None:
 #: (``nibabel.aff2axcodes`` of every real case in ../shared/data)
 BRATS_VOXEL_MM = 1.0
 BRATS_ORIENTATION = ("L", "P", "S")
+#: the array axis that runs from inferior to superior on that grid: one index along it is an axial slice (what the
+#: 2D models see, brats_keras.models.unet2d)
+AXIAL_AXIS = BRATS_ORIENTATION.index("S")
 #: how far a voxel size (mm) may be from 1 mm, and two files on one grid (two modalities, or a prediction and its
 #: truth) may differ in their affines (mm, and direction cosines)
 VOXEL_TOLERANCE_MM = 0.02
