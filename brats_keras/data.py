@@ -4,7 +4,8 @@ The generator is a ``keras.utils.PyDataset``: it memory-maps ``images/<case>.npy
 and ``masks/<case>.npy`` written by :mod:`brats_keras.convert`, cuts random patches
 (a share of them centred on tumor voxels), optionally augments them, and yields
 ``(x, y)`` with ``x`` of shape ``(B, p, p, p, C)`` float32 and ``y`` one-hot
-``(B, p, p, p, 4)`` (softmax models) or region masks ``(B, p, p, p, 3)`` (region models).
+``(B, p, p, p, 4)`` (softmax models) or region masks ``(B, p, p, p, 3)`` (region models); for the 2D
+models, axial slices ``(B, H, W, C)`` with their targets ``(B, H, W, 4 or 3)`` (a 2-number ``patch_size``).
 Every batch is a pure function of ``(seed, epoch, batch index)``, so runs repeat exactly.
 """
 from __future__ import annotations
@@ -17,7 +18,7 @@ import keras
 import numpy as np
 
 from .augment import check_intensity_mode, intensity_augment
-from .io import BratsInputError, atomic_write_json
+from .io import AXIAL_AXIS, BratsInputError, atomic_write_json
 from .labels import OUTPUTS, check_output  # noqa: F401  (OUTPUTS: importable from here as before)
 from .spec import MANIFEST, PreprocessingSpec, read_manifest
 
@@ -460,7 +461,10 @@ class PatchDataset(keras.utils.PyDataset):
     Args:
         data_dir: conversion folder (with ``manifest.json``).
         case_ids: cases to use (default: every labelled case).
-        patch_size: int or 3-tuple (default 128).
+        patch_size: int or 3-tuple (default 128); or 2 ints ``(H, W)``: axial slices for a 2D model, patches
+            ``(H, W, 1)`` (one voxel along :data:`brats_keras.io.AXIAL_AXIS`, the superior axis) yielded without
+            that axis, sampled by the same rules (a foreground patch is the slice through a tumor voxel; a spatial
+            rotation turns the slice in its own plane only).
         batch_size: patches per batch.
         output: ``"softmax"`` (one-hot targets, 4 channels) or ``"regions"`` (WT, TC, ET).
         foreground_ratio: share of patches centred on a tumor voxel (nnU-Net uses 1/3).
@@ -480,7 +484,8 @@ class PatchDataset(keras.utils.PyDataset):
         fixed: the same batches every epoch (validation): ``on_epoch_end`` leaves the epoch counter alone.
         workers / use_multiprocessing / max_queue_size: passed to ``keras.utils.PyDataset``.
     Yields:
-        ``x`` ``(B, p, p, p, C)`` float32, ``y`` ``(B, p, p, p, 4 or 3)`` float32.
+        ``x`` ``(B, p, p, p, C)`` float32, ``y`` ``(B, p, p, p, 4 or 3)`` float32; with slices ``x`` ``(B, H, W, C)``
+        and ``y`` ``(B, H, W, 4 or 3)``.
     """
 
     def __init__(self, data_dir, case_ids=None, patch_size=128, batch_size=4, output="softmax",
@@ -491,7 +496,9 @@ class PatchDataset(keras.utils.PyDataset):
         if not 0.0 <= foreground_ratio <= 1.0:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
         self.cases = ConvertedCases(data_dir, case_ids)
-        self.patch = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
+        sizes = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
+        self.slices = len(sizes) == 2  # a 2D model's axial slices
+        self.patch = sizes[:AXIAL_AXIS] + (1,) + sizes[AXIAL_AXIS:] if self.slices else sizes
         self.batch_size = int(batch_size)
         self.output = check_output(output)
         self.foreground_ratio = float(foreground_ratio)
@@ -530,6 +537,8 @@ class PatchDataset(keras.utils.PyDataset):
                 centre = fg[int(rng.integers(len(fg)))]
         start = patch_start(msk.shape, self.patch, rng, centre)
         params = spatial_params(rng, self.spatial) if self.spatial > 0 else None
+        if params is not None and self.slices:  # a slice turns in its own plane: about the axial axis alone
+            params = (np.where(np.arange(3) == AXIAL_AXIS, params[0], 0.0), params[1])
         if params is None:
             x = crop_patch(img, start, self.patch).astype(np.float32)
             y = crop_patch(msk, start, self.patch)
@@ -548,9 +557,10 @@ class PatchDataset(keras.utils.PyDataset):
             raise IndexError(idx)
         rng = np.random.default_rng([self.seed, self.epoch, idx % self.steps])
         xs, ys = zip(*(self.sample(rng) for _ in range(self.batch_size)))
-        x = np.stack(xs)
-        y = make_targets(np.stack(ys), self.output)
-        return x, y
+        x, y = np.stack(xs), np.stack(ys)
+        if self.slices:
+            x, y = np.squeeze(x, 1 + AXIAL_AXIS), np.squeeze(y, 1 + AXIAL_AXIS)
+        return x, make_targets(y, self.output)
 
 
 class WrappedDataset(keras.utils.PyDataset):
