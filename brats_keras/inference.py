@@ -342,8 +342,9 @@ class Predictor:
         total = None
         for is_slice, models in kinds.items():
             batch_size = max(self.batch_size, SLICE_BATCH) if is_slice else self.batch_size
-            probs = sliding_window(lambda batch: self.predict_batch(batch, models), image, self.windows[is_slice],
-                                   self.n_out, self.overlap, batch_size, self.tta, progress)
+            predict = self.predict_batch if len(kinds) == 1 else lambda batch, ms=models: self.predict_batch(batch, ms)
+            probs = sliding_window(predict, image, self.windows[is_slice], self.n_out, self.overlap, batch_size,
+                                   self.tta, progress)
             if len(kinds) == 1:
                 return probs
             total = probs * len(models) if total is None else total + probs * len(models)
