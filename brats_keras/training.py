@@ -126,6 +126,14 @@ RECIPES = {
                        batch_size=2, epochs=45, steps_per_epoch=50, val_steps=4, lr=1e-3, lr_patience=4,
                        lr_schedule="poly", spatial_augment=0.2,
                        foreground_ratio=0.33, whole_case_every=2, mixed_precision="auto"),
+    # the 2D partner of the shipped model (docs/crossval.md): unet2d on 128 x 128 axial slices of a 1 mm conversion
+    # (--crop brain --scale zscore, no --downsample: a slice of it is about 144 x 179), batch 16, otherwise the
+    # shipped recipe; a step costs about 0.4x the shipped 64^3 batch-2 step on 2 cores (benchmarks/unet2d_bench.py;
+    # base 32 would cost as much as the 3D step)
+    "unet2d": dict(model="unet2d", base_filters=16, depth=4, norm="batch", output="regions", loss="dice+bce",
+                   patch_size=128, batch_size=16, epochs=45, steps_per_epoch=50, val_steps=4, lr=1e-3,
+                   lr_patience=4, lr_schedule="poly", spatial_augment=0.2, foreground_ratio=0.33,
+                   whole_case_every=2, mixed_precision="auto"),
 }
 
 

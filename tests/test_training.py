@@ -72,13 +72,14 @@ def test_whole_case_validation_is_logged(data_dir, tmp_path):
 
 
 def test_cli_trains_unet2d_on_axial_slices_with_whole_case_validation(data_dir, tmp_path, capsys):
-    """`train --model unet2d --patch-size 16`: 16 x 16 slices; the model file records the window (16, 16, 1) that
-    prediction slides, and the whole validation case is predicted slice by slice during training."""
+    """`train --recipe unet2d --patch-size 16` (the recipe's unet2d, region head, dice+bce, at a tiny size):
+    16 x 16 slices; the model file records the window (16, 16, 1) that prediction slides, and the whole
+    validation case is predicted slice by slice during training."""
     run = tmp_path / "u2d"
-    rc = cli_main(["train", "--model", "unet2d", "--data", str(data_dir), "--out", str(run), "--base-filters", "4",
+    rc = cli_main(["train", "--recipe", "unet2d", "--data", str(data_dir), "--out", str(run), "--base-filters", "4",
                    "--depth", "2", "--patch-size", "16", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch",
-                   "2", "--val-steps", "1", "--val", "1", "--head", "regions", "--loss", "dice+bce",
-                   "--whole-case-every", "1", "--spatial-augment", "0.5", "--mixed-precision", "off"])
+                   "2", "--val-steps", "1", "--val", "1", "--whole-case-every", "1", "--spatial-augment", "0.5",
+                   "--mixed-precision", "off"])
     assert rc == 0, capsys.readouterr().err
     info = read_info(run / "checkpoints" / "last.keras")
     assert info["model"] == "unet2d" and info["patch_size"] == [16, 16, 1] and info["output"] == "regions"
@@ -147,7 +148,7 @@ def test_from_recipe_is_defaults_then_recipe_then_overrides():
     assert TrainConfig.from_recipe() == TrainConfig() == TrainConfig.from_recipe("report")
     with pytest.raises(ValueError) as err:
         TrainConfig.from_recipe("fast")
-    assert str(err.value) == "unknown recipe 'fast': use one of report, demo, pretrained"
+    assert str(err.value) == "unknown recipe 'fast': use one of report, demo, pretrained, unet2d"
     with pytest.raises(ValueError, match="unknown training settings: colour"):
         TrainConfig.from_recipe("demo", colour="red")
     # config.json of runs saved while TrainConfig had an ``extra`` dict still load (resume)
@@ -174,7 +175,7 @@ def test_cli_head_names_the_output_and_old_output_still_works(data_dir, tmp_path
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --head softmax and --output regions disagree: give --head only")
     assert cli_main(base + ["--out", str(tmp_path / "r"), "--recipe", "fast"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown recipe 'fast': use one of report, demo, pretrained"
+    assert capsys.readouterr().err.strip() == "error: unknown recipe 'fast': use one of report, demo, pretrained, unet2d"
     assert not (tmp_path / "both").exists() and not (tmp_path / "r").exists()
 
 
