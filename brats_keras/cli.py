@@ -150,7 +150,7 @@ def _add_train(sub):
     p.add_argument("--norm", choices=["batch", "instance", "group", "none"])
     p.add_argument("--dropout", type=float)
     p.add_argument("--deep-supervision", type=int, metavar="N",
-                   help="--model unet3d or residual_unet: also train outputs of the N decoder levels below full "
+                   help="--model unet3d, residual_unet or unet2d: also train outputs of the N decoder levels below full "
                         "resolution (up-sampled, loss weights 1, 1/2, 1/4, ... normalised; N < --depth); predictions "
                         "and exports use the main output only")
     p.add_argument("--head", dest="output", choices=OUTPUTS, help="the model's output: softmax (4 classes) or "

@@ -4,9 +4,11 @@ The generator is a ``keras.utils.PyDataset``: it memory-maps ``images/<case>.npy
 and ``masks/<case>.npy`` written by :mod:`brats_keras.convert`, cuts random patches
 (a share of them centred on tumor voxels), optionally augments them, and yields
 ``(x, y)`` with ``x`` of shape ``(B, p, p, p, C)`` float32 and ``y`` one-hot
-``(B, p, p, p, 4)`` (softmax models) or region masks ``(B, p, p, p, 3)`` (region models); for the 2D
-models, axial slices ``(B, H, W, C)`` with their targets ``(B, H, W, 4 or 3)`` (a 2-number ``patch_size``).
+``(B, p, p, p, 4)`` (softmax models) or region masks ``(B, p, p, p, 3)`` (region models).
 Every batch is a pure function of ``(seed, epoch, batch index)``, so runs repeat exactly.
+
+For the 2D models (a 2-number ``patch_size``) the batches are axial slices: ``x`` ``(B, H, W, C)`` and ``y`` the
+same targets without the axial axis.
 """
 from __future__ import annotations
 
@@ -557,10 +559,11 @@ class PatchDataset(keras.utils.PyDataset):
             raise IndexError(idx)
         rng = np.random.default_rng([self.seed, self.epoch, idx % self.steps])
         xs, ys = zip(*(self.sample(rng) for _ in range(self.batch_size)))
-        x, y = np.stack(xs), np.stack(ys)
-        if self.slices:
+        x = np.stack(xs)
+        y = make_targets(np.stack(ys), self.output)
+        if self.slices:  # a 2D model's batch: without the axial axis, 1 voxel thick
             x, y = np.squeeze(x, 1 + AXIAL_AXIS), np.squeeze(y, 1 + AXIAL_AXIS)
-        return x, make_targets(y, self.output)
+        return x, y
 
 
 class WrappedDataset(keras.utils.PyDataset):

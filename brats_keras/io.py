@@ -267,9 +267,6 @@ def check_volume(arr: np.ndarray, path) -> None:
 #: (``nibabel.aff2axcodes`` of every real case in ../shared/data)
 BRATS_VOXEL_MM = 1.0
 BRATS_ORIENTATION = ("L", "P", "S")
-#: the array axis that runs from inferior to superior on that grid: one index along it is an axial slice (what the
-#: 2D models see, brats_keras.models.unet2d)
-AXIAL_AXIS = BRATS_ORIENTATION.index("S")
 #: how far a voxel size (mm) may be from 1 mm, and two files on one grid (two modalities, or a prediction and its
 #: truth) may differ in their affines (mm, and direction cosines)
 VOXEL_TOLERANCE_MM = 0.02
@@ -626,3 +623,10 @@ def check_output_path(path, folder: bool = False, flag: str | None = None) -> Pa
         reason = "read-only file system" if read_only else "permission denied"
         raise BratsInputError(f"{name}: cannot write in {existing} ({reason})")
     return path
+
+
+# ----------------------------------------------------------------------------- the grid's axes
+#: the array axis that runs from inferior to superior on the BraTS grid (``BRATS_ORIENTATION``): a volume is
+#: ``(D, H, W)`` in the file's voxel order, so one index along this axis is an axial slice (what the 2D models see,
+#: :mod:`brats_keras.models.unet2d`)
+AXIAL_AXIS = BRATS_ORIENTATION.index("S")
