@@ -132,3 +132,13 @@ def test_segresnet_bench_runs_both_models_at_a_tiny_size():
     rows = [line for line in out.stdout.splitlines() if line.startswith("| unet3d") or line.startswith("| segresnet")]
     assert len(rows) == 4 and all(" ok " in r for r in rows[:2])  # every run, then per model
     assert "segresnet / unet3d: parameters" in out.stdout
+
+
+def test_unet2d_bench_runs_both_models_at_a_tiny_size():
+    out = subprocess.run([sys.executable, str(HERE / "unet2d_bench.py"), "--size3d", "16", "--batch3d", "1",
+                          "--base3d", "4", "--size2d", "16", "--batch2d", "2", "--bases2d", "4", "--rounds", "1",
+                          "--warmup", "0", "--steps", "1"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| unet")]
+    assert len(rows) == 4 and all(" ok " in r for r in rows[:2])  # every run, then per model
+    assert "unet2d base 4 / unet3d base 4: step time" in out.stdout

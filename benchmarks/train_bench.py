@@ -64,13 +64,14 @@ def child(cfg: dict) -> None:
     keras.utils.set_random_seed(0)
     p, b = cfg["size"], cfg["batch"]
     name = cfg.get("model", "unet3d")  # other models (segresnet_bench.py) with their own default depth and norm
-    layout = dict(depth=4, norm="instance") if name == "unet3d" else {}
+    layout = cfg.get("layout") or (dict(depth=4, norm="instance") if name == "unet3d" else {})
     model = build_model(name, in_channels=3, base_filters=cfg["base"], output="regions", **layout)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss("dice+bce", output="regions"),
                   jit_compile=False)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((b, p, p, p, 3), dtype=np.float32)
-    y = (rng.random((b, p, p, p, 3)) < 0.1).astype(np.float32)
+    shape = (b,) + (p,) * (len(model.inputs[0].shape) - 2) + (3,)  # a 2D model (unet2d_bench.py): (b, p, p, 3)
+    x = rng.standard_normal(shape, dtype=np.float32)
+    y = (rng.random(shape) < 0.1).astype(np.float32)
     emit(event="built", params=count_params(model), seconds=time.perf_counter() - t0,
          env=os.environ.get("TF_ENABLE_ONEDNN_OPTS"), onednn=onednn, policy=model.dtype_policy.name,
          backend=keras.backend.backend())

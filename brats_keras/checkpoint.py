@@ -311,14 +311,17 @@ def model_info(cfg, spec) -> dict:
         cfg: the run's settings (:class:`brats_keras.training.TrainConfig`): its ``patch_size``, ``output``,
             ``model``, ``loss`` and ``deep_supervision`` are recorded.
         spec: the training data's :class:`~brats_keras.spec.PreprocessingSpec` (or its dict, a manifest's
-            settings); the run's patch size and output mode are added to it.
+            settings); the run's patch size (a slice model's as ``(H, W, 1)``,
+            :func:`brats_keras.models.patch_shape`) and output mode are added to it.
     Returns:
         ``{"format": 1, **spec.to_dict(), "model": ..., "loss": ...}``, and ``"deep_supervision": N`` when the run
         trains N auxiliary outputs.
     """
+    from .models import patch_shape
+
     if not isinstance(spec, PreprocessingSpec):
         spec = PreprocessingSpec.from_dict(spec)
-    spec = dataclasses.replace(spec, patch_size=cfg.patch_size, output=cfg.output)
+    spec = dataclasses.replace(spec, patch_size=patch_shape(cfg.model, cfg.patch_size), output=cfg.output)
     extra = {"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {}
     return {"format": INFO_FORMAT, **spec.to_dict(), "model": cfg.model, "loss": cfg.loss, **extra}
 

@@ -152,7 +152,8 @@ def _add_train(sub):
                    help="before training, also compare every converted array's sha256 with the manifest's (the "
                         "size and header of every array are always checked)")
     p.add_argument("--recipe", help="a named recipe (e.g. 'pretrained') that sets the defaults below")
-    p.add_argument("--model", choices=["unet3d", "vnet", "residual_unet", "sm_unet", "segresnet"])
+    p.add_argument("--model", choices=["unet3d", "vnet", "residual_unet", "sm_unet", "segresnet", "unet2d"],
+                   help="unet2d: a 2D U-Net on axial slices (--patch-size N: N x N slices)")
     p.add_argument("--backbone", help="segmentation-models-3D backbone for --model sm_unet")
     p.add_argument("--vae", action="store_true", default=None,
                    help="--model segresnet: add the paper's variational auto-encoder branch, a regulariser of "
@@ -162,14 +163,14 @@ def _add_train(sub):
     p.add_argument("--norm", choices=["batch", "instance", "group", "none"])
     p.add_argument("--dropout", type=float)
     p.add_argument("--deep-supervision", type=int, metavar="N",
-                   help="--model unet3d or residual_unet: also train outputs of the N decoder levels below full "
+                   help="--model unet3d, residual_unet or unet2d: also train outputs of the N decoder levels below full "
                         "resolution (up-sampled, loss weights 1, 1/2, 1/4, ... normalised; N < --depth); predictions "
                         "and exports use the main output only")
     p.add_argument("--head", dest="output", choices=OUTPUTS, help="the model's output: softmax (4 classes) or "
                    "regions (WT/TC/ET sigmoids)")
     p.add_argument("--output", dest="old_output", choices=OUTPUTS, help=argparse.SUPPRESS)  # deprecated: --head
     p.add_argument("--loss", help="e.g. dice+tversky (default), dice+ce, dice+focal, dice+bce")
-    p.add_argument("--patch-size", type=int)
+    p.add_argument("--patch-size", type=int, help="N: N^3 patches (N x N axial slices for --model unet2d)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--epochs", type=int)
     p.add_argument("--steps-per-epoch", type=int)
@@ -290,7 +291,8 @@ def _add_predict(sub):
     p.add_argument("--output", required=True,
                    help="folder for <case>.nii.gz (made if missing; a file there, or a folder that cannot be "
                         "written, is refused before any work)")
-    p.add_argument("--patch-size", type=whole_number(1), help="window size (default: the training patch size)")
+    p.add_argument("--patch-size", type=whole_number(1), help="window size (default: the training patch size; N: N x N "
+                                                                    "slices for a 2D model)")
     p.add_argument("--overlap", type=below_one, default=0.5, help="share of a window its neighbour overlaps, "
                                                                  "0 to below 1 (default 0.5)")
     p.add_argument("--batch-size", type=whole_number(1), default=2, help="windows per forward pass")

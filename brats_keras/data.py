@@ -7,6 +7,9 @@ and ``masks/<case>.npy`` written by :mod:`brats_keras.convert`, cuts random patc
 ``(B, p, p, p, task.n_classes)`` (softmax models; 4 for the 2021 glioma task) or its head regions
 ``(B, p, p, p, len(task.region_order))`` (region models; WT, TC, ET for the 2021 glioma task).
 Every batch is a pure function of ``(seed, epoch, batch index)``, so runs repeat exactly.
+
+For the 2D models (a 2-number ``patch_size``) the batches are axial slices: ``x`` ``(B, H, W, C)`` and ``y`` the
+same targets without the axial axis.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import keras
 import numpy as np
 
 from .augment import check_intensity_mode, intensity_augment
-from .io import BratsInputError, atomic_write_json
+from .io import AXIAL_AXIS, BratsInputError, atomic_write_json
 from .labels import OUTPUTS, check_output  # noqa: F401  (OUTPUTS: importable from here as before)
 from .spec import MANIFEST, PreprocessingSpec, manifest_task, read_manifest
 from .tasks import get_task
@@ -473,7 +476,10 @@ class PatchDataset(keras.utils.PyDataset):
     Args:
         data_dir: conversion folder (with ``manifest.json``).
         case_ids: cases to use (default: every labelled case).
-        patch_size: int or 3-tuple (default 128).
+        patch_size: int or 3-tuple (default 128); or 2 ints ``(H, W)``: axial slices for a 2D model, patches
+            ``(H, W, 1)`` (one voxel along :data:`brats_keras.io.AXIAL_AXIS`, the superior axis) yielded without
+            that axis, sampled by the same rules (a foreground patch is the slice through a tumor voxel; a spatial
+            rotation turns the slice in its own plane only).
         batch_size: patches per batch.
         output: ``"softmax"`` (one-hot targets, one channel per class of the conversion's task) or ``"regions"``
             (the task's head regions, ``task.region_order``: WT, TC, ET for the 2021 glioma task).
@@ -494,7 +500,8 @@ class PatchDataset(keras.utils.PyDataset):
         fixed: the same batches every epoch (validation): ``on_epoch_end`` leaves the epoch counter alone.
         workers / use_multiprocessing / max_queue_size: passed to ``keras.utils.PyDataset``.
     Yields:
-        ``x`` ``(B, p, p, p, C)`` float32, ``y`` ``(B, p, p, p, task.output_channels(output))`` float32.
+        ``x`` ``(B, p, p, p, C)`` float32, ``y`` ``(B, p, p, p, task.output_channels(output))`` float32; with
+        slices ``x`` ``(B, H, W, C)`` and ``y`` ``(B, H, W, task.output_channels(output))``.
     """
 
     def __init__(self, data_dir, case_ids=None, patch_size=128, batch_size=4, output="softmax",
@@ -506,7 +513,9 @@ class PatchDataset(keras.utils.PyDataset):
             raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
         self.cases = ConvertedCases(data_dir, case_ids)
         self.task = self.cases.task
-        self.patch = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
+        sizes = (patch_size,) * 3 if np.isscalar(patch_size) else tuple(int(p) for p in patch_size)
+        self.slices = len(sizes) == 2  # a 2D model's axial slices
+        self.patch = sizes[:AXIAL_AXIS] + (1,) + sizes[AXIAL_AXIS:] if self.slices else sizes
         self.batch_size = int(batch_size)
         self.output = check_output(output)
         self.foreground_ratio = float(foreground_ratio)
@@ -545,6 +554,8 @@ class PatchDataset(keras.utils.PyDataset):
                 centre = fg[int(rng.integers(len(fg)))]
         start = patch_start(msk.shape, self.patch, rng, centre)
         params = spatial_params(rng, self.spatial) if self.spatial > 0 else None
+        if params is not None and self.slices:  # a slice turns in its own plane: about the axial axis alone
+            params = (np.where(np.arange(3) == AXIAL_AXIS, params[0], 0.0), params[1])
         if params is None:
             x = crop_patch(img, start, self.patch).astype(np.float32)
             y = crop_patch(msk, start, self.patch)
@@ -565,6 +576,8 @@ class PatchDataset(keras.utils.PyDataset):
         xs, ys = zip(*(self.sample(rng) for _ in range(self.batch_size)))
         x = np.stack(xs)
         y = make_targets(np.stack(ys), self.output, self.task)
+        if self.slices:  # a 2D model's batch: without the axial axis, 1 voxel thick
+            x, y = np.squeeze(x, 1 + AXIAL_AXIS), np.squeeze(y, 1 + AXIAL_AXIS)
         return x, y
 
 

@@ -13,7 +13,8 @@ preprocessing it needs written beside it.
 
 The exported function maps a float32 batch ``(B, D, H, W, C)`` (any sizes that are multiples of
 the model's down-sampling) to float32 probabilities ``(B, D, H, W, n_out)``, exactly as the
-``.keras`` model does. It runs without brats-keras and without Keras: ``tf.saved_model.load(dir).serve(x)``
+``.keras`` model does (a slice model's, ``unet2d``: axial slices ``(B, H, W, C)``; ``"spatial_dims": 2``
+in the record). It runs without brats-keras and without Keras: ``tf.saved_model.load(dir).serve(x)``
 or ``onnxruntime.InferenceSession("model.onnx").run(None, {"image": x})``. ``brats-keras predict
 --model deploy/`` (:func:`load_exported`) predicts whole cases with it.
 
@@ -148,7 +149,8 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
                 model.export(str(tmp / ONNX_FILE), format="onnx", verbose=False, input_signature=signature)
                 file = ONNX_FILE
             export = {"format": fmt, "file": file, "input": "image", "in_channels": in_channels,
-                      "n_out": n_out, "source": str(source) if source else None, "keras": keras.__version__,
+                      "n_out": n_out, "spatial_dims": len(model.inputs[0].shape) - 2,  # 2: a slice model
+                      "source": str(source) if source else None, "keras": keras.__version__,
                       "backend": keras.backend.backend(),
                       "files": sorted([p.name for p in tmp.iterdir()] + [INFO_FILE])}
             (tmp / INFO_FILE).write_text(json.dumps({**info, **spec.to_dict(), "export": export}, indent=2))
@@ -309,8 +311,12 @@ class ExportedModel:
         export = self.info["export"]
         self.format = export["format"]
         self.name = f"{self.info.get('model', 'model')} ({self.format})"
-        self.inputs = [_Tensor((None, None, None, None, export["in_channels"]), export.get("input", "image"))]
-        self.outputs = [_Tensor((None, None, None, None, export["n_out"]), "probabilities")]
+        spatial = export.get("spatial_dims", 3)  # 2 for a slice model
+        if spatial not in (2, 3) or isinstance(spatial, bool):
+            raise BratsInputError(f"{path}: {INFO_FILE} records spatial_dims {spatial!r}; a model has 2 or 3")
+        dims = (None,) * (1 + spatial)  # the batch and the spatial axes
+        self.inputs = [_Tensor(dims + (export["in_channels"],), export.get("input", "image"))]
+        self.outputs = [_Tensor(dims + (export["n_out"],), "probabilities")]
         if self.format == "onnx":
             try:
                 import onnxruntime

@@ -60,7 +60,8 @@ def sliding_window(predict_fn, image: np.ndarray, patch, n_out: int, overlap: fl
         patch: window size, int or 3-tuple; the image is zero-padded where smaller.
         overlap: fraction of a window shared with its neighbour (0.5 as nnU-Net).
         batch_size: windows per forward pass.
-        tta: also predict the 7 mirrored copies of each window and average (8 passes).
+        tta: also predict the 7 mirrored copies of each window and average (8 passes; a mirror along an axis
+            where the window is 1 voxel thick changes nothing and is left out: 4 passes for slice windows).
     Returns:
         probabilities ``(D, H, W, n_out)`` float32.
     """
@@ -75,7 +76,7 @@ def sliding_window(predict_fn, image: np.ndarray, patch, n_out: int, overlap: fl
     acc = np.zeros(padded + (n_out,), np.float32)
     norm = np.zeros(padded, np.float32)
     starts = list(itertools.product(*(window_starts(s, p, overlap) for s, p in zip(padded, patch))))
-    mirrors = MIRROR_AXES if tta else [()]
+    mirrors = [axes for axes in MIRROR_AXES if all(patch[a] > 1 for a in axes)] if tta else [()]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(starts) * len(mirrors), desc="windows", unit="win", disable=not progress, leave=False)
@@ -99,6 +100,26 @@ def sliding_window(predict_fn, image: np.ndarray, patch, n_out: int, overlap: fl
     bar.close()
     acc /= norm[..., None]
     return acc[: shape[0], : shape[1], : shape[2]]
+
+
+#: slice windows a slice model predicts per forward pass at least: one 2D slice is far smaller than a 3D window
+SLICE_BATCH = 16
+
+
+def slice_by_slice(predict_slices):
+    """A slice model's ``predict_slices`` (axial slices ``(N, H, W, C)`` -> ``(N, H, W, n_out)``) as a function of
+    volume windows ``(B, d, h, w, C)`` -> ``(B, d, h, w, n_out)``: every axial slice of every window (one index
+    along :data:`brats_keras.io.AXIAL_AXIS`) goes through it in one batch of ``B * (window's axial size)`` slices.
+    """
+    axis = 1 + bio.AXIAL_AXIS
+
+    def predict(batch):
+        moved = np.moveaxis(batch, axis, 1)
+        b, n = moved.shape[:2]
+        out = np.asarray(predict_slices(np.ascontiguousarray(moved.reshape((b * n,) + moved.shape[2:]))), np.float32)
+        return np.moveaxis(out.reshape((b, n) + out.shape[1:]), 1, axis)
+
+    return predict
 
 
 # ----------------------------------------------------------------------------- model files and ensembles
@@ -206,8 +227,13 @@ class Predictor:
             The models of an ensemble must share ``ENSEMBLE_KEYS`` (else BratsInputError naming two files). Each
             network must end in the head its info records, ``"output"`` (else BratsInputError naming it,
             :func:`brats_keras.checkpoint.check_head`).
-        patch_size: window size (default: the training patch size of the first model, ``spec.window``).
-        overlap, batch_size, tta: see :func:`sliding_window`.
+        patch_size: window size (default: the training patch size of the first model, ``spec.window``). Slice
+            models (2D, :func:`brats_keras.models.is_slice_model`) predict every axial slice
+            (:func:`slice_by_slice`) in windows of their own: ``patch_size`` ``N`` is an ``N x N`` slice window for
+            them, and by default they take the first slice model's training patch ``(H, W, 1)``. An ensemble of
+            slice and volume models slides each kind's windows and averages the probabilities of all its models.
+        overlap, batch_size, tta: see :func:`sliding_window`; slice models take at least ``SLICE_BATCH`` slice
+            windows per pass.
         The task (its classes, head regions and label values, :mod:`brats_keras.tasks`) is the one the (first)
         model file records (``info["task"]``; the default task for a file that records none): ``self.task``. The
         models of an ensemble must share it (else BratsInputError naming two files).
@@ -230,7 +256,7 @@ class Predictor:
                  min_component=None, keep_largest=None, et_threshold=None, postprocess=True,
                  thresholds=None, trust_export=False):
         from .checkpoint import check_head, load_model
-        from .models import main_output
+        from .models import SLICE_MODELS, is_slice_model, main_output, patch_shape
 
         if model is None:
             from .pretrained import pretrained_paths
@@ -278,7 +304,16 @@ class Predictor:
         self.info = info
         self.task = tasks[0]
         self.spec = _spec(info, names[0])
-        self.patch = patch_size or self.spec.window
+        # each kind's window: the first volume model's and the first slice model's, unless patch_size says
+        self.slices = [is_slice_model(m) for m in models]
+        self.windows = {}
+        for m_info, name, is_slice in reversed(list(zip(infos, names, self.slices))):
+            window = patch_size or _spec(m_info, name).window
+            try:
+                self.windows[is_slice] = patch_shape(SLICE_MODELS[0], window) if is_slice else window
+            except ValueError as exc:
+                raise bio.BratsInputError(f"{name}: {exc}") from None
+        self.patch = self.windows[self.slices[0]]
         self.overlap, self.batch_size, self.tta = overlap, batch_size, tta
         flags = {k: v for k, v in (("min_component", min_component), ("keep_largest", keep_largest),
                                    ("et_threshold", et_threshold), ("thresholds", thresholds)) if v is not None}
@@ -308,22 +343,42 @@ class Predictor:
             raise bio.BratsInputError(f"{names[0]}: {self.n_out} output channels, but its task {self.task.name} "
                                       f"has {expected} ({'regions' if self.spec.regions else 'classes'})")
 
-    def predict_batch(self, batch):
+    def predict_batch(self, batch, models=None):
+        """The mean probabilities of ``models`` (default: all; models of one kind, slice or volume) on a batch of
+        windows ``(B, d, h, w, C)``."""
+        from .models import is_slice_model
+
+        def run(m):
+            return slice_by_slice(m.predict_on_batch)(batch) if is_slice_model(m) else m.predict_on_batch(batch)
+
+        models = self.models if models is None else models
         with _no_retracing_warning():
-            if len(self.models) == 1:
-                return self.model.predict_on_batch(batch)
+            if len(models) == 1:
+                return run(models[0])
             total = None
-            for m in self.models:
-                out = np.asarray(m.predict_on_batch(batch), dtype=np.float32)
+            for m in models:
+                out = np.asarray(run(m), dtype=np.float32)
                 total = out if total is None else total + out
-            return total / np.float32(len(self.models))
+            return total / np.float32(len(models))
 
     def predict_image(self, image: np.ndarray, progress=False) -> np.ndarray:
-        """Probabilities ``(D, H, W, n_out)`` for a preprocessed image ``(D, H, W, C)``."""
+        """Probabilities ``(D, H, W, n_out)`` for a preprocessed image ``(D, H, W, C)``: each kind of model (volume,
+        slice) slides its own windows, and the probabilities are averaged over all the models."""
         if image.shape[-1] != self.model.inputs[0].shape[-1]:
             raise ValueError(f"image has {image.shape[-1]} channels, the model expects {self.model.inputs[0].shape[-1]}")
-        return sliding_window(self.predict_batch, image, self.patch, self.n_out, self.overlap, self.batch_size,
-                              self.tta, progress)
+        kinds = {}
+        for m, is_slice in zip(self.models, self.slices):
+            kinds.setdefault(is_slice, []).append(m)
+        total = None
+        for is_slice, models in kinds.items():
+            batch_size = max(self.batch_size, SLICE_BATCH) if is_slice else self.batch_size
+            predict = self.predict_batch if len(kinds) == 1 else lambda batch, ms=models: self.predict_batch(batch, ms)
+            probs = sliding_window(predict, image, self.windows[is_slice], self.n_out, self.overlap, batch_size,
+                                   self.tta, progress)
+            if len(kinds) == 1:
+                return probs
+            total = probs * len(models) if total is None else total + probs * len(models)
+        return total / np.float32(len(self.models))
 
     def window_layout(self, case: bio.Case) -> dict:
         """Where :meth:`predict_case` lays the sliding window's windows on ``case``.

@@ -956,3 +956,10 @@ def check_output_path(path, folder: bool = False, flag: str | None = None) -> Pa
         reason = "read-only file system" if read_only else "permission denied"
         raise BratsInputError(f"{name}: cannot write in {existing} ({reason})")
     return path
+
+
+# ----------------------------------------------------------------------------- the grid's axes
+#: the array axis that runs from inferior to superior on the BraTS grid (``BRATS_ORIENTATION``): a volume is
+#: ``(D, H, W)`` in the file's voxel order, so one index along this axis is an axial slice (what the 2D models see,
+#: :mod:`brats_keras.models.unet2d`)
+AXIAL_AXIS = BRATS_ORIENTATION.index("S")

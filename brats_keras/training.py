@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 
-from .io import BratsInputError, atomic_write_json, find_cases
+from .io import AXIAL_AXIS, BratsInputError, atomic_write_json, find_cases
 from .checkpoint import init_weights, model_info
 from .precision import choose_jit, choose_precision
 from .runs import CASE_DICE_MEAN, check_new_run, check_unlocked, read_log, recover_run, run_lock
@@ -126,6 +126,14 @@ RECIPES = {
                        batch_size=2, epochs=45, steps_per_epoch=50, val_steps=4, lr=1e-3, lr_patience=4,
                        lr_schedule="poly", spatial_augment=0.2,
                        foreground_ratio=0.33, whole_case_every=2, mixed_precision="auto"),
+    # the 2D partner of the shipped model (docs/crossval.md): unet2d on 128 x 128 axial slices of a 1 mm conversion
+    # (--crop brain --scale zscore, no --downsample: a slice of it is about 144 x 179), batch 16, otherwise the
+    # shipped recipe; a step costs about 0.4x the shipped 64^3 batch-2 step on 2 cores (benchmarks/unet2d_bench.py;
+    # base 32 would cost as much as the 3D step)
+    "unet2d": dict(model="unet2d", base_filters=16, depth=4, norm="batch", output="regions", loss="dice+bce",
+                   patch_size=128, batch_size=16, epochs=45, steps_per_epoch=50, val_steps=4, lr=1e-3,
+                   lr_patience=4, lr_schedule="poly", spatial_augment=0.2, foreground_ratio=0.33,
+                   whole_case_every=2, mixed_precision="auto"),
 }
 
 
@@ -170,8 +178,9 @@ def check_settings(cfg: TrainConfig) -> None:
     Whole numbers (batch size, epochs, ... at least 1; steps when given at least 1), learning rates (``lr > 0``,
     ``min_lr >= 0``), probabilities within [0, 1], ``val`` and ``test`` as a fraction below 1 or a whole count,
     a ``fold`` below ``folds``, a ``time_limit`` above 0, and the patch size: whole numbers that the model's
-    down-sampling divides (:func:`brats_keras.models.size_divisor`). The patch size against the data is
-    checked where the data is read (:func:`check_patch_fits`).
+    down-sampling divides (:func:`brats_keras.models.size_divisor`; for a slice model, ``N`` or ``(H, W, 1)``:
+    :func:`brats_keras.models.patch_shape`). The patch size against the data is checked where the data is read
+    (:func:`check_patch_fits`).
 
     Raises:
         BratsInputError in one line naming the flag and the value: ``--patch-size 15: ...``.
@@ -210,6 +219,10 @@ def check_settings(cfg: TrainConfig) -> None:
     sizes = cfg.patch_size if isinstance(cfg.patch_size, (list, tuple)) else (cfg.patch_size,)
     if not (len(sizes) in (1, 3) and all(_whole(p) and p >= 1 for p in sizes)):
         refuse("patch_size", "must be a whole number >= 1 (or three of them)")
+    try:
+        sizes = _data_patch(cfg) if len(sizes) == 3 else sizes  # a slice model's: the in-plane sizes
+    except ValueError as exc:
+        refuse("patch_size", str(exc).split(": ", 1)[1])
     if any(p % divisor for p in sizes):
         why = "its encoder's five stride-2 steps" if divisor == 32 and cfg.model == "sm_unet" else \
             f"--depth {cfg.depth}: one halving per level" + (", and one more for --vae" if cfg.vae else "")
@@ -224,15 +237,29 @@ def check_patch_fits(cfg: TrainConfig, largest, data) -> None:
     Raises:
         BratsInputError in one line naming ``--patch-size``, the largest case's size and the most it may be.
     """
-    from .models import size_divisor
+    from .models import SLICE_MODELS, patch_shape, size_divisor
 
     divisor = size_divisor(cfg.model, cfg.depth, cfg.vae)
-    sizes = tuple(cfg.patch_size) if isinstance(cfg.patch_size, (list, tuple)) else (cfg.patch_size,) * 3
-    most = tuple(-(-n // divisor) * divisor for n in largest)
+    window = patch_shape(cfg.model, cfg.patch_size)
+    sizes = tuple(window) if isinstance(window, (list, tuple)) else (window,) * 3
+    # a slice model's patch is 1 voxel along the axial axis, which it does not down-sample
+    divisors = [1 if cfg.model in SLICE_MODELS and axis == AXIAL_AXIS else divisor for axis in range(3)]
+    most = tuple(-(-n // d) * d for n, d in zip(largest, divisors))
     if any(p > m for p, m in zip(sizes, most)):
         raise BratsInputError(f"--patch-size {cfg.patch_size}: larger than the data: the largest case in {data} is "
                               f"{' x '.join(map(str, largest))} voxels, so at most {' x '.join(map(str, most))} "
                               f"(multiples of {divisor} that cover it)")
+
+
+def _data_patch(cfg: TrainConfig):
+    """The ``patch_size`` :class:`~brats_keras.data.PatchDataset` cuts for ``cfg``: ``cfg.patch_size`` for a volume
+    model, ``(H, W)`` axial slices for a slice model (ValueError for a patch it cannot have)."""
+    from .models import SLICE_MODELS, patch_shape
+
+    window = patch_shape(cfg.model, cfg.patch_size)
+    if cfg.model not in SLICE_MODELS:
+        return window
+    return tuple(p for axis, p in enumerate(window) if axis != AXIAL_AXIS)
 
 
 # ----------------------------------------------------------------------------- building
@@ -307,7 +334,7 @@ def whole_case_validation(cfg, val_ids, info):
         seg = manifest["cases"][cid].get("seg")
         if seg:
             cases += [c for c in find_cases(Path(seg).parent) if c.case_id == cid]
-    return whole_case_callback(cases, info, every=cfg.whole_case_every, patch_size=cfg.patch_size)
+    return whole_case_callback(cases, info, every=cfg.whole_case_every, patch_size=info["patch_size"])
 
 
 def _one_line(exc, limit: int = 300) -> str:
@@ -577,14 +604,14 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     # every worker runs the same steps (a worker with one step more would wait for the others in its all-reduce
     # for ever): the single-process default from the whole training split, not from the worker's own shard
     steps = cfg.steps_per_epoch or (max(1, len(split["train"]) // cfg.batch_size) if workers.multi else None)
-    train_ds = PatchDataset(cfg.data, train_ids, patch_size=cfg.patch_size,
+    train_ds = PatchDataset(cfg.data, train_ids, patch_size=_data_patch(cfg),
                             batch_size=local_batch * local_replicas if workers.multi else cfg.batch_size,
                             output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=cfg.augment,
                             steps_per_epoch=steps, seed=workers.seed(cfg.seed),
                             augmentation={"spatial": cfg.spatial_augment, "intensity": cfg.intensity_augment},
                             workers=cfg.workers,
                             use_multiprocessing=False)
-    val_ds = PatchDataset(cfg.data, split["val"], patch_size=cfg.patch_size, batch_size=cfg.batch_size,
+    val_ds = PatchDataset(cfg.data, split["val"], patch_size=_data_patch(cfg), batch_size=cfg.batch_size,
                           output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=False,
                           steps_per_epoch=cfg.val_steps or max(1, len(split["val"]) // cfg.batch_size),
                           seed=cfg.seed + 1, fixed=True)  # the same validation patches every epoch

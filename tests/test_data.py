@@ -104,6 +104,44 @@ def test_patches_come_from_the_arrays(small_converted):
     assert found
 
 
+def test_slice_patches_are_axial_slices_of_the_arrays(small_converted):
+    """A 2-number patch gives 2D batches (B, H, W, C): each one axial slice (one index along array axis 2, the
+    superior axis of the LPS grid) of its case, with its classes; with foreground ratio 1 each is the slice
+    through a tumor voxel, so it holds tumor."""
+    from brats_keras.io import AXIAL_AXIS
+
+    assert AXIAL_AXIS == 2
+    ds = PatchDataset(small_converted, ["c0"], patch_size=(8, 12), batch_size=4, foreground_ratio=1.0,
+                      steps_per_epoch=1, seed=3, output="softmax")
+    x, y = ds[0]
+    assert x.shape == (4, 8, 12, 3) and y.shape == (4, 8, 12, 4) and ds.patch == (8, 12, 1)
+    img = np.load(small_converted / "images" / "c0.npy")
+    msk = np.load(small_converted / "masks" / "c0.npy")
+    for xs, ys in zip(x, y):
+        assert ys[..., 1:].sum() > 0
+        hits = [(a, b, k) for a in range(img.shape[0] - 7) for b in range(img.shape[1] - 11)
+                for k in range(img.shape[2]) if np.array_equal(img[a:a + 8, b:b + 12, k], xs)]
+        assert hits and any(np.array_equal(msk[a:a + 8, b:b + 12, k], ys.argmax(-1)) for a, b, k in hits)
+
+
+def test_slice_patches_turn_in_their_own_plane_only(small_converted):
+    """Spatial augmentation of a slice rotates and zooms it within the axial plane: on an image whose value is
+    100 + its axial index, the voxels of a rotated slice patch hold one index exactly (only those whose
+    interpolation reaches past the case's edge are lower, mixed with the zeros outside); a tilt would mix slices."""
+    ds = PatchDataset(small_converted, patch_size=(16, 16), batch_size=8, steps_per_epoch=1, seed=2,
+                      augment=True, augmentation={"spatial": 1.0})
+    ds.augment = False  # the spatial augmentation alone: flips and intensity changes would change the values
+    for cid in ds.cases.case_ids:
+        shape = ds.cases.mask(cid).shape
+        index = 100 + np.arange(shape[2], dtype=np.float32)
+        ds.cases._images[cid] = np.ascontiguousarray(np.broadcast_to(index[None, None, :, None], shape + (3,)))
+    x, _ = ds[0]
+    for xs in x:
+        top = xs.max()
+        assert abs(top - round(top)) < 1e-3
+        np.testing.assert_allclose(xs[xs > top - 1], top, atol=1e-3)
+
+
 def test_foreground_oversampling_ratio(small_converted):
     """With ratio 1 every patch holds tumor; with 0 the share follows the tumor's volume share."""
     always = PatchDataset(small_converted, patch_size=8, batch_size=50, foreground_ratio=1.0, steps_per_epoch=2)

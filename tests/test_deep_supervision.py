@@ -274,7 +274,7 @@ def test_init_from_moves_the_shared_layers_between_runs_with_and_without_deep_su
 # ----------------------------------------------------------------------------- refusals
 @pytest.mark.parametrize("argv, message", [
     (["--model", "vnet", "--deep-supervision", "1"], "--deep-supervision works with --model unet3d or residual_unet "
-                                                     "only, not vnet"),
+                                                     "or unet2d only, not vnet"),
     (["--depth", "2", "--deep-supervision", "2"], "deep_supervision 2 needs a depth above 2"),
     (["--deep-supervision", "-1"], "--deep-supervision -1: must be a whole number >= 0"),
 ])

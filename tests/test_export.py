@@ -175,6 +175,21 @@ def test_segresnet_with_its_upsampling_layer_exports(tmp_path, fmt):
     np.testing.assert_allclose(exported.predict_on_batch(x), keras.ops.convert_to_numpy(model(x)), atol=1e-5)
 
 
+@pytest.mark.parametrize("fmt", ["savedmodel", "onnx"])
+def test_unet2d_exports_its_slice_input_and_predicts_volumes_as_the_keras_file_does(tmp_path, fmt):
+    from brats_keras.models import unet2d
+
+    model = unet2d(in_channels=2, base_filters=4, depth=2, output="regions")
+    info = {"modalities": ["flair", "t2"], "scale": "zscore", "output": "regions", "model": "unet2d",
+            "patch_size": [16, 16, 1]}
+    folder = export_model(model, tmp_path / fmt, format=fmt, info=info)
+    exported, _ = load_exported(folder, trust=True)
+    assert exported.info["export"]["spatial_dims"] == 2 and exported.inputs[0].shape == (None, None, None, 2)
+    image = np.random.default_rng(2).normal(size=(16, 24, 5, 2)).astype("float32")
+    np.testing.assert_allclose(Predictor(folder, trust_export=True).predict_image(image),
+                               Predictor(model, info=info).predict_image(image), atol=1e-5)
+
+
 # ----------------------------------------------------------------------------- reliability (issue 29)
 TINY_INFO = {"modalities": ["flair", "t2"], "scale": "zscore", "output": "regions", "patch_size": 16}
 

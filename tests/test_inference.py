@@ -604,3 +604,79 @@ def test_the_predictors_task_is_the_one_its_model_records(tiny_model_file):
         Predictor(tiny_model_file, info={"task": "glioma2024-post"})
     with pytest.raises(bio.BratsInputError, match="unknown task 'nope'"):
         Predictor(tiny_model_file, info={"task": "nope"})
+
+
+# ----------------------------------------------------------------------------- slice models (unet2d)
+SLICE_INFO = {"modalities": ["flair", "t1", "t1ce", "t2"], "scale": "zscore", "output": "regions",
+              "patch_size": [32, 32, 1], "downsample": 1, "crop": "brain", "model": "unet2d"}
+
+
+def tiny_slice_model(seed=5):
+    import keras
+
+    from brats_keras.models import unet2d
+
+    keras.utils.set_random_seed(seed)
+    return unet2d(in_channels=4, base_filters=4, depth=2, norm="batch", output="regions")
+
+
+@pytest.fixture(scope="module")
+def slice_model_file(tmp_path_factory):
+    """An untrained tiny unet2d saved with brats-keras info: 1 mm, 32 x 32 axial slices."""
+    from brats_keras.checkpoint import save_model
+
+    return save_model(tiny_slice_model(), tmp_path_factory.mktemp("slice") / "unet2d.keras", SLICE_INFO)
+
+
+def slices_by_hand(model, image, flips=()):
+    """``model`` on every axial slice of ``image`` ``(D, H, W, C)`` (array axis 2), mirrored along ``flips``
+    (in-plane axes) and back: the probabilities ``(D, H, W, n_out)``."""
+    stack = np.flip(np.moveaxis(image, 2, 0), [a + 1 for a in flips])  # (W, D, H, C): one slice per row
+    out = np.flip(np.asarray(model.predict_on_batch(np.ascontiguousarray(stack))), [a + 1 for a in flips])
+    return np.moveaxis(out, 0, 2)
+
+
+def test_predictor_segments_a_whole_case_slice_by_slice(slice_model_file, tmp_path):
+    """Known answer: the probability volume of a whole case is the network on each axial slice of the brain box
+    (padded to the 32 x 32 window), put back in the case's geometry."""
+    from brats_keras.checkpoint import load_model
+    from brats_keras.preprocessing import box_slices, stack_scaled
+
+    case = bio.find_cases(write_small_case(tmp_path, "s0", shape=(24, 28, 20)))[0]
+    predictor = Predictor(slice_model_file)
+    assert predictor.windows == {True: (32, 32, 1)} and predictor.patch == (32, 32, 1)
+    pred = predictor.predict_case(case, return_probs=True)
+    vols, _, _ = bio.load_modalities(case, SLICE_INFO["modalities"])
+    box = brain_crop_box(vols)
+    image, _ = stack_scaled(vols, box, "zscore")
+    d, h = image.shape[:2]
+    padded = np.zeros((32, 32) + image.shape[2:], np.float32)
+    padded[:d, :h] = image
+    expected = slices_by_hand(load_model(slice_model_file)[0], padded)[:d, :h]
+    assert pred["probs"].shape == vols[0].shape + (3,)
+    np.testing.assert_allclose(pred["probs"][box_slices(box)], expected, atol=1e-5)
+    assert pred["classes"].shape == vols[0].shape
+
+
+def test_slice_model_tta_averages_the_four_in_plane_mirrors():
+    """Mirroring along the axial axis changes nothing for a 1-voxel-thick window: TTA is the mean of 4 passes."""
+    model = tiny_slice_model()
+    image = np.random.default_rng(2).normal(size=(32, 32, 5, 4)).astype(np.float32)
+    got = Predictor(model, info=SLICE_INFO, tta=True).predict_image(image)
+    expected = np.mean([slices_by_hand(model, image, f) for f in [(), (0,), (1,), (0, 1)]], axis=0)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_an_ensemble_of_a_slice_and_a_volume_model_averages_their_own_predictions():
+    """A 2D and a 3D model share an ensemble: each kind slides its own windows (16 x 16 slices, 16^3 windows) and
+    the probability volumes of the two are averaged, in either order."""
+    from brats_keras.models import unet3d
+
+    flat, volume = tiny_slice_model(), unet3d(in_channels=4, base_filters=4, depth=2, norm="none", output="regions")
+    info = {**SLICE_INFO, "patch_size": 16}
+    image = np.random.default_rng(3).normal(size=(20, 24, 12, 4)).astype(np.float32)
+    alone = [Predictor(m, info=info).predict_image(image) for m in (flat, volume)]
+    both = Predictor([flat, volume], info=info)
+    assert both.windows == {True: (16, 16, 1), False: 16}
+    for predictor in (both, Predictor([volume, flat], info=info)):
+        np.testing.assert_allclose(predictor.predict_image(image), (alone[0] + alone[1]) / 2, atol=1e-6)

@@ -8,6 +8,7 @@ and run eagerly, which on CPU is much faster than tracing a graph for one step.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 import keras
@@ -20,8 +21,11 @@ from brats_keras.models import (
     MODELS,
     build_model,
     count_params,
+    is_slice_model,
+    patch_shape,
     residual_unet,
     sm_unet,
+    unet2d,
     unet3d,
     vnet,
 )
@@ -305,15 +309,16 @@ def test_residual_unet_projects_shortcuts_when_channels_change():
 
 # --------------------------------------------------------------------------- registry
 def test_build_model_by_name():
-    assert set(MODELS) == {"unet3d", "vnet", "residual_unet", "sm_unet", "segresnet"}
+    assert set(MODELS) == {"unet3d", "vnet", "residual_unet", "sm_unet", "segresnet", "unet2d"}
     model = build_model("residual-unet", in_channels=1, base_filters=2, depth=1, output="regions")
     assert model.name == "residual_unet"
     assert model.output.shape[-1] == 3
 
 
 def test_build_model_unknown_name():
-    with pytest.raises(ValueError, match="unknown model 'unet2d': use one of unet3d, vnet, residual_unet, sm_unet, segresnet"):
-        build_model("unet2d")
+    with pytest.raises(ValueError, match="unknown model 'unet4d': use one of unet3d, vnet, residual_unet, sm_unet, "
+                                         "segresnet, unet2d"):
+        build_model("unet4d")
 
 
 # --------------------------------------------------------------------------- errors
@@ -332,6 +337,9 @@ def test_build_model_unknown_name():
         (unet3d, dict(n_classes=1), r"needs n_classes >= 2"),
         (unet3d, dict(output="regions", n_classes=5), r"3 sigmoid channels .* n_classes must be 4 or 3"),
         (unet3d, dict(dropout=1.0), r"dropout must be a rate in \[0, 1\)"),
+        (unet2d, dict(patch_size=(16, 16, 16)), r"patch_size must be an int or 2 ints \(H, W\), got \(16, 16, 16\)"),
+        (unet2d, dict(patch_size=(16, 24), depth=4), r"multiple of 16"),
+        (unet2d, dict(deep_supervision=2, depth=2), r"deep_supervision 2 needs a depth above 2"),
         (residual_unet, dict(norm="bogus"), r"unknown norm 'bogus'"),
         (residual_unet, dict(patch_size=24, depth=4), r"multiple of 16"),
         (vnet, dict(kernel_size=4), r"kernel_size must be odd"),
@@ -366,3 +374,81 @@ def test_models_names_no_pretrained_file():
 
     assert not hasattr(models, "PRETRAINED_PATH")
     assert "PRETRAINED_PATH" not in models.__all__
+
+
+# --------------------------------------------------------------------------- unet2d: the slice model
+def slices(n=2, size=(16, 24), seed=0):
+    """A random batch of axial slices ``(n, H, W, 2)``."""
+    return np.random.default_rng(seed).normal(size=(n, *size, 2)).astype("float32")
+
+
+@pytest.mark.parametrize("output,channels", [("softmax", 4), ("regions", 3)])
+def test_unet2d_maps_slices_to_probabilities_with_the_same_heads(output, channels):
+    model = tiny(unet2d, output=output)
+    assert model.input.shape == (None, None, None, 2) and model.output.shape == (None, None, None, channels)
+    assert is_slice_model(model) and not is_slice_model(tiny(unet3d))
+    y = keras.ops.convert_to_numpy(model(slices(), training=False))
+    assert y.shape == (2, 16, 24, channels) and y.dtype == np.float32
+    assert model.layers[-1].name == f"head_{'softmax' if output == 'softmax' else 'sigmoid'}"
+    if output == "softmax":
+        np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
+    assert unet2d(in_channels=3, patch_size=(32, 48), depth=3).input.shape == (None, 32, 48, 3)
+
+
+def test_unet2d_parameter_count():
+    # in 1, base 2, depth 1, no norm (conv bias), 3x3 kernels:
+    #   enc0 9*1*2+2 + 9*2*2+2 = 58; bottleneck 9*2*4+4 + 9*4*4+4 = 224;
+    #   up (2x2 Conv2DTranspose) 4*4*2+2 = 34; dec0 9*4*2+2 + 9*2*2+2 = 112; head 2*2+2 = 6 -> 434
+    model = unet2d(in_channels=1, n_classes=2, base_filters=2, depth=1, norm="none")
+    assert count_params(model) == 434 == model.count_params()
+
+
+@pytest.mark.parametrize("kwargs", [dict(output="softmax", norm="batch", dropout=0.1),
+                                    dict(output="regions", norm="instance", activation="prelu")],
+                         ids=["softmax-batch", "regions-instance"])
+def test_unet2d_training_step_moves_every_weight(kwargs):
+    """Forward and backward: one Adam step changes every trainable weight (each one gets a gradient)."""
+    keras.utils.set_random_seed(0)
+    model = tiny(unet2d, **kwargs)
+    x = slices(n=4)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy"
+                  if kwargs["output"] == "softmax" else "binary_crossentropy", run_eagerly=True)
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    assert np.isfinite(model.train_on_batch(x, targets_for(x, kwargs["output"])))
+    unchanged = [w.path for w, b in zip(model.trainable_weights, before) if np.array_equal(w.numpy(), b)]
+    assert not unchanged
+
+
+def test_unet2d_deep_supervision_outputs_every_level_at_full_size():
+    model = tiny(unet2d, output="regions", deep_supervision=1)
+    main, aux = model(slices(), training=False)
+    assert main.shape == aux.shape == (2, 16, 24, 3)
+    assert model.get_layer("aux1_up").__class__ is keras.layers.UpSampling2D
+
+
+def test_unet2d_keras_file_round_trip_gives_identical_predictions(tmp_path):
+    model = tiny(unet2d, norm="group", output="regions", activation="leaky_relu")
+    x = slices()
+    expected = keras.ops.convert_to_numpy(model(x, training=False))
+    model.save(tmp_path / "unet2d.keras")
+    loaded, _ = load_model(tmp_path / "unet2d.keras")
+    assert loaded.name == "unet2d" and count_params(loaded) == count_params(model)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)), expected)
+
+
+@pytest.mark.parametrize("name,patch,expected", [
+    ("unet2d", 128, (128, 128, 1)),  # N: N x N axial slices, 1 voxel along array axis 2
+    ("unet2d", (96, 128), (96, 128, 1)),
+    ("unet2d", [96, 128, 1], (96, 128, 1)),
+    ("unet3d", 64, 64),  # a volume model's patch as it is given
+    ("unet3d", (32, 64, 48), (32, 64, 48)),
+])
+def test_patch_shape(name, patch, expected):
+    assert patch_shape(name, patch) == expected
+
+
+@pytest.mark.parametrize("patch", [(1, 128, 128), (128, 128, 2), (128,), 0, 12.5, (True, 16)])
+def test_patch_shape_refuses_a_slice_patch_that_is_not_one_voxel_thick_along_the_axial_axis(patch):
+    with pytest.raises(ValueError, match=rf"patch size {re.escape(repr(patch))}: --model unet2d trains on axial "
+                                         r"slices: give N \(N x N slices\) or three sizes with 1 along array axis 2"):
+        patch_shape("unet2d", patch)

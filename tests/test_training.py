@@ -6,6 +6,7 @@ import pytest
 
 from brats_keras.checkpoint import read_info
 from brats_keras.cli import main as cli_main
+from brats_keras.io import BratsInputError
 from brats_keras.runs import read_log
 from brats_keras.precision import choose_precision
 from brats_keras.training import TrainConfig, train
@@ -70,6 +71,31 @@ def test_whole_case_validation_is_logged(data_dir, tmp_path):
     assert 0.0 <= log[1]["val_case_dice_WT"] <= 1.0
 
 
+def test_cli_trains_unet2d_on_axial_slices_with_whole_case_validation(data_dir, tmp_path, capsys):
+    """`train --recipe unet2d --patch-size 16` (the recipe's unet2d, region head, dice+bce, at a tiny size):
+    16 x 16 slices; the model file records the window (16, 16, 1) that prediction slides, and the whole
+    validation case is predicted slice by slice during training."""
+    run = tmp_path / "u2d"
+    rc = cli_main(["train", "--recipe", "unet2d", "--data", str(data_dir), "--out", str(run), "--base-filters", "4",
+                   "--depth", "2", "--patch-size", "16", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch",
+                   "2", "--val-steps", "1", "--val", "1", "--whole-case-every", "1", "--spatial-augment", "0.5",
+                   "--mixed-precision", "off"])
+    assert rc == 0, capsys.readouterr().err
+    info = read_info(run / "checkpoints" / "last.keras")
+    assert info["model"] == "unet2d" and info["patch_size"] == [16, 16, 1] and info["output"] == "regions"
+    log = read_log(run)
+    assert np.isfinite(log[0]["loss"]) and 0.0 <= log[0]["val_case_dice_WT"] <= 1.0
+
+
+@pytest.mark.parametrize("patch", [(1, 16, 16), (16, 16, 16)])
+def test_unet2d_refuses_a_patch_that_is_not_a_slice_in_one_line(data_dir, tmp_path, patch):
+    with pytest.raises(BratsInputError) as err:
+        train(tiny(data_dir, tmp_path / "run", model="unet2d", patch_size=patch))
+    assert str(err.value) == (f"--patch-size {patch}: --model unet2d trains on axial slices: give N (N x N slices) or "
+                              "three sizes with 1 along array axis 2 (the superior axis)")
+    assert not (tmp_path / "run").exists()
+
+
 def test_precision_choice(monkeypatch):
     import brats_keras.precision as t
 
@@ -122,7 +148,7 @@ def test_from_recipe_is_defaults_then_recipe_then_overrides():
     assert TrainConfig.from_recipe() == TrainConfig() == TrainConfig.from_recipe("report")
     with pytest.raises(ValueError) as err:
         TrainConfig.from_recipe("fast")
-    assert str(err.value) == "unknown recipe 'fast': use one of report, demo, pretrained"
+    assert str(err.value) == "unknown recipe 'fast': use one of report, demo, pretrained, unet2d"
     with pytest.raises(ValueError, match="unknown training settings: colour"):
         TrainConfig.from_recipe("demo", colour="red")
     # config.json of runs saved while TrainConfig had an ``extra`` dict still load (resume)
@@ -149,7 +175,7 @@ def test_cli_head_names_the_output_and_old_output_still_works(data_dir, tmp_path
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: --head softmax and --output regions disagree: give --head only")
     assert cli_main(base + ["--out", str(tmp_path / "r"), "--recipe", "fast"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown recipe 'fast': use one of report, demo, pretrained"
+    assert capsys.readouterr().err.strip() == "error: unknown recipe 'fast': use one of report, demo, pretrained, unet2d"
     assert not (tmp_path / "both").exists() and not (tmp_path / "r").exists()
 
 

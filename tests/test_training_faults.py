@@ -226,6 +226,11 @@ def test_unusable_predict_model_is_one_line_exit_2(kind, expected, tmp_path, cap
                                                               "and one more for --vae)"),
     (["--patch-size", "64"], "error: --patch-size 64: larger than the data: the largest case in {data} is "
                              "40 x 36 x 30 voxels, so at most 40 x 36 x 32 (multiples of 4 that cover it)"),
+    (["--model", "unet2d", "--patch-size", "18"], "error: --patch-size 18: must be a multiple of 4 for --model "
+                                                  "unet2d (--depth 2: one halving per level)"),
+    # a slice is 1 voxel thick along the axial axis, whatever the model's down-sampling
+    (["--model", "unet2d", "--patch-size", "44"], "error: --patch-size 44: larger than the data: the largest case in "
+                                                  "{data} is 40 x 36 x 30 voxels, so at most 40 x 36 x 30 "),
     (["--batch-size", "0"], "error: --batch-size 0: must be a whole number >= 1"),
     (["--epochs", "0"], "error: --epochs 0: must be a whole number >= 1"),
     (["--epochs", "-1"], "error: --epochs -1: must be a whole number >= 1"),

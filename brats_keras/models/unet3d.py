@@ -25,6 +25,7 @@ from .blocks import (
     check_positive_int,
     conv_block,
     input_shape,
+    nd_layer,
     output_channels,
     output_head,
     residual_block,
@@ -42,16 +43,16 @@ def check_deep_supervision(n, depth: int) -> int:
     return n
 
 
-def auxiliary_head(x, n_out: int, output: str, factor: int, name: str):
+def auxiliary_head(x, n_out: int, output: str, factor: int, name: str, rank: int = 3):
     """A deep-supervision output: 1x1x1 convolution to ``n_out`` channels, nearest up-sampling by ``factor``
     to the full patch size, then the softmax or sigmoid of :func:`output_head`, all in float32.
 
     Layers ``{name}_conv``, ``{name}_up``, ``{name}_softmax``/``{name}_sigmoid``; ``x`` ``(B, d, h, w, C)`` gives
-    ``(B, d * factor, h * factor, w * factor, n_out)``.
+    ``(B, d * factor, h * factor, w * factor, n_out)`` (with ``rank=2``, ``(B, h, w, C)`` the 2D equivalent).
     """
     act = "softmax" if output == "softmax" else "sigmoid"
-    x = keras.layers.Conv3D(n_out, 1, padding="same", dtype="float32", name=f"{name}_conv")(x)
-    x = keras.layers.UpSampling3D(factor, dtype="float32", name=f"{name}_up")(x)
+    x = nd_layer("Conv{}D", rank)(n_out, 1, padding="same", dtype="float32", name=f"{name}_conv")(x)
+    x = nd_layer("UpSampling{}D", rank)(factor, dtype="float32", name=f"{name}_up")(x)
     return keras.layers.Activation(act, dtype="float32", name=f"{name}_{act}")(x)
 
 
@@ -69,11 +70,12 @@ def build_unet(
     patch_size,
     name: str,
     deep_supervision: int = 0,
+    rank: int = 3,
 ) -> keras.Model:
     """Build a U-Net whose levels are ``conv_block`` (``block="conv"``) or ``residual_block`` (``"residual"``).
 
-    Shared by :func:`unet3d` and :func:`~brats_keras.models.residual_unet.residual_unet`;
-    see :func:`unet3d` for the arguments.
+    Shared by :func:`unet3d`, :func:`~brats_keras.models.residual_unet.residual_unet` and (``rank=2``: the same
+    layout with 2D layers) :func:`~brats_keras.models.unet2d.unet2d`; see :func:`unet3d` for the arguments.
     """
     depth = check_positive_int(depth, "depth")
     base_filters = check_positive_int(base_filters, "base_filters")
@@ -81,14 +83,14 @@ def build_unet(
     activation = check_choice(activation, ACTIVATIONS, "activation")
     dropout = check_dropout(dropout)
     n_out = output_channels(output, n_classes)
-    shape = input_shape(patch_size, in_channels, 2**depth)
+    shape = input_shape(patch_size, in_channels, 2**depth, rank)
     block = check_choice(block, ("conv", "residual"), "block")
     deep_supervision = check_deep_supervision(deep_supervision, depth)
 
     def level(x, filters, prefix):
         if block == "conv":
-            return conv_block(x, filters, prefix, norm, activation, dropout)
-        return residual_block(x, filters, prefix, 2, norm, activation, dropout)
+            return conv_block(x, filters, prefix, norm, activation, dropout, rank=rank)
+        return residual_block(x, filters, prefix, 2, norm, activation, dropout, rank=rank)
 
     inputs = keras.Input(shape=shape, name="image")
     x = inputs
@@ -96,16 +98,16 @@ def build_unet(
     for lvl in range(depth):
         x = level(x, base_filters * 2**lvl, f"enc{lvl}")
         skips.append(x)
-        x = keras.layers.MaxPooling3D(2, name=f"enc{lvl}_pool")(x)
+        x = nd_layer("MaxPooling{}D", rank)(2, name=f"enc{lvl}_pool")(x)
     x = level(x, base_filters * 2**depth, "bottleneck")
     for lvl in reversed(range(depth)):
         filters = base_filters * 2**lvl
-        x = keras.layers.Conv3DTranspose(filters, 2, strides=2, name=f"dec{lvl}_up")(x)
+        x = nd_layer("Conv{}DTranspose", rank)(filters, 2, strides=2, name=f"dec{lvl}_up")(x)
         x = keras.layers.Concatenate(axis=-1, name=f"dec{lvl}_concat")([x, skips[lvl]])
         x = level(x, filters, f"dec{lvl}")
         if 1 <= lvl <= deep_supervision:
-            aux[lvl - 1] = auxiliary_head(x, n_out, output, 2**lvl, f"aux{lvl}")
-    outputs = output_head(x, n_out, output)
+            aux[lvl - 1] = auxiliary_head(x, n_out, output, 2**lvl, f"aux{lvl}", rank)
+    outputs = output_head(x, n_out, output, rank=rank)
     return keras.Model(inputs, [outputs, *aux] if aux else outputs, name=name)
 
 

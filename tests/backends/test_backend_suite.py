@@ -25,7 +25,7 @@ from brats_keras.checkpoint import load_model, load_pretrained, read_info, save_
 from brats_keras.data import PatchDataset
 from brats_keras.losses import LOSS_NAMES, get_loss
 from brats_keras.metrics import report_metrics
-from brats_keras.models import MODELS, build_model
+from brats_keras.models import MODELS, SLICE_MODELS, build_model
 
 from conftest import REAL, require_shared, write_converted_cases
 
@@ -44,7 +44,8 @@ def tiny(name, output="regions", in_channels=2, **kw):
 def batch(name, channels=2, n=2, seed=0):
     size = 32 if name == "sm_unet" else 16  # sm_unet's encoder halves the size five times
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, size, size, size, channels)).astype(np.float32)
+    spatial = (size,) * (2 if name in SLICE_MODELS else 3)  # a 2D model takes slices (n, H, W, C)
+    x = rng.standard_normal((n, *spatial, channels)).astype(np.float32)
     return x
 
 
@@ -90,7 +91,7 @@ def test_every_model_forward_and_backward(name):
     # batch norm over a single value has no variance and its scale gets no gradient
     x = batch(name, n=2 if name == "sm_unet" else 1)
     y = keras.ops.convert_to_numpy(model(x, training=False))
-    assert y.shape == x.shape[:4] + (4,) and y.dtype == np.float32
+    assert y.shape == x.shape[:-1] + (4,) and y.dtype == np.float32
     np.testing.assert_allclose(y.sum(-1), 1.0, atol=1e-5)
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=get_loss("dice+ce", "softmax"))
     before = [keras.ops.convert_to_numpy(w).copy() for w in model.trainable_weights]
@@ -233,6 +234,28 @@ def test_deep_supervision_trains_resumes_and_predicts_with_the_main_output(conve
     pred = Predictor(tmp_path / "run" / "checkpoints" / "last.keras")
     probs = pred.predict_image(np.zeros((16, 16, 16, 3), np.float32))
     assert len(pred.model.outputs) == 1 and probs.shape == (16, 16, 16, 3)
+
+
+def test_unet2d_trains_on_slices_and_predicts_a_volume_slice_by_slice(converted, tmp_path):
+    """The 2D path end to end on this backend: a run on axial slices, its .keras file read back with the same
+    outputs, and the Predictor's probability volume equal to the network on every axial slice."""
+    from brats_keras.inference import Predictor
+    from brats_keras.training import TrainConfig, train
+
+    cfg = TrainConfig(data=str(converted), out=str(tmp_path / "run"), model="unet2d", base_filters=4, depth=2,
+                      norm="batch", output="regions", loss="dice+bce", patch_size=16, batch_size=4, epochs=1,
+                      steps_per_epoch=2, val_steps=1, val=1, verbose=0, mixed_precision="off")
+    res = train(cfg)
+    path = tmp_path / "run" / "checkpoints" / "last.keras"
+    loaded, info = load_model(path)
+    assert info["patch_size"] == [16, 16, 1] and info["model"] == "unet2d"
+    x = batch("unet2d", channels=3, n=5, seed=4)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x, training=False)),
+                               keras.ops.convert_to_numpy(res["model"](x, training=False)), atol=1e-6)
+    image = np.moveaxis(x, 0, 2)  # the 5 slices as a volume (16, 16, 5, 3): axial slices along array axis 2
+    probs = Predictor(path).predict_image(image)
+    by_hand = np.moveaxis(np.asarray(loaded.predict_on_batch(x)), 0, 2)
+    np.testing.assert_allclose(probs, by_hand, atol=1e-5)
 
 
 def test_keras_file_round_trip_keeps_info_and_predictions(tmp_path):
