@@ -20,6 +20,7 @@ from .augment import check_intensity_mode, intensity_augment
 from .io import BratsInputError, atomic_write_json
 from .labels import OUTPUTS, check_output  # noqa: F401  (OUTPUTS: importable from here as before)
 from .spec import MANIFEST, PreprocessingSpec, read_manifest
+from .tasks import TaskError, get_task
 
 
 # ----------------------------------------------------------------------------- splits
@@ -216,6 +217,10 @@ class ConvertedCases:
             self.spec = PreprocessingSpec.from_dict(manifest.get("settings"))
         except ValueError as exc:
             raise BratsInputError(f"{self.data_dir / MANIFEST}: settings: {exc}") from None
+        try:  # the manifest's task record; a conversion that records none is of the default task
+            self.task = get_task(manifest.get("task"))
+        except TaskError as exc:
+            raise BratsInputError(f"{self.data_dir / MANIFEST}: task: {exc}") from None
         entries = manifest["cases"]
         labelled = sorted(k for k, e in entries.items() if e.get("mask"))
         if case_ids is None:
@@ -260,7 +265,7 @@ class ConvertedCases:
             m = np.asarray(self.mask(case_id))
             pts = []
             rng = np.random.default_rng(0)
-            for c in (1, 2, 3):
+            for c in range(1, self.task.n_classes):
                 idx = np.flatnonzero(m.ravel() == c)
                 if idx.size > max_points:
                     idx = rng.choice(idx, max_points, replace=False)
@@ -444,14 +449,16 @@ def augment_patch(x, y, rng, flip=True, intensity=True, gamma=True):
     return x, y
 
 
-def make_targets(classes: np.ndarray, output: str) -> np.ndarray:
-    """Class map ``(...)`` -> one-hot ``(..., 4)`` (softmax) or regions ``(..., 3)`` (regions), float32."""
-    from .labels import classes_to_regions, one_hot
+def make_targets(classes: np.ndarray, output: str, task=None) -> np.ndarray:
+    """Class map ``(...)`` -> one-hot ``(..., n_classes)`` (softmax) or the head regions ``(..., n_regions)``
+    (regions) of ``task`` (None: the default task: 4 classes, regions WT, TC, ET), float32."""
+    from .labels import one_hot
 
     output = check_output(output)
+    task = get_task(task)
     if output == "softmax":
-        return one_hot(classes, 4)
-    return classes_to_regions(classes).astype(np.float32)
+        return one_hot(classes, task.n_classes)
+    return task.classes_to_regions(classes, task.region_order).astype(np.float32)
 
 
 class PatchDataset(keras.utils.PyDataset):
@@ -549,7 +556,7 @@ class PatchDataset(keras.utils.PyDataset):
         rng = np.random.default_rng([self.seed, self.epoch, idx % self.steps])
         xs, ys = zip(*(self.sample(rng) for _ in range(self.batch_size)))
         x = np.stack(xs)
-        y = make_targets(np.stack(ys), self.output)
+        y = make_targets(np.stack(ys), self.output, self.cases.task)
         return x, y
 
 
