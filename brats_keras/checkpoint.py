@@ -339,7 +339,7 @@ def info_task(info, name="the model"):
     try:
         return get_task(record)
     except TaskError as exc:
-        raise BratsInputError(f"{name}: its task record: {exc}") from None
+        raise BratsInputError(f"{name}: {exc}") from None
 
 
 def check_task(theirs, ours, name, what: str = "this run's data") -> None:
