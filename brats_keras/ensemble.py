@@ -62,14 +62,16 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     not give its probabilities), its preprocessing info, and the post-processing chosen on
     the out-of-fold predictions when ``postprocessing`` (a ``postprocessing.json`` path or a
     :func:`~brats_keras.postprocessing.choose_postprocessing` result) is given. ``out/ensemble.json`` records where
-    each file came from and its sha256 (``"checksum"``), and the models' task (``"task"``): prediction from ``out`` uses exactly the listed, unchanged files
+    each file came from and its sha256 (``"checksum"``), and the models' task (``"task"``): prediction from ``out``
+    uses exactly the listed, unchanged files
     (:func:`brats_keras.ensemble_record.ensemble_files`). It is written last, so an ensemble interrupted while
     writing its files is refused (a checksum differs) until written again.
 
     Raises:
         BratsInputError (one line, before anything is written) for a folder that is not a fold run, a missing or
         unreadable checkpoint, two runs of the same fold in one recipe, recipes of different folds, runs with
-        different preprocessing or of different tasks, an unreadable post-processing file, a weight beyond float16's range, or an
+        different preprocessing or of different tasks, an unreadable post-processing file, a weight beyond float16's
+        range, or an
         ``out`` holding other ``.keras`` files than fold files (prediction from ``out`` would average them too);
         files already in ``out`` are replaced one by one (temporary name, then rename), and fold files not among
         those written are removed.
