@@ -586,7 +586,7 @@ def check_head(model, info: dict, name) -> None:
     tensor = model.outputs[0]
     found = tensor.shape[-1]
     if found is not None and found != channels:
-        of_task = f" of task {task.name}" if "task" in info else ""
+        of_task = "" if task == get_task(None) else f" of task {task.name}"
         raise BratsInputError(f"{name}: its info records a {output} head{of_task} ({channels} channels) but the "
                               f"network ends in {found} channels: refused (its outputs would be read as other "
                               f"labels)")
