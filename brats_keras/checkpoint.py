@@ -352,13 +352,14 @@ def check_task(theirs, ours, name, what: str = "this run's data") -> None:
 
 
 def check_same_task(infos, names) -> None:
-    """Refuse, in one line naming two models and their tasks, models that record different tasks (the members
-    of an ensemble: their outputs are averaged channel by channel)."""
+    """Refuse, in one line naming two models and their tasks, models of tasks with other classes or regions (the
+    members of an ensemble: their outputs are averaged channel by channel; one family, such as glioma 2021 and
+    2023, passes: :meth:`~brats_keras.tasks.Task.same_classes`)."""
     tasks = [info_task(info, name) for info, name in zip(infos, names)]
     for task, name in zip(tasks[1:], names[1:]):
-        if task.to_dict() != tasks[0].to_dict():
-            raise BratsInputError(f"{names[0]} and {name} are models of different tasks ({tasks[0].name} and "
-                                  f"{task.name}): the models of an ensemble need the same task")
+        if not tasks[0].same_classes(task):
+            raise BratsInputError(f"{names[0]} and {name} were trained for different tasks ({tasks[0].name} and "
+                                  f"{task.name}): the models of an ensemble need the same classes")
 
 
 def _read_member(path, member) -> dict:

@@ -140,9 +140,6 @@ def check_same_preprocessing(infos, names) -> None:
     """Refuse, in one line naming the two models, an ensemble whose models were trained on differently
     preprocessed data (any of ``ENSEMBLE_KEYS``, compared as :class:`~brats_keras.spec.PreprocessingSpec`,
     so an info that predates a key reads as its default)."""
-    from .checkpoint import check_same_task
-
-    check_same_task(infos, names)  # and of one task: their channels are averaged one by one
     specs = [_spec(info, name) for info, name in zip(infos, names)]
     for spec, name in zip(specs[1:], names[1:]):
         for key, first, this in specs[0].differences(spec, ENSEMBLE_KEYS):

@@ -180,8 +180,8 @@ def test_ensemble_command_refuses_bad_runs_in_one_line_and_writes_nothing(cv, tm
              ([str(runs[0]), str(other)], "were trained with different scale ('zscore' and 'minmax')"),
              ([str(runs[0]), str(runs[1]), "--postprocessing", str(bad_pp)], f"{bad_pp}: not a readable post-processing"),
              ([str(runs[0]), str(listed)], f"{listed / 'split.json'}: not the split of a fold run"),
-             ([str(runs[0]), str(post)], "are models of different tasks (glioma2021 and glioma2024-post): the models "
-                                         "of an ensemble need the same task")]
+             ([str(runs[0]), str(post)], "were trained for different tasks (glioma2021 and glioma2024-post): the "
+                                         "models of an ensemble need the same classes")]
     for args, message in cases:
         capsys.readouterr()
         rc = cli_main(["ensemble", "--runs", *args, "--out", str(tmp_path / "ens")])
