@@ -408,8 +408,9 @@ def load_model(path, compile: bool = True):
     folder.
 
     Returns:
-        ``(model, info)``: the Keras model and the file's ``brats_keras.json`` ({} for a plain Keras file).
-        Prediction also checks the network's head against the info (:func:`check_head`).
+        ``(model, info)``: the Keras model and the file's ``brats_keras.json`` ({} for a plain Keras file), with
+        the task under ``"task"`` where the file records one (:func:`info_task` reads it: the 2021 glioma task for
+        a file without). Prediction also checks the network's head against the info (:func:`check_head`).
 
     Raises:
         FileNotFoundError: ``"<path>: model file not found"``.
