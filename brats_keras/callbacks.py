@@ -16,8 +16,8 @@ from . import io as bio
 from .checkpoint import save_model
 from .distributed import local_only
 from .io import atomic_copy
-from .labels import REGION_NAMES
 from .runs import CASE_DICE_MEAN, _scalar, write_log
+from .tasks import get_task
 
 
 class Checkpoints(keras.callbacks.Callback):
@@ -110,8 +110,9 @@ def tensorboard_callback(log_dir):
 
 class WholeCaseValidation(keras.callbacks.Callback):
     """Every ``every`` epochs, predict whole validation cases with the sliding window and log
-    ``val_case_dice_WT/_TC/_ET`` and ``val_case_dice_mean`` (:data:`brats_keras.runs.CASE_DICE_MEAN`; NaN on
-    other epochs).
+    ``val_case_dice_<region>`` for each region the task scores (WT, TC, ET for the default task; WT, TC, NETC,
+    SNFH, ET, RC for post-treatment glioma) and ``val_case_dice_mean``, their mean
+    (:data:`brats_keras.runs.CASE_DICE_MEAN`; NaN on other epochs).
 
     Put it before the checkpoint callbacks; monitor ``val_case_dice_mean`` to keep the checkpoint with the best
     whole-case Dice.
@@ -121,14 +122,16 @@ class WholeCaseValidation(keras.callbacks.Callback):
         predictor: ``predictor(model)`` gives an object whose ``predict_case(case)["classes"]`` is the case's
             predicted class map (training passes a :class:`brats_keras.inference.Predictor` with the run's info).
         every: compute it every this many epochs.
+        task: the task (None: the 2021 glioma task): how the label maps are read and which regions are scored.
     """
 
     _main = (None, None)  # (the training model, its main output): built once, rebuilt for another model
 
-    def __init__(self, cases, predictor, every: int = 1):
+    def __init__(self, cases, predictor, every: int = 1, task=None):
         super().__init__()
         self.cases = [c for c in cases if c.seg is not None]
         self.predictor, self.every = predictor, every
+        self.task = get_task(task)
 
     def main_model(self):
         """The main output of the model being trained (:func:`brats_keras.models.main_output`), built once
@@ -139,20 +142,31 @@ class WholeCaseValidation(keras.callbacks.Callback):
             self._main = (self.model, models.main_output(self.model))
         return self._main[1]
 
+    def truth(self, case) -> np.ndarray:
+        """The class map of ``case``'s label map, read as the task's labels."""
+        if self.task == get_task(None):
+            return bio.load_classes(case.seg)
+        labels = bio.load_nifti(case.seg)[0]  # the task's own label values
+        try:
+            return self.task.to_classes(labels)
+        except ValueError as exc:
+            raise bio.BratsInputError(f"{case.seg}: {exc}") from None
+
     def on_epoch_end(self, epoch, logs=None):
-        from .evaluation import score_case
+        from .evaluation import dice
 
         if logs is None:
             return
-        keys = [f"val_case_dice_{r}" for r in REGION_NAMES] + [CASE_DICE_MEAN]
+        names = self.task.region_names
+        keys = [f"val_case_dice_{r}" for r in names] + [CASE_DICE_MEAN]
         if (epoch + 1) % self.every:
             logs.update({k: float("nan") for k in keys})
             return
         pred = self.predictor(self.main_model())
         scores = []
         for case in self.cases:
-            out = score_case(pred.predict_case(case)["classes"], bio.load_classes(case.seg), report=False,
-                             distances=False)
-            scores.append([out[r]["dice"] for r in REGION_NAMES])
+            predicted = self.task.classes_to_regions(pred.predict_case(case)["classes"])
+            true = self.task.classes_to_regions(self.truth(case))
+            scores.append([dice(predicted[..., i], true[..., i]) for i in range(len(names))])
         mean = np.mean(scores, axis=0)
         logs.update({k: float(v) for k, v in zip(keys, list(mean) + [float(mean.mean())])})

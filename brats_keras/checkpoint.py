@@ -3,8 +3,9 @@
 A brats-keras model file is an ordinary Keras ``.keras`` archive with one more
 member, ``brats_keras.json``, that records the :class:`~brats_keras.spec.PreprocessingSpec`
 of its training data (modalities in channel order, crop, scaling, dtype, resolution, patch
-size, output mode) and the model and loss names (:func:`model_info`, its schema). Prediction reads
-it, so it applies exactly the preprocessing used in training.
+size, output mode), the model and loss names and the task (its labels, classes and regions, ``task.to_dict()``)
+(:func:`model_info`, its schema). Prediction reads it, so it applies exactly the preprocessing used in training;
+a file that records no task is of the 2021 glioma task (:func:`info_task`).
 A training checkpoint may hold a second member, ``training_state.json``: the epochs done,
 the log rows and the best value so far (see ``brats_keras.training``). It lives in the same
 file as the weights, so the two can never disagree. ``keras.saving.load_model`` ignores both.
@@ -20,8 +21,9 @@ import zipfile
 from pathlib import Path
 
 from .io import BratsInputError, atomic_write
-from .labels import CLASS_NAMES, REGION_NAMES, check_output
+from .labels import check_output
 from .spec import PreprocessingSpec
+from .tasks import TaskError, get_task
 
 INFO_MEMBER = "brats_keras.json"
 #: the version of the info a model file embeds (:func:`model_info`)
@@ -303,7 +305,7 @@ def _save_without_optimizer(model, tmp):
     clone.save(tmp)
 
 
-def model_info(cfg, spec) -> dict:
+def model_info(cfg, spec, task=None) -> dict:
     """The info a model file embeds (its ``brats_keras.json``): what prediction needs to preprocess a new case
     exactly as in training, and what the network is.
 
@@ -313,9 +315,11 @@ def model_info(cfg, spec) -> dict:
         spec: the training data's :class:`~brats_keras.spec.PreprocessingSpec` (or its dict, a manifest's
             settings); the run's patch size (a slice model's as ``(H, W, 1)``,
             :func:`brats_keras.models.patch_shape`) and output mode are added to it.
+        task: the training data's task (a :class:`~brats_keras.tasks.Task`, its name or record; None: the 2021
+            glioma task).
     Returns:
-        ``{"format": 1, **spec.to_dict(), "model": ..., "loss": ...}``, and ``"deep_supervision": N`` when the run
-        trains N auxiliary outputs.
+        ``{"format": 1, **spec.to_dict(), "model": ..., "loss": ..., "task": task.to_dict()}``, and
+        ``"deep_supervision": N`` when the run trains N auxiliary outputs.
     """
     from .models import patch_shape
 
@@ -323,7 +327,42 @@ def model_info(cfg, spec) -> dict:
         spec = PreprocessingSpec.from_dict(spec)
     spec = dataclasses.replace(spec, patch_size=patch_shape(cfg.model, cfg.patch_size), output=cfg.output)
     extra = {"deep_supervision": cfg.deep_supervision} if cfg.deep_supervision else {}
-    return {"format": INFO_FORMAT, **spec.to_dict(), "model": cfg.model, "loss": cfg.loss, **extra}
+    return {"format": INFO_FORMAT, **spec.to_dict(), "model": cfg.model, "loss": cfg.loss,
+            "task": get_task(task).to_dict(), **extra}
+
+
+def info_task(info, name="the model"):
+    """The task a model's info records (``info["task"]``, :func:`model_info`); the 2021 glioma task for an info
+    without one (every model file written before tasks were recorded, the shipped ensemble's).
+
+    Raises:
+        BratsInputError in one line naming ``name`` for a task record that is not a valid task.
+    """
+    record = info.get("task") if isinstance(info, dict) else None
+    try:
+        return get_task(record)
+    except TaskError as exc:
+        raise BratsInputError(f"{name}: {exc}") from None
+
+
+def check_task(theirs, ours, name, what: str = "this run's data") -> None:
+    """Refuse a model of task ``theirs`` for ``ours`` (both :class:`~brats_keras.tasks.Task`) unless it predicts
+    the same classes and regions (:meth:`~brats_keras.tasks.Task.same_classes`: one family, such as glioma 2021
+    and 2023): BratsInputError in one line naming ``name`` and both tasks."""
+    if theirs != ours and not theirs.same_classes(ours):
+        raise BratsInputError(f"{name}: a model of task {theirs.name}, but {what} is task {ours.name} (other "
+                              f"classes or regions): refused")
+
+
+def check_same_task(infos, names) -> None:
+    """Refuse, in one line naming two models and their tasks, models of tasks with other classes or regions (the
+    members of an ensemble: their outputs are averaged channel by channel; one family, such as glioma 2021 and
+    2023, passes: :meth:`~brats_keras.tasks.Task.same_classes`)."""
+    tasks = [info_task(info, name) for info, name in zip(infos, names)]
+    for task, name in zip(tasks[1:], names[1:]):
+        if not tasks[0].same_classes(task):
+            raise BratsInputError(f"{names[0]} and {name} were trained for different tasks ({tasks[0].name} and "
+                                  f"{task.name}): the models of an ensemble need the same classes")
 
 
 def _read_member(path, member) -> dict:
@@ -372,8 +411,9 @@ def load_model(path, compile: bool = True):
     folder.
 
     Returns:
-        ``(model, info)``: the Keras model and the file's ``brats_keras.json`` ({} for a plain Keras file).
-        Prediction also checks the network's head against the info (:func:`check_head`).
+        ``(model, info)``: the Keras model and the file's ``brats_keras.json`` ({} for a plain Keras file), with
+        the task under ``"task"`` where the file records one (:func:`info_task` reads it: the 2021 glioma task for
+        a file without). Prediction also checks the network's head against the info (:func:`check_head`).
 
     Raises:
         FileNotFoundError: ``"<path>: model file not found"``.
@@ -486,8 +526,10 @@ INIT_KEYS = ("modalities", "scale", "downsample", "output")
 def init_weights(model, source, info: dict) -> Path:
     """Copy the weights of ``source`` (a ``.keras`` file or ``"pretrained"``) into ``model``; return its path.
 
-    The source must have the same architecture (every weight the same shape) and have been trained on data
-    preprocessed the same way (modalities, scaling, down-sampling, output); otherwise BratsInputError in one line.
+    The source must have the same architecture (every weight the same shape), have been trained on data
+    preprocessed the same way (modalities, scaling, down-sampling, output) and be a model of the run's task
+    (``info["task"]``) or of one with the same classes and regions (:func:`check_task`); otherwise
+    BratsInputError in one line.
     """
     from .models import main_output
 
@@ -507,6 +549,7 @@ def init_weights(model, source, info: dict) -> Path:
         for key, value, ours in src_spec.differences(PreprocessingSpec.from_dict(info), INIT_KEYS):
             if key in src_info:  # what the source does not record is not held against it
                 raise BratsInputError(f"{source}: trained with {key}={value!r} but this run uses {ours!r}")
+    check_task(info_task(src_info, source), info_task(info, "this run"), f"--init-from {source}")
     model = main_output(model)  # deep supervision on either side: the shared layers, the auxiliary heads left alone
     theirs, ours = main_output(src).get_weights(), model.get_weights()
     if len(theirs) != len(ours) or any(a.shape != b.shape for a, b in zip(theirs, ours)):
@@ -516,9 +559,10 @@ def init_weights(model, source, info: dict) -> Path:
     return source
 
 
-#: the channels and the last activation of each head a model's info records (``info["output"]``): softmax over
-#: the classes (background, NCR, ED, ET), or independent sigmoids for the regions WT, TC, ET
-HEADS = {"softmax": (len(CLASS_NAMES), "softmax"), "regions": (len(REGION_NAMES), "sigmoid")}
+#: the channels and the last activation of each head of the default task (a model's info records the head in
+#: ``info["output"]``, the task in ``info["task"]``): softmax over the classes (background, NCR, ED, ET), or
+#: independent sigmoids for the regions WT, TC, ET; other tasks: :meth:`~brats_keras.tasks.Task.output_channels`
+HEADS = {"softmax": (get_task(None).n_classes, "softmax"), "regions": (len(get_task(None).region_order), "sigmoid")}
 
 
 def check_head(model, info: dict, name) -> None:
@@ -526,9 +570,10 @@ def check_head(model, info: dict, name) -> None:
     the recorded head (argmax of classes, or region thresholds), so another head would give other labels
     (:class:`~brats_keras.inference.Predictor` checks every model it is given).
 
-    The main output's channels (``model.outputs[0]``: a Keras model or an export) must be those of the head; its
-    last activation, where it can be read (a Keras layer's ``activation``), must not be the other head's.
-    Nothing is checked when the info records no ``"output"``.
+    The main output's channels (``model.outputs[0]``: a Keras model or an export) must be those of the head of
+    the recorded task (:func:`info_task`: the 2021 glioma task when none is recorded); its last activation, where
+    it can be read (a Keras layer's ``activation``), must not be the other head's. Nothing is checked when the
+    info records no ``"output"``.
 
     Raises:
         BratsInputError in one line naming ``name``.
@@ -540,12 +585,16 @@ def check_head(model, info: dict, name) -> None:
         output = check_output(output)
     except ValueError as exc:
         raise BratsInputError(f"{name}: {exc}") from None
-    channels, activation = HEADS[output]
+    _, activation = HEADS[output]
+    task = info_task(info, name)
+    channels = task.output_channels(output)
     tensor = model.outputs[0]
     found = tensor.shape[-1]
     if found is not None and found != channels:
-        raise BratsInputError(f"{name}: its info records a {output} head ({channels} channels) but the network "
-                              f"ends in {found} channels: refused (its outputs would be read as other labels)")
+        of_task = "" if task == get_task(None) else f" of task {task.name}"
+        raise BratsInputError(f"{name}: its info records a {output} head{of_task} ({channels} channels) but the "
+                              f"network ends in {found} channels: refused (its outputs would be read as other "
+                              f"labels)")
     history = getattr(tensor, "_keras_history", None)
     function = getattr(history[0], "activation", None) if history else None
     last = getattr(function, "__name__", None)

@@ -62,19 +62,21 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
     not give its probabilities), its preprocessing info, and the post-processing chosen on
     the out-of-fold predictions when ``postprocessing`` (a ``postprocessing.json`` path or a
     :func:`~brats_keras.postprocessing.choose_postprocessing` result) is given. ``out/ensemble.json`` records where
-    each file came from and its sha256 (``"checksum"``): prediction from ``out`` uses exactly the listed, unchanged files
+    each file came from and its sha256 (``"checksum"``), and the models' task (``"task"``): prediction from ``out``
+    uses exactly the listed, unchanged files
     (:func:`brats_keras.ensemble_record.ensemble_files`). It is written last, so an ensemble interrupted while
     writing its files is refused (a checksum differs) until written again.
 
     Raises:
         BratsInputError (one line, before anything is written) for a folder that is not a fold run, a missing or
         unreadable checkpoint, two runs of the same fold in one recipe, recipes of different folds, runs with
-        different preprocessing, an unreadable post-processing file, a weight beyond float16's range, or an
+        different preprocessing or of different tasks, an unreadable post-processing file, a weight beyond float16's
+        range, or an
         ``out`` holding other ``.keras`` files than fold files (prediction from ``out`` would average them too);
         files already in ``out`` are replaced one by one (temporary name, then rename), and fold files not among
         those written are removed.
     """
-    from .checkpoint import check_float16_range, load_model, save_model
+    from .checkpoint import check_float16_range, check_same_task, info_task, load_model, save_model
     from .export import float32_copy
     from .inference import check_same_preprocessing
     from .models import main_output
@@ -107,6 +109,7 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
             raise BratsInputError(f"the recipe of {group[0]} has folds {sorted(folds)}, that of {groups[0][0]} "
                                   f"{sorted(group_folds[0])}: give every recipe's runs of the same folds")
     check_same_preprocessing([t[4] for t in loaded], [str(t[2]) for t in loaded])
+    check_same_task([t[4] for t in loaded], [str(t[2]) for t in loaded])
     if postprocessing is not None:
         postprocessing = _postprocess_info(postprocessing, loaded[0][4].get("task"))
         _thresholds_apply({**loaded[0][4], "postprocess": postprocessing}, loaded[0][2])
@@ -142,7 +145,8 @@ def ensemble_from_runs(runs, out, checkpoint: str = "last", weights_dtype: str =
         stale.unlink()
         log(f"removed {stale} (not a fold of this ensemble)")
     atomic_write_json(out / "ensemble.json", {"checkpoint": checkpoint, "weights_dtype": weights_dtype,
-                                              "models": sources, "postprocess": postprocessing})
+                                              "models": sources, "postprocess": postprocessing,
+                                              "task": info_task(loaded[0][4]).to_dict()})
     return written
 
 

@@ -7,7 +7,9 @@ preprocessing it needs written beside it.
     deploy/model.onnx                             (onnx: Keras' model.export(format="onnx"), through tf2onnx)
     deploy/brats_keras.json                       the model file's info, its PreprocessingSpec complete
                                                   (modalities in channel order, crop, scale, dtype, downsample,
-                                                  patch size, output; brats_keras.spec) plus "export": the
+                                                  patch size, output; brats_keras.spec), "task": the task
+                                                  its channels belong to (the 2021 glioma task for a model
+                                                  file that records none), plus "export": the
                                                   format, the file, the input / output names and channels,
                                                   and the files the folder holds
 
@@ -103,7 +105,7 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
     """
     import keras
 
-    from .checkpoint import load_model
+    from .checkpoint import info_task, load_model
 
     fmt = str(format).lower().replace("_", "").replace("-", "")
     if fmt in ("tfsavedmodel", "tf"):
@@ -133,6 +135,7 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
         spec = PreprocessingSpec.from_dict(info)
     except ValueError as exc:
         raise BratsInputError(f"{source or 'the model'}: {exc}") from None
+    task = info_task(info, source or "the model")  # recorded in the export: what its channels mean
     from .models import main_output
 
     model = float32_copy(main_output(model))  # one output: a deep-supervision model's auxiliary heads stay out
@@ -153,7 +156,8 @@ def export_model(model, out_dir, format: str = "savedmodel", info: dict | None =
                       "source": str(source) if source else None, "keras": keras.__version__,
                       "backend": keras.backend.backend(),
                       "files": sorted([p.name for p in tmp.iterdir()] + [INFO_FILE])}
-            (tmp / INFO_FILE).write_text(json.dumps({**info, **spec.to_dict(), "export": export}, indent=2))
+            (tmp / INFO_FILE).write_text(json.dumps({**info, **spec.to_dict(), "task": task.to_dict(),
+                                                     "export": export}, indent=2))
             _swap_into_place(tmp, out_dir)
         except Exception as exc:
             raise _write_error(exc, tmp, out_dir) from None

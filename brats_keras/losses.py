@@ -3,8 +3,13 @@
 Every loss takes ``y_true`` and ``y_pred`` with the same channel layout, channels last,
 a batch ``(B, D, H, W, C)`` (any number of spatial axes works):
 
-* ``output="softmax"``: 4 channels background, NCR, ED, ET; ``y_true`` one-hot.
-* ``output="regions"``: 3 sigmoid channels WT, TC, ET; ``y_true`` region masks.
+* ``output="softmax"``: one channel per class of the task, background first (4 for the 2021 glioma task:
+  background, NCR, ED, ET); ``y_true`` one-hot.
+* ``output="regions"``: one sigmoid channel per head region of the task (3 for the 2021 glioma task: WT, TC, ET;
+  4 for post-treatment glioma: WT, TC, ET, RC); ``y_true`` region masks.
+
+No loss assumes a number of channels: each takes the channels it is given, so one loss serves every task
+(a per-channel ``alpha`` of :class:`FocalLoss` must list one weight per channel of the task's head).
 
 ``y_pred`` holds probabilities (softmax or sigmoid outputs), never logits. Both tensors
 are cast to float32 first and every sum is taken in float32, so the losses behave the

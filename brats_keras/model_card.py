@@ -47,7 +47,7 @@ def late_val_range(log: list[dict], monitor=CASE_DICE_MEAN) -> list[float]:
 
 
 #: run settings that name places or logging, not the recipe
-_NOT_RECIPE = {"data", "out", "split_file", "verbose", "init_from"}
+_NOT_RECIPE = {"data", "out", "split_file", "verbose", "init_from", "task"}  # task: the data's
 #: settings whose ``brats-keras train`` flag is not ``--`` + the name with dashes
 _FLAG = {"output": "--head"}
 

@@ -134,7 +134,8 @@ class PreprocessingSpec:
 
     @property
     def regions(self) -> bool:
-        """True for a region model (sigmoid WT, TC, ET); a model of unknown output is a softmax model."""
+        """True for a region model (one sigmoid per head region of its task: WT, TC, ET for the default); a model
+        of unknown output is a softmax model."""
         return self.output == "regions"
 
     def differences(self, other: "PreprocessingSpec", keys) -> list[tuple[str, object, object]]:

@@ -18,10 +18,11 @@ from pathlib import Path
 
 
 from .io import AXIAL_AXIS, BratsInputError, atomic_write_json, find_cases
-from .checkpoint import init_weights, model_info
+from .checkpoint import check_task, info_task, init_weights, model_info
 from .precision import choose_jit, choose_precision
 from .runs import CASE_DICE_MEAN, check_new_run, check_unlocked, read_log, recover_run, run_lock
 from .spec import PreprocessingSpec, read_manifest
+from .tasks import TaskError, get_task
 
 
 @dataclass
@@ -80,6 +81,10 @@ class TrainConfig:
     # before training, also compare every array's sha256 with the manifest's (the sizes and headers of every
     # array are always checked: brats_keras.data.ConvertedCases.check_arrays)
     verify: bool = False
+    # the task of the run's data (its record, ``Task.to_dict()``): what the model's head, losses and metrics are
+    # sized by. None: the data's (its manifest's task); set to the data's when the run starts; a task given must
+    # have the data's classes and regions. A run config without one (older runs) is of the 2021 glioma task
+    task: dict | str | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -264,10 +269,10 @@ def _data_patch(cfg: TrainConfig):
 
 # ----------------------------------------------------------------------------- building
 def build_from_config(cfg: TrainConfig, n_channels: int):
-    """Build the model named in ``cfg``."""
+    """Build the model named in ``cfg``, its head sized by ``cfg.task`` (None: the 2021 glioma task)."""
     from .models import build_model
 
-    kwargs = dict(in_channels=n_channels, output=cfg.output)
+    kwargs = dict(in_channels=n_channels, output=cfg.output, task=cfg.task)
     if cfg.model == "sm_unet":
         kwargs.update(backbone=cfg.backbone)
     else:
@@ -290,7 +295,7 @@ def _check_given_model(model, cfg: TrainConfig, n_channels: int, multi: bool) ->
     given = model.inputs[0].shape[-1]
     if given is not None and given != n_channels:
         raise BratsInputError(f"the model given takes {given} channels, the data at {cfg.data} has {n_channels}")
-    check_head(model, {"output": cfg.output}, "the model given")
+    check_head(model, {"output": cfg.output, "task": get_task(cfg.task).to_dict()}, "the model given")
 
 
 def compile_model(model, cfg: TrainConfig, policy: str):
@@ -304,7 +309,7 @@ def compile_model(model, cfg: TrainConfig, policy: str):
     if policy == "mixed_float16" and not isinstance(opt, keras.optimizers.LossScaleOptimizer):
         opt = keras.optimizers.LossScaleOptimizer(opt)
     model.compile(optimizer=opt, **compile_arguments(get_loss(cfg.loss, output=cfg.output),
-                                                     report_metrics(cfg.output), len(model.outputs)),
+                                                     report_metrics(cfg.output, cfg.task), len(model.outputs)),
                   jit_compile=choose_jit(cfg.jit_compile))
     return model
 
@@ -323,7 +328,8 @@ def whole_case_callback(cases, info, every: int = 1, patch_size=None, overlap=0.
     from .inference import Predictor
 
     return WholeCaseValidation(cases, lambda model: Predictor(model, info=info, patch_size=patch_size,
-                                                              overlap=overlap, batch_size=batch_size), every=every)
+                                                              overlap=overlap, batch_size=batch_size), every=every,
+                               task=info_task(info))
 
 
 def whole_case_validation(cfg, val_ids, info):
@@ -486,6 +492,31 @@ def _check_moved_data(run: Path, cases, split: dict, recorded) -> None:
                                   f"trained with {mine!r}")
 
 
+def run_task(cfg: TrainConfig, cases, resume=None):
+    """The task of a run: for a new run its data's (``cases.task``, the conversion's manifest), for a resumed run
+    its own (``cfg.task``; the 2021 glioma task for a run that records none).
+
+    Raises:
+        BratsInputError in one line naming both tasks: a task given (``cfg.task``) or a resumed run's task whose
+        classes and regions are not the data's (:func:`~brats_keras.checkpoint.check_task`); a task record that
+        is not a task.
+    """
+    data = getattr(cases, "task", None) or get_task(read_manifest(cfg.data).get("task"))
+    if cfg.task is None and resume is None:
+        return data
+    try:
+        task = get_task(cfg.task)
+    except TaskError as exc:
+        raise BratsInputError(f"{'--resume ' + str(resume) if resume is not None else '--task'}: {exc}") from None
+    if resume is not None:
+        check_task(task, data, f"--resume {resume}", f"the data at {cfg.data}")
+        return task
+    if task != data and not task.same_classes(data):
+        raise BratsInputError(f"--task {task.name}: the data at {cfg.data} is task {data.name} (other classes or "
+                              "regions): refused")
+    return data
+
+
 def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = None, extra_callbacks=(),
           overwrite: bool = False, model=None):
     """Train a model; return ``{"run": Path, "history": [...], "best": Path, "last": Path, "seconds": float}``.
@@ -541,8 +572,9 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
 
     # everything that can fail on bad input (data folder, split, --init-from) runs before the run folder is made
     all_cases = ConvertedCases(cfg.data)
+    cfg = replace(cfg, task=run_task(cfg, all_cases, resume).to_dict())
     try:
-        info = model_info(cfg, all_cases.spec)
+        info = model_info(cfg, all_cases.spec, cfg.task)
         check_intensity_mode(cfg.intensity_augment)  # else the dataset refuses it after the run folder is made
         deep_supervision.check_config(cfg)
     except ValueError as exc:  # a patch size, output mode, intensity augmentation or deep supervision it cannot have

@@ -412,3 +412,29 @@ def test_predict_and_init_from_refuse_a_named_lambda_or_unregistered_layer_in_on
                    "--init-from", str(path)])
     assert rc == 2 and _one_line(capsys).startswith(f"error: {path}: {message}")
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- tasks
+def test_the_head_check_reads_the_recorded_task():
+    """The channels a head must have are those of the task the info records (none recorded: the 2021 task)."""
+    from brats_keras.checkpoint import check_head, check_task, info_task
+    from brats_keras.models import unet3d
+    from brats_keras.tasks import TASKS
+
+    post = TASKS["glioma2024-post"]
+    regions = unet3d(in_channels=1, base_filters=2, depth=1, output="regions", task=post)
+    check_head(regions, {"output": "regions", "task": post.to_dict()}, "m")  # its own task: passes
+    with pytest.raises(BratsInputError, match=r"^m: its info records a regions head \(3 channels\) but the network "
+                                              r"ends in 4 channels"):
+        check_head(regions, {"output": "regions"}, "m")
+    softmax = unet3d(in_channels=1, base_filters=2, depth=1)
+    with pytest.raises(BratsInputError, match=r"^m: its info records a softmax head of task glioma2024-post "
+                                              r"\(5 channels\) but the network ends in 4 channels"):
+        check_head(softmax, {"output": "softmax", "task": post.to_dict()}, "m")
+    with pytest.raises(BratsInputError, match=r"^m: task record: no 'labels'$"):
+        check_head(softmax, {"output": "softmax", "task": {"name": "x"}}, "m")
+    assert info_task({}) == TASKS["glioma2021"] and info_task({"task": post.to_dict()}) == post
+    check_task(TASKS["brats2023"], TASKS["glioma2021"], "m")  # one family: the same classes, other label values
+    with pytest.raises(BratsInputError, match=r"^m: a model of task glioma2024-post, but this run's data is task "
+                                              r"brats2023 \(other classes or regions\): refused$"):
+        check_task(post, TASKS["brats2023"], "m")

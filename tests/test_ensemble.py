@@ -10,6 +10,7 @@ from brats_keras.cli import main as cli_main
 from brats_keras.inference import Predictor
 from brats_keras.io import BratsInputError, find_cases
 from brats_keras.postprocessing import postprocessing_spec
+from brats_keras.tasks import TASKS
 
 from conftest import write_small_case
 
@@ -113,6 +114,7 @@ def test_ensemble_command_gathers_the_folds_in_float16_with_the_chosen_postproce
     assert sorted(p.name for p in out.iterdir()) == ["ensemble.json", "fold-0.keras", "fold-1.keras"]
     record = json.loads((out / "ensemble.json").read_text())
     assert record["weights_dtype"] == "float16" and record["models"]["fold-1.keras"]["run"] == str(runs[1])
+    assert record["task"] == TASKS["glioma2021"].to_dict()  # the task the fold models record
     from brats_keras.io import file_checksum
 
     assert {n: m["checksum"] for n, m in record["models"].items()} == {n: file_checksum(out / n)
@@ -163,6 +165,12 @@ def test_ensemble_command_refuses_bad_runs_in_one_line_and_writes_nothing(cv, tm
                {**read_info(runs[1] / "checkpoints" / "last.keras"), "scale": "minmax"})
     bad_pp = tmp_path / "pp.json"
     bad_pp.write_text("{not json")
+    post = tmp_path / "post"  # a copy of fold 1 of, it says, the post-treatment task
+    (post / "checkpoints").mkdir(parents=True)
+    (post / "split.json").write_bytes((runs[1] / "split.json").read_bytes())
+    (post / "checkpoints" / "last.keras").write_bytes((runs[1] / "checkpoints" / "last.keras").read_bytes())
+    write_info(post / "checkpoints" / "last.keras",
+               {**read_info(runs[1] / "checkpoints" / "last.keras"), "task": TASKS["glioma2024-post"].to_dict()})
     listed = tmp_path / "listed"  # a split.json that is a JSON list (was an AttributeError traceback)
     (listed / "checkpoints").mkdir(parents=True)
     (listed / "split.json").write_text("[1, 2]")
@@ -171,7 +179,9 @@ def test_ensemble_command_refuses_bad_runs_in_one_line_and_writes_nothing(cv, tm
              ([str(runs[0]), str(root)], f"{root}: not a run folder (no split.json)"),
              ([str(runs[0]), str(other)], "were trained with different scale ('zscore' and 'minmax')"),
              ([str(runs[0]), str(runs[1]), "--postprocessing", str(bad_pp)], f"{bad_pp}: not a readable post-processing"),
-             ([str(runs[0]), str(listed)], f"{listed / 'split.json'}: not the split of a fold run")]
+             ([str(runs[0]), str(listed)], f"{listed / 'split.json'}: not the split of a fold run"),
+             ([str(runs[0]), str(post)], "were trained for different tasks (glioma2021 and glioma2024-post): the "
+                                         "models of an ensemble need the same classes")]
     for args, message in cases:
         capsys.readouterr()
         rc = cli_main(["ensemble", "--runs", *args, "--out", str(tmp_path / "ens")])

@@ -66,6 +66,7 @@ def test_export_folder_holds_the_model_and_its_preprocessing(exports):
         assert PreprocessingSpec.from_dict(spec) == PreprocessingSpec.from_dict(info)
         assert spec["export"]["format"] == fmt
         assert spec["export"]["in_channels"] == 4 and spec["export"]["n_out"] == 3
+        assert spec["task"]["name"] == "glioma2021"  # the shipped files record none: the default task
     assert (exports["savedmodel"] / "saved_model.pb").is_file()
     assert (exports["onnx"] / ONNX_FILE).is_file()
     assert not list(exports["onnx"].parent.glob(".*export*"))  # no temporary folder left

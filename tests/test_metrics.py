@@ -6,6 +6,7 @@ import pytest
 from brats_keras import evaluation
 from brats_keras import metrics as bm
 from brats_keras.labels import classes_to_regions, one_hot
+from brats_keras.tasks import TASKS
 from brats_keras.metrics import (
     ClassDice,
     MeanDice,
@@ -203,3 +204,110 @@ def test_numpy_scores_have_one_home_in_evaluation():
                  "lesion_wise_scores", "evaluate_folder", "format_table", "HD95_EMPTY"):
         assert hasattr(evaluation, name)
         assert not hasattr(bm, name), name
+
+
+# ----------------------------------------------------------------------------- other tasks
+POST = TASKS["glioma2024-post"]
+# eight voxels of the post-treatment task: classes 1 NETC, 2 SNFH, 3 ET, 4 RC (labels 1 2 3 4)
+POST_TRUE = np.array([0, 1, 2, 3, 4, 4, 0, 2]).reshape(1, 2, 2, 2)
+
+
+def post_encode(classes, output):
+    if output == "softmax":
+        return one_hot(classes, POST.n_classes)
+    return POST.classes_to_regions(classes, POST.region_order).astype("float32")
+
+
+def post_scores(pred, output):
+    out = {}
+    for m in report_metrics(output, POST):
+        m.update_state(post_encode(POST_TRUE, output), post_encode(pred, output))
+        out[m.name] = result(m)
+    return out
+
+
+def test_metric_names_follow_the_task():
+    base = ["accuracy", "precision", "recall", "mean_dice"]
+    assert [m.name for m in report_metrics("softmax")] == base + ["dice_NCR", "dice_ED", "dice_ET", "dice_WT",
+                                                                  "dice_TC"]
+    assert [m.name for m in report_metrics("regions", "glioma2024-post")] == \
+        base + ["dice_NETC", "dice_SNFH", "dice_ET", "dice_RC", "dice_WT", "dice_TC"]
+    assert [m.name for m in report_metrics("softmax", "pediatric2024")] == \
+        base + ["dice_ET", "dice_NETC", "dice_CC", "dice_ED", "dice_WT", "dice_TC"]
+    assert [m.name for m in report_metrics("regions", "brats2023")] == \
+        base + ["dice_NETC", "dice_SNFH", "dice_ET", "dice_WT", "dice_TC"]
+
+
+@pytest.mark.parametrize("output", ["softmax", "regions"])
+def test_post_treatment_known_answers(output):
+    """A perfect prediction scores 1 everywhere, RC included; the cavity missed (background) is RC Dice 0 and
+    nothing else moves (RC is in no other region); the cavity taken for enhancing tumour (2 voxels) also costs ET
+    (true 1 voxel, predicted 3: 2/4), TC (true {1, 3}, predicted {1, 3, 4, 5}: 4/6) and WT (true 4, predicted 6,
+    4 shared: 8/10)."""
+    assert all(v == pytest.approx(1.0) for v in post_scores(POST_TRUE, output).values())
+    missed = post_scores(np.where(POST_TRUE == 4, 0, POST_TRUE), output)
+    assert missed["dice_RC"] == 0.0
+    assert {k: missed[k] for k in ("dice_WT", "dice_TC", "dice_ET", "dice_NETC", "dice_SNFH")} == \
+        pytest.approx({"dice_WT": 1.0, "dice_TC": 1.0, "dice_ET": 1.0, "dice_NETC": 1.0, "dice_SNFH": 1.0})
+    assert missed["mean_dice"] == pytest.approx(3 / 4) and missed["recall"] == pytest.approx(3 / 4)
+    as_et = post_scores(np.where(POST_TRUE == 4, 3, POST_TRUE), output)
+    assert as_et["dice_RC"] == 0.0
+    assert as_et["dice_ET"] == pytest.approx(2 / 4) and as_et["dice_TC"] == pytest.approx(4 / 6)
+    assert as_et["dice_WT"] == pytest.approx(8 / 10) and as_et["dice_SNFH"] == pytest.approx(1.0)
+
+
+def test_post_treatment_regions_decode_in_the_task_order():
+    """Head regions WT, TC, ET, RC: a voxel takes the class of the last region it is in, as
+    Task.regions_to_classes decodes."""
+    #                 WT TC ET RC
+    rows = np.array([[0, 0, 0, 0],   # background
+                     [1, 0, 0, 0],   # SNFH
+                     [1, 1, 0, 0],   # NETC
+                     [1, 1, 1, 0],   # ET
+                     [0, 0, 0, 1],   # RC
+                     [1, 1, 1, 1],   # RC: the last region wins
+                     [0, 1, 0, 0],   # NETC (TC without WT: the decoding does not check nesting)
+                     [1, 0, 1, 0]],  # ET
+                    np.float32).reshape(1, 2, 2, 2, 4)
+    classes, regions = decode(rows, "regions", POST)
+    expected = POST.regions_to_classes(rows)
+    np.testing.assert_array_equal(np.argmax(keras.ops.convert_to_numpy(classes), -1), expected)
+    np.testing.assert_array_equal(expected.ravel(), [0, 2, 1, 3, 4, 4, 1, 3])
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(regions), rows)
+    # softmax: the head regions are the unions of their classes
+    _, regions = decode(one_hot(POST_TRUE, 5), "softmax", POST)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(regions),
+                                  POST.classes_to_regions(POST_TRUE, POST.region_order))
+
+
+def test_a_task_metric_round_trips_its_task_and_a_default_one_records_none():
+    metric = ClassDice("RC", "regions", task="glioma2024-post")
+    config = metric.get_config()
+    assert config["task"] == POST.to_dict() and "task" not in ClassDice("ET").get_config()
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(metric))
+    assert restored.task == POST and restored.name == "dice_RC" and restored.get_config() == config
+
+
+def test_task_errors_name_the_task_classes_and_regions():
+    with pytest.raises(ValueError, match="unknown class 'NCR': use one of NETC, SNFH, ET, RC"):
+        ClassDice("NCR", task=POST)
+    with pytest.raises(ValueError, match=r"class index must be 1 \(NETC\), 2 \(SNFH\), 3 \(ET\) or 4 \(RC\)"):
+        ClassDice(5, task=POST)
+    with pytest.raises(ValueError, match="unknown region 'SNFH': use one of WT, TC, ET, RC"):
+        RegionDice("SNFH", task=POST)
+
+
+def test_a_model_file_rebuilds_its_task_metrics(tmp_path):
+    """A compiled model of the post-treatment task saved and loaded: its metrics come back with their task."""
+    from brats_keras.checkpoint import load_model, save_model
+    from brats_keras.losses import get_loss
+    from brats_keras.models import unet3d
+
+    model = unet3d(in_channels=1, base_filters=2, depth=1, output="regions", task=POST)
+    model.compile(optimizer="adam", loss=get_loss("dice+bce", "regions"), metrics=report_metrics("regions", POST))
+    x = np.zeros((1, 2, 2, 2, 1), np.float32)
+    y = post_encode(POST_TRUE, "regions")
+    model.evaluate(x, y, verbose=0)
+    loaded, _ = load_model(save_model(model, tmp_path / "post.keras"))
+    scores = loaded.evaluate(x, y, verbose=0, return_dict=True)
+    assert {"dice_RC", "dice_NETC", "dice_WT"} <= set(scores) and 0.0 <= scores["dice_RC"] <= 1.0

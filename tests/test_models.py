@@ -30,6 +30,7 @@ from brats_keras.models import (
     vnet,
 )
 from brats_keras.models.blocks import group_count, norm_layer
+from brats_keras.tasks import TASKS
 
 OWN = [unet3d, residual_unet, vnet]
 ALL = OWN + [sm_unet]
@@ -452,3 +453,45 @@ def test_patch_shape_refuses_a_slice_patch_that_is_not_one_voxel_thick_along_the
     with pytest.raises(ValueError, match=rf"patch size {re.escape(repr(patch))}: --model unet2d trains on axial "
                                          r"slices: give N \(N x N slices\) or three sizes with 1 along array axis 2"):
         patch_shape("unet2d", patch)
+
+
+# ----------------------------------------------------------------------------- heads per task
+@pytest.mark.parametrize("output", ["softmax", "regions"])
+@pytest.mark.parametrize("task", list(TASKS))
+def test_the_head_has_the_task_channels(task, output):
+    """Softmax: the task's classes (background included); regions: its head regions (``region_order``)."""
+    expected = {"softmax": TASKS[task].n_classes, "regions": len(TASKS[task].region_order)}[output]
+    model = unet3d(in_channels=1, base_filters=2, depth=1, output=output, task=task)
+    assert model.outputs[0].shape[-1] == expected
+    assert {"glioma2024-post": {"softmax": 5, "regions": 4}, "pediatric2024": {"softmax": 5, "regions": 4},
+            "men-rt2024": {"softmax": 2, "regions": 1}}.get(
+        task, {"softmax": 4, "regions": 3})[output] == expected  # the counts of the tasks' definitions
+
+
+@pytest.mark.parametrize("name", ["unet3d", "residual_unet", "vnet", "segresnet", "sm_unet"])
+def test_every_architecture_takes_the_task(name):
+    kwargs = {"backbone": "resnet18", "decoder_filters": (16, 8, 8, 4, 4)} if name == "sm_unet" else \
+        {"base_filters": 4, "depth": 2}
+    output, channels = ("softmax", 5) if name == "vnet" else ("regions", 4)  # both heads: the test above
+    model = build_model(name, in_channels=2, output=output, task=TASKS["glioma2024-post"], **kwargs)
+    assert model.outputs[0].shape[-1] == channels
+
+
+def test_the_default_task_builds_the_same_model_with_the_same_weights():
+    """task=None, the default task by name and no task argument at all: one model, layer by layer, weight by
+    weight (a seeded build)."""
+    built = []
+    for kwargs in ({}, {"task": None}, {"task": "glioma2021"}, {"task": TASKS["glioma2021"], "n_classes": 4}):
+        keras.utils.set_random_seed(7)
+        built.append(unet3d(in_channels=2, base_filters=4, depth=2, output="regions", deep_supervision=1, **kwargs))
+    first = built[0]
+    for other in built[1:]:
+        assert [lay.name for lay in other.layers] == [lay.name for lay in first.layers]
+        for a, b in zip(first.get_weights(), other.get_weights()):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_n_classes_other_than_the_task_is_refused():
+    with pytest.raises(ValueError, match=r"^n_classes 4 differs from the 5 classes of task glioma2024-post "
+                                         r"\(background, NETC, SNFH, ET, RC\): give the task alone$"):
+        unet3d(n_classes=4, task="glioma2024-post")

@@ -57,6 +57,7 @@ def test_softmax_report_defaults_and_cli(data_dir, tmp_path, capsys):
     # the report's defaults where not overridden
     assert cfg["loss"] == "dice+tversky" and cfg["output"] == "softmax" and cfg["lr"] == 1e-3
     assert cfg["min_lr"] == 1e-6 and cfg["norm"] == "batch"
+    assert cfg["task"]["name"] == "glioma2021"  # a conversion that records no task is of the default one
     assert "run folder" in capsys.readouterr().out
     log = read_log(tmp_path / "cli")
     assert {"loss", "val_loss", "dice_NCR", "dice_ED", "dice_ET", "dice_WT", "dice_TC", "mean_dice",
@@ -282,3 +283,55 @@ def test_train_refuses_a_given_model_that_does_not_fit_before_the_run_folder(dat
     with pytest.raises(BratsInputError, match=message):
         train(tiny(data_dir, tmp_path / "run", epochs=1), model=mine)
     assert not (tmp_path / "run").exists()
+
+
+# ----------------------------------------------------------------------------- another task
+@pytest.fixture(scope="module")
+def post_dir(data_dir, tmp_path_factory):
+    """The conversion above made one of the post-treatment task by hand: a resection cavity (class 4) in a corner
+    of every case and the task in the manifest (the classes 1-3 of both tasks are the same indices)."""
+    import shutil
+
+    from brats_keras.io import file_checksum
+    from brats_keras.tasks import TASKS
+
+    root = tmp_path_factory.mktemp("post") / "conv"
+    shutil.copytree(data_dir, root)
+    manifest = json.loads((root / "manifest.json").read_text())
+    for entry in manifest["cases"].values():
+        path = root / entry["mask"]
+        mask = np.load(path)
+        mask[:6, :6, :6] = 4
+        np.save(path, mask)
+        entry["checksums"]["mask"] = file_checksum(path)
+    manifest["task"] = TASKS["glioma2024-post"].to_dict()
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_a_run_of_another_task_records_it_and_refuses_data_of_another(post_dir, data_dir, tmp_path, capsys):
+    """The post-treatment task's run: a 4-region head, its metrics (dice_RC), the task in config.json and in every
+    checkpoint; resumed on 2021 data or used by --init-from for a 2021 run: one line naming both tasks."""
+    from brats_keras.checkpoint import info_task, load_model
+    from brats_keras.io import BratsInputError
+    from brats_keras.tasks import TASKS
+
+    post, run = TASKS["glioma2024-post"], tmp_path / "post"
+    res = train(tiny(post_dir, run, output="regions", loss="dice+bce", epochs=1))
+    assert json.loads((run / "config.json").read_text())["task"] == post.to_dict()
+    for name in ("best.keras", "last.keras"):
+        assert read_info(run / "checkpoints" / name)["task"] == post.to_dict()
+    model, info = load_model(res["best"])
+    assert model.outputs[0].shape[-1] == 4 and info_task(info) == post
+    assert {"dice_RC", "val_dice_RC", "val_dice_NETC"} <= set(read_log(run)[0])
+    with pytest.raises(BratsInputError) as err:
+        train(TrainConfig(epochs=2, data=str(data_dir)), resume=run)
+    assert str(err.value) == (f"--resume {run}: a model of task glioma2024-post, but the data at {data_dir} is "
+                              "task glioma2021 (other classes or regions): refused")
+    rc = cli_main(["train", "--data", str(data_dir), "--out", str(tmp_path / "ft"), "--base-filters", "4",
+                   "--depth", "2", "--norm", "instance", "--head", "regions", "--loss", "dice+bce", "--patch-size",
+                   "16", "--epochs", "1", "--val", "1", "--mixed-precision", "off", "--init-from", str(res["best"])])
+    assert rc == 2 and capsys.readouterr().err.strip() == (
+        f"error: --init-from {res['best']}: a model of task glioma2024-post, but this run's data is task "
+        "glioma2021 (other classes or regions): refused")
+    assert not (tmp_path / "ft").exists() and len(read_log(run)) == 1

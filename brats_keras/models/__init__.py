@@ -1,8 +1,10 @@
 """Segmentation models: one architecture per module, all channels-last Keras 3 models.
 
 Every builder returns a ``keras.Model`` mapping a batch ``(B, D, H, W, in_channels)``
-to float32 probabilities ``(B, D, H, W, n_out)``: ``n_classes`` softmax channels
-(``output="softmax"``) or 3 sigmoid channels WT, TC, ET (``output="regions"``). The slice models
+to float32 probabilities ``(B, D, H, W, n_out)``: the task's classes as softmax channels
+(``output="softmax"``) or its head regions as sigmoid channels (``output="regions"``): every builder takes
+``task=`` (a :class:`~brats_keras.tasks.Task` or its name; None: the 2021 glioma task, 4 classes, 3 regions WT,
+TC, ET). The slice models
 (:data:`SLICE_MODELS`: ``unet2d``) map axial slices ``(B, H, W, in_channels)`` to ``(B, H, W, n_out)``
 with the same heads; they train on patches one voxel thick along :data:`brats_keras.io.AXIAL_AXIS`
 (:func:`patch_shape`) and predict volumes slice by slice (:class:`brats_keras.inference.Predictor`).

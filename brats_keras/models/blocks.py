@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 
 from ..labels import OUTPUTS, check_output
+from ..tasks import get_task
 
 NORMS = ("batch", "instance", "group", "none")
 ACTIVATIONS = ("relu", "leaky_relu", "prelu")
@@ -60,16 +61,26 @@ def check_dropout(rate) -> float:
     return float(rate)
 
 
-def output_channels(output: str, n_classes: int) -> int:
+def output_channels(output: str, n_classes: int | None = None, task=None) -> int:
     """Number of output channels for an output mode.
 
-    ``"softmax"``: ``n_classes`` (at least 2) class probabilities that sum to 1.
+    With a ``task`` (a :class:`~brats_keras.tasks.Task` or its name), its head's channels: ``"softmax"`` its classes
+    (background included), ``"regions"`` its head regions (:attr:`~brats_keras.tasks.Task.region_order`);
+    ``n_classes``, when given, must be the task's classes. Without one (the 2021 glioma task):
+    ``"softmax"``: ``n_classes`` (at least 2; 4 when None) class probabilities that sum to 1.
     ``"regions"``: 3 independent sigmoid channels WT, TC, ET. They are derived from
     the 4 BraTS classes, so ``n_classes`` must be 4 (the default) or 3.
     """
     output = check_output(output)
-    if isinstance(n_classes, bool) or not isinstance(n_classes, int):
+    if n_classes is not None and (isinstance(n_classes, bool) or not isinstance(n_classes, int)):
         raise ValueError(f"n_classes must be an integer, got {n_classes!r}")
+    if task is not None:
+        task = get_task(task)
+        if n_classes is not None and n_classes != task.n_classes:
+            raise ValueError(f"n_classes {n_classes} differs from the {task.n_classes} classes of task {task.name} "
+                             f"({', '.join(task.class_names)}): give the task alone")
+        return task.output_channels(output)
+    n_classes = 4 if n_classes is None else n_classes
     if output == "softmax":
         if n_classes < 2:
             raise ValueError(f"output='softmax' needs n_classes >= 2, got {n_classes}")
@@ -225,9 +236,9 @@ def output_head(x, n_out: int, output: str, name: str = "head", kernel_size: int
 
     Args:
         x: features ``(B, D, H, W, C)``.
-        n_out: output channels (classes or 3 regions).
+        n_out: output channels (the task's classes or head regions: :func:`output_channels`).
         output: ``"softmax"`` (class probabilities summing to 1 over the last axis)
-            or ``"regions"`` (independent sigmoids for WT, TC, ET).
+            or ``"regions"`` (independent sigmoids, one per head region of the task).
         name: prefix; the layers are ``{name}_conv`` and ``{name}_softmax``/``{name}_sigmoid``.
         kernel_size: 1 (the usual 1x1x1) or larger.
         rank: spatial dimensions of ``x``, 3 or 2.

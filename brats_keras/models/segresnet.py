@@ -182,7 +182,7 @@ def _blocks(value, length: int, default, what: str) -> tuple:
 
 def segresnet(
     in_channels: int = 3,
-    n_classes: int = 4,
+    n_classes: int | None = None,
     base_filters: int = 16,
     depth: int = 3,
     norm: str = "group",
@@ -195,6 +195,7 @@ def segresnet(
     vae: bool = False,
     vae_weight: float = 0.1,
     name: str = "segresnet",
+    task=None,
 ) -> keras.Model:
     """SegResNet of Myronenko (2018) as MONAI builds it, for ``(B, D, H, W, in_channels)`` patches.
 
@@ -203,12 +204,14 @@ def segresnet(
 
     Args:
         in_channels: input channels (modalities).
-        n_classes: classes of the softmax output; with ``output="regions"`` it must be 4 or 3.
+        n_classes: classes of the softmax output (None: 4, or the task's); with ``output="regions"``
+            and no task it must be 4 or 3.
         base_filters: filters of the initial convolution and the first level (MONAI's ``init_filters``).
         depth: number of stride-2 down-samplings (levels - 1); 3 in MONAI.
         norm: ``"group"`` (8 groups, MONAI's), ``"batch"``, ``"instance"`` or ``"none"``.
         dropout: SpatialDropout3D rate after the initial convolution (MONAI's ``dropout_prob``; 0: none).
-        output: ``"softmax"`` (class probabilities) or ``"regions"`` (3 sigmoids WT, TC, ET).
+        output: ``"softmax"`` (class probabilities) or ``"regions"`` (one sigmoid per head region of the task:
+            WT, TC, ET for the default).
         activation: ``"relu"`` (MONAI's), ``"leaky_relu"`` or ``"prelu"``.
         blocks_down: residual blocks per encoder level, ``depth + 1`` numbers; default
             ``(1, 2, 2, 4)`` cut or continued with 4s to ``depth + 1`` levels.
@@ -218,6 +221,8 @@ def segresnet(
             regulariser during training only; needs ``patch_size`` (multiples of ``2 ** (depth + 1)``).
         vae_weight: weight of the branch's loss (L2 + KL), 0.1 in the paper.
         name: model name.
+        task: the task (a :class:`~brats_keras.tasks.Task` or its name) whose head the model ends in: its
+            classes (softmax) or its head regions (regions); None: the 2021 glioma task.
     Returns:
         a ``keras.Model`` giving float32 probabilities ``(B, D, H, W, n_out)``.
     Raises:
@@ -230,7 +235,7 @@ def segresnet(
     norm = check_choice(norm, NORMS, "norm")
     activation = check_choice(activation, ACTIVATIONS, "activation")
     dropout = check_dropout(dropout)
-    n_out = output_channels(output, n_classes)
+    n_out = output_channels(output, n_classes, task)
     if vae and patch_size is None:
         raise ValueError("segresnet(vae=True) needs a fixed patch_size: the VAE branch's dense layers fix the "
                          "input size")

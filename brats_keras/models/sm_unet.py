@@ -48,10 +48,11 @@ def import_segmentation_models():
 def sm_unet(
     backbone: str = "resnet18",
     in_channels: int = 3,
-    n_classes: int = 4,
+    n_classes: int | None = None,
     output: str = "softmax",
     patch_size=None,
     name: str | None = None,
+    task=None,
     **kwargs,
 ) -> keras.Model:
     """A ``segmentation_models_3D.Unet`` with a float32 softmax or sigmoid head.
@@ -63,10 +64,14 @@ def sm_unet(
     Args:
         backbone: a name from ``segmentation_models_3D.get_available_backbone_names()``.
         in_channels: input channels (modalities).
-        n_classes: classes of the softmax output; with ``output="regions"`` it must be 4 or 3.
-        output: ``"softmax"`` (class probabilities) or ``"regions"`` (3 sigmoids WT, TC, ET).
+        n_classes: classes of the softmax output (None: 4, or the task's); with ``output="regions"``
+            and no task it must be 4 or 3.
+        output: ``"softmax"`` (class probabilities) or ``"regions"`` (one sigmoid per head region of the task:
+            WT, TC, ET for the default).
         patch_size: None (any multiple of 32), an int or ``(D, H, W)``.
         name: model name (default ``sm_unet_<backbone>``).
+        task: the task (a :class:`~brats_keras.tasks.Task` or its name) whose head the model ends in: its
+            classes (softmax) or its head regions (regions); None: the 2021 glioma task.
         **kwargs: passed to ``segmentation_models_3D.Unet``: ``decoder_filters``,
             ``decoder_block_type``, ``decoder_use_batchnorm``, ``encoder_freeze``, ``dropout`` ...
             ``encoder_weights`` may only be None.
@@ -77,7 +82,7 @@ def sm_unet(
         ValueError for an unknown backbone or output, a patch size that is not a
         multiple of 32, or pretrained encoder weights.
     """
-    n_out = output_channels(output, n_classes)
+    n_out = output_channels(output, n_classes, task)
     shape = input_shape(patch_size, in_channels, SIZE_DIVISOR)
     if kwargs.pop("encoder_weights", None) is not None:
         raise ValueError("sm_unet never downloads weights: encoder_weights must be None")

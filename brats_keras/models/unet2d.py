@@ -28,7 +28,7 @@ from .unet3d import build_unet
 
 def unet2d(
     in_channels: int = 3,
-    n_classes: int = 4,
+    n_classes: int | None = None,
     base_filters: int = 16,
     depth: int = 4,
     norm: str = "batch",
@@ -38,23 +38,28 @@ def unet2d(
     patch_size=None,
     name: str = "unet2d",
     deep_supervision: int = 0,
+    task=None,
 ) -> keras.Model:
     """2D U-Net for axial slices ``(B, H, W, in_channels)``.
 
     Args:
         in_channels: input channels (modalities).
-        n_classes: classes of the softmax output; with ``output="regions"`` it must be 4 or 3.
+        n_classes: classes of the softmax output (None: 4, or the task's); with ``output="regions"``
+            and no task it must be 4 or 3.
         base_filters: filters of the first level; level ``l`` has ``base_filters * 2 ** l``.
         depth: number of 2x2 pooling steps.
         norm: ``"batch"``, ``"instance"``, ``"group"`` or ``"none"``.
         dropout: SpatialDropout2D rate after the first convolution of each level (0: none).
-        output: ``"softmax"`` (class probabilities) or ``"regions"`` (3 sigmoids WT, TC, ET).
+        output: ``"softmax"`` (class probabilities) or ``"regions"`` (one sigmoid per head region of the task:
+            WT, TC, ET for the 2021 glioma task).
         activation: ``"relu"``, ``"leaky_relu"`` or ``"prelu"``.
         patch_size: None to accept any slice size that is a multiple of ``2 ** depth``, or an int /
             ``(H, W)`` to fix the input shape.
         name: model name.
         deep_supervision: auxiliary outputs on the decoder levels below full resolution, as for
             :func:`~brats_keras.models.unet3d.unet3d`.
+        task: the task (a :class:`~brats_keras.tasks.Task` or its name) whose head the model ends in: its
+            classes (softmax) or its head regions (regions); None: the 2021 glioma task.
     Returns:
         a ``keras.Model`` mapping ``(B, H, W, in_channels)`` to float32 probabilities ``(B, H, W, n_out)``;
         with ``deep_supervision=N`` a list of N + 1 such outputs, the main one first.
@@ -76,4 +81,5 @@ def unet2d(
         name=name,
         deep_supervision=deep_supervision,
         rank=2,
+        task=task,
     )

@@ -71,6 +71,7 @@ def build_unet(
     name: str,
     deep_supervision: int = 0,
     rank: int = 3,
+    task=None,
 ) -> keras.Model:
     """Build a U-Net whose levels are ``conv_block`` (``block="conv"``) or ``residual_block`` (``"residual"``).
 
@@ -82,7 +83,7 @@ def build_unet(
     norm = check_choice(norm, NORMS, "norm")
     activation = check_choice(activation, ACTIVATIONS, "activation")
     dropout = check_dropout(dropout)
-    n_out = output_channels(output, n_classes)
+    n_out = output_channels(output, n_classes, task)
     shape = input_shape(patch_size, in_channels, 2**depth, rank)
     block = check_choice(block, ("conv", "residual"), "block")
     deep_supervision = check_deep_supervision(deep_supervision, depth)
@@ -113,7 +114,7 @@ def build_unet(
 
 def unet3d(
     in_channels: int = 3,
-    n_classes: int = 4,
+    n_classes: int | None = None,
     base_filters: int = 16,
     depth: int = 4,
     norm: str = "batch",
@@ -123,25 +124,29 @@ def unet3d(
     patch_size=None,
     name: str = "unet3d",
     deep_supervision: int = 0,
+    task=None,
 ) -> keras.Model:
     """3D U-Net of Cicek et al. (2016) for ``(B, D, H, W, in_channels)`` patches.
 
     Args:
         in_channels: input channels (modalities), 3 for FLAIR, T1ce, T2.
-        n_classes: classes of the softmax output (4: background, NCR, ED, ET).
-            With ``output="regions"`` the model has 3 channels whatever this is
+        n_classes: classes of the softmax output (None: 4, background, NCR, ED, ET; or the task's).
+            With ``output="regions"`` and no task the model has 3 channels whatever this is
             (it must be 4 or 3).
         base_filters: filters of the first level; level ``l`` has ``base_filters * 2 ** l``.
         depth: number of 2x2x2 pooling steps (the bottleneck is at level ``depth``).
         norm: ``"batch"``, ``"instance"``, ``"group"`` or ``"none"``.
         dropout: SpatialDropout3D rate after the first convolution of each level (0: none).
-        output: ``"softmax"`` (class probabilities) or ``"regions"`` (3 sigmoids WT, TC, ET).
+        output: ``"softmax"`` (class probabilities) or ``"regions"`` (one sigmoid per head region of the task:
+            WT, TC, ET for the default).
         activation: ``"relu"``, ``"leaky_relu"`` or ``"prelu"``.
         patch_size: None to accept any size that is a multiple of ``2 ** depth``,
             or an int / ``(D, H, W)`` to fix the input shape.
         name: model name.
         deep_supervision: auxiliary outputs on the decoder levels below full resolution (0 = none; at most
             ``depth - 1``), for training; :func:`brats_keras.models.main_output` gives the main output alone.
+        task: the task (a :class:`~brats_keras.tasks.Task` or its name) whose head the model ends in: its
+            classes (softmax) or its head regions (regions); None: the 2021 glioma task.
     Returns:
         a ``keras.Model`` mapping ``(B, D, H, W, in_channels)`` to probabilities
         ``(B, D, H, W, n_out)`` in float32 (even under a mixed-precision policy); with ``deep_supervision=N``
@@ -163,4 +168,5 @@ def unet3d(
         patch_size=patch_size,
         name=name,
         deep_supervision=deep_supervision,
+        task=task,
     )

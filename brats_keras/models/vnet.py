@@ -38,7 +38,7 @@ def stage_convs(level: int) -> int:
 
 def vnet(
     in_channels: int = 3,
-    n_classes: int = 4,
+    n_classes: int | None = None,
     base_filters: int = 16,
     depth: int = 4,
     norm: str = "batch",
@@ -48,22 +48,27 @@ def vnet(
     kernel_size: int = 3,
     patch_size=None,
     name: str = "vnet",
+    task=None,
 ) -> keras.Model:
     """V-Net of Milletari et al. (2016) for ``(B, D, H, W, in_channels)`` patches.
 
     Args:
         in_channels: input channels (modalities).
-        n_classes: classes of the softmax output; with ``output="regions"`` it must be 4 or 3.
+        n_classes: classes of the softmax output (None: 4, or the task's); with ``output="regions"``
+            and no task it must be 4 or 3.
         base_filters: filters of the first stage (16 in the paper); stage ``l`` has
             ``base_filters * 2 ** l``.
         depth: number of strided down-sampling steps (4 in the paper).
         norm: ``"batch"``, ``"instance"``, ``"group"`` or ``"none"`` (the paper has none).
         dropout: SpatialDropout3D rate after the first convolution of each stage (0: none).
-        output: ``"softmax"`` (class probabilities) or ``"regions"`` (3 sigmoids WT, TC, ET).
+        output: ``"softmax"`` (class probabilities) or ``"regions"`` (one sigmoid per head region of the task:
+            WT, TC, ET for the default).
         activation: ``"prelu"`` (the paper), ``"relu"`` or ``"leaky_relu"``.
         kernel_size: size of the stage convolutions, 3 (default) or 5 (the paper).
         patch_size: None (any multiple of ``2 ** depth``), an int or ``(D, H, W)``.
         name: model name.
+        task: the task (a :class:`~brats_keras.tasks.Task` or its name) whose head the model ends in: its
+            classes (softmax) or its head regions (regions); None: the 2021 glioma task.
     Returns:
         a ``keras.Model`` giving float32 probabilities ``(B, D, H, W, n_out)``.
     Raises:
@@ -78,7 +83,7 @@ def vnet(
     norm = check_choice(norm, NORMS, "norm")
     activation = check_choice(activation, ACTIVATIONS, "activation")
     dropout = check_dropout(dropout)
-    n_out = output_channels(output, n_classes)
+    n_out = output_channels(output, n_classes, task)
     shape = input_shape(patch_size, in_channels, 2**depth)
 
     def stage(x, filters, n_convs, prefix):

@@ -187,6 +187,32 @@ def test_metrics_give_known_answers():
             assert float(keras.ops.convert_to_numpy(m.result())) == 0.0, m.name
 
 
+def test_a_task_of_four_regions_trains_and_scores():
+    """The post-treatment task (5 classes, head regions WT, TC, ET, RC): its head, loss and metrics run on this
+    backend and give the known answers: 1 for a perfect prediction, RC Dice 0 for a missed cavity, WT untouched."""
+    from brats_keras.tasks import TASKS
+
+    post = TASKS["glioma2024-post"]
+    x = batch("unet3d", n=2)
+    classes = np.where(x[..., 0] > 1.0, 4, np.where(x[..., 0] > 0.3, 2, np.where(x[..., 1] > 1.0, 3, 0)))
+    y = post.classes_to_regions(classes, post.region_order).astype(np.float32)
+    missed = post.classes_to_regions(np.where(classes == 4, 0, classes), post.region_order).astype(np.float32)
+    for m in report_metrics("regions", post):
+        m.update_state(y, y)
+        assert float(keras.ops.convert_to_numpy(m.result())) == pytest.approx(1.0), m.name
+    scores = {}
+    for m in report_metrics("regions", post):
+        m.update_state(y, missed)
+        scores[m.name] = float(keras.ops.convert_to_numpy(m.result()))
+    assert scores["dice_RC"] == 0.0 and scores["dice_WT"] == pytest.approx(1.0)
+    model = tiny("unet3d", output="regions", task=post)
+    assert model.outputs[0].shape[-1] == 4
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss("dice+bce", "regions"),
+                  metrics=report_metrics("regions", post))
+    hist = model.fit(x, y, batch_size=1, epochs=1, verbose=0).history
+    assert np.isfinite(hist["loss"]).all() and 0.0 <= hist["dice_RC"][0] <= 1.0
+
+
 # --------------------------------------------------------------------------- data, fit, saving
 def test_fit_from_patch_dataset_lowers_nothing_to_nan(converted):
     keras.utils.set_random_seed(0)
