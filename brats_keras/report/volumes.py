@@ -122,7 +122,7 @@ def read_case_view(case: bio.Case, prediction=None, truth=None, scores=None, mod
                     tuple(float(z) for z in source.header.get_zooms()[:3]))
     if volumes.regrid is not None:
         resampled = resampled_note(describe_grid(source.shape, source.affine), volumes.arrays[0].shape)
-        view.notes.append(f"{case.case_id}: {resampled} to be drawn; the scores and volumes count its own voxels")
+        view.notes.append(f"{case.case_id}: drawn {resampled}; the scores and volumes count its own voxels")
     for name, source_map in (("truth", truth), ("prediction", prediction)):  # the truth's task first
         if source_map is None:
             continue
