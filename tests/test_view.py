@@ -18,11 +18,12 @@ import nbformat
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import execute_notebook, write_nifti, write_small_case
+from conftest import execute_notebook, resave_on_grid, write_nifti, write_small_case
 
 from brats_keras.io import BratsInputError
 from brats_keras.labels import labels_to_classes
 from brats_keras.synthetic import brats_affine
+from brats_keras.tasks import get_task
 from brats_keras.visualize import CLASS_COLORS, view, widget_frontend
 from brats_keras.visualize.widget import OVERLAY_OPACITY, VIEW_ENV, crosshair_fractions
 
@@ -112,6 +113,63 @@ def test_the_crosshair_starts_at_the_tumour_in_niivue_fractions(affine, want):
     if np.allclose(affine, brats_affine(volume.shape)):
         assert view(volume, prediction=prediction, widget=True).scene.crosshair_pos == pytest.approx(want)
         assert view(volume, widget=True).scene.crosshair_pos == [0.5, 0.5, 0.5]  # no tumour: the centre
+
+
+@pytest.fixture(scope="module")
+def post_case(tmp_path_factory):
+    """A synthetic post-treatment case (``synth --task glioma2024-post``, BraTS 2024 names: its task detected)."""
+    from brats_keras.cli import main as cli_main
+    from brats_keras.io import find_cases
+
+    root = tmp_path_factory.mktemp("post")
+    assert cli_main(["synth", "--out", str(root), "--cases", "1", "--shape", "64,64,48", "--seed", "2", "--task",
+                     "glioma2024-post", "--quiet"]) == 0
+    (found,) = find_cases(root)
+    return found
+
+
+def test_a_post_treatment_case_gets_five_colours_and_its_own_legend(post_case):
+    """The task's four classes (NETC, SNFH, ET, RC = label 4) in its colours: a colour table of 5 entries in the
+    widget, a legend of four in the static figure; an array with class 4 needs the task named."""
+    task = get_task("glioma2024-post")
+    seg = np.asarray(nib.load(post_case.seg).dataobj)
+    nv = view(post_case, truth=post_case.seg, widget=True)
+    lut = nv.volumes[1].colormap_label
+    want = [0, 0, 0, 0] + [v for c in range(1, 5) for v in _rgb255(task.colors[c]) + [255]]
+    assert (lut.lut, lut.min, lut.max) == (want, 0, 4) and lut.labels == ["", "NETC", "SNFH", "ET", "RC"]
+    assert _rgb255(task.colors[4]) == [204, 121, 167]  # RC
+    np.testing.assert_array_equal(_nifti(nv.volumes[1])[0], seg)  # labels 1..4 are classes 1..4
+    fig = view(post_case, truth=post_case.seg, widget=False)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "NON-ENHANCING CORE (NETC)", "FLAIR HYPERINTENSITY (SNFH)", "ENHANCING (ET)", "RESECTION CAVITY (RC)"]
+    assert [_rgb255(h.get_facecolor()[:3]) for h in legend.legend_handles] == [_rgb255(task.colors[c])
+                                                                             for c in range(1, 5)]
+    flair = np.asarray(nib.load(post_case.path("flair")).dataobj)
+    assert len(view(flair, prediction=seg, task="glioma2024-post", widget=True).volumes[1].colormap_label.labels) == 5
+    with pytest.raises(BratsInputError, match=r"prediction holds values \[4\] outside the classes 0..3"):
+        view(flair, prediction=seg, widget=True)
+
+
+def test_a_case_off_the_working_grid_is_shown_resampled_onto_it(case, tmp_path):
+    """The case and its label map stored on a 1 x 1 x 2 mm RAS grid: the widget shows the working grid (1 mm LPS)
+    as read_modalities reads it, the labels taken there voxel by voxel."""
+    from brats_keras.io import find_cases, read_modalities
+
+    folder, seg, truth, _ = case
+    off = tmp_path / "c0"
+    off.mkdir()
+    for f in folder.iterdir():
+        (off / f.name).write_bytes(f.read_bytes())
+        resave_on_grid(off / f.name, np.diag([1.0, 1.0, 2.0, 1.0]))
+    (found,) = find_cases(off)
+    volumes = read_modalities(found, ["flair"])
+    nv = view(off, truth=found.seg, widget=True)
+    image, affine = _nifti(nv.volumes[0])
+    assert image.shape == (24, 28, 40)
+    np.testing.assert_allclose(image, volumes.arrays[0], rtol=1e-6)
+    np.testing.assert_allclose(affine, volumes.affine)
+    np.testing.assert_array_equal(_nifti(nv.volumes[1])[0], volumes.regrid.to_working(truth, order=0))
 
 
 # --------------------------------------------------------------------------- the static figure
