@@ -21,7 +21,7 @@ from brats_keras.report import build, pages
 from brats_keras.tasks import get_task
 from brats_keras.visualize import CLASS_COLORS
 
-from conftest import resave_on_grid, write_nifti, write_small_case
+from conftest import resave_on_grid, write_nifti, write_post_case, write_small_case
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (24, 28, 20)
@@ -250,14 +250,10 @@ POST = "glioma2024-post"
 
 @pytest.fixture(scope="module")
 def post(tmp_path_factory):
-    """``evaluate --report`` of one synthetic post-treatment case (``synth --task glioma2024-post``: BraTS 2024
-    names, so evaluate detects the task), its prediction the truth shifted by one voxel along x; with the task,
-    evaluate's JSON and the case."""
+    """``evaluate --report`` of one synthetic post-treatment case (BraTS 2024 names, so evaluate detects the task),
+    its prediction the truth shifted by one voxel along x; with the task, evaluate's JSON and the case."""
     root = tmp_path_factory.mktemp("post")
-    # 64 x 64 x 48, seed 2: a resection cavity of 125 voxels (22 on one axial slice)
-    assert cli_main(["synth", "--out", str(root / "cases"), "--cases", "1", "--shape", "64,64,48", "--seed", "2",
-                     "--task", POST, "--quiet"]) == 0
-    (case,) = find_cases(root / "cases")
+    (case,) = find_cases(write_post_case(root / "cases"))
     seg = nib.load(case.seg)
     (root / "pred").mkdir()
     write_nifti(root / "pred" / f"{case.case_id}.nii.gz", np.roll(np.asanyarray(seg.dataobj), 1, axis=0), seg.affine)

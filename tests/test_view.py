@@ -6,7 +6,6 @@ import gzip
 import io
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import nbformat
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import execute_notebook, resave_on_grid, write_nifti, write_small_case
+from conftest import execute_notebook, resave_on_grid, write_nifti, write_post_case, write_small_case
 
 from brats_keras.io import BratsInputError
 from brats_keras.labels import labels_to_classes
@@ -117,14 +116,10 @@ def test_the_crosshair_starts_at_the_tumour_in_niivue_fractions(affine, want):
 
 @pytest.fixture(scope="module")
 def post_case(tmp_path_factory):
-    """A synthetic post-treatment case (``synth --task glioma2024-post``, BraTS 2024 names: its task detected)."""
-    from brats_keras.cli import main as cli_main
+    """A synthetic post-treatment case (BraTS 2024 names: its task detected)."""
     from brats_keras.io import find_cases
 
-    root = tmp_path_factory.mktemp("post")
-    assert cli_main(["synth", "--out", str(root), "--cases", "1", "--shape", "64,64,48", "--seed", "2", "--task",
-                     "glioma2024-post", "--quiet"]) == 0
-    (found,) = find_cases(root)
+    (found,) = find_cases(write_post_case(tmp_path_factory.mktemp("post")))
     return found
 
 
@@ -303,9 +298,6 @@ def _free_port() -> int:
 def jupyterlab(tmp_path, kernel_specs):
     """``(url of a notebook, folder)``: a JupyterLab server on this checkout, its kernels this interpreter, its
     settings and workspaces in ``tmp_path``; stopped after the test."""
-    pytest.importorskip("playwright.sync_api", reason="the browser test drives Chromium with Playwright")
-    if shutil.which("chromium") is None:
-        pytest.skip("no chromium on PATH (Debian's chromium package)")
     port, token, root = _free_port(), secrets.token_hex(8), Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k not in (VIEW_ENV, "MPLBACKEND", "JPY_SESSION_NAME")}
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
@@ -346,11 +338,10 @@ def _class_pixels(png: bytes) -> dict:
     return counts
 
 
-def test_jupyterlab_draws_the_widget_with_the_classes_and_hides_the_prediction_on_request(jupyterlab):
-    """JupyterLab in headless Chromium runs a notebook that calls view(): the widget (not the figure) is drawn,
-    with the colours of the three classes; setting the prediction's opacity to 0 takes them away."""
-    from playwright.sync_api import sync_playwright
-
+def test_jupyterlab_draws_the_widget_with_the_classes_and_hides_the_prediction_on_request(browser, jupyterlab):
+    """JupyterLab in headless Chromium (the session's, tests/conftest.py) runs a notebook that calls view(): the
+    widget (not the figure) is drawn, with the colours of the three classes; setting the prediction's opacity to 0
+    takes them away."""
     url, folder = jupyterlab
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "from brats_keras.synthetic import make_case\nfrom brats_keras.labels import labels_to_classes\n"
@@ -370,29 +361,26 @@ def test_jupyterlab_draws_the_widget_with_the_classes_and_hides_the_prediction_o
                 break
         return counts
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                    args=["--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.goto(url)
-            page.wait_for_function(  # the status bar's kernel item: "<kernel name> | Idle" once it is connected
-                "[...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => e.textContent.endsWith('| Idle'))",
-                timeout=120_000)
-            run = page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']")
-            run.click()  # the first cell
-            canvas = page.locator(".jp-OutputArea-output canvas").first
-            canvas.wait_for(timeout=180_000)
-            shown = settle(canvas, lambda n: min(sum(q) for q in n.values()) > 20)
-            canvas.screenshot(path=str(folder / "widget.png"))  # the artefact, beside the server's log
-            assert min(sum(q) for q in shown.values()) > 20, shown
-            assert min(shown[3][:3]) > 20, shown  # the three planes cross at the tumour: ET in each
-            assert not page.locator(".jp-OutputArea-output img").count()  # no static figure
-            run.click()  # the second cell, selected now
-            hidden = settle(canvas, lambda n: max(sum(q) for q in n.values()) < 5)
-            assert max(sum(q) for q in hidden.values()) < 5, hidden
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.goto(url)
+        page.wait_for_function(  # the status bar's kernel item: "<kernel name> | Idle" once it is connected
+            "[...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => e.textContent.endsWith('| Idle'))",
+            timeout=120_000)
+        run = page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']")
+        run.click()  # the first cell
+        canvas = page.locator(".jp-OutputArea-output canvas").first
+        canvas.wait_for(timeout=180_000)
+        shown = settle(canvas, lambda n: min(sum(q) for q in n.values()) > 20)
+        canvas.screenshot(path=str(folder / "widget.png"))  # the artefact, beside the server's log
+        assert min(sum(q) for q in shown.values()) > 20, shown
+        assert min(shown[3][:3]) > 20, shown  # the three planes cross at the tumour: ET in each
+        assert not page.locator(".jp-OutputArea-output img").count()  # no static figure
+        run.click()  # the second cell, selected now
+        hidden = settle(canvas, lambda n: max(sum(q) for q in n.values()) < 5)
+        assert max(sum(q) for q in hidden.values()) < 5, hidden
+    finally:
+        page.close()
     assert not errors, errors
