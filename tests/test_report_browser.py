@@ -201,13 +201,12 @@ def test_evaluate_report_draws_truth_and_disagreement_where_they_are(evaluated_p
         if (expected == kind).sum() > 200:  # every kind of disagreement this slice has
             covered, placed = agreement(shown, expected, kind)
             assert covered > 0.9 and placed > 0.95, (kind, covered, placed)
-    page.js("bratsReport.setOverlay('disagreement', false); bratsReport.setOverlay('prediction', true);"
-            "bratsReport.setView('multiplanar'); bratsReport.setOpacity(0.6)")
 
 
 def test_switching_a_class_off_removes_its_colour(evaluated_page):
-    page = evaluated_page
-    page.js("bratsReport.setView('axial'); bratsReport.setOpacity(1)")
+    page = evaluated_page  # each test of the shared page sets the state it needs: no multiplanar redraw between
+    page.js("bratsReport.setView('axial'); bratsReport.setOpacity(1); bratsReport.setOverlay('truth', false);"
+            "bratsReport.setOverlay('disagreement', false); bratsReport.setOverlay('prediction', true)")
     before = page.shot()
     shown = colour_map(before, CLASS_COLORS)
     assert all((shown == c).sum() > 500 for c in (1, 2, 3))
@@ -224,8 +223,6 @@ def test_switching_a_class_off_removes_its_colour(evaluated_page):
     t1ce = page.shot()
     assert np.abs(t1ce.astype(int) - before.astype(int)).mean() > 5
     assert (colour_map(t1ce, CLASS_COLORS) == 2).sum() == (shown == 2).sum()
-    page.page.locator('input[name="modality"][value="flair"]').check()
-    page.js("bratsReport.setView('multiplanar'); bratsReport.setOpacity(0.6)")
 
 
 def test_page_and_index_show_evaluates_numbers(browser, evaluated_page, reports):
