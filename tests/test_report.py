@@ -332,3 +332,19 @@ def test_a_case_off_the_working_grid_is_drawn_on_it_and_scored_on_its_own_voxels
     copy = decode(data["volumes"]["truth"])
     assert "".join(nib.aff2axcodes(copy.affine)) == "LPS" and copy.header.get_zooms() == (1.0, 1.0, 1.0)
     np.testing.assert_array_equal(np.asanyarray(copy.dataobj), view.truth[tuple(slice(a, b) for a, b in data["box"])])
+
+
+def test_a_prediction_in_another_family_task_s_values_is_read_as_evaluate_reads_it(cases, tmp_path):
+    """``predict --labels 2023 --report`` writes ET as 3 for a 2021-named case: the page of the model's task
+    (glioma2021) reads it with the values of its family (brats2023), as evaluate does, and draws ET as class 3."""
+    case = find_cases(cases / "cases" / "c0")[0]
+    labels = np.asanyarray(nib.load(case.seg).dataobj)
+    (tmp_path / "pred").mkdir()
+    write_nifti(tmp_path / "pred" / "c0.nii.gz", np.where(labels == 4, 3, labels).astype(labels.dtype))
+    res = report.report_predictions(case.folder, tmp_path / "pred", ok={"c0": 1.0}, task="glioma2021")
+    assert list(res["ok"]) == ["c0"] and not res["failed"]
+    data = page_data(res["ok"]["c0"])
+    truth, _ = read_label_map(case.seg)
+    box = tuple(slice(a, b) for a, b in data["box"])
+    np.testing.assert_array_equal(np.asanyarray(decode(data["volumes"]["prediction"]).dataobj), truth[box])
+    assert "task" not in data  # the default task's page

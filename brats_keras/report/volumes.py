@@ -15,6 +15,7 @@ import numpy as np
 
 from .. import io as bio
 from ..evaluation import grid_difference, score_case
+from ..evaluation.folders import _family, _task_classes
 from ..geometry import describe_grid, resampled_note
 from ..labels import MODALITIES
 from ..tasks import Task, get_task
@@ -75,10 +76,14 @@ class CaseView:
 
 def _label_map(source, grid, what: str, case: bio.Case, task):
     """``(classes, task, note)`` of a prediction or truth given as a label-map path (its values read for ``task``,
-    or detected from the case's naming and the values when None: :func:`brats_keras.io.read_labels`) or a class
-    array, checked against the case's own grid (BratsInputError naming the file and the difference)."""
+    or detected from the case's naming and the values when None: :func:`brats_keras.io.read_labels`; a prediction
+    for a known task may hold the values of any task with its classes, as ``evaluate`` reads it) or a class array,
+    checked against the case's own grid (BratsInputError naming the file and the difference)."""
     if isinstance(source, (str, Path)):
-        classes, img, own = bio.read_labels(source, task, case=case)
+        if what == "prediction" and task is not None:  # as evaluate reads one: the values of the task's family
+            (classes, img), own = _task_classes(Path(source), _family(task)), task  # (predict --labels 2023)
+        else:
+            classes, img, own = bio.read_labels(source, task, case=case)
         problem, note = grid_difference(img, grid)
         if problem:
             raise bio.BratsInputError(f"{source}: {what} is not on the grid of case {case.case_id}: {problem}")
