@@ -365,8 +365,11 @@ def cmd_predict(args) -> int:
     if args.report:
         from .report import report_predictions
 
+        from .tasks import TASKS
+
+        # the model's task; one known only by its name here (a task file's) is detected from each prediction
         rep = report_predictions(args.input, args.output, ok=res["ok"], failed=res["failed"], log=_stderr,
-                                 task=res["task"])
+                                 task=res["task"] if res["task"] in TASKS else None)
         print(f"report: {rep['index']} ({len(rep['ok'])} case page(s))")
         return 1 if rep["failed"] else 0
     return 1 if res["failed"] else 0

@@ -91,7 +91,8 @@ def write_report(cases, out_dir, predictions=None, truths=None, scores=None, fai
         failed: ``{case_id: message}`` of cases that failed before (listed as failed in the index).
         log: called with ``FAILED <case>: <message>`` for each case whose page cannot be written.
         task: the task of every page and of the index's columns (a :class:`~brats_keras.tasks.Task`, its name or
-            file); None: the default task.
+            file); None: each page's detected from its maps (:func:`~brats_keras.report.volumes.read_case_view`),
+            the index's columns the first page's.
     Returns:
         ``{"ok": {case_id: page path}, "failed": {case_id: message}, "index": index path, "rows": [...]}``; the
         index is written even when every case fails.
@@ -99,7 +100,7 @@ def write_report(cases, out_dir, predictions=None, truths=None, scores=None, fai
         BratsInputError before any work when ``out_dir`` cannot be a folder written into.
     """
     out_dir = bio.check_output_path(out_dir, folder=True)
-    task = get_task(task)
+    task = None if task is None else get_task(task)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -122,7 +123,8 @@ def write_report(cases, out_dir, predictions=None, truths=None, scores=None, fai
             continue
         result["ok"][cid] = out_dir / row["page"]
         rows.append(row)
-    bio.atomic_write_text(out_dir / INDEX, index_page(rows, task=task))
+    drawn = [row["task"] for row in rows if row.get("task") is not None]
+    bio.atomic_write_text(out_dir / INDEX, index_page(rows, task=task or (drawn[0] if drawn else None)))
     return result
 
 
