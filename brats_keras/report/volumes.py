@@ -18,8 +18,8 @@ from ..evaluation import grid_difference, score_case
 from ..evaluation.folders import _family, _task_classes
 from ..geometry import describe_grid, resampled_note
 from ..labels import MODALITIES
-from ..tasks import Task, get_task
 from ..preprocessing import box_slices, brain_crop_box
+from ..tasks import Task, get_task
 
 #: the share of brain voxels at or below the brightest grey of a page's image copy (the rest are clipped to it)
 IMAGE_PERCENTILE = 99.5
@@ -80,8 +80,9 @@ def _label_map(source, grid, what: str, case: bio.Case, task):
     for a known task may hold the values of any task with its classes, as ``evaluate`` reads it) or a class array,
     checked against the case's own grid (BratsInputError naming the file and the difference)."""
     if isinstance(source, (str, Path)):
-        if what == "prediction" and task is not None:  # as evaluate reads one: the values of the task's family
-            (classes, img), own = _task_classes(Path(source), _family(task)), task  # (predict --labels 2023)
+        if what == "prediction" and task is not None:  # as evaluate reads one: in the values of any task of the
+            # family (a 2021-named case predicted with --labels 2023 stores ET as 3)
+            (classes, img), own = _task_classes(Path(source), _family(task)), task
         else:
             classes, img, own = bio.read_labels(source, task, case=case)
         problem, note = grid_difference(img, grid)

@@ -106,15 +106,19 @@ def _read_case(case, modality: str):
 def _read_classes(labels, name: str, volumes, case, task):
     """``(classes, task)``: the class map ``(D, H, W)`` on the working grid of a label map's path (on the case's
     own grid; its values read for ``task``, or detected from the case's naming and the values when None:
-    :func:`brats_keras.io.read_labels`) or of an array of classes 0 .. ``task.n_classes - 1`` (the default task's
+    :func:`brats_keras.io.read_labels`; a prediction's may be those of any task of ``task``'s family, as evaluate
+    reads them) or of an array of classes 0 .. ``task.n_classes - 1`` (the default task's
     when None) of the case's own shape."""
     grid = volumes.source
     if isinstance(labels, (str, Path)):
         import nibabel as nib
 
-        from ..evaluation.folders import grid_difference  # scipy: imported when a label map is read
+        from ..evaluation.folders import _family, _task_classes, grid_difference  # scipy: when a map is read
 
-        classes, img, task = read_labels(labels, task, case=case)
+        if name == "prediction" and task is not None:  # as evaluate reads one: the values of any task of the family
+            classes, img = _task_classes(Path(labels), _family(task))
+        else:
+            classes, img, task = read_labels(labels, task, case=case)
         reference = nib.Nifti1Image(np.zeros(grid.shape, np.uint8), grid.affine, grid.header)
         problem, _ = grid_difference(img, reference)  # origins alone may differ: the voxels still match
         if problem:
