@@ -367,7 +367,11 @@ def cmd_predict(args) -> int:
     if args.report:
         from .report import report_predictions
 
-        rep = report_predictions(args.input, args.output, ok=res["ok"], failed=res["failed"], log=_stderr)
+        from .tasks import TASKS
+
+        # the model's task; one known only by its name here (a task file's) is detected from each prediction
+        rep = report_predictions(args.input, args.output, ok=res["ok"], failed=res["failed"], log=_stderr,
+                                 task=res["task"] if res["task"] in TASKS else None)
         print(f"report: {rep['index']} ({len(rep['ok'])} case page(s))")
         return 1 if rep["failed"] else 0
     return 1 if res["failed"] else 0
@@ -487,6 +491,10 @@ def _add_view(sub):
                    help="the true label map (default: the case's own, if it has one); with --pred the page adds "
                         "their disagreement and the case's scores")
     p.add_argument("--out", metavar="FILE", help="the page to write (default: ./<case>.html)")
+    p.add_argument("--task", type=_task_arg, metavar="NAME|FILE",
+                   help="the task whose labels the maps hold (their names and colours, the regions scored): a "
+                        "built-in task or a task JSON file (default: detected from the truth's values and the "
+                        "case's naming, else the prediction's, as evaluate detects it)")
     p.set_defaults(func=cmd_view)
 
 
@@ -500,7 +508,7 @@ def cmd_view(args) -> int:
             raise BratsInputError(f"{args.case}: not one case folder ({len(cases)} cases found)")
         case = cases[0]
         out = check_output_path(args.out or f"{case.case_id}.html", flag="--out" if args.out else None)
-        row = write_case_page(case, out, prediction=args.pred, truth=args.truth or case.seg)
+        row = write_case_page(case, out, prediction=args.pred, truth=args.truth or case.seg, task=args.task)
     print(f"wrote {out} ({row['bytes'] / 1e6:.1f} MB)")
     return 0
 

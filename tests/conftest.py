@@ -64,6 +64,39 @@ def require_shared(path) -> Path:
     return path
 
 
+#: Debian's Chromium, which the browser tests drive (.ci/run installs it with apt-get)
+CHROMIUM = Path("/usr/bin/chromium")
+#: headless Chromium with WebGL2 on the CPU (SwiftShader), as root (no sandbox), with nothing of its own on the
+#: network; Playwright gives each launch a fresh profile (--user-data-dir)
+CHROMIUM_FLAGS = ["--headless=new", "--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--no-sandbox",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--no-first-run", "--disable-quic"]
+
+
+def browser_unavailable(reason: str):
+    """Skip a browser test saying why, or fail it under CI=true (CI installs Chromium and Playwright)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason}: CI installs it (.ci/run: apt-get install chromium; the test extra: playwright)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session, driven by Playwright: the report pages
+    (tests/test_report_browser.py) and JupyterLab's widget (tests/test_view.py) open their pages in it, each
+    page its own; a launch costs seconds on a loaded CPU."""
+    if not CHROMIUM.exists():
+        browser_unavailable(f"{CHROMIUM} not found: the browser tests open pages in Debian's chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        browser_unavailable("playwright is not installed (the test extra)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
+        yield b
+        b.close()
+
+
 @pytest.fixture(scope="session")
 def real_dir() -> Path:
     """The real BraTS cases (skipped with the reason when ../shared is missing, except in CI)."""
@@ -142,6 +175,15 @@ def write_small_case(root, case_id, seed=0, shape=(24, 28, 20), layout="2021", s
         name = {"2021": f"{case_id}_seg", "2023": f"{case_id}-seg", "plain": "seg"}[layout]
         write_nifti(folder / (name + ext), labels)
     return folder
+
+
+def write_post_case(root) -> Path:
+    """Write a synthetic post-treatment case (task glioma2024-post, in its BraTS 2024 names, so that its task is
+    detected) of 64 x 64 x 48 voxels, its resection cavity (label 4) 125 voxels, 22 on its largest axial slice;
+    return its folder."""
+    from brats_keras.synthetic import write_case
+
+    return write_case(root, "BraTS-GLI-00002-100", seed=2, shape=(64, 64, 48), task="glioma2024-post")
 
 
 def write_converted_cases(root, n: int, shape=(40, 36, 30)):

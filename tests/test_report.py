@@ -16,11 +16,12 @@ import pytest
 from brats_keras import report
 from brats_keras.cli import main as cli_main
 from brats_keras.evaluation import score_case
-from brats_keras.io import find_cases, read_label_map
+from brats_keras.io import find_cases, read_label_map, read_modalities
 from brats_keras.report import build, pages
+from brats_keras.tasks import get_task
 from brats_keras.visualize import CLASS_COLORS
 
-from conftest import write_nifti, write_small_case
+from conftest import resave_on_grid, write_nifti, write_post_case, write_small_case
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPE = (24, 28, 20)
@@ -241,3 +242,109 @@ def test_predict_report_refuses_a_report_path_that_is_a_file_before_predicting(c
                      "--model", str(tmp_path / "none.keras")]) == 2
     assert capsys.readouterr().err.strip() == f"error: --report {out / 'report'}: exists and is not a folder"
     assert sorted(p.name for p in out.iterdir()) == ["report"]
+
+
+# ----------------------------------------------------------------------------- the pages follow the task
+POST = "glioma2024-post"
+
+
+@pytest.fixture(scope="module")
+def post(tmp_path_factory):
+    """``evaluate --report`` of one synthetic post-treatment case (BraTS 2024 names, so evaluate detects the task),
+    its prediction the truth shifted by one voxel along x; with the task, evaluate's JSON and the case."""
+    root = tmp_path_factory.mktemp("post")
+    (case,) = find_cases(write_post_case(root / "cases"))
+    seg = nib.load(case.seg)
+    (root / "pred").mkdir()
+    write_nifti(root / "pred" / f"{case.case_id}.nii.gz", np.roll(np.asanyarray(seg.dataobj), 1, axis=0), seg.affine)
+    assert cli_main(["evaluate", "--pred", str(root / "pred"), "--truth", str(root / "cases"), "--json",
+                     str(root / "e.json"), "--report", str(root / "report"), "--quiet"]) == 0
+    return {"root": root, "case": case, "task": get_task(POST), "results": json.loads((root / "e.json").read_text()),
+            "page": page_data(root / "report" / f"{case.case_id}.html")}
+
+
+def test_a_post_treatment_page_draws_its_four_classes_and_scores_its_six_regions_as_evaluate(post):
+    task, page, cid = post["task"], post["page"], post["case"].case_id
+    results = post["results"]
+    assert results["task"]["name"] == page["task"] == POST
+    assert page["classes"] == {"1": "#D55E00", "2": "#F0E442", "3": "#56B4E9", "4": "#CC79A7"}  # task.colors
+    assert page["classes"] == {str(c): task.colors[c] for c in range(1, 5)}
+    assert page["class_names"]["4"] == "RC (resection cavity)" and page["class_names"]["1"].startswith("NETC")
+    regions = ["WT", "TC", "NETC", "SNFH", "ET", "RC"]
+    assert list(task.region_names) == regions
+    assert {r: page["scores"][r] for r in regions} == {r: results["cases"][cid][r] for r in regions}
+    truth = np.asanyarray(nib.load(post["case"].seg).dataobj)
+    assert page["region_volumes"]["truth"] == {r: np.isin(truth, task.region(r).labels).sum() / 1000
+                                               for r in regions}
+    text = (post["root"] / "report" / f"{cid}.html").read_text()
+    assert f'data-score="RC.dice">{results["cases"][cid]["RC"]["dice"]:.4f}<' in text
+    assert 'data-class="4" checked' in text and "background:#CC79A7" in text
+    index = index_data(post["root"] / "report" / "index.html")
+    assert [k[5:] for k in index[cid] if k.startswith("dice.")] == regions
+    assert index[cid]["dice.RC"] == results["cases"][cid]["RC"]["dice"]
+    assert index[cid]["mean_dice"] == pytest.approx(np.mean([results["cases"][cid][r]["dice"] for r in regions]))
+
+
+def test_view_task_flag_names_the_classes_and_refuses_values_the_task_lacks(post, tmp_path, capsys):
+    case = post["case"]
+    out = tmp_path / "ped.html"
+    assert cli_main(["view", str(case.folder), "--task", "pediatric2024", "--out", str(out)]) == 0  # labels 1..4
+    assert page_data(out)["class_names"]["1"] == "ET (enhancing)" and page_data(out)["task"] == "pediatric2024"
+    capsys.readouterr()
+    assert cli_main(["view", str(case.folder), "--task", "brats2023", "--out", str(tmp_path / "no.html")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {case.seg}: ") and "4" in err[0]
+    assert not (tmp_path / "no.html").exists()
+
+
+def test_a_case_off_the_working_grid_is_drawn_on_it_and_scored_on_its_own_voxels(cases, tmp_path):
+    """c0 and its prediction stored on a 1 x 1 x 2 mm RAS grid: the page draws the working grid (1 mm LPS, as
+    read_modalities resamples the images; the maps taken there voxel by voxel) and says so; its scores and
+    volumes are those of the files' own voxels (as evaluate scores them)."""
+    own = np.diag([1.0, 1.0, 2.0, 1.0])
+    folder = tmp_path / "c0"
+    folder.mkdir()
+    for f in (cases / "cases" / "c0").iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+        resave_on_grid(folder / f.name, own)
+    pred_path = tmp_path / "c0_pred.nii.gz"
+    pred_path.write_bytes((cases / "pred" / "c0.nii.gz").read_bytes())
+    resave_on_grid(pred_path, own)
+    (case,) = find_cases(folder)
+    volumes = read_modalities(case, ["flair", "t1"])
+    assert volumes.regrid is not None and volumes.arrays[0].shape == (24, 28, 40)
+
+    view = report.read_case_view(case, prediction=pred_path, truth=case.seg)
+    pred, _ = read_label_map(pred_path)
+    truth, _ = read_label_map(case.seg)
+    np.testing.assert_allclose(view.affine, volumes.affine)
+    np.testing.assert_array_equal(view.modalities["t1"], volumes.arrays[1])
+    np.testing.assert_array_equal(view.truth, volumes.regrid.to_working(truth, order=0))
+    np.testing.assert_array_equal(np.flip(view.prediction[:, :, ::2], axis=(0, 1)), pred)  # 2 mm slices, RAS -> LPS
+    assert view.scores == score_case(pred, truth, (1.0, 1.0, 2.0), report=False)
+    assert view.region_volumes()["truth"]["WT"] == pytest.approx((truth > 0).sum() * 2 / 1000)
+
+    row = report.write_case_page(case, tmp_path / "c0.html", prediction=pred_path, truth=case.seg)
+    data = page_data(tmp_path / "c0.html")
+    assert data["scores"] == json.loads(json.dumps(row["scores"])) == json.loads(json.dumps(view.scores))
+    assert data["notes"] == ["c0: drawn resampled from 1.0 x 1.0 x 2.0 mm RAS, 24 x 28 x 20 voxels onto the 1 mm "
+                             "LPS grid, 24 x 28 x 40 voxels; the scores and volumes count its own voxels"]
+    copy = decode(data["volumes"]["truth"])
+    assert "".join(nib.aff2axcodes(copy.affine)) == "LPS" and copy.header.get_zooms() == (1.0, 1.0, 1.0)
+    np.testing.assert_array_equal(np.asanyarray(copy.dataobj), view.truth[tuple(slice(a, b) for a, b in data["box"])])
+
+
+def test_a_prediction_in_another_family_task_s_values_is_read_as_evaluate_reads_it(cases, tmp_path):
+    """``predict --labels 2023 --report`` writes ET as 3 for a 2021-named case: the page of the model's task
+    (glioma2021) reads it with the values of its family (brats2023), as evaluate does, and draws ET as class 3."""
+    case = find_cases(cases / "cases" / "c0")[0]
+    labels = np.asanyarray(nib.load(case.seg).dataobj)
+    (tmp_path / "pred").mkdir()
+    write_nifti(tmp_path / "pred" / "c0.nii.gz", np.where(labels == 4, 3, labels).astype(labels.dtype))
+    res = report.report_predictions(case.folder, tmp_path / "pred", ok={"c0": 1.0}, task="glioma2021")
+    assert list(res["ok"]) == ["c0"] and not res["failed"]
+    data = page_data(res["ok"]["c0"])
+    truth, _ = read_label_map(case.seg)
+    box = tuple(slice(a, b) for a, b in data["box"])
+    np.testing.assert_array_equal(np.asanyarray(decode(data["volumes"]["prediction"]).dataobj), truth[box])
+    assert "task" not in data  # the default task's page

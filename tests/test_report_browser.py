@@ -5,9 +5,12 @@ The case is ../shared/data/brats-real/Brats18_TCIA02_606_1, predicted by the shi
 ``brats-keras predict --report``; ``brats-keras evaluate --report`` then scores it against its label map, beside a
 second case (its label map shifted, as a prediction) and a third whose prediction is on another grid (a failed row).
 
-Without /usr/bin/chromium (or Playwright) the tests skip saying so; under CI=true they fail instead (.ci/run
-installs Chromium with apt-get). Screenshots go to $BRATS_TEST_ARTEFACTS when set, else to the test's temporary
-folder; their paths are printed.
+A page of a synthetic post-treatment case (task glioma2024-post) checks that the task's resection cavity is drawn
+in its colour where its label is.
+
+The browser is the session's one Chromium (tests/conftest.py ``browser``). Without /usr/bin/chromium (or
+Playwright) the tests skip saying so; under CI=true they fail instead (.ci/run installs Chromium with apt-get).
+Screenshots go to $BRATS_TEST_ARTEFACTS when set, else to the test's temporary folder; their paths are printed.
 """
 import json
 import os
@@ -20,41 +23,15 @@ import pytest
 from brats_keras.cli import main as cli_main
 from brats_keras.io import read_label_map
 from brats_keras.report import PAGE_LIMIT, disagreement
-from brats_keras.visualize.common import CLASS_COLORS, DISAGREEMENT_COLORS
+from brats_keras.tasks import get_task
+from brats_keras.visualize.common import CLASS_COLORS, DISAGREEMENT_COLORS, class_colors
 
-from conftest import write_nifti
+from conftest import write_nifti, write_post_case
 
-CHROMIUM = Path("/usr/bin/chromium")
-#: headless Chromium with WebGL2 on the CPU (SwiftShader), as root (no sandbox), with nothing of its own on the
-#: network; Playwright gives each launch a fresh profile (--user-data-dir)
-FLAGS = ["--headless=new", "--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--no-sandbox",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--disable-quic"]
 CASE = "Brats18_TCIA02_606_1"
 SHIFTED = "Brats18_2013_11_1"  # its label map shifted by 3 voxels is its prediction
 OFF_GRID = "Brats18_2013_20_1"  # its prediction is cropped: on another grid
 LOAD_MS = 180_000
-
-
-def _unavailable(reason: str):
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{reason}: CI installs it (.ci/run: apt-get install chromium; the test extra: playwright)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """One headless Chromium for the module."""
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} not found: these tests open the reports in Debian's chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("playwright is not installed (the test extra)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -204,8 +181,7 @@ def test_evaluate_report_draws_truth_and_disagreement_where_they_are(evaluated_p
     page = evaluated_page
     assert page.js("Object.keys(bratsReport.data.volumes).sort()") == ["box", "disagreement", "images", "prediction",
                                                                       "truth"]
-    shot = page.shot(artefacts / "evaluate_report.png")
-    assert shot.std() > 20
+    page.page.wait_for_timeout(300)  # NiiVue draws on the next animation frame
     page.page.screenshot(path=artefacts / "evaluate_page.png")  # the whole page: docs/img/report.png
     page.js("bratsReport.setView('axial'); bratsReport.setOpacity(1);"
             "bratsReport.setOverlay('prediction', false); bratsReport.setOverlay('truth', true)")
@@ -225,13 +201,12 @@ def test_evaluate_report_draws_truth_and_disagreement_where_they_are(evaluated_p
         if (expected == kind).sum() > 200:  # every kind of disagreement this slice has
             covered, placed = agreement(shown, expected, kind)
             assert covered > 0.9 and placed > 0.95, (kind, covered, placed)
-    page.js("bratsReport.setOverlay('disagreement', false); bratsReport.setOverlay('prediction', true);"
-            "bratsReport.setView('multiplanar'); bratsReport.setOpacity(0.6)")
 
 
 def test_switching_a_class_off_removes_its_colour(evaluated_page):
-    page = evaluated_page
-    page.js("bratsReport.setView('axial'); bratsReport.setOpacity(1)")
+    page = evaluated_page  # each test of the shared page sets the state it needs: no multiplanar redraw between
+    page.js("bratsReport.setView('axial'); bratsReport.setOpacity(1); bratsReport.setOverlay('truth', false);"
+            "bratsReport.setOverlay('disagreement', false); bratsReport.setOverlay('prediction', true)")
     before = page.shot()
     shown = colour_map(before, CLASS_COLORS)
     assert all((shown == c).sum() > 500 for c in (1, 2, 3))
@@ -248,8 +223,6 @@ def test_switching_a_class_off_removes_its_colour(evaluated_page):
     t1ce = page.shot()
     assert np.abs(t1ce.astype(int) - before.astype(int)).mean() > 5
     assert (colour_map(t1ce, CLASS_COLORS) == 2).sum() == (shown == 2).sum()
-    page.page.locator('input[name="modality"][value="flair"]').check()
-    page.js("bratsReport.setView('multiplanar'); bratsReport.setOpacity(0.6)")
 
 
 def test_page_and_index_show_evaluates_numbers(browser, evaluated_page, reports):
@@ -277,3 +250,27 @@ def test_page_and_index_show_evaluates_numbers(browser, evaluated_page, reports)
     assert href == (reports["evaluated"] / f"{CASE}.html").as_uri()
     index.close()
 
+
+
+def test_a_post_treatment_page_draws_the_resection_cavity_in_its_colour_where_it_is(browser, tmp_path, artefacts):
+    """``view`` of a synthetic glioma2024-post case (its task detected from its BraTS 2024 names) on the axial
+    slice with the most resection cavity (label 4, class 4): RC's colour where RC is, the other classes in theirs."""
+    task = get_task("glioma2024-post")
+    folder = write_post_case(tmp_path / "cases")
+    assert cli_main(["view", str(folder), "--out", str(tmp_path / "post.html")]) == 0
+    truth = task.to_classes(np.asanyarray(nib.load(next(folder.glob("*-seg.nii.gz"))).dataobj))
+    k = int(np.argmax((truth == 4).sum(axis=(0, 1))))
+    page = Page(browser, tmp_path / "post.html").wait_ready()
+    assert page.js("bratsReport.data.classes") == {str(c): task.colors[c] for c in range(1, 5)}
+    box = page.js("bratsReport.data.box")  # the crosshair at the box's corner: its lines cross no label
+    page.js(f"bratsReport.setVoxel([{box[0][0]}, {box[1][0]}, {k}]); bratsReport.setView('axial');"
+            "bratsReport.setOpacity(1)")
+    shot = page.shot(artefacts / "post_treatment_axial.png")
+    shown = colour_map(shot, class_colors(task))
+    expected = expected_axial(page, truth, shot.shape[:2])
+    assert (expected == 4).sum() > 500  # the slice shown cuts the cavity
+    for c in range(1, 5):
+        if (expected == c).sum() > 200:
+            covered, placed = agreement(shown, expected, c)
+            assert covered > 0.9 and placed > 0.95, (c, covered, placed)
+    page.close()

@@ -6,7 +6,6 @@ import gzip
 import io
 import os
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,11 +17,12 @@ import nbformat
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import execute_notebook, write_nifti, write_small_case
+from conftest import execute_notebook, resave_on_grid, write_nifti, write_post_case, write_small_case
 
 from brats_keras.io import BratsInputError
 from brats_keras.labels import labels_to_classes
 from brats_keras.synthetic import brats_affine
+from brats_keras.tasks import get_task
 from brats_keras.visualize import CLASS_COLORS, view, widget_frontend
 from brats_keras.visualize.widget import OVERLAY_OPACITY, VIEW_ENV, crosshair_fractions
 
@@ -112,6 +112,59 @@ def test_the_crosshair_starts_at_the_tumour_in_niivue_fractions(affine, want):
     if np.allclose(affine, brats_affine(volume.shape)):
         assert view(volume, prediction=prediction, widget=True).scene.crosshair_pos == pytest.approx(want)
         assert view(volume, widget=True).scene.crosshair_pos == [0.5, 0.5, 0.5]  # no tumour: the centre
+
+
+@pytest.fixture(scope="module")
+def post_case(tmp_path_factory):
+    """A synthetic post-treatment case (BraTS 2024 names: its task detected)."""
+    from brats_keras.io import find_cases
+
+    (found,) = find_cases(write_post_case(tmp_path_factory.mktemp("post")))
+    return found
+
+
+def test_a_post_treatment_case_gets_five_colours_and_its_own_legend(post_case):
+    """The task's four classes (NETC, SNFH, ET, RC = label 4) in its colours: a colour table of 5 entries in the
+    widget, a legend of four in the static figure; an array with class 4 needs the task named."""
+    task = get_task("glioma2024-post")
+    seg = np.asarray(nib.load(post_case.seg).dataobj)
+    nv = view(post_case, truth=post_case.seg, widget=True)
+    lut = nv.volumes[1].colormap_label
+    want = [0, 0, 0, 0] + [v for c in range(1, 5) for v in _rgb255(task.colors[c]) + [255]]
+    assert (lut.lut, lut.min, lut.max) == (want, 0, 4) and lut.labels == ["", "NETC", "SNFH", "ET", "RC"]
+    assert _rgb255(task.colors[4]) == [204, 121, 167]  # RC
+    np.testing.assert_array_equal(_nifti(nv.volumes[1])[0], seg)  # labels 1..4 are classes 1..4
+    fig = view(post_case, truth=post_case.seg, widget=False)
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == [
+        "NON-ENHANCING CORE (NETC)", "FLAIR HYPERINTENSITY (SNFH)", "ENHANCING (ET)", "RESECTION CAVITY (RC)"]
+    assert [_rgb255(h.get_facecolor()[:3]) for h in legend.legend_handles] == [_rgb255(task.colors[c])
+                                                                             for c in range(1, 5)]
+    flair = np.asarray(nib.load(post_case.path("flair")).dataobj)
+    assert len(view(flair, prediction=seg, task="glioma2024-post", widget=True).volumes[1].colormap_label.labels) == 5
+    with pytest.raises(BratsInputError, match=r"prediction holds values \[4\] outside the classes 0..3"):
+        view(flair, prediction=seg, widget=True)
+
+
+def test_a_case_off_the_working_grid_is_shown_resampled_onto_it(case, tmp_path):
+    """The case and its label map stored on a 1 x 1 x 2 mm RAS grid: the widget shows the working grid (1 mm LPS)
+    as read_modalities reads it, the labels taken there voxel by voxel."""
+    from brats_keras.io import find_cases, read_modalities
+
+    folder, seg, truth, _ = case
+    off = tmp_path / "c0"
+    off.mkdir()
+    for f in folder.iterdir():
+        (off / f.name).write_bytes(f.read_bytes())
+        resave_on_grid(off / f.name, np.diag([1.0, 1.0, 2.0, 1.0]))
+    (found,) = find_cases(off)
+    volumes = read_modalities(found, ["flair"])
+    nv = view(off, truth=found.seg, widget=True)
+    image, affine = _nifti(nv.volumes[0])
+    assert image.shape == (24, 28, 40)
+    np.testing.assert_allclose(image, volumes.arrays[0], rtol=1e-6)
+    np.testing.assert_allclose(affine, volumes.affine)
+    np.testing.assert_array_equal(_nifti(nv.volumes[1])[0], volumes.regrid.to_working(truth, order=0))
 
 
 # --------------------------------------------------------------------------- the static figure
@@ -245,9 +298,6 @@ def _free_port() -> int:
 def jupyterlab(tmp_path, kernel_specs):
     """``(url of a notebook, folder)``: a JupyterLab server on this checkout, its kernels this interpreter, its
     settings and workspaces in ``tmp_path``; stopped after the test."""
-    pytest.importorskip("playwright.sync_api", reason="the browser test drives Chromium with Playwright")
-    if shutil.which("chromium") is None:
-        pytest.skip("no chromium on PATH (Debian's chromium package)")
     port, token, root = _free_port(), secrets.token_hex(8), Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if k not in (VIEW_ENV, "MPLBACKEND", "JPY_SESSION_NAME")}
     env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")])),
@@ -288,11 +338,10 @@ def _class_pixels(png: bytes) -> dict:
     return counts
 
 
-def test_jupyterlab_draws_the_widget_with_the_classes_and_hides_the_prediction_on_request(jupyterlab):
-    """JupyterLab in headless Chromium runs a notebook that calls view(): the widget (not the figure) is drawn,
-    with the colours of the three classes; setting the prediction's opacity to 0 takes them away."""
-    from playwright.sync_api import sync_playwright
-
+def test_jupyterlab_draws_the_widget_with_the_classes_and_hides_the_prediction_on_request(browser, jupyterlab):
+    """JupyterLab in headless Chromium (the session's, tests/conftest.py) runs a notebook that calls view(): the
+    widget (not the figure) is drawn, with the colours of the three classes; setting the prediction's opacity to 0
+    takes them away."""
     url, folder = jupyterlab
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
         "from brats_keras.synthetic import make_case\nfrom brats_keras.labels import labels_to_classes\n"
@@ -312,29 +361,26 @@ def test_jupyterlab_draws_the_widget_with_the_classes_and_hides_the_prediction_o
                 break
         return counts
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True,
-                                    args=["--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.on("console", lambda m: m.type == "error" and errors.append(m.text))
-            page.goto(url)
-            page.wait_for_function(  # the status bar's kernel item: "<kernel name> | Idle" once it is connected
-                "[...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => e.textContent.endsWith('| Idle'))",
-                timeout=120_000)
-            run = page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']")
-            run.click()  # the first cell
-            canvas = page.locator(".jp-OutputArea-output canvas").first
-            canvas.wait_for(timeout=180_000)
-            shown = settle(canvas, lambda n: min(sum(q) for q in n.values()) > 20)
-            canvas.screenshot(path=str(folder / "widget.png"))  # the artefact, beside the server's log
-            assert min(sum(q) for q in shown.values()) > 20, shown
-            assert min(shown[3][:3]) > 20, shown  # the three planes cross at the tumour: ET in each
-            assert not page.locator(".jp-OutputArea-output img").count()  # no static figure
-            run.click()  # the second cell, selected now
-            hidden = settle(canvas, lambda n: max(sum(q) for q in n.values()) < 5)
-            assert max(sum(q) for q in hidden.values()) < 5, hidden
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+        page.goto(url)
+        page.wait_for_function(  # the status bar's kernel item: "<kernel name> | Idle" once it is connected
+            "[...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => e.textContent.endsWith('| Idle'))",
+            timeout=120_000)
+        run = page.locator(".jp-NotebookPanel-toolbar [data-command='notebook:run-cell-and-select-next']")
+        run.click()  # the first cell
+        canvas = page.locator(".jp-OutputArea-output canvas").first
+        canvas.wait_for(timeout=180_000)
+        shown = settle(canvas, lambda n: min(sum(q) for q in n.values()) > 20)
+        canvas.screenshot(path=str(folder / "widget.png"))  # the artefact, beside the server's log
+        assert min(sum(q) for q in shown.values()) > 20, shown
+        assert min(shown[3][:3]) > 20, shown  # the three planes cross at the tumour: ET in each
+        assert not page.locator(".jp-OutputArea-output img").count()  # no static figure
+        run.click()  # the second cell, selected now
+        hidden = settle(canvas, lambda n: max(sum(q) for q in n.values()) < 5)
+        assert max(sum(q) for q in hidden.values()) < 5, hidden
+    finally:
+        page.close()
     assert not errors, errors

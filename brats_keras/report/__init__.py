@@ -1,10 +1,12 @@
 """Self-contained HTML reports of cases: NiiVue pages that open from ``file://`` with no network.
 
 A case page shows the case's modalities (switchable) with the prediction, the truth and where they disagree
-(false positive, false negative, other class) as overlays in the classes' colours
-(:data:`brats_keras.visualize.CLASS_COLORS`): linked axial, coronal and sagittal views with a crosshair and a 3D
-rendering, a toggle per class, an opacity slider, and beside them the case's scores (Dice, HD95, sensitivity,
-specificity per region, computed as ``brats-keras evaluate`` computes them) and region volumes in ml. An
+(false positive, false negative, other class) as overlays in the colours of the task's classes
+(:func:`brats_keras.visualize.common.class_colors`): linked axial, coronal and sagittal views with a crosshair and a
+3D rendering, a toggle per class, an opacity slider, and beside them the case's scores (Dice, HD95, sensitivity,
+specificity per scored region of the task, computed as ``brats-keras evaluate`` computes them) and region volumes
+in ml. A case off the working grid is drawn on it (as :func:`brats_keras.io.read_modalities` reads it); its scores
+and volumes are those of its own voxels. An
 ``index.html`` lists a folder's cases, worst first, each linking to its page.
 
 Scores and volumes come from the full-resolution label maps. The page carries copies cropped to the brain's box

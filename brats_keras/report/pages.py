@@ -11,8 +11,8 @@ import math
 from functools import lru_cache
 from pathlib import Path
 
-from ..labels import CLASS_LONG_NAMES, CLASS_NAMES, REGION_NAMES
-from ..visualize.common import CLASS_COLORS, DISAGREEMENT_COLORS
+from ..tasks import DEFAULT_TASK, get_task
+from ..visualize.common import DISAGREEMENT_COLORS, class_colors
 
 STATIC = Path(__file__).resolve().parent / "static"
 #: the NiiVue release inlined in every case page (scripts/vendor_niivue.sh fetches and checks it)
@@ -53,11 +53,11 @@ def _page(title: str, body: str, scripts: list[str]) -> str:
 
 
 # ----------------------------------------------------------------------------- case page
-def _scores_table(scores: dict | None, volumes: dict) -> str:
+def _scores_table(scores: dict | None, volumes: dict, regions) -> str:
     head = "<tr><th>region</th>" + "".join(f"<th>{t}</th>" for _, t, _ in _SCORE_COLUMNS if scores)
     head += "".join(f"<th>{name} (ml)</th>" for name in volumes) + "</tr>"
     rows = []
-    for r in REGION_NAMES:
+    for r in regions:
         cells = "".join(f"<td data-score=\"{r}.{k}\">{_number(scores[r][k], d)}</td>" for k, _, d in _SCORE_COLUMNS
                         if scores)
         cells += "".join(f"<td data-volume=\"{name}.{r}\">{_number(v[r], 1)}</td>" for name, v in volumes.items())
@@ -65,8 +65,9 @@ def _scores_table(scores: dict | None, volumes: dict) -> str:
     return f"<table class=\"scores\">{head}{''.join(rows)}</table>"
 
 
-def case_page(data: dict) -> str:
-    """The HTML of one case page.
+def case_page(data: dict, task=None) -> str:
+    """The HTML of one case page, its overlays, class toggles, legend and scores in the terms of ``task`` (its
+    classes' names and colours, its scored regions; None: the default task).
 
     Args:
         data: ``{"case_id", "modalities": [names], "volumes": page copies (:func:`~brats_keras.report.volumes.
@@ -75,8 +76,11 @@ def case_page(data: dict) -> str:
             images, "notes": [lines], "source": {"prediction": str, "truth": str}, "index": whether an
             ``index.html`` sits beside the page}``.
     """
-    data = {**data, "classes": {str(c): CLASS_COLORS[c] for c in (1, 2, 3)},
-            "class_names": {str(c): f"{CLASS_NAMES[c]} ({CLASS_LONG_NAMES[c].lower()})" for c in (1, 2, 3)},
+    task = get_task(task)
+    tumour = range(1, task.n_classes)
+    data = {**data, **({"task": task.name} if task.name != DEFAULT_TASK else {}),
+            "classes": {str(c): class_colors(task)[c] for c in tumour},
+            "class_names": {str(c): f"{task.class_names[c]} ({task.class_long_names[c].lower()})" for c in tumour},
             "disagreement_colors": {str(k): v for k, v in DISAGREEMENT_COLORS.items()},
             "disagreement_names": {str(k): v for k, v in _DISAGREEMENT_NAMES.items()},
             "opacity": DEFAULT_OPACITY, "niivue": NIIVUE_VERSION}
@@ -114,7 +118,7 @@ def case_page(data: dict) -> str:
 <option value="render">3D</option></select></fieldset>
 {disagreement}
 <h2>Scores and volumes</h2>
-{_scores_table(data.get('scores'), data.get('region_volumes', {}))}
+{_scores_table(data.get('scores'), data.get('region_volumes', {}), task.region_names)}
 <p class="small">Scores and volumes are computed on the full-resolution label maps. The volumes drawn here are
 copies cropped to the brain (voxels {_e(data['box'])}) with the images quantised to {data['levels']} grey levels.</p>
 <ul class="small">{sources}{notes}</ul>
@@ -126,30 +130,32 @@ copies cropped to the brain (voxels {_e(data['box'])}) with the images quantised
 
 
 # ----------------------------------------------------------------------------- index page
-def _mean_dice(scores) -> float | None:
-    return None if not scores else sum(scores[r]["dice"] for r in REGION_NAMES) / len(REGION_NAMES)
+def _mean_dice(scores, regions) -> float | None:
+    return None if not scores else sum(scores[r]["dice"] for r in regions) / len(regions)
 
 
-def index_page(rows: list[dict], title: str = "brats-keras report") -> str:
-    """The HTML of a folder's index: one row per case, worst (lowest mean Dice) first, failed cases on top.
+def index_page(rows: list[dict], title: str = "brats-keras report", task=None) -> str:
+    """The HTML of a folder's index: one row per case, worst (lowest mean Dice over ``task``'s scored regions)
+    first, failed cases on top; a column per scored region of ``task`` (None: the default task).
 
     Args:
         rows: ``{"case_id", "page": file name or None, "scores": per region or None, "region_volumes":
             {"prediction": {region: ml}, "truth": ...}, "failed": message or None}`` per case.
     """
+    regions = get_task(task).region_names
     scored = any(r.get("scores") for r in rows)
     kinds = [k for k in ("prediction", "truth") if any(k in r.get("region_volumes", {}) for r in rows)]
     columns = [("case", "case", None)]
     if scored:
         columns += [("mean_dice", "mean Dice", 4)]
-        columns += [(f"dice.{r}", f"Dice {r}", 4) for r in REGION_NAMES]
-        columns += [(f"hd95.{r}", f"HD95 {r} (mm)", 2) for r in REGION_NAMES]
-    columns += [(f"{k}.{r}", f"{k} {r} (ml)", 1) for k in kinds for r in REGION_NAMES]
+        columns += [(f"dice.{r}", f"Dice {r}", 4) for r in regions]
+        columns += [(f"hd95.{r}", f"HD95 {r} (mm)", 2) for r in regions]
+    columns += [(f"{k}.{r}", f"{k} {r} (ml)", 1) for k in kinds for r in regions]
 
     def values(row) -> dict:
         s, v = row.get("scores"), row.get("region_volumes", {})
-        out = {"case": row["case_id"], "mean_dice": _mean_dice(s)}
-        for r in REGION_NAMES:
+        out = {"case": row["case_id"], "mean_dice": _mean_dice(s, regions)}
+        for r in regions:
             out[f"dice.{r}"] = s[r]["dice"] if s else None
             out[f"hd95.{r}"] = s[r]["hd95"] if s else None
             for k in kinds:
@@ -157,7 +163,7 @@ def index_page(rows: list[dict], title: str = "brats-keras report") -> str:
         return out
 
     def order(row):
-        failed, mean = row.get("failed") is not None, _mean_dice(row.get("scores"))
+        failed, mean = row.get("failed") is not None, _mean_dice(row.get("scores"), regions)
         return (not failed, mean if mean is not None else math.inf, row["case_id"])
 
     head = "".join(f"<th data-key=\"{k}\"{' data-numeric' if d is not None else ''}>{_e(t)}</th>"

@@ -10,14 +10,16 @@ import base64
 import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
 from .. import io as bio
 from ..evaluation import grid_difference, score_case
-from ..labels import MODALITIES, REGION_CLASSES, REGION_NAMES
+from ..evaluation.folders import _family, _task_classes
+from ..geometry import describe_grid, resampled_note
+from ..labels import MODALITIES
 from ..preprocessing import box_slices, brain_crop_box
+from ..tasks import Task, get_task
 
 #: the share of brain voxels at or below the brightest grey of a page's image copy (the rest are clipped to it)
 IMAGE_PERCENTILE = 99.5
@@ -31,12 +33,17 @@ class CaseView:
 
     Attributes:
         case_id: the case's name.
-        modalities: modality name -> ``(D, H, W)`` volume as stored.
-        affine: the grid (of the first modality); ``zooms``: voxel size in mm.
-        prediction, truth: class maps ``(D, H, W)`` uint8 (0..3), or None.
-        scores: Dice / HD95 / sensitivity / specificity per region (:func:`brats_keras.evaluation.score_case`)
-            when both maps are given, else None.
-        notes: one-line remarks (e.g. a label map whose origin differs from the images').
+        modalities: modality name -> ``(D, H, W)`` volume on the working grid (as stored where the case is on it).
+        affine: the working grid's (the first modality's own where the case is on it).
+        zooms: voxel size in mm of the case's own grid, whose voxels the scores and volumes count.
+        prediction, truth: class maps ``(D, H, W)`` uint8 (0 .. ``task.n_classes - 1``) on the working grid, or
+            None.
+        scores: Dice / HD95 / sensitivity / specificity per scored region of the task
+            (:func:`brats_keras.evaluation.score_case`) when both maps are given, else None.
+        notes: one-line remarks (e.g. a label map whose origin differs from the images', a resampled case).
+        task: the :class:`~brats_keras.tasks.Task` whose classes the maps hold (names, colours, regions).
+        own: ``{"prediction": classes, "truth": classes}`` on the case's own grid (the same arrays as
+            ``prediction`` / ``truth`` where the case is on the working grid): what volumes are counted on.
     """
 
     case_id: str
@@ -47,67 +54,94 @@ class CaseView:
     truth: np.ndarray | None = None
     scores: dict | None = None
     notes: list = field(default_factory=list)
+    task: Task = field(default_factory=get_task)
+    own: dict = field(default_factory=dict)
 
     @property
     def voxel_ml(self) -> float:
         return float(np.prod(self.zooms)) / 1000.0
 
     def region_volumes(self) -> dict:
-        """``{"prediction": {"WT": ml, "TC": ml, "ET": ml}, "truth": {...}}`` for the maps given."""
+        """``{"prediction": {region: ml}, "truth": {...}}`` for the maps given, per scored region of the task
+        (default task: WT, TC, ET), counted on the case's own grid."""
         out = {}
-        for name, classes in (("prediction", self.prediction), ("truth", self.truth)):
+        for name in ("prediction", "truth"):
+            classes = self.own.get(name, getattr(self, name))
             if classes is not None:
-                counts = np.bincount(classes.ravel(), minlength=4)
-                out[name] = {r: round(float(counts[list(REGION_CLASSES[r])].sum()) * self.voxel_ml, 3)
-                             for r in REGION_NAMES}
+                counts = np.bincount(classes.ravel(), minlength=self.task.n_classes)
+                out[name] = {r: round(float(counts[list(self.task.region_classes(r))].sum()) * self.voxel_ml, 3)
+                             for r in self.task.region_names}
         return out
 
 
-def _label_map(source, grid, what: str, case_id: str):
-    """``(classes, note)`` of a prediction or truth given as a label-map path or a class array, checked against the
-    case's grid (BratsInputError naming the file and the difference)."""
+def _label_map(source, grid, what: str, case: bio.Case, task):
+    """``(classes, task, note)`` of a prediction or truth given as a label-map path (its values read for ``task``,
+    or detected from the case's naming and the values when None: :func:`brats_keras.io.read_labels`; a prediction
+    for a known task may hold the values of any task with its classes, as ``evaluate`` reads it) or a class array,
+    checked against the case's own grid (BratsInputError naming the file and the difference)."""
     if isinstance(source, (str, Path)):
-        classes, img = bio.read_label_map(source)
+        if what == "prediction" and task is not None:  # as evaluate reads one: in the values of any task of the
+            # family (a 2021-named case predicted with --labels 2023 stores ET as 3)
+            (classes, img), own = _task_classes(Path(source), _family(task)), task
+        else:
+            classes, img, own = bio.read_labels(source, task, case=case)
         problem, note = grid_difference(img, grid)
         if problem:
-            raise bio.BratsInputError(f"{source}: {what} is not on the grid of case {case_id}: {problem}")
-        return classes, note and f"{source}: {note}"
+            raise bio.BratsInputError(f"{source}: {what} is not on the grid of case {case.case_id}: {problem}")
+        return classes, own, note and f"{source}: {note}"
     classes = np.asarray(source)
     if classes.shape != grid.shape:
-        raise bio.BratsInputError(f"{case_id}: {what} of shape {classes.shape} is not on the case's grid "
+        raise bio.BratsInputError(f"{case.case_id}: {what} of shape {classes.shape} is not on the case's grid "
                                   f"{grid.shape}")
-    if classes.size and (classes.min() < 0 or classes.max() > 3):
-        raise bio.BratsInputError(f"{case_id}: {what} holds values outside the classes 0..3")
-    return classes.astype(np.uint8, copy=False), None
+    task = get_task(task)
+    last = task.n_classes - 1
+    if classes.size and (classes.min() < 0 or classes.max() > last):
+        raise bio.BratsInputError(f"{case.case_id}: {what} holds values outside the classes 0..{last}")
+    return classes.astype(np.uint8, copy=False), task, None
 
 
-def read_case_view(case: bio.Case, prediction=None, truth=None, scores=None, modalities=MODALITIES) -> CaseView:
-    """Read a case for its page.
+def read_case_view(case: bio.Case, prediction=None, truth=None, scores=None, modalities=MODALITIES,
+                   task=None) -> CaseView:
+    """Read a case for its page: its modalities through :func:`brats_keras.io.read_modalities` (onto the working
+    grid), its maps on its own grid (scored and counted there) and on the working grid (drawn).
 
     Args:
         case: a :class:`brats_keras.io.Case` (``find_cases``).
-        prediction, truth: a label map path (either label convention) or a class map ``(D, H, W)`` on the case's
-            grid, or None.
+        prediction, truth: a label map path (the task's values, or another member of its family's) or a class map
+            ``(D, H, W)`` on the case's own grid, or None.
         scores: the case's scores when already computed (``evaluate_folder(...)["cases"][case_id]``); None scores
             the prediction against the truth here (both given), exactly as ``evaluate`` does.
         modalities: the modalities shown (all four by default; each must be there).
+        task: the task whose classes the maps hold and whose regions are scored (a
+            :class:`~brats_keras.tasks.Task`, its name or file); None: the one the truth's values and the case's
+            naming say (:func:`brats_keras.tasks.detect_task`, as ``evaluate`` detects it), else the
+            prediction's, else the default task.
     Raises:
-        BratsInputError: a missing or unreadable modality, or a prediction / truth on another grid (shape,
-        orientation, voxel size) than the case's images, each in one line naming the file.
+        BratsInputError: a missing or unreadable modality, a prediction / truth on another grid (shape,
+        orientation, voxel size) than the case's images, or values of no task that fits, each in one line naming
+        the file.
     """
-    vols, affine, header = bio.load_modalities(case, modalities)
-    grid = SimpleNamespace(shape=vols[0].shape, affine=affine, header=header)
-    view = CaseView(case.case_id, dict(zip(modalities, vols)), np.asarray(affine, float),
-                    tuple(float(z) for z in header.get_zooms()[:3]))
-    for name, source in (("prediction", prediction), ("truth", truth)):
-        if source is not None:
-            classes, note = _label_map(source, grid, name, case.case_id)
-            setattr(view, name, classes)
-            if note:
-                view.notes.append(note)
+    volumes = bio.read_modalities(case, modalities)
+    task = None if task is None else get_task(task)
+    source = volumes.source
+    view = CaseView(case.case_id, dict(zip(modalities, volumes.arrays)), np.asarray(volumes.affine, float),
+                    tuple(float(z) for z in source.header.get_zooms()[:3]))
+    if volumes.regrid is not None:
+        resampled = resampled_note(describe_grid(source.shape, source.affine), volumes.arrays[0].shape)
+        view.notes.append(f"{case.case_id}: drawn {resampled}; the scores and volumes count its own voxels")
+    for name, source_map in (("truth", truth), ("prediction", prediction)):  # the truth's task first
+        if source_map is None:
+            continue
+        classes, own, note = _label_map(source_map, source, name, case, task)
+        task = task or own
+        view.own[name] = classes
+        setattr(view, name, classes if volumes.regrid is None else volumes.regrid.to_working(classes, order=0))
+        if note:
+            view.notes.append(note)
+    view.task = get_task(task)
     if view.prediction is not None and view.truth is not None:
-        view.scores = scores if scores is not None else score_case(view.prediction, view.truth, view.zooms,
-                                                                   report=False)
+        view.scores = scores if scores is not None else score_case(view.own["prediction"], view.own["truth"],
+                                                                   view.zooms, report=False, task=view.task)
     return view
 
 
