@@ -266,6 +266,13 @@ def test_a_task01_case_built_from_a_real_case_converts_and_scores_as_its_3d_sour
 
     three_d = convert_folder(src, tmp_path / "c3d", workers=1, progress=False)
     four_d = convert_folder(task, tmp_path / "c4d", workers=1, progress=False)
+    given = convert_folder(task, tmp_path / "c4d_given", workers=1, progress=False, task="msd-task01")
+    assert four_d["task"] == get_task("glioma2021").to_dict() and given["task"] == get_task("msd-task01").to_dict()
+    for folder in ("c4d", "c4d_given"):  # detected (a glioma-family conversion) or given, the same arrays
+        for key in ("image", "mask"):
+            entry = (four_d if folder == "c4d" else given)["cases"]["BRATS_006"]
+            assert np.array_equal(np.load(tmp_path / "c3d" / three_d["cases"][case_id][key]),
+                                  np.load(tmp_path / folder / entry[key]))
     a, b = three_d["cases"][case_id], four_d["cases"]["BRATS_006"]
     assert a["crop_box"] == b["crop_box"] and a["scaling"] == b["scaling"] and a["affine"] == b["affine"]
     assert a["label_counts"] == b["label_counts"] and b["layout"] == "msd"
@@ -289,3 +296,15 @@ def test_a_task01_case_built_from_a_real_case_converts_and_scores_as_its_3d_sour
     assert np.array_equal(msd.classes_to_regions(pred_4d), get_task().classes_to_regions(pred_3d))
     s3, s4 = (score_case(p, t, report=False, distances=False) for p, t in ((pred_3d, truth_3d), (pred_4d, truth_4d)))
     assert s3 == s4 and 0.5 < s3["TC"]["dice"] < 1 and 0.5 < s3["ET"]["dice"] < 1
+    # and through `evaluate` on the files, each prediction written in its own task's values
+    from brats_keras.cli import main as cli_main
+
+    for name, values, truth in (("p3d", pred, src), ("p4d", to_msd_labels(pred), task / "labelsTr")):
+        (tmp_path / name).mkdir()
+        cid = case_id if name == "p3d" else "BRATS_006"
+        nib.save(nib.Nifti1Image(values.astype(np.uint8), seg_img.affine), str(tmp_path / name / f"{cid}.nii.gz"))
+        assert cli_main(["evaluate", "--pred", str(tmp_path / name), "--truth", str(truth),
+                         "--json", str(tmp_path / f"{name}.json")]) == 0
+    e3, e4 = (json.loads((tmp_path / f"{n}.json").read_text())["cases"] for n in ("p3d", "p4d"))
+    for region in ("WT", "TC", "ET"):
+        assert e3[case_id][region]["dice"] == e4["BRATS_006"][region]["dice"] == s3[region]["dice"]
