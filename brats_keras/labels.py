@@ -95,15 +95,10 @@ def label_problem(present, convention: str = "auto") -> str | None:
     and 4: the post-treatment maps of BraTS 2024, where 4 is the resection cavity, are not supported).
     """
     present = np.asarray(present)
-    if present.dtype.kind == "f":
-        finite = present[np.isfinite(present)]
-        fractions = finite[finite != np.round(finite)]
-        if fractions.size:
-            shown = ", ".join(f"{v:g}" for v in fractions[:3]) + (", ..." if fractions.size > 3 else "")
-            return (f"holds non-integer values (e.g. {shown}), not labels: a label map holds whole numbers "
-                    f"({_CONVENTIONS_TEXT})")
-        if finite.size < present.size:
-            return "holds NaN or infinite values, not labels"
+    problem = not_labels(present)
+    if problem:
+        return problem + (f": a label map holds whole numbers ({_CONVENTIONS_TEXT})" if "non-integer" in problem
+                          else "")
     values = sorted({int(v) for v in present})
     others = [v for v in values if v not in (0, 1, 2, 3, 4)]
     if 3 in values and 4 in values:
@@ -123,6 +118,22 @@ def label_problem(present, convention: str = "auto") -> str | None:
     other = next(c for c in ET_LABEL if c != str(convention))
     hint = f"; {bad[0]} is ET in {other} label maps" if bad == [ET_LABEL[other]] else ""
     return f"unexpected label values {bad} (the {convention} convention: 0, 1, 2, {et}{hint})"
+
+
+def not_labels(present) -> str | None:
+    """Why the distinct values ``present`` of a map cannot be labels of any task (fractions, NaN or infinities),
+    in one line; None when they are whole numbers."""
+    present = np.asarray(present)
+    if present.dtype.kind != "f":
+        return None
+    finite = present[np.isfinite(present)]
+    fractions = finite[finite != np.round(finite)]
+    if fractions.size:
+        shown = ", ".join(f"{v:g}" for v in fractions[:3]) + (", ..." if fractions.size > 3 else "")
+        return f"holds non-integer values (e.g. {shown}), not labels"
+    if finite.size < present.size:
+        return "holds NaN or infinite values, not labels"
+    return None
 
 
 def _small_ints(labels: np.ndarray):

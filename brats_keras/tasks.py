@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .labels import MODALITIES, _small_ints, canonical_modality
+from .labels import MODALITIES, _small_ints, canonical_modality, not_labels
 
 
 class TaskError(ValueError):
@@ -144,14 +144,9 @@ class Task:
         """Why the distinct values ``present`` of a label map are not this task's labels, in one line; None when
         they are."""
         present = np.asarray(present)
-        if present.dtype.kind == "f":
-            finite = present[np.isfinite(present)]
-            fractions = finite[finite != np.round(finite)]
-            if fractions.size:
-                shown = ", ".join(f"{v:g}" for v in fractions[:3]) + (", ..." if fractions.size > 3 else "")
-                return f"holds non-integer values (e.g. {shown}), not labels"
-            if finite.size < present.size:
-                return "holds NaN or infinite values, not labels"
+        problem = not_labels(present)
+        if problem:
+            return problem
         bad = sorted({int(v) for v in present} - {0, *self.label_values})
         if bad:
             return f"unexpected label values {bad} for task {self.name} ({self.describe_labels()})"
