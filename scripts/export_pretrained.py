@@ -468,6 +468,10 @@ def _stage1_card(stage1, starts) -> dict:
             "starts": starts, "training": card.get("training"),
             "crossval_mean": card.get("crossval", {}).get("mean"),
             "crossval_postprocessed_mean": card.get("crossval_postprocessed", {}).get("mean"),
+            # per case, the Dice of each region before and after stage 1's post-processing: its choice stays checkable
+            **{f"{table}_dice": {cid: {r: row[r]["dice"] for r in ("WT", "TC", "ET") if r in row}
+                                 for cid, row in card.get(table, {}).get("cases", {}).items()}
+               for table in ("crossval", "crossval_postprocessed")},
             "undersegmentation": card.get("undersegmentation"), "commands": card["commands"]}
 
 

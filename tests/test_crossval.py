@@ -627,6 +627,9 @@ def test_export_of_a_two_stage_recipe_records_stage_1_and_rebuilds_both_stages(c
     assert {n: m["checksum"] for n, m in card["stage1"]["models"].items()} == sums
     stage1_card = json.loads((stage1 / "model_card.json").read_text())
     assert card["stage1"]["crossval_mean"] == stage1_card["crossval"]["mean"]
+    assert card["stage1"]["crossval_postprocessed_dice"] == {  # stage 1's choice stays checkable per case
+        cid: {r: row[r]["dice"] for r in ("WT", "TC", "ET")}
+        for cid, row in stage1_card["crossval_postprocessed"]["cases"].items()}
     for k in (0, 1):  # the deep-supervision head is not shipped: one output, the main one
         trained, _ = load_model(runs2[k] / "checkpoints" / "last.keras", compile=False)
         shipped, _ = load_model(ship / f"fold-{k}.keras", compile=False)
