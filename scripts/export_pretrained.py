@@ -117,6 +117,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.folds:
         return export_ensemble(args)
+    if args.stage1:
+        fail("--stage1 goes with --folds (the second stage's fold runs of a two-stage recipe)")
     if not args.real:
         fail("--run needs --real (the folder of the original NIfTI cases)")
     args.checkpoint = args.checkpoint or "best"
