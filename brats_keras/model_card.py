@@ -53,11 +53,13 @@ _FLAG = {"output": "--head"}
 
 
 def train_command(cfg: dict, out: str = "runs/pretrained", data: str = "data/real_2mm",
-                  split_file: str | None = None) -> str:
+                  split_file: str | None = None, init_from: str | None = None) -> str:
     """The ``brats-keras train`` command that reproduces a run: the recipe plus the flags it changed.
 
     A fold run of a cross-validation (``cfg["folds"]`` set) gets ``--fold $k`` and no ``--split-file`` (the fold
-    split comes from the seed): the command of every fold, for a shell loop over ``k``.
+    split comes from the seed): the command of every fold, for a shell loop over ``k``. The run's own
+    ``init_from`` names a file on the machine that trained it, so it is left out; ``init_from`` given here is
+    the file the command starts from instead (``--init-from``, the second stage of a two-stage recipe).
 
     Raises:
         ValueError naming the setting when the run changed one that no flag of ``brats-keras train`` sets
@@ -86,8 +88,9 @@ def train_command(cfg: dict, out: str = "runs/pretrained", data: str = "data/rea
         else:
             flags.append(f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}")
     split = f"--split-file {split_file} " if split_file and not cfg.get("folds") else ""
+    init = [f"--init-from {init_from}"] if init_from else []
     return (f"brats-keras train --data {data} --recipe pretrained \\\n"
-            f"    {split}--out {out}" + "".join(" " + f for f in flags))
+            f"    {split}--out {out}" + "".join(" " + f for f in flags + init))
 
 
 def _rule_text(pp: dict) -> str:
@@ -262,11 +265,19 @@ def _training_paragraph(t: dict, who: str, at: str, checkpoint: str) -> str:
 
 
 
-def _undersegmentation_text(u: dict | None) -> str:
+def _undersegmentation_text(u: dict | None, before: dict | None = None) -> str:
     """The Limits bullet on under-segmentation from the card's ``undersegmentation`` (scripts/undersegmentation.py):
-    recall against precision, where the missed tumor lies, and what recall follows and what it does not."""
+    recall against precision, where the missed tumor lies, and what recall follows and what it does not; with
+    ``before`` (the stage-1 ensemble's, for a two-stage recipe) how the second stage moved recall and precision."""
     if not u:
         return ""
+    moved = ""
+    if before:
+        moved = (" Stage 1 alone had recall / precision "
+                 + ", ".join(f"{r} {before[r]['recall']:.3f} / {before[r]['precision']:.3f}" for r in REGIONS)
+                 + "; the second stage moved them by "
+                 + ", ".join(f"{r} {u[r]['recall'] - before[r]['recall']:+.3f} / "
+                             f"{u[r]['precision'] - before[r]['precision']:+.3f}" for r in REGIONS) + ".")
     wt = u["WT"]
     rho = {k: v for k, v in wt["spearman"].items()}
     strongest = max((k for k in rho if k.endswith("contrast")), key=lambda k: rho[k][0])
@@ -278,7 +289,8 @@ def _undersegmentation_text(u: dict | None) -> str:
             f"follow the tumor's size (Spearman rho {rho['true volume'][0]:+.2f}) or its share of the brain "
             f"({rho['tumor share of the brain'][0]:+.2f}: the brain z-score is not skewed by a large lesion); it "
             f"follows the lesion's {strongest.split()[0].upper()} contrast (rho {rho[strongest][0]:+.2f}, "
-            f"p {rho[strongest][1]:.3f}): the faint outer edge of the edema is left out (`scripts/undersegmentation.py`).")
+            f"p {rho[strongest][1]:.3f}): the faint outer edge of the edema is left out (`scripts/undersegmentation.py`)."
+            + moved)
 
 def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
     """The model card (``MODEL_CARD.md``) of a shipped fold ensemble (``model_card.json`` with ``"kind": "fold
@@ -383,7 +395,16 @@ def ensemble_card_markdown(card: dict, history: dict | None = None) -> str:
                   + (f", against {min(rest):.2f} and above in the others" if rest else "")
                   + f"); the out-of-fold ET Dice there is {e['et_dice_low']:.2f}"
                   + (f", against {e['et_dice_rest']:.2f} on the other {len(rest)}." if rest else "."))
-    under = _undersegmentation_text(card.get("undersegmentation"))
+    stage1 = card.get("stage1")
+    under = _undersegmentation_text(card.get("undersegmentation"), (stage1 or {}).get("undersegmentation"))
+    if stage1:  # a two-stage recipe: stage 1 (an ensemble exported before), then each fold continued from its file
+        first = stage1["training"]
+        training = (_training_paragraph(first, "Stage 1, each fold", at,
+                                        f"{stage1.get('checkpoint') or 'last'} checkpoint")
+                    + " Cross-validated alone: mean Dice "
+                    + " / ".join(f"{stage1['crossval_mean'][r]['dice']:.3f}" for r in REGIONS) + ".\n\n"
+                    + _training_paragraph(t, "Stage 2, each fold starting from its stage-1 model (`--init-from`; "
+                                          "the sha256 of each start file is in model_card.json)", at, checkpoint))
     return f"""# Model card: brats-keras pretrained 3D U-Net, {title} (BraTS regions)
 
 **Not a medical device.** A research model trained on {n_cases} real BraTS cases; do not use it for diagnosis or

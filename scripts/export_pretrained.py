@@ -19,6 +19,15 @@ the out-of-fold predictions under-segment (scripts/undersegmentation.py). Repeat
 ``--folds`` once per recipe (with ``--crossval`` the table ``crossval --combine`` wrote from theirs) to ship
 them as one ensemble, ``fold-<k>a.keras``, ``fold-<k>b.keras``, ...; files over the 60 MB budget are refused.
 
+A two-stage recipe: fold runs started (``train --init-from``) from the fold files of an ensemble exported before
+(stage 1) are shipped with ``--stage1 STAGE1/ensemble.json``. Each run's start file must be the stage-1 file of
+its fold (the sha256 that ensemble.json records); the card records them and its commands rebuild both stages:
+stage 1's own commands (from the ``model_card.json`` beside that ensemble.json, exported with ``--to stage1``),
+then the fold runs with ``--init-from stage1/fold-$k.keras``.
+
+    python scripts/export_pretrained.py --folds runs/ft/fold0 ... runs/ft/fold4 --stage1 stage1/ensemble.json \
+        --crossval cv_ft --data data/cv28_2mm --train-minutes 46
+
 The card's text and the rows of earlier runs it compares with live in ``brats_keras.model_card`` and
 ``card_history.json``. Unusable input (a folder that is no run, a cross-validation of other runs, fold runs
 with different settings): one line, exit 2, nothing written.
@@ -40,6 +49,7 @@ from brats_keras.data import ConvertedCases, fold_runs  # noqa: E402
 from brats_keras.ensemble import MEMBER_LETTERS  # noqa: E402
 from brats_keras.evaluation import grid_dice, label_contrast, resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
+from brats_keras.io import file_checksum  # noqa: E402
 from brats_keras.model_card import (augmentation_text, card_markdown, late_val_range,  # noqa: E402
                                     loss_text, optimizer_text, train_command)
 from brats_keras.models import count_params, main_output  # noqa: E402
@@ -93,6 +103,9 @@ def main(argv=None):
     ap.add_argument("--data", default="data/real_2mm", help="--folds: the converted data folder the card's "
                                                             "commands name")
     ap.add_argument("--to", help="--folds: where to write the files (default: brats_keras/pretrained)")
+    ap.add_argument("--stage1", help="--folds: the ensemble.json of the exported ensemble whose fold files the runs "
+                                     "started from (train --init-from): a two-stage recipe; the model_card.json "
+                                     "beside it gives stage 1's commands")
     ap.add_argument("--check-cases", type=int, default=3, help="--folds: out-of-fold cases predicted again to check "
                                                                "the stored files and time the ensemble")
     ap.add_argument("--int8", action="store_true", help="--folds: kernels in int8 (ensemble --int8): twice the models "
@@ -104,6 +117,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.folds:
         return export_ensemble(args)
+    if args.stage1:
+        fail("--stage1 goes with --folds (the second stage's fold runs of a two-stage recipe)")
     if not args.real:
         fail("--run needs --real (the folder of the original NIfTI cases)")
     args.checkpoint = args.checkpoint or "best"
@@ -221,9 +236,65 @@ def _same_run(recorded: str, given) -> bool:
     return not recorded.is_absolute() and ".." not in parts and given.parts[-len(parts):] == parts
 
 
-def _fold_runs(groups, cv_dir):
+#: where the card's commands put the stage-1 ensemble of a two-stage recipe
+STAGE1_DIR = "stage1"
+
+
+def read_stage1(path) -> dict:
+    """The stage-1 ensemble of a two-stage recipe: ``{"path", "record" (its ensemble.json), "card" (the
+    model_card.json beside it)}``. Fails in one line when either is unreadable, a model has no sha256, or the card
+    has no commands that rebuild the ensemble."""
+    path = Path(path)
+    path = path / "ensemble.json" if path.is_dir() else path
+    card_path = path.with_name(CARD_JSON.name)
+    read = {}
+    for name, f in (("record", path), ("card", card_path)):
+        try:
+            read[name] = json.loads(f.read_text())
+        except (OSError, ValueError) as exc:
+            fail(f"{f}: cannot be read as the stage-1 ensemble's {'ensemble.json' if name == 'record' else 'card'} "
+                 f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})")
+    models = read["record"].get("models") if isinstance(read["record"], dict) else None
+    if not isinstance(models, dict) or not models:
+        fail(f"{path}: lists no models (not the ensemble.json of an exported ensemble)")
+    unsummed = [n for n, m in models.items() if not str(m.get("checksum", "")).startswith("sha256:")]
+    if unsummed:
+        fail(f"{path}: records no sha256 for {', '.join(unsummed)}: the runs' start files cannot be checked")
+    card = read["card"]
+    if not isinstance(card, dict) or card.get("kind") != "fold ensemble" or not card.get("commands"):
+        fail(f"{card_path}: not the card of an exported fold ensemble (no commands that rebuild stage 1)")
+    if card.get("stage1"):
+        fail(f"{card_path}: stage 1 is itself a two-stage recipe; a third stage is not supported")
+    if not card["commands"].splitlines()[-1].startswith("python scripts/export_pretrained.py "):
+        fail(f"{card_path}: its commands do not end with the export that makes the stage-1 files")
+    return {"path": path, **read}
+
+
+def _stage1_start(run, cfg, stage1) -> dict:
+    """Which stage-1 file fold run ``run`` (its ``config.json`` read into ``cfg``) started from: its
+    ``init_from`` file, whose sha256 must be the one ``stage1``'s ensemble.json records for a file of the run's
+    fold. Fails in one line otherwise."""
+    init, fold = cfg.get("init_from"), cfg.get("fold")
+    if not init:
+        fail(f"{run / 'config.json'}: the run starts from no model (no init_from), but --stage1 says the runs "
+             "start from the stage-1 fold files")
+    if not Path(init).is_file():
+        fail(f"{init}: not found (the file {run} started from; --stage1 checks its sha256)")
+    digest = file_checksum(init)
+    models = stage1["record"]["models"]
+    of_fold = {n: m["checksum"] for n, m in models.items() if m.get("fold") == fold}
+    match = [n for n, c in of_fold.items() if c == digest]
+    if not match:
+        fail(f"{run} starts from {init} ({digest}), not the stage-1 fold-{fold} file that {stage1['path']} records ("
+             + (", ".join(f"{n} {c}" for n, c in of_fold.items()) or "none") + ")")
+    return {"fold": fold, "run": str(run), "init_from": str(init), "sha256": digest, "stage1_file": match[0],
+            "stage1_run": models[match[0]].get("run")}
+
+
+def _fold_runs(groups, cv_dir, stage1=None):
     """Check the fold runs (one list per recipe) and the cross-validation before anything is written;
-    ``(configs per recipe, crossval results, choice, post-processed results, the recipes' own tables)``.
+    ``(configs per recipe, crossval results, choice, post-processed results, the recipes' own tables, the stage-1
+    file each run started from (``stage1`` given; else None))``.
 
     One recipe: ``cv_dir`` is its crossval folder. Several: ``cv_dir`` is the table ``crossval --combine`` wrote,
     whose ``combined`` folders are the recipes' own tables, in the order of ``groups``."""
@@ -270,7 +341,8 @@ def _fold_runs(groups, cv_dir):
                      f"{', '.join(sorted(split.get('val', [])))}, but {where / 'crossval.json'} scored its fold "
                      f"{split.get('fold')} on {', '.join(scored_fold.get('cases', [])) or 'no cases'}: not the runs "
                      "the table scores")
-    cfg_groups = []
+    cfg_groups, starts = [], [] if stage1 else None
+    per_fold = _PER_FOLD | ({"init_from"} if stage1 else set())  # stage 2: each fold starts from its own file
     for runs in groups:
         cfgs = []
         for run in map(Path, runs):
@@ -278,16 +350,19 @@ def _fold_runs(groups, cv_dir):
                 if not (run / name).is_file():
                     fail(f"{run / name}: not found (is {run} a fold run folder?)")
             cfg = json.loads((run / "config.json").read_text())
-            if cfg.get("init_from"):
-                fail(f"{run} starts from {cfg['init_from']}; the card can only reproduce runs trained from scratch")
+            if stage1:
+                starts.append(_stage1_start(run, cfg, stage1))
+            elif cfg.get("init_from"):
+                fail(f"{run} starts from {cfg['init_from']}; the card reproduces runs trained from scratch, or "
+                     "the second stage of a two-stage recipe (--stage1 STAGE1/ensemble.json)")
             cfgs.append(cfg)
         for run, cfg in zip(runs[1:], cfgs[1:]):
             for key in sorted(set(cfg) | set(cfgs[0])):
-                if key not in _PER_FOLD and cfg.get(key) != cfgs[0].get(key):
+                if key not in per_fold and cfg.get(key) != cfgs[0].get(key):
                     fail(f"{runs[0]} and {run} were trained with different {key} ({cfgs[0].get(key)!r} and "
                          f"{cfg.get(key)!r}): the fold runs of one --folds are one recipe")
         cfg_groups.append(cfgs)
-    return cfg_groups, results, choice, post, tables
+    return cfg_groups, results, choice, post, tables, starts
 
 
 def export_ensemble(args):
@@ -299,7 +374,15 @@ def export_ensemble(args):
     if not args.crossval:
         fail("--folds needs --crossval (the folder written by brats-keras crossval --choose-postprocessing)")
     groups = [[Path(r) for r in g] for g in args.folds]
-    cfg_groups, results, choice, post, tables = _fold_runs(groups, args.crossval)
+    stage1 = None
+    if args.stage1:
+        if len(groups) > 1:
+            fail("--stage1: a two-stage recipe ships one --folds (the second stage's fold runs)")
+        stage1 = read_stage1(args.stage1)
+        if f"--output {args.data} " not in stage1["card"]["commands"]:
+            fail(f"--data {args.data}: not the conversion stage 1's commands make "
+                 f"({stage1['path'].with_name(CARD_JSON.name)}); the second stage trains on the same data")
+    cfg_groups, results, choice, post, tables, starts = _fold_runs(groups, args.crossval, stage1)
     if args.checkpoint and args.checkpoint != results["checkpoint"]:
         fail(f"--checkpoint {args.checkpoint}: {args.crossval} scored the {results['checkpoint']} checkpoints, and the "
              "ensemble ships what the cross-validation scored (run crossval --checkpoint "
@@ -307,7 +390,8 @@ def export_ensemble(args):
     commands = []
     for g, (runs, cfgs) in enumerate(zip(groups, cfg_groups)):
         try:
-            commands.append(train_command(cfgs[0], out=f"runs/{_recipe_dir(g, len(groups))}/fold$k", data=args.data))
+            commands.append(train_command(cfgs[0], out=f"runs/{_recipe_dir(g, len(groups), stage1)}/fold$k",
+                                          data=args.data, init_from=_stage1_init(starts)))
         except ValueError as exc:
             fail(f"{runs[0] / 'config.json'}: {exc}")
     to = Path(args.to) if args.to else HERE
@@ -317,7 +401,8 @@ def export_ensemble(args):
     with tempfile.TemporaryDirectory(dir=to, prefix=".export-") as staging:
         staging = Path(staging)
         try:
-            card = _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, tables, staging, to)
+            card = _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, tables, staging, to,
+                                  stage1, starts)
             markdown = card_markdown(card)
         except (BratsInputError, FileNotFoundError, ValueError) as exc:
             fail(str(exc).splitlines()[0])
@@ -356,9 +441,40 @@ def et_contrast_summary(contrast: dict, rows: dict) -> dict | None:
             "et_dice_low": mean_et(low), "et_dice_rest": mean_et(rest)}
 
 
-def _recipe_dir(g: int, n: int) -> str:
-    """The folder name the card's commands give recipe ``g`` of ``n``: ``cv`` for one, ``cv_a``, ``cv_b``, ... ."""
+def _recipe_dir(g: int, n: int, stage1=None) -> str:
+    """The folder name the card's commands give recipe ``g`` of ``n``: ``cv`` for one, ``cv_a``, ``cv_b``, ...;
+    ``ft`` for the second stage of a two-stage recipe (stage 1 keeps ``cv``)."""
+    if stage1:
+        return "ft"
     return "cv" if n == 1 else f"cv_{MEMBER_LETTERS[g]}"
+
+
+def _stage1_init(starts) -> str | None:
+    """The ``--init-from`` of the second stage's command: the stage-1 file of fold ``$k`` where the card's
+    commands export stage 1 (``stage1/fold-$k.keras``); None for a one-stage recipe."""
+    if not starts:
+        return None
+    names = {s["stage1_file"].replace(f"fold-{s['fold']}", "fold-$k", 1) for s in starts}
+    if len(names) != 1:
+        raise ValueError(f"the runs start from stage-1 files of different names ({', '.join(sorted(names))})")
+    return f"{STAGE1_DIR}/{names.pop()}"
+
+
+def _stage1_card(stage1, starts) -> dict:
+    """The card's ``stage1``: where stage 1 came from and what it scored, and the file each fold run started
+    from with its sha256 (the stage-1 ensemble.json's own)."""
+    card, record = stage1["card"], stage1["record"]
+    return {"ensemble": str(stage1["path"]), "weights_dtype": record.get("weights_dtype"),
+            "models": {n: {k: m.get(k) for k in ("fold", "run", "checksum")} for n, m in record["models"].items()},
+            "checkpoint": record.get("checkpoint"),
+            "starts": starts, "training": card.get("training"),
+            "crossval_mean": card.get("crossval", {}).get("mean"),
+            "crossval_postprocessed_mean": card.get("crossval_postprocessed", {}).get("mean"),
+            # per case, the Dice of each region before and after stage 1's post-processing: its choice stays checkable
+            **{f"{table}_dice": {cid: {r: row[r]["dice"] for r in ("WT", "TC", "ET") if r in row}
+                                 for cid, row in card.get(table, {}).get("cases", {}).items()}
+               for table in ("crossval", "crossval_postprocessed")},
+            "undersegmentation": card.get("undersegmentation"), "commands": card["commands"]}
 
 
 def _training_text(cfgs, runs, args, command) -> dict:
@@ -370,7 +486,8 @@ def _training_text(cfgs, runs, args, command) -> dict:
             "minutes_per_fold": args.train_minutes, "hardware": args.hardware, "command": command}
 
 
-def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, tables, staging, to):
+def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, tables, staging, to, stage1=None,
+                   starts=None):
     """Write the fold files and ensemble.json into ``staging``, check and time them, and return the card."""
     import time
 
@@ -421,10 +538,11 @@ def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, ta
     cfg = cfg_groups[0][0]
     recipes = [_training_text(cfgs, runs, args, command) for runs, cfgs, command in zip(groups, cfg_groups, commands)]
     folds = sorted(by_fold)
-    dirs = [_recipe_dir(g, len(groups)) for g in range(len(groups))]
+    dirs = [_recipe_dir(g, len(groups), stage1) for g in range(len(groups))]
     fold_runs_of = [" ".join(f"runs/{d}/fold{k}" for k in folds) for d in dirs]
+    table = "cv_ft" if stage1 else "cv"
     if len(groups) == 1:
-        scoring = ["brats-keras crossval --runs " + fold_runs_of[0] + " --out cv --choose-postprocessing"
+        scoring = ["brats-keras crossval --runs " + fold_runs_of[0] + f" --out {table} --choose-postprocessing"
                    + choice_rule_flags(choice)]
     else:
         scoring = [f"brats-keras crossval --runs {runs} --out {d}" for runs, d in zip(fold_runs_of, dirs)]
@@ -458,19 +576,32 @@ def _ensemble_card(args, groups, cfg_groups, results, choice, post, commands, ta
                   "single_seconds_per_case": float(np.mean(single)) if single else float("nan"),
                   "ensemble_seconds_per_case": float(np.mean(seconds)) if seconds else float("nan")},
         "commands": "\n".join([
-            *links,
-            f"python data_prep/convert.py --input {source} --output {args.data} \\",
-            f"    --modalities {','.join(info['modalities'])} --crop {info.get('crop', 'brain')} "
-            f"--scale {info['scale']} --downsample {info.get('downsample', 1)}",
+            *(_stage1_commands(stage1) if stage1 else [
+                *links,
+                f"python data_prep/convert.py --input {source} --output {args.data} \\",
+                f"    --modalities {','.join(info['modalities'])} --crop {info.get('crop', 'brain')} "
+                f"--scale {info['scale']} --downsample {info.get('downsample', 1)}"]),
             *training, *scoring,
             "python scripts/export_pretrained.py " + " ".join(f"--folds {runs}" for runs in fold_runs_of)
-            + f" --crossval cv --data {args.data} --train-minutes {args.train_minutes:g}" + (" --int8" if args.int8 else "")]),
+            + (f" --stage1 {STAGE1_DIR}/ensemble.json" if stage1 else "")
+            + f" --crossval {table} --data {args.data} --train-minutes {args.train_minutes:g}"
+            + (" --int8" if args.int8 else "")]),
     }
+    if stage1:
+        card["stage1"] = _stage1_card(stage1, starts)
     if len(groups) > 1:  # each recipe's own out-of-fold mean, beside the combined headline
         card["recipes"] = [{**recipe, "crossval_mean": table["mean"], "crossval_dir": str(member)}
                            for recipe, table, member in zip(recipes, tables, results["combined"])]
     card["ensemble"] = json.loads((staging / "ensemble.json").read_text())
     return card
+
+
+def _stage1_commands(stage1) -> list[str]:
+    """Stage 1's commands, from its card, with its export writing into :data:`STAGE1_DIR` (where the second
+    stage's ``--init-from`` finds its files) instead of the package."""
+    lines = stage1["card"]["commands"].splitlines()
+    return [f"# stage 1: {stage1['card'].get('kind', 'fold ensemble')} (its files in {STAGE1_DIR}/)", *lines[:-1],
+            lines[-1] + f" --to {STAGE1_DIR}", f"# stage 2: each fold continues from its stage-1 file"]
 
 
 if __name__ == "__main__":

@@ -572,6 +572,86 @@ def test_ensemble_and_export_of_two_recipes_scored_by_their_combined_crossval(cv
     assert "--train-minutes 3 --int8" in md and "kernels stored in int8" in md and "the 2 models of one fold" in md
 
 
+def test_export_of_a_two_stage_recipe_records_stage_1_and_rebuilds_both_stages(cv, tmp_path, capsys):
+    """Stage 2: fold runs continued (--init-from, with deep supervision) from the fold files of an exported stage-1
+    ensemble. The export ships their main outputs only, records each run's start file with the sha256 that
+    stage 1's ensemble.json gives it, and its commands rebuild stage 1 (exported into stage1/) and then stage 2
+    from there; a run that started from another file, or runs given without --stage1, are refused in one line."""
+    from brats_keras.checkpoint import load_model
+    from brats_keras.io import file_checksum
+    from brats_keras.model_card import card_markdown
+
+    root, _ = cv
+    runs1, cv1 = _chosen_crossval(cv, tmp_path / "one")
+    stage1 = tmp_path / "stage1"
+    export = _export_script()
+    assert export(["--folds", *map(str, runs1), "--crossval", str(cv1), "--data", "data/cv_2mm", "--to", str(stage1),
+                   "--train-minutes", "3", "--check-cases", "1"]) == 0
+    runs2 = []
+    for k in range(2):
+        train(TrainConfig(data=str(root / "conv"), out=str(tmp_path / "trained" / f"fold{k}"), base_filters=4,
+                          depth=2, norm="instance", output="regions", loss="dice+bce", patch_size=16, batch_size=2,
+                          epochs=1, steps_per_epoch=1, val_steps=1, verbose=0, mixed_precision="off", folds=2, fold=k,
+                          split_seed=7, lr=3e-4, deep_supervision=1, init_from=str(stage1 / f"fold-{k}.keras")))
+        runs2.append(tmp_path / "trained" / f"fold{k}")
+    runs2 = _recipe_runs(runs2, tmp_path / "two")
+    cv2 = tmp_path / "cv2"
+    crossval_predict(runs2, cv2, progress=False)
+    assert cli_main(["crossval", "--runs", *map(str, runs2), "--out", str(cv2), "--reuse",
+                     "--choose-postprocessing"]) == 0
+    ship = tmp_path / "ship"
+    base = ["--folds", *map(str, runs2), "--crossval", str(cv2), "--data", "data/cv_2mm", "--to", str(ship),
+            "--train-minutes", "2", "--check-cases", "2"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:  # runs that start from a model, without the stage they start from
+        export(base)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "starts from" in err[0] and "--stage1" in err[0]
+    other = tmp_path / "other"  # a stage 1 whose fold-1 file is not the one the run started from
+    other.mkdir()
+    record = json.loads((stage1 / "ensemble.json").read_text())
+    record["models"]["fold-1.keras"]["checksum"] = "sha256:" + "0" * 64
+    (other / "ensemble.json").write_text(json.dumps(record))
+    (other / "model_card.json").write_bytes((stage1 / "model_card.json").read_bytes())
+    with pytest.raises(SystemExit) as exc:
+        export(base + ["--stage1", str(other / "ensemble.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1, err
+    assert f"{runs2[1]} starts from {stage1 / 'fold-1.keras'}" in err[0] and "not the stage-1 fold-1 file" in err[0]
+    assert not ship.exists()
+    assert export(base + ["--stage1", str(stage1 / "ensemble.json")]) == 0
+    card = json.loads((ship / "model_card.json").read_text())
+    sums = {n: m["checksum"] for n, m in json.loads((stage1 / "ensemble.json").read_text())["models"].items()}
+    assert [(s["fold"], s["stage1_file"], s["sha256"]) for s in card["stage1"]["starts"]] == [
+        (k, f"fold-{k}.keras", file_checksum(stage1 / f"fold-{k}.keras")) for k in (0, 1)]
+    assert {n: m["checksum"] for n, m in card["stage1"]["models"].items()} == sums
+    stage1_card = json.loads((stage1 / "model_card.json").read_text())
+    assert card["stage1"]["crossval_mean"] == stage1_card["crossval"]["mean"]
+    assert card["stage1"]["crossval_postprocessed_dice"] == {  # stage 1's choice stays checkable per case
+        cid: {r: row[r]["dice"] for r in ("WT", "TC", "ET")}
+        for cid, row in stage1_card["crossval_postprocessed"]["cases"].items()}
+    for k in (0, 1):  # the deep-supervision head is not shipped: one output, the main one
+        trained, _ = load_model(runs2[k] / "checkpoints" / "last.keras", compile=False)
+        shipped, _ = load_model(ship / f"fold-{k}.keras", compile=False)
+        assert len(trained.outputs) == 2 and len(shipped.outputs) == 1
+    assert card["check"]["max_dice_difference"] <= 0.02  # float16 files with the stored post-processing vs the table
+    md = (ship / "MODEL_CARD.md").read_text()
+    assert md == card_markdown(card)
+    commands = card["commands"].splitlines()
+    export1 = [i for i, c in enumerate(commands) if c.startswith("python scripts/export_pretrained.py")]
+    assert len(export1) == 2
+    first, second = commands[:export1[0] + 1], commands[export1[0] + 1:]
+    assert first[1:-1] == stage1_card["commands"].splitlines()[:-1]  # stage 1's own commands, exported to stage1/
+    assert first[-1] == stage1_card["commands"].splitlines()[-1] + " --to stage1"
+    text = "\n".join(second)
+    assert "--out runs/ft/fold$k" in text and "--deep-supervision 1" in text and "--lr 0.0003" in text
+    assert text.count("--init-from stage1/fold-$k.keras") == 1 and "--init-from" not in "\n".join(first)
+    assert "brats-keras crossval --runs runs/ft/fold0 runs/ft/fold1 --out cv_ft --choose-postprocessing" in text
+    assert second[-1].startswith("python scripts/export_pretrained.py --folds runs/ft/fold0 runs/ft/fold1 "
+                                 "--stage1 stage1/ensemble.json --crossval cv_ft --data data/cv_2mm")
+    assert "Stage 1, each fold" in md and "Stage 2, each fold starting from its stage-1 model" in md
+
+
 def test_export_commands_gather_the_data_roots_the_conversion_read(tmp_path, monkeypatch):
     """The card's commands rebuild the training data from the roots the conversion manifest names: several
     roots (brats-real and brats-extra) become one folder of links that convert.py reads, and the commands
