@@ -92,11 +92,11 @@ def _venv_run(args, cwd, timeout=900, **env) -> subprocess.CompletedProcess:
 
 def test_jax_extra_installs_no_tensorflow_and_the_jax_suite_passes_there(tmp_path):
     """`pip install ".[jax]"` into a fresh venv (from the package cache) brings no TensorFlow, and the library
-    installed there runs on JAX: the part of tests/backends/ that covers the models (unet3d forward and
-    backward), every loss under each precision policy, and the metrics (known answers, a training step with
-    every metric in float32). The whole suite takes about 7.5 minutes on a 2-core CPU; it runs in full, with
-    TensorFlow blocked, in tests/test_backends.py. The install takes about 50 s, this part of the suite about
-    45 s. The package is installed from a copy of its sources, so nothing is built in the checkout."""
+    installed there runs on JAX: it imports with its 5 shipped fold files, its CLI answers --help, and one tiny
+    test of tests/backends/ (a unet3d forward and backward step, with the check that TensorFlow is absent) passes
+    with the installed copy. The whole of tests/backends/ runs on JAX, with TensorFlow blocked, in
+    tests/test_backends.py; repeating it here would prove nothing more about the install. The install takes about
+    50 s. The package is installed from a copy of its sources, so nothing is built in the checkout."""
     python = shutil.which("python3.11")
     if python is None:
         if os.environ.get("CI") == "true":
@@ -132,11 +132,10 @@ def test_jax_extra_installs_no_tensorflow_and_the_jax_suite_passes_there(tmp_pat
     assert site[0].startswith(str(venv)) and site[1:] == ["jax", "5"], site  # the installed copy, its 5 folds
     ok(_venv_run([bin_ / "brats-keras", "--help"], tmp_path, KERAS_BACKEND="jax"))
 
-    selection = ("not_tensorflow or forward_and_backward and unet3d or every_loss or metrics_give_known"
-                 " or every_metric and float32 and not mixed")
+    selection = "not_tensorflow or forward_and_backward and unet3d"
     proc = _venv_run([bin_ / "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", ROOT / "tests" / "backends",
                       "-k", selection], tmp_path, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
     last = (proc.stdout.strip().splitlines() or [""])[-1]
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     passed = re.search(r"(\d+) passed", last)
-    assert passed and int(passed.group(1)) >= 30 and "skipped" not in last and "failed" not in last, last
+    assert passed and int(passed.group(1)) == 2 and "skipped" not in last and "failed" not in last, last

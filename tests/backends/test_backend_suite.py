@@ -108,13 +108,13 @@ def test_segresnet_vae_branch_adds_its_term_and_trains_under_fit():
     model = tiny("segresnet", vae=True, patch_size=16)
     x = batch("segresnet", n=2)
     y = targets(x, "regions")
-    model.compile(optimizer=keras.optimizers.SGD(0.0), loss=get_loss("dice+bce", "regions"))
-    seg_only = float(model.evaluate(x, y, verbose=0))
-    total = model.fit(x, y, batch_size=2, epochs=1, verbose=0).history["loss"][0]
-    assert total > seg_only + 1e-3  # learning rate 0: the difference is the VAE term
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=get_loss("dice+bce", "regions"))
+    seg_only = float(model.evaluate(x, y, verbose=0))
     before = keras.ops.convert_to_numpy(model.get_layer("vae_mean").kernel).copy()
+    # one step an epoch: each epoch's loss is computed before that step's update, so the first is at the
+    # weights evaluate saw, and its excess over the segmentation loss is the VAE term
     losses = model.fit(x, y, batch_size=2, epochs=6, verbose=0).history["loss"]
+    assert losses[0] > seg_only + 1e-3
     assert np.isfinite(losses).all() and losses[-1] < losses[0], losses  # measured: 2.19 -> 1.94
     assert not np.allclose(keras.ops.convert_to_numpy(model.get_layer("vae_mean").kernel), before)
 
@@ -150,8 +150,14 @@ def test_every_loss_under_each_policy_is_float32_and_matches(policy, name, outpu
     assert float(keras.ops.convert_to_numpy(value)) == pytest.approx(expected, rel=tol, abs=tol)
 
 
-@pytest.mark.parametrize("policy", POLICIES, indirect=True)
-@pytest.mark.parametrize("output", ["softmax", "regions"])
+# The model's output is float32 under every policy (asserted below), so the metrics see the same dtype whatever
+# the policy: each policy is paired with one output, each output runs under a mixed policy, and regions in
+# float32 with every metric is trained by test_fit_from_patch_dataset_lowers_nothing_to_nan.
+POLICY_OUTPUTS = [("float32", "softmax"), ("mixed_bfloat16", "regions"), ("mixed_float16", "softmax")]
+
+
+@pytest.mark.parametrize("policy,output", POLICY_OUTPUTS, ids=[f"{p}-{o}" for p, o in POLICY_OUTPUTS],
+                         indirect=["policy"])
 def test_training_step_with_every_metric_under_each_policy(policy, output):
     keras.utils.set_random_seed(0)
     model = tiny("unet3d", output=output, norm="batch")
@@ -226,24 +232,9 @@ def test_fit_from_patch_dataset_lowers_nothing_to_nan(converted):
     assert int(keras.ops.convert_to_numpy(model.optimizer.iterations)) == 6
 
 
-def test_train_run_folder_save_load_and_resume(converted, tmp_path):
-    from brats_keras.runs import read_log
-    from brats_keras.training import TrainConfig, train
-
-    cfg = TrainConfig(data=str(converted), out=str(tmp_path / "run"), base_filters=4, depth=2, norm="batch",
-                      output="regions", loss="dice+bce", patch_size=16, batch_size=2, epochs=1,
-                      steps_per_epoch=2, val_steps=1, val=1, verbose=0, mixed_precision="off")
-    res = train(cfg)
-    best = tmp_path / "run" / "checkpoints" / "best.keras"
-    info = read_info(best)
-    assert info["scale"] == "zscore" and info["output"] == "regions" and info["patch_size"] == 16
-    res2 = train(TrainConfig(epochs=2), resume=tmp_path / "run")
-    assert [int(r["epoch"]) for r in read_log(tmp_path / "run")] == [0, 1]
-    assert int(keras.ops.convert_to_numpy(res2["model"].optimizer.iterations)) == 4
-    assert res["seconds"] >= 0
-
-
 def test_deep_supervision_trains_resumes_and_predicts_with_the_main_output(converted, tmp_path):
+    """A run folder on this backend: train, its checkpoint's info, resume to the next epoch (log, optimizer step
+    count), with deep supervision's auxiliary output trained and dropped for prediction."""
     from brats_keras.inference import Predictor
     from brats_keras.runs import read_log
     from brats_keras.training import TrainConfig, train
@@ -251,7 +242,10 @@ def test_deep_supervision_trains_resumes_and_predicts_with_the_main_output(conve
     cfg = TrainConfig(data=str(converted), out=str(tmp_path / "run"), base_filters=4, depth=2, norm="batch",
                       output="regions", loss="dice+bce", patch_size=16, batch_size=2, epochs=1,
                       steps_per_epoch=2, val_steps=1, val=1, verbose=0, mixed_precision="off", deep_supervision=1)
-    train(cfg)
+    first = train(cfg)
+    assert first["seconds"] >= 0
+    info = read_info(tmp_path / "run" / "checkpoints" / "best.keras")
+    assert info["scale"] == "zscore" and info["output"] == "regions" and info["patch_size"] == 16
     res = train(TrainConfig(epochs=2), resume=tmp_path / "run")
     log = read_log(tmp_path / "run")
     assert [int(r["epoch"]) for r in log] == [0, 1] and np.isfinite(log[1]["aux1_sigmoid_loss"])
@@ -284,8 +278,14 @@ def test_unet2d_trains_on_slices_and_predicts_a_volume_slice_by_slice(converted,
     np.testing.assert_allclose(probs, by_hand, atol=1e-5)
 
 
-def test_keras_file_round_trip_keeps_info_and_predictions(tmp_path):
-    model = tiny("unet3d", output="regions", norm="instance")
+@pytest.fixture(scope="module")
+def saved_model():
+    """One small built model for the two file tests (they only save it and read it back)."""
+    return tiny("unet3d", output="regions", norm="instance")
+
+
+def test_keras_file_round_trip_keeps_info_and_predictions(saved_model, tmp_path):
+    model = saved_model
     x = batch("unet3d")
     expected = keras.ops.convert_to_numpy(model(x, training=False))
     info = {"format": 1, "modalities": ["flair", "t1ce"], "scale": "zscore", "crop": "brain",
@@ -296,8 +296,8 @@ def test_keras_file_round_trip_keeps_info_and_predictions(tmp_path):
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x, training=False)), expected)
 
 
-def test_float16_model_file_loads_the_rounded_weights_into_float32(tmp_path):
-    model = tiny("unet3d", output="regions", norm="batch")
+def test_float16_model_file_loads_the_rounded_weights_into_float32(saved_model, tmp_path):
+    model = saved_model
     path = save_model(model, tmp_path / "m16.keras", {"format": 1}, include_optimizer=False, weights_dtype="float16")
     loaded, _ = load_model(path, compile=False)
     for original, half in zip(model.get_weights(), loaded.get_weights()):
