@@ -62,9 +62,10 @@ GPU_RECIPE = dict(model="unet3d", base_filters=32, depth=4, norm="batch", output
                   lr_schedule="poly", spatial_augment=0.2, foreground_ratio=0.33, whole_case_every=0,
                   mixed_precision="auto", jit_compile="auto", workers=8)
 #: the same steps at sizes a CPU runs in a minute or two
+#: the dry run's sizes: each step's code path at the least cost (one epoch of two steps; one 16^3 window)
 DRY = dict(size=16, bases=[4], batches=[1], warmup=1, steps=2, max_batches=[2],
-           train=dict(base_filters=4, depth=2, patch_size=16, batch_size=2, epochs=2, steps_per_epoch=2,
-                      val_steps=1, workers=1), model_base=4, inference_patch=32)
+           train=dict(base_filters=4, depth=2, patch_size=16, batch_size=2, epochs=1, steps_per_epoch=2,
+                      val_steps=1, workers=1), model_base=4, inference_patch=16)
 FULL = dict(size=128, bases=[16, 32], batches=[2, 4], warmup=3, steps=10,
             max_batches=[8, 12, 16, 24, 32, 48, 64], train={}, model_base=None, inference_patch=None)
 PRECISIONS = ["float32", "mixed_float16", "mixed_bfloat16"]
