@@ -54,7 +54,7 @@ def _read_classes(path: Path, task=None) -> tuple[np.ndarray, tuple[float, ...]]
     if task is None or get_task(task).name == DEFAULT_TASK:
         classes, img = read_label_map(path)
     else:
-        classes, img = _task_classes(path, _family(get_task(task)))
+        classes, img = read_task_labels(path, get_task(task))
     return classes, tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
@@ -100,6 +100,13 @@ def _family(task) -> list:
     """``task``, then the built-in tasks whose classes are its own with other stored values (a 2021-valued
     prediction of a 2023-named case)."""
     return [task] + [t for t in TASKS.values() if t.name != task.name and task.same_classes(t)]
+
+
+def read_task_labels(path, task) -> tuple[np.ndarray, object]:
+    """``(classes, image)``: a label map file read as ``task``'s classes, or as those of a built-in task with the
+    same classes under other stored values (a 2021-valued prediction of a 2023-named case); BratsInputError naming
+    the file and the values ``task`` allows when none fits."""
+    return _task_classes(Path(path), _family(task))
 
 
 def _origin(affine) -> str:
@@ -150,7 +157,7 @@ def _case_scores(pred_path: Path, truth_path: Path, truth, lesion_wise: bool, ta
     their grids differ, a note naming both when their origins alone differ (:func:`grid_difference`). The prediction
     holds the values of the truth's task or of one with the same classes (BratsInputError naming it when not)."""
     case_task, true, truth_img = truth
-    pred, pred_img = _task_classes(pred_path, _family(case_task))
+    pred, pred_img = read_task_labels(pred_path, case_task)
     problem, note = grid_difference(pred_img, truth_img)
     if problem:
         raise ValueError(f"{pred_path} and {truth_path} are not on one grid: {problem}")

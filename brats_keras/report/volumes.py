@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import io as bio
 from ..evaluation import grid_difference, score_case
-from ..evaluation.folders import _family, _task_classes
+from ..evaluation.folders import read_task_labels
 from ..geometry import describe_grid, resampled_note
 from ..labels import MODALITIES
 from ..preprocessing import box_slices, brain_crop_box
@@ -82,7 +82,7 @@ def _label_map(source, grid, what: str, case: bio.Case, task):
     if isinstance(source, (str, Path)):
         if what == "prediction" and task is not None:  # as evaluate reads one: in the values of any task of the
             # family (a 2021-named case predicted with --labels 2023 stores ET as 3)
-            (classes, img), own = _task_classes(Path(source), _family(task)), task
+            (classes, img), own = read_task_labels(source, task), task
         else:
             classes, img, own = bio.read_labels(source, task, case=case)
         problem, note = grid_difference(img, grid)

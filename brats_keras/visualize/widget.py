@@ -113,10 +113,10 @@ def _read_classes(labels, name: str, volumes, case, task):
     if isinstance(labels, (str, Path)):
         import nibabel as nib
 
-        from ..evaluation.folders import _family, _task_classes, grid_difference  # scipy: when a map is read
+        from ..evaluation.folders import grid_difference, read_task_labels  # scipy: when a map is read
 
         if name == "prediction" and task is not None:  # as evaluate reads one: the values of any task of the family
-            classes, img = _task_classes(Path(labels), _family(task))
+            classes, img = read_task_labels(labels, task)
         else:
             classes, img, task = read_labels(labels, task, case=case)
         reference = nib.Nifti1Image(np.zeros(grid.shape, np.uint8), grid.affine, grid.header)
