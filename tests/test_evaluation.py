@@ -281,6 +281,39 @@ def test_report_scores_known_values():
     )
 
 
+def test_lesion_wise_pediatric_groups_and_drops_small_predicted_parts():
+    """The 2024 pediatric scorer groups predicted parts within its dilation (5) and drops groups of 10 voxels or
+    fewer before matching; the other tasks count every predicted part."""
+    from brats_keras.tasks import get_task
+
+    shape = (40, 40, 40)
+    labels = np.zeros(shape, np.uint8)
+    labels[5:9, 5:9, 5:9] = 4  # one 64-voxel edema lesion (PED label 4 = ED)
+    pred = labels.copy()
+    pred[30:32, 30:32, 30:32] = 4  # 8 stray voxels alone: dropped
+    pred[30:32, 5:7, 5:7] = 4  # two 8-voxel parts 6 voxels apart: one 16-voxel group, one false positive
+    pred[30:32, 13:15, 5:7] = 4
+    ped = get_task("pediatric2024")
+    scores = lesion_wise_scores(ped.to_classes(pred), ped.to_classes(labels), task=ped)
+    for region in ("WT", "ED"):
+        assert scores[region] == pytest.approx({"dice": 0.5, "hd95": LESION_HD95_MISS / 2, "n_lesions": 1,
+                                                "n_missed": 0, "n_false_positives": 1})
+    assert scores["ET"] == {"dice": 1.0, "hd95": 0.0, "n_lesions": 0, "n_missed": 0, "n_false_positives": 0}
+    # the same maps under the 2023 rule with the same dilation and volume: three false positives
+    g23 = get_task("brats2023")
+    as_2023 = np.where(labels > 0, 2, 0), np.where(pred > 0, 2, 0)  # 2023 label 2 = SNFH, WT only
+    wt = lesion_wise_scores(g23.to_classes(as_2023[1]), g23.to_classes(as_2023[0]), dilation=5, min_volume=10,
+                            task=g23)["WT"]
+    assert (wt["n_false_positives"], wt["dice"]) == (3, pytest.approx(0.25))
+    # a group of exactly 11 voxels is kept; nothing predicted but small parts leaves the lesion missed
+    pred = np.zeros(shape, np.uint8)
+    pred[30, 30, 20:31] = 4  # 11 voxels in a row
+    pred[20, 5, 5] = 4  # one voxel 11 voxels from the lesion: out of its reach, dropped
+    scores = lesion_wise_scores(ped.to_classes(pred), ped.to_classes(labels), task=ped)["ED"]
+    assert scores == pytest.approx({"dice": 0.0, "hd95": LESION_HD95_MISS, "n_lesions": 1, "n_missed": 1,
+                                    "n_false_positives": 1})
+
+
 def test_lesion_wise_simplified_known_values():
     # dilation=0, min_volume=0: the earlier definition (overlap matching, every lesion counted)
     shape = (20, 12, 12)

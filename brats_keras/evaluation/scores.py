@@ -34,6 +34,15 @@ LESION_PARAMETERS = {
     "men-rt2024": (1, 50.0, {}),
 }
 
+#: tasks whose official scorer also cleans the prediction, ``{task: voxels}``: the BraTS 2024 pediatric scorer
+#: (metrics_PED.py) groups the predicted components whose dilations touch (the task's dilation, as for the true
+#: lesions) into one predicted lesion and removes a group of this many voxels or fewer before matching, so that a
+#: few stray voxels are neither a false positive nor part of a lesion's Dice. The other scorers keep every
+#: predicted component as it is.
+PREDICTION_MIN_VOXELS = {
+    "pediatric2024": 10,
+}
+
 
 def report_names(task=None) -> tuple:
     """The report's Table 4 columns of ``task`` (:func:`report_scores`): :data:`REPORT_NAMES` for the default
@@ -361,6 +370,19 @@ def _grown_box(box, grow: int, shape) -> tuple[slice, ...]:
     return tuple(slice(max(s.start - grow, 0), min(s.stop + grow, n)) for s, n in zip(box, shape))
 
 
+def _grouped_prediction(mask, dilation: int, grow, full, min_voxels: int) -> tuple[np.ndarray, int]:
+    """``(labels, n)``: the predicted voxels numbered 1..n by group (the 26-connected components of the mask
+    dilated ``dilation`` times with ``grow``), the groups of ``min_voxels`` voxels or fewer removed."""
+    grown = ndimage.binary_dilation(mask, structure=grow, iterations=dilation) if dilation else mask
+    groups, n = ndimage.label(grown, structure=full)
+    groups = np.where(mask, groups, 0)
+    keep = np.bincount(groups.ravel(), minlength=n + 1) > min_voxels
+    keep[0] = False
+    new_ids = np.zeros(n + 1, dtype=groups.dtype)
+    new_ids[keep] = np.arange(1, int(keep.sum()) + 1)
+    return new_ids[groups], int(keep.sum())
+
+
 def lesion_wise_scores(
     pred_classes,
     true_classes,
@@ -389,6 +411,10 @@ def lesion_wise_scores(
        are not false positives.
     5. False positives: each predicted component that touches no lesion (small ones
        included) scores Dice 0 and HD95 374.
+       For the tasks of :data:`PREDICTION_MIN_VOXELS` (pediatric 2024), predicted components
+       are first grouped the way true lesions are (dilated ``dilation`` times, touching
+       dilations make one group), and a group of that many voxels or fewer is removed from
+       the prediction: it is neither matched nor a false positive.
     6. The region's score is the mean over the lesions above ``min_volume`` and the false
        positives; with neither, Dice 1 and HD95 0.
 
@@ -447,6 +473,9 @@ def lesion_wise_scores(
         least = region_volumes.get(region, min_volume)
         truth = true_regions[..., i]
         pred_lab, n_pred = ndimage.label(pred_regions[..., i], structure=full)
+        if task.name in PREDICTION_MIN_VOXELS:
+            pred_lab, n_pred = _grouped_prediction(pred_regions[..., i], dilation, grow, full,
+                                                   PREDICTION_MIN_VOXELS[task.name])
         if dilation:
             grown = ndimage.binary_dilation(truth, structure=grow, iterations=dilation)
             grown_lab, n_true = ndimage.label(grown, structure=full)
