@@ -418,7 +418,9 @@ def lesion_wise_scores(
     6. The region's score is the mean over the lesions above ``min_volume`` and the false
        positives; with neither, Dice 1 and HD95 0.
 
-    One difference from the official code remains: a lesion's HD95 is :func:`hd95`
+    The 2024 post-treatment scorer also merges true NETC, SNFH, ET and RC lesions that touch a common
+    lesion of another of those labels; here each label's lesions are grouped by its own dilation only.
+    One more difference from the official code remains: a lesion's HD95 is :func:`hd95`
     (medpy's definition: the 95th percentile of the surface distances of both ways,
     pooled), where the official code takes DeepMind's ``surface-distance`` robust
     Hausdorff (the larger of the two one-way 95th percentiles, weighted by surface-element
