@@ -186,6 +186,9 @@ def _add_train(sub):
     p.add_argument("--fold", type=int, metavar="I", help="which fold to train with --folds, 0 .. K-1")
     p.add_argument("--seed", type=int)
     p.add_argument("--foreground-ratio", type=float)
+    p.add_argument("--foreground-sampling", choices=["voxels", "classes"],
+                   help="centre of a tumor-centred patch: any tumor voxel alike (voxels, the default) or a tumor "
+                        "class of the case first, each alike, then a voxel of it (classes, nnU-Net's way)")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--spatial-augment", type=float, metavar="PROB",
                    help="probability of a random rotation and of a random zoom per training patch")

@@ -272,16 +272,25 @@ class ConvertedCases:
         """Coordinates ``(n, 3)`` of up to ``max_points`` tumor voxels per class of the task, for oversampling."""
         if case_id not in self._fg:
             m = np.asarray(self.mask(case_id))
-            pts = []
+            pts, sizes = [], []
             rng = np.random.default_rng(0)
             for c in range(1, self.task.n_classes):
                 idx = np.flatnonzero(m.ravel() == c)
                 if idx.size > max_points:
                     idx = rng.choice(idx, max_points, replace=False)
                 pts.append(idx)
+                sizes.append(idx.size)
             idx = np.concatenate(pts)
-            self._fg[case_id] = np.stack(np.unravel_index(idx, m.shape), axis=1).astype(np.int32)
-        return self._fg[case_id]
+            coords = np.stack(np.unravel_index(idx, m.shape), axis=1).astype(np.int32)
+            self._fg[case_id] = (coords, np.cumsum([0] + sizes))
+        return self._fg[case_id][0]
+
+    def foreground_by_class(self, case_id) -> list:
+        """The coordinates of :meth:`foreground`, one array per tumor class the case holds (classes absent from
+        it are left out)."""
+        coords = self.foreground(case_id)
+        bounds = self._fg[case_id][1]
+        return [coords[a:b] for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
 
     @property
     def n_channels(self):
@@ -470,6 +479,17 @@ def make_targets(classes: np.ndarray, output: str, task=None) -> np.ndarray:
     return task.classes_to_regions(classes, task.region_order).astype(np.float32)
 
 
+#: how a tumor-centred patch's centre is drawn (:class:`PatchDataset`)
+FOREGROUND_SAMPLING = ("voxels", "classes")
+
+
+def check_foreground_sampling(mode) -> str:
+    """``mode`` when it is one of :data:`FOREGROUND_SAMPLING`; ValueError in one line otherwise."""
+    if mode not in FOREGROUND_SAMPLING:
+        raise ValueError(f"foreground sampling {mode!r}: use one of {', '.join(FOREGROUND_SAMPLING)}")
+    return mode
+
+
 class PatchDataset(keras.utils.PyDataset):
     """Batches of random patches from converted cases, for ``model.fit``.
 
@@ -484,6 +504,10 @@ class PatchDataset(keras.utils.PyDataset):
         output: ``"softmax"`` (one-hot targets, one channel per class of the conversion's task) or ``"regions"``
             (the task's head regions, ``task.region_order``: WT, TC, ET for the 2021 glioma task).
         foreground_ratio: share of patches centred on a tumor voxel (nnU-Net uses 1/3).
+        foreground_sampling: how such a centre is drawn: ``"voxels"``, any tumor voxel alike (a large edema is
+            drawn far more often than a small enhancing rim); ``"classes"``, first one of the tumor classes the
+            case holds, each alike, then a voxel of it (nnU-Net's way: rare classes are seen as often as common
+            ones).
         augment: True: random flips and intensity changes, plus the spatial ones when ``spatial`` > 0; False: no
             augmentation at all (spatial included); None (default): True when ``augmentation`` is given, else
             the spatial augmentation alone (when ``spatial`` > 0).
@@ -507,7 +531,7 @@ class PatchDataset(keras.utils.PyDataset):
     def __init__(self, data_dir, case_ids=None, patch_size=128, batch_size=4, output="softmax",
                  foreground_ratio=0.33, augment=None, steps_per_epoch=None, seed=0, spatial=0.0,
                  workers=1, use_multiprocessing=False, max_queue_size=8, intensity="basic", fixed=False,
-                 augmentation=None):
+                 augmentation=None, foreground_sampling="voxels"):
         super().__init__(workers=workers, use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
         if not 0.0 <= foreground_ratio <= 1.0:
             raise ValueError(f"foreground_ratio must be in [0, 1], got {foreground_ratio}")
@@ -519,6 +543,7 @@ class PatchDataset(keras.utils.PyDataset):
         self.batch_size = int(batch_size)
         self.output = check_output(output)
         self.foreground_ratio = float(foreground_ratio)
+        self.foreground_sampling = check_foreground_sampling(foreground_sampling)
         if augmentation is not None:
             unknown = sorted(set(augmentation) - {"spatial", "intensity"})
             if unknown:
@@ -543,15 +568,25 @@ class PatchDataset(keras.utils.PyDataset):
         if not self.fixed:
             self.epoch += 1
 
+    def draw_centre(self, case_id, rng):
+        """A tumor voxel of ``case_id`` to centre a patch on, drawn with ``rng`` as ``foreground_sampling`` says;
+        None for a case without tumor."""
+        if self.foreground_sampling == "classes":
+            groups = self.cases.foreground_by_class(case_id)
+            if not groups:
+                return None
+            fg = groups[int(rng.integers(len(groups)))]
+        else:
+            fg = self.cases.foreground(case_id)
+            if not len(fg):
+                return None
+        return fg[int(rng.integers(len(fg)))]
+
     def sample(self, rng):
         """One ``(x, classes)`` patch pair drawn with ``rng``."""
         case_id = self.cases.case_ids[int(rng.integers(len(self.cases)))]
         img, msk = self.cases.image(case_id), self.cases.mask(case_id)
-        centre = None
-        if rng.random() < self.foreground_ratio:
-            fg = self.cases.foreground(case_id)
-            if len(fg):
-                centre = fg[int(rng.integers(len(fg)))]
+        centre = self.draw_centre(case_id, rng) if rng.random() < self.foreground_ratio else None
         start = patch_start(msk.shape, self.patch, rng, centre)
         params = spatial_params(rng, self.spatial) if self.spatial > 0 else None
         if params is not None and self.slices:  # a slice turns in its own plane: about the axial axis alone

@@ -57,6 +57,9 @@ class TrainConfig:
     fold: int = 0
     seed: int = 0
     foreground_ratio: float = 0.33
+    # how a tumor-centred patch's centre is drawn: "voxels" (any tumor voxel alike) or "classes" (a tumor class
+    # of the case first, each alike, then a voxel of it: nnU-Net's way); brats_keras.data.PatchDataset
+    foreground_sampling: str = "voxels"
     augment: bool = True  # False: no augmentation at all, spatial_augment included
     spatial_augment: float = 0.0  # probability of a random rotation and of a random zoom per training patch
     intensity_augment: str = "basic"  # basic: scale / shift / gamma; strong: brats_keras.augment (noise, blur, ...)
@@ -206,6 +209,10 @@ def check_settings(cfg: TrainConfig) -> None:
             value <= high if high_in else value < high)
         if not inside:
             refuse(name, f"must be {_range_text(low, low_in, high, high_in)}")
+    from .data import FOREGROUND_SAMPLING
+
+    if cfg.foreground_sampling not in FOREGROUND_SAMPLING:
+        refuse("foreground_sampling", f"must be one of {', '.join(FOREGROUND_SAMPLING)}")
     for name in ("val", "test"):
         if getattr(cfg, name) >= 1 and not float(getattr(cfg, name)).is_integer():
             refuse(name, "a fraction of the cases (below 1) or a whole number of cases")
@@ -639,6 +646,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
     train_ds = PatchDataset(cfg.data, train_ids, patch_size=_data_patch(cfg),
                             batch_size=local_batch * local_replicas if workers.multi else cfg.batch_size,
                             output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=cfg.augment,
+                            foreground_sampling=cfg.foreground_sampling,
                             steps_per_epoch=steps, seed=workers.seed(cfg.seed),
                             augmentation={"spatial": cfg.spatial_augment, "intensity": cfg.intensity_augment},
                             workers=cfg.workers,

@@ -157,6 +157,34 @@ def test_foreground_oversampling_ratio(small_converted):
     assert share_half > share + 0.2
 
 
+def test_foreground_sampling_by_classes_draws_each_class_alike(small_converted):
+    """"voxels" draws a centre's class in proportion to its voxels, "classes" each class the case holds alike
+    (nnU-Net's way); both draw tumor voxels only, and the setting is refused in one line when unknown."""
+    from brats_keras.io import BratsInputError
+    from brats_keras.training import TrainConfig, check_settings
+
+    rng = np.random.default_rng(0)
+    n = 3000
+    for mode in ("voxels", "classes"):
+        ds = PatchDataset(small_converted, patch_size=8, foreground_sampling=mode)
+        for case_id in ds.cases.case_ids:
+            mask = np.asarray(ds.cases.mask(case_id))
+            counts = np.bincount(mask.ravel(), minlength=4)[1:]
+            drawn = np.array([mask[tuple(ds.draw_centre(case_id, rng))] for _ in range(n)])
+            assert drawn.min() >= 1  # always a tumor voxel
+            share = np.bincount(drawn, minlength=4)[1:] / n
+            expected = counts / counts.sum() if mode == "voxels" else (counts > 0) / np.count_nonzero(counts)
+            assert share == pytest.approx(expected, abs=0.04), (mode, case_id, counts)
+    # the cases hold classes of unequal size, so the two modes differ
+    mask = np.asarray(ds.cases.mask(ds.cases.case_ids[0]))
+    counts = np.bincount(mask.ravel(), minlength=4)[1:]
+    assert counts.max() / counts.sum() > 0.5
+    with pytest.raises(ValueError, match="foreground sampling 'tumor': use one of voxels, classes"):
+        PatchDataset(small_converted, patch_size=8, foreground_sampling="tumor")
+    with pytest.raises(BratsInputError, match="^--foreground-sampling tumor: must be one of voxels, classes$"):
+        check_settings(TrainConfig(data=str(small_converted), patch_size=16, foreground_sampling="tumor"))
+
+
 def test_determinism_and_epochs(small_converted):
     a = PatchDataset(small_converted, patch_size=16, batch_size=2, augment=True, steps_per_epoch=3, seed=5)
     b = PatchDataset(small_converted, patch_size=16, batch_size=2, augment=True, steps_per_epoch=3, seed=5)

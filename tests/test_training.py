@@ -73,15 +73,17 @@ def test_whole_case_validation_is_logged(data_dir, tmp_path):
 
 
 def test_cli_trains_unet2d_on_axial_slices_with_whole_case_validation(data_dir, tmp_path, capsys):
-    """`train --recipe unet2d --patch-size 16` (the recipe's unet2d, region head, dice+bce, at a tiny size):
+    """`train --recipe unet2d --patch-size 16` (the recipe's unet2d, region head, dice+bce, at a tiny size, tumor
+    patches centred class by class):
     16 x 16 slices; the model file records the window (16, 16, 1) that prediction slides, and the whole
     validation case is predicted slice by slice during training."""
     run = tmp_path / "u2d"
     rc = cli_main(["train", "--recipe", "unet2d", "--data", str(data_dir), "--out", str(run), "--base-filters", "4",
                    "--depth", "2", "--patch-size", "16", "--batch-size", "4", "--epochs", "1", "--steps-per-epoch",
                    "2", "--val-steps", "1", "--val", "1", "--whole-case-every", "1", "--spatial-augment", "0.5",
-                   "--mixed-precision", "off"])
+                   "--foreground-sampling", "classes", "--mixed-precision", "off"])
     assert rc == 0, capsys.readouterr().err
+    assert json.loads((run / "config.json").read_text())["foreground_sampling"] == "classes"
     info = read_info(run / "checkpoints" / "last.keras")
     assert info["model"] == "unet2d" and info["patch_size"] == [16, 16, 1] and info["output"] == "regions"
     log = read_log(run)
