@@ -153,7 +153,7 @@ tumors: {', '.join(card['data']['split']['val'])}. Training cases: {', '.join(ca
 
 ## Training
 Loss {t['loss']}, {t['patch_size']}^3 patches (2 mm), batch {t['batch_size']}, {t['optimizer']},
-{t['augmentation']} augmentation, a third of the patches centred on tumor. {t['epochs_run']} epochs of
+{t['augmentation']} augmentation, {t.get('patches', PATCHES_TEXT)}. {t['epochs_run']} epochs of
 {t['steps_per_epoch']} steps ({t['steps']} steps, {t['minutes']:.0f} minutes) on {t['hardware']}; the shipped
 checkpoint is the one with the best whole-case validation Dice (epoch {t['checkpoint_epoch']},
 {t['checkpoint_steps']} steps).
@@ -232,6 +232,22 @@ def loss_text(cfg):
             f"resolution, up-sampled; weights {weights}; --deep-supervision {n})")
 
 
+#: how the cards said a run's tumor-centred patches were drawn before runs could choose it
+PATCHES_TEXT = "a third of the patches centred on tumor"
+
+
+def patches_text(cfg) -> str:
+    """How a run's patches were drawn (its config's ``foreground_ratio`` and ``foreground_sampling``), for a
+    card: "a third of the patches centred on tumor", then how the centre's class was drawn where it was not
+    the default."""
+    ratio = cfg.get("foreground_ratio", 0.33)
+    share = "a third of the patches" if abs(ratio - 1 / 3) < 0.01 else f"{ratio:.0%} of the patches"
+    text = f"{share} centred on tumor"
+    if cfg.get("foreground_sampling", "voxels") == "classes":
+        text += " (a tumor class of the case first, each alike, then a voxel of it: --foreground-sampling classes)"
+    return text
+
+
 def augmentation_text(cfg):
     text = "flips, intensity and gamma"
     if cfg.get("intensity_augment") == "strong":
@@ -260,7 +276,7 @@ def _training_paragraph(t: dict, who: str, at: str, checkpoint: str) -> str:
     steps = t.get("steps_range") or [t["steps_per_fold"]]
     steps = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,} to {steps[-1]:,}"
     return (f"{who}: loss {t['loss']}, {t['patch_size']}^3 patches{at}, batch {t['batch_size']}, {t['optimizer']},\n"
-            f"{t['augmentation']} augmentation, a third of the patches centred on tumor, {steps} steps ({checkpoint}),\n"
+            f"{t['augmentation']} augmentation, {t.get('patches', PATCHES_TEXT)}, {steps} steps ({checkpoint}),\n"
             f"about {t['minutes_per_fold']:.0f} minutes on {t['hardware']}.")
 
 

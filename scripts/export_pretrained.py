@@ -50,7 +50,7 @@ from brats_keras.ensemble import MEMBER_LETTERS  # noqa: E402
 from brats_keras.evaluation import grid_dice, label_contrast, resolution_ceiling, score_case  # noqa: E402
 from brats_keras.inference import Predictor  # noqa: E402
 from brats_keras.io import file_checksum  # noqa: E402
-from brats_keras.model_card import (augmentation_text, card_markdown, late_val_range,  # noqa: E402
+from brats_keras.model_card import (augmentation_text, card_markdown, patches_text, late_val_range,  # noqa: E402
                                     loss_text, optimizer_text, train_command)
 from brats_keras.models import count_params, main_output  # noqa: E402
 from brats_keras.postprocessing import choice_rule_flags, read_postprocessing_file  # noqa: E402
@@ -164,7 +164,7 @@ def main(argv=None):
         "preprocessing": info,
         "training": {"recipe": "pretrained", "loss": loss_text(cfg), "lr": cfg["lr"], "patch_size": cfg["patch_size"],
                      "batch_size": cfg["batch_size"], "optimizer": optimizer_text(cfg),
-                     "augmentation": augmentation_text(cfg), "lr_schedule": cfg.get("lr_schedule", "plateau"),
+                     "augmentation": augmentation_text(cfg), "patches": patches_text(cfg), "lr_schedule": cfg.get("lr_schedule", "plateau"),
                      "spatial_augment": cfg.get("spatial_augment", 0.0),
                      "epochs_run": len(log), "steps_per_epoch": cfg["steps_per_epoch"],
                      "steps": len(log) * cfg["steps_per_epoch"], "checkpoint_epoch": best_epoch + 1,
@@ -482,7 +482,7 @@ def _training_text(cfgs, runs, args, command) -> dict:
     steps = sorted({len(read_log(r)) * c["steps_per_epoch"] for r, c in zip(runs, cfgs)})
     return {"recipe": "pretrained", "loss": loss_text(cfg), "lr": cfg["lr"], "patch_size": cfg["patch_size"],
             "batch_size": cfg["batch_size"], "optimizer": optimizer_text(cfg),
-            "augmentation": augmentation_text(cfg), "steps_per_fold": steps[-1], "steps_range": steps,
+            "augmentation": augmentation_text(cfg), "patches": patches_text(cfg), "steps_per_fold": steps[-1], "steps_range": steps,
             "minutes_per_fold": args.train_minutes, "hardware": args.hardware, "command": command}
 
 

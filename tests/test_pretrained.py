@@ -204,6 +204,20 @@ def test_export_card_helpers_derive_their_numbers_from_the_log():
     assert cells(scores, hd95=False, bold=True) == "**0.853** | **0.800** | **0.500**"
 
 
+def test_card_says_how_patches_were_drawn_and_its_command_redraws_them_so():
+    from brats_keras.model_card import PATCHES_TEXT, patches_text, train_command
+    from brats_keras.training import TrainConfig
+
+    cfg = {**TrainConfig.from_recipe("pretrained").__dict__, "folds": 5, "fold": 0}
+    assert patches_text(cfg) == PATCHES_TEXT == "a third of the patches centred on tumor"
+    assert "--foreground" not in train_command(cfg)
+    cfg.update(foreground_sampling="classes", foreground_ratio=0.5)
+    assert patches_text(cfg) == ("50% of the patches centred on tumor (a tumor class of the case first, each alike, "
+                                 "then a voxel of it: --foreground-sampling classes)")
+    command = train_command(cfg)
+    assert "--foreground-ratio 0.5" in command and "--foreground-sampling classes" in command
+
+
 def test_card_markdown_rebuilds_the_shipped_card_from_its_json_and_the_history_data(card):
     """MODEL_CARD.md is exactly what card_markdown writes from model_card.json and card_history.json; the rows
     of earlier runs come from the history passed in, not from code."""
