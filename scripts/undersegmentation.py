@@ -88,12 +88,16 @@ def _spearman(x, y) -> list[float]:
         return [float(v) for v in stats.spearmanr(x, y)]
 
 
-def analyse(cv_dir, data) -> dict:
+def analyse(cv_dir, data, quiet: bool = False) -> dict:
+    """Every number of the report (``quiet``: no progress bar)."""
     cv_dir, data = Path(cv_dir), Path(data)
     table = json.loads((cv_dir / "crossval.json").read_text())
     manifest = read_manifest(data)
     modalities = manifest["settings"]["modalities"]
-    cases = {cid: case_rows(cv_dir, cid, row) for cid, row in sorted(table["cases"].items())}
+    from tqdm import tqdm
+
+    cases = {cid: case_rows(cv_dir, cid, row)
+             for cid, row in tqdm(sorted(table["cases"].items()), desc="cases", unit="case", disable=quiet)}
     features = {cid: case_features(data, manifest["cases"][cid], modalities) for cid in cases}
     summary = {}
     for region in REGION_NAMES:
@@ -154,8 +158,9 @@ def main(argv=None) -> int:
     ap.add_argument("cv_dir", help="a crossval folder of a region model (with probabilities/)")
     ap.add_argument("--data", required=True, help="the conversion folder the folds were trained on")
     ap.add_argument("--json", help="also write every number to this file")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    res = analyse(args.cv_dir, args.data)
+    res = analyse(args.cv_dir, args.data, quiet=args.quiet)
     print(report(res))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
