@@ -504,8 +504,9 @@ class PatchDataset(keras.utils.PyDataset):
         output: ``"softmax"`` (one-hot targets, one channel per class of the conversion's task) or ``"regions"``
             (the task's head regions, ``task.region_order``: WT, TC, ET for the 2021 glioma task).
         foreground_ratio: share of patches centred on a tumor voxel (nnU-Net uses 1/3).
-        foreground_sampling: how such a centre is drawn: ``"voxels"``, any tumor voxel alike (a large edema is
-            drawn far more often than a small enhancing rim); ``"classes"``, first one of the tumor classes the
+        foreground_sampling: how such a centre is drawn: ``"voxels"``, any tumor voxel alike (of at most 20,000
+            kept per class, :meth:`ConvertedCases.foreground`: a large edema is drawn far more often than a small
+            enhancing rim); ``"classes"``, first one of the tumor classes the
             case holds, each alike, then a voxel of it (nnU-Net's way: rare classes are seen as often as common
             ones).
         augment: True: random flips and intensity changes, plus the spatial ones when ``spatial`` > 0; False: no

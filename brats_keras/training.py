@@ -653,6 +653,7 @@ def train(cfg: TrainConfig | None = None, resume: str | os.PathLike | None = Non
                             use_multiprocessing=False)
     val_ds = PatchDataset(cfg.data, split["val"], patch_size=_data_patch(cfg), batch_size=cfg.batch_size,
                           output=cfg.output, foreground_ratio=cfg.foreground_ratio, augment=False,
+                          foreground_sampling=cfg.foreground_sampling,
                           steps_per_epoch=cfg.val_steps or max(1, len(split["val"]) // cfg.batch_size),
                           seed=cfg.seed + 1, fixed=True)  # the same validation patches every epoch
     if workers.multi:  # each worker its slice of every single-process validation batch

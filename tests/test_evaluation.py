@@ -309,6 +309,7 @@ def test_lesion_wise_pediatric_groups_and_drops_small_predicted_parts():
     pred = np.zeros(shape, np.uint8)
     pred[30, 30, 20:31] = 4  # 11 voxels in a row
     pred[20, 5, 5] = 4  # one voxel 11 voxels from the lesion: out of its reach, dropped
+    pred[5, 30, 20:30] = 4  # 10 voxels in a row, far from everything: dropped (10 or fewer)
     scores = lesion_wise_scores(ped.to_classes(pred), ped.to_classes(labels), task=ped)["ED"]
     assert scores == pytest.approx({"dice": 0.0, "hd95": LESION_HD95_MISS, "n_lesions": 1, "n_missed": 1,
                                     "n_false_positives": 1})

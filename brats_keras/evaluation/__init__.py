@@ -24,7 +24,8 @@ negative voxel at all.
 """
 from __future__ import annotations
 
-from .folders import _aggregate, _read_classes, evaluate_folder, format_table, grid_difference, score_case  # noqa: F401
+from .folders import (_aggregate, _read_classes, evaluate_folder, format_table, grid_difference,  # noqa: F401
+                      read_task_labels, score_case)
 from .scores import (HD95_EMPTY, LESION_HD95_MISS, REPORT_NAMES, SCORE_NAMES, _tumor_box, dice, grid_dice, hd95,  # noqa: F401
                      label_contrast, lesion_wise_scores, region_scores, report_scores, resolution_ceiling, sensitivity,
                      specificity, surface_distances)
@@ -44,5 +45,6 @@ __all__ = [
     "lesion_wise_scores",
     "score_case",
     "evaluate_folder",
+    "read_task_labels",
     "format_table",
 ]

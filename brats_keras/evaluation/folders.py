@@ -54,7 +54,7 @@ def _read_classes(path: Path, task=None) -> tuple[np.ndarray, tuple[float, ...]]
     if task is None or get_task(task).name == DEFAULT_TASK:
         classes, img = read_label_map(path)
     else:
-        classes, img = read_task_labels(path, get_task(task))
+        classes, img = read_task_labels(path, task)
     return classes, tuple(float(z) for z in img.header.get_zooms()[:3])
 
 
@@ -102,11 +102,12 @@ def _family(task) -> list:
     return [task] + [t for t in TASKS.values() if t.name != task.name and task.same_classes(t)]
 
 
-def read_task_labels(path, task) -> tuple[np.ndarray, object]:
-    """``(classes, image)``: a label map file read as ``task``'s classes, or as those of a built-in task with the
-    same classes under other stored values (a 2021-valued prediction of a 2023-named case); BratsInputError naming
-    the file and the values ``task`` allows when none fits."""
-    return _task_classes(Path(path), _family(task))
+def read_task_labels(path, task=None) -> tuple[np.ndarray, object]:
+    """``(classes, image)``: a label map file read as the classes of ``task`` (a Task or its name; None: the default
+    task), or as those of a built-in task with the same classes under other stored values (a 2021-valued
+    prediction of a 2023-named case); BratsInputError naming the file and the values ``task`` allows when none
+    fits."""
+    return _task_classes(Path(path), _family(get_task(task)))
 
 
 def _origin(affine) -> str:

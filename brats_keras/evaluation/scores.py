@@ -427,7 +427,9 @@ def lesion_wise_scores(
     area). Dice, the lesions, matches, false positives and the 374 penalties are the same.
 
     ``dilation=0, min_volume=0`` gives the simpler definition of earlier versions: a
-    component matches a lesion only by overlapping it, and every lesion counts.
+    component matches a lesion only by overlapping it, and every lesion counts (for the
+    pediatric task, predicted parts of 10 voxels or fewer are still dropped: that cleaning is
+    part of its scorer, whatever the dilation and volume).
 
     Saluja et al., BraTS 2023 lesion-wise performance metrics (BraTS-GLI: ``dilation=3``,
     ``min_volume=50``; BraTS-MEN: 1 and 50; BraTS-MET: 1 and 2); the 2024 scorer (post-treatment GLI: 3 and 20,
@@ -474,10 +476,11 @@ def lesion_wise_scores(
     for i, region in enumerate(task.region_names):
         least = region_volumes.get(region, min_volume)
         truth = true_regions[..., i]
-        pred_lab, n_pred = ndimage.label(pred_regions[..., i], structure=full)
         if task.name in PREDICTION_MIN_VOXELS:
             pred_lab, n_pred = _grouped_prediction(pred_regions[..., i], dilation, grow, full,
                                                    PREDICTION_MIN_VOXELS[task.name])
+        else:
+            pred_lab, n_pred = ndimage.label(pred_regions[..., i], structure=full)
         if dilation:
             grown = ndimage.binary_dilation(truth, structure=grow, iterations=dilation)
             grown_lab, n_true = ndimage.label(grown, structure=full)
